@@ -1,0 +1,486 @@
+//! The imperative shell: one lock around the [`State`], a clock, listeners, and dispatch
+//! of events after the lock is released.
+use crate::channel::{parse_user_ids_json, ChannelPatch};
+use crate::config::{Clock, Config, Dispatch};
+use crate::error::{Error, Result};
+use crate::event::{ConnectionId, Delivery, Event};
+use crate::query::{Query, Target};
+use crate::state::{Outgoing, State};
+use crate::time::{system_now, Millis};
+use crate::user::{UserPatch, UserSnapshot};
+use parking_lot::{Mutex, ReentrantMutex};
+use serde_json::Value;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Identifies a listener for removal; never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub u64);
+
+/// Which events a host listener receives. `None` matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerFilter {
+    /// An event type such as `user.presence.changed`.
+    pub event_type: Option<String>,
+    /// Only events about this user (the Unity-style `user.PresenceChanged`).
+    pub user_id: Option<String>,
+}
+
+impl ListenerFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+    /// Events of one type.
+    pub fn event_type(t: impl Into<String>) -> Self {
+        ListenerFilter {
+            event_type: Some(t.into()),
+            user_id: None,
+        }
+    }
+    /// Events about one user.
+    pub fn user(id: impl Into<String>) -> Self {
+        ListenerFilter {
+            event_type: None,
+            user_id: Some(id.into()),
+        }
+    }
+    fn matches(&self, event: &Event) -> bool {
+        self.event_type
+            .as_deref()
+            .is_none_or(|t| t == event.type_name())
+            && self.user_id.as_deref().is_none_or(|u| u == event.user_id())
+    }
+}
+
+type EventCallback = Box<dyn Fn(&Event) + Send + Sync>;
+type DeliveryCallback = Box<dyn Fn(&Delivery) + Send + Sync>;
+
+enum Callback {
+    Host(ListenerFilter, EventCallback),
+    Delivery(DeliveryCallback),
+}
+
+struct Listener {
+    id: ListenerId,
+    /// Set on removal so a snapshot taken before it never calls the listener again.
+    removed: AtomicBool,
+    callback: Callback,
+}
+
+struct Inner {
+    state: State,
+    /// Events waiting for dispatch, in `seq` order.
+    outbox: VecDeque<Outgoing>,
+    /// Manual clock time, or the last system time seen (so time never moves backwards).
+    now: Millis,
+}
+
+impl Inner {
+    fn now(&mut self, clock: Clock) -> Millis {
+        if clock == Clock::System {
+            self.now = self.now.max(system_now());
+        }
+        self.now
+    }
+}
+
+/// A presence engine. Thread-safe: every method takes `&self`; share it with `Arc`.
+///
+/// State changes happen inside a short critical section; callbacks run afterwards, never
+/// under the lock, never concurrently, in `seq` order. With [`Dispatch::Immediate`] they
+/// run on a thread calling into the engine before that call returns (normally the one
+/// whose call caused them; when two threads race, whichever dispatches first delivers
+/// both in order). With [`Dispatch::Manual`] they run only inside [`Engine::pump`].
+pub struct Engine {
+    config: Config,
+    inner: Mutex<Inner>,
+    listeners: Mutex<Arc<Vec<Arc<Listener>>>>,
+    next_listener: AtomicU64,
+    /// Held (re-entrantly) by the dispatching thread; the flag marks an active loop so a
+    /// callback that calls back into the engine leaves its events to the outer loop.
+    dispatching: ReentrantMutex<Cell<bool>>,
+}
+
+/// Resets the dispatching flag even when a callback panics.
+struct DispatchGuard<'a>(&'a Cell<bool>);
+
+impl Drop for DispatchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl Engine {
+    /// A new engine. Cost: O(1).
+    pub fn new(config: Config) -> Result<Engine> {
+        config.validate()?;
+        let mut state = State::new(config.clone());
+        state.record_events = false;
+        state.record_deliveries = false;
+        let now = match config.clock {
+            Clock::Manual => config.start_time_ms,
+            Clock::System => system_now(),
+        };
+        Ok(Engine {
+            config,
+            inner: Mutex::new(Inner {
+                state,
+                outbox: VecDeque::new(),
+                now,
+            }),
+            listeners: Mutex::new(Arc::new(Vec::new())),
+            next_listener: AtomicU64::new(1),
+            dispatching: ReentrantMutex::new(Cell::new(false)),
+        })
+    }
+
+    /// A new engine from config JSON (`None`: defaults). Cost: O(len).
+    pub fn from_json(config_json: Option<&str>) -> Result<Engine> {
+        Engine::new(match config_json {
+            Some(json) => Config::from_json(json)?,
+            None => Config::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The engine's current time in Unix milliseconds. Cost: O(1).
+    pub fn now(&self) -> Millis {
+        self.inner.lock().now(self.config.clock)
+    }
+
+    /// Runs one command under the lock, queues what it emitted, then dispatches (immediate
+    /// mode) after the lock is released.
+    fn run<T>(&self, command: impl FnOnce(&mut State, Millis) -> Result<T>) -> Result<T> {
+        let result = {
+            let mut inner = self.inner.lock();
+            let now = inner.now(self.config.clock);
+            let result = command(&mut inner.state, now);
+            let emitted = inner.state.take_outbox();
+            inner.outbox.extend(emitted);
+            result
+        };
+        if self.config.dispatch == Dispatch::Immediate {
+            self.dispatch();
+        }
+        result
+    }
+
+    /// Delivers everything in the outbox, in order, unless this thread is already doing
+    /// so further up its stack. Answers how many callbacks' worth of items it delivered.
+    fn dispatch(&self) -> u32 {
+        let flag = self.dispatching.lock();
+        if flag.get() {
+            return 0;
+        }
+        flag.set(true);
+        let _reset = DispatchGuard(&flag);
+        let mut delivered = 0u32;
+        loop {
+            let Some(item) = self.inner.lock().outbox.pop_front() else {
+                break;
+            };
+            let listeners = self.listeners.lock().clone();
+            for listener in listeners.iter() {
+                if listener.removed.load(Ordering::Acquire) {
+                    continue;
+                }
+                match (&listener.callback, &item) {
+                    (Callback::Host(filter, f), Outgoing::Event(e)) if filter.matches(e) => f(e),
+                    (Callback::Delivery(f), Outgoing::Delivery(d)) => f(d),
+                    _ => continue,
+                }
+                delivered = delivered.saturating_add(1);
+            }
+        }
+        delivered
+    }
+
+    // ----- users -----
+
+    /// Upserts the user and opens a connection. Cost: O(input + subscribers of the user).
+    pub fn connect(&self, user: &UserPatch) -> Result<ConnectionId> {
+        self.run(|s, now| s.connect(now, user))
+    }
+
+    /// [`Engine::connect`] from user JSON. Cost: O(len + subscribers of the user).
+    pub fn connect_json(&self, user_json: &str) -> Result<ConnectionId> {
+        let patch = UserPatch::from_json(user_json)?;
+        self.connect(&patch)
+    }
+
+    /// Closes a connection (reason `disconnect`). Cost: O(channels watched + subscriptions
+    /// held + subscribers of its user).
+    pub fn disconnect(&self, connection: ConnectionId) -> Result<()> {
+        self.run(|s, now| s.disconnect(now, connection))
+    }
+
+    /// Records a sign of life for `connection_timeout_ms`. Cost: O(1).
+    pub fn heartbeat(&self, connection: ConnectionId) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let now = inner.now(self.config.clock);
+        inner.state.heartbeat(now, connection)
+    }
+
+    /// Creates or merges a user (top-level merge). Cost: O(input + subscribers of the user).
+    pub fn upsert_user(&self, user: &UserPatch) -> Result<()> {
+        self.run(|s, now| s.upsert_user(now, user))
+    }
+
+    /// [`Engine::upsert_user`] from JSON.
+    pub fn upsert_user_json(&self, user_json: &str) -> Result<()> {
+        let patch = UserPatch::from_json(user_json)?;
+        self.upsert_user(&patch)
+    }
+
+    /// Sets or clears the sticky invisible flag. Cost: O(subscribers + channels watched).
+    pub fn set_invisible(&self, user_id: &str, invisible: bool) -> Result<()> {
+        self.run(|s, now| s.set_invisible(now, user_id, invisible))
+    }
+
+    /// Sets (`Some`) or clears (`None`) the status. Cost: O(subscribers of the user).
+    pub fn set_status(&self, user_id: &str, status: Option<&str>) -> Result<()> {
+        self.run(|s, now| s.set_status(now, user_id, status))
+    }
+
+    /// The user as JSON in the view `viewer` is entitled to (`ConnectionId(0)`: the host,
+    /// own view). Cost: O(size of the user).
+    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<Value> {
+        self.inner.lock().state.get_user(viewer, user_id)
+    }
+
+    /// The user's current data (own view). Cost: O(1).
+    pub fn user(&self, user_id: &str) -> Result<Arc<UserSnapshot>> {
+        self.inner.lock().state.user_snapshot(user_id)
+    }
+
+    // ----- channels -----
+
+    /// Creates or merges a channel, adding the members it names. Cost: O(input + members
+    /// added × presence watchers).
+    pub fn upsert_channel(&self, channel: &ChannelPatch) -> Result<()> {
+        self.run(|s, now| s.upsert_channel(now, channel))
+    }
+
+    /// [`Engine::upsert_channel`] from JSON.
+    pub fn upsert_channel_json(&self, channel_json: &str) -> Result<()> {
+        let patch = ChannelPatch::from_json(channel_json)?;
+        self.upsert_channel(&patch)
+    }
+
+    /// Adds members, creating unknown users. Cost: O(ids × presence watchers).
+    pub fn add_members(&self, cid: &str, user_ids: &[String]) -> Result<()> {
+        self.run(|s, now| s.add_members(now, cid, user_ids))
+    }
+
+    /// [`Engine::add_members`] from a JSON array of ids.
+    pub fn add_members_json(&self, cid: &str, user_ids_json: &str) -> Result<()> {
+        let ids = parse_user_ids_json(user_ids_json)?;
+        self.add_members(cid, &ids)
+    }
+
+    /// Removes members. Cost: O(ids × (presence watchers + memberships of the user)).
+    pub fn remove_members(&self, cid: &str, user_ids: &[String]) -> Result<()> {
+        self.run(|s, now| s.remove_members(now, cid, user_ids))
+    }
+
+    /// [`Engine::remove_members`] from a JSON array of ids.
+    pub fn remove_members_json(&self, cid: &str, user_ids_json: &str) -> Result<()> {
+        let ids = parse_user_ids_json(user_ids_json)?;
+        self.remove_members(cid, &ids)
+    }
+
+    /// Deletes a channel; watchers stop watching without events. Cost: O(members ×
+    /// presence watchers).
+    pub fn delete_channel(&self, cid: &str) -> Result<()> {
+        self.run(|s, now| s.delete_channel(now, cid))
+    }
+
+    /// Makes a connection watch a channel (with presence subscriptions to its members when
+    /// `presence`). Cost: O(members) with presence, O(1) without.
+    pub fn watch_channel(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<()> {
+        self.run(|s, now| s.watch_channel(now, connection, cid, presence, false))
+            .map(|_| ())
+    }
+
+    /// [`Engine::watch_channel`], answering the channel state `{"channel", "members",
+    /// "watcher_count", "watchers"}`. Cost: O(members log members).
+    pub fn watch_channel_state(
+        &self,
+        connection: ConnectionId,
+        cid: &str,
+        presence: bool,
+    ) -> Result<Value> {
+        self.run(|s, now| s.watch_channel(now, connection, cid, presence, true))
+            .map(|state| state.unwrap_or(Value::Null))
+    }
+
+    /// Stops watching (a no-op when not watching). Cost: O(members) with presence, O(1)
+    /// without.
+    pub fn stop_watching(&self, connection: ConnectionId, cid: &str) -> Result<()> {
+        self.run(|s, now| s.stop_watching(now, connection, cid))
+    }
+
+    /// Ends the `query_users` presence route from a connection to a user. Cost: O(1).
+    pub fn unsubscribe_user(&self, connection: ConnectionId, user_id: &str) -> Result<()> {
+        self.run(|s, _| s.unsubscribe_user(connection, user_id))
+    }
+
+    /// Stream-style user query (see the README); `{"users": [...]}`. Cost: O(k) for
+    /// `id $in` naming k ids, O(users) for other filters, plus sorting the matches.
+    pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
+        let query = Query::parse(
+            Target::Users,
+            query_json,
+            self.config.query_limit_max as usize,
+        )?;
+        self.run(|s, _| s.query_users(viewer, &query))
+    }
+
+    /// Stream-style channel query; `{"channels": [...]}`. Cost: O(k) for `cid $in`,
+    /// O(memberships) for `members $in`, O(channels) otherwise, plus sorting and rendering.
+    pub fn query_channels(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
+        let query = Query::parse(
+            Target::Channels,
+            query_json,
+            self.config.query_limit_max as usize,
+        )?;
+        self.run(|s, now| s.query_channels(now, viewer, &query))
+    }
+
+    // ----- events -----
+
+    fn add(&self, callback: Callback) -> ListenerId {
+        let id = ListenerId(self.next_listener.fetch_add(1, Ordering::Relaxed));
+        let mut listeners = self.listeners.lock();
+        let mut next: Vec<Arc<Listener>> = listeners.as_ref().clone();
+        next.push(Arc::new(Listener {
+            id,
+            removed: AtomicBool::new(false),
+            callback,
+        }));
+        *listeners = Arc::new(next);
+        self.update_recording(&listeners);
+        id
+    }
+
+    /// Tells the core which kinds of outgoing items anyone listens for, so an engine without
+    /// listeners does not queue them.
+    fn update_recording(&self, listeners: &[Arc<Listener>]) {
+        let events = listeners
+            .iter()
+            .any(|l| matches!(l.callback, Callback::Host(..)));
+        let deliveries = listeners
+            .iter()
+            .any(|l| matches!(l.callback, Callback::Delivery(..)));
+        let mut inner = self.inner.lock();
+        inner.state.record_events = events;
+        inner.state.record_deliveries = deliveries;
+    }
+
+    /// Calls `callback` for every event matching `filter` emitted from now on, with the
+    /// own view of users. Cost: O(listeners).
+    pub fn add_listener(
+        &self,
+        filter: ListenerFilter,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add(Callback::Host(filter, Box::new(callback)))
+    }
+
+    /// Calls `callback` once per (event, recipient connection). Cost: O(listeners).
+    pub fn add_delivery_listener(
+        &self,
+        callback: impl Fn(&Delivery) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add(Callback::Delivery(Box::new(callback)))
+    }
+
+    /// Removes a listener; it is never called again once this returns (even for an event
+    /// being dispatched right now). Cost: O(listeners).
+    pub fn remove_listener(&self, id: ListenerId) -> Result<()> {
+        let mut listeners = self.listeners.lock();
+        let Some(found) = listeners.iter().find(|l| l.id == id) else {
+            return Err(Error::not_found(format!("unknown listener {}", id.0)));
+        };
+        found.removed.store(true, Ordering::Release);
+        let next: Vec<Arc<Listener>> = listeners.iter().filter(|l| l.id != id).cloned().collect();
+        *listeners = Arc::new(next);
+        self.update_recording(&listeners);
+        Ok(())
+    }
+
+    /// Drains up to `max` events from a connection's queue, oldest first. Cost: O(max).
+    pub fn poll_events(&self, connection: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
+        self.inner.lock().state.poll(connection, max)
+    }
+
+    /// Runs the callbacks of every event waiting for dispatch, on this thread; answers how
+    /// many callbacks ran. In immediate mode there is normally nothing waiting. Called from
+    /// inside a callback it answers 0 (the outer loop delivers). Cost: O(events × listeners).
+    pub fn pump(&self) -> u32 {
+        self.dispatch()
+    }
+
+    // ----- time -----
+
+    /// Applies timeouts, grace expiry and last_active refresh that are due.
+    /// Cost: O(d log n) for d due timers; O(1) when nothing is due.
+    pub fn tick(&self) {
+        let _ = self.run(|s, now| {
+            s.tick(now);
+            Ok(())
+        });
+    }
+
+    /// Moves the manual clock to `unix_ms` (never backwards). Cost: O(1); apply what became
+    /// due with [`Engine::tick`].
+    pub fn set_time(&self, unix_ms: Millis) -> Result<()> {
+        if self.config.clock != Clock::Manual {
+            return Err(Error::state("set_time needs \"clock\": \"manual\""));
+        }
+        let mut inner = self.inner.lock();
+        if unix_ms < inner.now {
+            return Err(Error::state(format!(
+                "time cannot move backwards: now {}, asked {unix_ms}",
+                inner.now
+            )));
+        }
+        inner.now = unix_ms;
+        Ok(())
+    }
+
+    // ----- persistence -----
+
+    /// Writes users and channels to `path` atomically (temporary file in the same folder,
+    /// fsync, rename, fsync of the folder). Cost: O(everything), the lock held only while
+    /// the document is built.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let doc = self.inner.lock().state.snapshot_value();
+        crate::persist::write_atomically(path.as_ref(), doc.to_string().as_bytes())
+    }
+
+    /// Replaces users and channels with those saved at `path`; everyone starts offline.
+    /// Only while no connection is open. On error the engine is unchanged.
+    /// Cost: O(size of the file).
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
+        let doc = crate::persist::read_document(path.as_ref())?;
+        self.inner.lock().state.load_snapshot(&doc)
+    }
+
+    /// Numbers of users, connections and channels. Cost: O(1).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let inner = self.inner.lock();
+        (
+            inner.state.user_count(),
+            inner.state.connection_count(),
+            inner.state.channel_count(),
+        )
+    }
+}

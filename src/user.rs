@@ -1,0 +1,291 @@
+//! Users: input validation, the stored record, and the two views (own and public).
+use crate::error::{Error, Result};
+use crate::time::{format_millis, Millis};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Longest user id, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 255;
+/// Longest status text, in bytes.
+pub const MAX_STATUS_BYTES: usize = 1024;
+/// Most custom JSON per user, in bytes of compact JSON.
+pub const MAX_CUSTOM_BYTES: usize = 5 * 1024;
+
+/// Fields the engine manages; input naming them is rejected.
+const MANAGED_FIELDS: [&str; 4] = ["online", "last_active", "created_at", "updated_at"];
+
+/// Custom fields in insertion order.
+pub type CustomFields = Map<String, Value>;
+
+/// Checks a user id: 1..=255 bytes, no whitespace, no control characters. Cost: O(len).
+pub fn validate_user_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_USER_ID_BYTES {
+        return Err(Error::invalid(format!(
+            "user id must be 1..={MAX_USER_ID_BYTES} bytes, got {} bytes",
+            id.len()
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(format!(
+            "user id {id:?} contains whitespace or a control character ({c:?})"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_status(status: &str) -> Result<()> {
+    if status.len() > MAX_STATUS_BYTES {
+        return Err(Error::invalid(format!(
+            "status is {} bytes, at most {MAX_STATUS_BYTES} allowed",
+            status.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A validated user upsert: the fields present in the input, nothing else.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserPatch {
+    pub id: String,
+    /// `Some(None)` clears the status.
+    pub status: Option<Option<String>>,
+    pub invisible: Option<bool>,
+    /// `None` removes the field.
+    pub custom: Vec<(String, Option<Value>)>,
+}
+
+impl UserPatch {
+    /// A patch that names only the user.
+    pub fn id(id: impl Into<String>) -> Self {
+        UserPatch {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Parses and validates user JSON (`{"id": "...", "status": ..., "invisible": ..., custom...}`).
+    /// Cost: O(len).
+    pub fn from_json(json: &str) -> Result<UserPatch> {
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| Error::json(format!("user: {e}")))?;
+        UserPatch::from_value(value)
+    }
+
+    /// Validates an already parsed JSON value.
+    pub fn from_value(value: Value) -> Result<UserPatch> {
+        let Value::Object(map) = value else {
+            return Err(Error::json("user: expected a JSON object"));
+        };
+        let mut patch = UserPatch::default();
+        let mut id = None;
+        for (key, value) in map {
+            match key.as_str() {
+                "id" => match value {
+                    Value::String(s) => id = Some(s),
+                    other => {
+                        return Err(Error::json(format!(
+                            "user: id must be a string, got {other}"
+                        )))
+                    }
+                },
+                "status" => match value {
+                    Value::Null => patch.status = Some(None),
+                    Value::String(s) => {
+                        validate_status(&s)?;
+                        patch.status = Some(Some(s));
+                    }
+                    other => {
+                        return Err(Error::json(format!(
+                            "user: status must be a string or null, got {other}"
+                        )))
+                    }
+                },
+                "invisible" => match value {
+                    Value::Bool(b) => patch.invisible = Some(b),
+                    other => {
+                        return Err(Error::json(format!(
+                            "user: invisible must be a boolean, got {other}"
+                        )))
+                    }
+                },
+                k if MANAGED_FIELDS.contains(&k) => {
+                    return Err(Error::invalid(format!(
+                        "user: '{k}' is managed by the engine and cannot be set"
+                    )))
+                }
+                _ => patch
+                    .custom
+                    .push((key, if value.is_null() { None } else { Some(value) })),
+            }
+        }
+        patch.id = id.ok_or_else(|| Error::json("user: missing \"id\""))?;
+        validate_user_id(&patch.id)?;
+        Ok(patch)
+    }
+}
+
+/// Compact JSON size of a custom-field map.
+fn custom_bytes(custom: &CustomFields) -> usize {
+    serde_json::to_vec(custom)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// Merges custom-field changes into `current`, answering the new map when something changed.
+/// Fails, changing nothing, when the result would exceed [`MAX_CUSTOM_BYTES`]. Cost: O(size of the fields).
+pub fn merge_custom(
+    current: Option<&Arc<CustomFields>>,
+    changes: &[(String, Option<Value>)],
+) -> Result<Option<Arc<CustomFields>>> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let mut next: CustomFields = current.map(|c| (**c).clone()).unwrap_or_default();
+    let mut changed = false;
+    for (key, value) in changes {
+        match value {
+            Some(v) => {
+                if next.get(key) != Some(v) {
+                    next.insert(key.clone(), v.clone());
+                    changed = true;
+                }
+            }
+            None => changed |= next.shift_remove(key).is_some(),
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let size = custom_bytes(&next);
+    if size > MAX_CUSTOM_BYTES {
+        return Err(Error::invalid(format!(
+            "user: custom data is {size} bytes, at most {MAX_CUSTOM_BYTES} allowed"
+        )));
+    }
+    Ok(Some(Arc::new(next)))
+}
+
+/// Which rendering of a user a recipient is entitled to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// The user's own connections and the host: adds `invisible`, `online` means connected.
+    Own,
+    /// Everyone else: `online` is false while invisible, no `invisible` field.
+    Public,
+}
+
+/// An immutable picture of a user at one moment, shared by every recipient of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSnapshot {
+    pub id: Arc<str>,
+    pub status: Option<Arc<str>>,
+    pub custom: Option<Arc<CustomFields>>,
+    pub invisible: bool,
+    /// Holds a live connection (or is inside the offline grace).
+    pub connected: bool,
+    pub last_active: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl UserSnapshot {
+    /// The `online` flag in `view`.
+    pub fn online(&self, view: View) -> bool {
+        match view {
+            View::Own => self.connected,
+            View::Public => self.connected && !self.invisible,
+        }
+    }
+
+    /// The user as a JSON object in `view`. Cost: O(size of the user).
+    pub fn to_value(&self, view: View) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), Value::String(self.id.to_string()));
+        m.insert("online".into(), Value::Bool(self.online(view)));
+        if let Some(s) = &self.status {
+            m.insert("status".into(), Value::String(s.to_string()));
+        }
+        if let Some(t) = self.last_active {
+            m.insert("last_active".into(), Value::String(format_millis(t)));
+        }
+        if view == View::Own {
+            m.insert("invisible".into(), Value::Bool(self.invisible));
+        }
+        m.insert(
+            "created_at".into(),
+            Value::String(format_millis(self.created_at)),
+        );
+        m.insert(
+            "updated_at".into(),
+            Value::String(format_millis(self.updated_at)),
+        );
+        if let Some(custom) = &self.custom {
+            for (k, v) in custom.iter() {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_patch() {
+        let p = UserPatch::from_json(
+            r#"{"id":"a","status":"hi","invisible":true,"name":"A","image":null}"#,
+        )
+        .unwrap();
+        assert_eq!(p.id, "a");
+        assert_eq!(p.status, Some(Some("hi".into())));
+        assert_eq!(p.invisible, Some(true));
+        assert_eq!(
+            p.custom,
+            vec![
+                ("name".into(), Some(Value::from("A"))),
+                ("image".into(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_right_kind() {
+        use crate::error::ErrorKind::*;
+        let kind = |j: &str| UserPatch::from_json(j).unwrap_err().kind();
+        assert_eq!(kind("{"), Json);
+        assert_eq!(kind("[]"), Json);
+        assert_eq!(kind(r#"{"status":"x"}"#), Json);
+        assert_eq!(kind(r#"{"id":5}"#), Json);
+        assert_eq!(kind(r#"{"id":""}"#), Invalid);
+        assert_eq!(kind(r#"{"id":"a b"}"#), Invalid);
+        assert_eq!(kind(r#"{"id":"a\u0001"}"#), Invalid);
+        assert_eq!(kind(&format!(r#"{{"id":"{}"}}"#, "x".repeat(256))), Invalid);
+        assert_eq!(kind(r#"{"id":"a","online":true}"#), Invalid);
+        assert_eq!(kind(r#"{"id":"a","last_active":"x"}"#), Invalid);
+        assert_eq!(kind(r#"{"id":"a","invisible":"yes"}"#), Json);
+        assert_eq!(
+            kind(&format!(r#"{{"id":"a","status":"{}"}}"#, "s".repeat(1025))),
+            Invalid
+        );
+    }
+
+    #[test]
+    fn custom_merge_enforces_the_size_limit() {
+        let big = vec![(
+            "blob".to_string(),
+            Some(Value::String("x".repeat(MAX_CUSTOM_BYTES))),
+        )];
+        assert_eq!(
+            merge_custom(None, &big).unwrap_err().kind(),
+            crate::error::ErrorKind::Invalid
+        );
+        let same = merge_custom(None, &[("a".into(), Some(1.into()))])
+            .unwrap()
+            .unwrap();
+        assert!(merge_custom(Some(&same), &[("a".into(), Some(1.into()))])
+            .unwrap()
+            .is_none());
+    }
+}
