@@ -61,8 +61,13 @@ impl Default for Config {
 impl Config {
     /// Parses config JSON; absent keys keep their defaults. Cost: O(len).
     pub fn from_json(json: &str) -> Result<Config> {
-        let config: Config =
+        let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| Error::json(format!("config: {e}")))?;
+        if !value.is_object() {
+            return Err(Error::json("config: expected a JSON object"));
+        }
+        let config: Config =
+            serde_json::from_value(value).map_err(|e| Error::json(format!("config: {e}")))?;
         config.validate()?;
         Ok(config)
     }
