@@ -489,11 +489,10 @@ impl State {
                 changed = true;
             }
         }
+        // Visibility never touches updated_at: others would see it move while the user
+        // appears offline.
         if let Some(invisible) = patch.invisible {
-            if user.invisible != invisible {
-                user.invisible = invisible;
-                changed = true;
-            }
+            user.invisible = invisible;
         }
         let custom_changed = custom.is_some();
         if let Some(custom) = custom {
@@ -512,6 +511,7 @@ impl State {
 
     /// Validates `patch` against the stored user, answering the merged custom fields.
     fn prepare_patch(&self, patch: &UserPatch) -> Result<Option<Arc<CustomFields>>> {
+        patch.validate()?;
         let current = self
             .user_index
             .get(patch.id.as_str())
@@ -563,12 +563,8 @@ impl State {
     /// Sets (`Some`) or clears (`None`) the status. Cost: O(subscribers of the user).
     pub fn set_status(&mut self, now: Millis, user_id: &str, status: Option<&str>) -> Result<()> {
         let mut patch = UserPatch::id(user_id);
-        if let Some(s) = status {
-            // Reuse the input validation for the length rule.
-            patch = UserPatch::from_value(json!({"id": user_id, "status": s}))?;
-        } else {
-            patch.status = Some(None);
-        }
+        patch.status = Some(status.map(str::to_owned));
+        patch.validate()?;
         let u = self.user_idx(user_id)?;
         let before = self.presence_before(u);
         self.apply_patch(now, u, &patch, None);
@@ -792,6 +788,9 @@ impl State {
     /// emitting `member.added`. Cost: O(input + members added × presence watchers).
     pub fn upsert_channel(&mut self, now: Millis, patch: &ChannelPatch) -> Result<()> {
         let type_len = parse_cid(&patch.cid)?;
+        for id in &patch.members {
+            validate_user_id(id)?;
+        }
         let existing = self.channel_index.get(patch.cid.as_str()).copied();
         let custom = merge_custom(
             existing.and_then(|ch| self.channel(ch).custom.as_ref()),

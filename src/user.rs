@@ -33,7 +33,7 @@ pub fn validate_user_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_status(status: &str) -> Result<()> {
+pub(crate) fn validate_status(status: &str) -> Result<()> {
     if status.len() > MAX_STATUS_BYTES {
         return Err(Error::invalid(format!(
             "status is {} bytes, at most {MAX_STATUS_BYTES} allowed",
@@ -69,6 +69,16 @@ impl UserPatch {
         let value: Value =
             serde_json::from_str(json).map_err(|e| Error::json(format!("user: {e}")))?;
         UserPatch::from_value(value)
+    }
+
+    /// Checks the rules a typed patch may break: the id and the status length (custom data
+    /// size is checked when merged). Cost: O(len of id and status).
+    pub fn validate(&self) -> Result<()> {
+        validate_user_id(&self.id)?;
+        if let Some(Some(status)) = &self.status {
+            validate_status(status)?;
+        }
+        Ok(())
     }
 
     /// Validates an already parsed JSON value.
