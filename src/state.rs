@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
+use thin_vec::ThinVec;
 
 type UserIdx = u32;
 type ChannelIdx = u32;
@@ -44,6 +45,20 @@ impl Viewer {
     }
 }
 
+/// An optional timestamp in 8 bytes (`i64::MIN` = none): users are the bulk of memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct OptMillis(Millis);
+
+impl OptMillis {
+    const NONE: OptMillis = OptMillis(Millis::MIN);
+    fn get(self) -> Option<Millis> {
+        (self != Self::NONE).then_some(self.0)
+    }
+    fn from(t: Option<Millis>) -> Self {
+        t.map_or(Self::NONE, OptMillis)
+    }
+}
+
 struct UserRecord {
     id: Arc<str>,
     status: Option<Arc<str>>,
@@ -53,14 +68,14 @@ struct UserRecord {
     refresh_armed: bool,
     created_at: Millis,
     updated_at: Millis,
-    last_active: Option<Millis>,
+    last_active: OptMillis,
     /// Set while the user lingers online after their last connection closed.
-    grace_until: Option<Millis>,
-    connections: Vec<ConnectionId>,
+    grace_until: OptMillis,
+    connections: ThinVec<ConnectionId>,
     /// Connections subscribed to this user's presence; positions are kept in each
     /// connection's `Subscription::pos` so removal is O(1).
-    subscribers: Vec<ConnectionId>,
-    memberships: Vec<ChannelIdx>,
+    subscribers: ThinVec<ConnectionId>,
+    memberships: ThinVec<ChannelIdx>,
 }
 
 impl UserRecord {
@@ -73,15 +88,15 @@ impl UserRecord {
             refresh_armed: false,
             created_at: now,
             updated_at: now,
-            last_active: None,
-            grace_until: None,
-            connections: Vec::new(),
-            subscribers: Vec::new(),
-            memberships: Vec::new(),
+            last_active: OptMillis::NONE,
+            grace_until: OptMillis::NONE,
+            connections: ThinVec::new(),
+            subscribers: ThinVec::new(),
+            memberships: ThinVec::new(),
         }
     }
     fn connected(&self) -> bool {
-        !self.connections.is_empty() || self.grace_until.is_some()
+        !self.connections.is_empty() || self.grace_until != OptMillis::NONE
     }
     fn public_online(&self) -> bool {
         self.connected() && !self.invisible
@@ -93,7 +108,7 @@ impl UserRecord {
             custom: self.custom.clone(),
             invisible: self.invisible,
             connected: self.connected(),
-            last_active: self.last_active,
+            last_active: self.last_active.get(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -393,7 +408,7 @@ impl State {
         let visibility_flipped = user.invisible != before.invisible;
         if visibility_flipped && !user.connections.is_empty() {
             // Going invisible stamps the last visible moment; coming back stamps now.
-            user.last_active = Some(now);
+            user.last_active = OptMillis(now);
         }
         let online = user.public_online();
         let status_changed = user.status != before.status;
@@ -621,9 +636,9 @@ impl State {
         );
         let user = &mut self.users[u as usize];
         user.connections.push(c);
-        user.grace_until = None;
+        user.grace_until = OptMillis::NONE;
         if !user.invisible {
-            user.last_active = Some(now);
+            user.last_active = OptMillis(now);
             self.arm_refresh(now, u);
         }
         self.user_changed(now, u, before, custom_changed);
@@ -675,11 +690,11 @@ impl State {
         user.connections.retain(|&x| x != c);
         if user.connections.is_empty() {
             if !user.invisible {
-                user.last_active = Some(now);
+                user.last_active = OptMillis(now);
             }
             if self.config.offline_grace_ms > 0 {
                 let due = now.saturating_add(self.config.offline_grace_ms as Millis);
-                user.grace_until = Some(due);
+                user.grace_until = OptMillis(due);
                 self.timers.push(Reverse((due, Timer::Grace(u))));
             }
         }
@@ -1325,9 +1340,9 @@ impl State {
                 }
                 Timer::Grace(u) => {
                     let user = &self.users[u as usize];
-                    if user.grace_until == Some(due) && user.connections.is_empty() {
+                    if user.grace_until == OptMillis(due) && user.connections.is_empty() {
                         let before = self.presence_before(u);
-                        self.users[u as usize].grace_until = None;
+                        self.users[u as usize].grace_until = OptMillis::NONE;
                         self.user_changed(now, u, before, false);
                     }
                 }
@@ -1338,9 +1353,9 @@ impl State {
                         user.refresh_armed = false;
                         continue;
                     }
-                    let last = user.last_active.unwrap_or(now);
+                    let last = user.last_active.get().unwrap_or(now);
                     let next = if last.saturating_add(refresh) <= now {
-                        user.last_active = Some(now);
+                        user.last_active = OptMillis(now);
                         now.saturating_add(refresh)
                     } else {
                         last.saturating_add(refresh)
@@ -1454,7 +1469,7 @@ impl State {
             let (u, _) = self.get_or_create_user(&patch.id, created_at);
             self.apply_patch(created_at, u, &patch, custom);
             let record = &mut self.users[u as usize];
-            record.last_active = last_active;
+            record.last_active = OptMillis::from(last_active);
             record.updated_at = updated_at;
         }
         let channels = doc
@@ -1548,7 +1563,7 @@ impl Record for UserRow<'_> {
                 View::Public => u.public_online(),
             })),
             "status" => u.status.as_deref().map(FieldValue::Str),
-            "last_active" => u.last_active.map(FieldValue::Time),
+            "last_active" => u.last_active.get().map(FieldValue::Time),
             "created_at" => Some(FieldValue::Time(u.created_at)),
             "updated_at" => Some(FieldValue::Time(u.updated_at)),
             other => u
@@ -1596,3 +1611,4 @@ impl Record for ChannelRow<'_> {
             .is_some_and(|u| self.channel.member_pos.contains_key(u))
     }
 }
+
