@@ -1,0 +1,24 @@
+//! The README's quick starts are real files that the test suites compile and run; this
+//! checks the README shows each of them verbatim.
+use std::fs;
+
+/// The file without its leading comment lines (they say where the snippet is shown).
+fn snippet(path: &str) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .skip_while(|l| l.starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn readme_quick_starts_match_the_compiled_files() {
+    let readme = fs::read_to_string("README.md").unwrap();
+    for path in ["examples/quickstart.rs"] {
+        let code = snippet(path);
+        assert!(
+            readme.contains(code.trim()),
+            "README.md does not show {path} verbatim; paste the file (without its leading comments) into the README"
+        );
+    }
+}
