@@ -30,8 +30,12 @@
 //   rethrow a pending exception (it waits for the outermost call). A pending
 //   callback exception takes precedence over that outer call's own error.
 //   Later exceptions thrown by other callbacks before the rethrow are dropped.
+//   The rethrowing call itself did its work (e.g. connect() opened the
+//   connection; only its return value is lost).
 // * Event is a view: its string_views point into memory owned by the engine and
 //   are valid only during the callback. Copy what you need to keep.
+// * Never destroy (or move-assign over) an Engine from inside one of its own
+//   callbacks: presence_engine_free must not run inside a callback.
 // * The Engine is as thread-safe as the C engine; Listener tokens are not
 //   synchronised themselves (do not reset one token from two threads).
 #ifndef PRESENCE_HPP
@@ -101,7 +105,9 @@ struct Event {
     std::string_view json;      ///< the whole event object
     std::uint64_t seq = 0;      ///< engine-wide, strictly increasing
     ConnectionId connection_id = 0; ///< recipient; 0 for host listeners
-    bool online = false;        ///< the user's online flag as the recipient sees it
+    /// The user's online flag as the recipient sees it: for host listeners that is
+    /// the own view, where an invisible user with connections is online.
+    bool online = false;
 };
 
 /// Callback type of listeners.
@@ -445,6 +451,12 @@ public:
         remove_members(cid, std::string_view(json_string_array(user_ids)));
     }
 
+    /// Delete a channel; its watchers stop watching it without events.
+    void delete_channel(std::string_view cid) {
+        detail::CStr c(cid);
+        detail::check(presence_delete_channel(get(), c.get()));
+    }
+
     /// Start (or keep) watching a channel; answers the channel state JSON
     /// {"channel":{...},"members":[...],"watcher_count":n,"watchers":[...]}.
     [[nodiscard]] std::string watch_channel(ConnectionId conn, std::string_view cid,
@@ -458,6 +470,13 @@ public:
     void stop_watching(ConnectionId conn, std::string_view cid) {
         detail::CStr c(cid);
         detail::check(presence_stop_watching(get(), conn, c.get()));
+    }
+
+    /// End the presence subscription that query_users with "presence":true gave
+    /// `conn` to one user (subscriptions through watched channels stay).
+    void unsubscribe_user(ConnectionId conn, std::string_view user_id) {
+        detail::CStr id(user_id);
+        detail::check(presence_unsubscribe_user(get(), conn, id.get()));
     }
 
     // ---- queries --------------------------------------------------------

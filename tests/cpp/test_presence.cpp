@@ -159,6 +159,8 @@ void test_create_and_errors() {
     CHECK_THROWS_CODE((void)e.query_users(R"({"filter_conditions":{"id":{"$bogus":1}}})"),
                       PRESENCE_ERR_INVALID);
     CHECK_THROWS_CODE((void)e.poll_events(424242), PRESENCE_ERR_NOT_FOUND);
+    CHECK_THROWS_CODE(e.upsert_user("{\"id\":\"\xff\"}"), PRESENCE_ERR_UTF8);
+    CHECK_THROWS_CODE((void)e.query_users(R"({"limit":1000})"), PRESENCE_ERR_LIMIT);
     CHECK_THROWS_CODE(e.upsert_user(std::string_view("{\"id\":\"a\0b\"}", 13)), PRESENCE_ERR_INVALID);
 
     // The message of an error is the one presence_last_error() left.
@@ -255,6 +257,26 @@ void test_channels_and_queries() {
     std::string by_conn = e.query_users(
         c, R"({"filter_conditions":{"id":{"$in":["alice","bob"]}},"sort":[{"field":"id","direction":1}]})");
     CHECK(by_conn.find("\"alice\"") < by_conn.find("\"bob\""));
+
+    // query_users with presence subscribes; unsubscribe_user ends it.
+    presence::ConnectionId watcher = e.connect(R"({"id":"watcher"})");
+    (void)e.query_users(watcher, R"({"filter_conditions":{"id":"zoe"},"presence":true})");
+    CHECK_THROWS_CODE((void)e.query_users(watcher, "{"), PRESENCE_ERR_JSON);
+    e.upsert_user(R"({"id":"zoe"})");
+    (void)e.query_users(watcher, R"({"filter_conditions":{"id":"zoe"},"presence":true})");
+    presence::ConnectionId zoe = e.connect(R"({"id":"zoe"})");
+    CHECK(count(e.poll_events(watcher), "\"id\":\"zoe\"") == 1);
+    e.unsubscribe_user(watcher, "zoe");
+    e.set_status("zoe", "unseen");
+    CHECK(e.poll_events(watcher) == "[]");
+    CHECK_THROWS_CODE(e.unsubscribe_user(424242, "zoe"), PRESENCE_ERR_NOT_FOUND);
+    e.disconnect(zoe);
+
+    // delete_channel: gone for queries and watches.
+    e.delete_channel("lobby:main");
+    CHECK(!has(e.query_channels(R"({"filter_conditions":{"type":"lobby"}})"), "lobby:main"));
+    CHECK_THROWS_CODE((void)e.watch_channel(c, "lobby:main"), PRESENCE_ERR_NOT_FOUND);
+    CHECK_THROWS_CODE(e.delete_channel("lobby:main"), PRESENCE_ERR_NOT_FOUND);
 }
 
 void test_listeners() {

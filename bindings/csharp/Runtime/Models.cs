@@ -1,0 +1,350 @@
+// Typed views of the engine's JSON: User, Channel, Member, ChannelState, PresenceEvent.
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+
+namespace Presence
+{
+    /// <summary>Raised by <see cref="User.PresenceChanged"/>: the Stream Unity SDK shape.</summary>
+    public delegate void PresenceChangedHandler(User user, bool isOnline, DateTime? lastActive);
+
+    /// <summary>The event type names the engine emits.</summary>
+    public static class EventTypes
+    {
+        public const string UserPresenceChanged = "user.presence.changed";
+        public const string UserUpdated = "user.updated";
+        public const string UserWatchingStart = "user.watching.start";
+        public const string UserWatchingStop = "user.watching.stop";
+        public const string MemberAdded = "member.added";
+        public const string MemberRemoved = "member.removed";
+        public const string ConnectionClosed = "connection.closed";
+    }
+
+    /// <summary>
+    /// A user. The engine keeps one User object per user id (see
+    /// <see cref="PresenceEngine"/>): every query, GetUser, WatchChannel and
+    /// event about that id updates and answers the same object, so handlers
+    /// attached to <see cref="PresenceChanged"/> keep firing.
+    /// </summary>
+    public sealed class User
+    {
+        private static readonly HashSet<string> Managed = new HashSet<string>
+        {
+            "id", "online", "status", "last_active", "invisible", "created_at", "updated_at",
+        };
+
+        private readonly PresenceEngine _engine;
+        private Dictionary<string, object> _custom = new Dictionary<string, object>();
+
+        internal User(PresenceEngine engine, string id)
+        {
+            _engine = engine;
+            Id = id;
+        }
+
+        /// <summary>The user id.</summary>
+        public string Id { get; private set; }
+
+        /// <summary>
+        /// Online as other users see it: at least one live connection and not
+        /// invisible. (The engine's own view reports "online" for an invisible
+        /// user with connections; this property folds <see cref="Invisible"/> in.)
+        /// </summary>
+        public bool Online { get; private set; }
+
+        /// <summary>Custom status text, or null.</summary>
+        public string Status { get; private set; }
+
+        /// <summary>Last activity (UTC), or null when never connected.</summary>
+        public DateTime? LastActive { get; private set; }
+
+        /// <summary>Whether the user is invisible. Known from own views (the host's,
+        /// or the user's own connections); a public view that shows the user online
+        /// clears it, otherwise it keeps the last known value.</summary>
+        public bool Invisible { get; private set; }
+
+        /// <summary>Creation time (UTC).</summary>
+        public DateTime? CreatedAt { get; private set; }
+
+        /// <summary>Last update time (UTC).</summary>
+        public DateTime? UpdatedAt { get; private set; }
+
+        /// <summary>Custom fields (name, image, ...), as parsed by <see cref="MiniJson"/>.</summary>
+        public IDictionary<string, object> Custom { get { return _custom; } }
+
+        /// <summary>The JSON object this User was last updated from.</summary>
+        public string Json { get; private set; }
+
+        /// <summary>Seq of the last event applied to this object (0: none).</summary>
+        public ulong LastEventSeq { get; private set; }
+
+        /// <summary>The engine that owns this object.</summary>
+        public PresenceEngine Engine { get { return _engine; } }
+
+        /// <summary>A user.presence.changed event about this user was pumped.</summary>
+        public event PresenceChangedHandler PresenceChanged;
+
+        /// <summary>A user.updated event (custom fields changed) about this user was pumped.</summary>
+        public event Action<User> Updated;
+
+        /// <summary>Become invisible (presence_set_invisible(id, true)).</summary>
+        public void MarkInvisible() { _engine.SetInvisible(Id, true); }
+
+        /// <summary>Become visible again (presence_set_invisible(id, false)).</summary>
+        public void MarkVisible() { _engine.SetInvisible(Id, false); }
+
+        /// <summary>Set (or with null clear) the custom status.</summary>
+        public void SetStatus(string status) { _engine.SetStatus(Id, status); }
+
+        public override string ToString()
+        {
+            return Id + (Online ? " (online)" : " (offline)");
+        }
+
+        /// <summary>Apply a snapshot (a query answer) or an event's view (seq &gt; 0).
+        /// Events older than the last applied one are ignored.</summary>
+        internal void Apply(Dictionary<string, object> view, string json, ulong seq)
+        {
+            if (seq != 0)
+            {
+                if (seq <= LastEventSeq) return;
+                LastEventSeq = seq;
+            }
+            bool online = JsonValue.Bool(view, "online");
+            object invisible;
+            if (view.TryGetValue("invisible", out invisible) && invisible is bool)
+            {
+                Invisible = (bool)invisible;
+                Online = online && !Invisible;
+            }
+            else
+            {
+                Online = online;
+                if (online) Invisible = false;
+            }
+            Status = JsonValue.String(view, "status");
+            LastActive = JsonValue.Time(view, "last_active");
+            CreatedAt = JsonValue.Time(view, "created_at");
+            UpdatedAt = JsonValue.Time(view, "updated_at");
+            var custom = new Dictionary<string, object>();
+            foreach (var kv in view)
+            {
+                if (!Managed.Contains(kv.Key)) custom[kv.Key] = kv.Value;
+            }
+            _custom = custom;
+            Json = json;
+        }
+
+        internal void RaisePresenceChanged(bool isOnline, DateTime? lastActive)
+        {
+            var handler = PresenceChanged;
+            if (handler != null) handler(this, isOnline, lastActive);
+        }
+
+        internal void RaiseUpdated()
+        {
+            var handler = Updated;
+            if (handler != null) handler(this);
+        }
+
+        /// <summary>Online as others see it, from one view.</summary>
+        internal static bool PublicOnline(Dictionary<string, object> view)
+        {
+            return JsonValue.Bool(view, "online") && !JsonValue.Bool(view, "invisible");
+        }
+    }
+
+    /// <summary>A channel (cid = type:id).</summary>
+    public sealed class Channel
+    {
+        private static readonly HashSet<string> Managed = new HashSet<string>
+        {
+            "cid", "type", "id", "member_count", "created_at", "updated_at", "last_message_at",
+        };
+
+        internal Channel(Dictionary<string, object> view)
+        {
+            Cid = JsonValue.String(view, "cid");
+            Type = JsonValue.String(view, "type");
+            Id = JsonValue.String(view, "id");
+            MemberCount = (int)JsonValue.Long(view, "member_count");
+            CreatedAt = JsonValue.Time(view, "created_at");
+            UpdatedAt = JsonValue.Time(view, "updated_at");
+            LastMessageAt = JsonValue.Time(view, "last_message_at");
+            var custom = new Dictionary<string, object>();
+            foreach (var kv in view)
+            {
+                if (!Managed.Contains(kv.Key)) custom[kv.Key] = kv.Value;
+            }
+            Custom = custom;
+        }
+
+        public string Cid { get; private set; }
+        public string Type { get; private set; }
+        public string Id { get; private set; }
+        public int MemberCount { get; private set; }
+        public DateTime? CreatedAt { get; private set; }
+        public DateTime? UpdatedAt { get; private set; }
+        public DateTime? LastMessageAt { get; private set; }
+        /// <summary>Custom fields.</summary>
+        public IDictionary<string, object> Custom { get; private set; }
+
+        public override string ToString() { return Cid; }
+    }
+
+    /// <summary>A channel member: the user id and the (registry) User.</summary>
+    public sealed class Member
+    {
+        internal Member(string userId, User user)
+        {
+            UserId = userId;
+            User = user;
+        }
+
+        public string UserId { get; private set; }
+        public User User { get; private set; }
+
+        public override string ToString() { return UserId; }
+    }
+
+    /// <summary>What watch_channel and query_channels answer for one channel.</summary>
+    public sealed class ChannelState
+    {
+        internal ChannelState(Channel channel, List<Member> members, int watcherCount, List<User> watchers)
+        {
+            Channel = channel;
+            Members = members;
+            WatcherCount = watcherCount;
+            Watchers = watchers;
+        }
+
+        public Channel Channel { get; private set; }
+        public IList<Member> Members { get; private set; }
+        /// <summary>Distinct visible users watching.</summary>
+        public int WatcherCount { get; private set; }
+        public IList<User> Watchers { get; private set; }
+
+        public override string ToString()
+        {
+            return Channel + " (" + Members.Count + " members, " + WatcherCount + " watching)";
+        }
+    }
+
+    /// <summary>One event, from a listener, a delivery or PollEvents.</summary>
+    public sealed class PresenceEvent
+    {
+        /// <summary>"user.presence.changed", ... (see <see cref="EventTypes"/>).</summary>
+        public string Type { get; internal set; }
+        /// <summary>Engine-wide, strictly increasing.</summary>
+        public ulong Seq { get; internal set; }
+        public DateTime? CreatedAt { get; internal set; }
+        /// <summary>The recipient connection; 0 for host listeners.</summary>
+        public ulong ConnectionId { get; internal set; }
+        /// <summary>The user the event is about, or null.</summary>
+        public string UserId { get; internal set; }
+        /// <summary>The channel, or null.</summary>
+        public string Cid { get; internal set; }
+        /// <summary>The user's online flag as others see it (invisible folded in).</summary>
+        public bool Online { get; internal set; }
+        /// <summary>The user's last_active in this event, or null.</summary>
+        public DateTime? LastActive { get; internal set; }
+        /// <summary>The registry User the event is about ("user", or the member's user), or null.</summary>
+        public User User { get; internal set; }
+        /// <summary>member.added / member.removed: the member.</summary>
+        public Member Member { get; internal set; }
+        public string ChannelType { get; internal set; }
+        public string ChannelId { get; internal set; }
+        /// <summary>user.watching.*: the channel's watcher count after the change.</summary>
+        public int? WatcherCount { get; internal set; }
+        /// <summary>connection.closed: the connection that ended.</summary>
+        public ulong? ClosedConnectionId { get; internal set; }
+        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", ...</summary>
+        public string Reason { get; internal set; }
+        /// <summary>The whole event object, as JSON text.</summary>
+        public string Json { get; internal set; }
+        /// <summary>The whole event object, parsed.</summary>
+        public IDictionary<string, object> Data { get; internal set; }
+
+        public override string ToString()
+        {
+            return "#" + Seq + " " + Type + (UserId != null ? " " + UserId : "") + (Cid != null ? " " + Cid : "");
+        }
+    }
+
+    /// <summary>Typed reads of parsed JSON objects.</summary>
+    internal static class JsonValue
+    {
+        private static readonly string[] TimeFormats =
+        {
+            "yyyy-MM-dd'T'HH:mm:ss.FFFFFFFK",
+            "yyyy-MM-dd'T'HH:mm:ssK",
+        };
+
+        internal static string String(IDictionary<string, object> d, string key)
+        {
+            object v;
+            return d != null && d.TryGetValue(key, out v) ? v as string : null;
+        }
+
+        internal static bool Bool(IDictionary<string, object> d, string key)
+        {
+            object v;
+            return d != null && d.TryGetValue(key, out v) && v is bool && (bool)v;
+        }
+
+        internal static long Long(IDictionary<string, object> d, string key)
+        {
+            long? v = NullableLong(d, key);
+            return v.HasValue ? v.Value : 0;
+        }
+
+        internal static long? NullableLong(IDictionary<string, object> d, string key)
+        {
+            object v;
+            if (d == null || !d.TryGetValue(key, out v) || v == null) return null;
+            if (v is long) return (long)v;
+            if (v is double) return (long)(double)v;
+            return null;
+        }
+
+        internal static ulong? NullableULong(IDictionary<string, object> d, string key)
+        {
+            object v;
+            if (d == null || !d.TryGetValue(key, out v) || v == null) return null;
+            if (v is long) return unchecked((ulong)(long)v);
+            if (v is double) return (ulong)(double)v;
+            return null;
+        }
+
+        internal static Dictionary<string, object> Object(IDictionary<string, object> d, string key)
+        {
+            object v;
+            return d != null && d.TryGetValue(key, out v) ? v as Dictionary<string, object> : null;
+        }
+
+        internal static List<object> Array(IDictionary<string, object> d, string key)
+        {
+            object v;
+            return d != null && d.TryGetValue(key, out v) ? v as List<object> : null;
+        }
+
+        internal static DateTime? Time(IDictionary<string, object> d, string key)
+        {
+            return ParseTime(String(d, key));
+        }
+
+        /// <summary>RFC 3339 ("2019-01-07T13:17:42.375Z") to a UTC DateTime.</summary>
+        internal static DateTime? ParseTime(string s)
+        {
+            if (string.IsNullOrEmpty(s)) return null;
+            DateTime t;
+            if (DateTime.TryParseExact(s, TimeFormats, CultureInfo.InvariantCulture,
+                    DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out t))
+                return DateTime.SpecifyKind(t, DateTimeKind.Utc);
+            if (DateTime.TryParse(s, CultureInfo.InvariantCulture,
+                    DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out t))
+                return DateTime.SpecifyKind(t, DateTimeKind.Utc);
+            return null;
+        }
+    }
+}

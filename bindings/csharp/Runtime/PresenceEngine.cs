@@ -1,0 +1,983 @@
+// The engine: a C# façade over the C ABI for Unity (Mono, IL2CPP) and any .NET host.
+using System;
+using System.Collections.Generic;
+using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
+using System.Threading;
+using AOT;
+
+namespace Presence
+{
+    /// <summary>
+    /// An in-process presence engine.
+    ///
+    /// Threading: events are raised on the thread that calls <see cref="Pump"/>
+    /// (the engine is created with "dispatch":"manual" unless the config names
+    /// another dispatch), so a MonoBehaviour's Update() can drive them. The C#
+    /// object itself is not thread-safe: use it from one thread (Unity's main
+    /// thread) or lock around it.
+    ///
+    /// Users: the engine keeps one <see cref="User"/> object per user id, strongly,
+    /// until Dispose (the native engine keeps every user for its whole life too, so
+    /// this adds no unbounded growth of its own). Every answer and event about a
+    /// user updates and returns that same object. Snapshots (GetUser, queries,
+    /// WatchChannel) always apply; events apply in seq order (an older event than
+    /// the last one applied to a user is ignored).
+    ///
+    /// Errors: every failing call throws <see cref="PresenceException"/> with the
+    /// C code and presence_last_error()'s message. An exception thrown by one of
+    /// your event handlers never crosses into native code: the first one is kept
+    /// and rethrown (with its stack) by the call that ran the handlers, normally
+    /// Pump(), after the native call has returned.
+    ///
+    /// Dispose removes the native listeners, frees their GCHandles, then frees the
+    /// native engine (through a SafeHandle); no handler runs after Dispose. If you
+    /// forget Dispose, the finalizer frees the GCHandles and the SafeHandle frees
+    /// the engine (the GCHandles are weak, so they do not keep the engine alive).
+    /// </summary>
+    public sealed class PresenceEngine : IDisposable
+    {
+        // Kept in a static field so the delegate (and its native thunk) is never collected.
+        private static readonly PresenceEventCallback s_callback = OnNativeEvent;
+        private static int s_liveGCHandles;
+
+        private readonly PresenceEngineHandle _handle;
+        private readonly List<PresenceListener> _listeners = new List<PresenceListener>();
+        private readonly List<PresenceListener> _deferredFree = new List<PresenceListener>();
+        private readonly Dictionary<string, User> _users = new Dictionary<string, User>();
+        private readonly Dictionary<ulong, PresenceConnection> _connections = new Dictionary<ulong, PresenceConnection>();
+        private PresenceListener _deliveryListener;
+        private Action<PresenceEvent> _eventDelivered;
+        private ExceptionDispatchInfo _pending;
+        private int _callDepth;
+        private int _callbackDepth;
+        private bool _disposed;
+
+        /// <summary>Create an engine. <paramref name="configJson"/> is the engine's config
+        /// object (null: defaults); "dispatch":"manual" is added unless it names a dispatch.</summary>
+        public PresenceEngine(string configJson = null)
+        {
+            string config = WithManualDispatch(configJson);
+            IntPtr raw;
+            PresenceResult r = NativeMethods.presence_engine_new(NativeMethods.Utf8(config), out raw);
+            if (r != PresenceResult.Ok) throw LastError(r);
+            _handle = new PresenceEngineHandle(raw);
+            try
+            {
+                Register(null, null, false, DispatchHostEvent);
+            }
+            catch
+            {
+                _handle.Dispose();
+                throw;
+            }
+        }
+
+        ~PresenceEngine()
+        {
+            Dispose(false);
+        }
+
+        /// <summary>Same as the constructor.</summary>
+        public static PresenceEngine Create(string configJson = null)
+        {
+            return new PresenceEngine(configJson);
+        }
+
+        /// <summary>presence_version().</summary>
+        public static string Version { get { return NativeMethods.FromUtf8(NativeMethods.presence_version()); } }
+
+        /// <summary>presence_abi_version().</summary>
+        public static uint AbiVersion { get { return NativeMethods.presence_abi_version(); } }
+
+        /// <summary>The C name of a result, e.g. "PRESENCE_ERR_JSON".</summary>
+        public static string ResultName(PresenceResult r)
+        {
+            return NativeMethods.FromUtf8(NativeMethods.presence_result_name(r));
+        }
+
+        /// <summary>GCHandles currently allocated by all engines (for leak tests).</summary>
+        internal static int LiveGCHandleCount { get { return Thread.VolatileRead(ref s_liveGCHandles); } }
+
+        /// <summary>Whether Dispose has run.</summary>
+        public bool IsDisposed { get { return _disposed; } }
+
+        // ---- typed events (raised inside Pump) --------------------------------
+
+        /// <summary>user.presence.changed (host view: every user).</summary>
+        public event Action<PresenceEvent> UserPresenceChanged;
+        /// <summary>user.updated.</summary>
+        public event Action<PresenceEvent> UserUpdated;
+        /// <summary>user.watching.start.</summary>
+        public event Action<PresenceEvent> UserWatchingStart;
+        /// <summary>user.watching.stop.</summary>
+        public event Action<PresenceEvent> UserWatchingStop;
+        /// <summary>member.added.</summary>
+        public event Action<PresenceEvent> MemberAdded;
+        /// <summary>member.removed.</summary>
+        public event Action<PresenceEvent> MemberRemoved;
+        /// <summary>connection.closed.</summary>
+        public event Action<PresenceEvent> ConnectionClosed;
+        /// <summary>Every host event, after the typed event.</summary>
+        public event Action<PresenceEvent> EventReceived;
+
+        /// <summary>Every delivery (event, recipient connection): PresenceEvent.ConnectionId
+        /// is the recipient. The first handler registers a native delivery listener.</summary>
+        public event Action<PresenceEvent> EventDelivered
+        {
+            add { EnsureDeliveryListener(); _eventDelivered += value; }
+            remove { _eventDelivered -= value; }
+        }
+
+        // ---- connections and users --------------------------------------------
+
+        /// <summary>Open a connection for a user, upserting it first from
+        /// {"id": userId, ...fields} (fields may hold "status", "invisible", custom ones).</summary>
+        public PresenceConnection Connect(string userId, IDictionary<string, object> fields = null)
+        {
+            return ConnectJson(UserJson(userId, fields));
+        }
+
+        /// <summary>Open a connection from a user JSON object {"id":..., ...}.</summary>
+        public PresenceConnection ConnectJson(string userJson)
+        {
+            byte[] json = NativeMethods.Utf8(userJson);
+            ulong id;
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_connect(h, json, out id); }
+            finally { Leave(); }
+            PresenceConnection conn = null;
+            if (r == PresenceResult.Ok)
+            {
+                string userId = null;
+                try { userId = JsonValue.String(MiniJson.ParseObject(userJson), "id"); }
+                catch (FormatException) { }
+                conn = new PresenceConnection(this, id, userId);
+                _connections[id] = conn;
+            }
+            Check(r);
+            return conn;
+        }
+
+        /// <summary>Close a connection (as PresenceConnection.Disconnect).</summary>
+        public void Disconnect(ulong connectionId)
+        {
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_disconnect(h, connectionId); }
+            finally { Leave(); }
+            Check(r);
+            PresenceConnection conn;
+            if (_connections.TryGetValue(connectionId, out conn)) conn.IsOpen = false;
+        }
+
+        /// <summary>Keep a connection alive (with connection_timeout_ms).</summary>
+        public void Heartbeat(ulong connectionId)
+        {
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_heartbeat(h, connectionId); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Create or merge a user from a JSON object.</summary>
+        public void UpsertUser(string userJson)
+        {
+            byte[] json = NativeMethods.Utf8(userJson);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_upsert_user(h, json); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Create or merge a user: {"id": userId, ...fields}; a null value removes a field.</summary>
+        public void UpsertUser(string userId, IDictionary<string, object> fields)
+        {
+            UpsertUser(UserJson(userId, fields));
+        }
+
+        /// <summary>presence_set_invisible.</summary>
+        public void SetInvisible(string userId, bool invisible)
+        {
+            byte[] id = NativeMethods.Utf8(userId);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_set_invisible(h, id, invisible); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>presence_set_status; null clears the status.</summary>
+        public void SetStatus(string userId, string status)
+        {
+            byte[] id = NativeMethods.Utf8(userId);
+            byte[] text = NativeMethods.Utf8(status);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_set_status(h, id, text); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>The user as <paramref name="viewer"/> sees it (0: the host), as JSON.</summary>
+        public string GetUserJson(string userId, ulong viewer = 0)
+        {
+            byte[] id = NativeMethods.Utf8(userId);
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_get_user(h, viewer, id, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
+        }
+
+        /// <summary>The registry User for an id, refreshed from the engine.</summary>
+        public User GetUser(string userId, ulong viewer = 0)
+        {
+            string json = GetUserJson(userId, viewer);
+            return UserFromView(MiniJson.ParseObject(json), json, 0);
+        }
+
+        /// <summary>The registry User for an id if this wrapper has seen it (no native call).</summary>
+        public bool TryGetCachedUser(string userId, out User user)
+        {
+            return _users.TryGetValue(userId, out user);
+        }
+
+        // ---- channels ---------------------------------------------------------
+
+        /// <summary>Create or merge a channel: {"type","id","members":[...], custom}.</summary>
+        public void UpsertChannel(string channelJson)
+        {
+            byte[] json = NativeMethods.Utf8(channelJson);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_upsert_channel(h, json); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Create or merge a channel from parts.</summary>
+        public void UpsertChannel(string type, string id, IEnumerable<string> members = null,
+                                  IDictionary<string, object> custom = null)
+        {
+            var obj = new Dictionary<string, object>();
+            if (custom != null)
+                foreach (var kv in custom) obj[kv.Key] = kv.Value;
+            obj["type"] = type;
+            obj["id"] = id;
+            if (members != null) obj["members"] = new List<string>(members);
+            UpsertChannel(MiniJson.Serialize(obj));
+        }
+
+        /// <summary>Add members (creating unknown users with only their id).</summary>
+        public void AddMembers(string cid, params string[] userIds)
+        {
+            AddMembersJson(cid, MiniJson.Serialize(userIds));
+        }
+
+        /// <summary>Add members.</summary>
+        public void AddMembers(string cid, IEnumerable<string> userIds)
+        {
+            AddMembersJson(cid, MiniJson.Serialize(new List<string>(userIds)));
+        }
+
+        /// <summary>Add members given as a JSON array of user ids.</summary>
+        public void AddMembersJson(string cid, string userIdsJson)
+        {
+            byte[] c = NativeMethods.Utf8(cid);
+            byte[] ids = NativeMethods.Utf8(userIdsJson);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_add_members(h, c, ids); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Remove members.</summary>
+        public void RemoveMembers(string cid, params string[] userIds)
+        {
+            RemoveMembersJson(cid, MiniJson.Serialize(userIds));
+        }
+
+        /// <summary>Remove members.</summary>
+        public void RemoveMembers(string cid, IEnumerable<string> userIds)
+        {
+            RemoveMembersJson(cid, MiniJson.Serialize(new List<string>(userIds)));
+        }
+
+        /// <summary>Remove members given as a JSON array of user ids.</summary>
+        public void RemoveMembersJson(string cid, string userIdsJson)
+        {
+            byte[] c = NativeMethods.Utf8(cid);
+            byte[] ids = NativeMethods.Utf8(userIdsJson);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_remove_members(h, c, ids); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Delete a channel; its watchers stop watching it without events.</summary>
+        public void DeleteChannel(string cid)
+        {
+            byte[] c = NativeMethods.Utf8(cid);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_delete_channel(h, c); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>End the presence subscription that QueryUsers with "presence":true gave
+        /// a connection to one user (subscriptions through watched channels stay).</summary>
+        public void UnsubscribeUser(ulong connectionId, string userId)
+        {
+            byte[] id = NativeMethods.Utf8(userId);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_unsubscribe_user(h, connectionId, id); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Watch a channel from a connection; answers the channel state JSON.</summary>
+        public string WatchChannelJson(ulong connectionId, string cid, bool presence = true)
+        {
+            byte[] c = NativeMethods.Utf8(cid);
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_watch_channel(h, connectionId, c, presence, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
+        }
+
+        /// <summary>Watch a channel from a connection; answers the channel state.</summary>
+        public ChannelState WatchChannel(ulong connectionId, string cid, bool presence = true)
+        {
+            return StateFromView(MiniJson.ParseObject(WatchChannelJson(connectionId, cid, presence)));
+        }
+
+        /// <summary>Stop watching a channel.</summary>
+        public void StopWatching(ulong connectionId, string cid)
+        {
+            byte[] c = NativeMethods.Utf8(cid);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_stop_watching(h, connectionId, c); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        // ---- queries ----------------------------------------------------------
+
+        /// <summary>presence_query_users: {"users":[...]} as JSON.</summary>
+        public string QueryUsersJson(string queryJson, ulong viewer = 0)
+        {
+            byte[] q = NativeMethods.Utf8(queryJson ?? "{}");
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_query_users(h, viewer, q, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
+        }
+
+        /// <summary>Query users (Stream filter syntax); registry User objects.</summary>
+        public List<User> QueryUsers(string queryJson, ulong viewer = 0)
+        {
+            var result = new List<User>();
+            var users = JsonValue.Array(MiniJson.ParseObject(QueryUsersJson(queryJson, viewer)), "users");
+            if (users != null)
+            {
+                foreach (object u in users)
+                {
+                    var view = u as Dictionary<string, object>;
+                    if (view != null) result.Add(UserFromView(view, MiniJson.Serialize(view), 0));
+                }
+            }
+            return result;
+        }
+
+        /// <summary>presence_query_channels: {"channels":[state...]} as JSON.</summary>
+        public string QueryChannelsJson(string queryJson, ulong viewer = 0)
+        {
+            byte[] q = NativeMethods.Utf8(queryJson ?? "{}");
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_query_channels(h, viewer, q, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
+        }
+
+        /// <summary>Query channels (Stream filter syntax).</summary>
+        public List<ChannelState> QueryChannels(string queryJson, ulong viewer = 0)
+        {
+            var result = new List<ChannelState>();
+            var channels = JsonValue.Array(MiniJson.ParseObject(QueryChannelsJson(queryJson, viewer)), "channels");
+            if (channels != null)
+            {
+                foreach (object c in channels)
+                {
+                    var view = c as Dictionary<string, object>;
+                    if (view != null) result.Add(StateFromView(view));
+                }
+            }
+            return result;
+        }
+
+        // ---- events -----------------------------------------------------------
+
+        /// <summary>A host listener filtered by event type and/or user id (null: any).
+        /// Dispose the answer to remove it.</summary>
+        public PresenceListener AddListener(string eventType, string userId, Action<PresenceEvent> handler)
+        {
+            if (handler == null) throw new ArgumentNullException("handler");
+            return Register(eventType, userId, false, handler);
+        }
+
+        /// <summary>A delivery listener: one call per (event, recipient connection).</summary>
+        public PresenceListener AddDeliveryListener(Action<PresenceEvent> handler)
+        {
+            if (handler == null) throw new ArgumentNullException("handler");
+            return Register(null, null, true, handler);
+        }
+
+        /// <summary>Drain up to <paramref name="max"/> queued events of a connection, as a JSON array.</summary>
+        public string PollEventsJson(ulong connectionId, uint max = 1024)
+        {
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_poll_events(h, connectionId, max, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
+        }
+
+        /// <summary>Drain up to <paramref name="max"/> queued events of a connection.</summary>
+        public List<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
+        {
+            var result = new List<PresenceEvent>();
+            foreach (object e in MiniJson.ParseArray(PollEventsJson(connectionId, max)))
+            {
+                var data = e as Dictionary<string, object>;
+                if (data != null) result.Add(MakeEvent(data, MiniJson.Serialize(data), null));
+            }
+            return result;
+        }
+
+        /// <summary>Run the pending callbacks on this thread; answers how many ran.
+        /// Call it once per frame (Update()).</summary>
+        public int Pump()
+        {
+            IntPtr h = Enter();
+            uint delivered;
+            PresenceResult r;
+            try { r = NativeMethods.presence_pump(h, out delivered); }
+            finally { Leave(); }
+            Check(r);
+            return (int)delivered;
+        }
+
+        // ---- time and persistence ---------------------------------------------
+
+        /// <summary>Apply what is due: timeouts, grace expiry, last_active refresh.</summary>
+        public void Tick()
+        {
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_tick(h); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Move the manual clock (never backwards).</summary>
+        public void SetTime(long unixMs)
+        {
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_set_time(h, unixMs); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Move the manual clock to a point in time.</summary>
+        public void SetTime(DateTime time)
+        {
+            var epoch = new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+            SetTime((long)Math.Round((time.ToUniversalTime() - epoch).TotalMilliseconds));
+        }
+
+        /// <summary>Write users and channels to a file, atomically.</summary>
+        public void Save(string path)
+        {
+            byte[] p = NativeMethods.Utf8(path);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_save(h, p); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        /// <summary>Load users and channels (only while there are no connections).</summary>
+        public void Load(string path)
+        {
+            byte[] p = NativeMethods.Utf8(path);
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_load(h, p); }
+            finally { Leave(); }
+            Check(r);
+        }
+
+        // ---- disposal ---------------------------------------------------------
+
+        /// <summary>Remove the listeners, free their GCHandles, then free the engine.
+        /// Safe to call from an event handler (the native engine is then freed when
+        /// Pump returns). Idempotent.</summary>
+        public void Dispose()
+        {
+            Dispose(true);
+            GC.SuppressFinalize(this);
+        }
+
+        private void Dispose(bool disposing)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (disposing && _handle != null && !_handle.IsClosed)
+            {
+                bool added = false;
+                try
+                {
+                    _handle.DangerousAddRef(ref added);
+                    IntPtr h = _handle.DangerousGetHandle();
+                    foreach (var reg in _listeners)
+                    {
+                        if (!reg.Removed && reg.Id != 0) NativeMethods.presence_remove_listener(h, reg.Id);
+                    }
+                }
+                finally
+                {
+                    if (added) _handle.DangerousRelease();
+                }
+            }
+            foreach (var reg in _listeners)
+            {
+                reg.Removed = true;
+                if (disposing && _callDepth > 0) _deferredFree.Add(reg); // a callback is running
+                else reg.FreeGCHandle();
+            }
+            _listeners.Clear();
+            if (disposing)
+            {
+                _handle.Dispose(); // with a call in progress, SafeHandle frees it when that call ends
+                foreach (var conn in _connections.Values) conn.IsOpen = false;
+                _connections.Clear();
+                _users.Clear();
+                _deliveryListener = null;
+                _eventDelivered = null;
+            }
+        }
+
+        // ---- internals --------------------------------------------------------
+
+        internal void RemoveListener(PresenceListener reg)
+        {
+            if (reg.Removed) return;
+            reg.Removed = true;
+            _listeners.Remove(reg);
+            if (!_disposed)
+            {
+                IntPtr h = Enter();
+                PresenceResult r;
+                try { r = NativeMethods.presence_remove_listener(h, reg.Id); }
+                finally
+                {
+                    // Leave() frees deferred handles once no native call is running.
+                    _deferredFree.Add(reg);
+                    Leave();
+                }
+                Check(r);
+            }
+            else
+            {
+                reg.FreeGCHandle();
+            }
+        }
+
+        internal void EnsureDeliveryListener()
+        {
+            if (_deliveryListener == null)
+                _deliveryListener = Register(null, null, true, DispatchDelivery);
+        }
+
+        private PresenceListener Register(string eventType, string userId, bool delivery, Action<PresenceEvent> handler)
+        {
+            byte[] type = NativeMethods.Utf8(eventType);
+            byte[] user = NativeMethods.Utf8(userId);
+            IntPtr h = Enter();
+            var reg = new PresenceListener(this, handler, delivery);
+            PresenceResult r;
+            ulong id = 0;
+            try
+            {
+                // Weak: the native side must not keep the engine alive (the finalizer frees it).
+                reg.GCHandle = GCHandle.Alloc(reg, GCHandleType.Weak);
+                Interlocked.Increment(ref s_liveGCHandles);
+                IntPtr userData = GCHandle.ToIntPtr(reg.GCHandle);
+                r = delivery
+                    ? NativeMethods.presence_add_delivery_listener(h, s_callback, userData, out id)
+                    : NativeMethods.presence_add_listener(h, type, user, s_callback, userData, out id);
+            }
+            finally
+            {
+                Leave();
+            }
+            if (r == PresenceResult.Ok)
+            {
+                reg.Id = id;
+                _listeners.Add(reg);
+            }
+            else
+            {
+                reg.Removed = true;
+                reg.FreeGCHandle();
+            }
+            Check(r);
+            return reg;
+        }
+
+        [MonoPInvokeCallback(typeof(PresenceEventCallback))]
+        private static void OnNativeEvent(IntPtr userData, IntPtr evt)
+        {
+            PresenceEngine engine = null;
+            try
+            {
+                if (userData == IntPtr.Zero || evt == IntPtr.Zero) return;
+                var reg = GCHandle.FromIntPtr(userData).Target as PresenceListener;
+                if (reg == null || reg.Removed) return;
+                engine = reg.Engine;
+                if (engine == null || engine._disposed) return;
+                engine.Deliver(reg, evt);
+            }
+            catch (Exception ex)
+            {
+                // Never let an exception unwind into native code.
+                if (engine != null) engine.StorePending(ex);
+            }
+        }
+
+        private void Deliver(PresenceListener reg, IntPtr evt)
+        {
+            var native = (NativeEvent)Marshal.PtrToStructure(evt, typeof(NativeEvent));
+            string json = NativeMethods.FromUtf8(native.Json);
+            PresenceEvent ev = MakeEvent(MiniJson.ParseObject(json), json, native);
+            _callbackDepth++;
+            try
+            {
+                reg.Handler(ev);
+            }
+            catch (Exception ex)
+            {
+                StorePending(ex);
+            }
+            finally
+            {
+                _callbackDepth--;
+            }
+        }
+
+        private void StorePending(Exception ex)
+        {
+            if (_pending == null) _pending = ExceptionDispatchInfo.Capture(ex);
+        }
+
+        private void DispatchHostEvent(PresenceEvent ev)
+        {
+            switch (ev.Type)
+            {
+                case EventTypes.UserPresenceChanged:
+                    if (ev.User != null) ev.User.RaisePresenceChanged(ev.Online, ev.LastActive);
+                    Raise(UserPresenceChanged, ev);
+                    break;
+                case EventTypes.UserUpdated:
+                    if (ev.User != null) ev.User.RaiseUpdated();
+                    Raise(UserUpdated, ev);
+                    break;
+                case EventTypes.UserWatchingStart:
+                    Raise(UserWatchingStart, ev);
+                    break;
+                case EventTypes.UserWatchingStop:
+                    Raise(UserWatchingStop, ev);
+                    break;
+                case EventTypes.MemberAdded:
+                    Raise(MemberAdded, ev);
+                    break;
+                case EventTypes.MemberRemoved:
+                    Raise(MemberRemoved, ev);
+                    break;
+                case EventTypes.ConnectionClosed:
+                    PresenceConnection conn;
+                    if (ev.ClosedConnectionId.HasValue &&
+                        _connections.TryGetValue(ev.ClosedConnectionId.Value, out conn))
+                    {
+                        _connections.Remove(ev.ClosedConnectionId.Value);
+                        conn.OnClosed(ev.Reason);
+                    }
+                    Raise(ConnectionClosed, ev);
+                    break;
+            }
+            Raise(EventReceived, ev);
+        }
+
+        private void DispatchDelivery(PresenceEvent ev)
+        {
+            Raise(_eventDelivered, ev);
+            PresenceConnection conn;
+            if (_connections.TryGetValue(ev.ConnectionId, out conn)) conn.RaiseEventReceived(ev);
+        }
+
+        private static void Raise(Action<PresenceEvent> handler, PresenceEvent ev)
+        {
+            if (handler != null) handler(ev);
+        }
+
+        private PresenceEvent MakeEvent(Dictionary<string, object> data, string json, NativeEvent? native)
+        {
+            var ev = new PresenceEvent
+            {
+                Type = JsonValue.String(data, "type"),
+                Seq = JsonValue.NullableULong(data, "seq") ?? 0,
+                CreatedAt = JsonValue.Time(data, "created_at"),
+                ConnectionId = JsonValue.NullableULong(data, "connection_id") ?? 0,
+                Cid = JsonValue.String(data, "cid"),
+                ChannelType = JsonValue.String(data, "channel_type"),
+                ChannelId = JsonValue.String(data, "channel_id"),
+                Reason = JsonValue.String(data, "reason"),
+                ClosedConnectionId = JsonValue.NullableULong(data, "closed_connection_id"),
+                Json = json,
+                Data = data,
+            };
+            long? watchers = JsonValue.NullableLong(data, "watcher_count");
+            if (watchers.HasValue) ev.WatcherCount = (int)watchers.Value;
+            if (native.HasValue)
+            {
+                NativeEvent n = native.Value;
+                ev.Type = NativeMethods.FromUtf8(n.Type) ?? ev.Type;
+                ev.Seq = n.Seq;
+                ev.ConnectionId = n.ConnectionId;
+                ev.UserId = NativeMethods.FromUtf8(n.UserId);
+                ev.Cid = NativeMethods.FromUtf8(n.Cid) ?? ev.Cid;
+                ev.Online = n.Online != 0;
+            }
+            Dictionary<string, object> userView = JsonValue.Object(data, "user");
+            Dictionary<string, object> memberView = JsonValue.Object(data, "member");
+            if (memberView != null)
+            {
+                string memberId = JsonValue.String(memberView, "user_id");
+                Dictionary<string, object> memberUser = JsonValue.Object(memberView, "user");
+                User user = memberUser != null ? UserFromView(memberUser, null, ev.Seq)
+                          : memberId != null ? Registry(memberId) : null;
+                ev.Member = new Member(memberId, user);
+                if (userView == null)
+                {
+                    ev.User = user;
+                    userView = memberUser;
+                }
+            }
+            if (userView != null)
+            {
+                if (ev.User == null) ev.User = UserFromView(userView, null, ev.Seq);
+                ev.Online = User.PublicOnline(userView);
+                ev.LastActive = JsonValue.Time(userView, "last_active");
+            }
+            if (ev.UserId == null)
+            {
+                ev.UserId = ev.User != null ? ev.User.Id : JsonValue.String(data, "user_id");
+            }
+            return ev;
+        }
+
+        internal User Registry(string id)
+        {
+            User user;
+            if (!_users.TryGetValue(id, out user))
+            {
+                user = new User(this, id);
+                _users[id] = user;
+            }
+            return user;
+        }
+
+        internal User UserFromView(Dictionary<string, object> view, string json, ulong seq)
+        {
+            string id = JsonValue.String(view, "id");
+            if (id == null) throw new FormatException("user object without an id");
+            User user = Registry(id);
+            user.Apply(view, json ?? MiniJson.Serialize(view), seq);
+            return user;
+        }
+
+        internal ChannelState StateFromView(Dictionary<string, object> view)
+        {
+            var channel = new Channel(JsonValue.Object(view, "channel") ?? new Dictionary<string, object>());
+            var members = new List<Member>();
+            var memberList = JsonValue.Array(view, "members");
+            if (memberList != null)
+            {
+                foreach (object m in memberList)
+                {
+                    var mv = m as Dictionary<string, object>;
+                    if (mv == null) continue;
+                    string memberId = JsonValue.String(mv, "user_id");
+                    var uv = JsonValue.Object(mv, "user");
+                    User user = uv != null ? UserFromView(uv, null, 0) : memberId != null ? Registry(memberId) : null;
+                    members.Add(new Member(memberId ?? (user != null ? user.Id : null), user));
+                }
+            }
+            var watchers = new List<User>();
+            var watcherList = JsonValue.Array(view, "watchers");
+            if (watcherList != null)
+            {
+                foreach (object w in watcherList)
+                {
+                    var wv = w as Dictionary<string, object>;
+                    if (wv != null) watchers.Add(UserFromView(wv, null, 0));
+                }
+            }
+            return new ChannelState(channel, members, (int)JsonValue.Long(view, "watcher_count"), watchers);
+        }
+
+        private static string UserJson(string userId, IDictionary<string, object> fields)
+        {
+            if (userId == null) throw new ArgumentNullException("userId");
+            var obj = new Dictionary<string, object>();
+            obj["id"] = userId;
+            if (fields != null)
+            {
+                foreach (var kv in fields)
+                {
+                    if (kv.Key != "id") obj[kv.Key] = kv.Value;
+                }
+            }
+            return MiniJson.Serialize(obj);
+        }
+
+        /// <summary>Add "dispatch":"manual" to a config object that names no dispatch,
+        /// keeping the caller's text (so numbers stay exactly as written).</summary>
+        internal static string WithManualDispatch(string configJson)
+        {
+            if (configJson == null || configJson.Trim().Length == 0) return "{\"dispatch\":\"manual\"}";
+            Dictionary<string, object> cfg;
+            try { cfg = MiniJson.ParseObject(configJson); }
+            catch (FormatException) { return configJson; } // let the engine report the error
+            if (cfg.ContainsKey("dispatch")) return configJson;
+            int brace = configJson.IndexOf('{');
+            return configJson.Substring(0, brace + 1) + "\"dispatch\":\"manual\"" +
+                   (cfg.Count > 0 ? "," : "") + configJson.Substring(brace + 1);
+        }
+
+        private IntPtr Enter()
+        {
+            if (_disposed) throw new ObjectDisposedException("PresenceEngine");
+            bool added = false;
+            _handle.DangerousAddRef(ref added);
+            _callDepth++;
+            return _handle.DangerousGetHandle();
+        }
+
+        private void Leave()
+        {
+            if (--_callDepth == 0 && _deferredFree.Count > 0)
+            {
+                foreach (var reg in _deferredFree) reg.FreeGCHandle();
+                _deferredFree.Clear();
+            }
+            _handle.DangerousRelease();
+        }
+
+        private static PresenceException LastError(PresenceResult r)
+        {
+            string message = NativeMethods.FromUtf8(NativeMethods.presence_last_error());
+            if (string.IsNullOrEmpty(message)) message = ResultName(r) ?? r.ToString();
+            return new PresenceException(r, message);
+        }
+
+        private void Check(PresenceResult r)
+        {
+            if (r != PresenceResult.Ok)
+            {
+                PresenceException ex = LastError(r);
+                ThrowPending();
+                throw ex;
+            }
+            ThrowPending();
+        }
+
+        private void ThrowPending()
+        {
+            if (_pending != null && _callbackDepth == 0)
+            {
+                ExceptionDispatchInfo p = _pending;
+                _pending = null;
+                p.Throw();
+            }
+        }
+
+        private string TakeChecked(PresenceResult r, IntPtr s)
+        {
+            string text;
+            try { text = NativeMethods.FromUtf8(s); }
+            finally { if (s != IntPtr.Zero) NativeMethods.presence_string_free(s); }
+            Check(r);
+            return text;
+        }
+
+        internal static void OnGCHandleFreed()
+        {
+            Interlocked.Decrement(ref s_liveGCHandles);
+        }
+    }
+
+    /// <summary>A registered native listener. Dispose removes it (no callback afterwards).</summary>
+    public sealed class PresenceListener : IDisposable
+    {
+        internal PresenceListener(PresenceEngine engine, Action<PresenceEvent> handler, bool delivery)
+        {
+            Engine = engine;
+            Handler = handler;
+            IsDelivery = delivery;
+        }
+
+        /// <summary>The native listener id.</summary>
+        public ulong Id { get; internal set; }
+        /// <summary>Whether this is a delivery listener.</summary>
+        public bool IsDelivery { get; private set; }
+        /// <summary>Whether the listener has been removed.</summary>
+        public bool Removed { get; internal set; }
+
+        internal PresenceEngine Engine { get; private set; }
+        internal Action<PresenceEvent> Handler { get; private set; }
+        internal GCHandle GCHandle;
+
+        public void Dispose()
+        {
+            if (!Removed && Engine != null) Engine.RemoveListener(this);
+        }
+
+        internal void FreeGCHandle()
+        {
+            if (GCHandle.IsAllocated)
+            {
+                GCHandle.Free();
+                PresenceEngine.OnGCHandleFreed();
+            }
+        }
+    }
+}

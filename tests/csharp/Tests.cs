@@ -1,0 +1,609 @@
+// Tests of bindings/csharp/Runtime against the real engine (libpresence.so).
+// Compiled by tests/csharp/run.sh with Mono's mcs together with the Runtime
+// sources (so internals such as PresenceEngine.LiveGCHandleCount are visible),
+// run with mono. Ends with "N passed, M failed"; exits non-zero on failure.
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Runtime.CompilerServices;
+using Presence;
+
+public static class Tests
+{
+    private static int s_passed;
+    private static int s_failed;
+
+    private const long Start = 1546867062375; // 2019-01-07T13:17:42.375Z
+    private static readonly DateTime StartTime = new DateTime(2019, 1, 7, 13, 17, 42, 375, DateTimeKind.Utc);
+
+    private static void Check(bool condition, string what = "",
+                              [CallerLineNumber] int line = 0, [CallerFilePath] string file = "")
+    {
+        if (condition)
+        {
+            s_passed++;
+        }
+        else
+        {
+            s_failed++;
+            Console.Error.WriteLine("{0}:{1}: CHECK failed {2}", Path.GetFileName(file), line, what);
+        }
+    }
+
+    private static void Throws(PresenceResult expected, Action action,
+                               [CallerLineNumber] int line = 0, [CallerFilePath] string file = "")
+    {
+        try
+        {
+            action();
+            s_failed++;
+            Console.Error.WriteLine("{0}:{1}: expected PresenceException {2}, nothing thrown",
+                Path.GetFileName(file), line, expected);
+        }
+        catch (PresenceException e)
+        {
+            if (e.Code == expected && !string.IsNullOrEmpty(e.Message))
+            {
+                s_passed++;
+            }
+            else
+            {
+                s_failed++;
+                Console.Error.WriteLine("{0}:{1}: expected {2}, got {3}: {4}",
+                    Path.GetFileName(file), line, expected, e.Code, e.Message);
+            }
+        }
+        catch (Exception e)
+        {
+            s_failed++;
+            Console.Error.WriteLine("{0}:{1}: expected PresenceException {2}, got {3}",
+                Path.GetFileName(file), line, expected, e);
+        }
+    }
+
+    private static string Manual(string extra = null, long start = Start)
+    {
+        return "{\"clock\":\"manual\",\"start_time_ms\":" + start + (extra != null ? "," + extra : "") + "}";
+    }
+
+    private static Dictionary<string, object> Fields(params object[] kv)
+    {
+        var d = new Dictionary<string, object>();
+        for (int i = 0; i < kv.Length; i += 2) d[(string)kv[i]] = kv[i + 1];
+        return d;
+    }
+
+    // ---------------------------------------------------------------------
+
+    private static void TestVersionAndJson()
+    {
+        Check(!string.IsNullOrEmpty(PresenceEngine.Version), "Version");
+        Check(PresenceEngine.AbiVersion >= 1, "AbiVersion");
+        Check(PresenceEngine.ResultName(PresenceResult.NotFound) == "PRESENCE_ERR_NOT_FOUND", "ResultName");
+        Check(PresenceEngine.ResultName(PresenceResult.Ok) == "PRESENCE_OK", "ResultName ok");
+
+        var parsed = MiniJson.ParseObject("{\"a\":[1,2.5,\"x\\n\\u00e9\",true,null,{\"b\":-3}],\"c\":\"\"}");
+        var a = (List<object>)parsed["a"];
+        Check((long)a[0] == 1 && (double)a[1] == 2.5 && (string)a[2] == "x\n\u00e9", "MiniJson values");
+        Check((bool)a[3] && a[4] == null && (long)((Dictionary<string, object>)a[5])["b"] == -3, "MiniJson nested");
+        Check(MiniJson.Serialize(parsed) == "{\"a\":[1,2.5,\"x\\n\u00e9\",true,null,{\"b\":-3}],\"c\":\"\"}", "MiniJson round trip");
+        bool bad = false;
+        try { MiniJson.Parse("{\"a\":}"); } catch (FormatException) { bad = true; }
+        Check(bad, "MiniJson rejects bad input");
+
+        Check(PresenceEngine.WithManualDispatch(null) == "{\"dispatch\":\"manual\"}", "merge null");
+        Check(PresenceEngine.WithManualDispatch("{}") == "{\"dispatch\":\"manual\"}", "merge empty");
+        Check(PresenceEngine.WithManualDispatch("{\"clock\":\"manual\"}") == "{\"dispatch\":\"manual\",\"clock\":\"manual\"}", "merge");
+        Check(PresenceEngine.WithManualDispatch("{\"dispatch\":\"immediate\"}") == "{\"dispatch\":\"immediate\"}", "merge keeps dispatch");
+    }
+
+    private static void TestErrors()
+    {
+        Throws(PresenceResult.Json, () => new PresenceEngine("{not json"));
+        try
+        {
+            new PresenceEngine("{\"clokc\":\"manual\"}");
+            Check(false, "unknown config key accepted");
+        }
+        catch (PresenceException e)
+        {
+            Check(e.Code == PresenceResult.Json || e.Code == PresenceResult.Invalid, "unknown key code " + e.Code);
+            Check(e.Message.Contains("clokc"), "message names the key: " + e.Message);
+        }
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            Throws(PresenceResult.NotFound, () => engine.Disconnect(424242));
+            Throws(PresenceResult.NotFound, () => engine.Heartbeat(424242));
+            Throws(PresenceResult.Json, () => engine.ConnectJson("{\"id\":"));
+            Throws(PresenceResult.Invalid, () => engine.Connect("has space"));
+            Throws(PresenceResult.Invalid, () => engine.UpsertUser("x", Fields("online", true)));
+            Throws(PresenceResult.NotFound, () => engine.GetUser("nobody"));
+            Throws(PresenceResult.NotFound, () => engine.WatchChannel(424242, "lobby:x"));
+            Throws(PresenceResult.NotFound, () => engine.AddMembers("lobby:none", "a"));
+            Throws(PresenceResult.Invalid, () => engine.QueryUsers("{\"filter_conditions\":{\"id\":{\"$bogus\":1}}}"));
+            Throws(PresenceResult.NotFound, () => engine.PollEvents(424242));
+            Throws(PresenceResult.Invalid, () => engine.SetStatus("a\0b", "x"));
+            Throws(PresenceResult.Limit, () => engine.QueryUsers("{\"limit\":1000}"));
+            try
+            {
+                engine.Disconnect(424242);
+            }
+            catch (PresenceException e)
+            {
+                Check(e.Code == PresenceResult.NotFound && e.CodeName == "PRESENCE_ERR_NOT_FOUND", "CodeName");
+                Check(e.Message.Contains("424242"), "message: " + e.Message);
+            }
+        }
+    }
+
+    private static void TestUsers()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            PresenceConnection conn = engine.Connect("alice", Fields("status", "ready", "name", "Alice"));
+            Check(conn.Id != 0 && conn.UserId == "alice" && conn.IsOpen, "connection");
+            Check(conn.Engine == engine, "connection engine");
+            User alice = engine.GetUser("alice");
+            Check(alice.Id == "alice" && alice.Online && alice.Status == "ready", "alice fields");
+            Check(alice.LastActive == StartTime, "last_active " + alice.LastActive);
+            Check(alice.LastActive.Value.Kind == DateTimeKind.Utc, "utc");
+            Check(!alice.Invisible, "not invisible");
+            Check(alice.CreatedAt == StartTime && alice.UpdatedAt.HasValue, "created_at");
+            Check((string)alice.Custom["name"] == "Alice", "custom name");
+            Check(!alice.Custom.ContainsKey("online") && !alice.Custom.ContainsKey("id"), "custom excludes managed");
+            Check(alice.Json.Contains("\"id\":\"alice\""), "Json");
+            Check(alice.Engine == engine, "user engine");
+            Check(ReferenceEquals(alice, engine.GetUser("alice")), "registry identity");
+            Check(ReferenceEquals(alice, conn.User), "conn.User is the registry object");
+            User cached;
+            Check(engine.TryGetCachedUser("alice", out cached) && ReferenceEquals(cached, alice), "TryGetCachedUser");
+            Check(!engine.TryGetCachedUser("nobody", out cached), "TryGetCachedUser miss");
+            Check(ReferenceEquals(alice, conn.GetUser("alice")), "conn.GetUser");
+
+            engine.SetStatus("alice", "busy");
+            Check(engine.GetUser("alice").Status == "busy", "SetStatus");
+            alice.SetStatus(null);
+            Check(engine.GetUser("alice").Status == null, "status cleared");
+            engine.UpsertUser("{\"id\":\"alice\",\"name\":\"Alice B\"}");
+            Check((string)engine.GetUser("alice").Custom["name"] == "Alice B", "UpsertUser json");
+            engine.UpsertUser("alice", Fields("level", 3, "name", null));
+            engine.GetUser("alice");
+            Check((long)alice.Custom["level"] == 3 && !alice.Custom.ContainsKey("name"), "UpsertUser fields");
+            engine.UpsertUser("bob", null);
+            Check(!engine.GetUser("bob").Online, "bob offline");
+            Check(engine.GetUserJson("bob").Contains("\"online\":false"), "GetUserJson");
+
+            engine.SetInvisible("alice", true);
+            engine.GetUser("alice");
+            Check(alice.Invisible && !alice.Online, "invisible is offline to others");
+            alice.MarkVisible();
+            engine.GetUser("alice");
+            Check(!alice.Invisible && alice.Online, "MarkVisible");
+            alice.MarkInvisible();
+            Check(conn.User.Invisible, "MarkInvisible");
+            alice.MarkVisible();
+
+            conn.Heartbeat();
+            engine.Heartbeat(conn.Id);
+            PresenceConnection second = engine.ConnectJson("{\"id\":\"alice\"}");
+            Check(second.Id != conn.Id, "second connection");
+            conn.Disconnect();
+            Check(!conn.IsOpen, "IsOpen after Disconnect");
+            Check(engine.GetUser("alice").Online, "still online");
+            engine.Disconnect(second.Id);
+            Check(!engine.GetUser("alice").Online, "offline");
+            Throws(PresenceResult.NotFound, () => second.Disconnect());
+            Check(conn.ToString().Contains("closed"), "ToString");
+        }
+    }
+
+    private static void TestChannelsAndQueries()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            engine.UpsertChannel("{\"type\":\"lobby\",\"id\":\"main\",\"members\":[\"alice\"],\"topic\":\"fun\"}");
+            engine.UpsertChannel("room", "r1", new[] { "alice", "bob" }, Fields("map", "dust"));
+            engine.AddMembers("lobby:main", "bob", "carol");
+            engine.AddMembers("lobby:main", new List<string> { "dave" });
+            engine.AddMembersJson("lobby:main", "[\"erin\"]");
+            PresenceConnection alice = engine.Connect("alice");
+
+            ChannelState state = alice.WatchChannel("lobby:main");
+            Check(state.Channel.Cid == "lobby:main" && state.Channel.Type == "lobby" && state.Channel.Id == "main", "channel ids");
+            Check(state.Channel.MemberCount == 5 && state.Members.Count == 5, "members " + state.Members.Count);
+            Check((string)state.Channel.Custom["topic"] == "fun", "channel custom");
+            Check(state.Channel.CreatedAt == StartTime, "channel created_at");
+            Check(state.WatcherCount == 1 && state.Watchers.Count == 1 && state.Watchers[0].Id == "alice", "watchers");
+            Member bob = state.Members.FirstOrDefault(m => m.UserId == "bob");
+            Check(bob != null && bob.User != null && bob.User.Id == "bob" && !bob.User.Online, "member user");
+            Check(ReferenceEquals(bob.User, engine.GetUser("bob")), "member user is the registry object");
+            Check(engine.WatchChannelJson(alice.Id, "lobby:main").Contains("\"watcher_count\":1"), "WatchChannelJson idempotent");
+
+            engine.RemoveMembers("lobby:main", "erin");
+            engine.RemoveMembers("lobby:main", new List<string> { "dave" });
+            engine.RemoveMembersJson("lobby:main", "[\"carol\"]");
+            List<ChannelState> lobbies = engine.QueryChannels("{\"filter_conditions\":{\"type\":\"lobby\"}}");
+            Check(lobbies.Count == 1 && lobbies[0].Channel.MemberCount == 2, "QueryChannels");
+            Check(lobbies[0].WatcherCount == 1, "QueryChannels watchers");
+            Check(engine.QueryChannelsJson("{\"filter_conditions\":{\"cid\":\"room:r1\"}}").Contains("\"map\":\"dust\""), "QueryChannelsJson");
+
+            alice.StopWatching("lobby:main");
+            engine.WatchChannel(alice.Id, "room:r1", false);
+            engine.StopWatching(alice.Id, "room:r1");
+            Check(alice.QueryChannels("{\"filter_conditions\":{\"cid\":\"lobby:main\"}}")[0].WatcherCount == 0, "StopWatching");
+
+            List<User> online = engine.QueryUsers("{\"filter_conditions\":{\"online\":true}}");
+            Check(online.Count == 1 && online[0].Id == "alice", "QueryUsers online");
+            List<User> sorted = alice.QueryUsers("{\"filter_conditions\":{\"id\":{\"$in\":[\"bob\",\"alice\"]}},\"sort\":[{\"field\":\"id\",\"direction\":1}]}");
+            Check(sorted.Count == 2 && sorted[0].Id == "alice" && sorted[1].Id == "bob", "QueryUsers sort");
+            Check(ReferenceEquals(sorted[1], bob.User), "query answers registry objects");
+            Check(engine.QueryUsersJson("{}").StartsWith("{\"users\":["), "QueryUsersJson");
+            Check(engine.QueryUsers(null).Count >= 2, "QueryUsers(null) = {}");
+
+            // QueryUsers with presence subscribes; UnsubscribeUser ends it.
+            PresenceConnection watcher = engine.Connect("watcher");
+            engine.UpsertUser("zoe", null);
+            watcher.QueryUsers("{\"filter_conditions\":{\"id\":\"zoe\"},\"presence\":true}");
+            PresenceConnection zoe = engine.Connect("zoe");
+            Check(watcher.PollEvents().Count(e => e.UserId == "zoe") == 1, "query subscription");
+            watcher.UnsubscribeUser("zoe");
+            engine.SetStatus("zoe", "unseen");
+            Check(watcher.PollEvents().Count == 0, "UnsubscribeUser");
+            engine.UnsubscribeUser(watcher.Id, "zoe");
+            Throws(PresenceResult.NotFound, () => engine.UnsubscribeUser(424242, "zoe"));
+            zoe.Disconnect();
+
+            engine.DeleteChannel("room:r1");
+            Check(engine.QueryChannels("{\"filter_conditions\":{\"cid\":\"room:r1\"}}").Count == 0, "DeleteChannel");
+            Throws(PresenceResult.NotFound, () => engine.DeleteChannel("room:r1"));
+        }
+    }
+
+    private static void TestEvents()
+    {
+        using (var engine = new PresenceEngine(Manual("\"connection_timeout_ms\":30000")))
+        {
+            var seen = new List<PresenceEvent>();
+            var types = new List<string>();
+            engine.UserPresenceChanged += e => types.Add("presence:" + e.UserId + ":" + e.Online);
+            engine.UserUpdated += e => types.Add("updated:" + e.UserId);
+            engine.UserWatchingStart += e => types.Add("start:" + e.UserId + ":" + e.Cid + ":" + e.WatcherCount);
+            engine.UserWatchingStop += e => types.Add("stop:" + e.UserId + ":" + e.Cid + ":" + e.WatcherCount);
+            engine.MemberAdded += e => types.Add("added:" + e.Member.UserId + ":" + e.Cid);
+            engine.MemberRemoved += e => types.Add("removed:" + e.Member.UserId + ":" + e.Cid);
+            engine.ConnectionClosed += e => types.Add("closed:" + e.ClosedConnectionId + ":" + e.Reason);
+            engine.EventReceived += seen.Add;
+
+            engine.UpsertChannel("lobby", "main", new[] { "alice" });
+            PresenceConnection bob = engine.Connect("bob");
+            Check(types.Count == 0 && seen.Count == 0, "manual dispatch: nothing before Pump");
+            int pumped = engine.Pump();
+            Check(pumped >= 1, "Pump delivered " + pumped);
+            Check(types.Contains("presence:bob:True"), "bob online event");
+
+            User alice = engine.GetUser("alice");
+            var aliceChanges = new List<string>();
+            alice.PresenceChanged += (user, isOnline, lastActive) =>
+                aliceChanges.Add(user.Id + ":" + isOnline + ":" + (lastActive.HasValue ? lastActive.Value.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture) : "-"));
+            int aliceUpdated = 0;
+            alice.Updated += u => aliceUpdated++;
+
+            Check(bob.WatchChannel("lobby:main").WatcherCount == 1, "bob watches");
+            engine.AddMembers("lobby:main", "bob");
+            types.Clear();
+            engine.Pump();
+            Check(types.Contains("start:bob:lobby:main:1"), "watching start: " + string.Join(",", types.ToArray()));
+            Check(types.Contains("added:bob:lobby:main"), "member added");
+
+            PresenceConnection aliceConn = engine.Connect("alice", Fields("status", "hi"));
+            engine.UpsertUser("alice", Fields("name", "Alice"));
+            engine.Pump();
+            Check(aliceChanges.Count == 1 && aliceChanges[0] == "alice:True:13:17:42.375", "User.PresenceChanged " + string.Join(",", aliceChanges.ToArray()));
+            Check(aliceUpdated == 1, "User.Updated");
+            Check(types.Contains("updated:alice"), "UserUpdated");
+            Check(alice.Online && alice.Status == "hi" && (string)alice.Custom["name"] == "Alice", "registry updated by events");
+
+            // PollEvents: typed, in seq order, same registry objects.
+            List<PresenceEvent> polled = bob.PollEvents();
+            Check(polled.Count >= 2, "polled " + polled.Count);
+            for (int i = 1; i < polled.Count; i++) Check(polled[i].Seq > polled[i - 1].Seq, "seq order");
+            PresenceEvent p = polled.FirstOrDefault(e => e.Type == EventTypes.UserPresenceChanged && e.UserId == "alice");
+            Check(p != null && p.ConnectionId == bob.Id && p.Online && ReferenceEquals(p.User, alice), "polled presence");
+            Check(p != null && p.CreatedAt == StartTime && p.LastActive == StartTime && p.Json.Contains("\"connection_id\":"), "polled fields");
+            Check(p != null && p.Data.ContainsKey("user"), "polled Data");
+            Check(bob.PollEventsJson() == "[]", "queue drained");
+
+            // Delivery: engine.EventDelivered and connection.EventReceived.
+            var delivered = new List<PresenceEvent>();
+            var bobReceived = new List<PresenceEvent>();
+            engine.EventDelivered += delivered.Add;
+            bob.EventReceived += bobReceived.Add;
+            engine.SetStatus("alice", "away");
+            engine.Pump();
+            Check(delivered.Count == 1 && delivered[0].ConnectionId == bob.Id && delivered[0].UserId == "alice", "EventDelivered");
+            Check(bobReceived.Count == 1 && bobReceived[0].Type == EventTypes.UserPresenceChanged, "connection.EventReceived");
+            Check(aliceChanges.Count == 2 && alice.Status == "away", "status change is presence");
+            bob.PollEvents();
+
+            // Filtered listeners and their removal.
+            var onlyBob = new List<PresenceEvent>();
+            var onlyUpdates = new List<PresenceEvent>();
+            var allDeliveries = new List<PresenceEvent>();
+            PresenceListener l1 = engine.AddListener(null, "bob", onlyBob.Add);
+            PresenceListener l2 = engine.AddListener(EventTypes.UserUpdated, null, onlyUpdates.Add);
+            PresenceListener l3 = engine.AddDeliveryListener(allDeliveries.Add);
+            Check(l1.Id != 0 && l2.Id != l1.Id && l3.IsDelivery && !l1.IsDelivery, "listener ids");
+            engine.SetStatus("bob", "b1");
+            engine.UpsertUser("alice", Fields("name", "A2"));
+            engine.Pump();
+            Check(onlyBob.Count == 1 && onlyBob[0].UserId == "bob", "user filter");
+            Check(onlyUpdates.Count == 1 && onlyUpdates[0].UserId == "alice", "type filter");
+            Check(allDeliveries.Count >= 1 && allDeliveries.All(e => e.ConnectionId != 0), "delivery listener");
+            l1.Dispose();
+            l2.Dispose();
+            l3.Dispose();
+            l1.Dispose(); // idempotent
+            Check(l1.Removed && l2.Removed && l3.Removed, "Removed");
+            engine.SetStatus("bob", "b2");
+            engine.UpsertUser("alice", Fields("name", "A3"));
+            engine.Pump();
+            Check(onlyBob.Count == 1 && onlyUpdates.Count == 1, "no callback after listener Dispose");
+            bob.PollEvents();
+
+            // Watching stop, member removed, connection closed (disconnect, timeout).
+            types.Clear();
+            bob.StopWatching("lobby:main");
+            engine.RemoveMembers("lobby:main", "bob");
+            engine.Pump();
+            Check(types.Contains("stop:bob:lobby:main:0"), "watching stop: " + string.Join(",", types.ToArray()));
+            Check(types.Contains("removed:bob:lobby:main"), "member removed");
+
+            types.Clear();
+            string closedReason = null;
+            aliceConn.Closed += (c, reason) => closedReason = reason;
+            aliceConn.Disconnect();
+            engine.Pump();
+            Check(types.Contains("closed:" + aliceConn.Id + ":disconnect"), "closed by disconnect: " + string.Join(",", types.ToArray()));
+            Check(closedReason == "disconnect" && aliceConn.CloseReason == "disconnect" && !aliceConn.IsOpen, "Closed event");
+            Check(aliceChanges.Count == 3 && aliceChanges[2].StartsWith("alice:False:"), "offline change");
+            Check(!alice.Online, "registry offline");
+
+            types.Clear();
+            string bobClosed = null;
+            bob.Closed += (c, reason) => bobClosed = reason;
+            engine.SetTime(Start + 31000);
+            engine.Tick();
+            engine.Pump();
+            Check(types.Contains("closed:" + bob.Id + ":timeout"), "closed by timeout: " + string.Join(",", types.ToArray()));
+            Check(bobClosed == "timeout" && !bob.IsOpen, "timeout reason");
+            Check(seen.Count > 10, "EventReceived saw everything");
+            for (int i = 1; i < seen.Count; i++) Check(seen[i].Seq > seen[i - 1].Seq, "host seq order");
+        }
+
+        // A queue that overflows closes its connection: reason slow_consumer.
+        using (var engine = new PresenceEngine(Manual("\"connection_queue_capacity\":1")))
+        {
+            engine.UpsertChannel("lobby", "q", new[] { "slow", "chatty" });
+            PresenceConnection slow = engine.Connect("slow");
+            slow.WatchChannel("lobby:q");
+            slow.PollEvents();
+            string reason = null;
+            slow.Closed += (c, r) => reason = r;
+            engine.Connect("chatty");
+            engine.SetStatus("chatty", "1");
+            engine.Pump();
+            Check(reason == "slow_consumer" && !slow.IsOpen, "slow_consumer: " + reason);
+            Throws(PresenceResult.NotFound, () => slow.PollEvents());
+        }
+    }
+
+    private static void TestInvisibleAndClock()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            engine.UpsertChannel("lobby", "main", new[] { "alice", "bob", "carol" });
+            PresenceConnection bob = engine.Connect("bob");
+            bob.WatchChannel("lobby:main");
+            List<PresenceEvent> own = bob.PollEvents();
+            Check(own.Count == 1 && own[0].Type == EventTypes.UserWatchingStart && own[0].UserId == "bob", "bob's own watching start");
+            PresenceConnection alice = engine.Connect("alice", Fields("status", "Looking for group"));
+            List<PresenceEvent> events = bob.PollEvents();
+            Check(events.Count == 1 && events[0].Type == EventTypes.UserPresenceChanged && events[0].UserId == "alice" && events[0].Online, "bob sees alice");
+            Check(events.Count == 1 && events[0].User.Status == "Looking for group", "status in event");
+
+            var changes = new List<bool>();
+            PresenceConnection carol = engine.Connect("carol", Fields("invisible", true));
+            User carolUser = engine.GetUser("carol", bob.Id);
+            carolUser.PresenceChanged += (u, online, last) => changes.Add(online);
+            Check(bob.PollEvents().Count == 0, "invisible connect emits nothing to bob");
+            Check(!carolUser.Online, "invisible is offline to bob");
+            Check(!engine.GetUserJson("carol", bob.Id).Contains("invisible"), "public view has no invisible");
+            Check(carol.User.Invisible && !carol.User.Online, "own view: invisible");
+            Check(bob.QueryUsers("{\"filter_conditions\":{\"online\":true}}").All(u => u.Id != "carol"), "not in online query");
+            Check(carol.WatchChannel("lobby:main").WatcherCount == 1, "invisible watcher not counted");
+            engine.Pump();
+            carolUser.MarkVisible();
+            engine.Pump();
+            Check(changes.Count == 1 && changes[0], "visible: online change");
+            Check(bob.PollEvents().Any(e => e.UserId == "carol" && e.Online), "bob sees carol online");
+            carolUser.MarkInvisible();
+            engine.Pump();
+            Check(changes.Count == 2 && !changes[1] && !carolUser.Online && carolUser.Invisible, "invisible: offline change");
+            Check(bob.PollEvents().Any(e => e.UserId == "carol" && !e.Online), "bob sees carol offline");
+
+            // Manual clock: last_active refreshes after 15 minutes, without events.
+            engine.SetTime(Start + 14 * 60000);
+            engine.Tick();
+            Check(engine.GetUser("alice").LastActive == StartTime, "no refresh yet");
+            engine.SetTime(StartTime.AddMinutes(15));
+            engine.Tick();
+            Check(engine.GetUser("alice").LastActive == StartTime.AddMinutes(15), "refreshed " + engine.GetUser("alice").LastActive);
+            Check(engine.GetUser("carol").LastActive == StartTime, "invisible not refreshed");
+            Check(engine.Pump() == 0 && bob.PollEvents().Count == 0, "refresh emits nothing");
+            Throws(PresenceResult.State, () => engine.SetTime(Start));
+            alice.Disconnect();
+            carol.Disconnect();
+            bob.Disconnect();
+        }
+        using (var system = new PresenceEngine())
+        {
+            Throws(PresenceResult.State, () => system.SetTime(Start)); // system clock
+        }
+    }
+
+    private static void TestSaveLoad()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, "state.json");
+        try
+        {
+            using (var engine = new PresenceEngine(Manual()))
+            {
+                PresenceConnection c = engine.Connect("alice", Fields("status", "saved", "level", 7));
+                engine.SetInvisible("alice", true);
+                engine.UpsertChannel("lobby", "keep", new[] { "alice", "bob" });
+                engine.Save(path);
+                Check(File.Exists(path), "saved");
+                Throws(PresenceResult.State, () => engine.Load(path));
+                c.Disconnect();
+            }
+            using (PresenceEngine engine = PresenceEngine.Create(Manual()))
+            {
+                engine.Load(path);
+                User alice = engine.GetUser("alice");
+                Check(alice.Status == "saved" && (long)alice.Custom["level"] == 7 && alice.Invisible && !alice.Online, "loaded user");
+                Check(engine.QueryChannels("{\"filter_conditions\":{\"cid\":\"lobby:keep\"}}")[0].Channel.MemberCount == 2, "loaded channel");
+                Throws(PresenceResult.Io, () => engine.Load(Path.Combine(dir, "missing.json")));
+                Throws(PresenceResult.Io, () => engine.Save(Path.Combine(dir, "no/such/dir/x.json")));
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    private static void TestHandlerExceptions()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            int calls = 0;
+            engine.UserPresenceChanged += e => { calls++; throw new InvalidOperationException("boom " + calls); };
+            engine.Connect("a");
+            engine.Connect("b");
+            try
+            {
+                engine.Pump();
+                Check(false, "Pump should rethrow");
+            }
+            catch (InvalidOperationException e)
+            {
+                Check(e.Message == "boom 1", "first exception kept: " + e.Message);
+                Check(e.StackTrace != null && e.StackTrace.Contains("Tests"), "stack preserved");
+            }
+            Check(calls == 2, "both events delivered");
+            Check(engine.Pump() == 0, "nothing pending after rethrow");
+        }
+        // Immediate dispatch (explicit): handlers run inside the causing call.
+        using (var engine = new PresenceEngine(Manual("\"dispatch\":\"immediate\"")))
+        {
+            int calls = 0;
+            engine.UserPresenceChanged += e => calls++;
+            engine.Connect("a");
+            Check(calls == 1, "immediate dispatch");
+            engine.UserUpdated += e => { throw new ArgumentException("from handler"); };
+            bool caught = false;
+            try { engine.UpsertUser("a", Fields("x", 1)); }
+            catch (ArgumentException) { caught = true; }
+            Check(caught, "immediate: rethrown from the causing call");
+        }
+    }
+
+    private static void TestDisposal()
+    {
+        int baseline = PresenceEngine.LiveGCHandleCount;
+        var engine = new PresenceEngine(Manual());
+        Check(PresenceEngine.LiveGCHandleCount == baseline + 1, "host listener GCHandle");
+        int calls = 0;
+        engine.EventReceived += e => calls++;
+        PresenceListener extra = engine.AddListener(null, null, e => calls++);
+        engine.EventDelivered += e => calls++;
+        Check(PresenceEngine.LiveGCHandleCount == baseline + 3, "3 GCHandles: " + (PresenceEngine.LiveGCHandleCount - baseline));
+        extra.Dispose();
+        Check(PresenceEngine.LiveGCHandleCount == baseline + 2, "listener Dispose frees its GCHandle");
+        PresenceConnection c = engine.Connect("alice");
+        engine.Pump();
+        Check(calls == 1, "one host event");
+        engine.SetStatus("alice", "queued"); // queued, never delivered
+        engine.Dispose();
+        Check(engine.IsDisposed, "IsDisposed");
+        Check(PresenceEngine.LiveGCHandleCount == baseline, "GCHandles freed by Dispose");
+        Check(calls == 1, "no callback after Dispose");
+        Check(!c.IsOpen, "connections closed by Dispose");
+        bool disposedThrown = false;
+        try { engine.Pump(); } catch (ObjectDisposedException) { disposedThrown = true; }
+        Check(disposedThrown, "calls after Dispose throw ObjectDisposedException");
+        engine.Dispose(); // idempotent
+
+        // Dispose from inside a handler: the rest of the pump delivers nothing.
+        var inner = new PresenceEngine(Manual());
+        int innerCalls = 0;
+        inner.UserPresenceChanged += e => { innerCalls++; inner.Dispose(); };
+        inner.Connect("a");
+        inner.Connect("b");
+        inner.Pump();
+        Check(innerCalls == 1, "no callback after Dispose inside a handler: " + innerCalls);
+        Check(PresenceEngine.LiveGCHandleCount == baseline, "deferred GCHandle free");
+
+        // Forgotten engines are finalized (weak GCHandles do not keep them alive).
+        for (int i = 0; i < 3; i++) MakeGarbageEngine();
+        for (int i = 0; i < 5 && PresenceEngine.LiveGCHandleCount != baseline; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Check(PresenceEngine.LiveGCHandleCount == baseline, "finalizer frees GCHandles: " + (PresenceEngine.LiveGCHandleCount - baseline));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void MakeGarbageEngine()
+    {
+        var e = new PresenceEngine();
+        e.AddListener(null, null, ev => { });
+        e.Connect("ghost");
+    }
+
+    public static int Main()
+    {
+        var tests = new KeyValuePair<string, Action>[]
+        {
+            new KeyValuePair<string, Action>("version_and_json", TestVersionAndJson),
+            new KeyValuePair<string, Action>("errors", TestErrors),
+            new KeyValuePair<string, Action>("users", TestUsers),
+            new KeyValuePair<string, Action>("channels_and_queries", TestChannelsAndQueries),
+            new KeyValuePair<string, Action>("events", TestEvents),
+            new KeyValuePair<string, Action>("invisible_and_clock", TestInvisibleAndClock),
+            new KeyValuePair<string, Action>("save_load", TestSaveLoad),
+            new KeyValuePair<string, Action>("handler_exceptions", TestHandlerExceptions),
+            new KeyValuePair<string, Action>("disposal", TestDisposal),
+        };
+        foreach (var t in tests)
+        {
+            int before = s_failed;
+            try
+            {
+                t.Value();
+            }
+            catch (Exception e)
+            {
+                s_failed++;
+                Console.Error.WriteLine("{0}: unexpected {1}", t.Key, e);
+            }
+            Console.WriteLine("{0} {1}", s_failed == before ? "ok  " : "FAIL", t.Key);
+        }
+        Console.WriteLine("{0} passed, {1} failed", s_passed, s_failed);
+        return s_failed == 0 ? 0 : 1;
+    }
+}
