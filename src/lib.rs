@@ -8,6 +8,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod event;
+pub mod ffi;
 mod persist;
 pub(crate) mod query;
 mod state;

@@ -1,0 +1,147 @@
+//! The machinery behind every exported function: the panic boundary, the thread-local
+//! last-error message, and checked conversions of C arguments. Nothing here is exported;
+//! cbindgen sees only the plain signatures in `mod.rs`.
+use super::PresenceResult;
+use crate::error::{Error, ErrorKind};
+use std::any::Any;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What an exported function's body answers: `Ok(())` or an error whose kind becomes the
+/// `PresenceResult` and whose message (prefixed with the function name) becomes the
+/// thread's last error.
+pub(crate) type FfiResult = Result<(), Error>;
+
+thread_local! {
+    /// The message of the last failing call on this thread; `None` until one fails.
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// The code for an error kind (the numbering is shared, see `ErrorKind`).
+pub(crate) fn code(kind: ErrorKind) -> PresenceResult {
+    match kind {
+        ErrorKind::Null => PresenceResult::PRESENCE_ERR_NULL,
+        ErrorKind::Utf8 => PresenceResult::PRESENCE_ERR_UTF8,
+        ErrorKind::Json => PresenceResult::PRESENCE_ERR_JSON,
+        ErrorKind::Invalid => PresenceResult::PRESENCE_ERR_INVALID,
+        ErrorKind::NotFound => PresenceResult::PRESENCE_ERR_NOT_FOUND,
+        ErrorKind::Limit => PresenceResult::PRESENCE_ERR_LIMIT,
+        ErrorKind::State => PresenceResult::PRESENCE_ERR_STATE,
+        ErrorKind::Io => PresenceResult::PRESENCE_ERR_IO,
+        ErrorKind::Panic => PresenceResult::PRESENCE_ERR_PANIC,
+    }
+}
+
+/// Stores `"{function}: {message}"` as this thread's last error. Interior NULs (which a C
+/// string cannot hold) are shown as `\0`. Never panics.
+pub(crate) fn set_last_error(function: &str, message: &str) {
+    let text = format!("{function}: {message}").replace('\0', "\\0");
+    let text = CString::new(text).unwrap_or_default();
+    // `try_with` fails only while the thread is being torn down; the message is lost then.
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            *slot = Some(text);
+        }
+    });
+}
+
+/// This thread's last error, or "" when no call has failed on it. The pointer stays valid
+/// until the next failing call on this thread (or the thread's exit).
+pub(crate) fn last_error_ptr() -> *const c_char {
+    LAST_ERROR
+        .try_with(|slot| match slot.try_borrow() {
+            Ok(slot) => slot.as_ref().map(|s| s.as_ptr()),
+            Err(_) => None,
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(c"".as_ptr())
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// Runs the body of exported function `function` behind the panic boundary, turning its
+/// outcome into a `PresenceResult` and recording the message of any failure.
+pub(crate) fn call(function: &'static str, body: impl FnOnce() -> FfiResult) -> PresenceResult {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => PresenceResult::PRESENCE_OK,
+        Ok(Err(e)) => {
+            set_last_error(function, e.message());
+            code(e.kind())
+        }
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            // Dropping a payload can itself panic (a payload with a panicking Drop); keep that
+            // from crossing the boundary too.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            set_last_error(function, &format!("internal error (panic caught at the C boundary): {message}"));
+            PresenceResult::PRESENCE_ERR_PANIC
+        }
+    }
+}
+
+/// `PRESENCE_ERR_NULL` naming the argument.
+pub(crate) fn null(arg: &str) -> Error {
+    Error::new(ErrorKind::Null, format!("{arg} is NULL"))
+}
+
+/// A required pointer argument, checked for NULL.
+pub(crate) fn non_null<T>(p: *mut T, arg: &str) -> Result<*mut T, Error> {
+    if p.is_null() {
+        Err(null(arg))
+    } else {
+        Ok(p)
+    }
+}
+
+/// A required C string argument, borrowed for the call: NULL and non-UTF-8 are errors.
+///
+/// # Safety
+/// `p` is NULL or points at a NUL-terminated string that outlives the call.
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, arg: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(null(arg));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(p) };
+    bytes.to_str().map_err(|e| {
+        Error::new(
+            ErrorKind::Utf8,
+            format!("{arg} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+        )
+    })
+}
+
+/// An optional C string argument: NULL is `None`, non-UTF-8 is an error.
+///
+/// # Safety
+/// As [`str_arg`].
+pub(crate) unsafe fn opt_str_arg<'a>(p: *const c_char, arg: &str) -> Result<Option<&'a str>, Error> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { str_arg(p, arg) }.map(Some)
+    }
+}
+
+/// A heap C string for the caller, released with `presence_string_free`.
+pub(crate) fn into_c_string(s: String) -> Result<*mut c_char, Error> {
+    CString::new(s).map(CString::into_raw).map_err(|e| {
+        Error::new(
+            ErrorKind::Panic,
+            format!("internal error: a result string holds a NUL byte at offset {}", e.nul_position()),
+        )
+    })
+}

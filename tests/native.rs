@@ -1,0 +1,134 @@
+//! Runs the native test suites (C, C++, C#) against the release library, each as its own
+//! test, failing with the script's output when it exits non-zero.
+//!
+//! They link `target/release/libpresence.{so,a}` and never call cargo themselves (a nested
+//! cargo would wait on the build lock this test run holds), so build first:
+//!
+//! ```text
+//! cargo build --release && cargo test --release
+//! ```
+//!
+//! The C# suite needs `mono` and `mcs`; without them it fails unless
+//! `PRESENCE_SKIP_CSHARP=1` is set, in which case it is reported as SKIPPED.
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The suites share two cores and the build folders; run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Generous: the C suite under valgrind takes well under a minute on two cores.
+const TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let candidate = dir.join(program);
+            candidate.is_file()
+                && std::fs::metadata(&candidate)
+                    .map(|m| {
+                        use std::os::unix::fs::PermissionsExt;
+                        m.permissions().mode() & 0o111 != 0
+                    })
+                    .unwrap_or(false)
+        })
+    })
+}
+
+/// Runs `bash script` from the repository root in its own process group, with a timeout;
+/// panics with the whole output when it fails.
+fn run_script(script: &Path) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let log_path = std::env::temp_dir().join(format!(
+        "presence-native-{}-{}.log",
+        std::process::id(),
+        script
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let log = File::create(&log_path).expect("create the log file");
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new("bash")
+            .arg(script)
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", script.display()))
+    };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the script") {
+            break Some(status);
+        }
+        if started.elapsed() > TIMEOUT {
+            // The whole process group: the script and whatever it started.
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    match status {
+        Some(s) if s.success() => {
+            // Visible with --nocapture; the last line is the suite's "N passed, M failed".
+            println!("{output}");
+        }
+        Some(s) => {
+            panic!("{} failed ({s}). Did you run `cargo build --release` first?\n{output}", script.display())
+        }
+        None => panic!("{} did not finish within {TIMEOUT:?}; killed.\n{output}", script.display()),
+    }
+}
+
+#[test]
+fn c_suite() {
+    run_script(&root().join("tests/c/run.sh"));
+}
+
+#[test]
+fn cpp_suite() {
+    let script = root().join("tests/cpp/run.sh");
+    if !script.exists() {
+        println!("SKIPPED: {} does not exist", script.display());
+        return;
+    }
+    run_script(&script);
+}
+
+#[test]
+fn csharp_suite() {
+    let script = root().join("tests/csharp/run.sh");
+    if !script.exists() {
+        println!("SKIPPED: {} does not exist", script.display());
+        return;
+    }
+    let missing: Vec<&str> = ["mono", "mcs"].into_iter().filter(|p| !on_path(p)).collect();
+    if !missing.is_empty() {
+        let skip = std::env::var_os("PRESENCE_SKIP_CSHARP").is_some_and(|v| v == "1");
+        let message = format!(
+            "the C# suite needs {} on PATH (apt-get install mono-mcs mono-runtime)",
+            missing.join(" and ")
+        );
+        if skip {
+            eprintln!("\n*** SKIPPED: mono not installed: {message} (PRESENCE_SKIP_CSHARP=1) ***\n");
+            println!("SKIPPED: mono not installed");
+            return;
+        }
+        panic!("{message}; set PRESENCE_SKIP_CSHARP=1 to skip it explicitly");
+    }
+    run_script(&script);
+}
