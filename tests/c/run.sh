@@ -117,8 +117,17 @@ else
     cat "$lobby_log"
     echo "----"
 fi
-# The example also builds cleanly with the suite's strict flags.
+# The examples also build cleanly with the suite's strict flags.
 "$CC" "${CFLAGS[@]}" examples/c/lobby.c -o "$BUILD/lobby-strict" "$A" -lpthread -ldl -lm
+
+echo "== examples/c/quickstart.c (the README's C quick start)"
+"$CC" "${CFLAGS[@]}" examples/c/quickstart.c -o "$BUILD/quickstart" "$A" -lpthread -ldl -lm
+if "$BUILD/quickstart" | tee "$BUILD/quickstart.log" | sed 's/^/  | /' && grep -q '^PRESENCE_ERR_NOT_FOUND: ' "$BUILD/quickstart.log"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    failures+=("quickstart")
+fi
 
 if ((${#failures[@]})); then
     echo "FAILED: ${failures[*]}"
