@@ -158,15 +158,15 @@ impl Engine {
     /// Runs one command under the lock, queues what it emitted, then dispatches (immediate
     /// mode) after the lock is released.
     fn run<T>(&self, command: impl FnOnce(&mut State, Millis) -> Result<T>) -> Result<T> {
-        let result = {
+        let (result, pending) = {
             let mut inner = self.inner.lock();
             let now = inner.now(self.config.clock);
             let result = command(&mut inner.state, now);
             let emitted = inner.state.take_outbox();
             inner.outbox.extend(emitted);
-            result
+            (result, !inner.outbox.is_empty())
         };
-        if self.config.dispatch == Dispatch::Immediate {
+        if pending && self.config.dispatch == Dispatch::Immediate {
             self.dispatch();
         }
         result
