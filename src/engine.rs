@@ -36,22 +36,14 @@ impl ListenerFilter {
     }
     /// Events of one type.
     pub fn event_type(t: impl Into<String>) -> Self {
-        ListenerFilter {
-            event_type: Some(t.into()),
-            user_id: None,
-        }
+        ListenerFilter { event_type: Some(t.into()), user_id: None }
     }
     /// Events about one user.
     pub fn user(id: impl Into<String>) -> Self {
-        ListenerFilter {
-            event_type: None,
-            user_id: Some(id.into()),
-        }
+        ListenerFilter { event_type: None, user_id: Some(id.into()) }
     }
     fn matches(&self, event: &Event) -> bool {
-        self.event_type
-            .as_deref()
-            .is_none_or(|t| t == event.type_name())
+        self.event_type.as_deref().is_none_or(|t| t == event.type_name())
             && self.user_id.as_deref().is_none_or(|u| u == event.user_id())
     }
 }
@@ -105,6 +97,23 @@ pub struct Engine {
     dispatching: ReentrantMutex<Cell<bool>>,
 }
 
+/// Items taken from the outbox for delivery. If a callback panics, what was not delivered
+/// goes back to the front of the outbox, so nothing is lost.
+struct Batch<'a> {
+    engine: &'a Engine,
+    items: VecDeque<Outgoing>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if !self.items.is_empty() {
+            let mut inner = self.engine.inner.lock();
+            let mut later = std::mem::replace(&mut inner.outbox, std::mem::take(&mut self.items));
+            inner.outbox.append(&mut later);
+        }
+    }
+}
+
 /// Resets the dispatching flag even when a callback panics.
 struct DispatchGuard<'a>(&'a Cell<bool>);
 
@@ -127,11 +136,7 @@ impl Engine {
         };
         Ok(Engine {
             config,
-            inner: Mutex::new(Inner {
-                state,
-                outbox: VecDeque::new(),
-                now,
-            }),
+            inner: Mutex::new(Inner { state, outbox: VecDeque::new(), now }),
             listeners: Mutex::new(Arc::new(Vec::new())),
             next_listener: AtomicU64::new(1),
             dispatching: ReentrantMutex::new(Cell::new(false)),
@@ -163,7 +168,11 @@ impl Engine {
             let now = inner.now(self.config.clock);
             let result = command(&mut inner.state, now);
             let emitted = inner.state.take_outbox();
-            inner.outbox.extend(emitted);
+            if inner.outbox.is_empty() {
+                inner.outbox = VecDeque::from(emitted);
+            } else {
+                inner.outbox.extend(emitted);
+            }
             (result, !inner.outbox.is_empty())
         };
         if pending && self.config.dispatch == Dispatch::Immediate {
@@ -173,7 +182,9 @@ impl Engine {
     }
 
     /// Delivers everything in the outbox, in order, unless this thread is already doing
-    /// so further up its stack. Answers how many callbacks' worth of items it delivered.
+    /// so further up its stack. Answers how many callbacks ran. The outbox is taken a batch
+    /// at a time (one lock, one listener snapshot per batch); events that callbacks cause
+    /// form the next batch.
     fn dispatch(&self) -> u32 {
         let flag = self.dispatching.lock();
         if flag.get() {
@@ -183,23 +194,25 @@ impl Engine {
         let _reset = DispatchGuard(&flag);
         let mut delivered = 0u32;
         loop {
-            let Some(item) = self.inner.lock().outbox.pop_front() else {
-                break;
-            };
+            let mut batch = Batch { engine: self, items: std::mem::take(&mut self.inner.lock().outbox) };
+            if batch.items.is_empty() {
+                return delivered;
+            }
             let listeners = self.listeners.lock().clone();
-            for listener in listeners.iter() {
-                if listener.removed.load(Ordering::Acquire) {
-                    continue;
+            while let Some(item) = batch.items.pop_front() {
+                for listener in listeners.iter() {
+                    if listener.removed.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    match (&listener.callback, &item) {
+                        (Callback::Host(filter, f), Outgoing::Event(e)) if filter.matches(e) => f(e),
+                        (Callback::Delivery(f), Outgoing::Delivery(d)) => f(d),
+                        _ => continue,
+                    }
+                    delivered = delivered.saturating_add(1);
                 }
-                match (&listener.callback, &item) {
-                    (Callback::Host(filter, f), Outgoing::Event(e)) if filter.matches(e) => f(e),
-                    (Callback::Delivery(f), Outgoing::Delivery(d)) => f(d),
-                    _ => continue,
-                }
-                delivered = delivered.saturating_add(1);
             }
         }
-        delivered
     }
 
     // ----- users -----
@@ -305,18 +318,12 @@ impl Engine {
     /// Makes a connection watch a channel (with presence subscriptions to its members when
     /// `presence`). Cost: O(members) with presence, O(1) without.
     pub fn watch_channel(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<()> {
-        self.run(|s, now| s.watch_channel(now, connection, cid, presence, false))
-            .map(|_| ())
+        self.run(|s, now| s.watch_channel(now, connection, cid, presence, false)).map(|_| ())
     }
 
     /// [`Engine::watch_channel`], answering the channel state `{"channel", "members",
     /// "watcher_count", "watchers"}`. Cost: O(members log members).
-    pub fn watch_channel_state(
-        &self,
-        connection: ConnectionId,
-        cid: &str,
-        presence: bool,
-    ) -> Result<Value> {
+    pub fn watch_channel_state(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<Value> {
         self.run(|s, now| s.watch_channel(now, connection, cid, presence, true))
             .map(|state| state.unwrap_or(Value::Null))
     }
@@ -335,22 +342,14 @@ impl Engine {
     /// Stream-style user query (see the README); `{"users": [...]}`. Cost: O(k) for
     /// `id $in` naming k ids, O(users) for other filters, plus sorting the matches.
     pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
-        let query = Query::parse(
-            Target::Users,
-            query_json,
-            self.config.query_limit_max as usize,
-        )?;
+        let query = Query::parse(Target::Users, query_json, self.config.query_limit_max as usize)?;
         self.run(|s, _| s.query_users(viewer, &query))
     }
 
     /// Stream-style channel query; `{"channels": [...]}`. Cost: O(k) for `cid $in`,
     /// O(memberships) for `members $in`, O(channels) otherwise, plus sorting and rendering.
     pub fn query_channels(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
-        let query = Query::parse(
-            Target::Channels,
-            query_json,
-            self.config.query_limit_max as usize,
-        )?;
+        let query = Query::parse(Target::Channels, query_json, self.config.query_limit_max as usize)?;
         self.run(|s, now| s.query_channels(now, viewer, &query))
     }
 
@@ -360,11 +359,7 @@ impl Engine {
         let id = ListenerId(self.next_listener.fetch_add(1, Ordering::Relaxed));
         let mut listeners = self.listeners.lock();
         let mut next: Vec<Arc<Listener>> = listeners.as_ref().clone();
-        next.push(Arc::new(Listener {
-            id,
-            removed: AtomicBool::new(false),
-            callback,
-        }));
+        next.push(Arc::new(Listener { id, removed: AtomicBool::new(false), callback }));
         *listeners = Arc::new(next);
         self.update_recording(&listeners);
         id
@@ -373,12 +368,8 @@ impl Engine {
     /// Tells the core which kinds of outgoing items anyone listens for, so an engine without
     /// listeners does not queue them.
     fn update_recording(&self, listeners: &[Arc<Listener>]) {
-        let events = listeners
-            .iter()
-            .any(|l| matches!(l.callback, Callback::Host(..)));
-        let deliveries = listeners
-            .iter()
-            .any(|l| matches!(l.callback, Callback::Delivery(..)));
+        let events = listeners.iter().any(|l| matches!(l.callback, Callback::Host(..)));
+        let deliveries = listeners.iter().any(|l| matches!(l.callback, Callback::Delivery(..)));
         let mut inner = self.inner.lock();
         inner.state.record_events = events;
         inner.state.record_deliveries = deliveries;
@@ -395,10 +386,7 @@ impl Engine {
     }
 
     /// Calls `callback` once per (event, recipient connection). Cost: O(listeners).
-    pub fn add_delivery_listener(
-        &self,
-        callback: impl Fn(&Delivery) + Send + Sync + 'static,
-    ) -> ListenerId {
+    pub fn add_delivery_listener(&self, callback: impl Fn(&Delivery) + Send + Sync + 'static) -> ListenerId {
         self.add(Callback::Delivery(Box::new(callback)))
     }
 
@@ -477,10 +465,6 @@ impl Engine {
     /// Numbers of users, connections and channels. Cost: O(1).
     pub fn counts(&self) -> (usize, usize, usize) {
         let inner = self.inner.lock();
-        (
-            inner.state.user_count(),
-            inner.state.connection_count(),
-            inner.state.channel_count(),
-        )
+        (inner.state.user_count(), inner.state.connection_count(), inner.state.channel_count())
     }
 }

@@ -8,11 +8,14 @@ use crate::error::{Error, Result};
 use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
 use crate::query::{FieldValue, Query, Record};
 use crate::time::{format_millis, parse_millis, Millis};
-use crate::user::{merge_custom, validate_user_id, CustomFields, UserPatch, UserSnapshot, View};
-use hashbrown::{HashMap, HashSet};
+use crate::user::{
+    merge_custom, validate_status, validate_user_id, CustomFields, UserPatch, UserSnapshot, View,
+};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use serde_json::{json, Map, Value};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use thin_vec::ThinVec;
 
@@ -56,6 +59,28 @@ impl OptMillis {
     }
     fn from(t: Option<Millis>) -> Self {
         t.map_or(Self::NONE, OptMillis)
+    }
+}
+
+/// Finds a user by id. A hash table of 4-byte indexes hashed by the id stored in the
+/// record, instead of a map keyed by a second pointer to the id: about 40 bytes less per user.
+#[derive(Default)]
+struct UserIndex {
+    table: HashTable<UserIdx>,
+    hasher: DefaultHashBuilder,
+}
+
+impl UserIndex {
+    /// O(1) expected.
+    fn find(&self, users: &[UserRecord], id: &str) -> Option<UserIdx> {
+        self.table.find(self.hasher.hash_one(id), |&u| &*users[u as usize].id == id).copied()
+    }
+
+    /// Indexes `users[u]`, whose id is not indexed yet. O(1) amortized.
+    fn insert(&mut self, users: &[UserRecord], u: UserIdx) {
+        let UserIndex { table, hasher } = self;
+        let hash = hasher.hash_one(&*users[u as usize].id);
+        table.insert_unique(hash, u, |&v| hasher.hash_one(&*users[v as usize].id));
     }
 }
 
@@ -184,7 +209,7 @@ struct PresenceBefore {
 pub(crate) struct State {
     config: Config,
     users: Vec<UserRecord>,
-    user_index: HashMap<Arc<str>, UserIdx>,
+    user_index: UserIndex,
     connections: HashMap<ConnectionId, ConnectionRecord>,
     channels: Vec<Option<ChannelRecord>>,
     free_channels: Vec<ChannelIdx>,
@@ -218,7 +243,7 @@ impl State {
         State {
             config,
             users: Vec::new(),
-            user_index: HashMap::new(),
+            user_index: UserIndex::default(),
             connections: HashMap::new(),
             channels: Vec::new(),
             free_channels: Vec::new(),
@@ -252,37 +277,30 @@ impl State {
 
     // ----- lookups -----
 
+    /// O(1) expected.
+    fn find_user(&self, id: &str) -> Option<UserIdx> {
+        self.user_index.find(&self.users, id)
+    }
+
     fn user_idx(&self, id: &str) -> Result<UserIdx> {
-        self.user_index
-            .get(id)
-            .copied()
-            .ok_or_else(|| not_found_user(id))
+        self.find_user(id).ok_or_else(|| not_found_user(id))
     }
 
     fn channel_idx(&self, cid: &str) -> Result<ChannelIdx> {
         parse_cid(cid)?;
-        self.channel_index
-            .get(cid)
-            .copied()
-            .ok_or_else(|| not_found_channel(cid))
+        self.channel_index.get(cid).copied().ok_or_else(|| not_found_channel(cid))
     }
 
     fn channel(&self, ch: ChannelIdx) -> &ChannelRecord {
-        self.channels[ch as usize]
-            .as_ref()
-            .expect("channel index points at a live channel")
+        self.channels[ch as usize].as_ref().expect("channel index points at a live channel")
     }
 
     fn channel_mut(&mut self, ch: ChannelIdx) -> &mut ChannelRecord {
-        self.channels[ch as usize]
-            .as_mut()
-            .expect("channel index points at a live channel")
+        self.channels[ch as usize].as_mut().expect("channel index points at a live channel")
     }
 
     fn connection(&self, c: ConnectionId) -> Result<&ConnectionRecord> {
-        self.connections
-            .get(&c)
-            .ok_or_else(|| not_found_connection(c))
+        self.connections.get(&c).ok_or_else(|| not_found_connection(c))
     }
 
     fn viewer(&self, viewer: ConnectionId) -> Result<Viewer> {
@@ -294,13 +312,12 @@ impl State {
     }
 
     fn get_or_create_user(&mut self, id: &str, now: Millis) -> (UserIdx, bool) {
-        if let Some(&u) = self.user_index.get(id) {
+        if let Some(u) = self.find_user(id) {
             return (u, false);
         }
-        let id: Arc<str> = Arc::from(id);
         let u = self.users.len() as UserIdx;
-        self.users.push(UserRecord::new(id.clone(), now));
-        self.user_index.insert(id, u);
+        self.users.push(UserRecord::new(Arc::from(id), now));
+        self.user_index.insert(&self.users, u);
         (u, true)
     }
 
@@ -311,66 +328,34 @@ impl State {
     /// own connections get the own view). Cost: O(recipients).
     fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
         self.seq += 1;
-        let event = Arc::new(Event {
-            seq: self.seq,
-            created_at: now,
-            kind,
-        });
+        let event = Arc::new(Event { seq: self.seq, created_at: now, kind });
         if self.record_events {
             self.outbox.push(Outgoing::Event(event.clone()));
         }
-        let State {
-            connections,
-            users,
-            channels,
-            outbox,
-            overflowed,
-            config,
-            record_deliveries,
-            ..
-        } = self;
-        let mut deliver = |c: ConnectionId| {
-            let Some(conn) = connections.get_mut(&c) else {
-                return;
-            };
-            if conn.overflowed {
-                return;
-            }
-            let view = if conn.user == subject {
-                View::Own
-            } else {
-                View::Public
-            };
-            let capacity = config.connection_queue_capacity as usize;
-            if capacity > 0 {
-                if conn.queue.len() >= capacity {
-                    conn.overflowed = true;
-                    overflowed.push(c);
-                    return;
-                }
-                conn.queue.push_back(Delivery {
-                    event: event.clone(),
-                    connection: c,
-                    view,
-                });
-            }
-            if *record_deliveries {
-                outbox.push(Outgoing::Delivery(Delivery {
-                    event: event.clone(),
-                    connection: c,
-                    view,
-                }));
-            }
+        let capacity = self.config.connection_queue_capacity as usize;
+        if capacity == 0 && !self.record_deliveries {
+            return;
+        }
+        let mut fan_out = FanOut {
+            event: &event,
+            subject,
+            capacity,
+            record: self.record_deliveries,
+            outbox: &mut self.outbox,
+            overflowed: &mut self.overflowed,
         };
         match recipients {
             Recipients::Nobody => {}
-            Recipients::SubscribersOf(u) => users[u as usize]
-                .subscribers
-                .iter()
-                .for_each(|&c| deliver(c)),
+            Recipients::SubscribersOf(u) => {
+                for &c in self.users[u as usize].subscribers.iter() {
+                    fan_out.deliver(&mut self.connections, c);
+                }
+            }
             Recipients::WatchersOf(ch) => {
-                if let Some(channel) = channels[ch as usize].as_ref() {
-                    channel.watchers.keys().for_each(|&c| deliver(c))
+                if let Some(channel) = self.channels[ch as usize].as_ref() {
+                    for &c in channel.watchers.keys() {
+                        fan_out.deliver(&mut self.connections, c);
+                    }
                 }
             }
         }
@@ -397,13 +382,7 @@ impl State {
     /// Emits what a change to user `u` caused, compared with `before`: `user.presence.changed`
     /// when the public online flag or the status changed, `user.updated` when custom fields
     /// changed, and, when visibility flipped, watching events in every channel the user watches.
-    fn user_changed(
-        &mut self,
-        now: Millis,
-        u: UserIdx,
-        before: PresenceBefore,
-        custom_changed: bool,
-    ) {
+    fn user_changed(&mut self, now: Millis, u: UserIdx, before: PresenceBefore, custom_changed: bool) {
         let user = &mut self.users[u as usize];
         let visibility_flipped = user.invisible != before.invisible;
         if visibility_flipped && !user.connections.is_empty() {
@@ -414,21 +393,11 @@ impl State {
         let status_changed = user.status != before.status;
         if online != before.online || status_changed {
             let snap = user.snapshot();
-            self.emit(
-                now,
-                EventKind::PresenceChanged { user: snap },
-                u,
-                Recipients::SubscribersOf(u),
-            );
+            self.emit(now, EventKind::PresenceChanged { user: snap }, u, Recipients::SubscribersOf(u));
         }
         if custom_changed {
             let snap = self.users[u as usize].snapshot();
-            self.emit(
-                now,
-                EventKind::UserUpdated { user: snap },
-                u,
-                Recipients::SubscribersOf(u),
-            );
+            self.emit(now, EventKind::UserUpdated { user: snap }, u, Recipients::SubscribersOf(u));
         }
         if visibility_flipped {
             if !self.users[u as usize].invisible {
@@ -461,17 +430,9 @@ impl State {
             let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
             let user = self.users[u as usize].snapshot();
             let kind = if visible {
-                EventKind::WatchingStart {
-                    channel: channel_ref,
-                    user,
-                    watcher_count,
-                }
+                EventKind::WatchingStart { channel: channel_ref, user, watcher_count }
             } else {
-                EventKind::WatchingStop {
-                    channel: channel_ref,
-                    user,
-                    watcher_count,
-                }
+                EventKind::WatchingStop { channel: channel_ref, user, watcher_count }
             };
             self.emit(now, kind, u, Recipients::WatchersOf(ch));
         }
@@ -511,11 +472,7 @@ impl State {
         }
         let custom_changed = custom.is_some();
         if let Some(custom) = custom {
-            user.custom = if custom.is_empty() {
-                None
-            } else {
-                Some(custom)
-            };
+            user.custom = if custom.is_empty() { None } else { Some(custom) };
             changed = true;
         }
         if changed {
@@ -527,10 +484,8 @@ impl State {
     /// Validates `patch` against the stored user, answering the merged custom fields.
     fn prepare_patch(&self, patch: &UserPatch) -> Result<Option<Arc<CustomFields>>> {
         patch.validate()?;
-        let current = self
-            .user_index
-            .get(patch.id.as_str())
-            .and_then(|&u| self.users[u as usize].custom.as_ref());
+        let current =
+            self.find_user(&patch.id).and_then(|u| self.users[u as usize].custom.as_ref());
         merge_custom(current, &patch.custom)
     }
 
@@ -577,12 +532,17 @@ impl State {
 
     /// Sets (`Some`) or clears (`None`) the status. Cost: O(subscribers of the user).
     pub fn set_status(&mut self, now: Millis, user_id: &str, status: Option<&str>) -> Result<()> {
-        let mut patch = UserPatch::id(user_id);
-        patch.status = Some(status.map(str::to_owned));
-        patch.validate()?;
+        if let Some(s) = status {
+            validate_status(s)?;
+        }
         let u = self.user_idx(user_id)?;
+        if self.users[u as usize].status.as_deref() == status {
+            return Ok(());
+        }
         let before = self.presence_before(u);
-        self.apply_patch(now, u, &patch, None);
+        let user = &mut self.users[u as usize];
+        user.status = status.map(Arc::from);
+        user.updated_at = now;
         self.user_changed(now, u, before, false);
         self.settle(now);
         Ok(())
@@ -592,9 +552,7 @@ impl State {
     pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<Value> {
         let viewer = self.viewer(viewer)?;
         let u = self.user_idx(user_id)?;
-        Ok(self.users[u as usize]
-            .snapshot()
-            .to_value(viewer.view_of(u)))
+        Ok(self.users[u as usize].snapshot().to_value(viewer.view_of(u)))
     }
 
     /// The user's snapshot (own view data), for the typed Rust API. Cost: O(1).
@@ -608,7 +566,7 @@ impl State {
     /// a visible user emits `user.presence.changed` (online); later ones emit nothing.
     /// Cost: O(size of the input + subscribers of the user + log(timers)).
     pub fn connect(&mut self, now: Millis, patch: &UserPatch) -> Result<ConnectionId> {
-        if let Some(&u) = self.user_index.get(patch.id.as_str()) {
+        if let Some(u) = self.find_user(&patch.id) {
             let max = self.config.max_connections_per_user as usize;
             if self.users[u as usize].connections.len() >= max {
                 return Err(Error::limit(format!(
@@ -661,10 +619,7 @@ impl State {
 
     /// Records a sign of life. Cost: O(1).
     pub fn heartbeat(&mut self, now: Millis, c: ConnectionId) -> Result<()> {
-        let conn = self
-            .connections
-            .get_mut(&c)
-            .ok_or_else(|| not_found_connection(c))?;
+        let conn = self.connections.get_mut(&c).ok_or_else(|| not_found_connection(c))?;
         conn.last_seen = now;
         Ok(())
     }
@@ -678,10 +633,7 @@ impl State {
         for ch in watching {
             self.unwatch(now, c, ch);
         }
-        let conn = self
-            .connections
-            .remove(&c)
-            .expect("connection checked above");
+        let conn = self.connections.remove(&c).expect("connection checked above");
         for (&s, sub) in &conn.subscriptions {
             remove_subscriber(&mut self.users, &mut self.connections, s, sub.pos);
         }
@@ -700,24 +652,12 @@ impl State {
         }
         self.user_changed(now, u, before, false);
         let user = self.users[u as usize].snapshot();
-        self.emit(
-            now,
-            EventKind::ConnectionClosed {
-                connection: c,
-                user,
-                reason,
-            },
-            u,
-            Recipients::Nobody,
-        );
+        self.emit(now, EventKind::ConnectionClosed { connection: c, user, reason }, u, Recipients::Nobody);
     }
 
     /// Drains up to `max` queued deliveries of a connection, oldest first. Cost: O(max).
     pub fn poll(&mut self, c: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
-        let conn = self
-            .connections
-            .get_mut(&c)
-            .ok_or_else(|| not_found_connection(c))?;
+        let conn = self.connections.get_mut(&c).ok_or_else(|| not_found_connection(c))?;
         let n = max.min(conn.queue.len());
         Ok(conn.queue.drain(..n).collect())
     }
@@ -725,17 +665,17 @@ impl State {
     // ----- subscriptions -----
 
     /// How many of `users` connection `c` is not yet subscribed to.
-    fn new_subscriptions(
-        &self,
-        c: ConnectionId,
-        users: impl IntoIterator<Item = UserIdx>,
-    ) -> usize {
+    fn new_subscriptions(&self, c: ConnectionId, users: impl IntoIterator<Item = UserIdx>) -> usize {
         let conn = &self.connections[&c];
         let mut seen = HashSet::new();
-        users
-            .into_iter()
-            .filter(|u| !conn.subscriptions.contains_key(u) && seen.insert(*u))
-            .count()
+        users.into_iter().filter(|u| !conn.subscriptions.contains_key(u) && seen.insert(*u)).count()
+    }
+
+    /// [`State::new_subscriptions`] for users known to be distinct (one channel's members,
+    /// one query page): no set needed.
+    fn new_distinct_subscriptions(&self, c: ConnectionId, users: impl IntoIterator<Item = UserIdx>) -> usize {
+        let conn = &self.connections[&c];
+        users.into_iter().filter(|u| !conn.subscriptions.contains_key(u)).count()
     }
 
     fn check_subscription_limit(&self, c: ConnectionId, added: usize) -> Result<()> {
@@ -756,11 +696,7 @@ impl State {
         let conn = self.connections.get_mut(&c).expect("subscriber is live");
         let sub = conn.subscriptions.entry(u).or_insert_with(|| {
             user.subscribers.push(c);
-            Subscription {
-                channel_refs: 0,
-                direct: false,
-                pos: (user.subscribers.len() - 1) as u32,
-            }
+            Subscription { channel_refs: 0, direct: false, pos: (user.subscribers.len() - 1) as u32 }
         });
         if direct {
             sub.direct = true;
@@ -807,11 +743,8 @@ impl State {
             validate_user_id(id)?;
         }
         let existing = self.channel_index.get(patch.cid.as_str()).copied();
-        let custom = merge_custom(
-            existing.and_then(|ch| self.channel(ch).custom.as_ref()),
-            &patch.custom,
-        )
-        .map_err(|e| Error::invalid(e.message().replacen("user:", "channel:", 1)))?;
+        let custom = merge_custom(existing.and_then(|ch| self.channel(ch).custom.as_ref()), &patch.custom)
+            .map_err(|e| Error::invalid(e.message().replacen("user:", "channel:", 1)))?;
         if let Some(ch) = existing {
             self.check_member_limits(ch, &patch.members)?;
         }
@@ -849,11 +782,7 @@ impl State {
         let channel = self.channel_mut(ch);
         let mut changed = false;
         if let Some(custom) = custom {
-            channel.custom = if custom.is_empty() {
-                None
-            } else {
-                Some(custom)
-            };
+            channel.custom = if custom.is_empty() { None } else { Some(custom) };
             changed = true;
         }
         if let Some(t) = patch.last_message_at {
@@ -874,15 +803,12 @@ impl State {
         let channel = self.channel(ch);
         let new_members: Vec<UserIdx> = ids
             .iter()
-            .filter_map(|id| self.user_index.get(id.as_str()).copied())
+            .filter_map(|id| self.find_user(id))
             .filter(|u| !channel.member_pos.contains_key(u))
             .collect();
         // Users that do not exist yet cannot be subscribed to by anyone.
-        let unknown = ids
-            .iter()
-            .filter(|id| !self.user_index.contains_key(id.as_str()))
-            .collect::<HashSet<_>>()
-            .len();
+        let unknown =
+            ids.iter().filter(|id| self.find_user(id).is_none()).collect::<HashSet<_>>().len();
         for (&c, &presence) in &channel.watchers {
             if presence {
                 let added = self.new_subscriptions(c, new_members.iter().copied()) + unknown;
@@ -906,27 +832,15 @@ impl State {
         }
         channel.member_pos.insert(u, channel.members.len() as u32);
         channel.members.push(u);
-        let presence_watchers: Vec<ConnectionId> = channel
-            .watchers
-            .iter()
-            .filter(|(_, &p)| p)
-            .map(|(&c, _)| c)
-            .collect();
+        let presence_watchers: Vec<ConnectionId> =
+            channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
         let channel_ref = channel.reference();
         self.users[u as usize].memberships.push(ch);
         for c in presence_watchers {
             self.subscribe(c, u, false);
         }
         let user = self.users[u as usize].snapshot();
-        self.emit(
-            now,
-            EventKind::MemberAdded {
-                channel: channel_ref,
-                user,
-            },
-            u,
-            Recipients::WatchersOf(ch),
-        );
+        self.emit(now, EventKind::MemberAdded { channel: channel_ref, user }, u, Recipients::WatchersOf(ch));
     }
 
     fn remove_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
@@ -938,21 +852,14 @@ impl State {
         if let Some(&moved) = channel.members.get(pos as usize) {
             channel.member_pos.insert(moved, pos);
         }
-        let presence_watchers: Vec<ConnectionId> = channel
-            .watchers
-            .iter()
-            .filter(|(_, &p)| p)
-            .map(|(&c, _)| c)
-            .collect();
+        let presence_watchers: Vec<ConnectionId> =
+            channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
         let channel_ref = channel.reference();
         self.users[u as usize].memberships.retain(|&x| x != ch);
         let user = self.users[u as usize].snapshot();
         self.emit(
             now,
-            EventKind::MemberRemoved {
-                channel: channel_ref,
-                user,
-            },
+            EventKind::MemberRemoved { channel: channel_ref, user },
             u,
             Recipients::WatchersOf(ch),
         );
@@ -979,10 +886,7 @@ impl State {
     /// Cost: O(ids × (presence watchers + memberships of the user)).
     pub fn remove_members(&mut self, now: Millis, cid: &str, ids: &[String]) -> Result<()> {
         let ch = self.channel_idx(cid)?;
-        let users = ids
-            .iter()
-            .map(|id| self.user_idx(id))
-            .collect::<Result<Vec<_>>>()?;
+        let users = ids.iter().map(|id| self.user_idx(id)).collect::<Result<Vec<_>>>()?;
         for u in users {
             self.remove_member(now, ch, u);
         }
@@ -994,12 +898,8 @@ impl State {
     /// Cost: O(members × presence watchers + watchers).
     pub fn delete_channel(&mut self, _now: Millis, cid: &str) -> Result<()> {
         let ch = self.channel_idx(cid)?;
-        let watchers: Vec<(ConnectionId, bool)> = self
-            .channel(ch)
-            .watchers
-            .iter()
-            .map(|(&c, &p)| (c, p))
-            .collect();
+        let watchers: Vec<(ConnectionId, bool)> =
+            self.channel(ch).watchers.iter().map(|(&c, &p)| (c, p)).collect();
         let members = self.channel(ch).members.clone();
         for (c, presence) in watchers {
             if presence {
@@ -1046,16 +946,17 @@ impl State {
         }))
     }
 
-    fn watch(
-        &mut self,
-        now: Millis,
-        c: ConnectionId,
-        ch: ChannelIdx,
-        presence: bool,
-    ) -> Result<()> {
+    fn watch(&mut self, now: Millis, c: ConnectionId, ch: ChannelIdx, presence: bool) -> Result<()> {
         let was = self.channel(ch).watchers.get(&c).copied();
         if presence && was != Some(true) {
-            let added = self.new_subscriptions(c, self.channel(ch).members.iter().copied());
+            let members = &self.channel(ch).members;
+            let have = self.connections[&c].subscriptions.len();
+            // Counting only matters when the limit could be reached.
+            let added = if have + members.len() <= self.config.max_subscriptions_per_connection as usize {
+                0
+            } else {
+                self.new_distinct_subscriptions(c, members.iter().copied())
+            };
             self.check_subscription_limit(c, added)?;
         }
         match was {
@@ -1080,20 +981,12 @@ impl State {
                     channel.visible_watchers += 1;
                 }
                 let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-                self.connections
-                    .get_mut(&c)
-                    .expect("live")
-                    .watching
-                    .push((ch, presence));
+                self.connections.get_mut(&c).expect("live").watching.push((ch, presence));
                 if first && visible {
                     let user = self.users[u as usize].snapshot();
                     self.emit(
                         now,
-                        EventKind::WatchingStart {
-                            channel: channel_ref,
-                            user,
-                            watcher_count,
-                        },
+                        EventKind::WatchingStart { channel: channel_ref, user, watcher_count },
                         u,
                         Recipients::WatchersOf(ch),
                     );
@@ -1124,11 +1017,7 @@ impl State {
             return;
         };
         let u = self.connections[&c].user;
-        self.connections
-            .get_mut(&c)
-            .expect("live")
-            .watching
-            .retain(|&(x, _)| x != ch);
+        self.connections.get_mut(&c).expect("live").watching.retain(|&(x, _)| x != ch);
         if presence {
             let members = self.channel(ch).members.clone();
             for m in members {
@@ -1147,11 +1036,7 @@ impl State {
                 let user = self.users[u as usize].snapshot();
                 self.emit(
                     now,
-                    EventKind::WatchingStop {
-                        channel: channel_ref,
-                        user,
-                        watcher_count,
-                    },
+                    EventKind::WatchingStop { channel: channel_ref, user, watcher_count },
                     u,
                     Recipients::WatchersOf(ch),
                 );
@@ -1164,8 +1049,7 @@ impl State {
     fn channel_state(&self, viewer: Viewer, ch: ChannelIdx) -> Value {
         let channel = self.channel(ch);
         let mut members: Vec<UserIdx> = channel.members.clone();
-        members
-            .sort_unstable_by(|a, b| self.users[*a as usize].id.cmp(&self.users[*b as usize].id));
+        members.sort_unstable_by(|a, b| self.users[*a as usize].id.cmp(&self.users[*b as usize].id));
         let members: Vec<Value> = members
             .into_iter()
             .map(|u| {
@@ -1173,21 +1057,12 @@ impl State {
                 json!({"user_id": &*user.id, "user": user.snapshot().to_value(viewer.view_of(u))})
             })
             .collect();
-        let mut watchers: Vec<UserIdx> = channel
-            .watching_users
-            .keys()
-            .copied()
-            .filter(|&u| !self.users[u as usize].invisible)
-            .collect();
-        watchers
-            .sort_unstable_by(|a, b| self.users[*a as usize].id.cmp(&self.users[*b as usize].id));
+        let mut watchers: Vec<UserIdx> =
+            channel.watching_users.keys().copied().filter(|&u| !self.users[u as usize].invisible).collect();
+        watchers.sort_unstable_by(|a, b| self.users[*a as usize].id.cmp(&self.users[*b as usize].id));
         let watchers: Vec<Value> = watchers
             .into_iter()
-            .map(|u| {
-                self.users[u as usize]
-                    .snapshot()
-                    .to_value(viewer.view_of(u))
-            })
+            .map(|u| self.users[u as usize].snapshot().to_value(viewer.view_of(u)))
             .collect();
         json!({
             "channel": channel_value(channel),
@@ -1211,10 +1086,8 @@ impl State {
         }
         let candidates: Vec<UserIdx> = match query.candidate_keys() {
             Some(keys) => {
-                let mut v: Vec<UserIdx> = keys
-                    .iter()
-                    .filter_map(|k| self.user_index.get(k.as_str()).copied())
-                    .collect();
+                let mut v: Vec<UserIdx> =
+                    keys.iter().filter_map(|k| self.find_user(k)).collect();
                 v.sort_unstable();
                 v.dedup();
                 v
@@ -1223,11 +1096,7 @@ impl State {
         };
         let rows: Vec<UserRow> = candidates
             .into_iter()
-            .map(|u| UserRow {
-                user: &self.users[u as usize],
-                idx: u,
-                view: who.view_of(u),
-            })
+            .map(|u| UserRow { user: &self.users[u as usize], idx: u, view: who.view_of(u) })
             .filter(|row| query.matches(row))
             .collect();
         let page: Vec<(UserIdx, Value)> = query
@@ -1238,7 +1107,7 @@ impl State {
         if let (true, Viewer::Connection(c, _)) = (query.presence, who) {
             self.check_subscription_limit(
                 c,
-                self.new_subscriptions(c, page.iter().map(|(u, _)| *u)),
+                self.new_distinct_subscriptions(c, page.iter().map(|(u, _)| *u)),
             )?;
             for (u, _) in &page {
                 self.subscribe(c, *u, true);
@@ -1251,12 +1120,7 @@ impl State {
     /// every channel returned (with presence subscriptions when `presence`). Cost: O(k) for
     /// `cid $eq/$in` naming k channels, O(memberships of the named users) for `members $in`,
     /// O(channels) otherwise; plus sorting and rendering the page.
-    pub fn query_channels(
-        &mut self,
-        now: Millis,
-        viewer: ConnectionId,
-        query: &Query,
-    ) -> Result<Value> {
+    pub fn query_channels(&mut self, now: Millis, viewer: ConnectionId, query: &Query) -> Result<Value> {
         let who = self.viewer(viewer)?;
         let watch = query.watch || query.presence;
         if watch && matches!(who, Viewer::Host) {
@@ -1265,13 +1129,11 @@ impl State {
             ));
         }
         let mut candidates: Vec<ChannelIdx> = if let Some(keys) = query.candidate_keys() {
-            keys.iter()
-                .filter_map(|k| self.channel_index.get(k.as_str()).copied())
-                .collect()
+            keys.iter().filter_map(|k| self.channel_index.get(k.as_str()).copied()).collect()
         } else if let Some(ids) = query.member_candidates() {
             ids.iter()
-                .filter_map(|id| self.user_index.get(id.as_str()))
-                .flat_map(|&u| self.users[u as usize].memberships.iter().copied())
+                .filter_map(|id| self.find_user(id))
+                .flat_map(|u| self.users[u as usize].memberships.iter().copied())
                 .collect()
         } else {
             self.channel_index.values().copied().collect()
@@ -1280,27 +1142,15 @@ impl State {
         candidates.dedup();
         let rows: Vec<ChannelRow> = candidates
             .into_iter()
-            .map(|ch| ChannelRow {
-                channel: self.channel(ch),
-                idx: ch,
-                user_index: &self.user_index,
-            })
+            .map(|ch| ChannelRow { channel: self.channel(ch), idx: ch, state: self })
             .filter(|row| query.matches(row))
             .collect();
-        let page: Vec<ChannelIdx> = query
-            .sort_and_page(rows)
-            .into_iter()
-            .map(|row| row.idx)
-            .collect();
+        let page: Vec<ChannelIdx> = query.sort_and_page(rows).into_iter().map(|row| row.idx).collect();
         if let (true, Viewer::Connection(c, _)) = (watch, who) {
             if query.presence {
                 let members = page.iter().flat_map(|&ch| {
                     let watched_with_presence = self.channel(ch).watchers.get(&c) == Some(&true);
-                    self.channel(ch)
-                        .members
-                        .iter()
-                        .copied()
-                        .filter(move |_| !watched_with_presence)
+                    self.channel(ch).members.iter().copied().filter(move |_| !watched_with_presence)
                 });
                 self.check_subscription_limit(c, self.new_subscriptions(c, members))?;
             }
@@ -1309,9 +1159,7 @@ impl State {
             }
             self.settle(now);
         }
-        Ok(
-            json!({"channels": page.into_iter().map(|ch| self.channel_state(who, ch)).collect::<Vec<_>>()}),
-        )
+        Ok(json!({"channels": page.into_iter().map(|ch| self.channel_state(who, ch)).collect::<Vec<_>>()}))
     }
 
     // ----- time -----
@@ -1329,9 +1177,7 @@ impl State {
                     let Some(conn) = self.connections.get(&c) else {
                         continue;
                     };
-                    let deadline = conn
-                        .last_seen
-                        .saturating_add(self.config.connection_timeout_ms as Millis);
+                    let deadline = conn.last_seen.saturating_add(self.config.connection_timeout_ms as Millis);
                     if deadline <= now {
                         self.close_connection(now, c, CloseReason::Timeout);
                     } else {
@@ -1388,11 +1234,8 @@ impl State {
             .into_iter()
             .map(|ch| {
                 let mut v = channel_value(ch);
-                let mut members: Vec<&str> = ch
-                    .members
-                    .iter()
-                    .map(|&u| &*self.users[u as usize].id)
-                    .collect();
+                let mut members: Vec<&str> =
+                    ch.members.iter().map(|&u| &*self.users[u as usize].id).collect();
                 members.sort_unstable();
                 if let Value::Object(m) = &mut v {
                     m.insert("members".into(), json!(members));
@@ -1429,25 +1272,17 @@ impl State {
     fn read_snapshot(&mut self, doc: &Value) -> Result<()> {
         let bad = |what: String| Error::json(format!("snapshot: {what}"));
         if doc.get("format").and_then(Value::as_str) != Some("presence-engine") {
-            return Err(bad(
-                "not a presence-engine snapshot (\"format\" missing or wrong)".into(),
-            ));
+            return Err(bad("not a presence-engine snapshot (\"format\" missing or wrong)".into()));
         }
         match doc.get("version").and_then(Value::as_u64) {
             Some(SNAPSHOT_VERSION) => {}
-            other => {
-                return Err(bad(format!(
-                    "unsupported version {other:?}, expected {SNAPSHOT_VERSION}"
-                )))
-            }
+            other => return Err(bad(format!("unsupported version {other:?}, expected {SNAPSHOT_VERSION}"))),
         }
         let time = |m: &mut Map<String, Value>, key: &str| -> Result<Option<Millis>> {
             match m.shift_remove(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => parse_millis(&s).map(Some),
-                Some(other) => Err(Error::json(format!(
-                    "snapshot: {key} must be a timestamp, got {other}"
-                ))),
+                Some(other) => Err(Error::json(format!("snapshot: {key} must be a timestamp, got {other}"))),
             }
         };
         let users = doc
@@ -1462,7 +1297,7 @@ impl State {
             let created_at = time(&mut m, "created_at")?.unwrap_or(0);
             let updated_at = time(&mut m, "updated_at")?.unwrap_or(created_at);
             let patch = UserPatch::from_value(Value::Object(m))?;
-            if self.user_index.contains_key(patch.id.as_str()) {
+            if self.find_user(&patch.id).is_some() {
                 return Err(bad(format!("user {:?} appears twice", patch.id)));
             }
             let custom = merge_custom(None, &patch.custom)?;
@@ -1499,6 +1334,41 @@ impl State {
     }
 }
 
+/// One event on its way to its recipients.
+struct FanOut<'a> {
+    event: &'a Arc<Event>,
+    subject: UserIdx,
+    capacity: usize,
+    record: bool,
+    outbox: &'a mut Vec<Outgoing>,
+    overflowed: &'a mut Vec<ConnectionId>,
+}
+
+impl FanOut<'_> {
+    /// Queues the event for connection `c` (own view when it belongs to the subject) and
+    /// records the delivery for listeners; a full queue marks the connection overflowed
+    /// instead. O(1).
+    #[inline]
+    fn deliver(&mut self, connections: &mut HashMap<ConnectionId, ConnectionRecord>, c: ConnectionId) {
+        let Some(conn) = connections.get_mut(&c) else { return };
+        if conn.overflowed {
+            return;
+        }
+        let view = if conn.user == self.subject { View::Own } else { View::Public };
+        if self.capacity > 0 {
+            if conn.queue.len() >= self.capacity {
+                conn.overflowed = true;
+                self.overflowed.push(c);
+                return;
+            }
+            conn.queue.push_back(Delivery { event: self.event.clone(), connection: c, view });
+        }
+        if self.record {
+            self.outbox.push(Outgoing::Delivery(Delivery { event: self.event.clone(), connection: c, view }));
+        }
+    }
+}
+
 /// Removes the subscriber at `pos` of user `u`, fixing the position kept by the
 /// connection that moved into its place. O(1).
 fn remove_subscriber(
@@ -1510,10 +1380,7 @@ fn remove_subscriber(
     let subscribers = &mut users[u as usize].subscribers;
     subscribers.swap_remove(pos as usize);
     if let Some(&moved) = subscribers.get(pos as usize) {
-        if let Some(sub) = connections
-            .get_mut(&moved)
-            .and_then(|c| c.subscriptions.get_mut(&u))
-        {
+        if let Some(sub) = connections.get_mut(&moved).and_then(|c| c.subscriptions.get_mut(&u)) {
             sub.pos = pos;
         }
     }
@@ -1525,14 +1392,8 @@ fn channel_value(ch: &ChannelRecord) -> Value {
     m.insert("type".into(), Value::from(&ch.cid[..ch.type_len]));
     m.insert("id".into(), Value::from(&ch.cid[ch.type_len + 1..]));
     m.insert("member_count".into(), Value::from(ch.members.len()));
-    m.insert(
-        "created_at".into(),
-        Value::from(format_millis(ch.created_at)),
-    );
-    m.insert(
-        "updated_at".into(),
-        Value::from(format_millis(ch.updated_at)),
-    );
+    m.insert("created_at".into(), Value::from(format_millis(ch.created_at)));
+    m.insert("updated_at".into(), Value::from(format_millis(ch.updated_at)));
     if let Some(t) = ch.last_message_at {
         m.insert("last_message_at".into(), Value::from(format_millis(t)));
     }
@@ -1566,11 +1427,7 @@ impl Record for UserRow<'_> {
             "last_active" => u.last_active.get().map(FieldValue::Time),
             "created_at" => Some(FieldValue::Time(u.created_at)),
             "updated_at" => Some(FieldValue::Time(u.updated_at)),
-            other => u
-                .custom
-                .as_ref()
-                .and_then(|c| c.get(other))
-                .map(FieldValue::Json),
+            other => u.custom.as_ref().and_then(|c| c.get(other)).map(FieldValue::Json),
         }
     }
     fn has_member(&self, _user_id: &str) -> bool {
@@ -1581,7 +1438,7 @@ impl Record for UserRow<'_> {
 struct ChannelRow<'a> {
     channel: &'a ChannelRecord,
     idx: ChannelIdx,
-    user_index: &'a HashMap<Arc<str>, UserIdx>,
+    state: &'a State,
 }
 
 impl Record for ChannelRow<'_> {
@@ -1598,17 +1455,10 @@ impl Record for ChannelRow<'_> {
             "created_at" => Some(FieldValue::Time(ch.created_at)),
             "updated_at" => Some(FieldValue::Time(ch.updated_at)),
             "last_message_at" => ch.last_message_at.map(FieldValue::Time),
-            other => ch
-                .custom
-                .as_ref()
-                .and_then(|c| c.get(other))
-                .map(FieldValue::Json),
+            other => ch.custom.as_ref().and_then(|c| c.get(other)).map(FieldValue::Json),
         }
     }
     fn has_member(&self, user_id: &str) -> bool {
-        self.user_index
-            .get(user_id)
-            .is_some_and(|u| self.channel.member_pos.contains_key(u))
+        self.state.find_user(user_id).is_some_and(|u| self.channel.member_pos.contains_key(&u))
     }
 }
-
