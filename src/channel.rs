@@ -5,6 +5,9 @@ use crate::user::validate_user_id;
 use serde_json::Value;
 
 const MANAGED_CHANNEL_FIELDS: [&str; 3] = ["member_count", "created_at", "updated_at"];
+/// Names a custom field may not take: they would render over a real field.
+const RESERVED_CHANNEL_FIELDS: [&str; 8] =
+    ["cid", "type", "id", "members", "member_count", "created_at", "updated_at", "last_message_at"];
 
 /// Checks a channel type: `[a-z0-9_-]{1,64}`.
 pub fn validate_channel_type(t: &str) -> Result<()> {
@@ -62,6 +65,19 @@ pub struct ChannelPatch {
 }
 
 impl ChannelPatch {
+    /// Checks the rules a typed patch may break: the cid, member ids and custom field
+    /// names. Cost: O(size of the patch).
+    pub fn validate(&self) -> Result<usize> {
+        let type_len = parse_cid(&self.cid)?;
+        for id in &self.members {
+            validate_user_id(id)?;
+        }
+        if let Some((key, _)) = self.custom.iter().find(|(k, _)| RESERVED_CHANNEL_FIELDS.contains(&k.as_str())) {
+            return Err(Error::invalid(format!("channel: '{key}' is not a custom field name (it is the engine's)")));
+        }
+        Ok(type_len)
+    }
+
     /// Parses `{"type", "id", "members": [...], "last_message_at": ..., custom...}`
     /// (or `"cid"` instead of `type` and `id`). Cost: O(len).
     pub fn from_json(json: &str) -> Result<ChannelPatch> {

@@ -60,6 +60,9 @@ struct Listener {
     id: ListenerId,
     /// Set on removal so a snapshot taken before it never calls the listener again.
     removed: AtomicBool,
+    /// Held around each call (checked `removed` inside), so `remove_listener` can wait
+    /// out a call in flight on another thread. Re-entrant: a callback may remove itself.
+    in_call: ReentrantMutex<()>,
     callback: Callback,
 }
 
@@ -201,6 +204,7 @@ impl Engine {
             let listeners = self.listeners.lock().clone();
             while let Some(item) = batch.items.pop_front() {
                 for listener in listeners.iter() {
+                    let _call = listener.in_call.lock();
                     if listener.removed.load(Ordering::Acquire) {
                         continue;
                     }
@@ -359,7 +363,7 @@ impl Engine {
         let id = ListenerId(self.next_listener.fetch_add(1, Ordering::Relaxed));
         let mut listeners = self.listeners.lock();
         let mut next: Vec<Arc<Listener>> = listeners.as_ref().clone();
-        next.push(Arc::new(Listener { id, removed: AtomicBool::new(false), callback }));
+        next.push(Arc::new(Listener { id, removed: AtomicBool::new(false), in_call: ReentrantMutex::new(()), callback }));
         *listeners = Arc::new(next);
         self.update_recording(&listeners);
         id
@@ -391,16 +395,23 @@ impl Engine {
     }
 
     /// Removes a listener; it is never called again once this returns (even for an event
-    /// being dispatched right now). Cost: O(listeners).
+    /// being dispatched right now on another thread: this waits for such a call to end).
+    /// Cost: O(listeners).
     pub fn remove_listener(&self, id: ListenerId) -> Result<()> {
-        let mut listeners = self.listeners.lock();
-        let Some(found) = listeners.iter().find(|l| l.id == id) else {
-            return Err(Error::not_found(format!("unknown listener {}", id.0)));
+        let found = {
+            let mut listeners = self.listeners.lock();
+            let Some(found) = listeners.iter().find(|l| l.id == id).cloned() else {
+                return Err(Error::not_found(format!("unknown listener {}", id.0)));
+            };
+            found.removed.store(true, Ordering::Release);
+            let next: Vec<Arc<Listener>> = listeners.iter().filter(|l| l.id != id).cloned().collect();
+            *listeners = Arc::new(next);
+            self.update_recording(&listeners);
+            found
         };
-        found.removed.store(true, Ordering::Release);
-        let next: Vec<Arc<Listener>> = listeners.iter().filter(|l| l.id != id).cloned().collect();
-        *listeners = Arc::new(next);
-        self.update_recording(&listeners);
+        // Wait out a call in flight on another thread (without holding the listener list,
+        // which that call may need); from inside the listener's own call this returns at once.
+        drop(found.in_call.lock());
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 //! or C; [`crate::Engine`] is the shell around it.
 use crate::channel::{parse_cid, ChannelPatch};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
 use crate::query::{FieldValue, Query, Record};
 use crate::time::{format_millis, parse_millis, Millis};
@@ -21,6 +21,10 @@ use thin_vec::ThinVec;
 
 type UserIdx = u32;
 type ChannelIdx = u32;
+/// Where a live connection's record sits; reused after the connection closes (every
+/// reference to it is removed then). Recipients are stored as slots so fan-out indexes
+/// a vector instead of probing a hash map.
+type Slot = u32;
 
 /// Snapshot file format version written by `save` and required by `load`.
 pub const SNAPSHOT_VERSION: u64 = 1;
@@ -36,7 +40,7 @@ pub(crate) enum Outgoing {
 #[derive(Clone, Copy)]
 enum Viewer {
     Host,
-    Connection(ConnectionId, UserIdx),
+    Connection(Slot, UserIdx),
 }
 
 impl Viewer {
@@ -96,10 +100,10 @@ struct UserRecord {
     last_active: OptMillis,
     /// Set while the user lingers online after their last connection closed.
     grace_until: OptMillis,
-    connections: ThinVec<ConnectionId>,
+    connections: ThinVec<Slot>,
     /// Connections subscribed to this user's presence; positions are kept in each
     /// connection's `Subscription::pos` so removal is O(1).
-    subscribers: ThinVec<ConnectionId>,
+    subscribers: ThinVec<Slot>,
     memberships: ThinVec<ChannelIdx>,
 }
 
@@ -151,6 +155,7 @@ struct Subscription {
 }
 
 struct ConnectionRecord {
+    id: ConnectionId,
     user: UserIdx,
     last_seen: Millis,
     /// Channels watched, with the presence flag.
@@ -171,7 +176,7 @@ struct ChannelRecord {
     members: Vec<UserIdx>,
     member_pos: HashMap<UserIdx, u32>,
     /// Watching connections with their presence flag.
-    watchers: HashMap<ConnectionId, bool>,
+    watchers: HashMap<Slot, bool>,
     /// Connections watching, counted per user.
     watching_users: HashMap<UserIdx, u32>,
     /// Distinct visible users among the watchers.
@@ -203,6 +208,8 @@ struct PresenceBefore {
     online: bool,
     status: Option<Arc<str>>,
     invisible: bool,
+    /// Held live connections (the offline grace does not count).
+    had_connections: bool,
 }
 
 /// The engine's state. See the module documentation.
@@ -210,7 +217,9 @@ pub(crate) struct State {
     config: Config,
     users: Vec<UserRecord>,
     user_index: UserIndex,
-    connections: HashMap<ConnectionId, ConnectionRecord>,
+    connections: Vec<Option<ConnectionRecord>>,
+    free_slots: Vec<Slot>,
+    connection_slots: HashMap<ConnectionId, Slot>,
     channels: Vec<Option<ChannelRecord>>,
     free_channels: Vec<ChannelIdx>,
     channel_index: HashMap<Arc<str>, ChannelIdx>,
@@ -218,7 +227,7 @@ pub(crate) struct State {
     next_connection: u64,
     seq: u64,
     outbox: Vec<Outgoing>,
-    overflowed: Vec<ConnectionId>,
+    overflowed: Vec<Slot>,
     /// Record events for host listeners in the outbox.
     pub record_events: bool,
     /// Record deliveries for delivery listeners in the outbox.
@@ -244,7 +253,9 @@ impl State {
             config,
             users: Vec::new(),
             user_index: UserIndex::default(),
-            connections: HashMap::new(),
+            connections: Vec::new(),
+            free_slots: Vec::new(),
+            connection_slots: HashMap::new(),
             channels: Vec::new(),
             free_channels: Vec::new(),
             channel_index: HashMap::new(),
@@ -268,7 +279,7 @@ impl State {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.connections.len()
+        self.connection_slots.len()
     }
 
     pub fn channel_count(&self) -> usize {
@@ -299,15 +310,25 @@ impl State {
         self.channels[ch as usize].as_mut().expect("channel index points at a live channel")
     }
 
-    fn connection(&self, c: ConnectionId) -> Result<&ConnectionRecord> {
-        self.connections.get(&c).ok_or_else(|| not_found_connection(c))
+    /// The slot of a live connection. O(1) expected.
+    fn slot(&self, c: ConnectionId) -> Result<Slot> {
+        self.connection_slots.get(&c).copied().ok_or_else(|| not_found_connection(c))
+    }
+
+    fn conn(&self, c: Slot) -> &ConnectionRecord {
+        live(&self.connections, c)
+    }
+
+    fn conn_mut(&mut self, c: Slot) -> &mut ConnectionRecord {
+        live_mut(&mut self.connections, c)
     }
 
     fn viewer(&self, viewer: ConnectionId) -> Result<Viewer> {
         if viewer.0 == 0 {
             Ok(Viewer::Host)
         } else {
-            Ok(Viewer::Connection(viewer, self.connection(viewer)?.user))
+            let c = self.slot(viewer)?;
+            Ok(Viewer::Connection(c, self.conn(c).user))
         }
     }
 
@@ -363,8 +384,9 @@ impl State {
 
     /// Closes every connection whose queue overflowed during the command.
     fn settle(&mut self, now: Millis) {
+        // Slots are freed here but reused only by `connect`, after its own settle.
         while let Some(c) = self.overflowed.pop() {
-            if self.connections.contains_key(&c) {
+            if self.connections[c as usize].is_some() {
                 self.close_connection(now, c, CloseReason::SlowConsumer);
             }
         }
@@ -376,6 +398,7 @@ impl State {
             online: user.public_online(),
             status: user.status.clone(),
             invisible: user.invisible,
+            had_connections: !user.connections.is_empty(),
         }
     }
 
@@ -385,8 +408,10 @@ impl State {
     fn user_changed(&mut self, now: Millis, u: UserIdx, before: PresenceBefore, custom_changed: bool) {
         let user = &mut self.users[u as usize];
         let visibility_flipped = user.invisible != before.invisible;
-        if visibility_flipped && !user.connections.is_empty() {
-            // Going invisible stamps the last visible moment; coming back stamps now.
+        // Flipping visibility while connected stamps the last visible moment (going
+        // invisible) or now (coming back). Connecting invisibly stamps nothing: the user was
+        // not visibly connected (a visible connect stamps by itself).
+        if visibility_flipped && before.had_connections && !user.connections.is_empty() {
             user.last_active = OptMillis(now);
         }
         let online = user.public_online();
@@ -415,8 +440,7 @@ impl State {
         let mut watched: Vec<ChannelIdx> = user
             .connections
             .iter()
-            .filter_map(|c| self.connections.get(c))
-            .flat_map(|conn| conn.watching.iter().map(|&(ch, _)| ch))
+            .flat_map(|&c| self.conn(c).watching.iter().map(|&(ch, _)| ch))
             .collect();
         watched.sort_unstable();
         watched.dedup();
@@ -579,19 +603,28 @@ impl State {
         let (u, created) = self.get_or_create_user(&patch.id, now);
         let before = self.before_patch(u, created, patch);
         let custom_changed = self.apply_patch(now, u, patch, custom) && !created;
-        let c = ConnectionId(self.next_connection);
+        let id = ConnectionId(self.next_connection);
         self.next_connection += 1;
-        self.connections.insert(
-            c,
-            ConnectionRecord {
-                user: u,
-                last_seen: now,
-                watching: Vec::new(),
-                subscriptions: HashMap::new(),
-                queue: VecDeque::new(),
-                overflowed: false,
-            },
-        );
+        let record = ConnectionRecord {
+            id,
+            user: u,
+            last_seen: now,
+            watching: Vec::new(),
+            subscriptions: HashMap::new(),
+            queue: VecDeque::new(),
+            overflowed: false,
+        };
+        let c = match self.free_slots.pop() {
+            Some(c) => {
+                self.connections[c as usize] = Some(record);
+                c
+            }
+            None => {
+                self.connections.push(Some(record));
+                (self.connections.len() - 1) as Slot
+            }
+        };
+        self.connection_slots.insert(id, c);
         let user = &mut self.users[u as usize];
         user.connections.push(c);
         user.grace_until = OptMillis::NONE;
@@ -602,16 +635,16 @@ impl State {
         self.user_changed(now, u, before, custom_changed);
         if self.config.connection_timeout_ms > 0 {
             let due = now.saturating_add(self.config.connection_timeout_ms as Millis);
-            self.timers.push(Reverse((due, Timer::Timeout(c))));
+            self.timers.push(Reverse((due, Timer::Timeout(id))));
         }
         self.settle(now);
-        Ok(c)
+        Ok(id)
     }
 
     /// Closes a connection as the host asked. Cost: O(channels it watched + users it was
     /// subscribed to + subscribers of its user).
     pub fn disconnect(&mut self, now: Millis, c: ConnectionId) -> Result<()> {
-        self.connection(c)?;
+        let c = self.slot(c)?;
         self.close_connection(now, c, CloseReason::Disconnect);
         self.settle(now);
         Ok(())
@@ -619,21 +652,21 @@ impl State {
 
     /// Records a sign of life. Cost: O(1).
     pub fn heartbeat(&mut self, now: Millis, c: ConnectionId) -> Result<()> {
-        let conn = self.connections.get_mut(&c).ok_or_else(|| not_found_connection(c))?;
-        conn.last_seen = now;
+        let c = self.slot(c)?;
+        self.conn_mut(c).last_seen = now;
         Ok(())
     }
 
-    fn close_connection(&mut self, now: Millis, c: ConnectionId, reason: CloseReason) {
-        let Some(conn) = self.connections.get(&c) else {
-            return;
-        };
+    fn close_connection(&mut self, now: Millis, c: Slot, reason: CloseReason) {
+        let conn = self.conn(c);
         let u = conn.user;
         let watching: Vec<ChannelIdx> = conn.watching.iter().map(|&(ch, _)| ch).collect();
         for ch in watching {
             self.unwatch(now, c, ch);
         }
-        let conn = self.connections.remove(&c).expect("connection checked above");
+        let conn = self.connections[c as usize].take().expect("closing a live connection");
+        self.connection_slots.remove(&conn.id);
+        self.free_slots.push(c);
         for (&s, sub) in &conn.subscriptions {
             remove_subscriber(&mut self.users, &mut self.connections, s, sub.pos);
         }
@@ -652,12 +685,13 @@ impl State {
         }
         self.user_changed(now, u, before, false);
         let user = self.users[u as usize].snapshot();
-        self.emit(now, EventKind::ConnectionClosed { connection: c, user, reason }, u, Recipients::Nobody);
+        self.emit(now, EventKind::ConnectionClosed { connection: conn.id, user, reason }, u, Recipients::Nobody);
     }
 
     /// Drains up to `max` queued deliveries of a connection, oldest first. Cost: O(max).
     pub fn poll(&mut self, c: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
-        let conn = self.connections.get_mut(&c).ok_or_else(|| not_found_connection(c))?;
+        let c = self.slot(c)?;
+        let conn = self.conn_mut(c);
         let n = max.min(conn.queue.len());
         Ok(conn.queue.drain(..n).collect())
     }
@@ -665,25 +699,26 @@ impl State {
     // ----- subscriptions -----
 
     /// How many of `users` connection `c` is not yet subscribed to.
-    fn new_subscriptions(&self, c: ConnectionId, users: impl IntoIterator<Item = UserIdx>) -> usize {
-        let conn = &self.connections[&c];
+    fn new_subscriptions(&self, c: Slot, users: impl IntoIterator<Item = UserIdx>) -> usize {
+        let conn = self.conn(c);
         let mut seen = HashSet::new();
         users.into_iter().filter(|u| !conn.subscriptions.contains_key(u) && seen.insert(*u)).count()
     }
 
     /// [`State::new_subscriptions`] for users known to be distinct (one channel's members,
     /// one query page): no set needed.
-    fn new_distinct_subscriptions(&self, c: ConnectionId, users: impl IntoIterator<Item = UserIdx>) -> usize {
-        let conn = &self.connections[&c];
+    fn new_distinct_subscriptions(&self, c: Slot, users: impl IntoIterator<Item = UserIdx>) -> usize {
+        let conn = self.conn(c);
         users.into_iter().filter(|u| !conn.subscriptions.contains_key(u)).count()
     }
 
-    fn check_subscription_limit(&self, c: ConnectionId, added: usize) -> Result<()> {
+    fn check_subscription_limit(&self, c: Slot, added: usize) -> Result<()> {
         let max = self.config.max_subscriptions_per_connection as usize;
-        let have = self.connections[&c].subscriptions.len();
+        let have = self.conn(c).subscriptions.len();
         if added > 0 && have + added > max {
             return Err(Error::limit(format!(
-                "connection {c} would hold {} presence subscriptions, more than max_subscriptions_per_connection {max}",
+                "connection {} would hold {} presence subscriptions, more than max_subscriptions_per_connection {max}",
+                self.conn(c).id,
                 have + added
             )));
         }
@@ -691,9 +726,9 @@ impl State {
     }
 
     /// Adds one route (a presence-watched channel, or `direct`) from `c` to user `u`. O(1).
-    fn subscribe(&mut self, c: ConnectionId, u: UserIdx, direct: bool) {
+    fn subscribe(&mut self, c: Slot, u: UserIdx, direct: bool) {
         let user = &mut self.users[u as usize];
-        let conn = self.connections.get_mut(&c).expect("subscriber is live");
+        let conn = live_mut(&mut self.connections, c);
         let sub = conn.subscriptions.entry(u).or_insert_with(|| {
             user.subscribers.push(c);
             Subscription { channel_refs: 0, direct: false, pos: (user.subscribers.len() - 1) as u32 }
@@ -706,10 +741,8 @@ impl State {
     }
 
     /// Drops one route from `c` to `u`; the subscription ends with its last route. O(1).
-    fn unsubscribe(&mut self, c: ConnectionId, u: UserIdx, direct: bool) {
-        let Some(conn) = self.connections.get_mut(&c) else {
-            return;
-        };
+    fn unsubscribe(&mut self, c: Slot, u: UserIdx, direct: bool) {
+        let conn = live_mut(&mut self.connections, c);
         let Some(sub) = conn.subscriptions.get_mut(&u) else {
             return;
         };
@@ -727,7 +760,7 @@ impl State {
 
     /// Ends the `query_users` route from `c` to a user; channel routes stay. Cost: O(1).
     pub fn unsubscribe_user(&mut self, c: ConnectionId, user_id: &str) -> Result<()> {
-        self.connection(c)?;
+        let c = self.slot(c)?;
         let u = self.user_idx(user_id)?;
         self.unsubscribe(c, u, true);
         Ok(())
@@ -738,10 +771,7 @@ impl State {
     /// Creates or merges a channel; `members` are added (users created as needed), each
     /// emitting `member.added`. Cost: O(input + members added × presence watchers).
     pub fn upsert_channel(&mut self, now: Millis, patch: &ChannelPatch) -> Result<()> {
-        let type_len = parse_cid(&patch.cid)?;
-        for id in &patch.members {
-            validate_user_id(id)?;
-        }
+        let type_len = patch.validate()?;
         let existing = self.channel_index.get(patch.cid.as_str()).copied();
         let custom = merge_custom(existing.and_then(|ch| self.channel(ch).custom.as_ref()), &patch.custom)
             .map_err(|e| Error::invalid(e.message().replacen("user:", "channel:", 1)))?;
@@ -832,8 +862,7 @@ impl State {
         }
         channel.member_pos.insert(u, channel.members.len() as u32);
         channel.members.push(u);
-        let presence_watchers: Vec<ConnectionId> =
-            channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
+        let presence_watchers: Vec<Slot> = channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
         let channel_ref = channel.reference();
         self.users[u as usize].memberships.push(ch);
         for c in presence_watchers {
@@ -852,8 +881,7 @@ impl State {
         if let Some(&moved) = channel.members.get(pos as usize) {
             channel.member_pos.insert(moved, pos);
         }
-        let presence_watchers: Vec<ConnectionId> =
-            channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
+        let presence_watchers: Vec<Slot> = channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
         let channel_ref = channel.reference();
         self.users[u as usize].memberships.retain(|&x| x != ch);
         let user = self.users[u as usize].snapshot();
@@ -898,8 +926,7 @@ impl State {
     /// Cost: O(members × presence watchers + watchers).
     pub fn delete_channel(&mut self, _now: Millis, cid: &str) -> Result<()> {
         let ch = self.channel_idx(cid)?;
-        let watchers: Vec<(ConnectionId, bool)> =
-            self.channel(ch).watchers.iter().map(|(&c, &p)| (c, p)).collect();
+        let watchers: Vec<(Slot, bool)> = self.channel(ch).watchers.iter().map(|(&c, &p)| (c, p)).collect();
         let members = self.channel(ch).members.clone();
         for (c, presence) in watchers {
             if presence {
@@ -907,9 +934,7 @@ impl State {
                     self.unsubscribe(c, u, false);
                 }
             }
-            if let Some(conn) = self.connections.get_mut(&c) {
-                conn.watching.retain(|&(x, _)| x != ch);
-            }
+            self.conn_mut(c).watching.retain(|&(x, _)| x != ch);
         }
         for &u in &members {
             self.users[u as usize].memberships.retain(|&x| x != ch);
@@ -936,7 +961,8 @@ impl State {
         render: bool,
     ) -> Result<Option<Value>> {
         let ch = self.channel_idx(cid)?;
-        let u = self.connection(c)?.user;
+        let c = self.slot(c)?;
+        let u = self.conn(c).user;
         self.watch(now, c, ch, presence)?;
         self.settle(now);
         // The watcher may have been closed as a slow consumer while settling.
@@ -946,11 +972,11 @@ impl State {
         }))
     }
 
-    fn watch(&mut self, now: Millis, c: ConnectionId, ch: ChannelIdx, presence: bool) -> Result<()> {
+    fn watch(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) -> Result<()> {
         let was = self.channel(ch).watchers.get(&c).copied();
         if presence && was != Some(true) {
             let members = &self.channel(ch).members;
-            let have = self.connections[&c].subscriptions.len();
+            let have = self.conn(c).subscriptions.len();
             // Counting only matters when the limit could be reached.
             let added = if have + members.len() <= self.config.max_subscriptions_per_connection as usize {
                 0
@@ -964,13 +990,13 @@ impl State {
             Some(false) if !presence => return Ok(()),
             Some(false) => {
                 self.channel_mut(ch).watchers.insert(c, true);
-                let conn = self.connections.get_mut(&c).expect("live");
+                let conn = self.conn_mut(c);
                 if let Some(entry) = conn.watching.iter_mut().find(|(x, _)| *x == ch) {
                     entry.1 = true;
                 }
             }
             None => {
-                let u = self.connections[&c].user;
+                let u = self.conn(c).user;
                 let visible = !self.users[u as usize].invisible;
                 let channel = self.channel_mut(ch);
                 channel.watchers.insert(c, presence);
@@ -981,7 +1007,7 @@ impl State {
                     channel.visible_watchers += 1;
                 }
                 let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-                self.connections.get_mut(&c).expect("live").watching.push((ch, presence));
+                self.conn_mut(c).watching.push((ch, presence));
                 if first && visible {
                     let user = self.users[u as usize].snapshot();
                     self.emit(
@@ -1006,18 +1032,19 @@ impl State {
     /// Cost: O(members) when it watched with presence, O(1) otherwise.
     pub fn stop_watching(&mut self, now: Millis, c: ConnectionId, cid: &str) -> Result<()> {
         let ch = self.channel_idx(cid)?;
-        self.connection(c)?;
+        let c = self.slot(c)?;
         self.unwatch(now, c, ch);
         self.settle(now);
         Ok(())
     }
 
-    fn unwatch(&mut self, now: Millis, c: ConnectionId, ch: ChannelIdx) {
+    fn unwatch(&mut self, now: Millis, c: Slot, ch: ChannelIdx) {
         let Some(presence) = self.channel_mut(ch).watchers.remove(&c) else {
             return;
         };
-        let u = self.connections[&c].user;
-        self.connections.get_mut(&c).expect("live").watching.retain(|&(x, _)| x != ch);
+        let conn = self.conn_mut(c);
+        let u = conn.user;
+        conn.watching.retain(|&(x, _)| x != ch);
         if presence {
             let members = self.channel(ch).members.clone();
             for m in members {
@@ -1173,11 +1200,11 @@ impl State {
             }
             self.timers.pop();
             match timer {
-                Timer::Timeout(c) => {
-                    let Some(conn) = self.connections.get(&c) else {
-                        continue;
+                Timer::Timeout(id) => {
+                    let Ok(c) = self.slot(id) else {
+                        continue; // closed already
                     };
-                    let deadline = conn.last_seen.saturating_add(self.config.connection_timeout_ms as Millis);
+                    let deadline = self.conn(c).last_seen.saturating_add(self.config.connection_timeout_ms as Millis);
                     if deadline <= now {
                         self.close_connection(now, c, CloseReason::Timeout);
                     } else {
@@ -1206,7 +1233,12 @@ impl State {
                     } else {
                         last.saturating_add(refresh)
                     };
-                    self.timers.push(Reverse((next, timer)));
+                    if next > now {
+                        self.timers.push(Reverse((next, timer)));
+                    } else {
+                        // Time has saturated: there is no later moment to refresh at.
+                        user.refresh_armed = false;
+                    }
                 }
             }
         }
@@ -1250,16 +1282,20 @@ impl State {
     /// offline. Allowed only without connections. On error nothing changes.
     /// Cost: O(size of the snapshot).
     pub fn load_snapshot(&mut self, doc: &Value) -> Result<()> {
-        if !self.connections.is_empty() {
+        if !self.connection_slots.is_empty() {
             return Err(Error::state(format!(
                 "load needs an engine without connections; {} are open",
-                self.connections.len()
+                self.connection_slots.len()
             )));
         }
         let mut fresh = State::new(self.config.clone());
         fresh.record_events = false;
         fresh.record_deliveries = false;
-        fresh.read_snapshot(doc)?;
+        // Whatever is wrong inside the file is a malformed document to the caller.
+        fresh.read_snapshot(doc).map_err(|e| match e.kind() {
+            ErrorKind::Json => e,
+            _ => Error::json(format!("snapshot: {}", e.message())),
+        })?;
         self.users = fresh.users;
         self.user_index = fresh.user_index;
         self.channels = fresh.channels;
@@ -1341,7 +1377,7 @@ struct FanOut<'a> {
     capacity: usize,
     record: bool,
     outbox: &'a mut Vec<Outgoing>,
-    overflowed: &'a mut Vec<ConnectionId>,
+    overflowed: &'a mut Vec<Slot>,
 }
 
 impl FanOut<'_> {
@@ -1349,38 +1385,48 @@ impl FanOut<'_> {
     /// records the delivery for listeners; a full queue marks the connection overflowed
     /// instead. O(1).
     #[inline]
-    fn deliver(&mut self, connections: &mut HashMap<ConnectionId, ConnectionRecord>, c: ConnectionId) {
-        let Some(conn) = connections.get_mut(&c) else { return };
+    fn deliver(&mut self, connections: &mut [Option<ConnectionRecord>], c: Slot) {
+        let conn = live_mut(connections, c);
         if conn.overflowed {
             return;
         }
         let view = if conn.user == self.subject { View::Own } else { View::Public };
+        let connection = conn.id;
         if self.capacity > 0 {
             if conn.queue.len() >= self.capacity {
                 conn.overflowed = true;
                 self.overflowed.push(c);
                 return;
             }
-            conn.queue.push_back(Delivery { event: self.event.clone(), connection: c, view });
+            conn.queue.push_back(Delivery { event: self.event.clone(), connection, view });
         }
         if self.record {
-            self.outbox.push(Outgoing::Delivery(Delivery { event: self.event.clone(), connection: c, view }));
+            self.outbox.push(Outgoing::Delivery(Delivery { event: self.event.clone(), connection, view }));
         }
     }
+}
+
+/// The record in a slot that references say is live (they are removed when it closes).
+fn live(connections: &[Option<ConnectionRecord>], c: Slot) -> &ConnectionRecord {
+    connections[c as usize].as_ref().expect("slot of a live connection")
+}
+
+fn live_mut(connections: &mut [Option<ConnectionRecord>], c: Slot) -> &mut ConnectionRecord {
+    connections[c as usize].as_mut().expect("slot of a live connection")
 }
 
 /// Removes the subscriber at `pos` of user `u`, fixing the position kept by the
 /// connection that moved into its place. O(1).
 fn remove_subscriber(
     users: &mut [UserRecord],
-    connections: &mut HashMap<ConnectionId, ConnectionRecord>,
+    connections: &mut [Option<ConnectionRecord>],
     u: UserIdx,
     pos: u32,
 ) {
     let subscribers = &mut users[u as usize].subscribers;
     subscribers.swap_remove(pos as usize);
     if let Some(&moved) = subscribers.get(pos as usize) {
-        if let Some(sub) = connections.get_mut(&moved).and_then(|c| c.subscriptions.get_mut(&u)) {
+        if let Some(sub) = live_mut(connections, moved).subscriptions.get_mut(&u) {
             sub.pos = pos;
         }
     }

@@ -13,6 +13,8 @@ pub const MAX_CUSTOM_BYTES: usize = 5 * 1024;
 
 /// Fields the engine manages; input naming them is rejected.
 const MANAGED_FIELDS: [&str; 4] = ["online", "last_active", "created_at", "updated_at"];
+/// Names a custom field may not take: they would render over a real field.
+const RESERVED_FIELDS: [&str; 7] = ["id", "online", "status", "last_active", "invisible", "created_at", "updated_at"];
 
 /// Custom fields in insertion order.
 pub type CustomFields = Map<String, Value>;
@@ -77,6 +79,9 @@ impl UserPatch {
         validate_user_id(&self.id)?;
         if let Some(Some(status)) = &self.status {
             validate_status(status)?;
+        }
+        if let Some((key, _)) = self.custom.iter().find(|(k, _)| RESERVED_FIELDS.contains(&k.as_str())) {
+            return Err(Error::invalid(format!("user: '{key}' is not a custom field name (it is the engine's)")));
         }
         Ok(())
     }
