@@ -3,6 +3,28 @@
 //! the moment any of that changes.
 //!
 //! [`Engine`] is the entry point; the C ABI lives in `ffi` and `include/presence.h`.
+//!
+//! ```
+//! use presence::{ConnectionId, Engine, View};
+//!
+//! let engine = Engine::from_json(Some(r#"{"clock":"manual","start_time_ms":1546867062375}"#))?;
+//! engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
+//! let bob = engine.connect_json(r#"{"id":"bob"}"#)?;
+//! engine.watch_channel(bob, "team:red", true)?;
+//! let alice = engine.connect_json(r#"{"id":"alice","status":"in lobby"}"#)?;
+//!
+//! // bob's queue holds his own watching.start, then alice coming online.
+//! let seen: Vec<_> = engine.poll_events(bob, 10)?.iter().map(|d| d.event.type_name()).collect();
+//! assert_eq!(seen, ["user.watching.start", "user.presence.changed"]);
+//!
+//! // Invisible: offline to bob, still connected in alice's own view.
+//! engine.set_invisible("alice", true)?;
+//! assert_eq!(engine.get_user(bob, "alice")?["online"], false);
+//! assert_eq!(engine.get_user(alice, "alice")?["online"], true);
+//! assert!(engine.user("alice")?.online(View::Own));
+//! assert_eq!(engine.get_user(ConnectionId::HOST, "alice")?["last_active"], "2019-01-07T13:17:42.375Z");
+//! # Ok::<(), presence::Error>(())
+//! ```
 pub mod channel;
 pub mod config;
 mod engine;
