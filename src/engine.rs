@@ -1,5 +1,6 @@
 //! The imperative shell: one lock around the [`State`], a clock, listeners, and dispatch
 //! of events after the lock is released.
+use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 use crate::channel::{parse_user_ids_json, ChannelPatch};
 use crate::config::{Clock, Config, Dispatch};
 use crate::error::{Error, Result};
@@ -115,6 +116,14 @@ impl Drop for Batch<'_> {
             inner.outbox.append(&mut later);
         }
     }
+}
+
+fn to_value(answer: &impl serde::Serialize) -> Value {
+    serde_json::to_value(answer).expect("answers always serialize")
+}
+
+fn to_json(answer: &impl serde::Serialize) -> String {
+    serde_json::to_string(answer).expect("answers always serialize")
 }
 
 /// Resets the dispatching flag even when a callback panics.
@@ -266,10 +275,21 @@ impl Engine {
         self.run(|s, now| s.set_status(now, user_id, status))
     }
 
-    /// The user as JSON in the view `viewer` is entitled to (`ConnectionId(0)`: the host,
-    /// own view). Cost: O(size of the user).
-    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<Value> {
+    /// The user in the view `viewer` is entitled to (`ConnectionId::HOST`: the host, own
+    /// view). Cost: O(1) under the lock; [`Engine::get_user`] and [`Engine::get_user_json`]
+    /// render it afterwards in O(size of the user).
+    pub fn get_user_answer(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
         self.inner.lock().state.get_user(viewer, user_id)
+    }
+
+    /// [`Engine::get_user_answer`] as JSON.
+    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<Value> {
+        self.get_user_answer(viewer, user_id).map(|a| to_value(&a))
+    }
+
+    /// [`Engine::get_user_answer`] as JSON text.
+    pub fn get_user_json(&self, viewer: ConnectionId, user_id: &str) -> Result<String> {
+        self.get_user_answer(viewer, user_id).map(|a| to_json(&a))
     }
 
     /// The user's current data (own view). Cost: O(1).
@@ -325,11 +345,22 @@ impl Engine {
         self.run(|s, now| s.watch_channel(now, connection, cid, presence, false)).map(|_| ())
     }
 
-    /// [`Engine::watch_channel`], answering the channel state `{"channel", "members",
-    /// "watcher_count", "watchers"}`. Cost: O(members log members).
-    pub fn watch_channel_state(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<Value> {
+    /// [`Engine::watch_channel`], answering the channel state (members and watchers in the
+    /// views this connection may see). Cost: O(members log members).
+    pub fn watch_channel_answer(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<ChannelState> {
         self.run(|s, now| s.watch_channel(now, connection, cid, presence, true))
-            .map(|state| state.unwrap_or(Value::Null))
+            .map(|state| state.expect("a rendering watch answers a state"))
+    }
+
+    /// [`Engine::watch_channel_answer`] as JSON: `{"channel", "members", "watcher_count",
+    /// "watchers"}`.
+    pub fn watch_channel_state(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<Value> {
+        self.watch_channel_answer(connection, cid, presence).map(|a| to_value(&a))
+    }
+
+    /// [`Engine::watch_channel_answer`] as JSON text.
+    pub fn watch_channel_state_json(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<String> {
+        self.watch_channel_answer(connection, cid, presence).map(|a| to_json(&a))
     }
 
     /// Stops watching (a no-op when not watching). Cost: O(members) with presence, O(1)
@@ -343,18 +374,40 @@ impl Engine {
         self.run(|s, _| s.unsubscribe_user(connection, user_id))
     }
 
-    /// Stream-style user query (see the README); `{"users": [...]}`. Cost: O(k) for
-    /// `id $in` naming k ids, O(users) for other filters, plus sorting the matches.
-    pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
+    /// Stream-style user query (SPEC section 6). With `"presence": true` the viewer is
+    /// subscribed to every user returned. Cost: O(k) for `id $in` naming k ids, O(users) for
+    /// other filters, plus sorting the matches; rendering happens after the lock.
+    pub fn query_users_answer(&self, viewer: ConnectionId, query_json: &str) -> Result<UsersAnswer> {
         let query = Query::parse(Target::Users, query_json, self.config.query_limit_max as usize)?;
         self.run(|s, _| s.query_users(viewer, &query))
     }
 
-    /// Stream-style channel query; `{"channels": [...]}`. Cost: O(k) for `cid $in`,
-    /// O(memberships) for `members $in`, O(channels) otherwise, plus sorting and rendering.
-    pub fn query_channels(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
+    /// [`Engine::query_users_answer`] as JSON: `{"users": [...]}`.
+    pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
+        self.query_users_answer(viewer, query_json).map(|a| to_value(&a))
+    }
+
+    /// [`Engine::query_users_answer`] as JSON text.
+    pub fn query_users_json(&self, viewer: ConnectionId, query_json: &str) -> Result<String> {
+        self.query_users_answer(viewer, query_json).map(|a| to_json(&a))
+    }
+
+    /// Stream-style channel query. With `"watch": true` or `"presence": true` the viewer
+    /// watches every channel returned. Cost: O(k) for `cid $in`, O(memberships) for
+    /// `members $in`, O(channels) otherwise, plus sorting; rendering happens after the lock.
+    pub fn query_channels_answer(&self, viewer: ConnectionId, query_json: &str) -> Result<ChannelsAnswer> {
         let query = Query::parse(Target::Channels, query_json, self.config.query_limit_max as usize)?;
         self.run(|s, now| s.query_channels(now, viewer, &query))
+    }
+
+    /// [`Engine::query_channels_answer`] as JSON: `{"channels": [...]}`.
+    pub fn query_channels(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
+        self.query_channels_answer(viewer, query_json).map(|a| to_value(&a))
+    }
+
+    /// [`Engine::query_channels_answer`] as JSON text.
+    pub fn query_channels_json(&self, viewer: ConnectionId, query_json: &str) -> Result<String> {
+        self.query_channels_answer(viewer, query_json).map(|a| to_json(&a))
     }
 
     // ----- events -----

@@ -1,7 +1,8 @@
 //! Events: cheap shared values, rendered to JSON only when a consumer asks.
-use crate::time::{format_millis, Millis};
-use crate::user::{UserSnapshot, View};
-use serde_json::{Map, Value};
+use crate::time::{Millis, Timestamp};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use crate::user::{UserSnapshot, UserView, View};
+use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
 
@@ -144,60 +145,72 @@ impl Event {
     /// The whole event as JSON in `view`, with `connection_id` when delivered to a connection.
     /// Cost: O(size of the user).
     pub fn to_value(&self, view: View, recipient: Option<ConnectionId>) -> Value {
-        let mut m = Map::new();
-        m.insert("type".into(), Value::from(self.type_name()));
-        m.insert(
-            "created_at".into(),
-            Value::String(format_millis(self.created_at)),
-        );
-        m.insert("seq".into(), Value::from(self.seq));
-        if let Some(c) = recipient {
-            m.insert("connection_id".into(), Value::from(c.0));
-        }
-        if let Some(ch) = self.channel() {
-            m.insert("cid".into(), Value::from(&*ch.cid));
-            m.insert("channel_type".into(), Value::from(ch.channel_type()));
-            m.insert("channel_id".into(), Value::from(ch.channel_id()));
-        }
-        match &self.kind {
-            EventKind::PresenceChanged { user } | EventKind::UserUpdated { user } => {
-                m.insert("user".into(), user.to_value(view));
-            }
-            EventKind::WatchingStart {
-                user,
-                watcher_count,
-                ..
-            }
-            | EventKind::WatchingStop {
-                user,
-                watcher_count,
-                ..
-            } => {
-                m.insert("user".into(), user.to_value(view));
-                m.insert("watcher_count".into(), Value::from(*watcher_count));
-            }
-            EventKind::MemberAdded { user, .. } | EventKind::MemberRemoved { user, .. } => {
-                let mut member = Map::new();
-                member.insert("user_id".into(), Value::from(&*user.id));
-                member.insert("user".into(), user.to_value(view));
-                m.insert("member".into(), Value::Object(member));
-            }
-            EventKind::ConnectionClosed {
-                connection,
-                user,
-                reason,
-            } => {
-                m.insert("closed_connection_id".into(), Value::from(connection.0));
-                m.insert("user_id".into(), Value::from(&*user.id));
-                m.insert("reason".into(), Value::from(reason.as_str()));
-            }
-        }
-        Value::Object(m)
+        serde_json::to_value(EventView { event: self, view, recipient }).expect("an event always serializes")
     }
 
-    /// [`Event::to_value`] as a string.
+    /// [`Event::to_value`] as a string, written directly (no `Value` tree).
     pub fn to_json(&self, view: View, recipient: Option<ConnectionId>) -> String {
-        self.to_value(view, recipient).to_string()
+        serde_json::to_string(&EventView { event: self, view, recipient }).expect("an event always serializes")
+    }
+}
+
+/// An event rendered for one recipient: `type`, `created_at`, `seq`, `connection_id` (when
+/// delivered), the channel fields, then the payload of its kind.
+#[derive(Clone, Copy)]
+pub struct EventView<'a> {
+    pub event: &'a Event,
+    pub view: View,
+    pub recipient: Option<ConnectionId>,
+}
+
+impl Serialize for EventView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let e = self.event;
+        let user = |user| UserView { user, view: self.view };
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("type", e.type_name())?;
+        m.serialize_entry("created_at", &Timestamp(e.created_at))?;
+        m.serialize_entry("seq", &e.seq)?;
+        if let Some(c) = self.recipient {
+            m.serialize_entry("connection_id", &c.0)?;
+        }
+        if let Some(ch) = e.channel() {
+            m.serialize_entry("cid", &*ch.cid)?;
+            m.serialize_entry("channel_type", ch.channel_type())?;
+            m.serialize_entry("channel_id", ch.channel_id())?;
+        }
+        match &e.kind {
+            EventKind::PresenceChanged { user: u } | EventKind::UserUpdated { user: u } => {
+                m.serialize_entry("user", &user(u))?;
+            }
+            EventKind::WatchingStart { user: u, watcher_count, .. }
+            | EventKind::WatchingStop { user: u, watcher_count, .. } => {
+                m.serialize_entry("user", &user(u))?;
+                m.serialize_entry("watcher_count", watcher_count)?;
+            }
+            EventKind::MemberAdded { user: u, .. } | EventKind::MemberRemoved { user: u, .. } => {
+                m.serialize_entry("member", &Member(user(u)))?;
+            }
+            EventKind::ConnectionClosed { connection, user: u, reason } => {
+                m.serialize_entry("closed_connection_id", &connection.0)?;
+                m.serialize_entry("user_id", &*u.id)?;
+                m.serialize_entry("reason", reason.as_str())?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// `{"user_id", "user"}`: a channel member.
+#[derive(Clone, Copy)]
+pub struct Member<'a>(pub UserView<'a>);
+
+impl Serialize for Member<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("user_id", &*self.0.user.id)?;
+        m.serialize_entry("user", &self.0)?;
+        m.end()
     }
 }
 
@@ -219,6 +232,14 @@ impl Delivery {
         self.event.to_value(self.view, Some(self.connection))
     }
     pub fn to_json(&self) -> String {
-        self.to_value().to_string()
+        self.event.to_json(self.view, Some(self.connection))
+    }
+}
+
+/// A delivery serializes as the event in its recipient's view, with `connection_id`, so a
+/// batch of them renders as one JSON array in a single pass.
+impl Serialize for Delivery {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        EventView { event: &self.event, view: self.view, recipient: Some(self.connection) }.serialize(s)
     }
 }

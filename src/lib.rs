@@ -25,6 +25,7 @@
 //! assert_eq!(engine.get_user(ConnectionId::HOST, "alice")?["last_active"], "2019-01-07T13:17:42.375Z");
 //! # Ok::<(), presence::Error>(())
 //! ```
+pub mod answer;
 pub mod channel;
 pub mod config;
 mod engine;

@@ -2,12 +2,13 @@
 //! data. Each command takes the current time, applies one change (or, on error, none) and
 //! appends the events it caused to an outbox. It knows nothing of locks, threads, callbacks
 //! or C; [`crate::Engine`] is the shell around it.
+use crate::answer::{ChannelSnapshot, ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 use crate::channel::{parse_cid, ChannelPatch};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
 use crate::query::{FieldValue, Query, Record};
-use crate::time::{format_millis, parse_millis, Millis};
+use crate::time::{parse_millis, Millis};
 use crate::user::{
     merge_custom, validate_status, validate_user_id, CustomFields, UserPatch, UserSnapshot, View,
 };
@@ -573,10 +574,10 @@ impl State {
     }
 
     /// The user as `viewer` sees it (0: the host, own view). Cost: O(size of the user).
-    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<Value> {
+    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
         let viewer = self.viewer(viewer)?;
         let u = self.user_idx(user_id)?;
-        Ok(self.users[u as usize].snapshot().to_value(viewer.view_of(u)))
+        Ok(self.viewed(viewer, u))
     }
 
     /// The user's snapshot (own view data), for the typed Rust API. Cost: O(1).
@@ -959,7 +960,7 @@ impl State {
         cid: &str,
         presence: bool,
         render: bool,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<ChannelState>> {
         let ch = self.channel_idx(cid)?;
         let c = self.slot(c)?;
         let u = self.conn(c).user;
@@ -1073,30 +1074,24 @@ impl State {
 
     /// `{"channel", "members", "watcher_count", "watchers"}` as `viewer` sees it.
     /// Cost: O(members log members + watchers).
-    fn channel_state(&self, viewer: Viewer, ch: ChannelIdx) -> Value {
+    fn channel_state(&self, viewer: Viewer, ch: ChannelIdx) -> ChannelState {
         let channel = self.channel(ch);
+        let by_id = |a: &UserIdx, b: &UserIdx| self.users[*a as usize].id.cmp(&self.users[*b as usize].id);
         let mut members: Vec<UserIdx> = channel.members.clone();
-        members.sort_unstable_by(|a, b| self.users[*a as usize].id.cmp(&self.users[*b as usize].id));
-        let members: Vec<Value> = members
-            .into_iter()
-            .map(|u| {
-                let user = &self.users[u as usize];
-                json!({"user_id": &*user.id, "user": user.snapshot().to_value(viewer.view_of(u))})
-            })
-            .collect();
+        members.sort_unstable_by(by_id);
         let mut watchers: Vec<UserIdx> =
             channel.watching_users.keys().copied().filter(|&u| !self.users[u as usize].invisible).collect();
-        watchers.sort_unstable_by(|a, b| self.users[*a as usize].id.cmp(&self.users[*b as usize].id));
-        let watchers: Vec<Value> = watchers
-            .into_iter()
-            .map(|u| self.users[u as usize].snapshot().to_value(viewer.view_of(u)))
-            .collect();
-        json!({
-            "channel": channel_value(channel),
-            "members": members,
-            "watcher_count": channel.visible_watchers,
-            "watchers": watchers,
-        })
+        watchers.sort_unstable_by(by_id);
+        ChannelState {
+            channel: channel_snapshot(channel),
+            members: members.into_iter().map(|u| self.viewed(viewer, u)).collect(),
+            watcher_count: channel.visible_watchers,
+            watchers: watchers.into_iter().map(|u| self.viewed(viewer, u)).collect(),
+        }
+    }
+
+    fn viewed(&self, viewer: Viewer, u: UserIdx) -> ViewedUser {
+        ViewedUser { user: self.users[u as usize].snapshot(), view: viewer.view_of(u) }
     }
 
     // ----- queries -----
@@ -1104,7 +1099,7 @@ impl State {
     /// Answers `{"users": [...]}`. With `presence`, subscribes the viewer to every user
     /// returned. Cost: O(k) for `id $eq/$in` filters naming k ids, O(users) for any other
     /// filter, plus O(m log m) to sort the m matches.
-    pub fn query_users(&mut self, viewer: ConnectionId, query: &Query) -> Result<Value> {
+    pub fn query_users(&mut self, viewer: ConnectionId, query: &Query) -> Result<UsersAnswer> {
         let who = self.viewer(viewer)?;
         if query.presence && matches!(who, Viewer::Host) {
             return Err(Error::invalid(
@@ -1126,10 +1121,10 @@ impl State {
             .map(|u| UserRow { user: &self.users[u as usize], idx: u, view: who.view_of(u) })
             .filter(|row| query.matches(row))
             .collect();
-        let page: Vec<(UserIdx, Value)> = query
+        let page: Vec<(UserIdx, ViewedUser)> = query
             .sort_and_page(rows)
             .into_iter()
-            .map(|row| (row.idx, row.user.snapshot().to_value(row.view)))
+            .map(|row| (row.idx, ViewedUser { user: row.user.snapshot(), view: row.view }))
             .collect();
         if let (true, Viewer::Connection(c, _)) = (query.presence, who) {
             self.check_subscription_limit(
@@ -1140,14 +1135,14 @@ impl State {
                 self.subscribe(c, *u, true);
             }
         }
-        Ok(json!({"users": page.into_iter().map(|(_, v)| v).collect::<Vec<_>>()}))
+        Ok(UsersAnswer { users: page.into_iter().map(|(_, v)| v).collect() })
     }
 
     /// Answers `{"channels": [state, ...]}`. With `watch` or `presence` the viewer watches
     /// every channel returned (with presence subscriptions when `presence`). Cost: O(k) for
     /// `cid $eq/$in` naming k channels, O(memberships of the named users) for `members $in`,
     /// O(channels) otherwise; plus sorting and rendering the page.
-    pub fn query_channels(&mut self, now: Millis, viewer: ConnectionId, query: &Query) -> Result<Value> {
+    pub fn query_channels(&mut self, now: Millis, viewer: ConnectionId, query: &Query) -> Result<ChannelsAnswer> {
         let who = self.viewer(viewer)?;
         let watch = query.watch || query.presence;
         if watch && matches!(who, Viewer::Host) {
@@ -1186,7 +1181,7 @@ impl State {
             }
             self.settle(now);
         }
-        Ok(json!({"channels": page.into_iter().map(|ch| self.channel_state(who, ch)).collect::<Vec<_>>()}))
+        Ok(ChannelsAnswer { channels: page.into_iter().map(|ch| self.channel_state(who, ch)).collect() })
     }
 
     // ----- time -----
@@ -1265,7 +1260,7 @@ impl State {
         let channels: Vec<Value> = channels
             .into_iter()
             .map(|ch| {
-                let mut v = channel_value(ch);
+                let mut v = serde_json::to_value(channel_snapshot(ch)).expect("a channel always serializes");
                 let mut members: Vec<&str> =
                     ch.members.iter().map(|&u| &*self.users[u as usize].id).collect();
                 members.sort_unstable();
@@ -1432,23 +1427,16 @@ fn remove_subscriber(
     }
 }
 
-fn channel_value(ch: &ChannelRecord) -> Value {
-    let mut m = Map::new();
-    m.insert("cid".into(), Value::from(&*ch.cid));
-    m.insert("type".into(), Value::from(&ch.cid[..ch.type_len]));
-    m.insert("id".into(), Value::from(&ch.cid[ch.type_len + 1..]));
-    m.insert("member_count".into(), Value::from(ch.members.len()));
-    m.insert("created_at".into(), Value::from(format_millis(ch.created_at)));
-    m.insert("updated_at".into(), Value::from(format_millis(ch.updated_at)));
-    if let Some(t) = ch.last_message_at {
-        m.insert("last_message_at".into(), Value::from(format_millis(t)));
+fn channel_snapshot(ch: &ChannelRecord) -> ChannelSnapshot {
+    ChannelSnapshot {
+        cid: ch.cid.clone(),
+        type_len: ch.type_len,
+        member_count: ch.members.len(),
+        created_at: ch.created_at,
+        updated_at: ch.updated_at,
+        last_message_at: ch.last_message_at,
+        custom: ch.custom.clone(),
     }
-    if let Some(custom) = &ch.custom {
-        for (k, v) in custom.iter() {
-            m.insert(k.clone(), v.clone());
-        }
-    }
-    Value::Object(m)
 }
 
 struct UserRow<'a> {

@@ -7,16 +7,36 @@ use chrono::{DateTime, SecondsFormat, Utc};
 pub type Millis = i64;
 
 /// Renders `ms` as `2019-01-07T13:17:42.375Z`. Cost: O(1).
-///
-/// Hand-rolled (days-to-civil) because every rendered user carries three timestamps;
-/// years outside 0..=9999 fall back to chrono.
 pub fn format_millis(ms: Millis) -> String {
-    const MAX: Millis = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    if !(0..=MAX).contains(&ms) {
-        return match DateTime::<Utc>::from_timestamp_millis(ms) {
+    match civil(ms) {
+        Some(bytes) => String::from_utf8(bytes.to_vec()).expect("ASCII"),
+        None => match DateTime::<Utc>::from_timestamp_millis(ms) {
             Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
             None => String::from("1970-01-01T00:00:00.000Z"),
-        };
+        },
+    }
+}
+
+/// A timestamp that serializes as [`format_millis`] renders it, without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub Millis);
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match civil(self.0) {
+            Some(bytes) => s.serialize_str(std::str::from_utf8(&bytes).expect("ASCII")),
+            None => s.serialize_str(&format_millis(self.0)),
+        }
+    }
+}
+
+/// `ms` as the 24 ASCII bytes of `YYYY-MM-DDTHH:MM:SS.mmmZ`, for years 1970..=9999 (the
+/// rest goes through chrono). Hand-rolled (days-to-civil) because every rendered user
+/// carries three timestamps.
+fn civil(ms: Millis) -> Option<[u8; 24]> {
+    const MAX: Millis = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    if !(0..=MAX).contains(&ms) {
+        return None;
     }
     let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
     // Howard Hinnant's civil_from_days, for days since 1970-01-01 >= 0.
@@ -49,7 +69,7 @@ pub fn format_millis(ms: Millis) -> String {
     for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
         out[i] = c;
     }
-    String::from_utf8(out.to_vec()).expect("ASCII")
+    Some(out)
 }
 
 /// Parses an RFC 3339 timestamp (any offset) into milliseconds. Cost: O(len).

@@ -1,6 +1,7 @@
 //! Users: input validation, the stored record, and the two views (own and public).
 use crate::error::{Error, Result};
-use crate::time::{format_millis, Millis};
+use crate::time::{Millis, Timestamp};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -214,32 +215,40 @@ impl UserSnapshot {
 
     /// The user as a JSON object in `view`. Cost: O(size of the user).
     pub fn to_value(&self, view: View) -> Value {
-        let mut m = Map::new();
-        m.insert("id".into(), Value::String(self.id.to_string()));
-        m.insert("online".into(), Value::Bool(self.online(view)));
-        if let Some(s) = &self.status {
-            m.insert("status".into(), Value::String(s.to_string()));
+        serde_json::to_value(UserView { user: self, view }).expect("a user always serializes")
+    }
+}
+
+/// A user rendered in one view. It serializes straight into the output (no `Value`
+/// tree), in the field order of the spec: `id`, `online`, `status`, `last_active`,
+/// `invisible` (own view only), `created_at`, `updated_at`, then custom fields.
+#[derive(Clone, Copy)]
+pub struct UserView<'a> {
+    pub user: &'a UserSnapshot,
+    pub view: View,
+}
+
+impl Serialize for UserView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let u = self.user;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &*u.id)?;
+        m.serialize_entry("online", &u.online(self.view))?;
+        if let Some(status) = &u.status {
+            m.serialize_entry("status", &**status)?;
         }
-        if let Some(t) = self.last_active {
-            m.insert("last_active".into(), Value::String(format_millis(t)));
+        if let Some(t) = u.last_active {
+            m.serialize_entry("last_active", &Timestamp(t))?;
         }
-        if view == View::Own {
-            m.insert("invisible".into(), Value::Bool(self.invisible));
+        if self.view == View::Own {
+            m.serialize_entry("invisible", &u.invisible)?;
         }
-        m.insert(
-            "created_at".into(),
-            Value::String(format_millis(self.created_at)),
-        );
-        m.insert(
-            "updated_at".into(),
-            Value::String(format_millis(self.updated_at)),
-        );
-        if let Some(custom) = &self.custom {
-            for (k, v) in custom.iter() {
-                m.insert(k.clone(), v.clone());
-            }
+        m.serialize_entry("created_at", &Timestamp(u.created_at))?;
+        m.serialize_entry("updated_at", &Timestamp(u.updated_at))?;
+        for (k, v) in u.custom.iter().flat_map(|c| c.iter()) {
+            m.serialize_entry(k, v)?;
         }
-        Value::Object(m)
+        m.end()
     }
 }
 

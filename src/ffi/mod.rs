@@ -15,7 +15,6 @@ mod support;
 use crate::engine::{Engine, ListenerFilter, ListenerId};
 use crate::event::{ConnectionId, Delivery, Event};
 use crate::user::View;
-use serde_json::Value;
 use std::ffi::{c_void, CString};
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -365,8 +364,8 @@ pub unsafe extern "C" fn presence_get_user(
         let e = unsafe { self::engine(engine) }?;
         let id = unsafe { str_arg(user_id, "user_id") }?;
         let out = non_null(out_json, "out_json")?;
-        let user = e.get_user(ConnectionId(viewer), id)?;
-        unsafe { write_string(out, user.to_string()) }
+        let user = e.get_user_json(ConnectionId(viewer), id)?;
+        unsafe { write_string(out, user) }
     })
 }
 
@@ -471,8 +470,8 @@ pub unsafe extern "C" fn presence_watch_channel(
         if out_state_json.is_null() {
             e.watch_channel(ConnectionId(conn), cid, presence)
         } else {
-            let state = e.watch_channel_state(ConnectionId(conn), cid, presence)?;
-            unsafe { write_string(out_state_json, state.to_string()) }
+            let state = e.watch_channel_state_json(ConnectionId(conn), cid, presence)?;
+            unsafe { write_string(out_state_json, state) }
         }
     })
 }
@@ -537,8 +536,8 @@ pub unsafe extern "C" fn presence_query_users(
         let e = unsafe { self::engine(engine) }?;
         let query = unsafe { str_arg(query_json, "query_json") }?;
         let out = non_null(out_json, "out_json")?;
-        let result = e.query_users(ConnectionId(viewer), query)?;
-        unsafe { write_string(out, result.to_string()) }
+        let result = e.query_users_json(ConnectionId(viewer), query)?;
+        unsafe { write_string(out, result) }
     })
 }
 
@@ -562,8 +561,8 @@ pub unsafe extern "C" fn presence_query_channels(
         let e = unsafe { self::engine(engine) }?;
         let query = unsafe { str_arg(query_json, "query_json") }?;
         let out = non_null(out_json, "out_json")?;
-        let result = e.query_channels(ConnectionId(viewer), query)?;
-        unsafe { write_string(out, result.to_string()) }
+        let result = e.query_channels_json(ConnectionId(viewer), query)?;
+        unsafe { write_string(out, result) }
     })
 }
 
@@ -739,8 +738,8 @@ pub unsafe extern "C" fn presence_poll_events(
         let e = unsafe { self::engine(engine) }?;
         let out = non_null(out_json_array, "out_json_array")?;
         let events = e.poll_events(ConnectionId(conn), max as usize)?;
-        let array = Value::Array(events.iter().map(Delivery::to_value).collect());
-        unsafe { write_string(out, array.to_string()) }
+        let array = serde_json::to_string(&events).expect("deliveries always serialize");
+        unsafe { write_string(out, array) }
     })
 }
 

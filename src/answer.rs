@@ -1,0 +1,92 @@
+//! Answers to reads (`get_user`, `watch_channel`, queries) as plain values taken under the
+//! lock and serialized after it is released, straight into the output string.
+use crate::event::Member;
+use crate::time::{Millis, Timestamp};
+use crate::user::{CustomFields, UserSnapshot, UserView, View};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::sync::Arc;
+
+/// A user as one viewer is entitled to see them.
+#[derive(Debug, Clone)]
+pub struct ViewedUser {
+    pub user: Arc<UserSnapshot>,
+    pub view: View,
+}
+
+impl Serialize for ViewedUser {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        UserView { user: &self.user, view: self.view }.serialize(s)
+    }
+}
+
+/// A channel's own fields: `cid`, `type`, `id`, `member_count`, `created_at`,
+/// `updated_at`, `last_message_at` (when set), then custom fields.
+#[derive(Debug, Clone)]
+pub struct ChannelSnapshot {
+    pub cid: Arc<str>,
+    pub type_len: usize,
+    pub member_count: usize,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub last_message_at: Option<Millis>,
+    pub custom: Option<Arc<CustomFields>>,
+}
+
+impl Serialize for ChannelSnapshot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("cid", &*self.cid)?;
+        m.serialize_entry("type", &self.cid[..self.type_len])?;
+        m.serialize_entry("id", &self.cid[self.type_len + 1..])?;
+        m.serialize_entry("member_count", &self.member_count)?;
+        m.serialize_entry("created_at", &Timestamp(self.created_at))?;
+        m.serialize_entry("updated_at", &Timestamp(self.updated_at))?;
+        if let Some(t) = self.last_message_at {
+            m.serialize_entry("last_message_at", &Timestamp(t))?;
+        }
+        for (k, v) in self.custom.iter().flat_map(|c| c.iter()) {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// `{"channel", "members": [{"user_id", "user"}], "watcher_count", "watchers"}`.
+#[derive(Debug, Clone)]
+pub struct ChannelState {
+    pub channel: ChannelSnapshot,
+    /// Sorted by user id.
+    pub members: Vec<ViewedUser>,
+    pub watcher_count: u32,
+    /// Distinct visible watching users, sorted by id.
+    pub watchers: Vec<ViewedUser>,
+}
+
+impl Serialize for ChannelState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Members<'a>(&'a [ViewedUser]);
+        impl Serialize for Members<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|m| Member(UserView { user: &m.user, view: m.view })))
+            }
+        }
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("channel", &self.channel)?;
+        m.serialize_entry("members", &Members(&self.members))?;
+        m.serialize_entry("watcher_count", &self.watcher_count)?;
+        m.serialize_entry("watchers", &self.watchers)?;
+        m.end()
+    }
+}
+
+/// `{"users": [...]}`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UsersAnswer {
+    pub users: Vec<ViewedUser>,
+}
+
+/// `{"channels": [state, ...]}`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelsAnswer {
+    pub channels: Vec<ChannelState>,
+}
