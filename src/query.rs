@@ -151,8 +151,8 @@ enum Op {
     Eq(Val),
     Ne(Val),
     Cmp(CmpOp, Val),
-    In(Vec<Val>),
-    Nin(Vec<Val>),
+    In(ValSet),
+    Nin(ValSet),
     Exists(bool),
     /// The query, already lower-cased.
     Autocomplete(String),
@@ -170,6 +170,35 @@ enum Val {
     Num(i64),
     /// Custom-field operands.
     Json(Value),
+}
+
+/// The operands of `$in`/`$nin`. String operands also sit in a hash set, so testing a
+/// record against `id $in [100 ids]` is one lookup rather than 100 comparisons.
+#[derive(Debug, Clone, PartialEq)]
+struct ValSet {
+    vals: Vec<Val>,
+    strings: hashbrown::HashSet<String>,
+}
+
+impl ValSet {
+    fn new(vals: Vec<Val>) -> Self {
+        let strings = vals
+            .iter()
+            .filter_map(|v| match v {
+                Val::Str(s) | Val::Json(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        ValSet { vals, strings }
+    }
+
+    /// O(1) expected for a string field value, O(operands) otherwise.
+    fn contains(&self, have: &Scalar<'_>) -> bool {
+        match have {
+            Scalar::Str(s) => self.strings.contains(*s),
+            _ => self.vals.iter().any(|v| scalar_eq(have, &Scalar::of_val(v))),
+        }
+    }
 }
 
 /// One sort key: a field and a direction.
@@ -483,9 +512,9 @@ fn parse_op(field: &str, kind: Kind, op: &str, v: &Value) -> Result<Cond> {
                     .map(|item| parse_operand(field, kind, &label, item))
                     .collect::<Result<Vec<_>>>()?;
                 if op == "$in" {
-                    Op::In(vals)
+                    Op::In(ValSet::new(vals))
                 } else {
-                    Op::Nin(vals)
+                    Op::Nin(ValSet::new(vals))
                 }
             }
             "$exists" => match v {
@@ -660,8 +689,9 @@ fn key_candidates(filter: &Filter, key_field: &str) -> Option<Vec<String>> {
     match filter {
         Filter::Cond(Cond { field, op }) if field == key_field => match op {
             Op::Eq(Val::Str(s)) => Some(vec![s.clone()]),
-            Op::In(vals) => Some(dedup(
-                vals.iter()
+            Op::In(set) => Some(dedup(
+                set.vals
+                    .iter()
                     .filter_map(|v| match v {
                         Val::Str(s) => Some(s.clone()),
                         _ => None,
@@ -735,8 +765,8 @@ fn eval_cond<R: Record + ?Sized>(cond: &Cond, r: &R) -> bool {
             },
             None => false,
         },
-        Op::In(vals) => vals.iter().any(|v| scalar_eq(&have, &Scalar::of_val(v))),
-        Op::Nin(vals) => !vals.iter().any(|v| scalar_eq(&have, &Scalar::of_val(v))),
+        Op::In(set) => set.contains(&have),
+        Op::Nin(set) => !set.contains(&have),
         Op::Exists(want) => *want,
         Op::Autocomplete(q) => match have {
             Scalar::Str(s) => autocomplete(s, q),
