@@ -64,12 +64,10 @@ fn clock(ms: i64) -> String {
 
 fn plan_evening(rng: &mut Rng) -> Vec<Player> {
     const ADJECTIVES: [&str; 20] = [
-        "amber", "brisk", "calm", "dusky", "eager", "fierce", "gentle", "hazy", "icy", "jolly",
-        "keen", "lucky", "mellow", "nimble", "odd", "proud", "quiet", "rapid", "sly", "tidy",
+        "amber", "brisk", "calm", "dusky", "eager", "fierce", "gentle", "hazy", "icy", "jolly", "keen",
+        "lucky", "mellow", "nimble", "odd", "proud", "quiet", "rapid", "sly", "tidy",
     ];
-    const ANIMALS: [&str; 10] = [
-        "fox", "owl", "lynx", "crow", "wolf", "hare", "moth", "newt", "yak", "wren",
-    ];
+    const ANIMALS: [&str; 10] = ["fox", "owl", "lynx", "crow", "wolf", "hare", "moth", "newt", "yak", "wren"];
     let mut players = Vec::new();
     for a in ADJECTIVES {
         for b in ANIMALS {
@@ -83,9 +81,7 @@ fn plan_evening(rng: &mut Rng) -> Vec<Player> {
                 let from = arrives + (5 + rng.below(20)) as i64 * MINUTE;
                 (from, from + (5 + rng.below(20)) as i64 * MINUTE)
             });
-            let crashes_at = rng
-                .chance(5)
-                .then(|| arrives + (20 + rng.below(20)) as i64 * MINUTE);
+            let crashes_at = rng.chance(5).then(|| arrives + (20 + rng.below(20)) as i64 * MINUTE);
             players.push(Player {
                 name: format!("{a}_{b}"),
                 arrives,
@@ -120,32 +116,15 @@ fn main() -> presence::Result<()> {
         let user = event.user();
         match &event.kind {
             EventKind::PresenceChanged { .. } => {
-                let seen = if user.online(View::Public) {
-                    "online "
-                } else {
-                    "offline"
-                };
-                let status = user
-                    .status
-                    .as_deref()
-                    .map(|s| format!("  status: {s}"))
-                    .unwrap_or_default();
-                let hidden = if user.invisible && user.connected {
-                    "  (invisible: still connected)"
-                } else {
-                    ""
-                };
+                let seen = if user.online(View::Public) { "online " } else { "offline" };
+                let status = user.status.as_deref().map(|s| format!("  status: {s}")).unwrap_or_default();
+                let hidden =
+                    if user.invisible && user.connected { "  (invisible: still connected)" } else { "" };
                 println!("[{when}] {:<14} {seen}{status}{hidden}", user.id);
                 count.fetch_add(1, Ordering::Relaxed);
             }
-            EventKind::ConnectionClosed {
-                connection, reason, ..
-            } if *reason != CloseReason::Disconnect => {
-                println!(
-                    "[{when}] {:<14} connection {connection} closed: {}",
-                    user.id,
-                    reason.as_str()
-                );
+            EventKind::ConnectionClosed { connection, reason, .. } if *reason != CloseReason::Disconnect => {
+                println!("[{when}] {:<14} connection {connection} closed: {}", user.id, reason.as_str());
             }
             _ => {}
         }
@@ -154,10 +133,7 @@ fn main() -> presence::Result<()> {
     let ids: Vec<String> = players.iter().map(|p| p.name.clone()).collect();
     engine.upsert_channel_json(r#"{"type":"lobby","id":"main","name":"Main lobby"}"#)?;
     engine.add_members("lobby:main", &ids)?;
-    println!(
-        "== {} players tonight; a lobby bot watches lobby:main with presence ==",
-        players.len()
-    );
+    println!("== {} players tonight; a lobby bot watches lobby:main with presence ==", players.len());
     let bot = engine.connect_json(r#"{"id":"lobby_bot","status":"watching"}"#)?;
     engine.watch_channel(bot, "lobby:main", true)?;
     let mut bot_received = 0usize;
@@ -168,10 +144,7 @@ fn main() -> presence::Result<()> {
         engine.set_time(now)?;
         if !storm_done && now >= EVENING + 150 * MINUTE {
             storm_done = true;
-            println!(
-                "[{}] -- network hiccup: a third of all connections drop and reconnect --",
-                clock(now)
-            );
+            println!("[{}] -- network hiccup: a third of all connections drop and reconnect --", clock(now));
             let before = printed.load(Ordering::Relaxed);
             let mut dropped = 0;
             for p in players.iter_mut().filter(|p| !p.crashed) {
@@ -244,20 +217,14 @@ fn main() -> presence::Result<()> {
 
     println!();
     println!("== 00:00: who is online, and when each player was last active ==");
-    println!(
-        "{:<14} {:<8} {:<10} {:<9} last active",
-        "player", "online", "status", "invisible"
-    );
+    println!("{:<14} {:<8} {:<10} {:<9} last active", "player", "online", "status", "invisible");
     let mut by_state: BTreeMap<bool, usize> = BTreeMap::new();
     players.sort_by(|a, b| a.name.cmp(&b.name));
     for p in &players {
         let user = engine.user(&p.name)?;
         let online = user.online(View::Public);
         *by_state.entry(online).or_default() += 1;
-        let last = user
-            .last_active
-            .map(clock)
-            .unwrap_or_else(|| "never".into());
+        let last = user.last_active.map(clock).unwrap_or_else(|| "never".into());
         println!(
             "{:<14} {:<8} {:<10} {:<9} {last}",
             p.name,

@@ -13,29 +13,20 @@ const RESERVED_CHANNEL_FIELDS: [&str; 8] =
 pub fn validate_channel_type(t: &str) -> Result<()> {
     let ok = !t.is_empty()
         && t.len() <= 64
-        && t.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "channel type {t:?} must match [a-z0-9_-]{{1,64}}"
-        )))
+        Err(Error::invalid(format!("channel type {t:?} must match [a-z0-9_-]{{1,64}}")))
     }
 }
 
 /// Checks a channel id: 1..=64 bytes, no whitespace, control character or `:`.
 pub fn validate_channel_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 64 {
-        return Err(Error::invalid(format!(
-            "channel id must be 1..=64 bytes, got {} bytes",
-            id.len()
-        )));
+        return Err(Error::invalid(format!("channel id must be 1..=64 bytes, got {} bytes", id.len())));
     }
-    if id
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == ':')
-    {
+    if id.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':') {
         return Err(Error::invalid(format!(
             "channel id {id:?} contains whitespace, a control character or ':'"
         )));
@@ -72,8 +63,12 @@ impl ChannelPatch {
         for id in &self.members {
             validate_user_id(id)?;
         }
-        if let Some((key, _)) = self.custom.iter().find(|(k, _)| RESERVED_CHANNEL_FIELDS.contains(&k.as_str())) {
-            return Err(Error::invalid(format!("channel: '{key}' is not a custom field name (it is the engine's)")));
+        if let Some((key, _)) =
+            self.custom.iter().find(|(k, _)| RESERVED_CHANNEL_FIELDS.contains(&k.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "channel: '{key}' is not a custom field name (it is the engine's)"
+            )));
         }
         Ok(type_len)
     }
@@ -81,8 +76,7 @@ impl ChannelPatch {
     /// Parses `{"type", "id", "members": [...], "last_message_at": ..., custom...}`
     /// (or `"cid"` instead of `type` and `id`). Cost: O(len).
     pub fn from_json(json: &str) -> Result<ChannelPatch> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| Error::json(format!("channel: {e}")))?;
+        let value: Value = serde_json::from_str(json).map_err(|e| Error::json(format!("channel: {e}")))?;
         let Value::Object(map) = value else {
             return Err(Error::json("channel: expected a JSON object"));
         };
@@ -90,9 +84,7 @@ impl ChannelPatch {
         let (mut ty, mut id, mut cid) = (None, None, None);
         let string = |key: &str, v: Value| match v {
             Value::String(s) => Ok(s),
-            other => Err(Error::json(format!(
-                "channel: {key} must be a string, got {other}"
-            ))),
+            other => Err(Error::json(format!("channel: {key} must be a string, got {other}"))),
         };
         for (key, value) in map {
             match key.as_str() {
@@ -100,21 +92,23 @@ impl ChannelPatch {
                 "id" => id = Some(string("id", value)?),
                 "cid" => cid = Some(string("cid", value)?),
                 "members" => patch.members = parse_user_ids(&value)?,
-                "last_message_at" => patch.last_message_at = Some(match value {
-                    Value::Null => None,
-                    Value::String(s) => Some(parse_millis(&s)?),
-                    other => return Err(Error::json(format!(
-                        "channel: last_message_at must be an RFC 3339 string or null, got {other}"
-                    ))),
-                }),
+                "last_message_at" => {
+                    patch.last_message_at = Some(match value {
+                        Value::Null => None,
+                        Value::String(s) => Some(parse_millis(&s)?),
+                        other => {
+                            return Err(Error::json(format!(
+                                "channel: last_message_at must be an RFC 3339 string or null, got {other}"
+                            )))
+                        }
+                    })
+                }
                 k if MANAGED_CHANNEL_FIELDS.contains(&k) => {
                     return Err(Error::invalid(format!(
                         "channel: '{k}' is managed by the engine and cannot be set"
                     )))
                 }
-                _ => patch
-                    .custom
-                    .push((key, if value.is_null() { None } else { Some(value) })),
+                _ => patch.custom.push((key, if value.is_null() { None } else { Some(value) })),
             }
         }
         patch.cid = match (ty, id, cid) {
@@ -135,25 +129,20 @@ impl ChannelPatch {
 /// Parses a JSON array of user ids, checking each. Cost: O(len).
 pub fn parse_user_ids(value: &Value) -> Result<Vec<String>> {
     let Value::Array(items) = value else {
-        return Err(Error::json(format!(
-            "expected a JSON array of user ids, got {value}"
-        )));
+        return Err(Error::json(format!("expected a JSON array of user ids, got {value}")));
     };
     items
         .iter()
         .map(|v| match v {
             Value::String(s) => validate_user_id(s).map(|_| s.clone()),
-            other => Err(Error::json(format!(
-                "user ids must be strings, got {other}"
-            ))),
+            other => Err(Error::json(format!("user ids must be strings, got {other}"))),
         })
         .collect()
 }
 
 /// Parses user-id array JSON text.
 pub fn parse_user_ids_json(json: &str) -> Result<Vec<String>> {
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| Error::json(format!("user ids: {e}")))?;
+    let value: Value = serde_json::from_str(json).map_err(|e| Error::json(format!("user ids: {e}")))?;
     parse_user_ids(&value)
 }
 
@@ -165,56 +154,27 @@ mod tests {
     #[test]
     fn cids() {
         assert_eq!(parse_cid("messaging:general").unwrap(), 9);
-        for bad in [
-            "general",
-            "Mess:x",
-            ":x",
-            "t:",
-            "t:a:b",
-            "t:a b",
-            &format!("t:{}", "x".repeat(65)),
-        ] {
+        for bad in ["general", "Mess:x", ":x", "t:", "t:a:b", "t:a b", &format!("t:{}", "x".repeat(65))] {
             assert_eq!(parse_cid(bad).unwrap_err().kind(), Invalid, "{bad}");
         }
     }
 
     #[test]
     fn channel_patch() {
-        let p = ChannelPatch::from_json(
-            r#"{"type":"team","id":"red","members":["a","b"],"color":"red"}"#,
-        )
-        .unwrap();
+        let p = ChannelPatch::from_json(r#"{"type":"team","id":"red","members":["a","b"],"color":"red"}"#)
+            .unwrap();
         assert_eq!(p.cid, "team:red");
         assert_eq!(p.members, vec!["a", "b"]);
         assert_eq!(p.custom, vec![("color".into(), Some(Value::from("red")))]);
+        assert_eq!(ChannelPatch::from_json(r#"{"cid":"team:red"}"#).unwrap().cid, "team:red");
+        assert_eq!(ChannelPatch::from_json(r#"{"type":"team"}"#).unwrap_err().kind(), Json);
         assert_eq!(
-            ChannelPatch::from_json(r#"{"cid":"team:red"}"#)
-                .unwrap()
-                .cid,
-            "team:red"
-        );
-        assert_eq!(
-            ChannelPatch::from_json(r#"{"type":"team"}"#)
-                .unwrap_err()
-                .kind(),
-            Json
-        );
-        assert_eq!(
-            ChannelPatch::from_json(r#"{"cid":"team:red","member_count":3}"#)
-                .unwrap_err()
-                .kind(),
+            ChannelPatch::from_json(r#"{"cid":"team:red","member_count":3}"#).unwrap_err().kind(),
             Invalid
         );
+        assert_eq!(ChannelPatch::from_json(r#"{"cid":"team:red","members":[1]}"#).unwrap_err().kind(), Json);
         assert_eq!(
-            ChannelPatch::from_json(r#"{"cid":"team:red","members":[1]}"#)
-                .unwrap_err()
-                .kind(),
-            Json
-        );
-        assert_eq!(
-            ChannelPatch::from_json(r#"{"cid":"team:red","members":["a b"]}"#)
-                .unwrap_err()
-                .kind(),
+            ChannelPatch::from_json(r#"{"cid":"team:red","members":["a b"]}"#).unwrap_err().kind(),
             Invalid
         );
     }

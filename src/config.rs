@@ -78,9 +78,7 @@ impl Config {
             return Err(Error::invalid("config: last_active_refresh_ms must be > 0"));
         }
         if self.max_connections_per_user == 0 {
-            return Err(Error::invalid(
-                "config: max_connections_per_user must be > 0",
-            ));
+            return Err(Error::invalid("config: max_connections_per_user must be > 0"));
         }
         if self.query_limit_max == 0 {
             return Err(Error::invalid("config: query_limit_max must be > 0"));

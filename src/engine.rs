@@ -347,7 +347,12 @@ impl Engine {
 
     /// [`Engine::watch_channel`], answering the channel state (members and watchers in the
     /// views this connection may see). Cost: O(members log members).
-    pub fn watch_channel_answer(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<ChannelState> {
+    pub fn watch_channel_answer(
+        &self,
+        connection: ConnectionId,
+        cid: &str,
+        presence: bool,
+    ) -> Result<ChannelState> {
         self.run(|s, now| s.watch_channel(now, connection, cid, presence, true))
             .map(|state| state.expect("a rendering watch answers a state"))
     }
@@ -359,7 +364,12 @@ impl Engine {
     }
 
     /// [`Engine::watch_channel_answer`] as JSON text.
-    pub fn watch_channel_state_json(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<String> {
+    pub fn watch_channel_state_json(
+        &self,
+        connection: ConnectionId,
+        cid: &str,
+        presence: bool,
+    ) -> Result<String> {
         self.watch_channel_answer(connection, cid, presence).map(|a| to_json(&a))
     }
 
@@ -416,7 +426,12 @@ impl Engine {
         let id = ListenerId(self.next_listener.fetch_add(1, Ordering::Relaxed));
         let mut listeners = self.listeners.lock();
         let mut next: Vec<Arc<Listener>> = listeners.as_ref().clone();
-        next.push(Arc::new(Listener { id, removed: AtomicBool::new(false), in_call: ReentrantMutex::new(()), callback }));
+        next.push(Arc::new(Listener {
+            id,
+            removed: AtomicBool::new(false),
+            in_call: ReentrantMutex::new(()),
+            callback,
+        }));
         *listeners = Arc::new(next);
         self.update_recording(&listeners);
         id

@@ -1,7 +1,7 @@
 //! Events: cheap shared values, rendered to JSON only when a consumer asks.
 use crate::time::{Millis, Timestamp};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use crate::user::{UserSnapshot, UserView, View};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -60,9 +60,13 @@ impl ChannelRef {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     /// A user's public `online` flipped, or their status changed.
-    PresenceChanged { user: Arc<UserSnapshot> },
+    PresenceChanged {
+        user: Arc<UserSnapshot>,
+    },
     /// A user's custom fields changed.
-    UserUpdated { user: Arc<UserSnapshot> },
+    UserUpdated {
+        user: Arc<UserSnapshot>,
+    },
     /// A visible user's first connection started watching a channel.
     WatchingStart {
         channel: ChannelRef,
@@ -150,7 +154,8 @@ impl Event {
 
     /// [`Event::to_value`] as a string, written directly (no `Value` tree).
     pub fn to_json(&self, view: View, recipient: Option<ConnectionId>) -> String {
-        serde_json::to_string(&EventView { event: self, view, recipient }).expect("an event always serializes")
+        serde_json::to_string(&EventView { event: self, view, recipient })
+            .expect("an event always serializes")
     }
 }
 

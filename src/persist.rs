@@ -29,12 +29,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file =
-            File::create(&temp).map_err(|e| io_error("save: cannot create", &temp, e))?;
-        file.write_all(bytes)
-            .map_err(|e| io_error("save: cannot write", &temp, e))?;
-        file.sync_all()
-            .map_err(|e| io_error("save: cannot fsync", &temp, e))?;
+        let mut file = File::create(&temp).map_err(|e| io_error("save: cannot create", &temp, e))?;
+        file.write_all(bytes).map_err(|e| io_error("save: cannot write", &temp, e))?;
+        file.sync_all().map_err(|e| io_error("save: cannot fsync", &temp, e))?;
         fs::rename(&temp, path).map_err(|e| io_error("save: cannot rename onto", path, e))?;
         // The rename is durable only once the folder itself is synced.
         File::open(&dir)

@@ -233,13 +233,9 @@ impl Query {
     ///
     /// Cost: O(length of `json`).
     pub(crate) fn parse(target: Target, json: &str, limit_max: usize) -> Result<Query> {
-        let root: Value =
-            serde_json::from_str(json).map_err(|e| Error::json(format!("query: {e}")))?;
+        let root: Value = serde_json::from_str(json).map_err(|e| Error::json(format!("query: {e}")))?;
         let Value::Object(root) = root else {
-            return Err(Error::json(format!(
-                "query must be a JSON object, got {}",
-                show(&root)
-            )));
+            return Err(Error::json(format!("query must be a JSON object, got {}", show(&root))));
         };
         let mut query = Query {
             filter: Filter::And(Vec::new()),
@@ -268,9 +264,7 @@ impl Query {
                 "offset" => {
                     let n = parse_count(key, value)?;
                     if n < 0 || n > OFFSET_MAX as i128 {
-                        return Err(Error::invalid(format!(
-                            "offset {n} is outside 0..={OFFSET_MAX}"
-                        )));
+                        return Err(Error::invalid(format!("offset {n} is outside 0..={OFFSET_MAX}")));
                     }
                     query.offset = n as usize;
                 }
@@ -280,30 +274,21 @@ impl Query {
                         return Err(Error::invalid(format!("limit {n} must be at least 1")));
                     }
                     if n > limit_max as i128 {
-                        return Err(Error::limit(format!(
-                            "limit {n} exceeds query_limit_max {limit_max}"
-                        )));
+                        return Err(Error::limit(format!("limit {n} exceeds query_limit_max {limit_max}")));
                     }
                     query.limit = n as usize;
                 }
                 "presence" => {
-                    query.presence = value
-                        .as_bool()
-                        .ok_or_else(|| wrong_type(key, "a boolean", value))?;
+                    query.presence = value.as_bool().ok_or_else(|| wrong_type(key, "a boolean", value))?;
                 }
                 "watch" if target == Target::Channels => {
-                    query.watch = value
-                        .as_bool()
-                        .ok_or_else(|| wrong_type(key, "a boolean", value))?;
+                    query.watch = value.as_bool().ok_or_else(|| wrong_type(key, "a boolean", value))?;
                 }
                 _ => return Err(Error::json(format!("unknown query key '{key}'"))),
             }
         }
         if query.sort.is_empty() {
-            query.sort.push(SortKey {
-                field: target.default_sort_field().to_owned(),
-                descending: true,
-            });
+            query.sort.push(SortKey { field: target.default_sort_field().to_owned(), descending: true });
         }
         Ok(query)
     }
@@ -365,10 +350,8 @@ impl Query {
 // Parsing
 
 fn is_query_key(target: Target, key: &str) -> bool {
-    matches!(
-        key,
-        "filter_conditions" | "sort" | "offset" | "limit" | "presence"
-    ) || (key == "watch" && target == Target::Channels)
+    matches!(key, "filter_conditions" | "sort" | "offset" | "limit" | "presence")
+        || (key == "watch" && target == Target::Channels)
 }
 
 /// Renders a JSON value for an error message, shortened to about 80 characters.
@@ -386,10 +369,7 @@ fn show(v: &Value) -> String {
 }
 
 fn wrong_type(key: &str, want: &str, got: &Value) -> Error {
-    Error::json(format!(
-        "query key '{key}' must be {want}, got {}",
-        show(got)
-    ))
+    Error::json(format!("query key '{key}' must be {want}, got {}", show(got)))
 }
 
 /// `offset`/`limit`: a JSON integer (as i128 so that u64 values fit), else an error.
@@ -415,8 +395,8 @@ fn parse_filter_object(target: Target, obj: &Map<String, Value>) -> Result<Filte
                 "$and" | "$or" | "$nor" => parse_logical(target, key, value)?,
                 _ => {
                     return Err(Error::invalid(format!(
-                    "unknown operator '{key}' in filter (expected a field name, $and, $or or $nor)"
-                )))
+                        "unknown operator '{key}' in filter (expected a field name, $and, $or or $nor)"
+                    )))
                 }
             };
             parts.push(match key.as_str() {
@@ -428,11 +408,7 @@ fn parse_filter_object(target: Target, obj: &Map<String, Value>) -> Result<Filte
             parts.push(parse_field(target, key, value)?);
         }
     }
-    Ok(if parts.len() == 1 {
-        parts.pop().unwrap_or(Filter::And(Vec::new()))
-    } else {
-        Filter::And(parts)
-    })
+    Ok(if parts.len() == 1 { parts.pop().unwrap_or(Filter::And(Vec::new())) } else { Filter::And(parts) })
 }
 
 fn parse_logical(target: Target, op: &str, value: &Value) -> Result<Vec<Filter>> {
@@ -467,18 +443,11 @@ fn parse_field(target: Target, name: &str, value: &Value) -> Result<Filter> {
         .iter()
         .map(|(op, v)| parse_op(name, kind, op, v).map(Filter::Cond))
         .collect::<Result<Vec<_>>>()?;
-    Ok(if conds.len() == 1 {
-        conds.pop().unwrap_or(Filter::And(Vec::new()))
-    } else {
-        Filter::And(conds)
-    })
+    Ok(if conds.len() == 1 { conds.pop().unwrap_or(Filter::And(Vec::new())) } else { Filter::And(conds) })
 }
 
 fn type_error(field: &str, op: &str, want: &str, got: &Value) -> Error {
-    Error::invalid(format!(
-        "filter field '{field}': {op} needs {want}, got {}",
-        show(got)
-    ))
+    Error::invalid(format!("filter field '{field}': {op} needs {want}, got {}", show(got)))
 }
 
 fn parse_op(field: &str, kind: Kind, op: &str, v: &Value) -> Result<Cond> {
@@ -495,8 +464,7 @@ fn parse_op(field: &str, kind: Kind, op: &str, v: &Value) -> Result<Cond> {
                     "$lt" => CmpOp::Lt,
                     _ => CmpOp::Lte,
                 };
-                if kind == Kind::Custom
-                    && !matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_))
+                if kind == Kind::Custom && !matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_))
                 {
                     return Err(type_error(field, op, "a number, string or boolean", v));
                 }
@@ -528,9 +496,7 @@ fn parse_op(field: &str, kind: Kind, op: &str, v: &Value) -> Result<Cond> {
                     )));
                 }
                 match v {
-                    Value::String(s) => {
-                        Op::Autocomplete(s.chars().flat_map(char::to_lowercase).collect())
-                    }
+                    Value::String(s) => Op::Autocomplete(s.chars().flat_map(char::to_lowercase).collect()),
                     _ => return Err(type_error(field, op, "a string", v)),
                 }
             }
@@ -546,17 +512,10 @@ fn parse_op(field: &str, kind: Kind, op: &str, v: &Value) -> Result<Cond> {
                     )))
                 }
             },
-            _ => {
-                return Err(Error::invalid(format!(
-                    "unknown operator '{op}' on field '{field}'"
-                )))
-            }
+            _ => return Err(Error::invalid(format!("unknown operator '{op}' on field '{field}'"))),
         }
     };
-    Ok(Cond {
-        field: field.to_owned(),
-        op,
-    })
+    Ok(Cond { field: field.to_owned(), op })
 }
 
 fn parse_members_op(field: &str, op: &str, v: &Value) -> Result<Op> {
@@ -567,22 +526,18 @@ fn parse_members_op(field: &str, op: &str, v: &Value) -> Result<Op> {
         },
         "$in" => {
             let ids = match v {
-                Value::Array(items) => items
-                    .iter()
-                    .map(|item| item.as_str().map(str::to_owned))
-                    .collect::<Option<Vec<_>>>(),
+                Value::Array(items) => {
+                    items.iter().map(|item| item.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>()
+                }
                 _ => None,
             };
             ids.map(|ids| Op::Members(dedup(ids)))
                 .ok_or_else(|| type_error(field, op, "an array of user id strings", v))
         }
-        "$ne" | "$gt" | "$gte" | "$lt" | "$lte" | "$nin" | "$exists" | "$autocomplete"
-        | "$contains" => Err(Error::invalid(format!(
-            "filter field '{field}': {op} is not supported (only $in and $eq)"
-        ))),
-        _ => Err(Error::invalid(format!(
-            "unknown operator '{op}' on field '{field}'"
-        ))),
+        "$ne" | "$gt" | "$gte" | "$lt" | "$lte" | "$nin" | "$exists" | "$autocomplete" | "$contains" => {
+            Err(Error::invalid(format!("filter field '{field}': {op} is not supported (only $in and $eq)")))
+        }
+        _ => Err(Error::invalid(format!("unknown operator '{op}' on field '{field}'"))),
     }
 }
 
@@ -618,10 +573,7 @@ fn parse_sort(target: Target, v: &Value) -> Result<Vec<SortKey>> {
                     match k.as_str() {
                         "field" => {
                             field = Some(v.as_str().ok_or_else(|| {
-                                Error::json(format!(
-                                    "sort entry 'field' must be a string, got {}",
-                                    show(v)
-                                ))
+                                Error::json(format!("sort entry 'field' must be a string, got {}", show(v)))
                             })?)
                         }
                         "direction" => direction = Some(v),
@@ -629,9 +581,8 @@ fn parse_sort(target: Target, v: &Value) -> Result<Vec<SortKey>> {
                     }
                 }
                 let field = field.ok_or_else(|| Error::json("sort entry needs 'field'"))?;
-                let direction = direction.ok_or_else(|| {
-                    Error::json(format!("sort entry for '{field}' needs 'direction'"))
-                })?;
+                let direction = direction
+                    .ok_or_else(|| Error::json(format!("sort entry for '{field}' needs 'direction'")))?;
                 sort_key(target, field, direction)
             })
             .collect(),
@@ -657,10 +608,7 @@ fn sort_key(target: Target, field: &str, direction: &Value) -> Result<SortKey> {
             )))
         }
     };
-    Ok(SortKey {
-        field: field.to_owned(),
-        descending,
-    })
+    Ok(SortKey { field: field.to_owned(), descending })
 }
 
 /// Removes duplicates, keeping the first occurrence of each. O(n²) for tiny lists,
@@ -676,9 +624,7 @@ fn dedup(ids: Vec<String>) -> Vec<String> {
         out
     } else {
         let mut seen = hashbrown::HashSet::with_capacity(ids.len());
-        ids.into_iter()
-            .filter(|id| seen.insert(id.clone()))
-            .collect()
+        ids.into_iter().filter(|id| seen.insert(id.clone())).collect()
     }
 }
 
@@ -707,11 +653,8 @@ fn key_candidates(filter: &Filter, key_field: &str) -> Option<Vec<String>> {
                     acc = Some(match acc {
                         None => keys,
                         Some(prev) => {
-                            let set: hashbrown::HashSet<&str> =
-                                keys.iter().map(String::as_str).collect();
-                            prev.into_iter()
-                                .filter(|k| set.contains(k.as_str()))
-                                .collect()
+                            let set: hashbrown::HashSet<&str> = keys.iter().map(String::as_str).collect();
+                            prev.into_iter().filter(|k| set.contains(k.as_str())).collect()
                         }
                     });
                 }
@@ -724,10 +667,7 @@ fn key_candidates(filter: &Filter, key_field: &str) -> Option<Vec<String>> {
 
 fn member_ids(filter: &Filter) -> Option<Vec<String>> {
     match filter {
-        Filter::Cond(Cond {
-            op: Op::Members(ids),
-            ..
-        }) => Some(ids.clone()),
+        Filter::Cond(Cond { op: Op::Members(ids), .. }) => Some(ids.clone()),
         Filter::And(children) => children.iter().filter_map(member_ids).min_by_key(Vec::len),
         _ => None,
     }
@@ -789,12 +729,10 @@ fn eval_cond<R: Record + ?Sized>(cond: &Cond, r: &R) -> bool {
 /// Whether any word of `text` (split on non-alphanumeric characters) starts with
 /// `query_lower`, case-insensitively.
 fn autocomplete(text: &str, query_lower: &str) -> bool {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .any(|word| {
-            let mut chars = word.chars().flat_map(char::to_lowercase);
-            query_lower.chars().all(|q| chars.next() == Some(q))
-        })
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).any(|word| {
+        let mut chars = word.chars().flat_map(char::to_lowercase);
+        query_lower.chars().all(|q| chars.next() == Some(q))
+    })
 }
 
 /// A number from a field or operand: integers exactly, other numbers as f64.
@@ -919,9 +857,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
+            x.len() == y.len() && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
         }
         _ => a == b,
     }
@@ -980,11 +916,7 @@ mod tests {
 
     impl Rec {
         fn new(key: &str) -> Rec {
-            Rec {
-                key: key.to_owned(),
-                fields: HashMap::new(),
-                members: Vec::new(),
-            }
+            Rec { key: key.to_owned(), fields: HashMap::new(), members: Vec::new() }
         }
         fn with(mut self, name: &str, v: TV) -> Rec {
             self.fields.insert(name.to_owned(), v);
@@ -1058,10 +990,7 @@ mod tests {
     }
     /// Keys of the records of `recs` matching `q`, in input order.
     fn hits<'a>(q: &Query, recs: &'a [Rec]) -> Vec<&'a str> {
-        recs.iter()
-            .filter(|r| q.matches(*r))
-            .map(|r| r.key.as_str())
-            .collect()
+        recs.iter().filter(|r| q.matches(*r)).map(|r| r.key.as_str()).collect()
     }
 
     fn users() -> Vec<Rec> {
@@ -1135,25 +1064,10 @@ mod tests {
     fn defaults() {
         let q = uq("{}");
         assert_eq!(q.filter, Filter::And(vec![]));
-        assert_eq!(
-            (q.offset, q.limit, q.presence, q.watch),
-            (0, 30, false, false)
-        );
-        assert_eq!(
-            q.sort,
-            vec![SortKey {
-                field: "created_at".into(),
-                descending: true
-            }]
-        );
+        assert_eq!((q.offset, q.limit, q.presence, q.watch), (0, 30, false, false));
+        assert_eq!(q.sort, vec![SortKey { field: "created_at".into(), descending: true }]);
         let q = cq("{}");
-        assert_eq!(
-            q.sort,
-            vec![SortKey {
-                field: "last_message_at".into(),
-                descending: true
-            }]
-        );
+        assert_eq!(q.sort, vec![SortKey { field: "last_message_at".into(), descending: true }]);
         // Empty sort falls back to the default too.
         assert_eq!(uq(r#"{"sort": []}"#).sort[0].field, "created_at");
         assert_eq!(cq(r#"{"sort": {}}"#).sort[0].field, "last_message_at");
@@ -1169,10 +1083,7 @@ mod tests {
     #[test]
     fn envelope_values() {
         let q = cq(r#"{"offset": 10000, "limit": 100, "presence": true, "watch": true}"#);
-        assert_eq!(
-            (q.offset, q.limit, q.presence, q.watch),
-            (10000, 100, true, true)
-        );
+        assert_eq!((q.offset, q.limit, q.presence, q.watch), (10000, 100, true, true));
         let q = uq(r#"{"offset": 0, "limit": 1, "presence": false}"#);
         assert_eq!((q.offset, q.limit, q.presence), (0, 1, false));
     }
@@ -1199,10 +1110,7 @@ mod tests {
         let e = uerr(r#"{"limit": 500}"#);
         assert_eq!(e.kind(), ErrorKind::Limit);
         assert_eq!(e.message(), "limit 500 exceeds query_limit_max 100");
-        assert_eq!(
-            uerr(r#"{"limit": 18446744073709551615}"#).kind(),
-            ErrorKind::Limit
-        );
+        assert_eq!(uerr(r#"{"limit": 18446744073709551615}"#).kind(), ErrorKind::Limit);
         assert_eq!(uerr(r#"{"limit": 101}"#).kind(), ErrorKind::Limit);
         assert_eq!(uerr(r#"{"offset": 10001}"#).kind(), ErrorKind::Invalid);
         assert_eq!(uerr(r#"{"offset": -1}"#).kind(), ErrorKind::Invalid);
@@ -1215,76 +1123,28 @@ mod tests {
         let u = users();
         assert_eq!(hits(&uf(json!({"id": "bob"})), &u), ["bob"]);
         assert_eq!(hits(&uf(json!({"id": {"$eq": "bob"}})), &u), ["bob"]);
-        assert_eq!(
-            hits(&uf(json!({"id": {"$ne": "bob"}})), &u),
-            ["alice", "carol"]
-        );
+        assert_eq!(hits(&uf(json!({"id": {"$ne": "bob"}})), &u), ["alice", "carol"]);
         assert_eq!(hits(&uf(json!({"id": {"$gt": "bob"}})), &u), ["carol"]);
-        assert_eq!(
-            hits(&uf(json!({"id": {"$gte": "bob"}})), &u),
-            ["bob", "carol"]
-        );
+        assert_eq!(hits(&uf(json!({"id": {"$gte": "bob"}})), &u), ["bob", "carol"]);
         assert_eq!(hits(&uf(json!({"id": {"$lt": "bob"}})), &u), ["alice"]);
-        assert_eq!(
-            hits(&uf(json!({"id": {"$lte": "bob"}})), &u),
-            ["alice", "bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"id": {"$in": ["bob", "zed"]}})), &u),
-            ["bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"id": {"$in": []}})), &u),
-            Vec::<&str>::new()
-        );
-        assert_eq!(
-            hits(&uf(json!({"id": {"$nin": ["bob"]}})), &u),
-            ["alice", "carol"]
-        );
+        assert_eq!(hits(&uf(json!({"id": {"$lte": "bob"}})), &u), ["alice", "bob"]);
+        assert_eq!(hits(&uf(json!({"id": {"$in": ["bob", "zed"]}})), &u), ["bob"]);
+        assert_eq!(hits(&uf(json!({"id": {"$in": []}})), &u), Vec::<&str>::new());
+        assert_eq!(hits(&uf(json!({"id": {"$nin": ["bob"]}})), &u), ["alice", "carol"]);
         assert_eq!(hits(&uf(json!({"id": {"$exists": true}})), &u).len(), 3);
         // status: missing on bob.
         assert_eq!(hits(&uf(json!({"status": "away"})), &u), ["carol"]);
-        assert_eq!(
-            hits(&uf(json!({"status": {"$ne": "away"}})), &u),
-            ["alice", "bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$nin": ["away"]}})), &u),
-            ["alice", "bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$in": ["away", "x"]}})), &u),
-            ["carol"]
-        );
+        assert_eq!(hits(&uf(json!({"status": {"$ne": "away"}})), &u), ["alice", "bob"]);
+        assert_eq!(hits(&uf(json!({"status": {"$nin": ["away"]}})), &u), ["alice", "bob"]);
+        assert_eq!(hits(&uf(json!({"status": {"$in": ["away", "x"]}})), &u), ["carol"]);
         assert_eq!(hits(&uf(json!({"status": {"$gt": "a"}})), &u), ["carol"]);
-        assert_eq!(
-            hits(&uf(json!({"status": {"$exists": true}})), &u),
-            ["alice", "carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$exists": false}})), &u),
-            ["bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$autocomplete": "che"}})), &u),
-            ["alice"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$autocomplete": "PLAY"}})), &u),
-            ["alice"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$autocomplete": "hess"}})), &u),
-            Vec::<&str>::new()
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$contains": "ing Ch"}})), &u),
-            ["alice"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"status": {"$contains": "chess"}})), &u),
-            Vec::<&str>::new()
-        );
+        assert_eq!(hits(&uf(json!({"status": {"$exists": true}})), &u), ["alice", "carol"]);
+        assert_eq!(hits(&uf(json!({"status": {"$exists": false}})), &u), ["bob"]);
+        assert_eq!(hits(&uf(json!({"status": {"$autocomplete": "che"}})), &u), ["alice"]);
+        assert_eq!(hits(&uf(json!({"status": {"$autocomplete": "PLAY"}})), &u), ["alice"]);
+        assert_eq!(hits(&uf(json!({"status": {"$autocomplete": "hess"}})), &u), Vec::<&str>::new());
+        assert_eq!(hits(&uf(json!({"status": {"$contains": "ing Ch"}})), &u), ["alice"]);
+        assert_eq!(hits(&uf(json!({"status": {"$contains": "chess"}})), &u), Vec::<&str>::new());
         // Bytewise: uppercase sorts before lowercase.
         assert_eq!(hits(&uf(json!({"status": {"$lt": "a"}})), &u), ["alice"]);
     }
@@ -1295,22 +1155,13 @@ mod tests {
         assert_eq!(hits(&uf(json!({"online": true})), &u), ["alice", "carol"]);
         assert_eq!(hits(&uf(json!({"online": {"$eq": false}})), &u), ["bob"]);
         assert_eq!(hits(&uf(json!({"online": {"$ne": true}})), &u), ["bob"]);
-        assert_eq!(
-            hits(&uf(json!({"online": {"$gt": false}})), &u),
-            ["alice", "carol"]
-        );
+        assert_eq!(hits(&uf(json!({"online": {"$gt": false}})), &u), ["alice", "carol"]);
         assert_eq!(hits(&uf(json!({"online": {"$gte": false}})), &u).len(), 3);
         assert_eq!(hits(&uf(json!({"online": {"$lt": true}})), &u), ["bob"]);
         assert_eq!(hits(&uf(json!({"online": {"$lte": false}})), &u), ["bob"]);
         assert_eq!(hits(&uf(json!({"online": {"$in": [false]}})), &u), ["bob"]);
-        assert_eq!(
-            hits(&uf(json!({"online": {"$nin": [false]}})), &u),
-            ["alice", "carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"online": {"$exists": false}})), &u),
-            Vec::<&str>::new()
-        );
+        assert_eq!(hits(&uf(json!({"online": {"$nin": [false]}})), &u), ["alice", "carol"]);
+        assert_eq!(hits(&uf(json!({"online": {"$exists": false}})), &u), Vec::<&str>::new());
     }
 
     #[test]
@@ -1319,57 +1170,19 @@ mod tests {
         let t = "2024-01-02T10:00:00Z";
         assert_eq!(hits(&uf(json!({"last_active": t})), &u), ["bob"]);
         // Same instant in another offset and precision.
-        assert_eq!(
-            hits(
-                &uf(json!({"last_active": "2024-01-02T12:00:00.000+02:00"})),
-                &u
-            ),
-            ["bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"last_active": {"$ne": t}})), &u),
-            ["alice", "carol"]
-        );
-        assert_eq!(
-            hits(
-                &uf(json!({"last_active": {"$gt": "2024-01-01T10:00:00Z"}})),
-                &u
-            ),
-            ["bob"]
-        );
-        assert_eq!(
-            hits(
-                &uf(json!({"last_active": {"$gte": "2024-01-01T10:00:00Z"}})),
-                &u
-            ),
-            ["alice", "bob"]
-        );
+        assert_eq!(hits(&uf(json!({"last_active": "2024-01-02T12:00:00.000+02:00"})), &u), ["bob"]);
+        assert_eq!(hits(&uf(json!({"last_active": {"$ne": t}})), &u), ["alice", "carol"]);
+        assert_eq!(hits(&uf(json!({"last_active": {"$gt": "2024-01-01T10:00:00Z"}})), &u), ["bob"]);
+        assert_eq!(hits(&uf(json!({"last_active": {"$gte": "2024-01-01T10:00:00Z"}})), &u), ["alice", "bob"]);
         assert_eq!(hits(&uf(json!({"last_active": {"$lt": t}})), &u), ["alice"]);
-        assert_eq!(
-            hits(&uf(json!({"last_active": {"$lte": t}})), &u),
-            ["alice", "bob"]
-        );
+        assert_eq!(hits(&uf(json!({"last_active": {"$lte": t}})), &u), ["alice", "bob"]);
         assert_eq!(hits(&uf(json!({"last_active": {"$in": [t]}})), &u), ["bob"]);
-        assert_eq!(
-            hits(&uf(json!({"last_active": {"$nin": [t]}})), &u),
-            ["alice", "carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"last_active": {"$exists": false}})), &u),
-            ["carol"]
-        );
+        assert_eq!(hits(&uf(json!({"last_active": {"$nin": [t]}})), &u), ["alice", "carol"]);
+        assert_eq!(hits(&uf(json!({"last_active": {"$exists": false}})), &u), ["carol"]);
         // Several operators in one field object: a range.
-        let q = uf(
-            json!({"created_at": {"$gte": "2023-02-01T00:00:00Z", "$lt": "2023-03-01T00:00:00Z"}}),
-        );
+        let q = uf(json!({"created_at": {"$gte": "2023-02-01T00:00:00Z", "$lt": "2023-03-01T00:00:00Z"}}));
         assert_eq!(hits(&q, &u), ["bob"]);
-        assert_eq!(
-            hits(
-                &uf(json!({"updated_at": {"$gt": "2024-01-02T00:00:00Z"}})),
-                &u
-            ),
-            ["carol"]
-        );
+        assert_eq!(hits(&uf(json!({"updated_at": {"$gt": "2024-01-02T00:00:00Z"}})), &u), ["carol"]);
     }
 
     #[test]
@@ -1381,164 +1194,65 @@ mod tests {
         assert_eq!(hits(&uf(json!({"level": "high"})), &u), ["carol"]);
         assert_eq!(hits(&uf(json!({"vip": true})), &u), ["alice"]);
         assert_eq!(hits(&uf(json!({"tags": ["green"]})), &u), ["bob"]);
-        assert_eq!(
-            hits(&uf(json!({"tags": {"$eq": ["red", "blue", 3.0]}})), &u),
-            ["alice"]
-        );
+        assert_eq!(hits(&uf(json!({"tags": {"$eq": ["red", "blue", 3.0]}})), &u), ["alice"]);
         // An object whose keys have no '$' is a bare value.
         let q = uf(json!({"obj": {"a": 1}}));
         let r = Rec::new("x").j("obj", json!({"a": 1.0}));
         assert!(q.matches(&r));
         assert!(!q.matches(&Rec::new("y").j("obj", json!({"a": 2}))));
         // $ne / $nin: missing and other types match.
-        assert_eq!(
-            hits(&uf(json!({"level": {"$ne": 10}})), &u),
-            ["bob", "carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"vip": {"$ne": true}})), &u),
-            ["bob", "carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"level": {"$nin": [10, "high"]}})), &u),
-            ["bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"level": {"$in": [2.5, "high"]}})), &u),
-            ["bob", "carol"]
-        );
+        assert_eq!(hits(&uf(json!({"level": {"$ne": 10}})), &u), ["bob", "carol"]);
+        assert_eq!(hits(&uf(json!({"vip": {"$ne": true}})), &u), ["bob", "carol"]);
+        assert_eq!(hits(&uf(json!({"level": {"$nin": [10, "high"]}})), &u), ["bob"]);
+        assert_eq!(hits(&uf(json!({"level": {"$in": [2.5, "high"]}})), &u), ["bob", "carol"]);
         // Ordering ops only within a JSON type.
-        assert_eq!(
-            hits(&uf(json!({"level": {"$gt": 2}})), &u),
-            ["alice", "bob"]
-        );
+        assert_eq!(hits(&uf(json!({"level": {"$gt": 2}})), &u), ["alice", "bob"]);
         assert_eq!(hits(&uf(json!({"level": {"$gte": 10}})), &u), ["alice"]);
         assert_eq!(hits(&uf(json!({"level": {"$lt": 3}})), &u), ["bob"]);
         assert_eq!(hits(&uf(json!({"level": {"$lte": 2.5}})), &u), ["bob"]);
         assert_eq!(hits(&uf(json!({"level": {"$gt": "a"}})), &u), ["carol"]);
         assert_eq!(hits(&uf(json!({"vip": {"$lt": true}})), &u), ["bob"]);
         // $exists.
-        assert_eq!(
-            hits(&uf(json!({"vip": {"$exists": true}})), &u),
-            ["alice", "bob"]
-        );
+        assert_eq!(hits(&uf(json!({"vip": {"$exists": true}})), &u), ["alice", "bob"]);
         assert_eq!(hits(&uf(json!({"vip": {"$exists": false}})), &u), ["carol"]);
         assert_eq!(hits(&uf(json!({"nope": {"$exists": false}})), &u).len(), 3);
         assert_eq!(hits(&uf(json!({"nope": "x"})), &u), Vec::<&str>::new());
         // $autocomplete on words split on non-alphanumerics.
-        assert_eq!(
-            hits(&uf(json!({"name": {"$autocomplete": "lid"}})), &u),
-            ["alice"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"name": {"$autocomplete": "BRI"}})), &u),
-            ["bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"name": {"$autocomplete": "ann"}})), &u),
-            ["carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"name": {"$autocomplete": "a"}})), &u),
-            ["alice", "carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"level": {"$autocomplete": "1"}})), &u),
-            Vec::<&str>::new()
-        );
+        assert_eq!(hits(&uf(json!({"name": {"$autocomplete": "lid"}})), &u), ["alice"]);
+        assert_eq!(hits(&uf(json!({"name": {"$autocomplete": "BRI"}})), &u), ["bob"]);
+        assert_eq!(hits(&uf(json!({"name": {"$autocomplete": "ann"}})), &u), ["carol"]);
+        assert_eq!(hits(&uf(json!({"name": {"$autocomplete": "a"}})), &u), ["alice", "carol"]);
+        assert_eq!(hits(&uf(json!({"level": {"$autocomplete": "1"}})), &u), Vec::<&str>::new());
         // $contains: arrays hold the value; strings hold the substring.
-        assert_eq!(
-            hits(&uf(json!({"tags": {"$contains": "blue"}})), &u),
-            ["alice"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"tags": {"$contains": 3.0}})), &u),
-            ["alice"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"name": {"$contains": "O'B"}})), &u),
-            ["bob"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"level": {"$contains": 1}})), &u),
-            Vec::<&str>::new()
-        );
+        assert_eq!(hits(&uf(json!({"tags": {"$contains": "blue"}})), &u), ["alice"]);
+        assert_eq!(hits(&uf(json!({"tags": {"$contains": 3.0}})), &u), ["alice"]);
+        assert_eq!(hits(&uf(json!({"name": {"$contains": "O'B"}})), &u), ["bob"]);
+        assert_eq!(hits(&uf(json!({"level": {"$contains": 1}})), &u), Vec::<&str>::new());
     }
 
     #[test]
     fn channel_field_ops() {
         let c = channels();
         assert_eq!(hits(&cf(json!({"type": "team"})), &c), ["team:b", "team:c"]);
-        assert_eq!(
-            hits(&cf(json!({"cid": {"$in": ["team:c", "x:y"]}})), &c),
-            ["team:c"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"id": {"$autocomplete": "B"}})), &c),
-            ["team:b"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"cid": {"$contains": ":a"}})), &c),
-            ["messaging:a"]
-        );
+        assert_eq!(hits(&cf(json!({"cid": {"$in": ["team:c", "x:y"]}})), &c), ["team:c"]);
+        assert_eq!(hits(&cf(json!({"id": {"$autocomplete": "B"}})), &c), ["team:b"]);
+        assert_eq!(hits(&cf(json!({"cid": {"$contains": ":a"}})), &c), ["messaging:a"]);
         assert_eq!(hits(&cf(json!({"member_count": 2})), &c), ["messaging:a"]);
-        assert_eq!(
-            hits(&cf(json!({"member_count": {"$ne": 2}})), &c),
-            ["team:b", "team:c"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"member_count": {"$gt": 0}})), &c),
-            ["messaging:a", "team:b"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"member_count": {"$gte": 1}})), &c),
-            ["messaging:a", "team:b"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"member_count": {"$lt": 1}})), &c),
-            ["team:c"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"member_count": {"$lte": 1}})), &c),
-            ["team:b", "team:c"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"member_count": {"$in": [0, 2]}})), &c),
-            ["messaging:a", "team:c"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"member_count": {"$nin": [0, 2]}})), &c),
-            ["team:b"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"last_message_at": {"$exists": true}})), &c),
-            ["messaging:a", "team:c"]
-        );
-        assert_eq!(
-            hits(
-                &cf(json!({"last_message_at": {"$gt": "2024-05-15T00:00:00Z"}})),
-                &c
-            ),
-            ["team:c"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"topic": {"$autocomplete": "cha"}})), &c),
-            ["messaging:a"]
-        );
+        assert_eq!(hits(&cf(json!({"member_count": {"$ne": 2}})), &c), ["team:b", "team:c"]);
+        assert_eq!(hits(&cf(json!({"member_count": {"$gt": 0}})), &c), ["messaging:a", "team:b"]);
+        assert_eq!(hits(&cf(json!({"member_count": {"$gte": 1}})), &c), ["messaging:a", "team:b"]);
+        assert_eq!(hits(&cf(json!({"member_count": {"$lt": 1}})), &c), ["team:c"]);
+        assert_eq!(hits(&cf(json!({"member_count": {"$lte": 1}})), &c), ["team:b", "team:c"]);
+        assert_eq!(hits(&cf(json!({"member_count": {"$in": [0, 2]}})), &c), ["messaging:a", "team:c"]);
+        assert_eq!(hits(&cf(json!({"member_count": {"$nin": [0, 2]}})), &c), ["team:b"]);
+        assert_eq!(hits(&cf(json!({"last_message_at": {"$exists": true}})), &c), ["messaging:a", "team:c"]);
+        assert_eq!(hits(&cf(json!({"last_message_at": {"$gt": "2024-05-15T00:00:00Z"}})), &c), ["team:c"]);
+        assert_eq!(hits(&cf(json!({"topic": {"$autocomplete": "cha"}})), &c), ["messaging:a"]);
         // members: $in (any of) and $eq / bare.
-        assert_eq!(
-            hits(&cf(json!({"members": {"$in": ["bob", "carol"]}})), &c),
-            ["messaging:a", "team:b"]
-        );
-        assert_eq!(
-            hits(&cf(json!({"members": {"$eq": "carol"}})), &c),
-            ["team:b"]
-        );
+        assert_eq!(hits(&cf(json!({"members": {"$in": ["bob", "carol"]}})), &c), ["messaging:a", "team:b"]);
+        assert_eq!(hits(&cf(json!({"members": {"$eq": "carol"}})), &c), ["team:b"]);
         assert_eq!(hits(&cf(json!({"members": "alice"})), &c), ["messaging:a"]);
-        assert_eq!(
-            hits(&cf(json!({"members": {"$in": []}})), &c),
-            Vec::<&str>::new()
-        );
+        assert_eq!(hits(&cf(json!({"members": {"$in": []}})), &c), Vec::<&str>::new());
         // Users have no `members`: it is a custom field there.
         let q = uf(json!({"members": {"$exists": false}}));
         assert_eq!(hits(&q, &users()).len(), 3);
@@ -1548,25 +1262,10 @@ mod tests {
     fn logic() {
         let u = users();
         // Implicit AND across top-level fields.
-        assert_eq!(
-            hits(&uf(json!({"online": true, "status": "away"})), &u),
-            ["carol"]
-        );
-        assert_eq!(
-            hits(
-                &uf(json!({"$and": [{"online": true}, {"level": {"$gt": 5}}]})),
-                &u
-            ),
-            ["alice"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"$or": [{"id": "bob"}, {"level": "high"}]})), &u),
-            ["bob", "carol"]
-        );
-        assert_eq!(
-            hits(&uf(json!({"$nor": [{"id": "bob"}, {"level": "high"}]})), &u),
-            ["alice"]
-        );
+        assert_eq!(hits(&uf(json!({"online": true, "status": "away"})), &u), ["carol"]);
+        assert_eq!(hits(&uf(json!({"$and": [{"online": true}, {"level": {"$gt": 5}}]})), &u), ["alice"]);
+        assert_eq!(hits(&uf(json!({"$or": [{"id": "bob"}, {"level": "high"}]})), &u), ["bob", "carol"]);
+        assert_eq!(hits(&uf(json!({"$nor": [{"id": "bob"}, {"level": "high"}]})), &u), ["alice"]);
         // Nested.
         let q = uf(json!({
             "$or": [
@@ -1587,10 +1286,7 @@ mod tests {
     fn filter_errors() {
         let e = uferr(json!({"online": "yes"}));
         assert_eq!(e.kind(), ErrorKind::Invalid);
-        assert_eq!(
-            e.message(),
-            r#"filter field 'online': $eq needs a boolean, got "yes""#
-        );
+        assert_eq!(e.message(), r#"filter field 'online': $eq needs a boolean, got "yes""#);
         let e = uferr(json!({"name": {"$regex": "a.*"}}));
         assert_eq!(e.kind(), ErrorKind::Invalid);
         assert_eq!(e.message(), "unknown operator '$regex' on field 'name'");
@@ -1598,9 +1294,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Invalid);
         assert!(e.message().contains("'$not'"));
         // Mixed operator / non-operator keys.
-        assert!(uferr(json!({"name": {"$eq": 1, "x": 2}}))
-            .message()
-            .contains("'x'"));
+        assert!(uferr(json!({"name": {"$eq": 1, "x": 2}})).message().contains("'x'"));
 
         let cases_users = [
             json!({"id": 1}),
@@ -1654,23 +1348,15 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Invalid, "{f}");
         }
         let e = cferr(json!({"member_count": "2"}));
-        assert_eq!(
-            e.message(),
-            r#"filter field 'member_count': $eq needs an integer, got "2""#
-        );
-        assert!(cferr(json!({"members": {"$nin": ["a"]}}))
-            .message()
-            .contains("$nin"));
+        assert_eq!(e.message(), r#"filter field 'member_count': $eq needs an integer, got "2""#);
+        assert!(cferr(json!({"members": {"$nin": ["a"]}})).message().contains("$nin"));
     }
 
     // ----- index hints ---------------------------------------------------------
 
     #[test]
     fn candidate_keys() {
-        assert_eq!(
-            uf(json!({"id": "a"})).candidate_keys(),
-            Some(vec!["a".to_owned()])
-        );
+        assert_eq!(uf(json!({"id": "a"})).candidate_keys(), Some(vec!["a".to_owned()]));
         assert_eq!(
             uf(json!({"id": {"$in": ["a", "b", "a"]}, "online": true})).candidate_keys(),
             Some(vec!["a".to_owned(), "b".to_owned()])
@@ -1680,27 +1366,15 @@ mod tests {
             "id": {"$in": ["a", "b", "c"]},
             "$and": [{"$and": [{"id": {"$in": ["c", "b", "z"]}}]}, {"online": true}]
         }));
-        assert_eq!(
-            q.candidate_keys(),
-            Some(vec!["b".to_owned(), "c".to_owned()])
-        );
+        assert_eq!(q.candidate_keys(), Some(vec!["b".to_owned(), "c".to_owned()]));
         // $in and $ne in one field object.
         let q = uf(json!({"id": {"$in": ["a", "b"], "$ne": "a"}}));
-        assert_eq!(
-            q.candidate_keys(),
-            Some(vec!["a".to_owned(), "b".to_owned()])
-        );
-        assert_eq!(
-            uf(json!({"id": {"$in": []}})).candidate_keys(),
-            Some(vec![])
-        );
+        assert_eq!(q.candidate_keys(), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(uf(json!({"id": {"$in": []}})).candidate_keys(), Some(vec![]));
         // Not pinned.
         assert_eq!(uf(json!({})).candidate_keys(), None);
         assert_eq!(uf(json!({"id": {"$ne": "a"}})).candidate_keys(), None);
-        assert_eq!(
-            uf(json!({"$or": [{"id": "a"}, {"id": "b"}]})).candidate_keys(),
-            None
-        );
+        assert_eq!(uf(json!({"$or": [{"id": "a"}, {"id": "b"}]})).candidate_keys(), None);
         assert_eq!(uf(json!({"$nor": [{"id": "a"}]})).candidate_keys(), None);
         assert_eq!(uf(json!({"name": "a"})).candidate_keys(), None);
         // Channels pin `cid`, not `id`.
@@ -1717,23 +1391,13 @@ mod tests {
             cf(json!({"members": {"$in": ["a", "b", "a"]}})).member_candidates(),
             Some(vec!["a".to_owned(), "b".to_owned()])
         );
-        assert_eq!(
-            cf(json!({"members": "a"})).member_candidates(),
-            Some(vec!["a".to_owned()])
-        );
-        let q =
-            cf(json!({"$and": [{"type": "team"}, {"$and": [{"members": {"$in": ["x", "y"]}}]}]}));
-        assert_eq!(
-            q.member_candidates(),
-            Some(vec!["x".to_owned(), "y".to_owned()])
-        );
+        assert_eq!(cf(json!({"members": "a"})).member_candidates(), Some(vec!["a".to_owned()]));
+        let q = cf(json!({"$and": [{"type": "team"}, {"$and": [{"members": {"$in": ["x", "y"]}}]}]}));
+        assert_eq!(q.member_candidates(), Some(vec!["x".to_owned(), "y".to_owned()]));
         // Several: the smallest set.
         let q = cf(json!({"members": {"$in": ["x", "y"]}, "$and": [{"members": "z"}]}));
         assert_eq!(q.member_candidates(), Some(vec!["z".to_owned()]));
-        assert_eq!(
-            cf(json!({"$or": [{"members": "a"}]})).member_candidates(),
-            None
-        );
+        assert_eq!(cf(json!({"$or": [{"members": "a"}]})).member_candidates(), None);
         assert_eq!(cf(json!({"type": "team"})).member_candidates(), None);
         assert_eq!(uf(json!({"members": "a"})).member_candidates(), None);
     }
@@ -1746,10 +1410,7 @@ mod tests {
         assert_eq!(keys(&q.sort_and_page(users())), ["carol", "bob", "alice"]);
         // Channels: last_message_at descending, missing last.
         let q = cq("{}");
-        assert_eq!(
-            keys(&q.sort_and_page(channels())),
-            ["team:c", "messaging:a", "team:b"]
-        );
+        assert_eq!(keys(&q.sort_and_page(channels())), ["team:c", "messaging:a", "team:b"]);
     }
 
     #[test]
@@ -1758,10 +1419,7 @@ mod tests {
         let obj = uq(r#"{"sort": {"last_active": 1}}"#);
         assert_eq!(list.sort, obj.sort);
         // Missing value (carol) last in both directions.
-        assert_eq!(
-            keys(&list.sort_and_page(users())),
-            ["alice", "bob", "carol"]
-        );
+        assert_eq!(keys(&list.sort_and_page(users())), ["alice", "bob", "carol"]);
         let q = uq(r#"{"sort": {"last_active": -1}}"#);
         assert_eq!(keys(&q.sort_and_page(users())), ["bob", "alice", "carol"]);
         // Object form keeps key order: online first, then id descending.
@@ -1769,16 +1427,11 @@ mod tests {
         assert_eq!(keys(&q.sort_and_page(users())), ["carol", "alice", "bob"]);
         let q = uq(r#"{"sort": {"id": -1, "online": -1}}"#);
         assert_eq!(keys(&q.sort_and_page(users())), ["carol", "bob", "alice"]);
-        let q = uq(
-            r#"{"sort": [{"field": "online", "direction": 1}, {"field": "status", "direction": 1}]}"#,
-        );
+        let q = uq(r#"{"sort": [{"field": "online", "direction": 1}, {"field": "status", "direction": 1}]}"#);
         assert_eq!(keys(&q.sort_and_page(users())), ["bob", "alice", "carol"]);
         // Integers.
         let q = cq(r#"{"sort": {"member_count": 1}}"#);
-        assert_eq!(
-            keys(&q.sort_and_page(channels())),
-            ["team:c", "team:b", "messaging:a"]
-        );
+        assert_eq!(keys(&q.sort_and_page(channels())), ["team:c", "team:b", "messaging:a"]);
     }
 
     #[test]
@@ -1794,15 +1447,9 @@ mod tests {
             Rec::new("h").j("x", json!(2.0)),
         ];
         let q = uq(r#"{"sort": {"x": 1}}"#);
-        assert_eq!(
-            keys(&q.sort_and_page(recs.clone())),
-            ["b", "c", "h", "d", "g", "e", "f", "a"]
-        );
+        assert_eq!(keys(&q.sort_and_page(recs.clone())), ["b", "c", "h", "d", "g", "e", "f", "a"]);
         let q = uq(r#"{"sort": {"x": -1}}"#);
-        assert_eq!(
-            keys(&q.sort_and_page(recs)),
-            ["f", "e", "g", "d", "c", "h", "b", "a"]
-        );
+        assert_eq!(keys(&q.sort_and_page(recs)), ["f", "e", "g", "d", "c", "h", "b", "a"]);
         // All missing: key ascending.
         let recs = vec![Rec::new("z"), Rec::new("m"), Rec::new("a")];
         let q = uq(r#"{"sort": {"x": -1}}"#);
@@ -1822,10 +1469,7 @@ mod tests {
             assert_eq!(uerr(s).kind(), ErrorKind::Invalid, "{s}");
         }
         assert!(uerr(r#"{"sort": {"id": 0}}"#).message().contains("'id'"));
-        assert_eq!(
-            cerr(r#"{"sort": {"members": 1}}"#).kind(),
-            ErrorKind::Invalid
-        );
+        assert_eq!(cerr(r#"{"sort": {"members": 1}}"#).kind(), ErrorKind::Invalid);
         for s in [
             r#"{"sort": [{"direction": 1}]}"#,
             r#"{"sort": [{"field": "id"}]}"#,
@@ -1839,34 +1483,16 @@ mod tests {
 
     #[test]
     fn paging() {
-        let recs: Vec<Rec> = (0..10)
-            .map(|i| Rec::new(&format!("u{i}")).j("n", json!(i)))
-            .collect();
+        let recs: Vec<Rec> = (0..10).map(|i| Rec::new(&format!("u{i}")).j("n", json!(i))).collect();
         let page = |json: &str| keys(&uq(json).sort_and_page(recs.clone())).join(",");
         assert_eq!(page(r#"{"sort": {"n": 1}, "limit": 3}"#), "u0,u1,u2");
-        assert_eq!(
-            page(r#"{"sort": {"n": 1}, "limit": 3, "offset": 2}"#),
-            "u2,u3,u4"
-        );
-        assert_eq!(
-            page(r#"{"sort": {"n": -1}, "limit": 3, "offset": 8}"#),
-            "u1,u0"
-        );
+        assert_eq!(page(r#"{"sort": {"n": 1}, "limit": 3, "offset": 2}"#), "u2,u3,u4");
+        assert_eq!(page(r#"{"sort": {"n": -1}, "limit": 3, "offset": 8}"#), "u1,u0");
         assert_eq!(page(r#"{"sort": {"n": 1}, "offset": 9}"#), "u9");
         assert_eq!(page(r#"{"sort": {"n": 1}, "offset": 10}"#), "");
         assert_eq!(page(r#"{"sort": {"n": 1}, "offset": 10000}"#), "");
-        assert_eq!(
-            page(r#"{"sort": {"n": 1}, "limit": 100}"#)
-                .split(',')
-                .count(),
-            10
-        );
-        assert_eq!(
-            page(r#"{"sort": {"n": 1}, "limit": 10}"#)
-                .split(',')
-                .count(),
-            10
-        );
+        assert_eq!(page(r#"{"sort": {"n": 1}, "limit": 100}"#).split(',').count(), 10);
+        assert_eq!(page(r#"{"sort": {"n": 1}, "limit": 10}"#).split(',').count(), 10);
         assert_eq!(page(r#"{"sort": {"n": -1}, "limit": 1}"#), "u9");
         assert!(uq("{}").sort_and_page(Vec::<Rec>::new()).is_empty());
         // The page is the same slice as a full sort would give.

@@ -438,11 +438,8 @@ impl State {
     fn visibility_changed_in_channels(&mut self, now: Millis, u: UserIdx) {
         let user = &self.users[u as usize];
         let visible = !user.invisible;
-        let mut watched: Vec<ChannelIdx> = user
-            .connections
-            .iter()
-            .flat_map(|&c| self.conn(c).watching.iter().map(|&(ch, _)| ch))
-            .collect();
+        let mut watched: Vec<ChannelIdx> =
+            user.connections.iter().flat_map(|&c| self.conn(c).watching.iter().map(|&(ch, _)| ch)).collect();
         watched.sort_unstable();
         watched.dedup();
         for ch in watched {
@@ -509,8 +506,7 @@ impl State {
     /// Validates `patch` against the stored user, answering the merged custom fields.
     fn prepare_patch(&self, patch: &UserPatch) -> Result<Option<Arc<CustomFields>>> {
         patch.validate()?;
-        let current =
-            self.find_user(&patch.id).and_then(|u| self.users[u as usize].custom.as_ref());
+        let current = self.find_user(&patch.id).and_then(|u| self.users[u as usize].custom.as_ref());
         merge_custom(current, &patch.custom)
     }
 
@@ -686,7 +682,12 @@ impl State {
         }
         self.user_changed(now, u, before, false);
         let user = self.users[u as usize].snapshot();
-        self.emit(now, EventKind::ConnectionClosed { connection: conn.id, user, reason }, u, Recipients::Nobody);
+        self.emit(
+            now,
+            EventKind::ConnectionClosed { connection: conn.id, user, reason },
+            u,
+            Recipients::Nobody,
+        );
     }
 
     /// Drains up to `max` queued deliveries of a connection, oldest first. Cost: O(max).
@@ -838,8 +839,7 @@ impl State {
             .filter(|u| !channel.member_pos.contains_key(u))
             .collect();
         // Users that do not exist yet cannot be subscribed to by anyone.
-        let unknown =
-            ids.iter().filter(|id| self.find_user(id).is_none()).collect::<HashSet<_>>().len();
+        let unknown = ids.iter().filter(|id| self.find_user(id).is_none()).collect::<HashSet<_>>().len();
         for (&c, &presence) in &channel.watchers {
             if presence {
                 let added = self.new_subscriptions(c, new_members.iter().copied()) + unknown;
@@ -863,7 +863,8 @@ impl State {
         }
         channel.member_pos.insert(u, channel.members.len() as u32);
         channel.members.push(u);
-        let presence_watchers: Vec<Slot> = channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
+        let presence_watchers: Vec<Slot> =
+            channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
         let channel_ref = channel.reference();
         self.users[u as usize].memberships.push(ch);
         for c in presence_watchers {
@@ -882,7 +883,8 @@ impl State {
         if let Some(&moved) = channel.members.get(pos as usize) {
             channel.member_pos.insert(moved, pos);
         }
-        let presence_watchers: Vec<Slot> = channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
+        let presence_watchers: Vec<Slot> =
+            channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect();
         let channel_ref = channel.reference();
         self.users[u as usize].memberships.retain(|&x| x != ch);
         let user = self.users[u as usize].snapshot();
@@ -1108,8 +1110,7 @@ impl State {
         }
         let candidates: Vec<UserIdx> = match query.candidate_keys() {
             Some(keys) => {
-                let mut v: Vec<UserIdx> =
-                    keys.iter().filter_map(|k| self.find_user(k)).collect();
+                let mut v: Vec<UserIdx> = keys.iter().filter_map(|k| self.find_user(k)).collect();
                 v.sort_unstable();
                 v.dedup();
                 v
@@ -1142,7 +1143,12 @@ impl State {
     /// every channel returned (with presence subscriptions when `presence`). Cost: O(k) for
     /// `cid $eq/$in` naming k channels, O(memberships of the named users) for `members $in`,
     /// O(channels) otherwise; plus sorting and rendering the page.
-    pub fn query_channels(&mut self, now: Millis, viewer: ConnectionId, query: &Query) -> Result<ChannelsAnswer> {
+    pub fn query_channels(
+        &mut self,
+        now: Millis,
+        viewer: ConnectionId,
+        query: &Query,
+    ) -> Result<ChannelsAnswer> {
         let who = self.viewer(viewer)?;
         let watch = query.watch || query.presence;
         if watch && matches!(who, Viewer::Host) {
@@ -1199,7 +1205,8 @@ impl State {
                     let Ok(c) = self.slot(id) else {
                         continue; // closed already
                     };
-                    let deadline = self.conn(c).last_seen.saturating_add(self.config.connection_timeout_ms as Millis);
+                    let deadline =
+                        self.conn(c).last_seen.saturating_add(self.config.connection_timeout_ms as Millis);
                     if deadline <= now {
                         self.close_connection(now, c, CloseReason::Timeout);
                     } else {

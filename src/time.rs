@@ -95,10 +95,7 @@ mod tests {
     #[test]
     fn formats_like_stream() {
         assert_eq!(format_millis(1546867062375), "2019-01-07T13:17:42.375Z");
-        assert_eq!(
-            parse_millis("2019-01-07T13:17:42.375Z").unwrap(),
-            1546867062375
-        );
+        assert_eq!(parse_millis("2019-01-07T13:17:42.375Z").unwrap(), 1546867062375);
         assert!(parse_millis("yesterday").is_err());
     }
 

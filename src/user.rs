@@ -15,7 +15,8 @@ pub const MAX_CUSTOM_BYTES: usize = 5 * 1024;
 /// Fields the engine manages; input naming them is rejected.
 const MANAGED_FIELDS: [&str; 4] = ["online", "last_active", "created_at", "updated_at"];
 /// Names a custom field may not take: they would render over a real field.
-const RESERVED_FIELDS: [&str; 7] = ["id", "online", "status", "last_active", "invisible", "created_at", "updated_at"];
+const RESERVED_FIELDS: [&str; 7] =
+    ["id", "online", "status", "last_active", "invisible", "created_at", "updated_at"];
 
 /// Custom fields in insertion order.
 pub type CustomFields = Map<String, Value>;
@@ -60,17 +61,13 @@ pub struct UserPatch {
 impl UserPatch {
     /// A patch that names only the user.
     pub fn id(id: impl Into<String>) -> Self {
-        UserPatch {
-            id: id.into(),
-            ..Default::default()
-        }
+        UserPatch { id: id.into(), ..Default::default() }
     }
 
     /// Parses and validates user JSON (`{"id": "...", "status": ..., "invisible": ..., custom...}`).
     /// Cost: O(len).
     pub fn from_json(json: &str) -> Result<UserPatch> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| Error::json(format!("user: {e}")))?;
+        let value: Value = serde_json::from_str(json).map_err(|e| Error::json(format!("user: {e}")))?;
         UserPatch::from_value(value)
     }
 
@@ -82,7 +79,9 @@ impl UserPatch {
             validate_status(status)?;
         }
         if let Some((key, _)) = self.custom.iter().find(|(k, _)| RESERVED_FIELDS.contains(&k.as_str())) {
-            return Err(Error::invalid(format!("user: '{key}' is not a custom field name (it is the engine's)")));
+            return Err(Error::invalid(format!(
+                "user: '{key}' is not a custom field name (it is the engine's)"
+            )));
         }
         Ok(())
     }
@@ -98,11 +97,7 @@ impl UserPatch {
             match key.as_str() {
                 "id" => match value {
                     Value::String(s) => id = Some(s),
-                    other => {
-                        return Err(Error::json(format!(
-                            "user: id must be a string, got {other}"
-                        )))
-                    }
+                    other => return Err(Error::json(format!("user: id must be a string, got {other}"))),
                 },
                 "status" => match value {
                     Value::Null => patch.status = Some(None),
@@ -119,9 +114,7 @@ impl UserPatch {
                 "invisible" => match value {
                     Value::Bool(b) => patch.invisible = Some(b),
                     other => {
-                        return Err(Error::json(format!(
-                            "user: invisible must be a boolean, got {other}"
-                        )))
+                        return Err(Error::json(format!("user: invisible must be a boolean, got {other}")))
                     }
                 },
                 k if MANAGED_FIELDS.contains(&k) => {
@@ -129,9 +122,7 @@ impl UserPatch {
                         "user: '{k}' is managed by the engine and cannot be set"
                     )))
                 }
-                _ => patch
-                    .custom
-                    .push((key, if value.is_null() { None } else { Some(value) })),
+                _ => patch.custom.push((key, if value.is_null() { None } else { Some(value) })),
             }
         }
         patch.id = id.ok_or_else(|| Error::json("user: missing \"id\""))?;
@@ -142,9 +133,7 @@ impl UserPatch {
 
 /// Compact JSON size of a custom-field map.
 fn custom_bytes(custom: &CustomFields) -> usize {
-    serde_json::to_vec(custom)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX)
+    serde_json::to_vec(custom).map(|v| v.len()).unwrap_or(usize::MAX)
 }
 
 /// Merges custom-field changes into `current`, answering the new map when something changed.
@@ -258,20 +247,12 @@ mod tests {
 
     #[test]
     fn parses_a_full_patch() {
-        let p = UserPatch::from_json(
-            r#"{"id":"a","status":"hi","invisible":true,"name":"A","image":null}"#,
-        )
-        .unwrap();
+        let p = UserPatch::from_json(r#"{"id":"a","status":"hi","invisible":true,"name":"A","image":null}"#)
+            .unwrap();
         assert_eq!(p.id, "a");
         assert_eq!(p.status, Some(Some("hi".into())));
         assert_eq!(p.invisible, Some(true));
-        assert_eq!(
-            p.custom,
-            vec![
-                ("name".into(), Some(Value::from("A"))),
-                ("image".into(), None)
-            ]
-        );
+        assert_eq!(p.custom, vec![("name".into(), Some(Value::from("A"))), ("image".into(), None)]);
     }
 
     #[test]
@@ -289,27 +270,14 @@ mod tests {
         assert_eq!(kind(r#"{"id":"a","online":true}"#), Invalid);
         assert_eq!(kind(r#"{"id":"a","last_active":"x"}"#), Invalid);
         assert_eq!(kind(r#"{"id":"a","invisible":"yes"}"#), Json);
-        assert_eq!(
-            kind(&format!(r#"{{"id":"a","status":"{}"}}"#, "s".repeat(1025))),
-            Invalid
-        );
+        assert_eq!(kind(&format!(r#"{{"id":"a","status":"{}"}}"#, "s".repeat(1025))), Invalid);
     }
 
     #[test]
     fn custom_merge_enforces_the_size_limit() {
-        let big = vec![(
-            "blob".to_string(),
-            Some(Value::String("x".repeat(MAX_CUSTOM_BYTES))),
-        )];
-        assert_eq!(
-            merge_custom(None, &big).unwrap_err().kind(),
-            crate::error::ErrorKind::Invalid
-        );
-        let same = merge_custom(None, &[("a".into(), Some(1.into()))])
-            .unwrap()
-            .unwrap();
-        assert!(merge_custom(Some(&same), &[("a".into(), Some(1.into()))])
-            .unwrap()
-            .is_none());
+        let big = vec![("blob".to_string(), Some(Value::String("x".repeat(MAX_CUSTOM_BYTES))))];
+        assert_eq!(merge_custom(None, &big).unwrap_err().kind(), crate::error::ErrorKind::Invalid);
+        let same = merge_custom(None, &[("a".into(), Some(1.into()))]).unwrap().unwrap();
+        assert!(merge_custom(Some(&same), &[("a".into(), Some(1.into()))]).unwrap().is_none());
     }
 }

@@ -257,7 +257,11 @@ fn status_changes_are_presence_events() {
     e.set_status("alice", Some("away")).unwrap();
     assert_eq!(
         rec.take(),
-        ["user.presence.changed alice offline", "connection.closed alice offline", "user.presence.changed alice offline"]
+        [
+            "user.presence.changed alice offline",
+            "connection.closed alice offline",
+            "user.presence.changed alice offline"
+        ]
     );
 }
 
@@ -282,7 +286,10 @@ fn custom_fields_emit_user_updated_and_merge_at_the_top_level() {
     e.set_invisible("alice", true).unwrap();
     e.connect_json(r#"{"id":"alice"}"#).unwrap();
     let own = e.get_user(HOST, "alice").unwrap();
-    assert_eq!((own["name"].clone(), own["status"].clone(), own["invisible"].clone()), (json!("Alice B."), json!("hi"), json!(true)));
+    assert_eq!(
+        (own["name"].clone(), own["status"].clone(), own["invisible"].clone()),
+        (json!("Alice B."), json!("hi"), json!(true))
+    );
 }
 
 #[test]
@@ -338,7 +345,11 @@ fn listeners_filter_by_type_and_user_and_can_be_removed() {
     assert_eq!(all.take().len(), 6);
     assert_eq!(
         alice.take(),
-        ["user.presence.changed alice online", "user.presence.changed alice offline", "connection.closed alice offline"]
+        [
+            "user.presence.changed alice online",
+            "user.presence.changed alice offline",
+            "connection.closed alice offline"
+        ]
     );
     assert_eq!(closed.take(), ["connection.closed alice offline", "connection.closed bob offline"]);
     assert_eq!(both.take(), ["user.presence.changed bob online", "user.presence.changed bob offline"]);
@@ -373,7 +384,11 @@ fn immediate_dispatch_runs_before_the_call_returns_and_reentrant_events_follow_i
     e.connect_json(r#"{"id":"alice"}"#).unwrap();
     assert_eq!(
         *log.lock().unwrap(),
-        ["1 user.presence.changed bob online", "2 user.presence.changed alice online", "3 user.presence.changed bob online"]
+        [
+            "1 user.presence.changed bob online",
+            "2 user.presence.changed alice online",
+            "3 user.presence.changed bob online"
+        ]
     );
 }
 
@@ -504,10 +519,7 @@ fn save_then_load_gives_back_every_user_field_all_offline() {
     assert_eq!(restored.counts(), (3, 0, 0));
     let err = e.load(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::State, "load needs an engine without connections");
-    assert_eq!(
-        restored.load(dir.path().join("missing.json")).unwrap_err().kind(),
-        ErrorKind::Io
-    );
+    assert_eq!(restored.load(dir.path().join("missing.json")).unwrap_err().kind(), ErrorKind::Io);
     std::fs::write(&path, "{\"format\":").unwrap();
     assert_eq!(restored.load(&path).unwrap_err().kind(), ErrorKind::Json);
     assert_eq!(restored.counts(), (3, 0, 0), "a failed load leaves the engine unchanged");

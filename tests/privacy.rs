@@ -583,7 +583,8 @@ fn connect_with_invisible_true_does_not_move_last_active() {
         "b saw a's last_active move while a connected invisibly: before {seen_before}, after {seen_after}"
     );
     // The same through a query sorted on last_active and through events.
-    let got = e.query_users(b, r#"{"filter_conditions": {"id": "a", "last_active": {"$exists": true}}}"#).unwrap();
+    let got =
+        e.query_users(b, r#"{"filter_conditions": {"id": "a", "last_active": {"$exists": true}}}"#).unwrap();
     assert_eq!(got["users"], json!([]), "a must not have gained a last_active");
 }
 
