@@ -1561,17 +1561,6 @@ fn online_in_user_queries_depends_on_the_viewer() {
     assert_eq!(seen(HOST), seen(ghost));
 }
 
-/// A deterministic pseudo-random sequence (xorshift), so the data is varied but fixed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[test]
 fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
     let e = manual_engine("");
@@ -1580,21 +1569,21 @@ fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
     for i in 0..60 {
         e.set_time(T0 + i * 1000).unwrap();
         let id = format!("u{i:02}");
-        let mut u = json!({"id": id, "score": rng.next(5)});
-        if rng.next(3) == 0 {
+        let mut u = json!({"id": id, "score": rng.below(5)});
+        if rng.below(3) == 0 {
             u["invisible"] = json!(true);
         }
         e.upsert_user_json(&u.to_string()).unwrap();
-        if rng.next(2) == 0 {
+        if rng.below(2) == 0 {
             conns.push(e.connect_json(&json!({ "id": id }).to_string()).unwrap());
         }
     }
     for i in 0..25 {
         e.set_time(T0 + (60 + i) * 1000).unwrap();
-        let members: Vec<String> = (0..rng.next(8)).map(|_| format!("u{:02}", rng.next(60))).collect();
+        let members: Vec<String> = (0..rng.below(8)).map(|_| format!("u{:02}", rng.below(60))).collect();
         let mut c = json!({"type": if i % 3 == 0 { "dm" } else { "team" }, "id": format!("c{i:02}"), "members": members});
-        if rng.next(2) == 0 {
-            c["last_message_at"] = json!(format_millis(T0 + rng.next(100) as i64 * 1000));
+        if rng.below(2) == 0 {
+            c["last_message_at"] = json!(format_millis(T0 + rng.below(100) as i64 * 1000));
         }
         e.upsert_channel_json(&c.to_string()).unwrap();
     }
@@ -1606,8 +1595,8 @@ fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
         json!({"online": -1}),
     ];
     for round in 0..40 {
-        let k = 1 + rng.next(12) as usize;
-        let mut keys: Vec<String> = (0..k).map(|_| format!("u{:02}", rng.next(70))).collect();
+        let k = 1 + rng.below(12);
+        let mut keys: Vec<String> = (0..k).map(|_| format!("u{:02}", rng.below(70))).collect();
         if round % 4 == 0 {
             keys.push(keys[0].clone());
         }
@@ -1682,9 +1671,9 @@ fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
         )
     };
     assert!(by_member(&first).contains(&c));
-    e.remove_members(&c, &[first.clone()]).unwrap();
+    e.remove_members(&c, std::slice::from_ref(&first)).unwrap();
     assert!(!by_member(&first).contains(&c));
-    e.add_members(&c, &[first.clone()]).unwrap();
+    e.add_members(&c, std::slice::from_ref(&first)).unwrap();
     assert!(by_member(&first).contains(&c));
 }
 
@@ -1980,13 +1969,13 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
         ..Default::default()
     };
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let pick = |rng: &mut Rng, v: &[String]| v[rng.next(v.len() as u64) as usize].clone();
+    let pick = |rng: &mut Rng, v: &[String]| v[rng.below(v.len())].clone();
 
     for step in 0..700 {
         let before = m.clone();
         let live: Vec<ConnectionId> = m.conns.keys().copied().collect();
-        let op = if live.is_empty() { 0 } else { rng.next(13) };
-        let c = if live.is_empty() { HOST } else { live[rng.next(live.len() as u64) as usize] };
+        let op = if live.is_empty() { 0 } else { rng.below(13) };
+        let c = if live.is_empty() { HOST } else { live[rng.below(live.len())] };
         let cid = pick(&mut rng, &rooms);
         let who = pick(&mut rng, &users);
         let mut extra: Vec<(String, String, String)> = Vec::new();
@@ -2005,7 +1994,7 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
                 m.direct.remove(&c);
             }
             3 | 4 => {
-                let presence = rng.next(2) == 0;
+                let presence = rng.below(2) == 0;
                 if m.members.contains_key(&cid) {
                     let state = e.watch_channel_state(c, &cid, presence).unwrap();
                     *m.watching.get_mut(&c).unwrap().entry(cid).or_insert(false) |= presence;
@@ -2022,7 +2011,7 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
             }
             6 => {
                 let wanted: Vec<String> = (0..3).map(|_| pick(&mut rng, &rooms)).collect();
-                let presence = rng.next(2) == 0;
+                let presence = rng.below(2) == 0;
                 let q = json!({"filter_conditions": {"cid": {"$in": wanted}}, "presence": presence, "watch": !presence});
                 let got = cids(&e.query_channels(c, &q.to_string()).unwrap());
                 let expected: std::collections::BTreeSet<String> =
@@ -2044,7 +2033,7 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
             }
             9 => {
                 if let Some(set) = m.members.get_mut(&cid) {
-                    e.add_members(&cid, &[who.clone()]).unwrap();
+                    e.add_members(&cid, std::slice::from_ref(&who)).unwrap();
                     if set.insert(who.clone()) {
                         extra.push(("member.added".into(), who, cid));
                     }
@@ -2052,7 +2041,7 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
             }
             10 => {
                 if let Some(set) = m.members.get_mut(&cid) {
-                    e.remove_members(&cid, &[who.clone()]).unwrap();
+                    e.remove_members(&cid, std::slice::from_ref(&who)).unwrap();
                     if set.remove(&who) {
                         extra.push(("member.removed".into(), who, cid));
                     }

@@ -10,6 +10,9 @@
 //! The other tests feed `load` truncated, corrupted, wrong-version, wrong-shape and missing
 //! files: each fails with `ErrorKind::Io` or `ErrorKind::Json` and a message, and the
 //! engine stays exactly as it was.
+mod common;
+
+use common::Rng;
 use presence::{ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -22,25 +25,6 @@ const CHILD_ENV: &str = "PRESENCE_CRASH_CHILD";
 const USERS: usize = 3000;
 const CHANNELS: usize = 40;
 const KILLS: usize = 60;
-
-/// A small deterministic generator (no extra dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-        Rng(t | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// The engine the child saves: `first` (created first, so saved first), many users with
 /// custom data, channels with members, and `last` (saved last). Every save writes the
@@ -177,8 +161,8 @@ fn save_survives_sigkill_at_random_moments() {
         }
         if kill % 2 == 0 {
             // Anywhere in the save loop (building the document, writing, renaming).
-            let window = save_time.as_micros() as u64 * 3;
-            std::thread::sleep(Duration::from_micros(rng.below(window)));
+            let window = save_time.as_micros() as usize * 3;
+            std::thread::sleep(Duration::from_micros(rng.below(window) as u64));
         } else {
             // Aim at the write itself: wait for the temporary file to appear, then kill
             // within the next few hundred microseconds.
@@ -187,7 +171,7 @@ fn save_survives_sigkill_at_random_moments() {
                 assert!(Instant::now() < deadline, "no temporary file ever appeared");
                 std::thread::yield_now();
             }
-            std::thread::sleep(Duration::from_micros(rng.below(400)));
+            std::thread::sleep(Duration::from_micros(rng.below(400) as u64));
         }
         child.kill().unwrap(); // SIGKILL
         let killed_after = ready_at.elapsed();
@@ -470,8 +454,8 @@ fn random_byte_corruption_never_half_loads() {
     for i in 0..600 {
         let mut bytes = text.clone().into_bytes();
         for _ in 0..1 + rng.below(3) {
-            let at = rng.below(bytes.len() as u64) as usize;
-            bytes[at] = [b'"', b'{', b']', b',', b'\\', b' ', 0xC3, b'x', b'0'][rng.below(9) as usize];
+            let at = rng.below(bytes.len());
+            bytes[at] = [b'"', b'{', b']', b',', b'\\', b' ', 0xC3, b'x', b'0'][rng.below(9)];
         }
         let path = dir.path().join("flip.json");
         std::fs::write(&path, &bytes).unwrap();

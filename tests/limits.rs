@@ -405,7 +405,7 @@ fn typed_patches_follow_the_json_rules() {
     assert_eq!(dump(&e, &[c]), before, "rejected typed input changed something");
     assert!(rec.take_events().is_empty());
     // Exactly at the limits is accepted.
-    e.upsert_user(&UserPatch { status: Some(Some("s".repeat(1024))), ..UserPatch::id(&"x".repeat(255)) })
+    e.upsert_user(&UserPatch { status: Some(Some("s".repeat(1024))), ..UserPatch::id("x".repeat(255)) })
         .unwrap();
 }
 

@@ -13,6 +13,9 @@
 //!   the threads that did not finish and what they were doing) if it is not done in 60 s.
 //!
 //! Run twice: with immediate dispatch, and with manual dispatch plus a pumping thread.
+mod common;
+
+use common::Rng;
 use presence::{ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, ListenerFilter};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,19 +27,6 @@ const THREADS: usize = 8;
 const USERS: usize = 16;
 const CHANNELS: usize = 6;
 const DEADLINE: Duration = Duration::from_secs(60);
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn user(i: usize) -> String {
     format!("u{i}")

@@ -48,3 +48,25 @@ pub fn describe_delivery(d: &Delivery) -> String {
     let online = if d.online() { "online" } else { "offline" };
     format!("#{} {} {} {}", d.connection.0, d.event.type_name(), d.event.user_id(), online)
 }
+
+/// A deterministic pseudo-random sequence (xorshift64), so test data is varied but
+/// reproducible from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from the clock (never 0, which xorshift cannot leave).
+    pub fn seeded() -> Rng {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        Rng(t | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform enough in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
