@@ -446,8 +446,9 @@ enum PresenceResult presence_add_delivery_listener(struct PresenceEngine *engine
 
 /**
  * Removes a listener. Once this returns its callback is never called again, even for an
- * event being dispatched right now; a callback may remove itself. The listener's
- * `user_data` is the caller's to release afterwards.
+ * event being dispatched right now (if another thread is inside the callback, this waits
+ * for that call to return); a callback may remove itself. The listener's `user_data` is
+ * the caller's to release afterwards.
  *
  * Errors: NULL (`engine`), NOT_FOUND (an unknown or already removed id, or 0). Any
  * thread, including from a callback.
