@@ -15,8 +15,11 @@
 //! A failure prints the shrunk operation list (the `Debug` of [`Op`]) and the step that
 //! disagreed. Connections are named by the order they were opened (`#0` is the first
 //! connection of the case); a reference to a closed connection exercises `NotFound`.
+mod common;
+
+use common::{record_all, DeliveryLog, HostLog};
 use presence::time::format_millis;
-use presence::{ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, ListenerFilter, View};
+use presence::{ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, View};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Map, Value};
@@ -384,6 +387,14 @@ struct Patch {
 }
 
 impl Model {
+    /// The user behind viewer `v` (`None` for the host, 0); an unknown connection is NotFound.
+    fn viewer_user(&self, v: u64) -> Result<Option<String>, ErrorKind> {
+        match v {
+            0 => Ok(None),
+            _ => self.conns.get(&v).map(|c| Some(c.user.clone())).ok_or(ErrorKind::NotFound),
+        }
+    }
+
     fn new(cfg: Cfg) -> Self {
         Model {
             cfg,
@@ -880,8 +891,8 @@ impl Model {
 
 struct Harness {
     engine: Engine,
-    host: Arc<Mutex<Vec<Arc<Event>>>>,
-    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    host: HostLog,
+    deliveries: DeliveryLog,
     model: Model,
     /// Every connection id opened, in order (engine and model agree on them).
     opened: Vec<u64>,
@@ -908,12 +919,7 @@ fn patch_json(p: &Patch) -> String {
 impl Harness {
     fn new(cfg: Cfg) -> Self {
         let engine = Engine::from_json(Some(&cfg.json())).expect("config");
-        let host = Arc::new(Mutex::new(Vec::new()));
-        let deliveries = Arc::new(Mutex::new(Vec::new()));
-        let h = host.clone();
-        engine.add_listener(ListenerFilter::all(), move |e| h.lock().unwrap().push(Arc::new(e.clone())));
-        let d = deliveries.clone();
-        engine.add_delivery_listener(move |x| d.lock().unwrap().push(x.clone()));
+        let (host, deliveries) = record_all(&engine);
         Harness {
             engine,
             host,
@@ -1200,14 +1206,7 @@ impl Harness {
         presence: bool,
     ) -> OpResult {
         let m = &self.model;
-        let viewer_user = if v == 0 {
-            None
-        } else {
-            match m.conns.get(&v) {
-                Some(c) => Some(c.user.clone()),
-                None => return Err(ErrorKind::NotFound),
-            }
-        };
+        let viewer_user = m.viewer_user(v)?;
         if presence && v == 0 {
             return Err(ErrorKind::Invalid);
         }
@@ -1251,14 +1250,7 @@ impl Harness {
         watch: bool,
     ) -> OpResult {
         let m = &self.model;
-        let viewer_user = if v == 0 {
-            None
-        } else {
-            match m.conns.get(&v) {
-                Some(c) => Some(c.user.clone()),
-                None => return Err(ErrorKind::NotFound),
-            }
-        };
+        let viewer_user = m.viewer_user(v)?;
         let watch = watch || presence;
         if watch && v == 0 {
             return Err(ErrorKind::Invalid);

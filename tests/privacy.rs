@@ -16,12 +16,15 @@
 //!   user (`user.watching.stop` may, only in the step that hid them);
 //! - watcher lists never contain invisible users and `watcher_count` is the number of
 //!   distinct visible users watching.
-use presence::{ConnectionId, Delivery, Engine, Event, EventKind, ListenerFilter, View};
+mod common;
+
+use common::{record_all, DeliveryLog, HostLog};
+use presence::{ConnectionId, Delivery, Engine, Event, EventKind, View};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
 const CHANNELS: [&str; 2] = ["team:a", "team:b"];
@@ -113,8 +116,8 @@ impl Truth {
 
 struct Harness {
     engine: Engine,
-    host: Arc<Mutex<Vec<Arc<Event>>>>,
-    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    host: HostLog,
+    deliveries: DeliveryLog,
     /// Live connections and their users.
     live: BTreeMap<u64, String>,
     /// Every connection ever opened and its user.
@@ -133,12 +136,7 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
 impl Harness {
     fn new(cfg: &str) -> Self {
         let engine = Engine::from_json(Some(cfg)).unwrap();
-        let host = Arc::new(Mutex::new(Vec::new()));
-        let deliveries = Arc::new(Mutex::new(Vec::new()));
-        let h = host.clone();
-        engine.add_listener(ListenerFilter::all(), move |e| h.lock().unwrap().push(Arc::new(e.clone())));
-        let d = deliveries.clone();
-        engine.add_delivery_listener(move |x| d.lock().unwrap().push(x.clone()));
+        let (host, deliveries) = record_all(&engine);
         Harness {
             engine,
             host,

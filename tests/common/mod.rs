@@ -70,3 +70,17 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+/// Everything an engine emits from now on: host events and (event, recipient) deliveries.
+pub type HostLog = Arc<Mutex<Vec<Arc<Event>>>>;
+pub type DeliveryLog = Arc<Mutex<Vec<Delivery>>>;
+
+/// Attaches a host listener and a delivery listener that record into the returned logs.
+pub fn record_all(engine: &Engine) -> (HostLog, DeliveryLog) {
+    let (host, deliveries) = (HostLog::default(), DeliveryLog::default());
+    let h = host.clone();
+    engine.add_listener(ListenerFilter::all(), move |e| h.lock().unwrap().push(Arc::new(e.clone())));
+    let d = deliveries.clone();
+    engine.add_delivery_listener(move |x| d.lock().unwrap().push(x.clone()));
+    (host, deliveries)
+}
