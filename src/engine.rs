@@ -259,7 +259,7 @@ impl Engine {
         self.run(|s, now| s.upsert_user(now, user))
     }
 
-    /// [`Engine::upsert_user`] from JSON.
+    /// [`Engine::upsert_user`] from JSON; parsing adds O(len).
     pub fn upsert_user_json(&self, user_json: &str) -> Result<()> {
         let patch = UserPatch::from_json(user_json)?;
         self.upsert_user(&patch)
@@ -282,12 +282,12 @@ impl Engine {
         self.inner.lock().state.get_user(viewer, user_id)
     }
 
-    /// [`Engine::get_user_answer`] as JSON.
+    /// [`Engine::get_user_answer`] as JSON. Cost: O(size of the user).
     pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<Value> {
         self.get_user_answer(viewer, user_id).map(|a| to_value(&a))
     }
 
-    /// [`Engine::get_user_answer`] as JSON text.
+    /// [`Engine::get_user_answer`] as JSON text. Cost: O(size of the user).
     pub fn get_user_json(&self, viewer: ConnectionId, user_id: &str) -> Result<String> {
         self.get_user_answer(viewer, user_id).map(|a| to_json(&a))
     }
@@ -305,7 +305,7 @@ impl Engine {
         self.run(|s, now| s.upsert_channel(now, channel))
     }
 
-    /// [`Engine::upsert_channel`] from JSON.
+    /// [`Engine::upsert_channel`] from JSON; parsing adds O(len).
     pub fn upsert_channel_json(&self, channel_json: &str) -> Result<()> {
         let patch = ChannelPatch::from_json(channel_json)?;
         self.upsert_channel(&patch)
@@ -316,7 +316,7 @@ impl Engine {
         self.run(|s, now| s.add_members(now, cid, user_ids))
     }
 
-    /// [`Engine::add_members`] from a JSON array of ids.
+    /// [`Engine::add_members`] from a JSON array of ids; parsing adds O(len).
     pub fn add_members_json(&self, cid: &str, user_ids_json: &str) -> Result<()> {
         let ids = parse_user_ids_json(user_ids_json)?;
         self.add_members(cid, &ids)
@@ -327,7 +327,7 @@ impl Engine {
         self.run(|s, now| s.remove_members(now, cid, user_ids))
     }
 
-    /// [`Engine::remove_members`] from a JSON array of ids.
+    /// [`Engine::remove_members`] from a JSON array of ids; parsing adds O(len).
     pub fn remove_members_json(&self, cid: &str, user_ids_json: &str) -> Result<()> {
         let ids = parse_user_ids_json(user_ids_json)?;
         self.remove_members(cid, &ids)
@@ -358,12 +358,12 @@ impl Engine {
     }
 
     /// [`Engine::watch_channel_answer`] as JSON: `{"channel", "members", "watcher_count",
-    /// "watchers"}`.
+    /// "watchers"}`. Cost: as [`Engine::watch_channel_answer`], plus rendering O(members).
     pub fn watch_channel_state(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<Value> {
         self.watch_channel_answer(connection, cid, presence).map(|a| to_value(&a))
     }
 
-    /// [`Engine::watch_channel_answer`] as JSON text.
+    /// [`Engine::watch_channel_answer`] as JSON text. Cost: as that, plus rendering O(members).
     pub fn watch_channel_state_json(
         &self,
         connection: ConnectionId,
@@ -392,12 +392,12 @@ impl Engine {
         self.run(|s, _| s.query_users(viewer, &query))
     }
 
-    /// [`Engine::query_users_answer`] as JSON: `{"users": [...]}`.
+    /// [`Engine::query_users_answer`] as JSON: `{"users": [...]}`. Cost: as that, plus rendering the page.
     pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
         self.query_users_answer(viewer, query_json).map(|a| to_value(&a))
     }
 
-    /// [`Engine::query_users_answer`] as JSON text.
+    /// [`Engine::query_users_answer`] as JSON text. Cost: as that, plus rendering the page.
     pub fn query_users_json(&self, viewer: ConnectionId, query_json: &str) -> Result<String> {
         self.query_users_answer(viewer, query_json).map(|a| to_json(&a))
     }
@@ -410,12 +410,13 @@ impl Engine {
         self.run(|s, now| s.query_channels(now, viewer, &query))
     }
 
-    /// [`Engine::query_channels_answer`] as JSON: `{"channels": [...]}`.
+    /// [`Engine::query_channels_answer`] as JSON: `{"channels": [...]}`. Cost: as that, plus
+    /// rendering the page.
     pub fn query_channels(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
         self.query_channels_answer(viewer, query_json).map(|a| to_value(&a))
     }
 
-    /// [`Engine::query_channels_answer`] as JSON text.
+    /// [`Engine::query_channels_answer`] as JSON text. Cost: as that, plus rendering the page.
     pub fn query_channels_json(&self, viewer: ConnectionId, query_json: &str) -> Result<String> {
         self.query_channels_answer(viewer, query_json).map(|a| to_json(&a))
     }
