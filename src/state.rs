@@ -385,7 +385,8 @@ impl State {
 
     /// Closes every connection whose queue overflowed during the command.
     fn settle(&mut self, now: Millis) {
-        // Slots are freed here but reused only by `connect`, after its own settle.
+        // `overflowed` holds slots marked during this command, and no command opens a
+        // connection after marking one, so none of them can have been reused yet.
         while let Some(c) = self.overflowed.pop() {
             if self.connections[c as usize].is_some() {
                 self.close_connection(now, c, CloseReason::SlowConsumer);
@@ -507,7 +508,7 @@ impl State {
     fn prepare_patch(&self, patch: &UserPatch) -> Result<Option<Arc<CustomFields>>> {
         patch.validate()?;
         let current = self.find_user(&patch.id).and_then(|u| self.users[u as usize].custom.as_ref());
-        merge_custom(current, &patch.custom)
+        merge_custom("user", current, &patch.custom)
     }
 
     // ----- users -----
@@ -775,8 +776,8 @@ impl State {
     pub fn upsert_channel(&mut self, now: Millis, patch: &ChannelPatch) -> Result<()> {
         let type_len = patch.validate()?;
         let existing = self.channel_index.get(patch.cid.as_str()).copied();
-        let custom = merge_custom(existing.and_then(|ch| self.channel(ch).custom.as_ref()), &patch.custom)
-            .map_err(|e| Error::invalid(e.message().replacen("user:", "channel:", 1)))?;
+        let custom =
+            merge_custom("channel", existing.and_then(|ch| self.channel(ch).custom.as_ref()), &patch.custom)?;
         if let Some(ch) = existing {
             self.check_member_limits(ch, &patch.members)?;
         }
@@ -1122,11 +1123,8 @@ impl State {
             .map(|u| UserRow { user: &self.users[u as usize], idx: u, view: who.view_of(u) })
             .filter(|row| query.matches(row))
             .collect();
-        let page: Vec<(UserIdx, ViewedUser)> = query
-            .sort_and_page(rows)
-            .into_iter()
-            .map(|row| (row.idx, ViewedUser { user: row.user.snapshot(), view: row.view }))
-            .collect();
+        let page: Vec<(UserIdx, ViewedUser)> =
+            query.sort_and_page(rows).into_iter().map(|row| (row.idx, self.viewed(who, row.idx))).collect();
         if let (true, Viewer::Connection(c, _)) = (query.presence, who) {
             self.check_subscription_limit(
                 c,
@@ -1338,7 +1336,7 @@ impl State {
             if self.find_user(&patch.id).is_some() {
                 return Err(bad(format!("user {:?} appears twice", patch.id)));
             }
-            let custom = merge_custom(None, &patch.custom)?;
+            let custom = merge_custom("user", None, &patch.custom)?;
             let (u, _) = self.get_or_create_user(&patch.id, created_at);
             self.apply_patch(created_at, u, &patch, custom);
             let record = &mut self.users[u as usize];

@@ -137,8 +137,10 @@ fn custom_bytes(custom: &CustomFields) -> usize {
 }
 
 /// Merges custom-field changes into `current`, answering the new map when something changed.
-/// Fails, changing nothing, when the result would exceed [`MAX_CUSTOM_BYTES`]. Cost: O(size of the fields).
+/// Fails, changing nothing, when the result would exceed [`MAX_CUSTOM_BYTES`]; `owner`
+/// ("user", "channel") starts the message. Cost: O(size of the fields).
 pub fn merge_custom(
+    owner: &str,
     current: Option<&Arc<CustomFields>>,
     changes: &[(String, Option<Value>)],
 ) -> Result<Option<Arc<CustomFields>>> {
@@ -164,7 +166,7 @@ pub fn merge_custom(
     let size = custom_bytes(&next);
     if size > MAX_CUSTOM_BYTES {
         return Err(Error::invalid(format!(
-            "user: custom data is {size} bytes, at most {MAX_CUSTOM_BYTES} allowed"
+            "{owner}: custom data is {size} bytes, at most {MAX_CUSTOM_BYTES} allowed"
         )));
     }
     Ok(Some(Arc::new(next)))
@@ -276,8 +278,8 @@ mod tests {
     #[test]
     fn custom_merge_enforces_the_size_limit() {
         let big = vec![("blob".to_string(), Some(Value::String("x".repeat(MAX_CUSTOM_BYTES))))];
-        assert_eq!(merge_custom(None, &big).unwrap_err().kind(), crate::error::ErrorKind::Invalid);
-        let same = merge_custom(None, &[("a".into(), Some(1.into()))]).unwrap().unwrap();
-        assert!(merge_custom(Some(&same), &[("a".into(), Some(1.into()))]).unwrap().is_none());
+        assert_eq!(merge_custom("user", None, &big).unwrap_err().kind(), crate::error::ErrorKind::Invalid);
+        let same = merge_custom("user", None, &[("a".into(), Some(1.into()))]).unwrap().unwrap();
+        assert!(merge_custom("user", Some(&same), &[("a".into(), Some(1.into()))]).unwrap().is_none());
     }
 }
