@@ -8,7 +8,7 @@
 //! cargo build --release && cargo test --release
 //! ```
 //!
-//! The C# suite needs `mono` and `mcs`; without them it fails unless
+//! The C# suite needs `mono`, `mcs` and `nunit-console`; without them it fails unless
 //! `PRESENCE_SKIP_CSHARP=1` is set, in which case it is reported as SKIPPED.
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -116,11 +116,13 @@ fn csharp_suite() {
         println!("SKIPPED: {} does not exist", script.display());
         return;
     }
-    let missing: Vec<&str> = ["mono", "mcs"].into_iter().filter(|p| !on_path(p)).collect();
+    let missing: Vec<&str> =
+        ["mono", "mcs", "nunit-console"].into_iter().filter(|p| !on_path(p)).collect();
     if !missing.is_empty() {
         let skip = std::env::var_os("PRESENCE_SKIP_CSHARP").is_some_and(|v| v == "1");
         let message = format!(
-            "the C# suite needs {} on PATH (apt-get install mono-mcs mono-runtime)",
+            "the C# suite needs {} on PATH (apt-get install mono-mcs mono-runtime nunit-console \
+             libnewtonsoft-json-cil-dev)",
             missing.join(" and ")
         );
         if skip {
