@@ -686,17 +686,52 @@ template <typename T, typename F>
 
 } // namespace detail
 
+/// The kinds of events (one per event type).
+enum class EventKind : std::uint8_t {
+    unknown,
+    user_presence_changed, ///< "user.presence.changed"
+    user_updated,          ///< "user.updated"
+    user_watching_start,   ///< "user.watching.start"
+    user_watching_stop,    ///< "user.watching.stop"
+    member_added,          ///< "member.added"
+    member_removed,        ///< "member.removed"
+    connection_closed,     ///< "connection.closed"
+};
+
+/// The kind of an event type name (unknown for names this header does not know).
+[[nodiscard]] inline EventKind event_kind(std::string_view type) noexcept {
+    constexpr std::pair<std::string_view, EventKind> kinds[] = {
+        {"user.presence.changed", EventKind::user_presence_changed},
+        {"user.updated", EventKind::user_updated},
+        {"user.watching.start", EventKind::user_watching_start},
+        {"user.watching.stop", EventKind::user_watching_stop},
+        {"member.added", EventKind::member_added},
+        {"member.removed", EventKind::member_removed},
+        {"connection.closed", EventKind::connection_closed},
+    };
+    for (const auto &[name, kind] : kinds) {
+        if (name == type) return kind;
+    }
+    return EventKind::unknown;
+}
+
 /// One event as a callback sees it. Every view is valid only during the callback.
 struct Event {
+    EventKind kind = EventKind::unknown;
     std::string_view type;      ///< "user.presence.changed", ...
-    std::string_view user_id;   ///< the user the event is about; empty when none
-    std::string_view cid;       ///< the channel; empty when none
-    std::string_view json;      ///< the whole event object
     std::uint64_t seq = 0;      ///< engine-wide, strictly increasing
     ConnectionId connection_id = 0; ///< recipient; 0 for host listeners
+    std::string_view user_id;   ///< the user the event is about; empty when none
+    std::string_view cid;       ///< the channel; empty when none
     /// The user's online flag as the recipient sees it: for host listeners that is
     /// the own view, where an invisible user with connections is online.
     bool online = false;
+    bool invisible = false;     ///< own views only; false in public views
+    std::optional<std::string_view> status; ///< the user's status, when set
+    std::optional<UnixMillis> last_active_ms;
+    std::int64_t watcher_count = -1;        ///< user.watching.*: the count after the change
+    std::string_view close_reason;          ///< connection.closed: "disconnect", "timeout", ...
+    std::string_view json;      ///< the whole event object
 };
 
 /// Callback type of listeners. Must not throw (see the rules at the top).
@@ -838,6 +873,53 @@ struct ListenerBox {
     return s ? std::string_view(s) : std::string_view();
 }
 
+/// The typed fields of a v1 event, read from its JSON; `text` owns decoded strings.
+struct EventFields {
+    std::optional<std::string> status;
+    std::string close_reason;
+    std::optional<UnixMillis> last_active_ms;
+    std::int64_t watcher_count = -1;
+    bool invisible = false;
+
+    explicit EventFields(std::string_view event_json) noexcept {
+        json::Value root;
+        json::Reader reader(event_json);
+        if (!reader.parse(root)) return;
+        const json::Value *user = root.find("user");
+        if (const json::Value *member = root.find("member"); user == nullptr && member != nullptr)
+            user = member->find("user");
+        if (user != nullptr) {
+            Decoder decoder;
+            User u = decoder.user(*user);
+            status = std::move(u.status);
+            last_active_ms = u.last_active_ms;
+            invisible = u.invisible.value_or(false);
+        }
+        if (const json::Value *count = root.find("watcher_count")) {
+            Decoder decoder;
+            watcher_count = decoder.integer(count, "watcher_count");
+        }
+        if (const json::Value *reason = root.find("reason"); reason && reason->kind == json::Value::Kind::string)
+            close_reason = reason->text;
+    }
+};
+
+/// Run a handler, keeping (with exceptions enabled) the first exception it throws.
+inline void run_handler(const EventHandler &handler, const Event &e) noexcept {
+#if defined(__cpp_exceptions)
+    CallbackState &st = callback_state();
+    ++st.depth;
+    try {
+        handler(e);
+    } catch (...) {
+        if (!st.pending) st.pending = std::current_exception();
+    }
+    --st.depth;
+#else
+    handler(e);
+#endif
+}
+
 /// The C callback of every listener.
 inline void trampoline(void *user_data, const PresenceEvent *ev) noexcept {
     if (user_data == nullptr || ev == nullptr) return;
@@ -846,24 +928,20 @@ inline void trampoline(void *user_data, const PresenceEvent *ev) noexcept {
     if (!keep || !*keep) return;
     Event e;
     e.type = view(ev->type);
+    e.kind = event_kind(e.type);
     e.user_id = view(ev->user_id);
     e.cid = view(ev->cid);
     e.json = view(ev->json);
     e.seq = ev->seq;
     e.connection_id = ev->connection_id;
     e.online = ev->online;
-#if defined(__cpp_exceptions)
-    CallbackState &st = callback_state();
-    ++st.depth;
-    try {
-        (*keep)(e);
-    } catch (...) {
-        if (!st.pending) st.pending = std::current_exception();
-    }
-    --st.depth;
-#else
-    (*keep)(e);
-#endif
+    const EventFields fields(e.json);
+    if (fields.status) e.status = *fields.status;
+    e.last_active_ms = fields.last_active_ms;
+    e.watcher_count = fields.watcher_count;
+    e.close_reason = fields.close_reason;
+    e.invisible = fields.invisible;
+    run_handler(*keep, e);
 }
 
 } // namespace detail

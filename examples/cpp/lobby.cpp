@@ -39,8 +39,9 @@ int main() {
             std::cout << "[frame " << frame << "] #" << e.seq << ' ' << e.type;
             if (!e.user_id.empty()) std::cout << " user=" << e.user_id;
             if (!e.cid.empty()) std::cout << " cid=" << e.cid;
-            if (e.type == "user.presence.changed") {
+            if (e.kind == presence::EventKind::user_presence_changed) {
                 std::cout << (e.online ? " online" : " offline");
+                if (e.status) std::cout << " status=\"" << *e.status << '"';
             }
             std::cout << '\n';
         }));
@@ -88,7 +89,8 @@ int main() {
             if (delivered > 0) std::cout << "  (" << delivered << " callbacks)\n";
         }
 
-        std::cout << "alice's queue: " << must(engine.poll_events_json(players[0].conn, 100)) << '\n';
+        std::string queue = must(engine.poll_events_json(players[0].conn, 100));
+        std::cout << "alice's queue: " << queue.size() << " bytes of JSON\n";
         std::cout << "online now:";
         for (const presence::User &u : must(engine.query_users(
                  players[0].conn, R"({"filter_conditions":{"online":true},"sort":{"id":1}})"))) {

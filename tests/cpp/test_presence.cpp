@@ -455,6 +455,50 @@ void test_listeners() {
     CHECK(!orphan);
 }
 
+// Every typed field of Event, checked against what the event is about.
+void test_typed_event_fields() {
+    auto e = make_engine(manual_config(kStart, "\"connection_timeout_ms\":1000"));
+    struct Seen {
+        presence::EventKind kind;
+        std::string user_id, cid, close_reason;
+        std::optional<std::string> status;
+        std::optional<int64_t> last_active_ms;
+        int64_t watcher_count;
+        bool online, invisible;
+    };
+    std::vector<Seen> seen;
+    auto l = OK(e.add_listener([&](const presence::Event &ev) {
+        seen.push_back(Seen{ev.kind, std::string(ev.user_id), std::string(ev.cid),
+                            std::string(ev.close_reason),
+                            ev.status ? std::optional<std::string>(*ev.status) : std::nullopt,
+                            ev.last_active_ms, ev.watcher_count, ev.online, ev.invisible});
+    }));
+    OK(e.upsert_channel(R"({"type":"lobby","id":"m"})"));
+    presence::ConnectionId a = OK(e.connect(R"({"id":"alice","status":"s \"q\""})"));
+    OK(e.add_members("lobby:m", {"alice"}));
+    (void)OK(e.watch_channel(a, "lobby:m"));
+    OK(e.set_invisible("alice", true));
+    OK(e.set_time(kStart + 5000));
+    OK(e.tick()); // the connection times out
+    CHECK(seen.size() == 6);
+    if (seen.size() == 6) {
+        CHECK(seen[0].kind == presence::EventKind::user_presence_changed);
+        CHECK(seen[0].online && !seen[0].invisible);
+        CHECK(seen[0].status == std::optional<std::string>("s \"q\""));
+        CHECK(seen[0].last_active_ms == std::optional<int64_t>(kStart));
+        CHECK(seen[0].watcher_count == -1);
+        CHECK(seen[1].kind == presence::EventKind::member_added && seen[1].cid == "lobby:m");
+        CHECK(seen[1].user_id == "alice" && seen[1].status == std::optional<std::string>("s \"q\""));
+        CHECK(seen[2].kind == presence::EventKind::user_watching_start && seen[2].watcher_count == 1);
+        // Going invisible: the own view says so first, then the user stops counting as a watcher.
+        CHECK(seen[3].kind == presence::EventKind::user_presence_changed && seen[3].invisible);
+        CHECK(seen[4].kind == presence::EventKind::user_watching_stop && seen[4].watcher_count == 0);
+        CHECK(seen[5].kind == presence::EventKind::connection_closed && seen[5].close_reason == "timeout");
+        CHECK(seen[5].user_id == "alice");
+    }
+    CHECK(presence::event_kind("no.such.type") == presence::EventKind::unknown);
+}
+
 void test_manual_dispatch_and_poll() {
     auto e = make_engine(manual_config(kStart, "\"dispatch\":\"manual\""));
     std::vector<Recorded> host, delivered;
@@ -693,6 +737,7 @@ int main() {
         {"channels_and_queries", test_channels_and_queries},
         {"json_reader", test_json_reader},
         {"listeners", test_listeners},
+        {"typed_event_fields", test_typed_event_fields},
         {"manual_dispatch_and_poll", test_manual_dispatch_and_poll},
         {"presence_scenario", test_presence_scenario},
         {"save_load", test_save_load},
