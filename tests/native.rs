@@ -134,3 +134,8 @@ fn csharp_suite() {
     }
     run_script(&script);
 }
+
+#[test]
+fn unreal_core_suite() {
+    run_script(&root().join("tests/unreal/run.sh"));
+}
