@@ -1,7 +1,8 @@
 //! The machinery behind every exported function: the panic boundary, the thread-local
-//! last-error message, and checked conversions of C arguments. Nothing here is exported;
-//! cbindgen sees only the plain signatures in `mod.rs`.
-use super::PresenceResult;
+//! last-error message, checked conversions of C arguments and the engine handle. Nothing
+//! here is exported; cbindgen sees only the plain signatures of the area files.
+use super::{PresenceEngine, PresenceResult};
+use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
 use std::any::Any;
 use std::cell::RefCell;
@@ -144,4 +145,25 @@ pub(crate) fn into_c_string(s: String) -> Result<*mut c_char, Error> {
             format!("internal error: a result string holds a NUL byte at offset {}", e.nul_position()),
         )
     })
+}
+
+/// The engine behind a handle, or `PRESENCE_ERR_NULL` naming the `engine` argument.
+///
+/// # Safety
+/// `p` is NULL or a live handle from `presence_engine_new` that outlives `'a`.
+pub(crate) unsafe fn engine<'a>(p: *mut PresenceEngine) -> Result<&'a Engine, crate::Error> {
+    let p = non_null(p, "engine")?;
+    // SAFETY: a live handle by the caller's contract; `Engine` is used through `&` only.
+    Ok(unsafe { &(*p).engine })
+}
+
+/// Writes a result string into a required `char **` out-parameter already checked for NULL.
+///
+/// # Safety
+/// `out` is a valid, writable pointer.
+pub(crate) unsafe fn write_string(out: *mut *mut c_char, s: String) -> FfiResult {
+    let raw = into_c_string(s)?;
+    // SAFETY: checked non-NULL and writable by the caller's contract.
+    unsafe { out.write(raw) };
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The parts of the boundary C cannot reach: a panic inside a call, values outside the
 //! enumeration, the thread-locality of the last error.
 use super::*;
+use crate::engine::ListenerFilter;
 use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
