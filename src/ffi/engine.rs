@@ -1,6 +1,7 @@
 //! Versions, result codes, the last error, strings, and the engine's lifetime.
 use super::support::{self, call, non_null, opt_str_arg};
 use crate::engine::Engine;
+use crate::error::{with_error_kinds, ErrorKind};
 use std::ffi::CString;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -48,6 +49,39 @@ pub enum PresenceResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresenceResultArg(pub u32);
 
+/// The result codes as the error list in `crate::error` defines them: the code of each
+/// error kind and each code's name. The compiler checks `PresenceResult` against that
+/// list both ways (a variant missing, extra or numbered differently does not build).
+macro_rules! result_codes {
+    ($($kind:ident = $code:literal, $name:ident, $description:literal;)*) => {
+        /// The result code of an error kind.
+        pub(crate) const fn code(kind: ErrorKind) -> PresenceResult {
+            match kind {
+                $(ErrorKind::$kind => PresenceResult::$name,)*
+            }
+        }
+
+        /// The NUL-terminated name of result code number `n`; "PRESENCE_UNKNOWN" for a
+        /// number outside the enumeration.
+        fn result_name(n: u32) -> &'static str {
+            match n {
+                0 => "PRESENCE_OK\0",
+                $($code => concat!(stringify!($name), "\0"),)*
+                _ => "PRESENCE_UNKNOWN\0",
+            }
+        }
+
+        const _: () = match PresenceResult::PRESENCE_OK {
+            PresenceResult::PRESENCE_OK $(| PresenceResult::$name)* => (),
+        };
+        const _: () = {
+            assert!(PresenceResult::PRESENCE_OK as u32 == 0);
+            $(assert!(PresenceResult::$name as u32 == $code);)*
+        };
+    };
+}
+with_error_kinds!(result_codes);
+
 /// An engine. Opaque: created by `presence_engine_new`, owned by the caller until it
 /// passes it to `presence_engine_free`. Thread-safe: any number of threads may call any
 /// function on one engine at the same time.
@@ -81,20 +115,7 @@ pub extern "C" fn presence_version() -> *const c_char {
 /// never fails, never NULL.
 #[no_mangle]
 pub extern "C" fn presence_result_name(result: PresenceResultArg) -> *const c_char {
-    let name = match result.0 {
-        0 => c"PRESENCE_OK",
-        1 => c"PRESENCE_ERR_NULL",
-        2 => c"PRESENCE_ERR_UTF8",
-        3 => c"PRESENCE_ERR_JSON",
-        4 => c"PRESENCE_ERR_INVALID",
-        5 => c"PRESENCE_ERR_NOT_FOUND",
-        6 => c"PRESENCE_ERR_LIMIT",
-        7 => c"PRESENCE_ERR_STATE",
-        8 => c"PRESENCE_ERR_IO",
-        9 => c"PRESENCE_ERR_PANIC",
-        _ => c"PRESENCE_UNKNOWN",
-    };
-    name.as_ptr()
+    result_name(result.0).as_ptr().cast()
 }
 
 /// The message of the last failing call on the calling thread ("presence_connect:

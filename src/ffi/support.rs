@@ -1,6 +1,7 @@
 //! The machinery behind every exported function: the panic boundary, the thread-local
 //! last-error message, checked conversions of C arguments and the engine handle. Nothing
 //! here is exported; cbindgen sees only the plain signatures of the area files.
+use super::engine::code;
 use super::{PresenceEngine, PresenceResult};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
@@ -18,21 +19,6 @@ pub(crate) type FfiResult = Result<(), Error>;
 thread_local! {
     /// The message of the last failing call on this thread; `None` until one fails.
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
-}
-
-/// The code for an error kind (the numbering is shared, see `ErrorKind`).
-pub(crate) fn code(kind: ErrorKind) -> PresenceResult {
-    match kind {
-        ErrorKind::Null => PresenceResult::PRESENCE_ERR_NULL,
-        ErrorKind::Utf8 => PresenceResult::PRESENCE_ERR_UTF8,
-        ErrorKind::Json => PresenceResult::PRESENCE_ERR_JSON,
-        ErrorKind::Invalid => PresenceResult::PRESENCE_ERR_INVALID,
-        ErrorKind::NotFound => PresenceResult::PRESENCE_ERR_NOT_FOUND,
-        ErrorKind::Limit => PresenceResult::PRESENCE_ERR_LIMIT,
-        ErrorKind::State => PresenceResult::PRESENCE_ERR_STATE,
-        ErrorKind::Io => PresenceResult::PRESENCE_ERR_IO,
-        ErrorKind::Panic => PresenceResult::PRESENCE_ERR_PANIC,
-    }
 }
 
 /// Stores `"{function}: {message}"` as this thread's last error. Interior NULs (which a C
