@@ -1,4 +1,4 @@
-//! Crash safety of `save` and robustness of `load` (issue 7).
+//! Crash safety of `save` and robustness of `load`.
 //!
 //! `save_survives_sigkill_at_random_moments` re-executes this test binary as a child
 //! (`PRESENCE_CRASH_CHILD` set) that builds a large engine and saves it in a loop, each
@@ -381,7 +381,8 @@ fn wrong_version_and_wrong_shape_fail_with_json_and_change_nothing() {
 }
 
 /// Corruption inside the document that breaks a rule of the data model (a user id with a
-/// space, a bad cid, an over-long status): the spec asks for Io or Json here too.
+/// space, a bad cid, an over-long status): a file that cannot be loaded answers Io or Json,
+/// whatever broke it.
 #[test]
 fn corrupted_content_fails_with_json_and_changes_nothing() {
     let (e, text, dir) = populated();

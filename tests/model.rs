@@ -1,4 +1,4 @@
-//! Model-based property tests (issue 7).
+//! Model-based property tests.
 //!
 //! Random sequences of every engine operation run against the engine and against a small
 //! reference model written here. The model stores only primary facts (users' fields, live

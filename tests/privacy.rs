@@ -1,4 +1,4 @@
-//! Privacy (issue 7): no sequence of operations lets another connection observe an
+//! Privacy: no sequence of operations lets another connection observe an
 //! invisible user as online, or see their `last_active` move, through events (queues and
 //! the delivery listener), `get_user`, `query_users` (filters on `online`, sorts on `online`
 //! and `last_active`), or channel states (watch answers, `query_channels`, watcher lists and

@@ -1,4 +1,4 @@
-//! Concurrency stress (issue 7): 8 threads issue mixed operations for a bounded time while
+//! Concurrency stress: 8 threads issue mixed operations for a bounded time while
 //! host and delivery listeners re-enter the engine (get_user, poll_events, set_status on
 //! another user). Afterwards the invariants must hold:
 //! - a user is online (host view) iff they hold a live connection, and online to others iff
