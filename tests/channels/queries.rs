@@ -222,17 +222,25 @@ fn channel_fixture(e: &Engine) {
     e.upsert_channel_json(r#"{"cid":"team:red","color":"crimson"}"#).unwrap();
 }
 
-#[test]
-fn channel_queries_support_every_field_sort_and_page() {
+/// The cids `query` answers to `viewer`, checked to be what the host gets too.
+fn channel_query(e: &Engine, viewer: ConnectionId, query: Value) -> Vec<String> {
+    let v = e.query_channels(viewer, &query.to_string()).unwrap();
+    assert_eq!(cids(&v), cids(&e.query_channels(HOST, &query.to_string()).unwrap()));
+    cids(&v)
+}
+
+/// [`channel_fixture`] and the connection of ann, who is a member of team:red and dm:ann-cyd.
+fn channel_fixture_seen_by_ann() -> (Engine, ConnectionId) {
     let e = manual_engine("");
     channel_fixture(&e);
-    let viewer = e.connect_json(r#"{"id":"ann"}"#).unwrap();
-    let q = |query: Value| -> Vec<String> {
-        let v = e.query_channels(viewer, &query.to_string()).unwrap();
-        assert_eq!(cids(&v), cids(&e.query_channels(HOST, &query.to_string()).unwrap()));
-        cids(&v)
-    };
-    let f = |filter: Value| q(json!({ "filter_conditions": filter }));
+    let ann = e.connect_json(r#"{"id":"ann"}"#).unwrap();
+    (e, ann)
+}
+
+#[test]
+fn channel_queries_filter_on_every_field() {
+    let (e, viewer) = channel_fixture_seen_by_ann();
+    let f = |filter: Value| channel_query(&e, viewer, json!({ "filter_conditions": filter }));
     // Default sort: last_message_at descending, missing last.
     assert_eq!(f(json!({})), ["team:red", "team:green", "team:blue", "dm:ann-cyd"]);
     assert_eq!(f(json!({"type": "team"})), ["team:red", "team:green", "team:blue"]);
@@ -263,8 +271,12 @@ fn channel_queries_support_every_field_sort_and_page() {
         f(json!({"$and": [{"type": "team"}, {"members": {"$in": ["bob"]}}, {"color": "blue"}]})),
         ["team:blue"]
     );
+}
 
-    let s = |sort: Value| q(json!({ "sort": sort }));
+#[test]
+fn channel_queries_sort_on_every_field() {
+    let (e, viewer) = channel_fixture_seen_by_ann();
+    let s = |sort: Value| channel_query(&e, viewer, json!({ "sort": sort }));
     assert_eq!(s(json!({"member_count": -1})), ["dm:ann-cyd", "team:red", "team:blue", "team:green"]);
     assert_eq!(
         s(json!([{"field": "created_at", "direction": 1}])),
@@ -277,7 +289,12 @@ fn channel_queries_support_every_field_sort_and_page() {
         s(json!({"updated_at": -1, "cid": -1})),
         ["team:red", "team:green", "dm:ann-cyd", "team:blue"]
     );
+}
 
+#[test]
+fn channel_queries_page_with_offset_and_limit() {
+    let (e, viewer) = channel_fixture_seen_by_ann();
+    let q = |query: Value| channel_query(&e, viewer, query);
     assert_eq!(q(json!({"sort": {"cid": 1}, "offset": 1, "limit": 2})), ["team:blue", "team:green"]);
     assert_eq!(q(json!({"sort": {"cid": 1}, "offset": 3, "limit": 2})), ["team:red"]);
     assert_eq!(q(json!({"offset": 4})), Vec::<String>::new());

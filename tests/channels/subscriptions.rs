@@ -299,67 +299,98 @@ fn presence_subscription_to_oneself_and_views_per_recipient_in_the_same_event() 
     }
 }
 
-#[test]
-fn max_subscriptions_per_connection_answers_limit_and_changes_nothing() {
-    let e = manual_engine(r#""max_subscriptions_per_connection":3"#);
-    e.upsert_channel_json(r#"{"type":"team","id":"big","members":["m1","m2","m3","m4"]}"#).unwrap();
-    e.upsert_channel_json(r#"{"type":"team","id":"small","members":["m1","m2","m3"]}"#).unwrap();
-    e.upsert_channel_json(r#"{"type":"team","id":"pair","members":["m1","m2"]}"#).unwrap();
-    let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    let m4 = e.connect_json(r#"{"id":"m4"}"#).unwrap();
-    let rec = Recorder::attach(&e);
-    let d = Deliveries::attach(&e);
-    let unchanged = |rec: &Recorder, d: &Deliveries| {
-        assert!(rec.take().is_empty(), "no event");
-        assert!(d.take().is_empty(), "no delivery");
-    };
+/// A limit of 3 subscriptions per connection; team:big (m1..m4), team:small (m1..m3) and
+/// team:pair (m1, m2); `bob` and `m4` connected; recorders attached from here on.
+struct LimitFixture {
+    e: Engine,
+    bob: ConnectionId,
+    m4: ConnectionId,
+    rec: Recorder,
+    d: Deliveries,
+}
 
-    // watch_channel / watch_channel_state with presence over the limit.
+impl LimitFixture {
+    fn new() -> LimitFixture {
+        let e = manual_engine(r#""max_subscriptions_per_connection":3"#);
+        e.upsert_channel_json(r#"{"type":"team","id":"big","members":["m1","m2","m3","m4"]}"#).unwrap();
+        e.upsert_channel_json(r#"{"type":"team","id":"small","members":["m1","m2","m3"]}"#).unwrap();
+        e.upsert_channel_json(r#"{"type":"team","id":"pair","members":["m1","m2"]}"#).unwrap();
+        let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
+        let m4 = e.connect_json(r#"{"id":"m4"}"#).unwrap();
+        let rec = Recorder::attach(&e);
+        let d = Deliveries::attach(&e);
+        LimitFixture { e, bob, m4, rec, d }
+    }
+
+    /// Bob subscribed to m1, m2 and m3 through every route: exactly at the limit, which is
+    /// fine, and users already subscribed do not count again.
+    fn at_the_limit() -> LimitFixture {
+        let f = LimitFixture::new();
+        let (e, bob) = (&f.e, f.bob);
+        e.watch_channel(bob, "team:small", true).unwrap();
+        e.watch_channel(bob, "team:pair", true).unwrap();
+        e.query_users(bob, r#"{"filter_conditions":{"id":{"$in":["m1","m3"]}},"presence":true}"#).unwrap();
+        e.query_channels(
+            bob,
+            r#"{"filter_conditions":{"cid":{"$in":["team:small","team:pair"]}},"presence":true}"#,
+        )
+        .unwrap();
+        f.rec.take();
+        f.d.take();
+        f
+    }
+
+    /// Nothing was emitted and nothing delivered since the last look.
+    fn unchanged(&self) {
+        assert!(self.rec.take().is_empty(), "no event");
+        assert!(self.d.take().is_empty(), "no delivery");
+    }
+}
+
+#[test]
+fn watching_with_presence_over_the_limit_answers_limit_and_a_plain_watch_stays() {
+    let f = LimitFixture::new();
+    let (e, bob) = (&f.e, f.bob);
     assert_eq!(kind(e.watch_channel(bob, "team:big", true)), ErrorKind::Limit);
     assert_eq!(kind(e.watch_channel_state(bob, "team:big", true)), ErrorKind::Limit);
-    unchanged(&rec, &d);
-    assert_eq!(host_state(&e, "team:big")["watcher_count"], 0, "not watching");
+    f.unchanged();
+    assert_eq!(host_state(e, "team:big")["watcher_count"], 0, "not watching");
     // Watching without presence needs no subscription; upgrading it is refused and keeps the watch.
     e.watch_channel(bob, "team:big", false).unwrap();
-    assert_eq!(d.take(), [to(bob, "user.watching.start bob online")]);
-    rec.take();
+    assert_eq!(f.d.take(), [to(bob, "user.watching.start bob online")]);
+    f.rec.take();
     assert_eq!(kind(e.watch_channel(bob, "team:big", true)), ErrorKind::Limit);
     e.set_status("m1", Some("x")).unwrap();
-    rec.take();
-    assert!(d.take().is_empty(), "still no presence subscription");
-    e.stop_watching(bob, "team:big").unwrap();
-    rec.take();
+    f.rec.take();
+    assert!(f.d.take().is_empty(), "still no presence subscription");
+    assert_eq!(host_state(e, "team:big")["watcher_count"], 1, "the plain watch stays");
+}
 
-    // Exactly at the limit is fine; users already subscribed do not count again.
-    e.watch_channel(bob, "team:small", true).unwrap();
-    e.watch_channel(bob, "team:pair", true).unwrap();
-    e.query_users(bob, r#"{"filter_conditions":{"id":{"$in":["m1","m3"]}},"presence":true}"#).unwrap();
-    e.query_channels(
-        bob,
-        r#"{"filter_conditions":{"cid":{"$in":["team:small","team:pair"]}},"presence":true}"#,
-    )
-    .unwrap();
-    rec.take();
-    d.take();
-
-    // add_members / upsert_channel into a channel bob watches with presence.
+#[test]
+fn adding_members_to_a_channel_watched_with_presence_at_the_limit_answers_limit() {
+    let f = LimitFixture::at_the_limit();
+    let e = &f.e;
     assert_eq!(kind(e.add_members("team:small", &strings(&["m4"]))), ErrorKind::Limit);
     assert_eq!(kind(e.add_members_json("team:small", r#"["newbie"]"#)), ErrorKind::Limit);
     assert_eq!(
         kind(e.upsert_channel_json(r#"{"cid":"team:small","members":["m4"],"color":"blue"}"#)),
         ErrorKind::Limit
     );
-    unchanged(&rec, &d);
+    f.unchanged();
     assert_eq!(
-        host_state(&e, "team:small")["channel"],
+        host_state(e, "team:small")["channel"],
         json!({"cid":"team:small","type":"team","id":"small","member_count":3,"created_at":T0S,"updated_at":T0S})
     );
     assert_eq!(kind(e.get_user(HOST, "newbie")), ErrorKind::NotFound);
     e.add_members("team:small", &strings(&["m1", "m2"])).unwrap();
     e.add_members("team:big", &strings(&["newbie"])).unwrap();
-    assert_eq!(rec.take(), ["member.added newbie offline"], "team:big has no presence watcher");
+    assert_eq!(f.rec.take(), ["member.added newbie offline"], "team:big has no presence watcher");
+}
 
-    // query_users / query_channels with presence over the limit.
+#[test]
+fn queries_with_presence_over_the_limit_answer_limit_and_plain_queries_never_do() {
+    let f = LimitFixture::at_the_limit();
+    let (e, bob) = (&f.e, f.bob);
     assert_eq!(
         kind(e.query_users(bob, r#"{"filter_conditions":{"id":{"$in":["m4","m1"]}},"presence":true}"#)),
         ErrorKind::Limit
@@ -368,29 +399,32 @@ fn max_subscriptions_per_connection_answers_limit_and_changes_nothing() {
         kind(e.query_channels(bob, r#"{"filter_conditions":{"cid":"team:big"},"presence":true}"#)),
         ErrorKind::Limit
     );
-    unchanged(&rec, &d);
-    assert_eq!(host_state(&e, "team:big")["watcher_count"], 0, "query_channels did not watch");
+    f.unchanged();
+    assert_eq!(host_state(e, "team:big")["watcher_count"], 0, "query_channels did not watch");
     e.set_status("m4", Some("busy")).unwrap();
-    rec.take();
-    assert!(d.take().is_empty(), "bob is not subscribed to m4");
-    // A plain query (no presence) is never limited.
+    f.rec.take();
+    assert!(f.d.take().is_empty(), "bob is not subscribed to m4");
     assert_eq!(
         ids(&e
             .query_users(bob, r#"{"filter_conditions":{"id":{"$in":["m4","m1"]}},"sort":{"id":1}}"#)
             .unwrap()),
         ["m1", "m4"]
     );
+}
 
-    // Leaving a route frees room; another connection has its own budget.
+#[test]
+fn leaving_a_route_frees_room_and_each_connection_has_its_own_budget() {
+    let f = LimitFixture::at_the_limit();
+    let (e, bob) = (&f.e, f.bob);
     e.stop_watching(bob, "team:small").unwrap();
     e.unsubscribe_user(bob, "m3").unwrap();
     e.query_users(bob, r#"{"filter_conditions":{"id":"m4"},"presence":true}"#).unwrap();
     let b2 = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     e.watch_channel(b2, "team:small", true).unwrap();
-    rec.take();
-    d.take();
-    e.disconnect(m4).unwrap();
-    assert_eq!(d.take(), [to(bob, "user.presence.changed m4 offline")]);
+    f.rec.take();
+    f.d.take();
+    e.disconnect(f.m4).unwrap();
+    assert_eq!(f.d.take(), [to(bob, "user.presence.changed m4 offline")]);
 }
 
 #[test]
