@@ -126,7 +126,8 @@ impl Story {
         );
         let found = e.query_users(bob, r#"{"filter_conditions":{"id":{"$in":["ghost"]}}}"#).unwrap();
         assert_eq!(found, json!({ "users": [public.clone()] }));
-        let red = &e.query_channels(bob, r#"{"filter_conditions":{"cid":"team:red"}}"#).unwrap()["channels"][0];
+        let red =
+            &e.query_channels(bob, r#"{"filter_conditions":{"cid":"team:red"}}"#).unwrap()["channels"][0];
         assert_eq!(watcher_ids(red), ["bob"]);
         assert_eq!(red["watcher_count"], 1);
         assert_eq!(red["members"][2], member(public));
