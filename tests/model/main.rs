@@ -94,12 +94,10 @@ fn model_stats() {
     }
 }
 
-
 /// `PROPTEST_CASES` overrides the number of cases of every block (for quick runs or soaks).
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
-
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(4000), max_shrink_iters: 20_000, failure_persistence: None, ..ProptestConfig::default() })]

@@ -47,7 +47,6 @@ pub fn dv_of(d: &Delivery) -> Dv {
     Dv { ev: ev_of(&d.event, d.view), own_view: d.view == View::Own }
 }
 
-
 /// A step's events in a canonical order (for steps whose order the engine does not
 /// define; callers leave out `watcher_count`, which depends on that order).
 pub fn unordered(items: Vec<Ev>) -> Vec<String> {

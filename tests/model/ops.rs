@@ -237,7 +237,6 @@ pub fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-
 /// A short prelude (channels with members, a few connections) so that later steps find
 /// something to act on, then up to `max` random steps.
 pub fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {

@@ -512,6 +512,29 @@ impl Model {
         Ok(())
     }
 
+    /// Removes members (all named users must exist); NotFound changes nothing.
+    pub fn remove_members(&mut self, cid: &str, ids: &[&'static str]) -> Result<(), ErrorKind> {
+        if !self.chans.contains_key(cid) || ids.iter().any(|u| !self.users.contains_key(*u)) {
+            return Err(ErrorKind::NotFound);
+        }
+        for u in ids {
+            if self.chans.get_mut(cid).unwrap().members.remove(*u) {
+                self.emit_channel("member.removed", cid, u, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Watchers stop watching and members leave, without events.
+    pub fn delete_channel(&mut self, cid: &str) -> Result<(), ErrorKind> {
+        let ch = self.chans.remove(cid).ok_or(ErrorKind::NotFound)?;
+        self.free_chan_idx.push(ch.idx);
+        for conn in self.conns.values_mut() {
+            conn.watching.retain(|(w, _)| w != cid);
+        }
+        Ok(())
+    }
+
     pub fn tick(&mut self) {
         let now = self.now;
         let timeout = self.cfg.timeout as i64;
