@@ -382,10 +382,10 @@ fn online_in_user_queries_depends_on_the_viewer() {
     assert_eq!(seen(HOST), seen(ghost));
 }
 
-#[test]
-fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
-    let e = manual_engine("");
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+/// 60 users u00..u59 (random scores, a third invisible, about half connected) and 25
+/// channels c00..c24 (every third a dm, up to 7 random members, some with a last message),
+/// from a fixed seed. Answers the host and three of the connections as viewers.
+fn random_population(e: &Engine, rng: &mut Rng) -> [ConnectionId; 4] {
     let mut conns = Vec::new();
     for i in 0..60 {
         e.set_time(T0 + i * 1000).unwrap();
@@ -408,7 +408,89 @@ fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
         }
         e.upsert_channel_json(&c.to_string()).unwrap();
     }
-    let viewers = [HOST, conns[0], conns[conns.len() / 2], *conns.last().unwrap()];
+    [HOST, conns[0], conns[conns.len() / 2], *conns.last().unwrap()]
+}
+
+/// `id` filters through the index (`$in`, equality, nested `$and`) answer exactly what the
+/// equivalent `$or` scans answer.
+fn assert_user_index_answers_like_a_scan(
+    e: &Engine,
+    viewer: ConnectionId,
+    keys: &[String],
+    sort: &Value,
+    offset: usize,
+) {
+    let eqs: Vec<Value> = keys.iter().map(|id| json!({ "id": id })).collect();
+    let run = |filter: Value| {
+        let q = json!({"filter_conditions": filter, "sort": sort, "limit": 100, "offset": offset});
+        e.query_users(viewer, &q.to_string()).unwrap()
+    };
+    let pairs = [
+        (json!({"id": {"$in": keys}}), json!({"$or": eqs})),
+        (json!({"id": {"$in": keys}, "online": true}), json!({"$and": [{"$or": eqs}, {"online": true}]})),
+        (
+            json!({"$and": [{"$and": [{"id": {"$in": keys}}]}, {"score": {"$gte": 2}}]}),
+            json!({"$or": eqs, "score": {"$gte": 2}}),
+        ),
+        (json!({"id": keys[0]}), json!({"$or": [{"id": keys[0]}]})),
+    ];
+    for (indexed, scan) in &pairs {
+        assert_eq!(run(indexed.clone()), run(scan.clone()), "users {indexed} vs {scan}");
+    }
+}
+
+/// `members` and `cid` filters through the indexes answer exactly what the equivalent `$or`
+/// scans answer.
+fn assert_channel_index_answers_like_a_scan(
+    e: &Engine,
+    viewer: ConnectionId,
+    keys: &[String],
+    offset: usize,
+) {
+    let member_eqs: Vec<Value> = keys.iter().map(|id| json!({ "members": id })).collect();
+    let run = |filter: Value| {
+        let q = json!({"filter_conditions": filter, "limit": 100, "offset": offset});
+        e.query_channels(viewer, &q.to_string()).unwrap()
+    };
+    let channel_keys: Vec<String> = keys.iter().map(|k| format!("team:c{}", &k[1..])).collect();
+    let channel_eqs: Vec<Value> = channel_keys.iter().map(|c| json!({ "cid": c })).collect();
+    let pairs = [
+        (json!({"members": {"$in": keys}}), json!({"$or": member_eqs})),
+        (
+            json!({"members": {"$in": keys}, "type": "team"}),
+            json!({"$and": [{"$or": member_eqs}, {"type": "team"}]}),
+        ),
+        (json!({"cid": {"$in": channel_keys}}), json!({"$or": channel_eqs})),
+        (
+            json!({"cid": {"$in": channel_keys}, "members": {"$in": keys}}),
+            json!({"$and": [{"$or": channel_eqs}, {"$or": member_eqs}]}),
+        ),
+    ];
+    for (indexed, scan) in &pairs {
+        assert_eq!(run(indexed.clone()), run(scan.clone()), "channels {indexed} vs {scan}");
+    }
+}
+
+/// The cids of the channels with `id` as a member.
+fn channels_of(e: &Engine, id: &str) -> Vec<String> {
+    cids(
+        &e.query_channels(HOST, &json!({"filter_conditions":{"members":id},"limit":100}).to_string())
+            .unwrap(),
+    )
+}
+
+/// Every channel that has a member among u00..u59.
+fn channels_with_members(e: &Engine) -> Vec<String> {
+    let all: Vec<String> = (0..60).map(|i| format!("u{i:02}")).collect();
+    let q = json!({"filter_conditions":{"members":{"$in":all}},"limit":100});
+    cids(&e.query_channels(HOST, &q.to_string()).unwrap())
+}
+
+#[test]
+fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
+    let e = manual_engine("");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let viewers = random_population(&e, &mut rng);
     let sorts = [
         json!(null),
         json!({"last_active": -1}),
@@ -421,52 +503,10 @@ fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
         if round % 4 == 0 {
             keys.push(keys[0].clone());
         }
-        let eqs: Vec<Value> = keys.iter().map(|id| json!({ "id": id })).collect();
-        let member_eqs: Vec<Value> = keys.iter().map(|id| json!({ "members": id })).collect();
-        let sort = &sorts[round % sorts.len()];
         let viewer = viewers[round % viewers.len()];
         let offset = if round % 5 == 0 { 1 } else { 0 };
-        let run_users = |filter: Value| {
-            let q = json!({"filter_conditions": filter, "sort": sort, "limit": 100, "offset": offset});
-            e.query_users(viewer, &q.to_string()).unwrap()
-        };
-        let pairs = [
-            (json!({"id": {"$in": keys}}), json!({"$or": eqs})),
-            (json!({"id": {"$in": keys}, "online": true}), json!({"$and": [{"$or": eqs}, {"online": true}]})),
-            (
-                json!({"$and": [{"$and": [{"id": {"$in": keys}}]}, {"score": {"$gte": 2}}]}),
-                json!({"$or": eqs, "score": {"$gte": 2}}),
-            ),
-            (json!({"id": keys[0]}), json!({"$or": [{"id": keys[0]}]})),
-        ];
-        for (indexed, scan) in &pairs {
-            assert_eq!(run_users(indexed.clone()), run_users(scan.clone()), "users {indexed} vs {scan}");
-        }
-        let run_channels = |filter: Value| {
-            let q = json!({"filter_conditions": filter, "limit": 100, "offset": offset});
-            e.query_channels(viewer, &q.to_string()).unwrap()
-        };
-        let channel_keys: Vec<String> = keys.iter().map(|k| format!("team:c{}", &k[1..])).collect();
-        let channel_eqs: Vec<Value> = channel_keys.iter().map(|c| json!({ "cid": c })).collect();
-        let pairs = [
-            (json!({"members": {"$in": keys}}), json!({"$or": member_eqs})),
-            (
-                json!({"members": {"$in": keys}, "type": "team"}),
-                json!({"$and": [{"$or": member_eqs}, {"type": "team"}]}),
-            ),
-            (json!({"cid": {"$in": channel_keys}}), json!({"$or": channel_eqs})),
-            (
-                json!({"cid": {"$in": channel_keys}, "members": {"$in": keys}}),
-                json!({"$and": [{"$or": channel_eqs}, {"$or": member_eqs}]}),
-            ),
-        ];
-        for (indexed, scan) in &pairs {
-            assert_eq!(
-                run_channels(indexed.clone()),
-                run_channels(scan.clone()),
-                "channels {indexed} vs {scan}"
-            );
-        }
+        assert_user_index_answers_like_a_scan(&e, viewer, &keys, &sorts[round % sorts.len()], offset);
+        assert_channel_index_answers_like_a_scan(&e, viewer, &keys, offset);
     }
     // The data is not degenerate: some indexed queries match, some channels are found by member.
     let all: Vec<String> = (0..60).map(|i| format!("u{i:02}")).collect();
@@ -477,23 +517,19 @@ fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
         .len(),
         60
     );
-    let found = e
-        .query_channels(HOST, &json!({"filter_conditions":{"members":{"$in":all}},"limit":100}).to_string())
-        .unwrap();
-    assert!(cids(&found).len() > 10, "{}", cids(&found).len());
-    // Membership changes are reflected by the index.
-    let c = cids(&found)[0].clone();
-    let state = host_state(&e, &c);
-    let first = member_ids(&state)[0].clone();
-    let by_member = |id: &str| {
-        cids(
-            &e.query_channels(HOST, &json!({"filter_conditions":{"members":id},"limit":100}).to_string())
-                .unwrap(),
-        )
-    };
-    assert!(by_member(&first).contains(&c));
+    let found = channels_with_members(&e);
+    assert!(found.len() > 10, "{}", found.len());
+}
+
+#[test]
+fn the_member_index_follows_membership_changes() {
+    let e = manual_engine("");
+    random_population(&e, &mut Rng(0x9e37_79b9_7f4a_7c15));
+    let c = channels_with_members(&e)[0].clone();
+    let first = member_ids(&host_state(&e, &c))[0].clone();
+    assert!(channels_of(&e, &first).contains(&c));
     e.remove_members(&c, std::slice::from_ref(&first)).unwrap();
-    assert!(!by_member(&first).contains(&c));
+    assert!(!channels_of(&e, &first).contains(&c));
     e.add_members(&c, std::slice::from_ref(&first)).unwrap();
-    assert!(by_member(&first).contains(&c));
+    assert!(channels_of(&e, &first).contains(&c));
 }
