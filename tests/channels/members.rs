@@ -2,7 +2,7 @@
 //! surviving save and load.
 use crate::common::views::*;
 use crate::common::*;
-use presence::{ConnectionId, ErrorKind};
+use presence::{ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 
 #[test]
@@ -219,36 +219,55 @@ fn channel_fields_last_message_at_and_cid_consistency() {
     assert!(host_state(&e, "team:red")["channel"].get("blob").is_none());
 }
 
+/// A saved engine and what its channels looked like, and an engine that loaded the file
+/// over a channel and user of its own.
+struct SavedAndLoaded {
+    /// The states of team:red, team:blue and dm:empty before the save.
+    before: Vec<Value>,
+    all_before: Value,
+    loaded: Engine,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SavedAndLoaded {
+    fn new() -> SavedAndLoaded {
+        let e = manual_engine("");
+        e.upsert_user_json(r#"{"id":"alice","status":"away","name":"Alice"}"#).unwrap();
+        e.upsert_channel_json(
+            r#"{"type":"team","id":"red","members":["alice","bob"],"color":"red","last_message_at":"2019-01-07T13:00:00.000Z"}"#,
+        )
+        .unwrap();
+        e.set_time(T0 + MINUTE).unwrap();
+        e.upsert_channel_json(r#"{"cid":"team:blue","members":["carol"],"cfg":{"a":[1,2],"b":null}}"#)
+            .unwrap();
+        e.upsert_channel_json(r#"{"cid":"dm:empty"}"#).unwrap();
+        e.set_time(T0 + 2 * MINUTE).unwrap();
+        e.upsert_channel_json(r#"{"cid":"team:red","color":"crimson","members":["carol"]}"#).unwrap();
+        let c = e.connect_json(r#"{"id":"bob","invisible":true}"#).unwrap();
+        e.disconnect(c).unwrap();
+        let before: Vec<Value> =
+            ["team:red", "team:blue", "dm:empty"].iter().map(|cid| host_state(&e, cid)).collect();
+        let all_before = e.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("presence.json");
+        e.save(&path).unwrap();
+        let loaded = manual_engine("");
+        loaded.upsert_channel_json(r#"{"cid":"old:gone","members":["zed"]}"#).unwrap();
+        loaded.load(&path).unwrap();
+        SavedAndLoaded { before, all_before, loaded, path, _dir: dir }
+    }
+}
+
 #[test]
 fn save_then_load_gives_back_channels_with_members_and_custom_fields() {
-    let e = manual_engine("");
-    e.upsert_user_json(r#"{"id":"alice","status":"away","name":"Alice"}"#).unwrap();
-    e.upsert_channel_json(
-        r#"{"type":"team","id":"red","members":["alice","bob"],"color":"red","last_message_at":"2019-01-07T13:00:00.000Z"}"#,
-    )
-    .unwrap();
-    e.set_time(T0 + MINUTE).unwrap();
-    e.upsert_channel_json(r#"{"cid":"team:blue","members":["carol"],"cfg":{"a":[1,2],"b":null}}"#).unwrap();
-    e.upsert_channel_json(r#"{"cid":"dm:empty"}"#).unwrap();
-    e.set_time(T0 + 2 * MINUTE).unwrap();
-    e.upsert_channel_json(r#"{"cid":"team:red","color":"crimson","members":["carol"]}"#).unwrap();
-    let c = e.connect_json(r#"{"id":"bob","invisible":true}"#).unwrap();
-    e.disconnect(c).unwrap();
-    let before: Vec<Value> =
-        ["team:red", "team:blue", "dm:empty"].iter().map(|cid| host_state(&e, cid)).collect();
-    let all_before = e.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("presence.json");
-    e.save(&path).unwrap();
-    let loaded = manual_engine("");
-    loaded.upsert_channel_json(r#"{"cid":"old:gone","members":["zed"]}"#).unwrap();
-    loaded.load(&path).unwrap();
+    let SavedAndLoaded { before, all_before, loaded, .. } = &SavedAndLoaded::new();
     assert_eq!(loaded.counts(), (3, 0, 3), "the load replaced what was there");
-    for (cid, state) in ["team:red", "team:blue", "dm:empty"].iter().zip(&before) {
-        assert_eq!(&host_state(&loaded, cid), state, "{cid}");
+    for (cid, state) in ["team:red", "team:blue", "dm:empty"].iter().zip(before) {
+        assert_eq!(&host_state(loaded, cid), state, "{cid}");
     }
-    assert_eq!(loaded.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap(), all_before);
+    assert_eq!(&loaded.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap(), all_before);
     assert_eq!(
         before[0]["channel"],
         json!({"cid":"team:red","type":"team","id":"red","member_count":3,"created_at":T0S,
@@ -262,8 +281,11 @@ fn save_then_load_gives_back_channels_with_members_and_custom_fields() {
     assert_eq!(member_ids(&before[0]), ["alice", "bob", "carol"]);
     assert_eq!(kind(loaded.delete_channel("old:gone")), ErrorKind::NotFound);
     assert_eq!(kind(loaded.get_user(HOST, "zed")), ErrorKind::NotFound);
+}
 
-    // The loaded engine is fully wired: the member index, watching and presence routes work.
+#[test]
+fn a_loaded_engine_is_fully_wired_member_index_watching_and_presence_routes() {
+    let SavedAndLoaded { before, loaded, path, .. } = &SavedAndLoaded::new();
     let by_member = |id: &str| {
         cids(&loaded.query_channels(HOST, &json!({"filter_conditions":{"members":id}}).to_string()).unwrap())
     };
@@ -275,13 +297,13 @@ fn save_then_load_gives_back_channels_with_members_and_custom_fields() {
     assert_eq!(loaded.get_user(dave, "bob").unwrap()["online"], false, "bob's invisible flag was saved");
     let alice = loaded.connect_json(r#"{"id":"alice"}"#).unwrap();
     assert_eq!(
-        poll(&loaded, dave),
+        poll(loaded, dave),
         [to(dave, "user.watching.start dave online"), to(dave, "user.presence.changed alice online")]
     );
-    assert_eq!(kind(loaded.load(&path)), ErrorKind::State, "no load while connections are open");
+    assert_eq!(kind(loaded.load(path)), ErrorKind::State, "no load while connections are open");
     loaded.disconnect(alice).unwrap();
     loaded.disconnect(bob).unwrap();
     loaded.disconnect(dave).unwrap();
-    loaded.load(&path).unwrap();
-    assert_eq!(host_state(&loaded, "team:red"), before[0], "watchers are not saved");
+    loaded.load(path).unwrap();
+    assert_eq!(host_state(loaded, "team:red"), before[0], "watchers are not saved");
 }
