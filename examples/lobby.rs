@@ -82,8 +82,8 @@ fn calling(call: &'static str) {
 }
 
 fn legend() {
-    println!("The engine calls behind this evening (each event line names the one that caused it;
-by default only the first few lines of each kind are printed):");
+    println!("The engine calls behind this evening; each event line names the one that caused it");
+    println!("(by default only the first few lines of each kind are printed):");
     for (call, what) in [
         ("Engine::from_json(config)", "manual clock, 60 s heartbeat timeout, 15 s offline grace"),
         ("add_listener(ListenerFilter::all(), f)", "a host listener: prints the lines below"),
@@ -162,12 +162,14 @@ fn main() -> presence::Result<()> {
                 let user = event.user();
                 let seen = if user.online(View::Public) { "online " } else { "offline" };
                 let status = user.status.as_deref().map(|s| format!("  status: {s}")).unwrap_or_default();
-                let hidden = if user.invisible && user.connected { "  (invisible, still connected)" } else { "" };
+                let hidden =
+                    if user.invisible && user.connected { "  (invisible, still connected)" } else { "" };
                 (seen, format!("{:<14} {seen}{status}{hidden}", user.id))
             }
-            EventKind::ConnectionClosed { connection, reason, .. } if *reason != CloseReason::Disconnect => {
-                ("closed", format!("{:<14} connection {connection} closed: {}", event.user().id, reason.as_str()))
-            }
+            EventKind::ConnectionClosed { connection, reason, .. } if *reason != CloseReason::Disconnect => (
+                "closed",
+                format!("{:<14} connection {connection} closed: {}", event.user().id, reason.as_str()),
+            ),
             _ => return,
         };
         let call = CALL.with(Cell::get);

@@ -41,11 +41,12 @@ fn run_example(what: &str, binary: &Path, library_path: Option<&Path>) {
 
 #[test]
 fn installed_library_builds_the_quick_starts_with_pkg_config_and_cmake() {
-    let missing: Vec<&str> = [("gcc", "gcc"), ("g++", "g++"), ("pkg-config", "pkg-config"), ("cmake", "cmake")]
-        .into_iter()
-        .filter(|(program, _)| !have(program))
-        .map(|(_, package)| package)
-        .collect();
+    let missing: Vec<&str> =
+        [("gcc", "gcc"), ("g++", "g++"), ("pkg-config", "pkg-config"), ("cmake", "cmake")]
+            .into_iter()
+            .filter(|(program, _)| !have(program))
+            .map(|(_, package)| package)
+            .collect();
     if !missing.is_empty() {
         let message = format!("install test needs: apt-get install {}", missing.join(" "));
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
@@ -58,14 +59,20 @@ fn installed_library_builds_the_quick_starts_with_pkg_config_and_cmake() {
     let prefix = work.path().join("prefix");
     run(
         "scripts/install.sh",
-        Command::new("bash").arg(root.join("scripts/install.sh")).arg("--prefix").arg(&prefix).current_dir(&root),
+        Command::new("bash")
+            .arg(root.join("scripts/install.sh"))
+            .arg("--prefix")
+            .arg(&prefix)
+            .current_dir(&root),
     );
     let lib = prefix.join("lib");
 
     let version = env!("CARGO_PKG_VERSION");
-    let dynamic = run("readelf", Command::new("readelf").arg("-d").arg(lib.join(format!("libpresence.so.{version}"))));
+    let dynamic =
+        run("readelf", Command::new("readelf").arg("-d").arg(lib.join(format!("libpresence.so.{version}"))));
     assert!(dynamic.contains("Library soname: [libpresence.so.0]"), "{dynamic}");
-    for link in ["libpresence.so", "libpresence.so.0", "libpresence.a", "cmake/presence/presenceConfig.cmake"] {
+    for link in ["libpresence.so", "libpresence.so.0", "libpresence.a", "cmake/presence/presenceConfig.cmake"]
+    {
         assert!(lib.join(link).exists(), "{link} is not installed");
     }
 

@@ -61,7 +61,8 @@ fn sh_blocks(path: &Path) -> Vec<Block> {
     for (n, line) in text.lines().enumerate() {
         match (&mut current, line.trim_end()) {
             (None, "```sh") => {
-                current = Some(Block { origin: format!("{}:{}", path.display(), n + 1), commands: Vec::new() })
+                current =
+                    Some(Block { origin: format!("{}:{}", path.display(), n + 1), commands: Vec::new() })
             }
             (Some(_), "```") => blocks.extend(current.take()),
             (Some(block), command) => {
@@ -104,14 +105,18 @@ fn on_path(program: &str) -> bool {
 fn untracked() -> Option<Vec<String>> {
     let out = Command::new("git").args(["status", "--porcelain", "--untracked-files=all"]).output().ok()?;
     out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("??")).map(String::from).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("??"))
+            .map(String::from)
+            .collect()
     })
 }
 
 #[test]
 fn readme_commands_run_as_written() {
     let readme = fs::read_to_string("README.md").unwrap();
-    assert!(readme.contains(&format!("```sh\ncargo run --release --example lobby")), "README lost its main example");
+    assert!(readme.contains("```sh\ncargo run --release --example lobby"), "README lost its main example");
     assert!(readme.contains(TEST_COMMAND), "README lost its test command");
     let ci = fs::read_to_string(".ci/run").unwrap();
     assert!(ci.lines().any(|l| l.trim() == TEST_COMMAND), ".ci/run must run the README's test command");
@@ -185,12 +190,20 @@ fn readme_commands_run_as_written() {
 #[test]
 fn docs_links_stay_inside_the_repository() {
     let mut files = vec![PathBuf::from("README.md"), PathBuf::from("CHANGELOG.md")];
-    files.extend(fs::read_dir("docs").unwrap().flatten().map(|e| e.path()).filter(|p| {
-        p.extension().is_some_and(|x| x == "md")
-    }));
+    files.extend(
+        fs::read_dir("docs")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
     for file in files {
         let text = fs::read_to_string(&file).unwrap();
-        assert!(!text.contains("SPEC.md") && !text.contains("../shared"), "{} refers outside the repository", file.display());
+        assert!(
+            !text.contains("SPEC.md") && !text.contains("../shared"),
+            "{} refers outside the repository",
+            file.display()
+        );
         // Links in prose only: code blocks hold C++ lambdas like `[](const Event &e)`.
         let prose: String = text.split("```").step_by(2).collect();
         for link in prose.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
@@ -206,7 +219,8 @@ fn docs_links_stay_inside_the_repository() {
 /// The keys `Config` accepts, as its own error message lists them.
 fn config_keys() -> Vec<String> {
     let message = presence::Config::from_json(r#"{"?": 0}"#).unwrap_err().message().to_owned();
-    let list = message.split("expected one of").nth(1).unwrap_or_else(|| panic!("unexpected message: {message}"));
+    let list =
+        message.split("expected one of").nth(1).unwrap_or_else(|| panic!("unexpected message: {message}"));
     list.split('`').skip(1).step_by(2).map(String::from).collect()
 }
 
@@ -220,10 +234,8 @@ fn config_reference_matches_the_rustdoc() {
     assert!(keys.len() >= 10, "{keys:?}");
     for key in keys {
         let heading = format!("\n## `{key}`\n");
-        let section = md
-            .split_once(&heading)
-            .unwrap_or_else(|| panic!("docs/config.md has no section `## `{key}``"))
-            .1;
+        let section =
+            md.split_once(&heading).unwrap_or_else(|| panic!("docs/config.md has no section `## `{key}``")).1;
         let section = section.split("\n## ").next().unwrap().trim();
         let field = source
             .iter()
@@ -237,6 +249,10 @@ fn config_reference_matches_the_rustdoc() {
             .map(|l| l.trim_start_matches("///").strip_prefix(' ').unwrap_or(l.trim_start_matches("///")))
             .collect();
         doc.reverse();
-        assert_eq!(doc.join("\n").trim(), section, "the rustdoc of Config::{key} and its section in docs/config.md differ");
+        assert_eq!(
+            doc.join("\n").trim(),
+            section,
+            "the rustdoc of Config::{key} and its section in docs/config.md differ"
+        );
     }
 }
