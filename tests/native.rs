@@ -11,8 +11,9 @@
 //! A suite whose tools are missing (gcc and valgrind for C, g++ for C++, mono and mcs for
 //! C#) is skipped with a message naming the packages to install; with `CI=true` it fails
 //! instead, so nothing is skipped in CI.
+mod tools;
+
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -26,21 +27,6 @@ const TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            let candidate = dir.join(program);
-            candidate.is_file()
-                && std::fs::metadata(&candidate)
-                    .map(|m| {
-                        use std::os::unix::fs::PermissionsExt;
-                        m.permissions().mode() & 0o111 != 0
-                    })
-                    .unwrap_or(false)
-        })
-    })
 }
 
 /// Runs `bash script` from the repository root in its own process group, with a timeout;
@@ -96,30 +82,9 @@ fn run_script(script: &Path) {
     }
 }
 
-/// Whether the suite can run: every tool on PATH, or else a loud skip (a failure in CI)
-/// naming the Debian packages that provide them.
-fn tools_present(suite: &str, tools: &[(&str, &str)]) -> bool {
-    let missing: Vec<(&str, &str)> = tools.iter().copied().filter(|(tool, _)| !on_path(tool)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let names: Vec<&str> = missing.iter().map(|(tool, _)| *tool).collect();
-    let mut packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
-    packages.dedup();
-    let message = format!(
-        "the {suite} suite needs {} on PATH (apt-get install {})",
-        names.join(", "),
-        packages.join(" ")
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-    // Straight to stderr: the test harness captures eprintln! of passing tests.
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED (not in CI): {message} ***\n");
-    false
-}
-
 #[test]
 fn c_suite() {
-    if tools_present("C", &[("gcc", "gcc"), ("valgrind", "valgrind")]) {
+    if tools::present("the C suite", &[("gcc", "gcc"), ("valgrind", "valgrind")]) {
         run_script(&root().join("tests/c/run.sh"));
     }
 }
@@ -131,7 +96,7 @@ fn cpp_suite() {
         println!("SKIPPED: {} does not exist", script.display());
         return;
     }
-    if tools_present("C++", &[("g++", "g++")]) {
+    if tools::present("the C++ suite", &[("g++", "g++")]) {
         run_script(&script);
     }
 }
@@ -143,7 +108,7 @@ fn csharp_suite() {
         println!("SKIPPED: {} does not exist", script.display());
         return;
     }
-    if tools_present("C#", &[("mono", "mono-runtime"), ("mcs", "mono-mcs")]) {
+    if tools::present("the C# suite", &[("mono", "mono-runtime"), ("mcs", "mono-mcs")]) {
         run_script(&script);
     }
 }
