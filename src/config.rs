@@ -1,6 +1,6 @@
 //! Engine configuration, parsed from JSON with unknown keys rejected so typos fail loudly.
 use crate::error::{Error, Result};
-use crate::time::Millis;
+use crate::time::{check_millis, Millis};
 use serde::Deserialize;
 
 /// Where time comes from.
@@ -83,9 +83,7 @@ impl Config {
         if self.query_limit_max == 0 {
             return Err(Error::invalid("config: query_limit_max must be > 0"));
         }
-        if self.start_time_ms < 0 {
-            return Err(Error::invalid("config: start_time_ms must be >= 0"));
-        }
+        check_millis("config: start_time_ms", self.start_time_ms)?;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::{ConnectionId, Delivery};
 use crate::persist;
 use crate::query::{Query, Target};
-use crate::time::{system_now, Millis};
+use crate::time::{check_millis, system_now, Millis};
 use crate::user::{UserPatch, UserSnapshot};
 use listeners::Listener;
 use parking_lot::{Mutex, ReentrantMutex};
@@ -343,12 +343,14 @@ impl Engine {
         });
     }
 
-    /// Moves the manual clock to `unix_ms` (never backwards). Cost: O(1); apply what became
-    /// due with [`Engine::tick`].
+    /// Moves the manual clock to `unix_ms` (never backwards: `STATE`; outside
+    /// [`crate::time::MIN_MILLIS`]..=[`crate::time::MAX_MILLIS`]: `INVALID`). Cost: O(1);
+    /// apply what became due with [`Engine::tick`].
     pub fn set_time(&self, unix_ms: Millis) -> Result<()> {
         if self.config.clock != Clock::Manual {
             return Err(Error::state("set_time needs \"clock\": \"manual\""));
         }
+        check_millis("set_time:", unix_ms)?;
         let mut inner = self.inner.lock();
         if unix_ms < inner.now {
             return Err(Error::state(format!(
