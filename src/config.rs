@@ -39,6 +39,9 @@ pub struct Config {
     pub max_subscriptions_per_connection: u32,
     pub connection_queue_capacity: u32,
     pub query_limit_max: u32,
+    /// The largest snapshot file `load` reads, in bytes (default 1 GiB); a larger file
+    /// answers `LIMIT` before anything is parsed. Must be > 0.
+    pub max_snapshot_bytes: u64,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             max_subscriptions_per_connection: 10_000,
             connection_queue_capacity: 1024,
             query_limit_max: 100,
+            max_snapshot_bytes: 1 << 30,
         }
     }
 }
@@ -84,6 +88,9 @@ impl Config {
             return Err(Error::invalid("config: query_limit_max must be > 0"));
         }
         check_millis("config: start_time_ms", self.start_time_ms)?;
+        if self.max_snapshot_bytes == 0 {
+            return Err(Error::invalid("config: max_snapshot_bytes must be > 0"));
+        }
         Ok(())
     }
 }
