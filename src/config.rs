@@ -30,6 +30,8 @@ pub enum Dispatch {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub clock: Clock,
+    /// Where a manual clock starts, in Unix milliseconds within
+    /// [`crate::time::MIN_MILLIS`]..=[`crate::time::MAX_MILLIS`] (`INVALID` outside).
     pub start_time_ms: Millis,
     pub dispatch: Dispatch,
     pub last_active_refresh_ms: u64,

@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::time::Millis;
 use crate::user::{merge_custom, UserPatch, UserSnapshot};
-use std::sync::Arc;
 
 /// Users and channels to save, taken under the lock: the records' shared parts (ids,
 /// status, custom fields) are reference-counted, not copied.
@@ -21,8 +20,9 @@ pub(crate) struct Saved {
 
 pub(crate) struct SavedChannel {
     pub channel: ChannelSnapshot,
-    /// Member ids, in no particular order.
-    pub members: Vec<Arc<str>>,
+    /// Members as positions in `Saved::users`, in no particular order: copying them is a
+    /// memcpy, where taking their ids would touch every member's id under the lock.
+    pub members: Vec<u32>,
 }
 
 /// A saved user: their fields, and the times the engine manages.
@@ -89,18 +89,15 @@ impl Restore {
 }
 
 impl State {
-    /// Users and channels to save. Cost: O(users + channels + members) reference-count
-    /// increments and one allocation per channel; nothing is sorted or rendered here.
+    /// Users and channels to save. Cost: O(users + channels) reference-count increments
+    /// and a copy of each channel's member positions; nothing is sorted or rendered here.
     pub fn save(&self) -> Saved {
         let users = self.users.iter().map(|u| u.fields()).collect();
         let channels = self
             .channels
             .iter()
             .flatten()
-            .map(|ch| SavedChannel {
-                channel: channel_snapshot(ch),
-                members: ch.members.iter().map(|&u| self.users[u as usize].id.clone()).collect(),
-            })
+            .map(|ch| SavedChannel { channel: channel_snapshot(ch), members: ch.members.clone() })
             .collect();
         Saved { users, channels }
     }

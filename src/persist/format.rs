@@ -13,7 +13,7 @@ use crate::channel::ChannelPatch;
 use crate::core::{LoadedChannel, LoadedUser, Restore, Saved, SavedChannel};
 use crate::error::{Error, ErrorKind, Result};
 use crate::time::{parse_millis, Millis};
-use crate::user::{validate_user_id, StoredUser, UserPatch};
+use crate::user::{validate_user_id, StoredUser, UserPatch, UserSnapshot};
 use serde::de::{self, DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
@@ -35,8 +35,9 @@ pub const MAX_ENTRY_FIELD_BYTES: usize = 256 * 1024;
 /// by id first. Cost: O(size of the data + channels log channels + members log members).
 pub fn write(out: &mut impl Write, mut saved: Saved) -> io::Result<()> {
     saved.channels.sort_unstable_by(|a, b| a.channel.cid.cmp(&b.channel.cid));
+    let users = &saved.users;
     for ch in &mut saved.channels {
-        ch.members.sort_unstable();
+        ch.members.sort_unstable_by(|&a, &b| users[a as usize].id.cmp(&users[b as usize].id));
     }
     serde_json::to_writer(out, &Document(&saved)).map_err(io::Error::from)
 }
@@ -49,7 +50,11 @@ impl Serialize for Document<'_> {
         m.serialize_entry("format", FORMAT_NAME)?;
         m.serialize_entry("version", &SNAPSHOT_VERSION)?;
         m.serialize_entry("users", &Seq(self.0.users.iter().map(StoredUser)))?;
-        m.serialize_entry("channels", &Seq(self.0.channels.iter().map(StoredChannel)))?;
+        let users = &self.0.users;
+        m.serialize_entry(
+            "channels",
+            &Seq(self.0.channels.iter().map(|channel| StoredChannel { channel, users })),
+        )?;
         m.end()
     }
 }
@@ -67,14 +72,18 @@ impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
     }
 }
 
-/// A channel's fields followed by its `members`.
-struct StoredChannel<'a>(&'a SavedChannel);
+/// A channel's fields followed by its `members`' ids.
+struct StoredChannel<'a> {
+    channel: &'a SavedChannel,
+    users: &'a [UserSnapshot],
+}
 
 impl Serialize for StoredChannel<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        self.0.channel.serialize_fields(&mut m)?;
-        m.serialize_entry("members", &Seq(self.0.members.iter().map(|id| &**id)))?;
+        self.channel.channel.serialize_fields(&mut m)?;
+        let ids = self.channel.members.iter().map(|&u| &*self.users[u as usize].id);
+        m.serialize_entry("members", &Seq(ids))?;
         m.end()
     }
 }
