@@ -2,6 +2,7 @@
 //! that are not regular files, FIFOs without a writer, endless devices, oversized and
 //! crafted files. Each ends in a clear answer, leaves what it should not touch alone, and
 //! keeps memory proportional to the file.
+#![cfg(unix)]
 mod common;
 
 use common::manual_engine;

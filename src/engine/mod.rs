@@ -368,9 +368,10 @@ impl Engine {
     /// Writes users and channels to `path` atomically (temporary file with an unpredictable
     /// name in the same folder, fsync, rename, fsync of the folder). `path` must name a
     /// regular file or nothing: a folder, device, FIFO or symlink answers `IO` and is left
-    /// alone. Cost: O(users + channels + members) reference-count increments under the lock,
-    /// about 20 ns per user; the document is sorted, rendered and streamed to the file after
-    /// the lock is released, in memory O(users + channels) beyond the shared data.
+    /// alone. Cost under the lock: O(users + channels) reference-count increments and a copy
+    /// of each channel's member positions, about 0.2 µs per user (mostly cache misses); the
+    /// document is sorted, rendered and streamed to the file after the lock is released, in
+    /// memory O(users + channels) beyond the shared data.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let saved = self.inner.lock().state.save();
         persist::save(path.as_ref(), saved)
