@@ -11,7 +11,7 @@
 //! before they are parsed into values.
 use crate::channel::ChannelPatch;
 use crate::core::{LoadedChannel, LoadedUser, Restore, Saved, SavedChannel};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::time::{parse_millis, Millis};
 use crate::user::{validate_user_id, StoredUser, UserPatch, UserSnapshot};
 use serde::de::{self, DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
@@ -91,15 +91,12 @@ impl Serialize for StoredChannel<'_> {
 // ----- reading -----
 
 /// Parses a snapshot document from `reader`, adding each user and channel to `restore` as
-/// it is read. Whatever is wrong inside the document is an `ErrorKind::Json` error; a read
-/// failure is `ErrorKind::Io`. Cost: O(size of the document); memory O(largest entry).
-pub fn read(reader: impl Read, restore: &mut Restore) -> Result<()> {
+/// it is read. A read failure, a syntax error and a document breaking a rule are told
+/// apart by the error's category (`Io`, `Syntax`/`Eof`, `Data`). Cost: O(size of the
+/// document); memory O(largest entry).
+pub fn read(reader: impl Read, restore: &mut Restore) -> serde_json::Result<()> {
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let result = DocumentSeed(restore).deserialize(&mut de).and_then(|()| de.end());
-    result.map_err(|e| {
-        let kind = if e.is_io() { ErrorKind::Io } else { ErrorKind::Json };
-        Error::new(kind, format!("snapshot: {e}"))
-    })
+    DocumentSeed(restore).deserialize(&mut de).and_then(|()| de.end())
 }
 
 /// Passes an error from the core through serde, keeping its message.

@@ -10,6 +10,7 @@ pub mod format;
 
 use crate::core::{Restore, Saved};
 use crate::error::{Error, Result};
+use serde_json::error::Category;
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -125,7 +126,7 @@ pub fn load(path: &Path, max_bytes: u64, restore: &mut Restore) -> Result<()> {
         // Opening a FIFO without a writer would block; a regular file ignores the flag.
         options.custom_flags(libc::O_NONBLOCK);
     }
-    let file = options.open(path).map_err(|e| io_error("load: cannot open", path, e))?;
+    let file = options.open(path).map_err(|e| io_error("load: cannot read", path, e))?;
     let meta = file.metadata().map_err(|e| io_error("load: cannot inspect", path, e))?;
     if !meta.file_type().is_file() {
         return Err(Error::io(format!(
@@ -143,10 +144,11 @@ pub fn load(path: &Path, max_bytes: u64, restore: &mut Restore) -> Result<()> {
     }
     // A file growing while it is read still stops at the limit.
     let reader = BufReader::with_capacity(1 << 16, file.take(max_bytes));
-    format::read(reader, restore).map_err(|e| match e.kind() {
-        crate::error::ErrorKind::Io => {
-            Error::io(format!("load: cannot read {}: {}", path.display(), e.message()))
+    format::read(reader, restore).map_err(|e| match e.classify() {
+        Category::Io => Error::io(format!("load: cannot read {}: {e}", path.display())),
+        Category::Syntax | Category::Eof => {
+            Error::json(format!("load: {} is not valid JSON: {e}", path.display()))
         }
-        _ => Error::json(format!("load: {}: {}", path.display(), e.message())),
+        Category::Data => Error::json(format!("load: {}: snapshot: {e}", path.display())),
     })
 }
