@@ -63,7 +63,10 @@ async fn connect(
         }
     };
     let max = app.config.max_message_bytes;
+    // Small buffers: a socket costs its buffers' size whether or not it is busy.
     upgrade
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |ws| socket::serve(app, ws, admitted))

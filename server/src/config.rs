@@ -69,6 +69,7 @@ pub fn development() -> ServerConfig {
 }
 
 /// Where the settings came from, for the start-up line.
+#[derive(Debug)]
 pub enum Source {
     Development,
     File(String),
@@ -167,3 +168,42 @@ Without a config file the development settings apply (well-known secrets, /dev/t
 Environment: PRESENCE_CONFIG, PRESENCE_ADDR, PRESENCE_JWT_SECRET, PRESENCE_API_SECRET,
 PRESENCE_DEV_TOKENS, PRESENCE_ALLOWED_ORIGINS, PRESENCE_MAX_MESSAGE_BYTES,
 PRESENCE_MESSAGES_PER_SECOND, PRESENCE_ENGINE (engine config JSON).";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn without_a_file_the_development_settings_apply_and_env_and_flags_override() {
+        let (config, source) = load(&[], env(&[])).unwrap();
+        assert!(matches!(source, Source::Development));
+        assert_eq!((config.addr.as_str(), config.dev_tokens), ("127.0.0.1:8080", true));
+        let vars = [("PRESENCE_ADDR", "0.0.0.0:9000"), ("PRESENCE_ALLOWED_ORIGINS", "https://a.example, https://b.example")];
+        let (config, _) = load(&[], env(&vars)).unwrap();
+        assert_eq!(config.addr, "0.0.0.0:9000");
+        assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
+        let args = ["--addr".to_string(), "127.0.0.1:0".to_string()];
+        assert_eq!(load(&args, env(&vars)).unwrap().0.addr, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn a_file_must_name_its_secrets_and_only_known_keys() {
+        let dir = std::env::temp_dir().join(format!("presence-server-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.json");
+        let args = ["--config".to_string(), path.display().to_string()];
+        std::fs::write(&path, r#"{"addr": "127.0.0.1:0"}"#).unwrap();
+        assert!(load(&args, env(&[])).unwrap_err().contains("jwt_secret"));
+        std::fs::write(&path, r#"{"jwt_secret": "0123456789", "api_secret": "0123456789", "max_mesage_bytes": 1}"#).unwrap();
+        assert!(load(&args, env(&[])).unwrap_err().contains("unknown field `max_mesage_bytes`"));
+        std::fs::write(&path, r#"{"jwt_secret": "0123456789", "api_secret": "0123456789"}"#).unwrap();
+        let (config, _) = load(&args, env(&[("PRESENCE_MESSAGES_PER_SECOND", "5")])).unwrap();
+        assert_eq!((config.dev_tokens, config.messages_per_second), (false, 5));
+        assert!(load(&args, env(&[("PRESENCE_DEV_TOKENS", "yes")])).unwrap_err().contains("PRESENCE_DEV_TOKENS"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -11,11 +11,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Source::Development = source {
-        eprintln!(
+    match source {
+        Source::Development => eprintln!(
             "presence-server: development settings (well-known secrets, /dev/token on); \
              pass --config FILE.json for anything else"
-        );
+        ),
+        Source::File(path) => eprintln!("presence-server: settings from {path}"),
     }
     let app = match App::new(config) {
         Ok(app) => app,

@@ -2,6 +2,7 @@
 //! limits and close codes.
 use crate::{App, Link};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use presence::{CloseReason, ConnectionId, ErrorKind};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
@@ -186,13 +187,18 @@ fn closed(link: &Link) -> Closing {
 /// Sends one frame, unless the engine closes the connection while the client is not
 /// reading (the send would otherwise wait for it forever).
 async fn send_or_close(socket: &mut WebSocket, link: &Link, message: Message) -> Result<(), End> {
+    unless_closed(link, socket.send(message)).await
+}
+
+async fn unless_closed(link: &Link, io: impl std::future::Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
     tokio::select! {
-        sent = socket.send(message) => sent.map_err(|_| End::Gone),
+        done = io => done.map_err(|_| End::Gone),
         _ = link.closed.notified() => Err(End::Close(closed(link))),
     }
 }
 
-/// Drains the connection's engine queue into the socket, oldest first.
+/// Drains the connection's engine queue into the socket, oldest first, flushing once per
+/// batch rather than once per event.
 async fn push_events(app: &App, socket: &mut WebSocket, connection: ConnectionId, link: &Link) -> Result<(), End> {
     loop {
         let batch = match app.engine.poll_events(connection, 64) {
@@ -204,8 +210,9 @@ async fn push_events(app: &App, socket: &mut WebSocket, connection: ConnectionId
             return Ok(());
         }
         for delivery in &batch {
-            send_or_close(socket, link, text(delivery.to_json())).await?;
+            unless_closed(link, socket.feed(text(delivery.to_json()))).await?;
         }
+        unless_closed(link, socket.flush()).await?;
         app.metrics.events_delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
 }
