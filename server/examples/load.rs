@@ -87,16 +87,27 @@ struct Shared {
     addr: String,
     keys: Keys,
     ready: AtomicUsize,
+    watching: AtomicUsize,
     latencies: parking_lot::Mutex<Vec<u64>>,
     closed_early: AtomicUsize,
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects, reads `connection.ok`, watches the channel and reads the answer.
-async fn join(shared: &Shared, i: usize) -> Socket {
+/// Connects and reads `connection.ok`.
+async fn connect(shared: &Shared, i: usize) -> Socket {
     let url = format!("ws://{}/connect?token={}", shared.addr, shared.keys.sign(&user(i), 3600));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    while let Some(Ok(message)) = ws.next().await {
+        if matches!(&message, Message::Text(text) if text.starts_with(r#"{"type":"connection.ok""#)) {
+            break;
+        }
+    }
+    ws
+}
+
+/// Watches the channel and reads the answer.
+async fn watch(ws: &mut Socket) {
     ws.send(Message::Text(json!({"type": "watch", "id": 1, "cid": CID}).to_string().into())).await.unwrap();
     while let Some(Ok(message)) = ws.next().await {
         if let Message::Text(text) = message {
@@ -105,14 +116,21 @@ async fn join(shared: &Shared, i: usize) -> Socket {
             }
         }
     }
-    ws
 }
 
-/// One client: joins, then reads events (recording latencies) and obeys commands: `true`
-/// sends a stamped status change, `false` reconnects.
-async fn client(shared: Arc<Shared>, i: usize, mut commands: mpsc::UnboundedReceiver<bool>) {
-    let mut ws = join(&shared, i).await;
+/// One client: connects, watches once `go` says so, then reads events (recording
+/// latencies) and obeys commands: `true` sends a stamped status change, `false` reconnects.
+async fn client(
+    shared: Arc<Shared>,
+    i: usize,
+    mut go: tokio::sync::watch::Receiver<bool>,
+    mut commands: mpsc::UnboundedReceiver<bool>,
+) {
+    let mut ws = connect(&shared, i).await;
     shared.ready.fetch_add(1, Ordering::Relaxed);
+    let _ = go.wait_for(|go| *go).await;
+    watch(&mut ws).await;
+    shared.watching.fetch_add(1, Ordering::Relaxed);
     let mut latencies = Vec::new();
     loop {
         tokio::select! {
@@ -125,7 +143,8 @@ async fn client(shared: Arc<Shared>, i: usize, mut commands: mpsc::UnboundedRece
                 }
                 Some(false) => {
                     let _ = ws.close(None).await;
-                    ws = join(&shared, i).await;
+                    ws = connect(&shared, i).await;
+                    watch(&mut ws).await;
                 }
                 None => break,
             },
@@ -148,6 +167,7 @@ async fn client(shared: Arc<Shared>, i: usize, mut commands: mpsc::UnboundedRece
 
 struct InProcess {
     connects_per_s: f64,
+    watches_per_s: f64,
     fan_out_us: Vec<u64>,
 }
 
@@ -159,14 +179,14 @@ fn in_process(o: &Options) -> InProcess {
     let members: Vec<String> = (0..o.members).map(user).collect();
     engine.upsert_channel_json(&json!({"type": "load", "id": "room", "members": members}).to_string()).unwrap();
     let start = Instant::now();
-    let connections: Vec<_> = (0..o.clients)
-        .map(|i| {
-            let c = engine.connect_json(&json!({ "id": user(i) }).to_string()).unwrap();
-            engine.watch_channel_state_json(c, CID, true).unwrap();
-            c
-        })
-        .collect();
+    let connections: Vec<_> =
+        (0..o.clients).map(|i| engine.connect_json(&json!({ "id": user(i) }).to_string()).unwrap()).collect();
     let connects_per_s = o.clients as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for &c in &connections {
+        engine.watch_channel_state_json(c, CID, true).unwrap();
+    }
+    let watches_per_s = o.clients as f64 / start.elapsed().as_secs_f64();
     for &c in &connections {
         engine.poll_events(c, usize::MAX).unwrap();
     }
@@ -184,7 +204,7 @@ fn in_process(o: &Options) -> InProcess {
         fan_out_us.push(start.elapsed().as_micros() as u64);
     }
     fan_out_us.sort_unstable();
-    InProcess { connects_per_s, fan_out_us }
+    InProcess { connects_per_s, watches_per_s, fan_out_us }
 }
 
 fn main() {
@@ -225,11 +245,19 @@ fn main() {
         addr,
         keys: Keys::new(SECRET),
         ready: AtomicUsize::new(0),
+        watching: AtomicUsize::new(0),
         latencies: parking_lot::Mutex::new(Vec::new()),
         closed_early: AtomicUsize::new(0),
     });
 
-    // Phase 1: everyone connects and watches, at most 64 handshakes in flight.
+    // Phase 1: everyone connects, at most 64 handshakes in flight; then everyone watches.
+    let (go, go_rx) = tokio::sync::watch::channel(false);
+    let wait_for = |count: &AtomicUsize| {
+        while count.load(Ordering::Relaxed) < o.clients {
+            assert!(run_started.elapsed() < DEADLINE, "past the deadline");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
     let connect_start = Instant::now();
     let mut commands = Vec::with_capacity(o.clients);
     let mut tasks = Vec::with_capacity(o.clients);
@@ -240,17 +268,20 @@ fn main() {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             commands.push(tx);
-            tasks.push(tokio::spawn(client(shared.clone(), i, rx)));
-        }
-        while shared.ready.load(Ordering::Relaxed) < o.clients {
-            assert!(run_started.elapsed() < DEADLINE, "connect phase past the deadline");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tasks.push(tokio::spawn(client(shared.clone(), i, go_rx.clone(), rx)));
         }
     });
+    wait_for(&shared.ready);
     let connect_time = connect_start.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_connected = rss_kib(server.id());
+    let watch_start = Instant::now();
+    go.send(true).unwrap();
+    wait_for(&shared.watching);
+    let watch_time = watch_start.elapsed();
     // Let the join wave's announcements drain before measuring memory and latency.
     std::thread::sleep(Duration::from_secs(2));
-    let rss_connected = rss_kib(server.id());
+    let rss_watching = rss_kib(server.id());
 
     // Phase 2: churn for the configured time.
     let changes = o.seconds * o.changes_per_second;
@@ -283,7 +314,9 @@ fn main() {
     let baseline = in_process(&o);
 
     let connects_per_s = o.clients as f64 / connect_time.as_secs_f64();
+    let watches_per_s = o.clients as f64 / watch_time.as_secs_f64();
     let per_connection = (rss_connected.saturating_sub(rss_idle)) as f64 / o.clients as f64;
+    let per_watcher = (rss_watching.saturating_sub(rss_idle)) as f64 / o.clients as f64;
     println!(
         "load: {} clients on loopback, {} channel members, {} status changes over {} s (each to all {} watchers), one reconnect per 5 changes",
         o.clients, o.members, changes, o.seconds, o.clients
@@ -291,9 +324,14 @@ fn main() {
     println!("| measure | server over WebSocket | engine in-process | ratio |");
     println!("|---|---:|---:|---:|");
     println!(
-        "| connect + watch | {connects_per_s:.0} /s | {:.0} /s | {:.1}x slower |",
+        "| connect (token check, handshake, connection.ok) | {connects_per_s:.0} /s | {:.0} /s | {:.1}x |",
         baseline.connects_per_s,
         baseline.connects_per_s / connects_per_s
+    );
+    println!(
+        "| watch with presence (each announced to all watchers) | {watches_per_s:.0} /s | {:.0} /s | {:.1}x |",
+        baseline.watches_per_s,
+        baseline.watches_per_s / watches_per_s
     );
     for (name, p) in [("p50", 0.50), ("p99", 0.99)] {
         let server_ms = percentile(&latencies, p) as f64 / 1000.0;
@@ -304,9 +342,10 @@ fn main() {
         );
     }
     println!(
-        "| server memory per connection | {per_connection:.1} KiB (RSS {} → {} MiB) | | |",
+        "| server memory per connection | {per_connection:.1} KiB connected, {per_watcher:.1} KiB watching (RSS {} → {} → {} MiB) | | |",
         rss_idle / 1024,
-        rss_connected / 1024
+        rss_connected / 1024,
+        rss_watching / 1024
     );
     println!(
         "events received {} of {expected} expected; sockets closed early: {}; run took {:.1} s",
