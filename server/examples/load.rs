@@ -89,6 +89,8 @@ struct Shared {
     ready: AtomicUsize,
     watching: AtomicUsize,
     latencies: parking_lot::Mutex<Vec<u64>>,
+    /// Cleared when the churn ends, so the members' going offline at the end is not counted.
+    recording: std::sync::atomic::AtomicBool,
     closed_early: AtomicUsize,
 }
 
@@ -150,11 +152,12 @@ async fn client(
             },
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(sent) = stamp(&text) {
+                    if let Some(sent) = stamp(&text).filter(|_| shared.recording.load(Ordering::Relaxed)) {
                         latencies.push(micros().saturating_sub(sent));
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // Closed by the server: slow consumer, timeout, or a crash.
                     shared.closed_early.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
@@ -247,6 +250,7 @@ fn main() {
         ready: AtomicUsize::new(0),
         watching: AtomicUsize::new(0),
         latencies: parking_lot::Mutex::new(Vec::new()),
+        recording: std::sync::atomic::AtomicBool::new(true),
         closed_early: AtomicUsize::new(0),
     });
 
@@ -299,6 +303,7 @@ fn main() {
         }
         // Let the last changes arrive.
         tokio::time::sleep(Duration::from_secs(2)).await;
+        shared.recording.store(false, Ordering::Relaxed);
         commands.clear();
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
