@@ -34,7 +34,9 @@ fn options() -> Options {
     let mut o = Options { clients: 2000, members: 50, seconds: 10, changes_per_second: 10 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
-        let value = || pair.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} needs a number", pair[0]));
+        let value = || {
+            pair.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} needs a number", pair[0]))
+        };
         match pair[0].as_str() {
             "--clients" => o.clients = value() as usize,
             "--members" => o.members = value() as usize,
@@ -180,7 +182,9 @@ fn in_process(o: &Options) -> InProcess {
     let engine =
         Engine::from_json(Some(&json!({"connection_queue_capacity": 1 << 20}).to_string())).expect("engine");
     let members: Vec<String> = (0..o.members).map(user).collect();
-    engine.upsert_channel_json(&json!({"type": "load", "id": "room", "members": members}).to_string()).unwrap();
+    engine
+        .upsert_channel_json(&json!({"type": "load", "id": "room", "members": members}).to_string())
+        .unwrap();
     let start = Instant::now();
     let connections: Vec<_> =
         (0..o.clients).map(|i| engine.connect_json(&json!({ "id": user(i) }).to_string()).unwrap()).collect();
@@ -236,7 +240,8 @@ fn main() {
     });
     let config_path = dir.join("server.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let mut server = Command::new(&server_bin).arg("--config").arg(&config_path).stdout(Stdio::piped()).spawn().unwrap();
+    let mut server =
+        Command::new(&server_bin).arg("--config").arg(&config_path).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_owned();

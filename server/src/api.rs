@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use presence::{Error, ErrorKind};
+use presence::{Engine, Error, ErrorKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -25,8 +25,14 @@ const API_BODY_LIMIT: usize = 1 << 20;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
-        .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
-        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
+        .route(
+            "/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }),
+        )
         .route("/connect", get(connect))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
@@ -54,9 +60,11 @@ async fn connect(
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     let admitted = match (origin, params.token) {
-        (Some(origin), _) if !origin_allowed(&app.config.allowed_origins, origin) => {
-            Err(Closing::refuse(close::ORIGIN, "origin_not_allowed", format!("origin {origin} is not allowed")))
-        }
+        (Some(origin), _) if !origin_allowed(&app.config.allowed_origins, origin) => Err(Closing::refuse(
+            close::ORIGIN,
+            "origin_not_allowed",
+            format!("origin {origin} is not allowed"),
+        )),
         (_, None) => Err(Closing::refuse(close::UNAUTHORIZED, "invalid_token", "missing token")),
         (_, Some(token)) => {
             app.keys.verify(&token).map_err(|e| Closing::refuse(close::UNAUTHORIZED, "invalid_token", e))
@@ -154,6 +162,14 @@ fn member_ids(body: &str) -> Result<String, ApiError> {
     }
 }
 
+type MembersChange = fn(&Engine, &str, &str) -> presence::Result<()>;
+
+fn change_members(app: &App, headers: &HeaderMap, cid: &str, body: &str, change: MembersChange) -> ApiResult {
+    authorize(app, headers)?;
+    change(&app.engine, cid, &member_ids(body)?)?;
+    Ok(Json(json!({})))
+}
+
 /// `POST /api/channels/{cid}/members` with `{"user_ids": [...]}`.
 async fn add_members(
     State(app): State<Arc<App>>,
@@ -161,9 +177,7 @@ async fn add_members(
     Path(cid): Path<String>,
     body: String,
 ) -> ApiResult {
-    authorize(&app, &headers)?;
-    app.engine.add_members_json(&cid, &member_ids(&body)?)?;
-    Ok(Json(json!({})))
+    change_members(&app, &headers, &cid, &body, Engine::add_members_json)
 }
 
 /// `DELETE /api/channels/{cid}/members` with `{"user_ids": [...]}`.
@@ -173,9 +187,7 @@ async fn remove_members(
     Path(cid): Path<String>,
     body: String,
 ) -> ApiResult {
-    authorize(&app, &headers)?;
-    app.engine.remove_members_json(&cid, &member_ids(&body)?)?;
-    Ok(Json(json!({})))
+    change_members(&app, &headers, &cid, &body, Engine::remove_members_json)
 }
 
 #[derive(Deserialize)]
@@ -202,7 +214,12 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     };
     metric("presence_connections", "gauge", "Open WebSocket connections.", app.links.read().len() as u64);
     metric("presence_engine_connections", "gauge", "Connections the engine holds.", connections as u64);
-    metric("presence_online_users", "gauge", "Users online in the public view.", app.online.lock().len() as u64);
+    metric(
+        "presence_online_users",
+        "gauge",
+        "Users online in the public view.",
+        app.online.lock().len() as u64,
+    );
     metric("presence_users", "gauge", "Users the engine knows.", users as u64);
     metric("presence_channels", "gauge", "Channels the engine knows.", channels as u64);
     let opened = m.connections_opened.load(Ordering::Relaxed);
@@ -212,7 +229,12 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let received = m.messages_received.load(Ordering::Relaxed);
     metric("presence_messages_received_total", "counter", "Client messages received.", received);
     let drops = m.slow_consumers.load(Ordering::Relaxed);
-    metric("presence_queue_drops_total", "counter", "Connections closed because their queue overflowed.", drops);
+    metric(
+        "presence_queue_drops_total",
+        "counter",
+        "Connections closed because their queue overflowed.",
+        drops,
+    );
     let timeouts = m.timeouts.load(Ordering::Relaxed);
     metric("presence_timeouts_total", "counter", "Connections closed for missing heartbeats.", timeouts);
     metric("presence_cluster_mode", "gauge", "1 when linked to a cluster store, 0 single-node.", 0);

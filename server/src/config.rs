@@ -99,7 +99,8 @@ impl ServerConfig {
             self.dev_tokens = parse("PRESENCE_DEV_TOKENS", &v)?;
         }
         if let Some(v) = var("PRESENCE_ALLOWED_ORIGINS") {
-            self.allowed_origins = v.split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from).collect();
+            self.allowed_origins =
+                v.split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from).collect();
         }
         if let Some(v) = var("PRESENCE_MAX_MESSAGE_BYTES") {
             self.max_message_bytes = parse("PRESENCE_MAX_MESSAGE_BYTES", &v)?;
@@ -182,7 +183,10 @@ mod tests {
         let (config, source) = load(&[], env(&[])).unwrap();
         assert!(matches!(source, Source::Development));
         assert_eq!((config.addr.as_str(), config.dev_tokens), ("127.0.0.1:8080", true));
-        let vars = [("PRESENCE_ADDR", "0.0.0.0:9000"), ("PRESENCE_ALLOWED_ORIGINS", "https://a.example, https://b.example")];
+        let vars = [
+            ("PRESENCE_ADDR", "0.0.0.0:9000"),
+            ("PRESENCE_ALLOWED_ORIGINS", "https://a.example, https://b.example"),
+        ];
         let (config, _) = load(&[], env(&vars)).unwrap();
         assert_eq!(config.addr, "0.0.0.0:9000");
         assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
@@ -198,12 +202,18 @@ mod tests {
         let args = ["--config".to_string(), path.display().to_string()];
         std::fs::write(&path, r#"{"addr": "127.0.0.1:0"}"#).unwrap();
         assert!(load(&args, env(&[])).unwrap_err().contains("jwt_secret"));
-        std::fs::write(&path, r#"{"jwt_secret": "0123456789", "api_secret": "0123456789", "max_mesage_bytes": 1}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"jwt_secret": "0123456789", "api_secret": "0123456789", "max_mesage_bytes": 1}"#,
+        )
+        .unwrap();
         assert!(load(&args, env(&[])).unwrap_err().contains("unknown field `max_mesage_bytes`"));
         std::fs::write(&path, r#"{"jwt_secret": "0123456789", "api_secret": "0123456789"}"#).unwrap();
         let (config, _) = load(&args, env(&[("PRESENCE_MESSAGES_PER_SECOND", "5")])).unwrap();
         assert_eq!((config.dev_tokens, config.messages_per_second), (false, 5));
-        assert!(load(&args, env(&[("PRESENCE_DEV_TOKENS", "yes")])).unwrap_err().contains("PRESENCE_DEV_TOKENS"));
+        assert!(load(&args, env(&[("PRESENCE_DEV_TOKENS", "yes")]))
+            .unwrap_err()
+            .contains("PRESENCE_DEV_TOKENS"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

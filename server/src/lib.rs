@@ -59,9 +59,12 @@ impl App {
     /// Builds the engine from the config, creates the configured channels, and installs
     /// the listeners that feed sockets and metrics.
     pub fn new(config: ServerConfig) -> Result<Arc<App>, String> {
-        let engine = Engine::from_json(Some(&config.engine.to_string())).map_err(|e| format!("engine config: {e}"))?;
+        let engine =
+            Engine::from_json(Some(&config.engine.to_string())).map_err(|e| format!("engine config: {e}"))?;
         if engine.config().connection_queue_capacity == 0 {
-            return Err("engine config: connection_queue_capacity must be > 0 (sockets drain the queues)".into());
+            return Err(
+                "engine config: connection_queue_capacity must be > 0 (sockets drain the queues)".into()
+            );
         }
         for channel in &config.channels {
             engine.upsert_channel_json(&channel.to_string()).map_err(|e| format!("channels: {e}"))?;
@@ -83,7 +86,9 @@ impl App {
         });
         let weak = Arc::downgrade(&app);
         app.engine.add_listener(ListenerFilter::event_type("connection.closed"), move |e| {
-            let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) = (weak.upgrade(), &e.kind) else {
+            let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) =
+                (weak.upgrade(), &e.kind)
+            else {
                 return;
             };
             match reason {

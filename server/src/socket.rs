@@ -89,7 +89,8 @@ impl TokenBucket {
 
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.burst);
         self.last = now;
         if self.tokens < 1.0 {
             return false;
@@ -124,10 +125,13 @@ pub async fn serve(app: Arc<App>, mut socket: WebSocket, admitted: Result<String
 }
 
 fn open(app: &App, user_id: &str) -> Result<(ConnectionId, Arc<Link>), Closing> {
-    let connection = app.engine.connect_json(&json!({ "id": user_id }).to_string()).map_err(|e| match e.kind() {
-        ErrorKind::Limit => Closing::refuse(close::TOO_MANY_CONNECTIONS, "too_many_connections", e.message()),
-        _ => Closing::refuse(close::UNAUTHORIZED, "invalid_user", e.message()),
-    })?;
+    let connection =
+        app.engine.connect_json(&json!({ "id": user_id }).to_string()).map_err(|e| match e.kind() {
+            ErrorKind::Limit => {
+                Closing::refuse(close::TOO_MANY_CONNECTIONS, "too_many_connections", e.message())
+            }
+            _ => Closing::refuse(close::UNAUTHORIZED, "invalid_user", e.message()),
+        })?;
     let link = Arc::new(Link::default());
     app.links.write().insert(connection, link.clone());
     // Deliveries queued before the link existed (the connect itself) are drained at the first wake.
@@ -157,7 +161,13 @@ fn text(s: String) -> Message {
 }
 
 /// The message loop of an open connection.
-async fn session(app: &App, socket: &mut WebSocket, connection: ConnectionId, user_id: &str, link: &Link) -> End {
+async fn session(
+    app: &App,
+    socket: &mut WebSocket,
+    connection: ConnectionId,
+    user_id: &str,
+    link: &Link,
+) -> End {
     let engine = &app.engine;
     let me = engine.get_user(connection, user_id).unwrap_or(Value::Null);
     let hello = json!({"type": "connection.ok", "connection_id": connection.0, "me": me});
@@ -190,7 +200,10 @@ async fn send_or_close(socket: &mut WebSocket, link: &Link, message: Message) ->
     unless_closed(link, socket.send(message)).await
 }
 
-async fn unless_closed(link: &Link, io: impl std::future::Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+async fn unless_closed(
+    link: &Link,
+    io: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Result<(), End> {
     tokio::select! {
         done = io => done.map_err(|_| End::Gone),
         _ = link.closed.notified() => Err(End::Close(closed(link))),
@@ -199,7 +212,12 @@ async fn unless_closed(link: &Link, io: impl std::future::Future<Output = Result
 
 /// Drains the connection's engine queue into the socket, oldest first, flushing once per
 /// batch rather than once per event.
-async fn push_events(app: &App, socket: &mut WebSocket, connection: ConnectionId, link: &Link) -> Result<(), End> {
+async fn push_events(
+    app: &App,
+    socket: &mut WebSocket,
+    connection: ConnectionId,
+    link: &Link,
+) -> Result<(), End> {
     loop {
         let batch = match app.engine.poll_events(connection, 64) {
             Ok(batch) => batch,
@@ -254,9 +272,11 @@ async fn receive(
             let answer = handle(app, connection, user_id, body.as_str());
             send_or_close(socket, link, text(answer.to_string())).await
         }
-        Message::Binary(_) => {
-            Err(End::Close(Closing::refuse(close::UNSUPPORTED, "binary_unsupported", "messages are JSON text frames")))
-        }
+        Message::Binary(_) => Err(End::Close(Closing::refuse(
+            close::UNSUPPORTED,
+            "binary_unsupported",
+            "messages are JSON text frames",
+        ))),
         Message::Close(_) => Err(End::Gone),
         Message::Ping(_) | Message::Pong(_) => Ok(()),
     }
@@ -313,8 +333,12 @@ fn answer(app: &App, connection: ConnectionId, user_id: &str, request: &Value) -
             };
             engine.watch_channel_state(connection, string_field(request, "cid")?, presence)
         }
-        "stop_watching" => engine.stop_watching(connection, string_field(request, "cid")?).map(|()| json!({})),
-        "query_users" => engine.query_users(connection, &Value::Object(object_field(request, "query")?).to_string()),
+        "stop_watching" => {
+            engine.stop_watching(connection, string_field(request, "cid")?).map(|()| json!({}))
+        }
+        "query_users" => {
+            engine.query_users(connection, &Value::Object(object_field(request, "query")?).to_string())
+        }
         "query_channels" => {
             engine.query_channels(connection, &Value::Object(object_field(request, "query")?).to_string())
         }
@@ -326,7 +350,9 @@ fn answer(app: &App, connection: ConnectionId, user_id: &str, request: &Value) -
         }
         .and_then(|()| me()),
         "set_invisible" => {
-            let invisible = field(request, "invisible")?.as_bool().ok_or(("bad_request", "'invisible' must be a boolean".to_string()))?;
+            let invisible = field(request, "invisible")?
+                .as_bool()
+                .ok_or(("bad_request", "'invisible' must be a boolean".to_string()))?;
             engine.set_invisible(user_id, invisible).and_then(|()| me())
         }
         "update_user" => {
@@ -338,7 +364,8 @@ fn answer(app: &App, connection: ConnectionId, user_id: &str, request: &Value) -
                 None => {}
                 Some(Value::Array(names)) => {
                     for name in names {
-                        let name = name.as_str().ok_or(("bad_request", "'unset' lists field names".to_string()))?;
+                        let name =
+                            name.as_str().ok_or(("bad_request", "'unset' lists field names".to_string()))?;
                         patch.insert(name.to_owned(), Value::Null);
                     }
                 }

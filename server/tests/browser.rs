@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 const SHOWS_WITHIN: Duration = Duration::from_secs(1);
 
 fn find(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| PathBuf::from(dir).join(program)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| PathBuf::from(dir).join(program))
+        .find(|p| p.is_file())
 }
 
 /// Chromium and its driver, or a loud skip (a failure when `CI=true`).
@@ -25,7 +29,8 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     match (browser, driver) {
         (Some(b), Some(d)) => Some((b, d)),
         _ => {
-            let message = "the browser test needs Chromium and its driver: apt-get install chromium chromium-driver";
+            let message =
+                "the browser test needs Chromium and its driver: apt-get install chromium chromium-driver";
             assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
             eprintln!("SKIPPED: {message}");
             None
@@ -71,7 +76,9 @@ impl Driver {
         };
         match response {
             Ok(r) => r.into_json::<Value>().unwrap()["value"].take(),
-            Err(ureq::Error::Status(code, r)) => panic!("{method} {path}: {code} {}", r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => {
+                panic!("{method} {path}: {code} {}", r.into_string().unwrap())
+            }
             Err(e) => panic!("{method} {path}: {e}"),
         }
     }
@@ -199,7 +206,11 @@ fn two_browsers_see_each_other_change_within_a_second() {
     let took = bob.wait_for(&member("alice", "li.dataset.online"), json!("false"), SHOWS_WITHIN);
     eprintln!("invisible shown in the other browser after {took:?}");
     alice.wait_for("return document.getElementById('invisible').checked", json!(true), SHOWS_WITHIN);
-    assert_eq!(alice.script(&member("alice", "li.dataset.online")), json!("true"), "own view: still connected");
+    assert_eq!(
+        alice.script(&member("alice", "li.dataset.online")),
+        json!("true"),
+        "own view: still connected"
+    );
     // Bob's event log never shows alice online again, nor the invisible flag.
     let log = bob.script("return document.getElementById('log').textContent").as_str().unwrap().to_owned();
     assert!(log.contains("user.presence.changed"), "{log}");

@@ -24,22 +24,43 @@ async fn backend_changes_reach_watching_clients() {
     bob.ok("watch", json!({"cid": "team:red"})).await;
     assert_eq!(bob.next_event().await["type"], "user.watching.start");
 
-    let (status, body) = server.api("POST", "/api/users", Some(json!([{"id": "dave", "name": "Dave"}, {"id": "erin"}])));
+    let (status, body) =
+        server.api("POST", "/api/users", Some(json!([{"id": "dave", "name": "Dave"}, {"id": "erin"}])));
     assert_eq!((status, body["upserted"].as_u64()), (200, Some(2)));
-    assert_eq!(server.api("POST", "/api/channels/team:red/members", Some(json!({"user_ids": ["dave"]}))).0, 200);
+    assert_eq!(
+        server.api("POST", "/api/channels/team:red/members", Some(json!({"user_ids": ["dave"]}))).0,
+        200
+    );
     let added = bob.next_event().await;
-    assert_eq!((added["type"].as_str(), added["member"]["user"]["name"].as_str()), (Some("member.added"), Some("Dave")));
-    assert_eq!(server.api("DELETE", "/api/channels/team:red/members", Some(json!({"user_ids": ["dave"]}))).0, 200);
+    assert_eq!(
+        (added["type"].as_str(), added["member"]["user"]["name"].as_str()),
+        (Some("member.added"), Some("Dave"))
+    );
+    assert_eq!(
+        server.api("DELETE", "/api/channels/team:red/members", Some(json!({"user_ids": ["dave"]}))).0,
+        200
+    );
     assert_eq!(bob.next_event().await["type"], "member.removed");
 
     // Backend reads see the own view; a status set by the backend is presence.
     server.api("POST", "/api/users", Some(json!({"id": "alice", "status": "away", "invisible": true})));
     let (status, alice) = server.api("GET", "/api/users/alice", None);
-    assert_eq!((status, alice["invisible"].as_bool(), alice["status"].as_str()), (200, Some(true), Some("away")));
+    assert_eq!(
+        (status, alice["invisible"].as_bool(), alice["status"].as_str()),
+        (200, Some(true), Some("away"))
+    );
     let changed = bob.next_event().await;
-    assert_eq!((changed["type"].as_str(), changed["user"]["status"].as_str()), (Some("user.presence.changed"), Some("away")));
+    assert_eq!(
+        (changed["type"].as_str(), changed["user"]["status"].as_str()),
+        (Some("user.presence.changed"), Some("away"))
+    );
 
-    assert_eq!(server.api("POST", "/api/channels", Some(json!({"type": "team", "id": "blue", "members": ["bob"]}))).0, 200);
+    assert_eq!(
+        server
+            .api("POST", "/api/channels", Some(json!({"type": "team", "id": "blue", "members": ["bob"]})))
+            .0,
+        200
+    );
     let state = bob.ok("watch", json!({"cid": "team:blue", "presence": false})).await;
     assert_eq!(state["channel"]["member_count"], 1);
     bob.close().await;
@@ -58,7 +79,11 @@ fn bad_api_input_gets_a_clear_answer() {
     ];
     for (method, path, body, status, code) in cases {
         let (got, answer) = server.api(method, path, body.clone());
-        assert_eq!((got, answer["code"].as_str()), (status, Some(code)), "{method} {path} {body:?}: {answer}");
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {body:?}: {answer}"
+        );
         assert!(!answer["message"].as_str().unwrap().is_empty());
     }
     let raw = ureq::post(&server.url("/api/users"))
@@ -106,8 +131,12 @@ async fn health_metrics_and_dev_tokens() {
     assert!(page.into_string().unwrap().contains("<script src=\"/app.js\">"));
 
     let dev = Server::start(json!({"dev_tokens": true}));
-    let token: serde_json::Value = ureq::get(&dev.url("/dev/token?user_id=carol")).call().unwrap().into_json().unwrap();
-    assert_eq!(presence_server::auth::Keys::new(common::JWT_SECRET).verify(token["token"].as_str().unwrap()), Ok("carol".into()));
+    let token: serde_json::Value =
+        ureq::get(&dev.url("/dev/token?user_id=carol")).call().unwrap().into_json().unwrap();
+    assert_eq!(
+        presence_server::auth::Keys::new(common::JWT_SECRET).verify(token["token"].as_str().unwrap()),
+        Ok("carol".into())
+    );
     let bad = ureq::get(&dev.url("/dev/token?user_id=a%20b")).call();
     assert!(matches!(bad, Err(ureq::Error::Status(400, _))), "{bad:?}");
 }

@@ -65,7 +65,10 @@ async fn watch_answers_the_channel_and_events_follow_in_order() {
         [("alice".into(), false), ("bob".into(), true), ("carol".into(), false)]
     );
     let own = bob.next_event().await;
-    assert_eq!((own["type"].as_str(), own["user"]["id"].as_str()), (Some("user.watching.start"), Some("bob")));
+    assert_eq!(
+        (own["type"].as_str(), own["user"]["id"].as_str()),
+        (Some("user.watching.start"), Some("bob"))
+    );
 
     let mut alice = server.client("alice").await;
     alice.ok("set_status", json!({"status": "in a match"})).await;
@@ -81,7 +84,11 @@ async fn watch_answers_the_channel_and_events_follow_in_order() {
         assert_eq!(e["user"]["id"], "alice");
         assert!(e["user"].get("invisible").is_none(), "a public view shows no invisible flag: {e}");
         assert_eq!(e["connection_id"], bob.connection_id);
-        seen.push((e["seq"].as_u64().unwrap(), e["user"]["online"].as_bool().unwrap(), e["user"]["status"].clone()));
+        seen.push((
+            e["seq"].as_u64().unwrap(),
+            e["user"]["online"].as_bool().unwrap(),
+            e["user"]["status"].clone(),
+        ));
     }
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "seq increases: {seen:?}");
     let flags: Vec<(bool, Value)> = seen.into_iter().map(|(_, online, status)| (online, status)).collect();
@@ -112,13 +119,15 @@ async fn an_invisible_user_never_leaks_to_another_client() {
         users_by_id(&state["members"]),
         [("alice".into(), false), ("bob".into(), false), ("carol".into(), true)]
     );
-    let watchers: Vec<&str> = state["watchers"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    let watchers: Vec<&str> =
+        state["watchers"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
     assert_eq!(watchers, ["carol"], "an invisible watcher is not listed");
     assert_eq!(state["watcher_count"], 1);
     assert!(state["members"][0]["user"].get("invisible").is_none(), "{state}");
 
     let found = carol.ok("query_users", json!({"query": {"filter_conditions": {"online": true}}})).await;
-    let ids: Vec<&str> = found["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        found["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["carol"]);
     let seen = carol.ok("get_user", json!({"user_id": "alice"})).await;
     assert_eq!((seen["online"].as_bool(), seen.get("invisible")), (Some(false), None));
@@ -132,11 +141,8 @@ async fn an_invisible_user_never_leaks_to_another_client() {
     alice.ok("update_user", json!({"set": {"name": "Alice B."}})).await;
     alice.close().await;
     let mut frames = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_millis(300), carol.next_frame()).await {
-            Ok(f) => frames.push(f),
-            Err(_) => break,
-        }
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(300), carol.next_frame()).await {
+        frames.push(frame);
     }
     let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["user.watching.start", "user.updated"], "{frames:?}");
@@ -164,12 +170,16 @@ async fn bad_messages_get_error_frames_and_the_socket_stays_usable() {
         assert_eq!(frame["type"], "error", "{text}: {frame}");
         assert_eq!(frame["code"], code, "{text}: {frame}");
         assert!(frame["message"].as_str().unwrap().contains(needle), "{text}: {frame}");
-        let id: Value = serde_json::from_str::<Value>(text).ok().and_then(|v| v.get("id").cloned()).unwrap_or(Value::Null);
+        let id: Value = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(Value::Null);
         assert_eq!(frame.get("id").cloned().unwrap_or(Value::Null), id, "{text}: the request id is echoed");
     }
     let frame = alice.request("update_user", json!({"set": {"online": true}})).await;
     assert_eq!((frame["code"].as_str(), frame["type"].as_str()), (Some("invalid"), Some("error")), "{frame}");
-    let frame = alice.request("query_users", json!({"query": {"filter_conditions": {"id": {"$regex": "a"}}}})).await;
+    let frame =
+        alice.request("query_users", json!({"query": {"filter_conditions": {"id": {"$regex": "a"}}}})).await;
     assert_eq!(frame["code"], "invalid", "{frame}");
     assert!(frame["message"].as_str().unwrap().contains("$regex"), "{frame}");
     // Still connected and answering.
@@ -292,7 +302,10 @@ async fn pongs_are_heartbeats_and_silence_times_out() {
     let mut silent = server.client("bob").await;
     // Reading answers the server's pings: alive well past the timeout. A client that
     // answers nothing (it does not read) is closed with the timeout code.
-    tokio::join!(alive.assert_silent(Duration::from_millis(1500)), tokio::time::sleep(Duration::from_millis(1500)));
+    tokio::join!(
+        alive.assert_silent(Duration::from_millis(1500)),
+        tokio::time::sleep(Duration::from_millis(1500))
+    );
     alive.ok("get_user", json!({"user_id": "alice"})).await;
     let (_, ended) = silent.read_to_end(WAIT).await;
     assert_eq!(ended, Ended::Closed(4011, "timeout".into()));

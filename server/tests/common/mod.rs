@@ -90,7 +90,13 @@ impl Server {
         self.api_as(Some(API_SECRET), method, path, body)
     }
 
-    pub fn api_as(&self, secret: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn api_as(
+        &self,
+        secret: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = ureq::request(method, &self.url(path));
         if let Some(secret) = secret {
             request = request.set("Authorization", &format!("Bearer {secret}"));
@@ -208,13 +214,17 @@ impl Client {
         let mut frames: Vec<Value> = self.buffered.drain(..).collect();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.expect("the socket ends within the wait");
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("the socket ends within the wait");
             match next {
                 Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
                 Some(Ok(Message::Close(Some(frame)))) => {
                     return (frames, Ended::Closed(u16::from(frame.code), frame.reason.to_string()))
                 }
-                Some(Ok(Message::Close(None))) => return (frames, Ended::Closed(u16::from(CloseCode::Status), String::new())),
+                Some(Ok(Message::Close(None))) => {
+                    return (frames, Ended::Closed(u16::from(CloseCode::Status), String::new()))
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return (frames, Ended::Dropped),
             }
