@@ -176,6 +176,13 @@ async fn bad_messages_get_error_frames_and_the_socket_stays_usable() {
             .unwrap_or(Value::Null);
         assert_eq!(frame.get("id").cloned().unwrap_or(Value::Null), id, "{text}: the request id is echoed");
     }
+    // Hostile shapes: deep nesting stops at the JSON parser's recursion limit.
+    alice.send_text(&"[".repeat(5000)).await;
+    let frame = alice.next_frame().await;
+    assert_eq!(frame["code"], "invalid_json", "{frame}");
+    assert!(frame["message"].as_str().unwrap().contains("recursion limit"), "{frame}");
+    let frame = alice.request("watch", json!({"cid": "team:red", "presence": "yes"})).await;
+    assert_eq!(frame["code"], "bad_request", "{frame}");
     let frame = alice.request("update_user", json!({"set": {"online": true}})).await;
     assert_eq!((frame["code"].as_str(), frame["type"].as_str()), (Some("invalid"), Some("error")), "{frame}");
     let frame =
@@ -311,4 +318,27 @@ async fn pongs_are_heartbeats_and_silence_times_out() {
     assert_eq!(ended, Ended::Closed(4011, "timeout".into()));
     assert_eq!(server.metric("presence_timeouts_total"), 1);
     alive.close().await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_goes_offline_for_the_others() {
+    let server = Server::start(json!({}));
+    let mut bob = server.client("bob").await;
+    bob.ok("watch", json!({"cid": "team:red"})).await;
+    assert_eq!(bob.next_event().await["type"], "user.watching.start");
+    let alice = server.client("alice").await;
+    let online = bob.next_event().await;
+    assert_eq!(
+        (online["user"]["id"].as_str(), online["user"]["online"].as_bool()),
+        (Some("alice"), Some(true))
+    );
+    // The TCP connection goes away without a close frame (a killed client).
+    drop(alice);
+    let offline = bob.next_event().await;
+    assert_eq!(
+        (offline["user"]["id"].as_str(), offline["user"]["online"].as_bool()),
+        (Some("alice"), Some(false))
+    );
+    assert_eq!(server.metric("presence_engine_connections"), 1);
+    bob.close().await;
 }
