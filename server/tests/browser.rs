@@ -32,7 +32,11 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
             let message =
                 "the browser test needs Chromium and its driver: apt-get install chromium chromium-driver";
             assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-            eprintln!("SKIPPED: {message}");
+            // Written to the process's stderr directly: the test harness would swallow eprintln!.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("\nSKIPPED: {message}\n").as_bytes(),
+            );
             None
         }
     }
