@@ -4,11 +4,11 @@ use crate::socket::{self, close, Closing};
 use crate::App;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use presence::{Engine, Error, ErrorKind};
+use presence::{Error, ErrorKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -40,7 +40,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/users", post(upsert_users))
         .route("/api/users/{id}", get(get_user))
         .route("/api/channels", post(upsert_channel))
-        .route("/api/channels/{cid}/members", post(add_members).delete(remove_members))
+        .route("/api/channels/{cid}/members", post(members).delete(members))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(app)
 }
@@ -162,32 +162,23 @@ fn member_ids(body: &str) -> Result<String, ApiError> {
     }
 }
 
-type MembersChange = fn(&Engine, &str, &str) -> presence::Result<()>;
-
-fn change_members(app: &App, headers: &HeaderMap, cid: &str, body: &str, change: MembersChange) -> ApiResult {
-    authorize(app, headers)?;
-    change(&app.engine, cid, &member_ids(body)?)?;
+/// `POST /api/channels/{cid}/members` with `{"user_ids": [...]}` adds members; `DELETE`
+/// with the same body removes them.
+async fn members(
+    State(app): State<Arc<App>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(cid): Path<String>,
+    body: String,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let ids = member_ids(&body)?;
+    if method == Method::DELETE {
+        app.engine.remove_members_json(&cid, &ids)?;
+    } else {
+        app.engine.add_members_json(&cid, &ids)?;
+    }
     Ok(Json(json!({})))
-}
-
-/// `POST /api/channels/{cid}/members` with `{"user_ids": [...]}`.
-async fn add_members(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(cid): Path<String>,
-    body: String,
-) -> ApiResult {
-    change_members(&app, &headers, &cid, &body, Engine::add_members_json)
-}
-
-/// `DELETE /api/channels/{cid}/members` with `{"user_ids": [...]}`.
-async fn remove_members(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(cid): Path<String>,
-    body: String,
-) -> ApiResult {
-    change_members(&app, &headers, &cid, &body, Engine::remove_members_json)
 }
 
 #[derive(Deserialize)]

@@ -20,9 +20,7 @@ fn the_api_needs_the_secret() {
 #[tokio::test]
 async fn backend_changes_reach_watching_clients() {
     let server = Server::start(json!({}));
-    let mut bob = server.client("bob").await;
-    bob.ok("watch", json!({"cid": "team:red"})).await;
-    assert_eq!(bob.next_event().await["type"], "user.watching.start");
+    let mut bob = server.watcher("bob", "team:red").await;
 
     let (status, body) =
         server.api("POST", "/api/users", Some(json!([{"id": "dave", "name": "Dave"}, {"id": "erin"}])));

@@ -323,9 +323,7 @@ async fn pongs_are_heartbeats_and_silence_times_out() {
 #[tokio::test]
 async fn a_dropped_connection_goes_offline_for_the_others() {
     let server = Server::start(json!({}));
-    let mut bob = server.client("bob").await;
-    bob.ok("watch", json!({"cid": "team:red"})).await;
-    assert_eq!(bob.next_event().await["type"], "user.watching.start");
+    let mut bob = server.watcher("bob", "team:red").await;
     let alice = server.client("alice").await;
     let online = bob.next_event().await;
     assert_eq!(

@@ -75,6 +75,19 @@ impl Server {
         client
     }
 
+    /// Connects as `user_id`, watches `cid` with presence, and reads the user's own
+    /// `user.watching.start`.
+    pub async fn watcher(&self, user_id: &str, cid: &str) -> Client {
+        let mut client = self.client(user_id).await;
+        client.ok("watch", json!({ "cid": cid })).await;
+        let own = client.next_event().await;
+        assert_eq!(
+            (own["type"].as_str(), own["user"]["id"].as_str()),
+            (Some("user.watching.start"), Some(user_id))
+        );
+        client
+    }
+
     /// Opens a socket at `path` (with an `Origin` header when given) without reading.
     pub async fn raw_client(&self, path: &str, origin: Option<&str>) -> Client {
         let mut request = format!("ws://{}{path}", self.addr).into_client_request().unwrap();
