@@ -27,6 +27,8 @@
 //! ```
 pub mod answer;
 pub mod channel;
+#[cfg(feature = "cluster")]
+mod cluster;
 pub mod config;
 mod engine;
 pub mod error;
@@ -34,6 +36,7 @@ pub mod event;
 pub mod ffi;
 mod persist;
 pub(crate) mod query;
+mod replication;
 mod state;
 pub mod time;
 pub mod user;
