@@ -39,6 +39,94 @@ pub struct Config {
     pub max_subscriptions_per_connection: u32,
     pub connection_queue_capacity: u32,
     pub query_limit_max: u32,
+    /// Cluster mode: share presence with other engines through Redis.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The `cluster` config object (see docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    pub node_id: String,
+    #[serde(default = "ClusterConfig::default_namespace")]
+    pub namespace: String,
+    #[serde(default = "ClusterConfig::default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "ClusterConfig::default_lease_ms")]
+    pub lease_ms: u64,
+    /// Log entries kept per shard.
+    #[serde(default = "ClusterConfig::default_stream_retention")]
+    pub stream_retention: u64,
+    /// Changes kept while the store is unreachable.
+    #[serde(default = "ClusterConfig::default_max_pending_writes")]
+    pub max_pending_writes: u32,
+    /// Longest wait of one read of the store's logs.
+    #[serde(default = "ClusterConfig::default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl ClusterConfig {
+    /// A cluster config with every optional key at its default.
+    pub fn new(redis_url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        ClusterConfig {
+            redis_url: redis_url.into(),
+            node_id: node_id.into(),
+            namespace: Self::default_namespace(),
+            heartbeat_ms: Self::default_heartbeat_ms(),
+            lease_ms: Self::default_lease_ms(),
+            stream_retention: Self::default_stream_retention(),
+            max_pending_writes: Self::default_max_pending_writes(),
+            poll_ms: Self::default_poll_ms(),
+        }
+    }
+    fn default_namespace() -> String {
+        "presence".into()
+    }
+    fn default_heartbeat_ms() -> u64 {
+        1000
+    }
+    fn default_lease_ms() -> u64 {
+        10_000
+    }
+    fn default_stream_retention() -> u64 {
+        10_000
+    }
+    fn default_max_pending_writes() -> u32 {
+        10_000
+    }
+    fn default_poll_ms() -> u64 {
+        1
+    }
+
+    /// Checks names (they become parts of store keys) and timings.
+    pub fn validate(&self) -> Result<()> {
+        let name_ok =
+            |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !name_ok(&self.node_id) {
+            return Err(Error::invalid(format!(
+                "config: cluster.node_id {:?} must be 1..=64 bytes of [A-Za-z0-9_.-]",
+                self.node_id
+            )));
+        }
+        if !name_ok(&self.namespace) {
+            return Err(Error::invalid(format!(
+                "config: cluster.namespace {:?} must be 1..=64 bytes of [A-Za-z0-9_.-]",
+                self.namespace
+            )));
+        }
+        if self.heartbeat_ms == 0 || self.lease_ms <= self.heartbeat_ms {
+            return Err(Error::invalid(
+                "config: cluster needs heartbeat_ms > 0 and lease_ms > heartbeat_ms",
+            ));
+        }
+        if self.stream_retention == 0 || self.max_pending_writes == 0 || self.poll_ms == 0 {
+            return Err(Error::invalid(
+                "config: cluster.stream_retention, max_pending_writes and poll_ms must be > 0",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -54,6 +142,7 @@ impl Default for Config {
             max_subscriptions_per_connection: 10_000,
             connection_queue_capacity: 1024,
             query_limit_max: 100,
+            cluster: None,
         }
     }
 }
@@ -85,6 +174,14 @@ impl Config {
         }
         if self.start_time_ms < 0 {
             return Err(Error::invalid("config: start_time_ms must be >= 0"));
+        }
+        if let Some(cluster) = &self.cluster {
+            if !cfg!(feature = "cluster") {
+                return Err(Error::invalid(
+                    "config: cluster mode needs the library built with the cargo feature \"cluster\"",
+                ));
+            }
+            cluster.validate()?;
         }
         Ok(())
     }

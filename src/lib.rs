@@ -41,7 +41,7 @@ mod state;
 pub mod time;
 pub mod user;
 
-pub use config::{Clock, Config, Dispatch};
+pub use config::{Clock, ClusterConfig, Config, Dispatch};
 pub use engine::{Engine, ListenerFilter, ListenerId};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};

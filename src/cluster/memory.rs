@@ -9,6 +9,15 @@ use crate::time::Millis;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// What the store accepted, in its order: the simulation's one reference engine replays it.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    /// A delta written by a node incarnation (`node#n`).
+    Delta(String, Delta),
+    /// A dead incarnation reaped at a time.
+    Reaped(String, Millis),
+}
+
 #[derive(Default)]
 struct Shard {
     users: BTreeMap<String, BTreeMap<String, String>>,
@@ -32,6 +41,7 @@ pub struct MemoryData {
     pub retention: usize,
     /// While set, every call answers `Down`.
     pub down: bool,
+    pub history: Vec<Applied>,
 }
 
 impl MemoryData {
@@ -45,14 +55,8 @@ impl MemoryData {
             now: 0,
             retention,
             down: false,
+            history: Vec::new(),
         }
-    }
-
-    /// Forgets everything, as a store restarted without persistence does.
-    pub fn lose_data(&mut self) {
-        let (now, retention) = (self.now, self.retention);
-        *self = MemoryData::new(retention);
-        self.now = now;
     }
 
     fn append(&mut self, shard: usize, uid: &str, written: RawEntry) {
@@ -128,6 +132,7 @@ impl MemoryData {
             }
         }
         self.append(shard, &uid, written);
+        self.history.push(Applied::Delta(member(node, inc), delta.clone()));
         Ok(())
     }
 
@@ -260,6 +265,7 @@ impl Store for MemoryStore {
         for shard in 0..SHARDS {
             d.reap_shard(shard, node, inc, now);
         }
+        d.history.push(Applied::Reaped(m.to_string(), now));
         if d.leases.get(m).is_some_and(|&e| e < store_now) {
             d.leases.remove(m);
         }

@@ -63,6 +63,17 @@ impl RedisServer {
     /// Sends one command and answers the first line of the reply (`None` when the server
     /// cannot be reached).
     pub fn command(&self, args: &[&str]) -> Option<String> {
+        self.reply(args).map(|(first, _)| first)
+    }
+
+    /// A field of `INFO` (such as `total_commands_processed`) as a number.
+    pub fn info_number(&self, field: &str) -> Option<u64> {
+        let (_, body) = self.reply(&["INFO"])?;
+        body.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
+    }
+
+    /// Sends one command; answers the first line of the reply and, for a bulk string, its body.
+    fn reply(&self, args: &[&str]) -> Option<(String, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut request = format!("*{}\r\n", args.len());
@@ -70,9 +81,17 @@ impl RedisServer {
             request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         stream.write_all(request.as_bytes()).ok()?;
+        let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).ok()?;
-        Some(line.trim_end().to_string())
+        reader.read_line(&mut line).ok()?;
+        let first = line.trim_end().to_string();
+        let mut body = String::new();
+        if let Some(len) = first.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            let mut bytes = vec![0; len + 2];
+            std::io::Read::read_exact(&mut reader, &mut bytes).ok()?;
+            body = String::from_utf8_lossy(&bytes[..len]).into_owned();
+        }
+        Some((first, body))
     }
 }
 
