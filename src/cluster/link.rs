@@ -92,6 +92,10 @@ pub struct Link<S: Store> {
     reported: Option<LinkStatus>,
     /// The store epoch this node last registered under.
     last_epoch: Option<String>,
+    /// Declared dead: report `fenced` once registered anew.
+    fenced: bool,
+    /// The store lost its data: register anew and re-announce every user.
+    store_lost: bool,
     epoch_seed: u64,
 }
 
@@ -107,6 +111,8 @@ impl<S: Store> Link<S> {
             next_beat: Millis::MIN,
             reported: None,
             last_epoch: None,
+            fenced: false,
+            store_lost: false,
             epoch_seed,
         }
     }
@@ -144,6 +150,13 @@ impl<S: Store> Link<S> {
             }
             Err(StoreError::Fenced) => {
                 // Refused mid-write: the next round registers anew and re-announces.
+                self.fenced = true;
+                self.registration = None;
+                self.shared.report.lock().status = LinkStatus::Fenced;
+                false
+            }
+            Err(StoreError::Lost) => {
+                self.store_lost = true;
                 self.registration = None;
                 false
             }
@@ -174,7 +187,7 @@ impl<S: Store> Link<S> {
 
     fn round(&mut self, replica: &dyn Replica, now: Millis) -> StoreResult<()> {
         if self.registration.is_none() {
-            self.register(replica, false)?;
+            self.register(replica)?;
             self.next_beat = now.saturating_add(self.settings.heartbeat_ms as Millis);
         } else if now >= self.next_beat {
             self.beat(replica)?;
@@ -186,12 +199,12 @@ impl<S: Store> Link<S> {
 
     /// Takes a new incarnation, re-announces this node's connections (and, after the store
     /// lost its data, every user) ahead of what waits, and rebuilds every shard.
-    fn register(&mut self, replica: &dyn Replica, store_lost: bool) -> StoreResult<()> {
-        let was_fenced = self.reported.is_some() && !store_lost;
+    fn register(&mut self, replica: &dyn Replica) -> StoreResult<()> {
         self.epoch_seed = self.epoch_seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let fresh_epoch = format!("{:016x}", self.epoch_seed);
         let registration = self.store.register(&self.settings.node, self.settings.lease_ms, &fresh_epoch)?;
-        let lost = store_lost || self.last_epoch.as_ref().is_some_and(|e| *e != registration.epoch);
+        let lost = self.store_lost || self.last_epoch.as_ref().is_some_and(|e| *e != registration.epoch);
+        self.store_lost = false;
         if lost {
             replica.forget_versions();
             self.cursors = [0; SHARDS];
@@ -206,7 +219,7 @@ impl<S: Store> Link<S> {
         for shard in 0..SHARDS {
             self.rebuild(replica, shard)?;
         }
-        if was_fenced && self.reported != Some(LinkStatus::Down) {
+        if std::mem::take(&mut self.fenced) {
             replica.link_changed(LinkStatus::Fenced);
         }
         Ok(())
@@ -224,12 +237,14 @@ impl<S: Store> Link<S> {
                 Ok(())
             }
             Beat::Fenced => {
+                self.fenced = true;
                 self.registration = None;
-                self.register(replica, false)
+                self.register(replica)
             }
             Beat::EpochChanged => {
+                self.store_lost = true;
                 self.registration = None;
-                self.register(replica, true)
+                self.register(replica)
             }
         }
     }
@@ -241,7 +256,7 @@ impl<S: Store> Link<S> {
         }
         let registration = self.registration.as_ref().expect("writing while registered");
         let deltas = self.pending.make_contiguous();
-        let (done, result) = self.store.write(&self.settings.node, registration.incarnation, deltas);
+        let (done, result) = self.store.write(&self.settings.node, registration, deltas);
         self.pending.drain(..done);
         result
     }

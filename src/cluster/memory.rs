@@ -24,6 +24,7 @@ struct Shard {
     log: Vec<(u64, RawEntry)>,
     seq: u64,
     fence: HashMap<String, u64>,
+    epoch: Option<String>,
     /// Per incarnation: connection id -> user id.
     connections: HashMap<String, BTreeMap<String, String>>,
 }
@@ -85,10 +86,14 @@ impl MemoryData {
         }
     }
 
-    fn write_one(&mut self, node: &str, inc: u64, delta: &Delta) -> StoreResult<()> {
+    fn write_one(&mut self, node: &str, registration: &Registration, delta: &Delta) -> StoreResult<()> {
+        let inc = registration.incarnation;
         let shard = shard_of(&delta.user);
         let uid = delta.user.to_string();
         let s = &mut self.shards[shard];
+        if s.epoch.as_deref() != Some(registration.epoch.as_str()) {
+            return Err(StoreError::Lost);
+        }
         if s.fence.get(node).is_some_and(|&f| f >= inc) {
             return Err(StoreError::Fenced);
         }
@@ -196,6 +201,9 @@ impl Store for MemoryStore {
         let expiry = d.now + lease_ms as Millis;
         d.leases.insert(member(node, inc), expiry);
         let epoch = d.epoch.get_or_insert_with(|| fresh_epoch.to_string()).clone();
+        for shard in &mut d.shards {
+            shard.epoch.get_or_insert_with(|| epoch.clone());
+        }
         Ok(Registration { incarnation: inc, epoch })
     }
 
@@ -215,13 +223,13 @@ impl Store for MemoryStore {
         Ok(Beat::Renewed { alive, expired, now })
     }
 
-    fn write(&mut self, node: &str, incarnation: u64, deltas: &[Delta]) -> (usize, StoreResult<()>) {
+    fn write(&mut self, node: &str, registration: &Registration, deltas: &[Delta]) -> (usize, StoreResult<()>) {
         let mut d = match self.data() {
             Ok(d) => d,
             Err(e) => return (0, Err(e)),
         };
         for (i, delta) in deltas.iter().enumerate() {
-            if let Err(e) = d.write_one(node, incarnation, delta) {
+            if let Err(e) = d.write_one(node, registration, delta) {
                 return (i, Err(e));
             }
         }

@@ -134,15 +134,16 @@ impl RedisStore {
         self.run(|c| redis::cmd("EVALSHA").arg(hash).arg(keys.len()).arg(keys).arg(args).query(c))
     }
 
-    fn write_keys(&self, node: &str, incarnation: u64, user: &str) -> Vec<String> {
+    fn write_keys(&self, node: &str, incarnation: u64, user: &str) -> [String; 7] {
         let shard = shard_of(user);
-        vec![
+        [
             self.keys.user(user),
             self.keys.log(shard),
             self.keys.seq(shard),
             self.keys.users(shard),
             self.keys.fence(shard),
             self.keys.node_connections(shard, &member(node, incarnation)),
+            self.keys.shard_epoch(shard),
         ]
     }
 }
@@ -150,13 +151,17 @@ impl RedisStore {
 impl Store for RedisStore {
     fn register(&mut self, node: &str, lease_ms: u64, fresh_epoch: &str) -> StoreResult<Registration> {
         let answer = self.meta("register", node, lease_ms, fresh_epoch)?;
-        match items(&answer)? {
-            [inc, epoch, _now] => Ok(Registration {
-                incarnation: text(inc)?.parse().map_err(down)?,
-                epoch: text(epoch)?,
-            }),
-            _ => Err(StoreError::Down("malformed registration answer".into())),
+        let registration = match items(&answer)? {
+            [inc, epoch, _now] => Registration { incarnation: text(inc)?.parse().map_err(down)?, epoch: text(epoch)? },
+            _ => return Err(StoreError::Down("malformed registration answer".into())),
+        };
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("SET").arg(self.keys.shard_epoch(shard)).arg(&registration.epoch).arg("NX").ignore();
         }
+        self.commands_sent += SHARDS as u64;
+        self.run(|c| pipe.query::<()>(c))?;
+        Ok(registration)
     }
 
     fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat> {
@@ -174,13 +179,13 @@ impl Store for RedisStore {
         }
     }
 
-    fn write(&mut self, node: &str, incarnation: u64, deltas: &[Delta]) -> (usize, StoreResult<()>) {
+    fn write(&mut self, node: &str, registration: &Registration, deltas: &[Delta]) -> (usize, StoreResult<()>) {
         let hash = self.scripts.write.get_hash().to_string();
         let mut pipe = redis::pipe();
         for delta in deltas {
-            let keys = self.write_keys(node, incarnation, &delta.user);
-            let args = write_args(node, incarnation, self.retention, delta);
-            pipe.cmd("EVALSHA").arg(&hash).arg(keys.len()).arg(keys).arg(args);
+            let keys = self.write_keys(node, registration.incarnation, &delta.user);
+            let args = write_args(node, registration, self.retention, delta);
+            pipe.cmd("EVALSHA").arg(&hash).arg(keys.len()).arg(&keys[..]).arg(args);
         }
         self.commands_sent += deltas.len() as u64;
         let answers: Vec<Value> = match self.run(|c| pipe.query(c)) {
@@ -188,10 +193,14 @@ impl Store for RedisStore {
             Err(e) => return (0, Err(e)),
         };
         for (i, answer) in answers.iter().enumerate() {
-            let fenced = items(answer).ok().and_then(|a| a.first()).and_then(|v| text(v).ok());
-            if fenced.as_deref() == Some("fenced") {
-                // Deltas after a refused one were refused too (same incarnation).
-                return (i, Err(StoreError::Fenced));
+            let refusal = items(answer).ok().and_then(|a| a.first()).and_then(|v| text(v).ok());
+            // Deltas after a refused one were refused too (same incarnation, same epoch),
+            // except in other shards: they are written again after registering anew, and
+            // the write script is idempotent for connections.
+            match refusal.as_deref() {
+                Some("fenced") => return (i, Err(StoreError::Fenced)),
+                Some("epoch") => return (i, Err(StoreError::Lost)),
+                _ => {}
             }
         }
         (deltas.len(), Ok(()))

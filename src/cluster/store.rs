@@ -52,6 +52,10 @@ impl Keys {
     pub fn fence(&self, shard: usize) -> String {
         self.shard_key(shard, "fence")
     }
+    /// The epoch a shard takes writes under; set by registering nodes, gone with the data.
+    pub fn shard_epoch(&self, shard: usize) -> String {
+        self.shard_key(shard, "epoch")
+    }
     /// Connections of one node incarnation whose users live in `shard`.
     pub fn node_connections(&self, shard: usize, member: &str) -> String {
         self.shard_key(shard, &format!("conns:{member}"))
@@ -82,6 +86,8 @@ pub enum StoreError {
     Down(String),
     /// This incarnation was declared dead; its writes are refused.
     Fenced,
+    /// The store no longer holds the epoch this node registered under: it lost its data.
+    Lost,
 }
 
 impl fmt::Display for StoreError {
@@ -89,6 +95,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Down(why) => write!(f, "store unavailable: {why}"),
             StoreError::Fenced => f.write_str("this node was declared dead and is fenced"),
+            StoreError::Lost => f.write_str("the shared store lost its data"),
         }
     }
 }
@@ -215,7 +222,7 @@ pub struct Entry {
 }
 
 /// The arguments of the write script after the keys (see `lua/write.lua`).
-pub fn write_args(node: &str, incarnation: u64, retention: u64, delta: &Delta) -> Vec<String> {
+pub fn write_args(node: &str, registration: &Registration, retention: u64, delta: &Delta) -> Vec<String> {
     let conn = |want_open: bool| match delta.connection {
         Some(ConnectionChange::Opened(c)) if want_open => c.0.to_string(),
         Some(ConnectionChange::Closed(c)) if !want_open => c.0.to_string(),
@@ -223,7 +230,7 @@ pub fn write_args(node: &str, incarnation: u64, retention: u64, delta: &Delta) -
     };
     let mut args = vec![
         node.to_string(),
-        incarnation.to_string(),
+        registration.incarnation.to_string(),
         retention.to_string(),
         delta.user.to_string(),
         delta.at.to_string(),
@@ -231,6 +238,7 @@ pub fn write_args(node: &str, incarnation: u64, retention: u64, delta: &Delta) -
         conn(true),
         conn(false),
         if delta.only_if_absent { "1" } else { "0" }.to_string(),
+        registration.epoch.clone(),
     ];
     for (field, value) in &delta.fields {
         args.push(field.store_name());
@@ -243,13 +251,14 @@ pub fn write_args(node: &str, incarnation: u64, retention: u64, delta: &Delta) -
 /// The shared store as the link uses it. Every call is one round trip or a pipeline.
 pub trait Store {
     /// Takes a new incarnation for `node` with a fresh lease; sets the epoch if the store
-    /// has none (`fresh_epoch`), answering the one in force.
+    /// has none (`fresh_epoch`), answering the one in force, and makes every shard that
+    /// has no epoch take writes under it.
     fn register(&mut self, node: &str, lease_ms: u64, fresh_epoch: &str) -> StoreResult<Registration>;
     /// Renews the lease of `member` if it is still alive and the epoch still holds.
     fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat>;
     /// Applies deltas in order, stopping at the first refused one; answers how many were
-    /// applied (all of them, or fewer with `Fenced` meaning the rest were refused).
-    fn write(&mut self, node: &str, incarnation: u64, deltas: &[Delta]) -> (usize, StoreResult<()>);
+    /// applied (all of them, or fewer with `Fenced` or `Lost` for the rest).
+    fn write(&mut self, node: &str, registration: &Registration, deltas: &[Delta]) -> (usize, StoreResult<()>);
     /// Log entries after `cursors[shard]` in every shard, at most `max` per shard, waiting
     /// up to the store's poll interval when there are none.
     fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>>;

@@ -2,7 +2,7 @@
 //! the model leave the same logs and the same snapshots.
 use super::memory::{MemoryData, MemoryStore};
 use super::redis_store::RedisStore;
-use super::store::{Store, StoreError, SHARDS};
+use super::store::{Registration, Store, StoreError, SHARDS};
 use super::testing::start_redis;
 use crate::event::ConnectionId;
 use crate::replication::{ConnectionChange, Delta, Field};
@@ -54,29 +54,33 @@ fn redis_scripts_match_the_in_memory_model() {
     let mut model = MemoryStore(data.clone());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let nodes = ["a", "b", "c"];
-    let mut incs = Vec::new();
+    let mut registrations = Vec::new();
     for node in nodes {
         let r = redis.register(node, 60_000, "e1").unwrap();
         let m = model.register(node, 60_000, "e1").unwrap();
         assert_eq!(r.incarnation, m.incarnation);
         assert_eq!(r.epoch, "e1");
-        incs.push(r.incarnation);
+        registrations.push(r);
     }
     let (mut open, mut next_conn) = (Vec::new(), 0);
     for _ in 0..400 {
         let node = rng.below(3) as usize;
         let delta = random_delta(&mut rng, &mut open, node, &mut next_conn);
-        let r = redis.write(nodes[node], incs[node], std::slice::from_ref(&delta));
-        let m = model.write(nodes[node], incs[node], std::slice::from_ref(&delta));
+        let r = redis.write(nodes[node], &registrations[node], std::slice::from_ref(&delta));
+        let m = model.write(nodes[node], &registrations[node], std::slice::from_ref(&delta));
         assert_eq!(r, m, "{delta:?}");
     }
     // Node b dies: reaping closes its connections everywhere and fences its writes.
-    let dead = super::store::member("b", incs[1]);
+    let dead = super::store::member("b", registrations[1].incarnation);
     assert!(redis.reap(&dead, 5_000, 10_000).unwrap());
     assert!(model.reap(&dead, 5_000, 10_000).unwrap());
     let late = random_delta(&mut rng, &mut open, 1, &mut next_conn);
-    assert_eq!(redis.write("b", incs[1], std::slice::from_ref(&late)), (0, Err(StoreError::Fenced)));
-    assert_eq!(model.write("b", incs[1], std::slice::from_ref(&late)), (0, Err(StoreError::Fenced)));
+    assert_eq!(redis.write("b", &registrations[1], std::slice::from_ref(&late)), (0, Err(StoreError::Fenced)));
+    assert_eq!(model.write("b", &registrations[1], std::slice::from_ref(&late)), (0, Err(StoreError::Fenced)));
+    // A write under an epoch the store does not hold (it lost its data) is refused too.
+    let stale = Registration { incarnation: registrations[0].incarnation, epoch: "e0".into() };
+    assert_eq!(redis.write("a", &stale, std::slice::from_ref(&late)), (0, Err(StoreError::Lost)));
+    assert_eq!(model.write("a", &stale, std::slice::from_ref(&late)), (0, Err(StoreError::Lost)));
 
     let cursors = [0; SHARDS];
     // Hash field order differs between Redis and the model; the sets must not.
