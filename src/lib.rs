@@ -30,6 +30,7 @@ pub mod channel;
 #[cfg(feature = "cluster")]
 mod cluster;
 pub mod config;
+mod core;
 mod engine;
 pub mod error;
 pub mod event;
@@ -37,7 +38,6 @@ pub mod ffi;
 mod persist;
 pub(crate) mod query;
 mod replication;
-mod state;
 pub mod time;
 pub mod user;
 
