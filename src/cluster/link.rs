@@ -117,20 +117,6 @@ impl<S: Store> Link<S> {
         }
     }
 
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
-    }
-
-    /// This node's incarnation, once registered.
-    pub fn incarnation(&self) -> Option<u64> {
-        self.registration.as_ref().map(|r| r.incarnation)
-    }
-
-    /// Deltas not yet in the store.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// One round at local time `now`: take new deltas, keep the lease, write, read.
     /// Answers whether the link is up after it. Cost: O(deltas + entries read), plus a
     /// snapshot of a shard when this node fell behind its log.
@@ -170,16 +156,22 @@ impl<S: Store> Link<S> {
     }
 
     /// Queues a delta. While the link is down an open and a close of the same connection
-    /// cancel out, so connection traffic waiting for the store stays bounded by the live
-    /// connections. Cost: O(1) while up, O(pending) per close while down.
+    /// cancel out (the open stays as a bare change of its user only if nothing earlier
+    /// waits for that user, so a user created meanwhile still reaches the store), which
+    /// keeps what waits bounded by the live connections and the users touched. Cost: O(1)
+    /// while up, O(pending) per close while down.
     fn enqueue(&mut self, delta: Delta, up: bool) {
         if let (false, Some(ConnectionChange::Closed(c))) = (up, delta.connection) {
             let opened = self.pending.iter().rposition(|d| d.connection == Some(ConnectionChange::Opened(c)));
-            if let Some(pos) = opened {
-                if self.pending[pos].fields.is_empty() && delta.fields.is_empty() {
+            if let Some(pos) = opened.filter(|&p| self.pending[p].fields.is_empty() && delta.fields.is_empty()) {
+                if self.pending.iter().take(pos).any(|d| d.user == delta.user) {
                     self.pending.remove(pos);
-                    return;
+                } else {
+                    let bare = &mut self.pending[pos];
+                    bare.connection = None;
+                    bare.last_active = delta.last_active.or(bare.last_active);
                 }
+                return;
             }
         }
         self.pending.push_back(delta);

@@ -8,6 +8,8 @@ pub(crate) mod memory;
 pub(crate) mod redis_store;
 pub(crate) mod store;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;

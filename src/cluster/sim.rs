@@ -164,6 +164,10 @@ fn reference(history: &[Applied]) -> State {
                     }
                 }
                 match delta.connection {
+                    // The store counts a connection once, however often it is announced.
+                    Some(ConnectionChange::Opened(c)) if open.contains_key(&(member.clone(), c.0)) => {
+                        single.upsert_user(delta.at, &patch).unwrap();
+                    }
                     Some(ConnectionChange::Opened(c)) => {
                         let id = single.connect(delta.at, &patch).unwrap();
                         open.insert((member.clone(), c.0), id);

@@ -187,3 +187,11 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+impl State {
+    /// Every user id, for the simulation's comparisons.
+    pub fn user_ids(&self) -> Vec<String> {
+        self.users.iter().map(|u| u.id.to_string()).collect()
+    }
+}
