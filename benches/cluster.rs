@@ -159,7 +159,8 @@ fn throughput_rows(server: &RedisServer, sizes: &Sizes) {
         + server.info_number("total_net_output_bytes").unwrap()
         - output;
     let single = Arc::new(Engine::from_json(None).unwrap());
-    let single_rate = write_for(std::slice::from_ref(&single), sizes.write_seconds) as f64 / sizes.write_seconds;
+    let single_rate =
+        write_for(std::slice::from_ref(&single), sizes.write_seconds) as f64 / sizes.write_seconds;
     let changes = accepted.max(1);
     println!(
         "| presence changes through one Redis, {} nodes writing | {:.0} changes/s ({} stored) | one engine alone: {:.0} changes/s |",

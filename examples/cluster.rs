@@ -26,7 +26,8 @@ fn main() {
         println!("using the Redis at 127.0.0.1:6379");
         ("redis://127.0.0.1:6379/0".to_string(), None)
     } else {
-        let server = redis_server::start_redis().expect("redis-server is needed: apt-get install redis-server");
+        let server =
+            redis_server::start_redis().expect("redis-server is needed: apt-get install redis-server");
         println!("started redis-server on port {}", server.port);
         (server.url(), Some(server))
     };

@@ -101,8 +101,9 @@ impl ClusterConfig {
 
     /// Checks names (they become parts of store keys) and timings.
     pub fn validate(&self) -> Result<()> {
-        let name_ok =
-            |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        let name_ok = |s: &str| {
+            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
         if !name_ok(&self.node_id) {
             return Err(Error::invalid(format!(
                 "config: cluster.node_id {:?} must be 1..=64 bytes of [A-Za-z0-9_.-]",
@@ -116,9 +117,7 @@ impl ClusterConfig {
             )));
         }
         if self.heartbeat_ms == 0 || self.lease_ms <= self.heartbeat_ms {
-            return Err(Error::invalid(
-                "config: cluster needs heartbeat_ms > 0 and lease_ms > heartbeat_ms",
-            ));
+            return Err(Error::invalid("config: cluster needs heartbeat_ms > 0 and lease_ms > heartbeat_ms"));
         }
         if self.stream_retention == 0 || self.max_pending_writes == 0 || self.poll_ms == 0 {
             return Err(Error::invalid(
@@ -184,5 +183,19 @@ impl Config {
             cluster.validate()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, not(feature = "cluster")))]
+mod tests {
+    use super::Config;
+    use crate::ErrorKind;
+
+    #[test]
+    fn a_cluster_config_names_the_missing_feature() {
+        let err = Config::from_json(r#"{"cluster":{"redis_url":"redis://127.0.0.1/0","node_id":"a"}}"#)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(err.message().contains("feature \"cluster\""), "{}", err.message());
     }
 }

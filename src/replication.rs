@@ -18,6 +18,7 @@ pub enum Field {
     Custom(String),
 }
 
+#[cfg(feature = "cluster")]
 impl Field {
     /// The name of the field in the store (`s`, `i`, `ua`, `f:<name>`).
     pub fn store_name(&self) -> String {
@@ -75,6 +76,7 @@ impl Delta {
 }
 
 /// One change to one user as the store ordered it.
+#[cfg(feature = "cluster")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteChange {
     pub user: Arc<str>,

@@ -83,7 +83,9 @@ fn the_first_connection_anywhere_brings_a_user_online_and_the_last_takes_them_of
     let on_b = follower(&b, "fb", "alice");
 
     let alice_a = a.connect_json(r#"{"id":"alice"}"#).unwrap();
-    wait_until("b sees alice online", Duration::from_secs(5), || public_online(&b, on_b, "alice") == Some(true));
+    wait_until("b sees alice online", Duration::from_secs(5), || {
+        public_online(&b, on_b, "alice") == Some(true)
+    });
     let alice_b = b.connect_json(r#"{"id":"alice"}"#).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(presence_lines(&a, on_a), ["alice online"]);
@@ -98,7 +100,9 @@ fn the_first_connection_anywhere_brings_a_user_online_and_the_last_takes_them_of
 
     // Closing the last emits exactly one offline on each node.
     b.disconnect(alice_b).unwrap();
-    wait_until("a sees alice offline", Duration::from_secs(5), || public_online(&a, on_a, "alice") == Some(false));
+    wait_until("a sees alice offline", Duration::from_secs(5), || {
+        public_online(&a, on_a, "alice") == Some(false)
+    });
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(presence_lines(&a, on_a), ["alice offline"]);
     assert_eq!(presence_lines(&b, on_b), ["alice offline"]);
@@ -143,7 +147,8 @@ fn an_invisible_user_is_offline_on_every_node() {
     // Own view (the host) knows she is connected; everyone else sees her offline.
     assert_eq!(public_online(&b, on_b, "alice"), Some(false));
     let online = b.query_users(on_b, r#"{"filter_conditions":{"online":true}}"#).unwrap();
-    let ids: Vec<&str> = online["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        online["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["fb"]);
     assert_eq!(presence_lines(&b, on_b), Vec::<String>::new());
 
@@ -151,7 +156,9 @@ fn an_invisible_user_is_offline_on_every_node() {
     a.set_invisible("alice", false).unwrap();
     wait_until("b sees alice", Duration::from_secs(5), || public_online(&b, on_b, "alice") == Some(true));
     a.disconnect(alice).unwrap();
-    wait_until("b sees alice leave", Duration::from_secs(5), || public_online(&b, on_b, "alice") == Some(false));
+    wait_until("b sees alice leave", Duration::from_secs(5), || {
+        public_online(&b, on_b, "alice") == Some(false)
+    });
     assert_eq!(presence_lines(&b, on_b), ["alice online", "alice offline"]);
 }
 
@@ -235,9 +242,10 @@ fn child_node() {
                 let c = ConnectionId(id.parse().unwrap());
                 engine.disconnect(c).map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
             }
-            ["status", user, text] => {
-                engine.set_status(user, Some(text)).map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
-            }
+            ["status", user, text] => engine
+                .set_status(user, Some(text))
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string()),
             ["invisible", user, on] => engine
                 .set_invisible(user, *on == "1")
                 .map(|_| "ok".to_string())
@@ -253,7 +261,9 @@ fn child_node() {
 /// Every user as the host sees them, one line, sorted: id, connected, public online,
 /// status, invisible, custom fields.
 fn dump(engine: &Engine) -> String {
-    let all = engine.query_users(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"id","direction":1}]}"#).unwrap();
+    let all = engine
+        .query_users(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"id","direction":1}]}"#)
+        .unwrap();
     let mut out = Vec::new();
     for u in all["users"].as_array().unwrap() {
         let id = u["id"].as_str().unwrap();
@@ -290,7 +300,9 @@ fn a_killed_node_s_users_go_offline_everywhere_with_node_lost() {
 
     child.signal("-KILL");
     let killed = Instant::now();
-    wait_until("a sees bob offline", Duration::from_secs(10), || public_online(&a, on_a, "bob") == Some(false));
+    wait_until("a sees bob offline", Duration::from_secs(10), || {
+        public_online(&a, on_a, "bob") == Some(false)
+    });
     let took = killed.elapsed();
     eprintln!("kill to offline: {} ms (lease {LEASE_MS} ms, heartbeat {HEARTBEAT_MS} ms)", took.as_millis());
     // Within lease + heartbeat, with room for a loaded machine.
@@ -316,7 +328,9 @@ fn a_node_that_returns_after_being_declared_dead_is_fenced_and_converges() {
 
     // Frozen past its lease: the others reap it.
     child.signal("-STOP");
-    wait_until("a sees bob offline", Duration::from_secs(10), || public_online(&a, on_a, "bob") == Some(false));
+    wait_until("a sees bob offline", Duration::from_secs(10), || {
+        public_online(&a, on_a, "bob") == Some(false)
+    });
     // Thawed: its old incarnation is refused, it takes a new one and re-announces bob.
     child.signal("-CONT");
     wait_until("a sees bob again", Duration::from_secs(10), || public_online(&a, on_a, "bob") == Some(true));
@@ -348,12 +362,15 @@ fn a_store_restarted_without_its_data_is_refilled_by_the_nodes() {
     let statuses = link_events(&a);
     a.connect_json(r#"{"id":"alice","status":"here","level":7}"#).unwrap();
     b.connect_json(r#"{"id":"bob"}"#).unwrap();
-    wait_until("both know both", Duration::from_secs(5), || dump(&a) == dump(&b) && dump(&a).contains("bob:true"));
+    wait_until("both know both", Duration::from_secs(5), || {
+        dump(&a) == dump(&b) && dump(&a).contains("bob:true")
+    });
     let before = dump(&a);
 
     server.restart_empty();
     wait_until("alice is back in the store", Duration::from_secs(10), || {
-        server.command(&["EXISTS", &format!("restart:{{s{}}}:u:alice", shard_of("alice"))]).as_deref() == Some(":1")
+        server.command(&["EXISTS", &format!("restart:{{s{}}}:u:alice", shard_of("alice"))]).as_deref()
+            == Some(":1")
     });
     wait_until("both converge again", Duration::from_secs(10), || dump(&a) == before && dump(&b) == before);
     assert_eq!(b.user("alice").unwrap().custom.as_ref().unwrap()["level"], 7);
@@ -432,7 +449,8 @@ fn a_reader_paused_past_the_log_retention_rebuilds_from_a_snapshot() {
 #[test]
 fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
     let Some(server) = start_redis() else { return };
-    let mut nodes: Vec<ChildNode> = ["n0", "n1", "n2"].iter().map(|n| ChildNode::start(&server, n, "random")).collect();
+    let mut nodes: Vec<ChildNode> =
+        ["n0", "n1", "n2"].iter().map(|n| ChildNode::start(&server, n, "random")).collect();
     let single = Engine::from_json(None).unwrap();
     let mut rng = Rng::seeded();
     eprintln!("random operations seeded with {}", rng.0);
@@ -477,7 +495,76 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
     }
     let expected = dump(&single);
     for node in &mut nodes {
-        wait_until("every node answers like one engine", Duration::from_secs(10), || node.call("dump") == expected);
+        wait_until("every node answers like one engine", Duration::from_secs(10), || {
+            node.call("dump") == expected
+        });
     }
     eprintln!("{ops} random operations on 3 node processes converged");
+}
+
+/// A loopback URL where nothing listens.
+fn unreachable_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("redis://127.0.0.1:{port}/0")
+}
+
+#[test]
+fn an_unreachable_store_is_reported_and_local_service_goes_on() {
+    let engine =
+        Engine::from_json(Some(&cluster_config(&unreachable_url(), "a", "away", LEASE_MS, ""))).unwrap();
+    let statuses = link_events(&engine);
+    let alice = engine.connect_json(r#"{"id":"alice"}"#).unwrap();
+    wait_until("the failure is reported", Duration::from_secs(5), || {
+        engine.cluster_status()["last_error"].as_str().is_some_and(|e| e.contains("store unavailable"))
+    });
+    let status = engine.cluster_status();
+    assert_eq!(
+        (status["mode"].as_str(), status["node_id"].as_str(), status["link"].as_str()),
+        (Some("cluster"), Some("a"), Some("down"))
+    );
+    assert_eq!(*statuses.lock().unwrap(), ["down"]);
+    assert_eq!(engine.user("alice").unwrap().online(View::Public), true);
+    engine.disconnect(alice).unwrap();
+    // The store is the source of truth in cluster mode: load is refused.
+    let err = engine.load("/nonexistent/snapshot.json").unwrap_err();
+    assert_eq!(err.kind(), presence::ErrorKind::State);
+    assert!(err.message().contains("cluster mode"), "{}", err.message());
+}
+
+#[test]
+fn sticky_writes_past_the_bound_answer_state_while_the_store_is_away() {
+    let config = cluster_config(&unreachable_url(), "a", "bound", LEASE_MS, r#","max_pending_writes":3"#);
+    let engine = Engine::from_json(Some(&config)).unwrap();
+    engine.upsert_user_json(r#"{"id":"alice"}"#).unwrap();
+    for i in 0..2 {
+        engine.set_status("alice", Some(&format!("s{i}"))).unwrap();
+    }
+    wait_until("three writes wait", Duration::from_secs(5), || {
+        engine.cluster_status()["pending_writes"] == 3
+    });
+    let err = engine.set_status("alice", Some("one too many")).unwrap_err();
+    assert_eq!(err.kind(), presence::ErrorKind::State);
+    assert!(err.message().contains("max_pending_writes 3"), "{}", err.message());
+    assert_eq!(engine.user("alice").unwrap().status.as_deref(), Some("s1"));
+    // Connections are never refused: they are what the node serves locally.
+    engine.connect_json(r#"{"id":"bob"}"#).unwrap();
+}
+
+#[test]
+fn cluster_config_names_are_checked() {
+    for (node, namespace, why) in
+        [("a b", "ns", "node_id"), ("a", "n{s}", "namespace"), ("", "ns", "node_id")]
+    {
+        let config = cluster_config(&unreachable_url(), node, namespace, LEASE_MS, "");
+        let err = Engine::from_json(Some(&config)).err().expect("refused");
+        assert_eq!(err.kind(), presence::ErrorKind::Invalid, "{node:?} {namespace:?}");
+        assert!(err.message().contains(why), "{}", err.message());
+    }
+    let lease_too_short = cluster_config(&unreachable_url(), "a", "ns", 50, "");
+    assert_eq!(
+        Engine::from_json(Some(&lease_too_short)).err().map(|e| e.kind()),
+        Some(presence::ErrorKind::Invalid)
+    );
+    let typo = r#"{"cluster":{"redis_url":"redis://127.0.0.1:1/0","node_id":"a","leese_ms":5}}"#;
+    assert_eq!(Engine::from_json(Some(typo)).err().map(|e| e.kind()), Some(presence::ErrorKind::Json));
 }

@@ -146,10 +146,10 @@ impl<S: Store> Link<S> {
                 self.registration = None;
                 false
             }
-            Err(StoreError::Down(why)) => {
+            Err(e @ StoreError::Down(_)) => {
                 // Back up, the lease and the epoch are checked before anything is written.
                 self.next_beat = Millis::MIN;
-                self.report(replica, LinkStatus::Down, Some(why));
+                self.report(replica, LinkStatus::Down, Some(e.to_string()));
                 false
             }
         }
@@ -163,7 +163,9 @@ impl<S: Store> Link<S> {
     fn enqueue(&mut self, delta: Delta, up: bool) {
         if let (false, Some(ConnectionChange::Closed(c))) = (up, delta.connection) {
             let opened = self.pending.iter().rposition(|d| d.connection == Some(ConnectionChange::Opened(c)));
-            if let Some(pos) = opened.filter(|&p| self.pending[p].fields.is_empty() && delta.fields.is_empty()) {
+            if let Some(pos) =
+                opened.filter(|&p| self.pending[p].fields.is_empty() && delta.fields.is_empty())
+            {
                 if self.pending.iter().take(pos).any(|d| d.user == delta.user) {
                     self.pending.remove(pos);
                 } else {

@@ -66,10 +66,8 @@ impl MemoryData {
         let user = s.users.get_mut(uid).expect("appending for a stored user");
         let version = user.get("v").map_or(0, |v| v.parse::<u64>().unwrap()) + 1;
         user.insert("v".into(), version.to_string());
-        let counts: Vec<String> = user
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("c:").map(|m| format!("{m}={v}")))
-            .collect();
+        let counts: Vec<String> =
+            user.iter().filter_map(|(k, v)| k.strip_prefix("c:").map(|m| format!("{m}={v}"))).collect();
         let mut entry: RawEntry = vec![
             ("u".into(), uid.into()),
             ("v".into(), version.to_string()),
@@ -223,7 +221,12 @@ impl Store for MemoryStore {
         Ok(Beat::Renewed { alive, expired, now })
     }
 
-    fn write(&mut self, node: &str, registration: &Registration, deltas: &[Delta]) -> (usize, StoreResult<()>) {
+    fn write(
+        &mut self,
+        node: &str,
+        registration: &Registration,
+        deltas: &[Delta],
+    ) -> (usize, StoreResult<()>) {
         let mut d = match self.data() {
             Ok(d) => d,
             Err(e) => return (0, Err(e)),

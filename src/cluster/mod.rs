@@ -6,9 +6,9 @@ pub(crate) mod link;
 #[cfg(test)]
 pub(crate) mod memory;
 pub(crate) mod redis_store;
-pub(crate) mod store;
 #[cfg(test)]
 mod sim;
+pub(crate) mod store;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]

@@ -83,9 +83,15 @@ fn pairs(v: &Value) -> StoreResult<RawEntry> {
 impl RedisStore {
     /// A store at `url` (not connected yet). `timeout` bounds every round trip, so a paused
     /// or unreachable store turns into `Down` instead of a stall.
-    pub fn new(url: &str, namespace: &str, retention: u64, poll_ms: u64, timeout: Duration) -> crate::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| crate::Error::invalid(format!("cluster.redis_url: {e}")))?;
+    pub fn new(
+        url: &str,
+        namespace: &str,
+        retention: u64,
+        poll_ms: u64,
+        timeout: Duration,
+    ) -> crate::Result<Self> {
+        let client =
+            redis::Client::open(url).map_err(|e| crate::Error::invalid(format!("cluster.redis_url: {e}")))?;
         Ok(RedisStore {
             client,
             connection: None,
@@ -125,7 +131,15 @@ impl RedisStore {
         let hash = self.scripts.meta.get_hash().to_string();
         self.commands_sent += 1;
         self.run(|c| {
-            redis::cmd("EVALSHA").arg(&hash).arg(3).arg(&keys).arg(op).arg(who).arg(lease_ms).arg(epoch).query(c)
+            redis::cmd("EVALSHA")
+                .arg(&hash)
+                .arg(3)
+                .arg(&keys)
+                .arg(op)
+                .arg(who)
+                .arg(lease_ms)
+                .arg(epoch)
+                .query(c)
         })
     }
 
@@ -152,7 +166,9 @@ impl Store for RedisStore {
     fn register(&mut self, node: &str, lease_ms: u64, fresh_epoch: &str) -> StoreResult<Registration> {
         let answer = self.meta("register", node, lease_ms, fresh_epoch)?;
         let registration = match items(&answer)? {
-            [inc, epoch, _now] => Registration { incarnation: text(inc)?.parse().map_err(down)?, epoch: text(epoch)? },
+            [inc, epoch, _now] => {
+                Registration { incarnation: text(inc)?.parse().map_err(down)?, epoch: text(epoch)? }
+            }
             _ => return Err(StoreError::Down("malformed registration answer".into())),
         };
         let mut pipe = redis::pipe();
@@ -179,7 +195,12 @@ impl Store for RedisStore {
         }
     }
 
-    fn write(&mut self, node: &str, registration: &Registration, deltas: &[Delta]) -> (usize, StoreResult<()>) {
+    fn write(
+        &mut self,
+        node: &str,
+        registration: &Registration,
+        deltas: &[Delta],
+    ) -> (usize, StoreResult<()>) {
         let hash = self.scripts.write.get_hash().to_string();
         let mut pipe = redis::pipe();
         for delta in deltas {
@@ -228,13 +249,15 @@ impl Store for RedisStore {
                 return Err(StoreError::Down("malformed stream reply".into()));
             };
             let name = text(name)?;
-            let shard = logs.iter().position(|l| *l == name).ok_or_else(|| down("reply names an unknown log"))?;
+            let shard =
+                logs.iter().position(|l| *l == name).ok_or_else(|| down("reply names an unknown log"))?;
             for entry in items(entries)? {
                 let [id, fields] = items(entry)? else {
                     return Err(StoreError::Down("malformed stream entry".into()));
                 };
                 let id = text(id)?;
-                let seq = id.strip_prefix("0-").and_then(|n| n.parse().ok()).ok_or_else(|| down("entry id"))?;
+                let seq =
+                    id.strip_prefix("0-").and_then(|n| n.parse().ok()).ok_or_else(|| down("entry id"))?;
                 out.push(Entry { shard, seq, change: StoredChange::parse(None, &pairs(fields)?, false)? });
             }
         }

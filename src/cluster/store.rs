@@ -258,7 +258,12 @@ pub trait Store {
     fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat>;
     /// Applies deltas in order, stopping at the first refused one; answers how many were
     /// applied (all of them, or fewer with `Fenced` or `Lost` for the rest).
-    fn write(&mut self, node: &str, registration: &Registration, deltas: &[Delta]) -> (usize, StoreResult<()>);
+    fn write(
+        &mut self,
+        node: &str,
+        registration: &Registration,
+        deltas: &[Delta],
+    ) -> (usize, StoreResult<()>);
     /// Log entries after `cursors[shard]` in every shard, at most `max` per shard, waiting
     /// up to the store's poll interval when there are none.
     fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>>;

@@ -18,7 +18,9 @@ pub fn start_redis() -> Option<RedisServer> {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("redis-server is not installed; CI must install it (.ci/run)");
         }
-        eprintln!("\n*** SKIPPED: redis-server is not installed; cluster tests against Redis did not run ***\n");
+        eprintln!(
+            "\n*** SKIPPED: redis-server is not installed; cluster tests against Redis did not run ***\n"
+        );
         return None;
     }
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -34,7 +36,16 @@ impl RedisServer {
 
     fn start(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

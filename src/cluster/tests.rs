@@ -21,7 +21,12 @@ impl Rng {
     }
 }
 
-fn random_delta(rng: &mut Rng, open: &mut Vec<(usize, u64, String)>, node: usize, next_conn: &mut u64) -> Delta {
+fn random_delta(
+    rng: &mut Rng,
+    open: &mut Vec<(usize, u64, String)>,
+    node: usize,
+    next_conn: &mut u64,
+) -> Delta {
     let user: Arc<str> = format!("user-{}", rng.below(12)).into();
     let mut delta = Delta::new(user.clone(), 1_000 + rng.below(1000) as i64);
     match rng.below(4) {
@@ -75,8 +80,14 @@ fn redis_scripts_match_the_in_memory_model() {
     assert!(redis.reap(&dead, 5_000, 10_000).unwrap());
     assert!(model.reap(&dead, 5_000, 10_000).unwrap());
     let late = random_delta(&mut rng, &mut open, 1, &mut next_conn);
-    assert_eq!(redis.write("b", &registrations[1], std::slice::from_ref(&late)), (0, Err(StoreError::Fenced)));
-    assert_eq!(model.write("b", &registrations[1], std::slice::from_ref(&late)), (0, Err(StoreError::Fenced)));
+    assert_eq!(
+        redis.write("b", &registrations[1], std::slice::from_ref(&late)),
+        (0, Err(StoreError::Fenced))
+    );
+    assert_eq!(
+        model.write("b", &registrations[1], std::slice::from_ref(&late)),
+        (0, Err(StoreError::Fenced))
+    );
     // A write under an epoch the store does not hold (it lost its data) is refused too.
     let stale = Registration { incarnation: registrations[0].incarnation, epoch: "e0".into() };
     assert_eq!(redis.write("a", &stale, std::slice::from_ref(&late)), (0, Err(StoreError::Lost)));

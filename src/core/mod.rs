@@ -8,6 +8,8 @@
 mod channels;
 mod connections;
 mod queries;
+#[cfg(feature = "cluster")]
+mod remote;
 mod replication;
 mod snapshot;
 mod subscriptions;
@@ -117,6 +119,7 @@ struct UserRecord {
     /// Cluster mode: live connections the user holds on other nodes.
     remote_connections: u32,
     /// Cluster mode: the user's version in the shared store, as last applied here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     version: u64,
 }
 

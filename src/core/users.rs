@@ -1,10 +1,10 @@
 //! Users: creating and changing them, and deciding which presence events a change causes.
 use super::replication::patch_fields;
 use super::{OptMillis, PresenceBefore, Recipients, State, UserIdx, Viewer};
-use crate::replication::Field;
 use crate::answer::ViewedUser;
 use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
+use crate::replication::Field;
 use crate::time::Millis;
 use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
 use std::sync::Arc;

@@ -33,8 +33,13 @@ impl ClusterLink {
     pub(crate) fn start(engine: &Arc<Shared>, config: &ClusterConfig) -> Result<ClusterLink> {
         // Every round trip is bounded, so a paused or vanished store turns into `down`.
         let timeout = Duration::from_millis(config.heartbeat_ms.max(200));
-        let store =
-            RedisStore::new(&config.redis_url, &config.namespace, config.stream_retention, config.poll_ms, timeout)?;
+        let store = RedisStore::new(
+            &config.redis_url,
+            &config.namespace,
+            config.stream_retention,
+            config.poll_ms,
+            timeout,
+        )?;
         let settings = LinkSettings {
             node: config.node_id.clone(),
             heartbeat_ms: config.heartbeat_ms,
@@ -43,7 +48,8 @@ impl ClusterLink {
         };
         let shared = LinkShared::new();
         let stop = Arc::new(AtomicBool::new(false));
-        let seed = system_now() as u64 ^ (std::process::id() as u64).rotate_left(32) ^ (Arc::as_ptr(engine) as u64);
+        let seed =
+            system_now() as u64 ^ (std::process::id() as u64).rotate_left(32) ^ (Arc::as_ptr(engine) as u64);
         let mut link = Link::new(store, settings, shared.clone(), seed | 1);
         let (engine, stopping) = (engine.clone(), stop.clone());
         let retry = Duration::from_millis(config.heartbeat_ms.min(RETRY_MS));

@@ -438,7 +438,9 @@ impl Engine {
     /// Cost: O(size of the file).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
         if self.config.cluster.is_some() {
-            return Err(Error::state("load is not allowed in cluster mode: the shared store is the source of truth"));
+            return Err(Error::state(
+                "load is not allowed in cluster mode: the shared store is the source of truth",
+            ));
         }
         let doc = persist::read_document(path.as_ref())?;
         persist::format::load(&mut self.inner.lock().state, &doc)
