@@ -29,6 +29,17 @@ impl LinkStatus {
     }
 }
 
+/// What one [`Link::step`] achieved, for pacing the loop that drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Wrote or read something: step again at once.
+    Busy,
+    /// Up, with nothing to do: wait for news before the next step.
+    Idle,
+    /// The store is unreachable (or refused this incarnation): retry after a pause.
+    Down,
+}
+
 /// The engine as the link sees it.
 pub trait Replica {
     /// Moves the deltas this node made since the last call into `into`, in order.
@@ -117,40 +128,44 @@ impl<S: Store> Link<S> {
         }
     }
 
-    /// One round at local time `now`: take new deltas, keep the lease, write, read.
-    /// Answers whether the link is up after it. Cost: O(deltas + entries read), plus a
+    /// One round at local time `now`: take new deltas, keep the lease, write, read. Cost: O(deltas + entries read), plus a
     /// snapshot of a shard when this node fell behind its log.
-    pub fn step(&mut self, replica: &dyn Replica, now: Millis) -> bool {
+    pub fn step(&mut self, replica: &dyn Replica, now: Millis) -> Progress {
         let mut fresh = Vec::new();
         replica.take_deltas(&mut fresh);
         let up = self.registration.is_some() && self.reported == Some(LinkStatus::Up);
         for delta in fresh {
             self.enqueue(delta, up);
         }
+        let busy = !self.pending.is_empty();
         let result = self.round(replica, now);
         self.shared.pending.store(self.pending.len(), Ordering::Relaxed);
         match result {
-            Ok(()) => {
+            Ok(read) => {
                 self.report(replica, LinkStatus::Up, None);
-                true
+                if busy || read {
+                    Progress::Busy
+                } else {
+                    Progress::Idle
+                }
             }
             Err(StoreError::Fenced) => {
                 // Refused mid-write: the next round registers anew and re-announces.
                 self.fenced = true;
                 self.registration = None;
                 self.shared.report.lock().status = LinkStatus::Fenced;
-                false
+                Progress::Busy
             }
             Err(StoreError::Lost) => {
                 self.store_lost = true;
                 self.registration = None;
-                false
+                Progress::Busy
             }
             Err(e @ StoreError::Down(_)) => {
                 // Back up, the lease and the epoch are checked before anything is written.
                 self.next_beat = Millis::MIN;
                 self.report(replica, LinkStatus::Down, Some(e.to_string()));
-                false
+                Progress::Down
             }
         }
     }
@@ -179,7 +194,8 @@ impl<S: Store> Link<S> {
         self.pending.push_back(delta);
     }
 
-    fn round(&mut self, replica: &dyn Replica, now: Millis) -> StoreResult<()> {
+    /// Answers whether log entries were read.
+    fn round(&mut self, replica: &dyn Replica, now: Millis) -> StoreResult<bool> {
         if self.registration.is_none() {
             self.register(replica)?;
             self.next_beat = now.saturating_add(self.settings.heartbeat_ms as Millis);
@@ -257,8 +273,9 @@ impl<S: Store> Link<S> {
 
     /// Applies the log entries that follow each shard's cursor; a shard whose next entry
     /// is missing (trimmed past, or lost) is rebuilt from a snapshot instead.
-    fn catch_up(&mut self, replica: &dyn Replica) -> StoreResult<()> {
+    fn catch_up(&mut self, replica: &dyn Replica) -> StoreResult<bool> {
         let entries = self.store.read(&self.cursors, self.settings.read_batch)?;
+        let read = !entries.is_empty();
         let mut changes = Vec::with_capacity(entries.len());
         let mut gaps = [false; SHARDS];
         for Entry { shard, seq, change } in entries {
@@ -278,7 +295,7 @@ impl<S: Store> Link<S> {
         for shard in (0..SHARDS).filter(|&s| gaps[s]) {
             self.rebuild(replica, shard)?;
         }
-        Ok(())
+        Ok(read)
     }
 
     fn rebuild(&mut self, replica: &dyn Replica, shard: usize) -> StoreResult<()> {

@@ -42,10 +42,7 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Scripts,
     retention: u64,
-    poll_ms: u64,
     timeout: Duration,
-    /// Commands and bytes sent, for the benchmarks' per-change figures.
-    pub commands_sent: u64,
 }
 
 fn down(e: impl std::fmt::Display) -> StoreError {
@@ -83,13 +80,7 @@ fn pairs(v: &Value) -> StoreResult<RawEntry> {
 impl RedisStore {
     /// A store at `url` (not connected yet). `timeout` bounds every round trip, so a paused
     /// or unreachable store turns into `Down` instead of a stall.
-    pub fn new(
-        url: &str,
-        namespace: &str,
-        retention: u64,
-        poll_ms: u64,
-        timeout: Duration,
-    ) -> crate::Result<Self> {
+    pub fn new(url: &str, namespace: &str, retention: u64, timeout: Duration) -> crate::Result<Self> {
         let client =
             redis::Client::open(url).map_err(|e| crate::Error::invalid(format!("cluster.redis_url: {e}")))?;
         Ok(RedisStore {
@@ -98,9 +89,7 @@ impl RedisStore {
             keys: Keys::new(namespace),
             scripts: Scripts::new(),
             retention,
-            poll_ms,
             timeout,
-            commands_sent: 0,
         })
     }
 
@@ -129,7 +118,6 @@ impl RedisStore {
     fn meta(&mut self, op: &str, who: &str, lease_ms: u64, epoch: &str) -> StoreResult<Value> {
         let keys = [self.keys.leases(), self.keys.epoch(), self.keys.incarnations()];
         let hash = self.scripts.meta.get_hash().to_string();
-        self.commands_sent += 1;
         self.run(|c| {
             redis::cmd("EVALSHA")
                 .arg(&hash)
@@ -144,7 +132,6 @@ impl RedisStore {
     }
 
     fn shard_call(&mut self, hash: &str, keys: &[String], args: &[String]) -> StoreResult<Value> {
-        self.commands_sent += 1;
         self.run(|c| redis::cmd("EVALSHA").arg(hash).arg(keys.len()).arg(keys).arg(args).query(c))
     }
 
@@ -175,7 +162,6 @@ impl Store for RedisStore {
         for shard in 0..SHARDS {
             pipe.cmd("SET").arg(self.keys.shard_epoch(shard)).arg(&registration.epoch).arg("NX").ignore();
         }
-        self.commands_sent += SHARDS as u64;
         self.run(|c| pipe.query::<()>(c))?;
         Ok(registration)
     }
@@ -208,7 +194,6 @@ impl Store for RedisStore {
             let args = write_args(node, registration, self.retention, delta);
             pipe.cmd("EVALSHA").arg(&hash).arg(keys.len()).arg(&keys[..]).arg(args);
         }
-        self.commands_sent += deltas.len() as u64;
         let answers: Vec<Value> = match self.run(|c| pipe.query(c)) {
             Ok(a) => a,
             Err(e) => return (0, Err(e)),
@@ -230,18 +215,10 @@ impl Store for RedisStore {
     fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>> {
         let logs: Vec<String> = (0..SHARDS).map(|s| self.keys.log(s)).collect();
         let ids: Vec<String> = cursors.iter().map(|n| format!("0-{n}")).collect();
-        let poll_ms = self.poll_ms;
-        self.commands_sent += 1;
+        // Not BLOCK: Redis checks blocking timeouts only about every 100 ms (its `hz`), and
+        // writes would wait behind a blocked read; the link thread paces idle polls itself.
         let answer: Value = self.run(|c| {
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(max)
-                .arg("BLOCK")
-                .arg(poll_ms)
-                .arg("STREAMS")
-                .arg(&logs)
-                .arg(&ids)
-                .query(c)
+            redis::cmd("XREAD").arg("COUNT").arg(max).arg("STREAMS").arg(&logs).arg(&ids).query(c)
         })?;
         let mut out = Vec::new();
         for stream in items(&answer)? {
@@ -282,7 +259,6 @@ impl Store for RedisStore {
 
     fn reap(&mut self, dead: &str, now: Millis, lock_ms: u64) -> StoreResult<bool> {
         let lock = self.keys.reap_lock(dead);
-        self.commands_sent += 1;
         let locked: Value =
             self.run(|c| redis::cmd("SET").arg(&lock).arg(1).arg("NX").arg("PX").arg(lock_ms).query(c))?;
         if locked == Value::Nil {

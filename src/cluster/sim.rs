@@ -96,9 +96,9 @@ impl SimNode {
         }
     }
 
-    fn step(&mut self, now: Millis) -> bool {
+    fn step(&mut self, now: Millis) {
         self.replica.now.set(now);
-        self.link.step(&self.replica, now)
+        self.link.step(&self.replica, now);
     }
 }
 

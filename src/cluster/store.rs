@@ -264,8 +264,8 @@ pub trait Store {
         registration: &Registration,
         deltas: &[Delta],
     ) -> (usize, StoreResult<()>);
-    /// Log entries after `cursors[shard]` in every shard, at most `max` per shard, waiting
-    /// up to the store's poll interval when there are none.
+    /// Log entries after `cursors[shard]` in every shard, at most `max` per shard, without
+    /// waiting when there are none.
     fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>>;
     /// Every user of a shard and the shard's sequence number at that moment.
     fn snapshot(&mut self, shard: usize) -> StoreResult<(u64, Vec<StoredChange>)>;

@@ -54,7 +54,7 @@ fn random_delta(
 #[test]
 fn redis_scripts_match_the_in_memory_model() {
     let Some(server) = start_redis() else { return };
-    let mut redis = RedisStore::new(&server.url(), "t", 1000, 1, Duration::from_secs(5)).unwrap();
+    let mut redis = RedisStore::new(&server.url(), "t", 1000, Duration::from_secs(5)).unwrap();
     let data = Arc::new(Mutex::new(MemoryData::new(1000)));
     let mut model = MemoryStore(data.clone());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -31,6 +31,11 @@ impl State {
         self.replication = Some(Vec::new());
     }
 
+    /// Whether deltas wait to be taken. Cost: O(1).
+    pub fn has_deltas(&self) -> bool {
+        self.replication.as_ref().is_some_and(|d| !d.is_empty())
+    }
+
     /// Records that user `u` changed: a connection opened or closed, fields written. Does
     /// nothing (and builds no fields) unless replicating. Cost: O(fields).
     pub(super) fn replicate(

@@ -1,7 +1,7 @@
 //! Cluster mode in the shell: the link thread, and what of the engine it reaches (the
 //! [`Replica`] side: deltas out, remote changes in, `cluster.status` events).
 use super::Shared;
-use crate::cluster::link::{Link, LinkSettings, LinkShared, LinkStatus, Replica};
+use crate::cluster::link::{Link, LinkSettings, LinkShared, LinkStatus, Progress, Replica};
 use crate::cluster::redis_store::RedisStore;
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
@@ -33,13 +33,7 @@ impl ClusterLink {
     pub(crate) fn start(engine: &Arc<Shared>, config: &ClusterConfig) -> Result<ClusterLink> {
         // Every round trip is bounded, so a paused or vanished store turns into `down`.
         let timeout = Duration::from_millis(config.heartbeat_ms.max(200));
-        let store = RedisStore::new(
-            &config.redis_url,
-            &config.namespace,
-            config.stream_retention,
-            config.poll_ms,
-            timeout,
-        )?;
+        let store = RedisStore::new(&config.redis_url, &config.namespace, config.stream_retention, timeout)?;
         let settings = LinkSettings {
             node: config.node_id.clone(),
             heartbeat_ms: config.heartbeat_ms,
@@ -51,19 +45,24 @@ impl ClusterLink {
         let seed =
             system_now() as u64 ^ (std::process::id() as u64).rotate_left(32) ^ (Arc::as_ptr(engine) as u64);
         let mut link = Link::new(store, settings, shared.clone(), seed | 1);
-        let (engine, stopping) = (engine.clone(), stop.clone());
+        let (engine_for_waking, engine, stopping) = (engine, engine.clone(), stop.clone());
         let retry = Duration::from_millis(config.heartbeat_ms.min(RETRY_MS));
+        let poll = Duration::from_millis(config.poll_ms);
         let thread = std::thread::Builder::new()
             .name(format!("presence-cluster-{}", config.node_id))
             .spawn(move || {
                 while !stopping.load(Ordering::Acquire) {
-                    // Reads wait up to `poll_ms` for news, which paces the loop while up.
-                    if !link.step(&*engine, system_now()) {
-                        std::thread::sleep(retry);
+                    // An idle round waits `poll_ms` for news from the store, or less when a
+                    // command of this node recorded deltas (it unparks this thread).
+                    match link.step(&*engine, system_now()) {
+                        Progress::Busy => {}
+                        Progress::Idle => std::thread::park_timeout(poll),
+                        Progress::Down => std::thread::sleep(retry),
                     }
                 }
             })
             .map_err(|e| Error::state(format!("cluster: cannot start the link thread: {e}")))?;
+        let _ = engine_for_waking.link_thread.set(thread.thread().clone());
         Ok(ClusterLink {
             node_id: Arc::from(config.node_id.as_str()),
             max_pending: config.max_pending_writes as usize,

@@ -70,6 +70,9 @@ pub struct Shared {
     /// Held (re-entrantly) by the dispatching thread; the flag marks an active loop so a
     /// callback that calls back into the engine leaves its events to the outer loop.
     dispatching: ReentrantMutex<Cell<bool>>,
+    /// Cluster mode: the link thread, woken when a command recorded deltas so that they
+    /// leave at once instead of at its next poll.
+    link_thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 fn to_value(answer: &impl serde::Serialize) -> Value {
@@ -108,6 +111,7 @@ impl Engine {
             listeners: Mutex::new(Arc::new(Vec::new())),
             next_listener: AtomicU64::new(1),
             dispatching: ReentrantMutex::new(Cell::new(false)),
+            link_thread: std::sync::OnceLock::new(),
         });
         #[cfg(feature = "cluster")]
         let cluster = match &shared.config.cluster {
@@ -166,6 +170,11 @@ impl Shared {
             let mut inner = self.inner.lock();
             let now = inner.now(self.config.clock);
             let result = command(&mut inner.state, now);
+            if let Some(link) = self.link_thread.get() {
+                if inner.state.has_deltas() {
+                    link.unpark();
+                }
+            }
             let emitted = inner.state.take_outbox();
             if inner.outbox.is_empty() {
                 inner.outbox = VecDeque::from(emitted);
