@@ -103,17 +103,14 @@ impl MemoryData {
         }
         let conns = s.connections.entry(member(node, inc)).or_default();
         match delta.connection {
-            Some(ConnectionChange::Opened(c)) => {
-                if conns.insert(c.0.to_string(), uid.clone()).is_none() {
-                    add_count(user, &count, 1);
-                }
+            // Counted once however often announced, as in the script.
+            Some(ConnectionChange::Opened(c)) if conns.insert(c.0.to_string(), uid.clone()).is_none() => {
+                add_count(user, &count, 1);
             }
-            Some(ConnectionChange::Closed(c)) => {
-                if conns.remove(&c.0.to_string()).is_some() {
-                    add_count(user, &count, -1);
-                }
+            Some(ConnectionChange::Closed(c)) if conns.remove(&c.0.to_string()).is_some() => {
+                add_count(user, &count, -1);
             }
-            None => {}
+            _ => {}
         }
         if let Some(at) = delta.last_active {
             raise_last_active(user, at);

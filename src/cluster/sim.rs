@@ -6,6 +6,7 @@
 //! the store accepted, in the store's order.
 use super::link::{Link, LinkSettings, LinkShared, LinkStatus, Replica};
 use super::memory::{Applied, MemoryData, MemoryStore};
+use super::testing::Rng;
 use crate::config::Config;
 use crate::core::State;
 use crate::event::ConnectionId;
@@ -20,23 +21,6 @@ use std::sync::{Arc, Mutex};
 const HEARTBEAT_MS: u64 = 100;
 const LEASE_MS: u64 = 400;
 const USERS: u64 = 8;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// The core of one node as the link sees it.
 struct SimReplica {

@@ -3,23 +3,11 @@
 use super::memory::{MemoryData, MemoryStore};
 use super::redis_store::RedisStore;
 use super::store::{Registration, Store, StoreError, SHARDS};
-use super::testing::start_redis;
+use super::testing::{start_redis, Rng};
 use crate::event::ConnectionId;
 use crate::replication::{ConnectionChange, Delta, Field};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn random_delta(
     rng: &mut Rng,
