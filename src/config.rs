@@ -103,12 +103,17 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The shared store, `redis://host:port/db`.
     pub redis_url: String,
+    /// Unique per live node; `[A-Za-z0-9_.-]`, 1..=64 bytes.
     pub node_id: String,
+    /// Prefix of every key, so several deployments can share one Redis (default `presence`).
     #[serde(default = "ClusterConfig::default_namespace")]
     pub namespace: String,
+    /// How often the node renews its lease and looks for dead nodes (default 1000).
     #[serde(default = "ClusterConfig::default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// A node that has not renewed its lease for this long is dead (default 10000).
     #[serde(default = "ClusterConfig::default_lease_ms")]
     pub lease_ms: u64,
     /// Log entries kept per shard.

@@ -133,7 +133,9 @@ pub enum EventKind {
     /// Cluster mode, host listeners only: the link to the shared store went `up` or
     /// `down`, or this node was declared dead and re-announced itself (`fenced`).
     ClusterStatus {
+        /// `up`, `down` or `fenced`.
         status: &'static str,
+        /// This node's `node_id`.
         node_id: Arc<str>,
     },
 }
