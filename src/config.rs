@@ -95,7 +95,16 @@ pub struct Config {
     /// The largest `limit` a query may ask for; a larger one answers `LIMIT`. A query without
     /// `limit` gets `min(30, query_limit_max)` results at most.
     pub query_limit_max: u32,
-    /// Cluster mode: share presence with other engines through Redis.
+    /// Object or absent (default: absent, a single engine).
+    ///
+    /// Cluster mode: several engines share one presence through Redis or Valkey. Keys:
+    /// `redis_url` (required, `redis://host:port/db`), `node_id` (required, unique per live
+    /// node, `[A-Za-z0-9_.-]` 1..=64 bytes), `namespace` (default `"presence"`, same characters),
+    /// `heartbeat_ms` (default `1000`), `lease_ms` (default `10000`, more than `heartbeat_ms`),
+    /// `stream_retention` (default `10000` log entries per shard), `max_pending_writes` (default
+    /// `10000`), `poll_ms` (default `1`). Unknown keys answer `JSON`; bad names or timings
+    /// `INVALID`; a library built without the cargo feature `cluster` answers `INVALID` naming
+    /// it. See docs/cluster.md.
     pub cluster: Option<ClusterConfig>,
 }
 
