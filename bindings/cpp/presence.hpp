@@ -568,6 +568,15 @@ public:
         detail::check(presence_load(get(), p.get()));
     }
 
+    /// Cluster mode: the link to the shared store as JSON (`{"mode":"cluster","node_id",
+    /// "link":"up"|"down"|"fenced","nodes_alive","pending_writes","last_error"}`);
+    /// `{"mode":"single"}` without a `cluster` config.
+    [[nodiscard]] std::string cluster_status() {
+        detail::OwnedString out;
+        detail::check(presence_cluster_status(get(), out.out()));
+        return out.str();
+    }
+
 private:
     explicit Engine(PresenceEngine *raw) : handle_(raw), alive_(std::make_shared<char>(0)) {}
 

@@ -147,6 +147,8 @@ void test_create_and_errors() {
         CHECK(has(e.what(), "clokc"));
     }
 
+    CHECK(presence::Engine::create().cluster_status() == R"({"mode":"single"})");
+
     auto e = presence::Engine::create(manual_config());
     CHECK_THROWS_CODE(e.disconnect(424242), PRESENCE_ERR_NOT_FOUND);
     CHECK_THROWS_CODE(e.heartbeat(424242), PRESENCE_ERR_NOT_FOUND);

@@ -467,6 +467,7 @@ public static class Tests
                 engine.Save(path);
                 Check(File.Exists(path), "saved");
                 Throws(PresenceResult.State, () => engine.Load(path));
+                Check(engine.ClusterStatusJson() == "{\"mode\":\"single\"}", "single mode");
                 c.Disconnect();
             }
             using (PresenceEngine engine = PresenceEngine.Create(Manual()))
