@@ -31,6 +31,8 @@
 
 pub mod answer;
 pub mod channel;
+#[cfg(feature = "cluster")]
+mod cluster;
 pub mod config;
 mod core;
 mod engine;
@@ -39,10 +41,11 @@ pub mod event;
 pub mod ffi;
 mod persist;
 pub(crate) mod query;
+mod replication;
 pub mod time;
 pub mod user;
 
-pub use config::{Clock, Config, Dispatch};
+pub use config::{Clock, ClusterConfig, Config, Dispatch};
 pub use engine::{Engine, ListenerFilter, ListenerId};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};

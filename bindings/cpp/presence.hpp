@@ -1265,6 +1265,15 @@ public:
         return detail::done(presence_load(get(), p.get()));
     }
 
+    /// Cluster mode: the link to the shared store as JSON (`{"mode":"cluster","node_id",
+    /// "link":"up"|"down"|"fenced","nodes_alive","pending_writes","last_error"}`);
+    /// `{"mode":"single"}` without a `cluster` config.
+    [[nodiscard]] Result<std::string> cluster_status() noexcept {
+        detail::OwnedString out;
+        const PresenceResult r = presence_cluster_status(get(), out.out());
+        return detail::done(r, std::string(out.view()));
+    }
+
 private:
     explicit Engine(PresenceEngine *raw) noexcept : handle_(raw), alive_(std::make_shared<char>(0)) {}
 

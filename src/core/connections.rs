@@ -1,8 +1,10 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
+use super::replication::patch_fields;
 use super::{place, ChannelIdx, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
 use crate::error::{Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
+use crate::replication::ConnectionChange;
 use crate::time::Millis;
 use crate::user::UserPatch;
 use hashbrown::HashMap;
@@ -44,6 +46,7 @@ impl State {
             user.last_active = OptMillis(now);
             self.arm_refresh(now, u);
         }
+        self.replicate(now, u, Some(ConnectionChange::Opened(id)), || patch_fields(patch));
         self.user_changed(now, u, before, custom_changed);
         if self.config.connection_timeout_ms > 0 {
             let due = now.saturating_add(self.config.connection_timeout_ms as Millis);
@@ -95,6 +98,7 @@ impl State {
                 self.timers.push(Reverse((due, Timer::Grace(u))));
             }
         }
+        self.replicate(now, u, Some(ConnectionChange::Closed(conn.id)), Vec::new);
         self.user_changed(now, u, before, false);
         let user = self.users[u as usize].snapshot();
         self.emit(

@@ -144,6 +144,8 @@ void test_create_and_errors() {
     CHECK(typo.code() == PRESENCE_ERR_JSON || typo.code() == PRESENCE_ERR_INVALID);
     CHECK(has(typo.error().message(), "clokc"));
 
+    CHECK(make_engine("").cluster_status().value() == R"({"mode":"single"})");
+
     auto e = make_engine(manual_config());
     CHECK_CODE(e.disconnect(424242), PRESENCE_ERR_NOT_FOUND);
     CHECK_CODE(e.heartbeat(424242), PRESENCE_ERR_NOT_FOUND);

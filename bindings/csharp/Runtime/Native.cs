@@ -97,6 +97,7 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_tick(IntPtr e);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_set_time(IntPtr e, long unixMs);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_save(IntPtr e, byte[] path);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_cluster_status(IntPtr e, out IntPtr json);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_load(IntPtr e, byte[] path);
 
         /// <summary>NUL-terminated UTF-8 bytes; null stays null (a NULL pointer).</summary>

@@ -540,6 +540,19 @@ namespace Presence
             Check(r);
         }
 
+        /// <summary>Cluster mode: the link to the shared store as JSON
+        /// (<c>{"mode":"cluster","node_id","link":"up"|"down"|"fenced","nodes_alive","pending_writes","last_error"}</c>);
+        /// <c>{"mode":"single"}</c> without a <c>cluster</c> config.</summary>
+        public string ClusterStatusJson()
+        {
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_cluster_status(h, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
+        }
+
         /// <summary>Load users and channels (only while there are no connections).</summary>
         public void Load(string path)
         {

@@ -448,6 +448,7 @@ public class PresenceEngineTests
                 engine.Save(path);
                 Check(File.Exists(path), "saved");
                 Throws(PresenceResult.State, () => engine.Load(path));
+                Check(engine.ClusterStatusJson() == "{\"mode\":\"single\"}", "single mode");
                 c.Disconnect();
             }
             using (PresenceEngine engine = PresenceEngine.Create(Manual()))
