@@ -144,7 +144,7 @@ void test_create_and_errors() {
     CHECK(typo.code() == PRESENCE_ERR_JSON || typo.code() == PRESENCE_ERR_INVALID);
     CHECK(has(typo.error().message(), "clokc"));
 
-    CHECK(make_engine("").cluster_status().value() == R"({"mode":"single"})");
+    CHECK(*make_engine("").cluster_status() == R"({"mode":"single"})");
 
     auto e = make_engine(manual_config());
     CHECK_CODE(e.disconnect(424242), PRESENCE_ERR_NOT_FOUND);
