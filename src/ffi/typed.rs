@@ -96,10 +96,10 @@ fn strings_len(event: &Event) -> usize {
 
 /// A byte buffer that hands out pointers to NUL-terminated copies: it never grows past the
 /// room reserved for it, so every pointer handed out stays valid until it is cleared.
-struct Strings<'a>(&'a mut Vec<u8>);
+pub(super) struct Strings<'a>(pub(super) &'a mut Vec<u8>);
 
 impl Strings<'_> {
-    fn push(&mut self, s: &str) -> *const c_char {
+    pub(super) fn push(&mut self, s: &str) -> *const c_char {
         let buf = &mut *self.0;
         assert!(buf.len() + s.len() < buf.capacity(), "string room was reserved for every event");
         let at = buf.len();
@@ -359,11 +359,11 @@ thread_local! {
 /// Buffers kept per thread; more are dropped after use.
 const KEPT_BUFFERS: usize = 8;
 
-fn take_buffer() -> Vec<u8> {
+pub(super) fn take_buffer() -> Vec<u8> {
     BUFFERS.try_with(|b| b.borrow_mut().pop()).ok().flatten().unwrap_or_default()
 }
 
-fn give_back(mut buffer: Vec<u8>) {
+pub(super) fn give_back(mut buffer: Vec<u8>) {
     buffer.clear();
     let _ = BUFFERS.try_with(|b| {
         let mut kept = b.borrow_mut();
