@@ -11,6 +11,10 @@
  * - Strings are UTF-8 and NUL-terminated. String arguments are borrowed for the call
  *   only. Every string returned through a `char **out_json` parameter belongs to the
  *   caller and is released with presence_string_free(). Every *_free accepts NULL.
+ * - The typed event path (ABI version 2) hands out `const` pointers instead: event infos,
+ *   their strings and their JSON are owned by the library (never free them) and valid
+ *   for as long as the function handing them out says (a batch until it is refilled or
+ *   freed, a callback's until it returns).
  * - Pointer arguments are required unless their documentation says they may be NULL.
  * - A panic never crosses the boundary: it becomes PRESENCE_ERR_PANIC and the engine
  *   stays usable.
