@@ -69,7 +69,8 @@ fn engine() -> *mut PresenceEngine {
 /// members, who come and go in `churn`.
 fn watched_channel(e: *mut PresenceEngine, users: usize) -> u64 {
     let members: Vec<String> = (0..users).map(|i| format!("\"player-{i}\"")).collect();
-    let channel = CString::new(format!(r#"{{"type":"team","id":"red","members":[{}]}}"#, members.join(","))).unwrap();
+    let channel =
+        CString::new(format!(r#"{{"type":"team","id":"red","members":[{}]}}"#, members.join(","))).unwrap();
     ok(unsafe { presence_upsert_channel(e, channel.as_ptr()) });
     let mut watcher = 0;
     ok(unsafe { presence_connect_user(e, c"watcher".as_ptr(), &mut watcher) });
@@ -150,8 +151,11 @@ fn typed_listeners_add_no_allocation_per_event() {
     // The same operations on an engine with Rust listeners (no C strings to build).
     let engine = Engine::from_json(Some(r#"{"clock":"manual"}"#)).unwrap();
     let members: Vec<String> = (0..users).map(|i| format!("player-{i}")).collect();
-    let patch =
-        presence::channel::ChannelPatch { cid: "team:red".into(), members: members.clone(), ..Default::default() };
+    let patch = presence::channel::ChannelPatch {
+        cid: "team:red".into(),
+        members: members.clone(),
+        ..Default::default()
+    };
     engine.upsert_channel(&patch).unwrap();
     let watcher = engine.connect(&UserPatch::id("watcher")).unwrap();
     engine.watch_channel(watcher, "team:red", true).unwrap();
@@ -165,5 +169,10 @@ fn typed_listeners_add_no_allocation_per_event() {
     };
     rust_churn();
     let rust = allocations(rust_churn);
-    assert_eq!(typed, rust, "allocations with typed C listeners vs Rust listeners, {} calls", calls.get() / 2);
+    assert_eq!(
+        typed,
+        rust,
+        "allocations with typed C listeners vs Rust listeners, {} calls",
+        calls.get() / 2
+    );
 }

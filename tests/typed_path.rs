@@ -78,7 +78,9 @@ fn expected_info(event: &Event, to: u64, view: View) -> String {
     use presence::EventKind::*;
     let user = event.user();
     let (watchers, reason, closed) = match &event.kind {
-        WatchingStart { watcher_count, .. } | WatchingStop { watcher_count, .. } => (*watcher_count as i64, 0, 0),
+        WatchingStart { watcher_count, .. } | WatchingStop { watcher_count, .. } => {
+            (*watcher_count as i64, 0, 0)
+        }
         ConnectionClosed { connection, reason, .. } => (-1, *reason as u32, connection.0),
         _ => (-1, 0, 0),
     };
@@ -125,7 +127,14 @@ impl Engines {
         let mut id = 0;
         let data = |s: &Seen| s as *const Seen as *mut c_void;
         unsafe {
-            ok(presence_add_listener(json, ptr::null(), ptr::null(), Some(json_listener), data(&json_seen[0]), &mut id));
+            ok(presence_add_listener(
+                json,
+                ptr::null(),
+                ptr::null(),
+                Some(json_listener),
+                data(&json_seen[0]),
+                &mut id,
+            ));
             ok(presence_add_delivery_listener(json, Some(json_listener), data(&json_seen[1]), &mut id));
             ok(presence_add_typed_listener(
                 typed,
@@ -136,7 +145,13 @@ impl Engines {
                 None,
                 &mut id,
             ));
-            ok(presence_add_typed_delivery_listener(typed, Some(typed_listener), data(&typed_seen[1]), None, &mut id));
+            ok(presence_add_typed_delivery_listener(
+                typed,
+                Some(typed_listener),
+                data(&typed_seen[1]),
+                None,
+                &mut id,
+            ));
         }
         let host = reference_seen[0].clone();
         reference.add_listener(ListenerFilter::all(), move |e| {
@@ -146,7 +161,10 @@ impl Engines {
         let deliveries = reference_seen[1].clone();
         reference.add_delivery_listener(move |d: &Delivery| {
             let json = reference_json(&d.event, d.view, Some(d.connection));
-            deliveries.lock().unwrap().push(format!("{json} {}", expected_info(&d.event, d.connection.0, d.view)));
+            deliveries
+                .lock()
+                .unwrap()
+                .push(format!("{json} {}", expected_info(&d.event, d.connection.0, d.view)));
         });
         let mut batch = ptr::null_mut();
         ok(unsafe { presence_batch_new(&mut batch) });
@@ -203,7 +221,8 @@ impl Engines {
                 }
             }
             assert_eq!(typed, reference, "typed {} listener", ["host", "delivery"][k]);
-            let reference_json: Vec<&str> = reference.iter().map(|l| l.split_once(" kind=").unwrap().0).collect();
+            let reference_json: Vec<&str> =
+                reference.iter().map(|l| l.split_once(" kind=").unwrap().0).collect();
             assert_eq!(json, reference_json, "JSON {} listener", ["host", "delivery"][k]);
         }
     }
@@ -244,7 +263,10 @@ impl Op {
             0 | 1 => Op::ConnectUser(user(rng)),
             2 => Op::ConnectJson(format!(r#"{{"id":"{}","name":"n{}"}}"#, user(rng), rng.below(3))),
             3 => Op::Disconnect(conn(rng)),
-            4 => Op::Status(user(rng), [None, Some("away".to_owned()), Some("in \"lobby\"".to_owned())][rng.below(3)].clone()),
+            4 => Op::Status(
+                user(rng),
+                [None, Some("away".to_owned()), Some("in \"lobby\"".to_owned())][rng.below(3)].clone(),
+            ),
             5 => Op::Invisible(user(rng), rng.below(2) == 0),
             6 => Op::Custom(user(rng), rng.below(3) as u32),
             7 => Op::Channel(channel(rng), (0..rng.below(4)).map(|_| user(rng)).collect()),
@@ -273,13 +295,17 @@ impl Op {
                     presence_set_status(e, c(u).as_ptr(), s.as_ref().map_or(ptr::null(), |s| s.as_ptr()))
                 }
                 Op::Invisible(u, v) => presence_set_invisible(e, c(u).as_ptr(), *v),
-                Op::Custom(u, n) => presence_upsert_user(e, c(&format!(r#"{{"id":"{u}","level":{n}}}"#)).as_ptr()),
+                Op::Custom(u, n) => {
+                    presence_upsert_user(e, c(&format!(r#"{{"id":"{u}","level":{n}}}"#)).as_ptr())
+                }
                 Op::Channel(cid, members) => {
                     let (t, id) = cid.split_once(':').unwrap();
                     let json = serde_json::json!({"type": t, "id": id, "members": members}).to_string();
                     presence_upsert_channel(e, c(&json).as_ptr())
                 }
-                Op::Watch(conn, cid, p) => presence_watch_channel(e, *conn, c(cid).as_ptr(), *p, ptr::null_mut()),
+                Op::Watch(conn, cid, p) => {
+                    presence_watch_channel(e, *conn, c(cid).as_ptr(), *p, ptr::null_mut())
+                }
                 Op::StopWatching(conn, cid) => presence_stop_watching(e, *conn, c(cid).as_ptr()),
                 Op::RemoveMember(cid, u) => {
                     presence_remove_members(e, c(cid).as_ptr(), c(&format!(r#"["{u}"]"#)).as_ptr())
@@ -311,11 +337,14 @@ impl Op {
             Op::Custom(u, n) => e.upsert_user_json(&format!(r#"{{"id":"{u}","level":{n}}}"#)).is_ok(),
             Op::Channel(cid, members) => {
                 let (t, id) = cid.split_once(':').unwrap();
-                e.upsert_channel_json(&serde_json::json!({"type": t, "id": id, "members": members}).to_string()).is_ok()
+                e.upsert_channel_json(
+                    &serde_json::json!({"type": t, "id": id, "members": members}).to_string(),
+                )
+                .is_ok()
             }
             Op::Watch(conn, cid, p) => e.watch_channel(ConnectionId(*conn), cid, *p).is_ok(),
             Op::StopWatching(conn, cid) => e.stop_watching(ConnectionId(*conn), cid).is_ok(),
-            Op::RemoveMember(cid, u) => e.remove_members(cid, &[u.clone()]).is_ok(),
+            Op::RemoveMember(cid, u) => e.remove_members(cid, std::slice::from_ref(u)).is_ok(),
             Op::QueryPresence(conn) => e
                 .query_users(ConnectionId(*conn), r#"{"filter_conditions":{"online":true},"presence":true}"#)
                 .is_ok(),

@@ -1,4 +1,4 @@
-//! 8. The typed C event path (ABI version 2) against the same baseline: a login/logout
+//! Workload 8, the typed C event path (ABI version 2), against the same baseline: a login/logout
 //! workload drained through the C ABI with a reused batch (and, for comparison, through
 //! the JSON calls of version 1), a drain of 1000 queued events, and a typed delivery
 //! listener (with the JSON listener for comparison). Every call goes through the exported
@@ -145,7 +145,13 @@ fn login_logout(p: &Params, r: &mut Report) {
         let wid = format!("w{w:06}");
         let cw = e.connect(&c(&wid));
         let names: Vec<String> = list.iter().map(|&i| format!("\"{}\"", ids[i])).collect();
-        e.query(cw, &format!(r#"{{"filter_conditions":{{"id":{{"$in":[{}]}}}},"presence":true,"limit":100}}"#, names.join(",")));
+        e.query(
+            cw,
+            &format!(
+                r#"{{"filter_conditions":{{"id":{{"$in":[{}]}}}},"presence":true,"limit":100}}"#,
+                names.join(",")
+            ),
+        );
         cwatchers.push(cw);
         let bw = base.connect(&wid, T0);
         for &i in list {
@@ -181,7 +187,11 @@ fn login_logout(p: &Params, r: &mut Report) {
                 for w in subscribers_of(i as usize, watchers) {
                     let mut out: *mut c_char = ptr::null_mut();
                     ok(presence_poll_events(e.0, cwatchers[w], 64, &mut out), "presence_poll_events");
-                    events += black_box(std::ffi::CStr::from_ptr(out).to_bytes()).iter().filter(|&&b| b == b'{').count() / 2;
+                    events += black_box(std::ffi::CStr::from_ptr(out).to_bytes())
+                        .iter()
+                        .filter(|&&b| b == b'{')
+                        .count()
+                        / 2;
                     presence_string_free(out);
                 }
             }
@@ -248,7 +258,10 @@ fn drain(p: &Params, r: &mut Report) {
         for _ in 0..DRAIN_EVENTS {
             flips += 1;
             // SAFETY: a live engine, valid strings.
-            ok(unsafe { presence_set_status(e.0, star.as_ptr(), statuses[flips & 1].as_ptr()) }, "presence_set_status");
+            ok(
+                unsafe { presence_set_status(e.0, star.as_ptr(), statuses[flips & 1].as_ptr()) },
+                "presence_set_status",
+            );
             base.set_status("star", Some(STATUSES[flips & 1]), T0);
         }
         let (d, n) = timed(|| batch.drain(&e, watcher, DRAIN_EVENTS as u32));
@@ -311,7 +324,10 @@ fn listener_row(p: &Params, add: impl Fn(*mut PresenceEngine, *mut c_void)) -> D
             for _ in 0..p.w8_changes {
                 flips += 1;
                 // SAFETY: a live engine, valid strings.
-                ok(unsafe { presence_set_status(e.0, star.as_ptr(), statuses[flips & 1].as_ptr()) }, "presence_set_status");
+                ok(
+                    unsafe { presence_set_status(e.0, star.as_ptr(), statuses[flips & 1].as_ptr()) },
+                    "presence_set_status",
+                );
             }
         });
         let expected = (p.w8_changes * FAN) as u64;
@@ -345,7 +361,9 @@ fn listeners(p: &Params, r: &mut Report) {
     for _ in 0..p.rounds {
         db = db.min(fanout_baseline_status(&mut base, p.w8_changes, &mut flips));
     }
-    check(seen.get() as usize == p.rounds * p.w8_changes * FAN, || format!("baseline listener saw {}", seen.get()));
+    check(seen.get() as usize == p.rounds * p.w8_changes * FAN, || {
+        format!("baseline listener saw {}", seen.get())
+    });
     let deliveries = p.w8_changes * FAN;
     r.add(
         format!("8 typed delivery listener (C): one status change to {FAN} subscribers"),

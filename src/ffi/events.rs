@@ -1,6 +1,6 @@
 //! Events: the struct a callback sees, listeners, polling and pumping.
 use super::support::{self, call, non_null, null, opt_str_arg, write_string};
-use super::typed::{give_back, take_buffer, Strings};
+use super::typed::{give_back, take_buffer, with_room};
 use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
 use crate::engine::{ListenerFilter, ListenerId};
 use crate::event::{ConnectionId, Delivery, Event};
@@ -63,50 +63,49 @@ unsafe impl Sync for CCallback {}
 
 impl CCallback {
     /// Calls the C function with the event as `recipient` (`None`: the host) sees it in
-    /// `view`. The strings are copied into reused per-thread buffers and the JSON is the
+    /// `view`. The strings are copied onto the stack, the JSON is the
     /// event's own rendering for that view (a delivery's `connection_id` spliced in), so a
     /// call allocates nothing in steady state. Building them runs behind a panic boundary
     /// of its own: a failure there skips this callback rather than unwinding through the
     /// engine's dispatch loop.
     fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
-        let mut strings = take_buffer();
         let mut json = take_buffer();
-        let built = catch_unwind(AssertUnwindSafe(|| {
-            let rendered = event.rendered(view);
-            strings.reserve(event.user_id().len() + 1 + event.channel().map_or(0, |c| c.cid.len() + 1));
-            let mut arena = Strings(&mut strings);
-            let user_id = arena.push(event.user_id());
-            let cid = event.channel().map_or(std::ptr::null(), |c| arena.push(&c.cid));
-            let json = match recipient {
-                None => rendered.c_str().as_ptr(),
-                Some(_) => {
-                    rendered.write(recipient, &mut json);
-                    json.push(0);
-                    json.as_ptr().cast()
+        let len = event.user_id().len() + 1 + event.channel().map_or(0, |c| c.cid.len() + 1);
+        with_room(len, |mut strings| {
+            let built = catch_unwind(AssertUnwindSafe(|| {
+                let rendered = event.rendered(view);
+                let user_id = strings.push(event.user_id());
+                let cid = event.channel().map_or(std::ptr::null(), |c| strings.push(&c.cid));
+                let json = match recipient {
+                    None => rendered.c_str().as_ptr(),
+                    Some(_) => {
+                        rendered.write(recipient, &mut json);
+                        json.push(0);
+                        json.as_ptr().cast()
+                    }
+                };
+                PresenceEvent {
+                    r#type: event.kind.type_name_nul().as_ptr().cast(),
+                    seq: event.seq,
+                    connection_id: recipient.map_or(0, |c| c.0),
+                    user_id,
+                    cid,
+                    online: event.user().online(view),
+                    json,
                 }
-            };
-            PresenceEvent {
-                r#type: event.kind.type_name_nul().as_ptr().cast(),
-                seq: event.seq,
-                connection_id: recipient.map_or(0, |c| c.0),
-                user_id,
-                cid,
-                online: event.user().online(view),
-                json,
+            }));
+            match built {
+                // SAFETY: the host registered `function` for exactly this call shape;
+                // `event` and its strings outlive the call.
+                Ok(event) => unsafe { (self.function)(self.user_data, &event) },
+                Err(payload) => eprintln!(
+                    "presence: event {} not handed to a C callback: internal error: {}",
+                    event.seq,
+                    support::panic_message(payload.as_ref())
+                ),
             }
-        }));
-        match built {
-            // SAFETY: the host registered `function` for exactly this call shape; `event`
-            // and its strings outlive the call.
-            Ok(event) => unsafe { (self.function)(self.user_data, &event) },
-            Err(payload) => eprintln!(
-                "presence: event {} not handed to a C callback: internal error: {}",
-                event.seq,
-                support::panic_message(payload.as_ref())
-            ),
-        }
+        });
         give_back(json);
-        give_back(strings);
     }
 }
 
@@ -165,8 +164,8 @@ pub unsafe extern "C" fn presence_add_delivery_listener(
         let function = cb.ok_or_else(|| null("cb"))?;
         let out = non_null(out, "out")?;
         let callback = CCallback { function, user_data };
-        let id =
-            e.add_delivery_listener(move |d: &Delivery| callback.invoke(&d.event, d.view, Some(d.connection)));
+        let id = e
+            .add_delivery_listener(move |d: &Delivery| callback.invoke(&d.event, d.view, Some(d.connection)));
         unsafe { out.write(id.0) };
         Ok(())
     })
