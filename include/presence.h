@@ -38,7 +38,8 @@
 
 /**
  * The version of this C ABI. Version 1 is the JSON event path; version 2 adds the typed
- * event path (`PresenceEventInfo`, batches, typed listeners, `presence_connect_user`).
+ * event path (`PresenceEventInfo`, batches, typed listeners, `presence_connect_user`,
+ * `presence_get_user_presence`).
  * Each version only adds to the one before, so a library answering 2 serves every
  * version-1 function unchanged. A host built against this header checks at startup that
  * `presence_abi_version() >= PRESENCE_ABI_VERSION` (an older library lacks functions).
@@ -324,6 +325,34 @@ typedef void (*PresenceEventInfoCallback)(void *user_data, const struct Presence
  * A finalizer for a listener's `user_data`.
  */
 typedef void (*PresenceUserDataFree)(void *user_data);
+
+/**
+ * A user's presence as one viewer sees it: what a game loop reads each frame for the
+ * players it shows, without JSON. Filled by `presence_get_user_presence`.
+ */
+typedef struct PresenceUserPresence {
+  /**
+   * The `online` flag in the viewer's view (an invisible user is offline to others,
+   * online to the host and to their own connections while connected).
+   */
+  bool online;
+  /**
+   * Whether the user is invisible, in own views only; always false in public views.
+   */
+  bool invisible;
+  /**
+   * Whether the user has a status (possibly ""); `status_len` is its length.
+   */
+  bool has_status;
+  /**
+   * The status's length in bytes (0 without one), whatever the buffer could hold.
+   */
+  uint32_t status_len;
+  /**
+   * The user's last activity in Unix milliseconds; INT64_MIN when never active.
+   */
+  int64_t last_active_ms;
+} PresenceUserPresence;
 
 #ifdef __cplusplus
 extern "C" {
@@ -764,6 +793,25 @@ enum PresenceResult presence_event_info_json(const struct PresenceEventInfo *eve
 enum PresenceResult presence_connect_user(struct PresenceEngine *engine,
                                           const char *user_id,
                                           PresenceConnectionId *out);
+
+/**
+ * Reads user `user_id` as `viewer` sees it (0: the host, own view), without JSON: the
+ * typed counterpart of `presence_get_user` for what a game loop reads every frame. Cost:
+ * O(1) under the engine's lock, plus copying the status.
+ *
+ * `user_id` and `out` are required. `status` may be NULL (with any `status_capacity`);
+ * otherwise it receives the status (or "" without one), NUL-terminated and cut to at most
+ * `status_capacity - 1` bytes at a character boundary (statuses are at most 1024 bytes,
+ * so 1025 always suffices; `out->status_len` tells the full length). Both are written
+ * only on success. Errors: NULL, UTF8, NOT_FOUND (unknown user, or unknown viewer
+ * connection). Any thread, including from a callback.
+ */
+enum PresenceResult presence_get_user_presence(struct PresenceEngine *engine,
+                                               PresenceConnectionId viewer,
+                                               const char *user_id,
+                                               struct PresenceUserPresence *out,
+                                               char *status,
+                                               uint32_t status_capacity);
 
 /**
  * Applies everything due at the engine's current time: heartbeat timeouts, offline-grace

@@ -365,8 +365,60 @@ static void test_typed_listeners(void) {
   CHECK(plain.freed == 0);
 }
 
+static void test_get_user_presence(void) {
+  PresenceEngine *e = new_engine("{\"clock\":\"manual\",\"start_time_ms\":1546867062375}");
+  PresenceConnectionId viewer = connect_id(e, "viewer");
+  EXPECT_OK(presence_upsert_user(e, "{\"id\":\"zoe\",\"status\":\"caf\u00e9 time\"}"));
+  PresenceUserPresence p;
+  char status[64];
+
+  /* Offline, never active. */
+  EXPECT_OK(presence_get_user_presence(e, viewer, "zoe", &p, status, sizeof status));
+  CHECK(!p.online && !p.invisible && p.has_status && p.status_len == 10);
+  CHECK(p.last_active_ms == INT64_MIN);
+  CHECK(same(status, "caf\xc3\xa9 time"));
+
+  /* Online and invisible: offline to the viewer, online and invisible to the host. */
+  PresenceConnectionId z = connect_id(e, "zoe");
+  EXPECT_OK(presence_set_invisible(e, "zoe", true));
+  EXPECT_OK(presence_get_user_presence(e, viewer, "zoe", &p, NULL, 0));
+  CHECK(!p.online && !p.invisible);
+  EXPECT_OK(presence_get_user_presence(e, 0, "zoe", &p, NULL, 0));
+  CHECK(p.online && p.invisible && p.last_active_ms == 1546867062375);
+  EXPECT_OK(presence_get_user_presence(e, z, "zoe", &p, NULL, 0)); /* her own view */
+  CHECK(p.online && p.invisible);
+
+  /* A short buffer is cut at a character boundary; "" without a status. */
+  EXPECT_OK(presence_get_user_presence(e, viewer, "zoe", &p, status, 5));
+  CHECK(same(status, "caf") && p.status_len == 10);
+  EXPECT_OK(presence_get_user_presence(e, viewer, "zoe", &p, status, 1));
+  CHECK(same(status, ""));
+  EXPECT_OK(presence_get_user_presence(e, viewer, "viewer", &p, status, sizeof status));
+  CHECK(p.online && !p.has_status && p.status_len == 0 && same(status, ""));
+
+  /* Errors leave both out-parameters alone. */
+  memset(&p, 0x5a, sizeof p);
+  PresenceUserPresence before = p;
+  strcpy(status, "untouched");
+  EXPECT_ERR(presence_get_user_presence(NULL, 0, "zoe", &p, status, sizeof status), PRESENCE_ERR_NULL,
+             "presence_get_user_presence: engine is NULL");
+  EXPECT_ERR(presence_get_user_presence(e, 0, NULL, &p, status, sizeof status), PRESENCE_ERR_NULL,
+             "presence_get_user_presence: user_id is NULL");
+  EXPECT_ERR(presence_get_user_presence(e, 0, "zoe", NULL, status, sizeof status), PRESENCE_ERR_NULL,
+             "presence_get_user_presence: out is NULL");
+  EXPECT_ERR(presence_get_user_presence(e, 0, BAD_UTF8, &p, status, sizeof status), PRESENCE_ERR_UTF8,
+             "presence_get_user_presence: user_id is not valid UTF-8");
+  EXPECT_ERR(presence_get_user_presence(e, 0, "nobody", &p, status, sizeof status), PRESENCE_ERR_NOT_FOUND,
+             "presence_get_user_presence: unknown user \"nobody\"");
+  EXPECT_ERR(presence_get_user_presence(e, 987654, "zoe", &p, status, sizeof status), PRESENCE_ERR_NOT_FOUND,
+             "presence_get_user_presence: unknown connection 987654");
+  CHECK(memcmp(&p, &before, sizeof p) == 0 && same(status, "untouched"));
+  presence_engine_free(e);
+}
+
 int main(void) {
   test_constants();
+  test_get_user_presence();
   test_connect_user();
   test_batches();
   test_typed_listeners();
