@@ -2,8 +2,10 @@
  * with user_data finalizers and presence_event_info_json. Each function's success path and
  * error paths (result code, message, out-parameters untouched on failure), every field of
  * PresenceEventInfo, pointer lifetimes, and how often finalizers run. */
+#define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,8 +418,86 @@ static void test_get_user_presence(void) {
   presence_engine_free(e);
 }
 
+/* Threads: each worker churns its own players while draining its own watcher with its
+ * own batch; a typed host listener checks seq order and asks for JSON on whichever thread
+ * runs it. Every event must arrive exactly once, in order. */
+#define WORKERS 4
+#define ROUNDS 200
+
+static PresenceEngine *shared;
+static atomic_int callback_failures;
+static atomic_int host_events;
+static uint64_t last_seq; /* touched only inside callbacks, which never run concurrently */
+
+static void check_order(void *user_data, const PresenceEventInfo *event) {
+  (void)user_data;
+  const char *json = NULL;
+  if (event->seq <= last_seq || presence_event_info_json(event, &json) != PRESENCE_OK ||
+      json_u64(json, "seq") != event->seq) {
+    atomic_fetch_add(&callback_failures, 1);
+  }
+  last_seq = event->seq;
+  atomic_fetch_add(&host_events, 1);
+}
+
+static void *churn_and_drain(void *arg) {
+  int worker = (int)(intptr_t)arg;
+  char watcher_id[32], player_id[32], query[128];
+  snprintf(watcher_id, sizeof watcher_id, "watcher-%d", worker);
+  snprintf(player_id, sizeof player_id, "player-%d", worker);
+  snprintf(query, sizeof query, "{\"filter_conditions\":{\"id\":\"%s\"},\"presence\":true}", player_id);
+  PresenceConnectionId watcher = 0;
+  PresenceEventBatch *batch = NULL;
+  char *answer = NULL;
+  int failures = 0, drained = 0;
+  failures += presence_connect_user(shared, watcher_id, &watcher) != PRESENCE_OK;
+  char player_json[64];
+  snprintf(player_json, sizeof player_json, "{\"id\":\"%s\"}", player_id);
+  failures += presence_upsert_user(shared, player_json) != PRESENCE_OK;
+  failures += presence_query_users(shared, watcher, query, &answer) != PRESENCE_OK;
+  presence_string_free(answer);
+  failures += presence_batch_new(&batch) != PRESENCE_OK;
+  uint64_t last = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    PresenceConnectionId c = 0;
+    failures += presence_connect_user(shared, player_id, &c) != PRESENCE_OK;
+    failures += presence_disconnect(shared, c) != PRESENCE_OK;
+    failures += presence_poll_batch(shared, watcher, 16, batch) != PRESENCE_OK;
+    for (uint32_t k = 0; k < presence_batch_len(batch); k++) {
+      const PresenceEventInfo *info = presence_batch_event(batch, k);
+      failures += info->seq <= last || strcmp(info->user_id, player_id) != 0 ||
+                  info->online != (drained % 2 == 0);
+      last = info->seq;
+      drained++;
+    }
+  }
+  presence_batch_free(batch);
+  failures += drained != 2 * ROUNDS;
+  return (void *)(intptr_t)failures;
+}
+
+static void test_threads(void) {
+  shared = new_engine(NULL);
+  PresenceListenerId id = 0;
+  EXPECT_OK(presence_add_typed_listener(shared, "user.presence.changed", NULL, check_order, NULL, NULL, &id));
+  pthread_t threads[WORKERS];
+  for (int i = 0; i < WORKERS; i++) {
+    CHECK(pthread_create(&threads[i], NULL, churn_and_drain, (void *)(intptr_t)i) == 0);
+  }
+  for (int i = 0; i < WORKERS; i++) {
+    void *failures = NULL;
+    CHECK(pthread_join(threads[i], &failures) == 0);
+    CHECK((intptr_t)failures == 0);
+  }
+  CHECK(atomic_load(&callback_failures) == 0);
+  /* Each player: online and offline per round; each watcher: online once. */
+  CHECK(atomic_load(&host_events) == WORKERS * (2 * ROUNDS + 1));
+  presence_engine_free(shared);
+}
+
 int main(void) {
   test_constants();
+  test_threads();
   test_get_user_presence();
   test_connect_user();
   test_batches();
