@@ -18,20 +18,6 @@ static char temp_dir[] = "/tmp/presence-c-api-XXXXXX";
 static char sentinel_char;
 #define SENTINEL_STR (&sentinel_char)
 
-static PresenceEngine *new_engine(const char *config) {
-  PresenceEngine *e = NULL;
-  EXPECT_OK(presence_engine_new(config, &e));
-  CHECK(e != NULL);
-  return e;
-}
-
-static PresenceConnectionId connect_user(PresenceEngine *e, const char *json) {
-  PresenceConnectionId c = 0;
-  EXPECT_OK(presence_connect(e, json, &c));
-  CHECK(c != 0);
-  return c;
-}
-
 static void noop_callback(void *user_data, const PresenceEvent *event) {
   int *count = user_data;
   (void)event;

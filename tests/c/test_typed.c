@@ -14,20 +14,6 @@
 static const char BAD_UTF8[] = "\xff\xfe";
 #define SENTINEL_ID ((uint64_t)0xdeadbeefu)
 
-static PresenceEngine *new_engine(const char *config) {
-  PresenceEngine *e = NULL;
-  EXPECT_OK(presence_engine_new(config, &e));
-  CHECK(e != NULL);
-  return e;
-}
-
-static PresenceConnectionId connect_id(PresenceEngine *e, const char *user_id) {
-  PresenceConnectionId c = 0;
-  EXPECT_OK(presence_connect_user(e, user_id, &c));
-  CHECK(c != 0);
-  return c;
-}
-
 static bool same(const char *a, const char *b) {
   return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
