@@ -200,21 +200,24 @@ pub struct Event {
 /// The event as JSON in one view, without `connection_id`, followed by a NUL so that C
 /// callers can borrow it as it is.
 pub(crate) struct Rendered {
-    /// The JSON text and a trailing NUL.
-    text: Box<str>,
+    /// The JSON text and a trailing NUL (kept as rendered: shrinking would copy it again).
+    text: String,
     /// Where a delivery's `"connection_id"` goes: right after the `seq` entry.
     split: usize,
 }
 
 impl Rendered {
     fn new(event: &Event, view: View) -> Rendered {
-        let mut text = serde_json::to_string(&EventView { event, view, recipient: None })
+        // Room for a typical event with its NUL, so rendering rarely reallocates.
+        let mut bytes = Vec::with_capacity(384);
+        serde_json::to_writer(&mut bytes, &EventView { event, view, recipient: None })
             .expect("an event always serializes");
+        bytes.push(0);
+        let text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
         // `type` and `created_at` come first and never contain `,"seq":`.
         let seq_at = text.find(",\"seq\":").expect("an event renders its seq");
         let split = seq_at + ",\"seq\":".len() + decimal_digits(event.seq);
-        text.push('\0');
-        Rendered { text: text.into_boxed_str(), split }
+        Rendered { text, split }
     }
 
     /// The JSON text.
