@@ -21,6 +21,7 @@ namespace Presence
         public const string MemberAdded = "member.added";
         public const string MemberRemoved = "member.removed";
         public const string ConnectionClosed = "connection.closed";
+        public const string EngineOverflow = "engine.overflow";
         public const string ClusterStatus = "cluster.status";
     }
 
@@ -262,7 +263,7 @@ namespace Presence
         public int? WatcherCount { get; internal set; }
         /// <summary>connection.closed: the connection that ended.</summary>
         public ulong? ClosedConnectionId { get; internal set; }
-        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost", ...</summary>
+        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost".</summary>
         public string Reason { get; internal set; }
         /// <summary>The whole event object, as JSON text.</summary>
         public string Json { get; internal set; }
