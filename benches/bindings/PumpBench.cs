@@ -1,6 +1,6 @@
 // Events per second through PresenceEngine.Pump() with a C# handler, under Mono, against a
-// same-run baseline: the raw P/Invoke path (presence_pump into a static
-// [MonoPInvokeCallback] that only counts). Each figure is the best of interleaved rounds
+// same-run baseline: the raw P/Invoke path (presence_pump into a typed listener whose
+// static [MonoPInvokeCallback] only counts). Each figure is the best of interleaved rounds
 // (binding, raw, binding, ...) so load on a shared machine hits both alike.
 // Run: bash benches/bindings/run.sh (PRESENCE_BENCH_SCALE=0.1 shrinks it).
 using System;
@@ -13,10 +13,10 @@ using Presence;
 public static class PumpBench
 {
     private static long s_rawCount;
-    private static readonly PresenceEventCallback s_rawCallback = RawCallback;
+    private static readonly PresenceEventInfoCallback s_rawCallback = RawCallback;
 
-    [MonoPInvokeCallback(typeof(PresenceEventCallback))]
-    private static void RawCallback(IntPtr userData, IntPtr evt)
+    [MonoPInvokeCallback(typeof(PresenceEventInfoCallback))]
+    private static void RawCallback(IntPtr userData, IntPtr info)
     {
         s_rawCount++;
     }
@@ -52,7 +52,7 @@ public static class PumpBench
         if (NativeMethods.presence_engine_new(NativeMethods.Utf8("{\"clock\":\"manual\",\"dispatch\":\"manual\"}"), out raw) != PresenceResult.Ok)
             throw new InvalidOperationException("engine_new failed");
         ulong rawListener;
-        NativeMethods.presence_add_listener(raw, null, null, s_rawCallback, IntPtr.Zero, out rawListener);
+        NativeMethods.presence_add_typed_listener(raw, null, null, s_rawCallback, IntPtr.Zero, IntPtr.Zero, out rawListener);
 
         var ids = new string[users];
         for (int i = 0; i < users; i++)
@@ -92,7 +92,7 @@ public static class PumpBench
         Console.WriteLine("|---|---|---|---|");
         Console.WriteLine("| PresenceEngine.Pump(), C# handler | {0:F0} | {1:N0} | {2:F0} |",
             bestBinding, 1e9 / bestBinding, (double)bytes / bindingEvents);
-        Console.WriteLine("| raw presence_pump, static callback (baseline) | {0:F0} | {1:N0} | - |",
+        Console.WriteLine("| raw presence_pump, typed listener, static callback (baseline) | {0:F0} | {1:N0} | - |",
             bestRaw, 1e9 / bestRaw);
         Console.WriteLine("ratio binding/raw: {0:F2}", bestBinding / bestRaw);
         GC.KeepAlive(online);

@@ -1,7 +1,11 @@
-// ns per event through a presence.hpp listener (presence::Event, std::function) against
-// the raw C listener it wraps, in one run: manual dispatch, one status change per user
-// queued untimed, then pump() timed. Best of interleaved rounds. Run by
-// benches/bindings/run.sh (PRESENCE_BENCH_SCALE=0.1 shrinks it).
+// The C++ typed path against the raw C typed path it wraps, in one run, best of
+// interleaved rounds:
+//  - listeners: a presence.hpp Listener (presence::Event, std::function) against a raw
+//    typed C listener; manual dispatch, one status change per user queued untimed, then
+//    pump() timed;
+//  - drain: iterating a presence::Batch against presence_batch_event in a C loop, after
+//    polling the same queue.
+// Run by benches/bindings/run.sh (PRESENCE_BENCH_SCALE=0.1 shrinks it).
 #include "presence.hpp"
 
 #include <algorithm>
@@ -16,7 +20,7 @@ namespace {
 std::uint64_t g_raw = 0;
 std::uint64_t g_raw_online = 0;
 
-void raw_callback(void *, const PresenceEvent *event) {
+void raw_callback(void *, const PresenceEventInfo *event) {
     ++g_raw;
     g_raw_online += event->online;
 }
@@ -51,7 +55,9 @@ int main() {
         online += e.online;
     }));
     PresenceListenerId raw_id = 0;
-    if (presence_add_listener(raw.get(), nullptr, nullptr, raw_callback, nullptr, &raw_id) != PRESENCE_OK) return 1;
+    if (presence_add_typed_listener(raw.get(), nullptr, nullptr, raw_callback, nullptr, nullptr, &raw_id) !=
+        PRESENCE_OK)
+        return 1;
 
     std::vector<std::string> ids;
     for (int i = 0; i < users; ++i) {
@@ -77,11 +83,41 @@ int main() {
         (void)must(raw.pump());
         best_raw = std::min(best_raw, seconds_since(t) * 1e9 / double(g_raw - before));
     }
-    std::printf("presence.hpp listener vs raw C listener, %d events per round, best of %d rounds\n", users, rounds);
-    std::printf("| path | ns/event |\n|---|---|\n");
-    std::printf("| presence.hpp Listener (presence::Event, std::function) | %.0f |\n", best_wrapped);
-    std::printf("| raw C listener (baseline) | %.0f |\n", best_raw);
-    std::printf("ratio C++/C: %.2f (online seen: %llu, %llu)\n", best_wrapped / best_raw,
-                static_cast<unsigned long long>(online), static_cast<unsigned long long>(g_raw_online));
+
+    // Drain: one watcher connection per engine sees every user's status change.
+    must(wrapped.upsert_channel("{\"type\":\"bench\",\"id\":\"all\"}"));
+    must(wrapped.add_members("bench:all", ids));
+    presence::ConnectionId watcher = must(wrapped.connect_user("watcher"));
+    (void)must(wrapped.watch_channel(watcher, "bench:all"));
+    presence::Batch batch = must(presence::Batch::create());
+    (void)must(wrapped.poll(watcher, batch, 1u << 30));
+    double best_cpp_drain = 1e18, best_c_drain = 1e18;
+    std::uint64_t cpp_seen = 0, c_seen = 0;
+    const std::uint32_t max = static_cast<std::uint32_t>(users);
+    for (int round = 0; round < rounds; ++round) {
+        const char *status = round % 2 == 0 ? "c" : "d";
+        for (const auto &id : ids) must(wrapped.set_status(id, status));
+        (void)must(wrapped.poll(watcher, batch, max));
+        auto t = std::chrono::steady_clock::now();
+        for (presence::Event ev : batch) cpp_seen += ev.online + ev.seq;
+        best_cpp_drain = std::min(best_cpp_drain, seconds_since(t) * 1e9 / double(batch.size()));
+        t = std::chrono::steady_clock::now();
+        const std::uint32_t n = presence_batch_len(batch.get());
+        for (std::uint32_t i = 0; i < n; ++i) {
+            const PresenceEventInfo *ev = presence_batch_event(batch.get(), i);
+            c_seen += ev->online + ev->seq;
+        }
+        best_c_drain = std::min(best_c_drain, seconds_since(t) * 1e9 / double(n));
+    }
+
+    std::printf("C++ typed path vs raw C typed path, %d events per round, best of %d rounds\n", users, rounds);
+    std::printf("| path | C++ ns/event | C ns/event | C++/C |\n|---|---|---|---|\n");
+    std::printf("| listener: presence::Listener vs presence_add_typed_listener (pump) | %.1f | %.1f | %.2f |\n",
+                best_wrapped, best_raw, best_wrapped / best_raw);
+    std::printf("| drain: presence::Batch iteration vs presence_batch_event loop | %.2f | %.2f | %.2f |\n",
+                best_cpp_drain, best_c_drain, best_cpp_drain / best_c_drain);
+    std::printf("(checksums %llu %llu %llu %llu)\n", static_cast<unsigned long long>(online),
+                static_cast<unsigned long long>(g_raw_online), static_cast<unsigned long long>(cpp_seen),
+                static_cast<unsigned long long>(c_seen));
     return 0;
 }

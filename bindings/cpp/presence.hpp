@@ -176,6 +176,7 @@ public:
     [[nodiscard]] T value_or(T fallback) && noexcept {
         return value_ ? std::move(*value_) : std::move(fallback);
     }
+    [[nodiscard]] T value_or(T fallback) const & noexcept { return value_ ? *value_ : std::move(fallback); }
 
 #if defined(__cpp_exceptions)
     /// The exception an event handler threw during this call, if any.
@@ -698,25 +699,53 @@ enum class EventKind : std::uint8_t {
     connection_closed,     ///< "connection.closed"
 };
 
+namespace detail {
+
+struct KindName {
+    std::uint32_t c_kind;
+    EventKind kind;
+    std::string_view name;
+};
+
+inline constexpr KindName kind_names[] = {
+    {PRESENCE_EVENT_USER_PRESENCE_CHANGED, EventKind::user_presence_changed, "user.presence.changed"},
+    {PRESENCE_EVENT_USER_UPDATED, EventKind::user_updated, "user.updated"},
+    {PRESENCE_EVENT_USER_WATCHING_START, EventKind::user_watching_start, "user.watching.start"},
+    {PRESENCE_EVENT_USER_WATCHING_STOP, EventKind::user_watching_stop, "user.watching.stop"},
+    {PRESENCE_EVENT_MEMBER_ADDED, EventKind::member_added, "member.added"},
+    {PRESENCE_EVENT_MEMBER_REMOVED, EventKind::member_removed, "member.removed"},
+    {PRESENCE_EVENT_CONNECTION_CLOSED, EventKind::connection_closed, "connection.closed"},
+};
+
+[[nodiscard]] inline std::string_view close_reason_name(std::uint32_t reason) noexcept {
+    switch (reason) {
+    case PRESENCE_CLOSE_DISCONNECT: return "disconnect";
+    case PRESENCE_CLOSE_TIMEOUT: return "timeout";
+    case PRESENCE_CLOSE_SLOW_CONSUMER: return "slow_consumer";
+    case PRESENCE_CLOSE_NODE_LOST: return "node_lost";
+    default: return {};
+    }
+}
+
+[[nodiscard]] inline std::string_view view(const char *s) noexcept {
+    return s ? std::string_view(s) : std::string_view();
+}
+
+} // namespace detail
+
 /// The kind of an event type name (unknown for names this header does not know).
 [[nodiscard]] inline EventKind event_kind(std::string_view type) noexcept {
-    constexpr std::pair<std::string_view, EventKind> kinds[] = {
-        {"user.presence.changed", EventKind::user_presence_changed},
-        {"user.updated", EventKind::user_updated},
-        {"user.watching.start", EventKind::user_watching_start},
-        {"user.watching.stop", EventKind::user_watching_stop},
-        {"member.added", EventKind::member_added},
-        {"member.removed", EventKind::member_removed},
-        {"connection.closed", EventKind::connection_closed},
-    };
-    for (const auto &[name, kind] : kinds) {
-        if (name == type) return kind;
+    for (const auto &k : detail::kind_names) {
+        if (k.name == type) return k.kind;
     }
     return EventKind::unknown;
 }
 
-/// One event as a callback sees it. Every view is valid only during the callback.
-struct Event {
+/// One event, typed: in a listener callback, or read from a Batch. Every string_view is
+/// valid only during the callback, or until the batch is refilled or destroyed. Building
+/// one allocates nothing; JSON is rendered only when json() is called.
+class Event {
+public:
     EventKind kind = EventKind::unknown;
     std::string_view type;      ///< "user.presence.changed", ...
     std::uint64_t seq = 0;      ///< engine-wide, strictly increasing
@@ -731,7 +760,41 @@ struct Event {
     std::optional<UnixMillis> last_active_ms;
     std::int64_t watcher_count = -1;        ///< user.watching.*: the count after the change
     std::string_view close_reason;          ///< connection.closed: "disconnect", "timeout", ...
-    std::string_view json;      ///< the whole event object
+
+    /// The event as JSON (the same text the JSON calls give), rendered on request; valid
+    /// as long as the event's strings are.
+    [[nodiscard]] Result<std::string_view> json() const noexcept {
+        const char *text = nullptr;
+        const PresenceResult r = batch_ != nullptr ? presence_batch_event_json(batch_, index_, &text)
+                                                   : presence_event_info_json(info_, &text);
+        if (r != PRESENCE_OK) return detail::last_error(r);
+        return detail::view(text);
+    }
+
+    /// The C view this event was read from.
+    [[nodiscard]] const PresenceEventInfo &info() const noexcept { return *info_; }
+
+    /// A typed view of `info`; `batch`/`index` name where JSON is rendered from (none in a callback).
+    Event(const PresenceEventInfo &info, PresenceEventBatch *batch = nullptr, std::uint32_t index = 0) noexcept
+        : seq(info.seq), connection_id(info.connection_id), user_id(detail::view(info.user_id)),
+          cid(detail::view(info.cid)), online(info.online), invisible(info.invisible),
+          watcher_count(info.watcher_count), close_reason(detail::close_reason_name(info.close_reason)),
+          info_(&info), batch_(batch), index_(index) {
+        for (const auto &k : detail::kind_names) {
+            if (k.c_kind == info.kind) {
+                kind = k.kind;
+                type = k.name;
+                break;
+            }
+        }
+        if (info.status != nullptr) status = std::string_view(info.status);
+        if (info.last_active_ms != INT64_MIN) last_active_ms = info.last_active_ms;
+    }
+
+private:
+    const PresenceEventInfo *info_;
+    PresenceEventBatch *batch_;
+    std::uint32_t index_;
 };
 
 /// Callback type of listeners. Must not throw (see the rules at the top).
@@ -864,45 +927,13 @@ private:
     std::optional<CStr> value_;
 };
 
-/// What a Listener boxes: the user_data of the C listener points here.
+/// What a listener's user_data points to; the engine frees it (box_free) once the
+/// listener is removed or the engine freed.
 struct ListenerBox {
     std::shared_ptr<EventHandler> fn;
 };
 
-[[nodiscard]] inline std::string_view view(const char *s) noexcept {
-    return s ? std::string_view(s) : std::string_view();
-}
-
-/// The typed fields of a v1 event, read from its JSON; `text` owns decoded strings.
-struct EventFields {
-    std::optional<std::string> status;
-    std::string close_reason;
-    std::optional<UnixMillis> last_active_ms;
-    std::int64_t watcher_count = -1;
-    bool invisible = false;
-
-    explicit EventFields(std::string_view event_json) noexcept {
-        json::Value root;
-        json::Reader reader(event_json);
-        if (!reader.parse(root)) return;
-        const json::Value *user = root.find("user");
-        if (const json::Value *member = root.find("member"); user == nullptr && member != nullptr)
-            user = member->find("user");
-        if (user != nullptr) {
-            Decoder decoder;
-            User u = decoder.user(*user);
-            status = std::move(u.status);
-            last_active_ms = u.last_active_ms;
-            invisible = u.invisible.value_or(false);
-        }
-        if (const json::Value *count = root.find("watcher_count")) {
-            Decoder decoder;
-            watcher_count = decoder.integer(count, "watcher_count");
-        }
-        if (const json::Value *reason = root.find("reason"); reason && reason->kind == json::Value::Kind::string)
-            close_reason = reason->text;
-    }
-};
+inline void box_free(void *box) noexcept { delete static_cast<ListenerBox *>(box); }
 
 /// Run a handler, keeping (with exceptions enabled) the first exception it throws.
 inline void run_handler(const EventHandler &handler, const Event &e) noexcept {
@@ -921,49 +952,37 @@ inline void run_handler(const EventHandler &handler, const Event &e) noexcept {
 }
 
 /// The C callback of every listener.
-inline void trampoline(void *user_data, const PresenceEvent *ev) noexcept {
-    if (user_data == nullptr || ev == nullptr) return;
+inline void trampoline(void *user_data, const PresenceEventInfo *info) noexcept {
+    if (user_data == nullptr || info == nullptr) return;
     // Keep the std::function alive even if the callback destroys its own token.
     std::shared_ptr<EventHandler> keep = static_cast<ListenerBox *>(user_data)->fn;
-    if (!keep || !*keep) return;
-    Event e;
-    e.type = view(ev->type);
-    e.kind = event_kind(e.type);
-    e.user_id = view(ev->user_id);
-    e.cid = view(ev->cid);
-    e.json = view(ev->json);
-    e.seq = ev->seq;
-    e.connection_id = ev->connection_id;
-    e.online = ev->online;
-    const EventFields fields(e.json);
-    if (fields.status) e.status = *fields.status;
-    e.last_active_ms = fields.last_active_ms;
-    e.watcher_count = fields.watcher_count;
-    e.close_reason = fields.close_reason;
-    e.invisible = fields.invisible;
-    run_handler(*keep, e);
+    run_handler(*keep, Event(*info));
 }
+
+struct BatchDeleter {
+    void operator()(PresenceEventBatch *b) const noexcept { presence_batch_free(b); }
+};
 
 } // namespace detail
 
 class Engine;
 
 /// RAII token of a registered listener. Move-only. Destroying it (or reset())
-/// removes the listener: no callback runs through it afterwards.
+/// removes the listener: no callback runs through it afterwards. The engine frees the
+/// callback once the listener is removed (or the engine freed).
 class [[nodiscard]] Listener {
 public:
     /// An empty token (no listener).
     Listener() noexcept = default;
     Listener(Listener &&other) noexcept
         : engine_(std::exchange(other.engine_, nullptr)), alive_(std::move(other.alive_)),
-          id_(std::exchange(other.id_, 0)), box_(std::move(other.box_)) {}
+          id_(std::exchange(other.id_, 0)) {}
     Listener &operator=(Listener &&other) noexcept {
         if (this != &other) {
             reset();
             engine_ = std::exchange(other.engine_, nullptr);
             alive_ = std::move(other.alive_);
             id_ = std::exchange(other.id_, 0);
-            box_ = std::move(other.box_);
         }
         return *this;
     }
@@ -981,7 +1000,6 @@ public:
         engine_ = nullptr;
         alive_.reset();
         id_ = 0;
-        box_.reset();
     }
 
     /// The C listener id (0 when empty).
@@ -991,14 +1009,59 @@ public:
 
 private:
     friend class Engine;
-    Listener(PresenceEngine *engine, std::weak_ptr<void> alive, ListenerId id,
-             std::unique_ptr<detail::ListenerBox> box) noexcept
-        : engine_(engine), alive_(std::move(alive)), id_(id), box_(std::move(box)) {}
+    Listener(PresenceEngine *engine, std::weak_ptr<void> alive, ListenerId id) noexcept
+        : engine_(engine), alive_(std::move(alive)), id_(id) {}
 
     PresenceEngine *engine_ = nullptr;
     std::weak_ptr<void> alive_;
     ListenerId id_ = 0;
-    std::unique_ptr<detail::ListenerBox> box_;
+};
+
+/// A reusable buffer of typed events drained from one connection's queue
+/// (Engine::poll). Refilling it allocates nothing in steady state. Events read from it
+/// (operator[], iteration) are valid until the next poll into it or its destruction.
+/// One thread at a time.
+class Batch {
+public:
+    [[nodiscard]] static Result<Batch> create() noexcept {
+        PresenceEventBatch *raw = nullptr;
+        const PresenceResult r = presence_batch_new(&raw);
+        if (r != PRESENCE_OK) return detail::last_error(r);
+        return Batch(raw);
+    }
+
+    /// How many events the last poll delivered.
+    [[nodiscard]] std::uint32_t size() const noexcept { return presence_batch_len(handle_.get()); }
+    [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+    /// Event i (i < size()).
+    [[nodiscard]] Event operator[](std::uint32_t i) const noexcept {
+        return Event(*presence_batch_event(handle_.get(), i), handle_.get(), i);
+    }
+
+    class iterator {
+    public:
+        Event operator*() const noexcept { return (*batch_)[i_]; }
+        iterator &operator++() noexcept {
+            ++i_;
+            return *this;
+        }
+        bool operator!=(const iterator &o) const noexcept { return i_ != o.i_; }
+
+    private:
+        friend class Batch;
+        iterator(const Batch *batch, std::uint32_t i) noexcept : batch_(batch), i_(i) {}
+        const Batch *batch_;
+        std::uint32_t i_;
+    };
+    [[nodiscard]] iterator begin() const noexcept { return iterator(this, 0); }
+    [[nodiscard]] iterator end() const noexcept { return iterator(this, size()); }
+
+    /// The raw C handle (still owned by this Batch).
+    [[nodiscard]] PresenceEventBatch *get() const noexcept { return handle_.get(); }
+
+private:
+    explicit Batch(PresenceEventBatch *raw) noexcept : handle_(raw) {}
+    std::unique_ptr<PresenceEventBatch, detail::BatchDeleter> handle_;
 };
 
 /// An engine. Move-only; owns its PresenceEngine handle. Every method is noexcept and
@@ -1044,6 +1107,16 @@ public:
         ConnectionId id = 0;
         const PresenceResult r = presence_connect(get(), user.get(), &id);
         return detail::done(r, id);
+    }
+
+    /// Open a connection for a user id, without JSON (an unknown user is created with
+    /// only its id).
+    [[nodiscard]] Result<ConnectionId> connect_user(std::string_view user_id) noexcept {
+        detail::CStr id(user_id);
+        if (!id.valid()) return detail::CStr::error();
+        ConnectionId conn = 0;
+        const PresenceResult r = presence_connect_user(get(), id.get(), &conn);
+        return detail::done(r, conn);
     }
 
     Result<void> disconnect(ConnectionId conn) noexcept {
@@ -1199,7 +1272,8 @@ public:
         detail::OptCStr u(user_id);
         if (!t.valid() || !u.valid()) return detail::CStr::error();
         return listen(std::move(fn), [&](void *box, ListenerId *id) {
-            return presence_add_listener(get(), t.get(), u.get(), &detail::trampoline, box, id);
+            return presence_add_typed_listener(get(), t.get(), u.get(), &detail::trampoline, box,
+                                               &detail::box_free, id);
         });
     }
 
@@ -1211,8 +1285,17 @@ public:
     /// A delivery listener: one call per (event, recipient connection).
     [[nodiscard]] Result<Listener> add_delivery_listener(EventHandler fn) noexcept {
         return listen(std::move(fn), [&](void *box, ListenerId *id) {
-            return presence_add_delivery_listener(get(), &detail::trampoline, box, id);
+            return presence_add_typed_delivery_listener(get(), &detail::trampoline, box,
+                                                        &detail::box_free, id);
         });
+    }
+
+    /// Move up to `max` queued events of `conn` into `batch` (cleared first); answers how
+    /// many. Allocates nothing when `batch` is reused in steady state.
+    [[nodiscard]] Result<std::uint32_t> poll(ConnectionId conn, Batch &batch,
+                                             std::uint32_t max = 1024) noexcept {
+        const PresenceResult r = presence_poll_batch(get(), conn, max, batch.get());
+        return detail::done(r, r == PRESENCE_OK ? batch.size() : 0U);
     }
 
     /// Drain up to `max` events from a connection's queue as a JSON array ("[]" when empty).
@@ -1282,7 +1365,8 @@ private:
         ListenerId id = 0;
         const PresenceResult r = register_fn(box.get(), &id);
         if (r != PRESENCE_OK) return detail::last_error(r);
-        return Listener(get(), alive_, id, std::move(box));
+        (void)box.release(); // the engine owns it now and frees it with detail::box_free
+        return Listener(get(), alive_, id);
     }
 
     std::unique_ptr<PresenceEngine, detail::EngineDeleter> handle_;

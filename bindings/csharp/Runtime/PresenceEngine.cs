@@ -40,7 +40,7 @@ namespace Presence
     public sealed class PresenceEngine : IDisposable
     {
         // Kept in a static field so the delegate (and its native thunk) is never collected.
-        private static readonly PresenceEventCallback s_callback = OnNativeEvent;
+        private static readonly PresenceEventInfoCallback s_callback = OnNativeEvent;
         private static int s_liveGCHandles;
 
         private readonly PresenceEngineHandle _handle;
@@ -48,6 +48,12 @@ namespace Presence
         private readonly List<PresenceListener> _deferredFree = new List<PresenceListener>();
         private readonly Dictionary<string, User> _users = new Dictionary<string, User>();
         private readonly Dictionary<ulong, PresenceConnection> _connections = new Dictionary<ulong, PresenceConnection>();
+        private readonly Utf8Cache _strings = new Utf8Cache();
+        private static readonly PresenceEvent[] NoEvents = new PresenceEvent[0];
+        private PresenceBatchHandle _batch;
+        // Events hand out native memory only while it lives: it changes when a handler
+        // returns and when the batch is refilled (PresenceEvent.GetJson checks it).
+        private long _generation;
         private PresenceListener _deliveryListener;
         private Action<PresenceEvent> _eventDelivered;
         private ExceptionDispatchInfo _pending;
@@ -462,18 +468,39 @@ namespace Presence
             return TakeChecked(r, s);
         }
 
-        /// <summary>Drain up to <paramref name="max"/> queued events of a connection.</summary>
-        public List<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
+        /// <summary>Drain up to <paramref name="max"/> queued events of a connection, typed,
+        /// through one reused native batch: no JSON, user ids converted once. With no events
+        /// it answers a shared empty list and allocates nothing; otherwise it allocates the
+        /// events and the list holding them.</summary>
+        public IList<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
         {
-            var result = new List<PresenceEvent>();
-            var events = JsonValue.Parse(PollEventsJson(connectionId, max)) as JArray;
-            if (events == null) throw new JsonReaderException("presence_poll_events answered no JSON array");
-            foreach (JToken e in events)
+            if (_batch == null) _batch = new PresenceBatchHandle();
+            IntPtr h = Enter();
+            PresenceResult r;
+            uint n = 0;
+            bool added = false;
+            try
             {
-                var data = e as JObject;
-                if (data != null) result.Add(MakeEvent(data, JsonValue.Compact(data), null));
+                _batch.DangerousAddRef(ref added);
+                IntPtr batch = _batch.DangerousGetHandle();
+                _generation++;
+                r = NativeMethods.presence_poll_batch(h, connectionId, max, batch);
+                if (r == PresenceResult.Ok) n = NativeMethods.presence_batch_len(batch);
+                if (n == 0)
+                {
+                    Check(r);
+                    return NoEvents;
+                }
+                var events = new PresenceEvent[n];
+                for (uint i = 0; i < n; i++)
+                    events[i] = MakeEvent(NativeMethods.presence_batch_event(batch, i), batch, i);
+                return events;
             }
-            return result;
+            finally
+            {
+                if (added) _batch.DangerousRelease();
+                Leave();
+            }
         }
 
         /// <summary>One frame of the engine: <see cref="Tick"/> (timeouts, offline grace,
@@ -647,9 +674,10 @@ namespace Presence
                 reg.GCHandle = GCHandle.Alloc(reg, GCHandleType.Weak);
                 Interlocked.Increment(ref s_liveGCHandles);
                 IntPtr userData = GCHandle.ToIntPtr(reg.GCHandle);
+                // No user_data_free: the GCHandle is freed here, once no native call runs.
                 r = delivery
-                    ? NativeMethods.presence_add_delivery_listener(h, s_callback, userData, out id)
-                    : NativeMethods.presence_add_listener(h, type, user, s_callback, userData, out id);
+                    ? NativeMethods.presence_add_typed_delivery_listener(h, s_callback, userData, IntPtr.Zero, out id)
+                    : NativeMethods.presence_add_typed_listener(h, type, user, s_callback, userData, IntPtr.Zero, out id);
             }
             finally
             {
@@ -669,18 +697,18 @@ namespace Presence
             return reg;
         }
 
-        [MonoPInvokeCallback(typeof(PresenceEventCallback))]
-        private static void OnNativeEvent(IntPtr userData, IntPtr evt)
+        [MonoPInvokeCallback(typeof(PresenceEventInfoCallback))]
+        private static void OnNativeEvent(IntPtr userData, IntPtr info)
         {
             PresenceEngine engine = null;
             try
             {
-                if (userData == IntPtr.Zero || evt == IntPtr.Zero) return;
+                if (userData == IntPtr.Zero || info == IntPtr.Zero) return;
                 var reg = GCHandle.FromIntPtr(userData).Target as PresenceListener;
                 if (reg == null || reg.Removed) return;
                 engine = reg.Engine;
                 if (engine == null || engine._disposed) return;
-                engine.Deliver(reg, evt);
+                engine.Deliver(reg, info);
             }
             catch (Exception ex)
             {
@@ -689,11 +717,9 @@ namespace Presence
             }
         }
 
-        private void Deliver(PresenceListener reg, IntPtr evt)
+        private void Deliver(PresenceListener reg, IntPtr info)
         {
-            var native = (NativeEvent)Marshal.PtrToStructure(evt, typeof(NativeEvent));
-            string json = NativeMethods.FromUtf8(native.Json);
-            PresenceEvent ev = MakeEvent(JsonValue.ParseObject(json), json, native);
+            PresenceEvent ev = MakeEvent(info, IntPtr.Zero, 0);
             _callbackDepth++;
             try
             {
@@ -706,6 +732,7 @@ namespace Presence
             finally
             {
                 _callbackDepth--;
+                _generation++; // the native event is gone once the callback returns
             }
         }
 
@@ -723,7 +750,13 @@ namespace Presence
                     Raise(UserPresenceChanged, ev);
                     break;
                 case EventTypes.UserUpdated:
-                    if (ev.User != null) ev.User.RaiseUpdated();
+                    // Custom fields are not part of the typed event: refresh them (JSON, but
+                    // only for this rare event, never for presence changes).
+                    if (ev.User != null)
+                    {
+                        UserFromView(JsonValue.ParseObject(GetUserJson(ev.User.Id)), null, 0);
+                        ev.User.RaiseUpdated();
+                    }
                     Raise(UserUpdated, ev);
                     break;
                 case EventTypes.UserWatchingStart:
@@ -764,60 +797,56 @@ namespace Presence
             if (handler != null) handler(ev);
         }
 
-        private PresenceEvent MakeEvent(JObject data, string json, NativeEvent? native)
+        private static readonly DateTime UnixEpoch = new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+
+        /// <summary>A PresenceEvent from a native PresenceEventInfo, read in place: no JSON,
+        /// strings from the cache. Allocates the event (and a Member for member events).</summary>
+        private unsafe PresenceEvent MakeEvent(IntPtr infoPtr, IntPtr batch, uint index)
         {
-            var ev = new PresenceEvent
+            NativeEventInfo* info = (NativeEventInfo*)infoPtr;
+            var ev = new PresenceEvent(this, infoPtr, batch, index, _generation)
             {
-                Type = JsonValue.String(data, "type"),
-                Seq = JsonValue.NullableULong(data, "seq") ?? 0,
-                CreatedAt = JsonValue.Time(data, "created_at"),
-                ConnectionId = JsonValue.NullableULong(data, "connection_id") ?? 0,
-                Cid = JsonValue.String(data, "cid"),
-                ChannelType = JsonValue.String(data, "channel_type"),
-                ChannelId = JsonValue.String(data, "channel_id"),
-                Reason = JsonValue.String(data, "reason"),
-                ClosedConnectionId = JsonValue.NullableULong(data, "closed_connection_id"),
-                Json = json,
-                Data = data,
+                Type = EventTypes.Name(info->Kind),
+                Seq = info->Seq,
+                ConnectionId = info->ConnectionId,
+                UserId = _strings.Get(info->UserId),
+                Cid = _strings.Get(info->Cid),
+                // Online as others see it: the host's own view folds invisible in.
+                Online = info->Online != 0 && info->Invisible == 0,
             };
-            long? watchers = JsonValue.NullableLong(data, "watcher_count");
-            if (watchers.HasValue) ev.WatcherCount = (int)watchers.Value;
-            if (native.HasValue)
+            if (info->LastActiveMs != long.MinValue) ev.LastActive = UnixEpoch.AddMilliseconds(info->LastActiveMs);
+            if (info->WatcherCount >= 0) ev.WatcherCount = (int)info->WatcherCount;
+            if (info->CloseReason != 0)
             {
-                NativeEvent n = native.Value;
-                ev.Type = NativeMethods.FromUtf8(n.Type) ?? ev.Type;
-                ev.Seq = n.Seq;
-                ev.ConnectionId = n.ConnectionId;
-                ev.UserId = NativeMethods.FromUtf8(n.UserId);
-                ev.Cid = NativeMethods.FromUtf8(n.Cid) ?? ev.Cid;
-                ev.Online = n.Online != 0;
+                ev.Reason = EventTypes.CloseReasonName(info->CloseReason);
+                // Which connection closed is in the JSON only (rare event: render it).
+                ev.ClosedConnectionId = JsonValue.NullableULong(JsonValue.ParseObject(ev.GetJson()), "closed_connection_id");
             }
-            JObject userView = JsonValue.Object(data, "user");
-            JObject memberView = JsonValue.Object(data, "member");
-            if (memberView != null)
+            if (ev.UserId != null && ev.Type != EventTypes.ConnectionClosed)
             {
-                string memberId = JsonValue.String(memberView, "user_id");
-                JObject memberUser = JsonValue.Object(memberView, "user");
-                User user = memberUser != null ? UserFromView(memberUser, null, ev.Seq)
-                          : memberId != null ? Registry(memberId) : null;
-                ev.Member = new Member(memberId, user);
-                if (userView == null)
-                {
-                    ev.User = user;
-                    userView = memberUser;
-                }
-            }
-            if (userView != null)
-            {
-                if (ev.User == null) ev.User = UserFromView(userView, null, ev.Seq);
-                ev.Online = User.PublicOnline(userView);
-                ev.LastActive = JsonValue.Time(userView, "last_active");
-            }
-            if (ev.UserId == null)
-            {
-                ev.UserId = ev.User != null ? ev.User.Id : JsonValue.String(data, "user_id");
+                User user = Registry(ev.UserId);
+                // Own views (the host's) say whether the user is invisible; public ones do not.
+                user.ApplyEvent(info->Online != 0, info->ConnectionId == 0, info->Invisible != 0,
+                                _strings.Get(info->Status), ev.LastActive, ev.Seq);
+                ev.User = user;
+                if (ev.Type == EventTypes.MemberAdded || ev.Type == EventTypes.MemberRemoved)
+                    ev.Member = user.AsMember;
             }
             return ev;
+        }
+
+        /// <summary>The event's JSON while its native memory lives.</summary>
+        internal string EventJson(IntPtr info, IntPtr batch, uint index, long generation)
+        {
+            if (generation != _generation || _disposed)
+                throw new InvalidOperationException(
+                    "PresenceEvent.GetJson() works only inside the handler, or until the next PollEvents for polled events");
+            IntPtr json;
+            PresenceResult r = batch != IntPtr.Zero
+                ? NativeMethods.presence_batch_event_json(batch, index, out json)
+                : NativeMethods.presence_event_info_json(info, out json);
+            if (r != PresenceResult.Ok) throw LastError(r);
+            return NativeMethods.FromUtf8(json);
         }
 
         internal User Registry(string id)
