@@ -23,20 +23,24 @@
 //   this header answers PRESENCE_ERR_STATE with a message naming both versions.
 // * presence::Engine owns the handle (move-only); destroying it frees the engine. A
 //   moved-from Engine holds no handle: its calls answer PRESENCE_ERR_NULL.
+// * Events are typed (ABI version 2): a listener gets a presence::Event built from the
+//   engine's PresenceEventInfo without JSON and without allocating; Event::json() renders
+//   JSON only when asked. Engine::poll drains a connection's queue into a reused
+//   presence::Batch, which allocates nothing in steady state.
 // * Listeners are RAII tokens (presence::Listener): destroying one (or reset()) removes
-//   its C listener. Destroying a token from inside its own callback is allowed. The
-//   C removal waits for a call of that listener running on another thread, so do not
-//   destroy a token while holding a lock its callback takes, on a thread other than
-//   the one running the callback (see docs/cpp.md). A token must not outlive its
-//   Engine on another thread; on the same thread its destructor sees that the engine
-//   is gone and only frees the callback.
+//   its C listener; the engine frees the callback (user_data_free) once the listener is
+//   gone. Destroying a token from inside its own callback is allowed. The C removal
+//   waits for a call of that listener running on another thread, so do not destroy a
+//   token while holding a lock its callback takes, on a thread other than the one
+//   running the callback (see docs/cpp.md). A token must not outlive its Engine on
+//   another thread; on the same thread its destructor sees that the engine is gone.
 // * Event handlers must not throw. When exceptions are enabled the trampoline catches
 //   whatever a handler throws (nothing crosses into C) and keeps the first one per
 //   thread; the outermost wrapper call that ran the handlers answers a Result that is
 //   not ok() and whose handler_exception() holds it (its value, if any, is still
 //   there: the engine did the work); or_throw() rethrows it.
 // * Event is a view: its string_views point into memory owned by the engine and are
-//   valid only during the callback. Copy what you need to keep.
+//   valid only during the callback (or until its Batch is refilled). Copy what you keep.
 // * Never destroy (or move-assign over) an Engine from inside one of its own callbacks.
 // * The Engine is as thread-safe as the C engine; Listener tokens are not synchronised
 //   themselves (do not reset one token from two threads).
