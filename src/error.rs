@@ -1,29 +1,75 @@
 //! The error type of every fallible operation.
 use std::fmt;
 
-/// The category of an error. The numbering matches `PresenceResult` in the C ABI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum ErrorKind {
-    /// A required pointer argument was NULL (C ABI only).
-    Null = 1,
-    /// A string argument was not UTF-8.
-    Utf8 = 2,
-    /// A JSON argument did not parse, or had the wrong shape.
-    Json = 3,
-    /// A value broke a documented rule.
-    Invalid = 4,
-    /// Unknown user, channel, connection or listener.
-    NotFound = 5,
-    /// A configured limit would be exceeded.
-    Limit = 6,
-    /// Not allowed in the engine's current state.
-    State = 7,
-    /// A file operation failed.
-    Io = 8,
-    /// An internal bug, caught at the boundary.
-    Panic = 9,
+/// The one list of error kinds. Each entry gives the kind, its number (shared with the C
+/// ABI's `PresenceResult`, where 0 is success), the name of that result code and what the
+/// kind means. `ErrorKind` and its `ALL`, `code`, `name` and `description` come from here;
+/// the C ABI maps its result codes through it (the compiler rejects a code missing on
+/// either side) and a test checks the bindings' enumerations against it.
+///
+/// Pass a macro name to receive the list as `Kind = number, RESULT_NAME, "description";`
+/// entries.
+macro_rules! with_error_kinds {
+    ($then:ident) => {
+        $then! {
+            Null = 1, PRESENCE_ERR_NULL, "A required pointer argument was NULL.";
+            Utf8 = 2, PRESENCE_ERR_UTF8, "A string argument was not UTF-8.";
+            Json = 3, PRESENCE_ERR_JSON, "A JSON argument did not parse, or had the wrong shape.";
+            Invalid = 4, PRESENCE_ERR_INVALID, "A value broke a documented rule.";
+            NotFound = 5, PRESENCE_ERR_NOT_FOUND, "Unknown user, channel, connection or listener.";
+            Limit = 6, PRESENCE_ERR_LIMIT, "A configured limit would be exceeded.";
+            State = 7, PRESENCE_ERR_STATE, "Not allowed in the engine's current state.";
+            Io = 8, PRESENCE_ERR_IO, "A file operation failed.";
+            Panic = 9, PRESENCE_ERR_PANIC, "An internal bug, caught at the boundary.";
+        }
+    };
 }
+pub(crate) use with_error_kinds;
+
+/// Defines `ErrorKind` from the list in [`with_error_kinds`].
+macro_rules! define_error_kind {
+    ($($kind:ident = $code:literal, $name:ident, $description:literal;)*) => {
+        /// The category of an error. The numbering matches `PresenceResult` in the C ABI.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum ErrorKind {
+            $(#[doc = $description] $kind = $code,)*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in numeric order.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind,)*];
+
+            /// The number of the kind's C result code (never 0, which is success).
+            pub const fn code(self) -> u32 {
+                self as u32
+            }
+
+            /// The name of the kind's C result code, such as `PRESENCE_ERR_JSON`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => stringify!($name),)*
+                }
+            }
+
+            /// What the kind means, one sentence.
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => $description,)*
+                }
+            }
+
+            /// The kind with C result code `code`; `None` for 0 (success) and unknown codes.
+            pub const fn from_code(code: u32) -> Option<ErrorKind> {
+                match code {
+                    $($code => Some(ErrorKind::$kind),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+with_error_kinds!(define_error_kind);
 
 /// An error: a category and a message naming what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

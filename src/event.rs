@@ -16,25 +16,39 @@ impl fmt::Display for ConnectionId {
     }
 }
 
-/// Why a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The host called `disconnect`.
-    Disconnect,
-    /// No heartbeat within `connection_timeout_ms`.
-    Timeout,
-    /// Its event queue overflowed.
-    SlowConsumer,
+/// The one list of close reasons: each reason, its stable number and its wire name.
+/// `CloseReason`, its `ALL` and `as_str` come from here; a test checks the bindings'
+/// documentation against it.
+macro_rules! close_reasons {
+    ($($(#[doc = $doc:literal])* $reason:ident = $number:literal, $name:literal;)*) => {
+        /// Why a connection ended. `reason as u32` is its stable number.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum CloseReason {
+            $($(#[doc = $doc])* $reason = $number,)*
+        }
+
+        impl CloseReason {
+            /// Every reason, in numeric order.
+            pub const ALL: &'static [CloseReason] = &[$(CloseReason::$reason,)*];
+
+            /// The wire name, such as `slow_consumer`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(CloseReason::$reason => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Disconnect => "disconnect",
-            CloseReason::Timeout => "timeout",
-            CloseReason::SlowConsumer => "slow_consumer",
-        }
-    }
+close_reasons! {
+    /// The host called `disconnect`.
+    Disconnect = 1, "disconnect";
+    /// No heartbeat within `connection_timeout_ms`.
+    Timeout = 2, "timeout";
+    /// Its event queue overflowed.
+    SlowConsumer = 3, "slow_consumer";
 }
 
 /// The channel an event is about.
@@ -95,6 +109,42 @@ pub enum EventKind {
     },
 }
 
+/// The one list of event types: each `EventKind` variant, its stable number and its wire
+/// name. `EventKind::TYPES`, `type_name` and `type_number` come from here (a variant
+/// missing from the list does not build); a test checks the bindings' lists against it.
+macro_rules! event_types {
+    ($($kind:ident = $number:literal, $name:literal;)*) => {
+        impl EventKind {
+            /// Every event type as (stable number, wire name), in numeric order.
+            pub const TYPES: &'static [(u32, &'static str)] = &[$(($number, $name),)*];
+
+            /// The wire name, such as `user.presence.changed`.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(EventKind::$kind { .. } => $name,)*
+                }
+            }
+
+            /// The stable number of the type: never reused, never 0.
+            pub fn type_number(&self) -> u32 {
+                match self {
+                    $(EventKind::$kind { .. } => $number,)*
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    PresenceChanged = 1, "user.presence.changed";
+    UserUpdated = 2, "user.updated";
+    WatchingStart = 3, "user.watching.start";
+    WatchingStop = 4, "user.watching.stop";
+    MemberAdded = 5, "member.added";
+    MemberRemoved = 6, "member.removed";
+    ConnectionClosed = 7, "connection.closed";
+}
+
 /// One event, shared between all its recipients.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -106,15 +156,7 @@ pub struct Event {
 impl Event {
     /// The wire name, such as `user.presence.changed`.
     pub fn type_name(&self) -> &'static str {
-        match &self.kind {
-            EventKind::PresenceChanged { .. } => "user.presence.changed",
-            EventKind::UserUpdated { .. } => "user.updated",
-            EventKind::WatchingStart { .. } => "user.watching.start",
-            EventKind::WatchingStop { .. } => "user.watching.stop",
-            EventKind::MemberAdded { .. } => "member.added",
-            EventKind::MemberRemoved { .. } => "member.removed",
-            EventKind::ConnectionClosed { .. } => "connection.closed",
-        }
+        self.kind.type_name()
     }
 
     /// The user the event is about.

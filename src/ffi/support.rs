@@ -1,7 +1,9 @@
 //! The machinery behind every exported function: the panic boundary, the thread-local
-//! last-error message, and checked conversions of C arguments. Nothing here is exported;
-//! cbindgen sees only the plain signatures in `mod.rs`.
-use super::PresenceResult;
+//! last-error message, checked conversions of C arguments and the engine handle. Nothing
+//! here is exported; cbindgen sees only the plain signatures of the area files.
+use super::engine::code;
+use super::{PresenceEngine, PresenceResult};
+use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
 use std::any::Any;
 use std::cell::RefCell;
@@ -17,21 +19,6 @@ pub(crate) type FfiResult = Result<(), Error>;
 thread_local! {
     /// The message of the last failing call on this thread; `None` until one fails.
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
-}
-
-/// The code for an error kind (the numbering is shared, see `ErrorKind`).
-pub(crate) fn code(kind: ErrorKind) -> PresenceResult {
-    match kind {
-        ErrorKind::Null => PresenceResult::PRESENCE_ERR_NULL,
-        ErrorKind::Utf8 => PresenceResult::PRESENCE_ERR_UTF8,
-        ErrorKind::Json => PresenceResult::PRESENCE_ERR_JSON,
-        ErrorKind::Invalid => PresenceResult::PRESENCE_ERR_INVALID,
-        ErrorKind::NotFound => PresenceResult::PRESENCE_ERR_NOT_FOUND,
-        ErrorKind::Limit => PresenceResult::PRESENCE_ERR_LIMIT,
-        ErrorKind::State => PresenceResult::PRESENCE_ERR_STATE,
-        ErrorKind::Io => PresenceResult::PRESENCE_ERR_IO,
-        ErrorKind::Panic => PresenceResult::PRESENCE_ERR_PANIC,
-    }
 }
 
 /// Stores `"{function}: {message}"` as this thread's last error. Interior NULs (which a C
@@ -144,4 +131,25 @@ pub(crate) fn into_c_string(s: String) -> Result<*mut c_char, Error> {
             format!("internal error: a result string holds a NUL byte at offset {}", e.nul_position()),
         )
     })
+}
+
+/// The engine behind a handle, or `PRESENCE_ERR_NULL` naming the `engine` argument.
+///
+/// # Safety
+/// `p` is NULL or a live handle from `presence_engine_new` that outlives `'a`.
+pub(crate) unsafe fn engine<'a>(p: *mut PresenceEngine) -> Result<&'a Engine, crate::Error> {
+    let p = non_null(p, "engine")?;
+    // SAFETY: a live handle by the caller's contract; `Engine` is used through `&` only.
+    Ok(unsafe { &(*p).engine })
+}
+
+/// Writes a result string into a required `char **` out-parameter already checked for NULL.
+///
+/// # Safety
+/// `out` is a valid, writable pointer.
+pub(crate) unsafe fn write_string(out: *mut *mut c_char, s: String) -> FfiResult {
+    let raw = into_c_string(s)?;
+    // SAFETY: checked non-NULL and writable by the caller's contract.
+    unsafe { out.write(raw) };
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The parts of the boundary C cannot reach: a panic inside a call, values outside the
 //! enumeration, the thread-locality of the last error.
 use super::*;
+use crate::engine::ListenerFilter;
 use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -59,8 +60,9 @@ fn result_names_cover_the_enumeration_and_beyond() {
     assert_eq!(name(9), "PRESENCE_ERR_PANIC");
     assert_eq!(name(10), "PRESENCE_UNKNOWN");
     assert_eq!(name(u32::MAX), "PRESENCE_UNKNOWN");
-    for kind in [crate::ErrorKind::Null, crate::ErrorKind::Json, crate::ErrorKind::Panic] {
-        assert_eq!(support::code(kind) as u32, kind as u32);
+    for &kind in crate::ErrorKind::ALL {
+        assert_eq!(engine::code(kind) as u32, kind.code());
+        assert_eq!(name(kind.code()), kind.name());
     }
 }
 

@@ -1,0 +1,244 @@
+//! Events: the struct a callback sees, listeners, polling and pumping.
+use super::support::{self, call, non_null, null, opt_str_arg, write_string};
+use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
+use crate::engine::{ListenerFilter, ListenerId};
+use crate::event::{ConnectionId, Delivery, Event};
+use crate::user::View;
+use std::ffi::{c_void, CString};
+use std::os::raw::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// One event handed to a callback. The struct and every string it points at are owned by
+/// the engine and valid only during the callback: copy what you need to keep.
+#[repr(C)]
+pub struct PresenceEvent {
+    /// The event type: "user.presence.changed", "user.updated", "user.watching.start",
+    /// "user.watching.stop", "member.added", "member.removed" or "connection.closed".
+    pub r#type: *const c_char,
+    /// The engine-wide sequence number, strictly increasing in the order of the changes.
+    pub seq: u64,
+    /// The recipient connection for delivery listeners; 0 for host listeners.
+    pub connection_id: PresenceConnectionId,
+    /// The id of the user the event is about, or NULL.
+    pub user_id: *const c_char,
+    /// The channel (`type:id`) the event is about, or NULL for events about no channel.
+    pub cid: *const c_char,
+    /// That user's `online` flag as the recipient sees it (the own view for host
+    /// listeners, so an invisible user with connections is online there).
+    pub online: bool,
+    /// The whole event as a JSON object (with `connection_id` for delivery listeners).
+    pub json: *const c_char,
+}
+
+/// A callback. `user_data` is the pointer given at registration, passed back untouched;
+/// `event` is valid only during the call. Callbacks run on the thread that caused the
+/// events (immediate dispatch; when two threads race, whichever dispatches first delivers
+/// the events of both, in order) or that calls `presence_pump` (manual dispatch), never
+/// while the engine holds its lock, never concurrently with another callback of the same
+/// engine, in `seq` order. A callback may call any function of the engine except
+/// `presence_engine_free` on it; events it causes are delivered after the current one.
+/// While it runs, a call on another thread that emits events waits for the dispatch to
+/// finish, so a callback must not block waiting for another thread that calls into the
+/// same engine (for example on a host mutex that thread holds): that would deadlock.
+/// It must not longjmp out of the callback, and must not let a C++ exception escape it
+/// (wrap its body in try/catch): an exception reaching the engine aborts the process.
+pub type PresenceEventCallback =
+    Option<unsafe extern "C-unwind" fn(user_data: *mut c_void, event: *const PresenceEvent)>;
+
+/// A C callback and its `user_data`, moved into the engine's listener list. The engine
+/// may call it from any thread that calls into it: making `user_data` safe for that is
+/// the host's part of the contract, documented on `presence_add_listener`.
+#[derive(Clone, Copy)]
+struct CCallback {
+    function: unsafe extern "C-unwind" fn(user_data: *mut c_void, event: *const PresenceEvent),
+    user_data: *mut c_void,
+}
+
+// SAFETY: the engine never dereferences `user_data`; it only hands it back to `function`,
+// and the host promises (see presence_add_listener) that this is fine from any thread.
+unsafe impl Send for CCallback {}
+unsafe impl Sync for CCallback {}
+
+/// The strings a `PresenceEvent` points at, owned for the duration of one callback.
+struct EventStrings {
+    event_type: CString,
+    user_id: Option<CString>,
+    cid: Option<CString>,
+    json: CString,
+}
+
+impl CCallback {
+    /// Builds the event strings (behind a panic boundary of its own: a failure there skips
+    /// this callback rather than unwinding through the engine's dispatch loop), then calls
+    /// the C function with pointers that live until it returns.
+    fn invoke(
+        &self,
+        seq: u64,
+        connection_id: PresenceConnectionId,
+        online: bool,
+        strings: impl FnOnce() -> EventStrings,
+    ) {
+        let strings = match catch_unwind(AssertUnwindSafe(strings)) {
+            Ok(s) => s,
+            Err(payload) => {
+                eprintln!(
+                    "presence: event {seq} not handed to a C callback: internal error: {}",
+                    support::panic_message(payload.as_ref())
+                );
+                return;
+            }
+        };
+        let opt_ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+        let event = PresenceEvent {
+            r#type: strings.event_type.as_ptr(),
+            seq,
+            connection_id,
+            user_id: opt_ptr(&strings.user_id),
+            cid: opt_ptr(&strings.cid),
+            online,
+            json: strings.json.as_ptr(),
+        };
+        // SAFETY: the host registered `function` for exactly this call shape; `event` and
+        // its strings outlive the call.
+        unsafe { (self.function)(self.user_data, &event) };
+    }
+}
+
+/// The strings of an event rendered as `json`.
+fn event_strings(event: &Event, json: String) -> EventStrings {
+    EventStrings {
+        event_type: CString::new(event.type_name()).expect("event types hold no NUL"),
+        user_id: CString::new(event.user_id()).ok(),
+        cid: event.channel().and_then(|c| CString::new(&*c.cid).ok()),
+        json: CString::new(json).expect("serde_json escapes NUL"),
+    }
+}
+
+/// Registers a host listener: `cb` is called once per event matching the filters, with
+/// `connection_id` 0, the own view of users (an invisible user is shown with `invisible`
+/// true), and `online` telling whether the user holds live connections.
+///
+/// `event_type` may be NULL (every type) or a type such as "user.presence.changed";
+/// `user_id` may be NULL (any user) or a user id; both are copied. `cb` is required.
+/// `user_data` may be anything, NULL included: it is passed back untouched, never
+/// dereferenced or freed by the engine; it must stay valid until the listener is removed
+/// or the engine freed, and be safe to use from every thread that calls into the engine
+/// (callbacks run on the calling or pumping thread). `out` is required and receives the
+/// listener id. Errors: NULL, UTF8. Any thread, including from a callback (the new
+/// listener sees events dispatched after it is added).
+#[no_mangle]
+pub unsafe extern "C" fn presence_add_listener(
+    engine: *mut PresenceEngine,
+    event_type: *const c_char,
+    user_id: *const c_char,
+    cb: PresenceEventCallback,
+    user_data: *mut c_void,
+    out: *mut PresenceListenerId,
+) -> PresenceResult {
+    call("presence_add_listener", || {
+        let e = unsafe { support::engine(engine) }?;
+        let event_type = unsafe { opt_str_arg(event_type, "event_type") }?;
+        let user_id = unsafe { opt_str_arg(user_id, "user_id") }?;
+        let function = cb.ok_or_else(|| null("cb"))?;
+        let out = non_null(out, "out")?;
+        let filter =
+            ListenerFilter { event_type: event_type.map(str::to_owned), user_id: user_id.map(str::to_owned) };
+        let callback = CCallback { function, user_data };
+        let id = e.add_listener(filter, move |event: &Event| {
+            let online = event.user().online(View::Own);
+            callback.invoke(event.seq, 0, online, || event_strings(event, event.to_json(View::Own, None)));
+        });
+        unsafe { out.write(id.0) };
+        Ok(())
+    })
+}
+
+/// Registers a delivery listener: `cb` is called once per (event, recipient connection),
+/// with `connection_id` the recipient, the user in the view that recipient is entitled to,
+/// and `online` as that recipient sees it. Deliveries reach delivery listeners whether or
+/// not the connection also has a queue.
+///
+/// `cb` is required; `user_data` as for `presence_add_listener`; `out` is required and
+/// receives the listener id. Errors: NULL. Any thread, including from a callback.
+#[no_mangle]
+pub unsafe extern "C" fn presence_add_delivery_listener(
+    engine: *mut PresenceEngine,
+    cb: PresenceEventCallback,
+    user_data: *mut c_void,
+    out: *mut PresenceListenerId,
+) -> PresenceResult {
+    call("presence_add_delivery_listener", || {
+        let e = unsafe { support::engine(engine) }?;
+        let function = cb.ok_or_else(|| null("cb"))?;
+        let out = non_null(out, "out")?;
+        let callback = CCallback { function, user_data };
+        let id = e.add_delivery_listener(move |d: &Delivery| {
+            callback.invoke(d.event.seq, d.connection.0, d.online(), || event_strings(&d.event, d.to_json()));
+        });
+        unsafe { out.write(id.0) };
+        Ok(())
+    })
+}
+
+/// Removes a listener. Once this returns its callback is never called again, even for an
+/// event being dispatched right now (if another thread is inside the callback, this waits
+/// for that call to return); a callback may remove itself. The listener's `user_data` is
+/// the caller's to release afterwards.
+///
+/// Errors: NULL (`engine`), NOT_FOUND (an unknown or already removed id, or 0). Any
+/// thread, including from a callback.
+#[no_mangle]
+pub unsafe extern "C" fn presence_remove_listener(
+    engine: *mut PresenceEngine,
+    id: PresenceListenerId,
+) -> PresenceResult {
+    call("presence_remove_listener", || {
+        let e = unsafe { support::engine(engine) }?;
+        e.remove_listener(ListenerId(id))
+    })
+}
+
+/// Drains up to `max` events from connection `conn`'s queue, oldest first, as a JSON
+/// array of delivered events (each with `connection_id`); "[]" when there are none.
+///
+/// `engine` and `out_json_array` are required. On success `*out_json_array` is a new
+/// string owned by the caller (release it with `presence_string_free`). Errors: NULL,
+/// NOT_FOUND (unknown or closed connection; 0, the host, has no queue). Any thread,
+/// including from a callback.
+#[no_mangle]
+pub unsafe extern "C" fn presence_poll_events(
+    engine: *mut PresenceEngine,
+    conn: PresenceConnectionId,
+    max: u32,
+    out_json_array: *mut *mut c_char,
+) -> PresenceResult {
+    call("presence_poll_events", || {
+        let e = unsafe { support::engine(engine) }?;
+        let out = non_null(out_json_array, "out_json_array")?;
+        let events = e.poll_events(ConnectionId(conn), max as usize)?;
+        let array = serde_json::to_string(&events).expect("deliveries always serialize");
+        unsafe { write_string(out, array) }
+    })
+}
+
+/// Runs, on the calling thread, the callbacks of every event waiting for dispatch (with
+/// `"dispatch": "manual"`, the game-loop model; with immediate dispatch there is normally
+/// nothing waiting). Called from inside a callback it runs nothing (the outer dispatch
+/// delivers).
+///
+/// `engine` is required; `out_delivered` may be NULL, otherwise it receives the number
+/// of callbacks that ran. Errors: NULL (`engine`). Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn presence_pump(
+    engine: *mut PresenceEngine,
+    out_delivered: *mut u32,
+) -> PresenceResult {
+    call("presence_pump", || {
+        let e = unsafe { support::engine(engine) }?;
+        let delivered = e.pump();
+        if !out_delivered.is_null() {
+            unsafe { out_delivered.write(delivered) };
+        }
+        Ok(())
+    })
+}
