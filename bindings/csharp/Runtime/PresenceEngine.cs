@@ -144,7 +144,15 @@ namespace Presence
         /// {"id": userId, ...fields} (fields may hold "status", "invisible", custom ones).</summary>
         public PresenceConnection Connect(string userId, IDictionary<string, object> fields = null)
         {
-            return ConnectJson(UserJson(userId, fields));
+            if (fields != null) return ConnectJson(UserJson(userId, fields));
+            if (userId == null) throw new ArgumentNullException("userId");
+            byte[] id = NativeMethods.Utf8(userId);
+            ulong conn;
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_connect_user(h, id, out conn); }
+            finally { Leave(); }
+            return Opened(r, conn, userId);
         }
 
         /// <summary>Open a connection from a user JSON object {"id":..., ...}.</summary>
@@ -156,12 +164,20 @@ namespace Presence
             PresenceResult r;
             try { r = NativeMethods.presence_connect(h, json, out id); }
             finally { Leave(); }
+            string userId = null;
+            if (r == PresenceResult.Ok)
+            {
+                try { userId = JsonValue.String(JsonValue.ParseObject(userJson), "id"); }
+                catch (JsonException) { }
+            }
+            return Opened(r, id, userId);
+        }
+
+        private PresenceConnection Opened(PresenceResult r, ulong id, string userId)
+        {
             PresenceConnection conn = null;
             if (r == PresenceResult.Ok)
             {
-                string userId = null;
-                try { userId = JsonValue.String(JsonValue.ParseObject(userJson), "id"); }
-                catch (JsonException) { }
                 conn = new PresenceConnection(this, id, userId);
                 _connections[id] = conn;
             }
