@@ -154,20 +154,60 @@ struct CallbackState {
 
 } // namespace detail
 
-/// Either a T or an Error; never throws. `Result<void>` carries only the outcome.
-template <typename T>
-class [[nodiscard]] Result {
-public:
-    Result(T value) noexcept : value_(std::move(value)) {}
-    Result(Error error) noexcept : error_(std::move(error)) {}
+namespace detail {
 
-    /// Whether the call succeeded (and, with exceptions enabled, no handler threw).
-    [[nodiscard]] bool ok() const noexcept { return value_.has_value() && !has_handler_exception(); }
-    [[nodiscard]] explicit operator bool() const noexcept { return ok(); }
+/// What both forms of Result share: the engine's outcome and, with exceptions enabled,
+/// the exception a handler threw during the call.
+class ResultBase {
+public:
     /// PRESENCE_OK when the engine call succeeded, else its code.
     [[nodiscard]] PresenceResult code() const noexcept { return error_.code(); }
     /// The error (code PRESENCE_OK when the engine call succeeded).
     [[nodiscard]] const Error &error() const noexcept { return error_; }
+#if defined(__cpp_exceptions)
+    /// The exception an event handler threw during this call, if any.
+    [[nodiscard]] std::exception_ptr handler_exception() const noexcept { return handler_; }
+    void set_handler_exception(std::exception_ptr e) noexcept { handler_ = std::move(e); }
+#endif
+
+protected:
+    ResultBase() noexcept = default;
+    explicit ResultBase(Error error) noexcept : error_(std::move(error)) {}
+    [[nodiscard]] bool handler_threw() const noexcept {
+#if defined(__cpp_exceptions)
+        return handler_ != nullptr;
+#else
+        return false;
+#endif
+    }
+    /// The throwing layer's common part: rethrow the handler's exception, or throw the error.
+    void throw_if_failed(bool has_value) const {
+#if defined(__cpp_exceptions)
+        if (handler_) std::rethrow_exception(handler_);
+        if (!has_value) throw Exception(error_);
+#else
+        (void)has_value;
+#endif
+    }
+
+    Error error_;
+#if defined(__cpp_exceptions)
+    std::exception_ptr handler_;
+#endif
+};
+
+} // namespace detail
+
+/// Either a T or an Error; never throws. `Result<void>` carries only the outcome.
+template <typename T>
+class [[nodiscard]] Result : public detail::ResultBase {
+public:
+    Result(T value) noexcept : value_(std::move(value)) {}
+    Result(Error error) noexcept : ResultBase(std::move(error)) {}
+
+    /// Whether the call succeeded (and, with exceptions enabled, no handler threw).
+    [[nodiscard]] bool ok() const noexcept { return value_.has_value() && !handler_threw(); }
+    [[nodiscard]] explicit operator bool() const noexcept { return ok(); }
     /// Whether a value is present (the engine call succeeded). Check before `*` or `->`.
     [[nodiscard]] bool has_value() const noexcept { return value_.has_value(); }
     /// The value; requires has_value().
@@ -183,65 +223,30 @@ public:
     [[nodiscard]] T value_or(T fallback) const & noexcept { return value_ ? *value_ : std::move(fallback); }
 
 #if defined(__cpp_exceptions)
-    /// The exception an event handler threw during this call, if any.
-    [[nodiscard]] std::exception_ptr handler_exception() const noexcept { return handler_; }
     /// The throwing layer: the value, or rethrow the handler's exception, or throw
     /// presence::Exception.
     T or_throw() && {
-        if (handler_) std::rethrow_exception(handler_);
-        if (!value_) throw Exception(error_);
+        throw_if_failed(value_.has_value());
         return std::move(*value_);
     }
-    void set_handler_exception(std::exception_ptr e) noexcept { handler_ = std::move(e); }
 #endif
 
 private:
-    [[nodiscard]] bool has_handler_exception() const noexcept {
-#if defined(__cpp_exceptions)
-        return handler_ != nullptr;
-#else
-        return false;
-#endif
-    }
     std::optional<T> value_;
-    Error error_;
-#if defined(__cpp_exceptions)
-    std::exception_ptr handler_;
-#endif
 };
 
 template <>
-class [[nodiscard]] Result<void> {
+class [[nodiscard]] Result<void> : public detail::ResultBase {
 public:
     Result() noexcept = default;
-    Result(Error error) noexcept : error_(std::move(error)) {}
+    Result(Error error) noexcept : ResultBase(std::move(error)) {}
 
-    [[nodiscard]] bool ok() const noexcept { return has_value() && !has_handler_exception(); }
+    [[nodiscard]] bool ok() const noexcept { return has_value() && !handler_threw(); }
     [[nodiscard]] explicit operator bool() const noexcept { return ok(); }
-    [[nodiscard]] PresenceResult code() const noexcept { return error_.code(); }
-    [[nodiscard]] const Error &error() const noexcept { return error_; }
     [[nodiscard]] bool has_value() const noexcept { return error_.code() == PRESENCE_OK; }
 
 #if defined(__cpp_exceptions)
-    [[nodiscard]] std::exception_ptr handler_exception() const noexcept { return handler_; }
-    void or_throw() && {
-        if (handler_) std::rethrow_exception(handler_);
-        if (!has_value()) throw Exception(error_);
-    }
-    void set_handler_exception(std::exception_ptr e) noexcept { handler_ = std::move(e); }
-#endif
-
-private:
-    [[nodiscard]] bool has_handler_exception() const noexcept {
-#if defined(__cpp_exceptions)
-        return handler_ != nullptr;
-#else
-        return false;
-#endif
-    }
-    Error error_;
-#if defined(__cpp_exceptions)
-    std::exception_ptr handler_;
+    void or_throw() && { throw_if_failed(has_value()); }
 #endif
 };
 
@@ -250,6 +255,15 @@ struct CustomField {
     std::string name;
     std::string json; ///< e.g. "\"Alice\"", "7", "[1,2]"
 };
+
+/// The field called `name` in `fields`, or nullptr.
+[[nodiscard]] inline const CustomField *find_field(const std::vector<CustomField> &fields,
+                                                   std::string_view name) noexcept {
+    for (const auto &f : fields) {
+        if (f.name == name) return &f;
+    }
+    return nullptr;
+}
 
 /// A user as one viewer sees it.
 struct User {
@@ -265,10 +279,7 @@ struct User {
 
     /// The custom field called `name`, or nullptr.
     [[nodiscard]] const CustomField *field(std::string_view name) const noexcept {
-        for (const auto &f : custom) {
-            if (f.name == name) return &f;
-        }
-        return nullptr;
+        return find_field(custom, name);
     }
 };
 
@@ -283,11 +294,9 @@ struct Channel {
     std::optional<UnixMillis> last_message_at_ms;
     std::vector<CustomField> custom;
 
+    /// The custom field called `name`, or nullptr.
     [[nodiscard]] const CustomField *field(std::string_view name) const noexcept {
-        for (const auto &f : custom) {
-            if (f.name == name) return &f;
-        }
-        return nullptr;
+        return find_field(custom, name);
     }
 };
 

@@ -1,6 +1,7 @@
 // Tests of bindings/cpp/presence.hpp against the real engine (libpresence.a).
 // Plain asserts: CHECK prints file:line on failure; the run ends with
 // "N passed, M failed" and exits non-zero when anything failed.
+#include "check.h"
 #include "presence.hpp"
 
 #include <cstdio>
@@ -13,19 +14,6 @@
 #include <vector>
 
 namespace {
-
-int g_passed = 0;
-int g_failed = 0;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            ++g_passed;                                                              \
-        } else {                                                                     \
-            ++g_failed;                                                              \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
 
 // Expect `stmt` to throw presence::Error with `expected` code.
 // Expect the Result of `expr` to be an error with `expected` code and a message.
@@ -814,6 +802,5 @@ int main() {
 #else
     std::printf("mode: -fno-exceptions -fno-rtti\n");
 #endif
-    std::printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return finish("");
 }

@@ -4,25 +4,13 @@
 // convert to the Blueprint structs. Built by tests/unreal/run.sh with -fno-exceptions
 // -fno-rtti, as Unreal builds modules.
 #include "PresenceEventAdapter.h"
+#include "../cpp/check.h"
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
 namespace {
-
-int g_passed = 0;
-int g_failed = 0;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            ++g_passed;                                                              \
-        } else {                                                                     \
-            ++g_failed;                                                              \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
 
 FString F(const char16_t *Text) { return FString(Text); }
 
@@ -139,6 +127,5 @@ int main() {
     test_conversions();
     test_events_reach_the_sink();
     test_answers_convert();
-    std::printf("unreal adapter: %d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return finish("unreal adapter: ");
 }
