@@ -25,7 +25,7 @@ pub enum Dispatch {
     Manual,
 }
 
-/// Engine settings. Every field has the default named in the spec.
+/// Engine settings; [`Config::default`] holds the default of every field.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

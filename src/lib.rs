@@ -28,13 +28,13 @@
 pub mod answer;
 pub mod channel;
 pub mod config;
+mod core;
 mod engine;
 pub mod error;
 pub mod event;
 pub mod ffi;
 mod persist;
 pub(crate) mod query;
-mod state;
 pub mod time;
 pub mod user;
 

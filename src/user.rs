@@ -211,7 +211,7 @@ impl UserSnapshot {
 }
 
 /// A user rendered in one view. It serializes straight into the output (no `Value`
-/// tree), in the field order of the spec: `id`, `online`, `status`, `last_active`,
+/// tree), always in this field order: `id`, `online`, `status`, `last_active`,
 /// `invisible` (own view only), `created_at`, `updated_at`, then custom fields.
 #[derive(Clone, Copy)]
 pub struct UserView<'a> {

@@ -1,5 +1,9 @@
-//! Crash-safe snapshot files: write a temporary file beside the target, fsync it, rename it
-//! over the target, fsync the folder. A crash at any point leaves the old or the new file.
+//! Snapshots on disk. Files are written crash-safely: a temporary file beside the target,
+//! fsync it, rename it over the target, fsync the folder. A crash at any point leaves the
+//! old or the new file. [`format`] is the document inside.
+pub mod format;
+
+use crate::core::Saved;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::fs::{self, File};
@@ -13,8 +17,14 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::io(format!("{what} {}: {e}", path.display()))
 }
 
+/// Writes the snapshot document of `saved` to `path` atomically. Cost: O(size of the data)
+/// plus two fsyncs.
+pub fn save(path: &Path, saved: &Saved) -> Result<()> {
+    write_atomically(path, format::document(saved).to_string().as_bytes())
+}
+
 /// Replaces `path` with `bytes` atomically. Cost: O(len) plus two fsyncs.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::io(format!("save: {} does not name a file", path.display())))?;

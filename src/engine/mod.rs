@@ -1,71 +1,29 @@
-//! The imperative shell: one lock around the [`State`], a clock, listeners, and dispatch
-//! of events after the lock is released.
+//! The imperative shell: one lock around the core's `State`, a clock, and the operations
+//! of [`Engine`]. Listeners live in `listeners`, delivery to them after the lock is
+//! released in `dispatch`.
+mod dispatch;
+mod listeners;
+
+pub use listeners::{ListenerFilter, ListenerId};
+
 use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 use crate::channel::{parse_user_ids_json, ChannelPatch};
 use crate::config::{Clock, Config, Dispatch};
+use crate::core::{Outgoing, State};
 use crate::error::{Error, Result};
-use crate::event::{ConnectionId, Delivery, Event};
+use crate::event::{ConnectionId, Delivery};
+use crate::persist;
 use crate::query::{Query, Target};
-use crate::state::{Outgoing, State};
 use crate::time::{system_now, Millis};
 use crate::user::{UserPatch, UserSnapshot};
+use listeners::Listener;
 use parking_lot::{Mutex, ReentrantMutex};
 use serde_json::Value;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-
-/// Identifies a listener for removal; never 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ListenerId(pub u64);
-
-/// Which events a host listener receives. `None` matches anything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListenerFilter {
-    /// An event type such as `user.presence.changed`.
-    pub event_type: Option<String>,
-    /// Only events about this user (the Unity-style `user.PresenceChanged`).
-    pub user_id: Option<String>,
-}
-
-impl ListenerFilter {
-    /// Every event.
-    pub fn all() -> Self {
-        Self::default()
-    }
-    /// Events of one type.
-    pub fn event_type(t: impl Into<String>) -> Self {
-        ListenerFilter { event_type: Some(t.into()), user_id: None }
-    }
-    /// Events about one user.
-    pub fn user(id: impl Into<String>) -> Self {
-        ListenerFilter { event_type: None, user_id: Some(id.into()) }
-    }
-    fn matches(&self, event: &Event) -> bool {
-        self.event_type.as_deref().is_none_or(|t| t == event.type_name())
-            && self.user_id.as_deref().is_none_or(|u| u == event.user_id())
-    }
-}
-
-type EventCallback = Box<dyn Fn(&Event) + Send + Sync>;
-type DeliveryCallback = Box<dyn Fn(&Delivery) + Send + Sync>;
-
-enum Callback {
-    Host(ListenerFilter, EventCallback),
-    Delivery(DeliveryCallback),
-}
-
-struct Listener {
-    id: ListenerId,
-    /// Set on removal so a snapshot taken before it never calls the listener again.
-    removed: AtomicBool,
-    /// Held around each call (checked `removed` inside), so `remove_listener` can wait
-    /// out a call in flight on another thread. Re-entrant: a callback may remove itself.
-    in_call: ReentrantMutex<()>,
-    callback: Callback,
-}
 
 struct Inner {
     state: State,
@@ -101,38 +59,12 @@ pub struct Engine {
     dispatching: ReentrantMutex<Cell<bool>>,
 }
 
-/// Items taken from the outbox for delivery. If a callback panics, what was not delivered
-/// goes back to the front of the outbox, so nothing is lost.
-struct Batch<'a> {
-    engine: &'a Engine,
-    items: VecDeque<Outgoing>,
-}
-
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        if !self.items.is_empty() {
-            let mut inner = self.engine.inner.lock();
-            let mut later = std::mem::replace(&mut inner.outbox, std::mem::take(&mut self.items));
-            inner.outbox.append(&mut later);
-        }
-    }
-}
-
 fn to_value(answer: &impl serde::Serialize) -> Value {
     serde_json::to_value(answer).expect("answers always serialize")
 }
 
 fn to_json(answer: &impl serde::Serialize) -> String {
     serde_json::to_string(answer).expect("answers always serialize")
-}
-
-/// Resets the dispatching flag even when a callback panics.
-struct DispatchGuard<'a>(&'a Cell<bool>);
-
-impl Drop for DispatchGuard<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
 }
 
 impl Engine {
@@ -191,41 +123,6 @@ impl Engine {
             self.dispatch();
         }
         result
-    }
-
-    /// Delivers everything in the outbox, in order, unless this thread is already doing
-    /// so further up its stack. Answers how many callbacks ran. The outbox is taken a batch
-    /// at a time (one lock, one listener snapshot per batch); events that callbacks cause
-    /// form the next batch.
-    fn dispatch(&self) -> u32 {
-        let flag = self.dispatching.lock();
-        if flag.get() {
-            return 0;
-        }
-        flag.set(true);
-        let _reset = DispatchGuard(&flag);
-        let mut delivered = 0u32;
-        loop {
-            let mut batch = Batch { engine: self, items: std::mem::take(&mut self.inner.lock().outbox) };
-            if batch.items.is_empty() {
-                return delivered;
-            }
-            let listeners = self.listeners.lock().clone();
-            while let Some(item) = batch.items.pop_front() {
-                for listener in listeners.iter() {
-                    let _call = listener.in_call.lock();
-                    if listener.removed.load(Ordering::Acquire) {
-                        continue;
-                    }
-                    match (&listener.callback, &item) {
-                        (Callback::Host(filter, f), Outgoing::Event(e)) if filter.matches(e) => f(e),
-                        (Callback::Delivery(f), Outgoing::Delivery(d)) => f(d),
-                        _ => continue,
-                    }
-                    delivered = delivered.saturating_add(1);
-                }
-            }
-        }
     }
 
     // ----- users -----
@@ -336,7 +233,7 @@ impl Engine {
     /// Deletes a channel; watchers stop watching without events. Cost: O(members ×
     /// presence watchers).
     pub fn delete_channel(&self, cid: &str) -> Result<()> {
-        self.run(|s, now| s.delete_channel(now, cid))
+        self.run(|s, _| s.delete_channel(cid))
     }
 
     /// Makes a connection watch a channel (with presence subscriptions to its members when
@@ -384,7 +281,7 @@ impl Engine {
         self.run(|s, _| s.unsubscribe_user(connection, user_id))
     }
 
-    /// Stream-style user query (SPEC section 6). With `"presence": true` the viewer is
+    /// Stream-style user query. With `"presence": true` the viewer is
     /// subscribed to every user returned. Cost: O(k) for `id $in` naming k ids, O(users) for
     /// other filters, plus sorting the matches; rendering happens after the lock.
     pub fn query_users_answer(&self, viewer: ConnectionId, query_json: &str) -> Result<UsersAnswer> {
@@ -422,67 +319,6 @@ impl Engine {
     }
 
     // ----- events -----
-
-    fn add(&self, callback: Callback) -> ListenerId {
-        let id = ListenerId(self.next_listener.fetch_add(1, Ordering::Relaxed));
-        let mut listeners = self.listeners.lock();
-        let mut next: Vec<Arc<Listener>> = listeners.as_ref().clone();
-        next.push(Arc::new(Listener {
-            id,
-            removed: AtomicBool::new(false),
-            in_call: ReentrantMutex::new(()),
-            callback,
-        }));
-        *listeners = Arc::new(next);
-        self.update_recording(&listeners);
-        id
-    }
-
-    /// Tells the core which kinds of outgoing items anyone listens for, so an engine without
-    /// listeners does not queue them.
-    fn update_recording(&self, listeners: &[Arc<Listener>]) {
-        let events = listeners.iter().any(|l| matches!(l.callback, Callback::Host(..)));
-        let deliveries = listeners.iter().any(|l| matches!(l.callback, Callback::Delivery(..)));
-        let mut inner = self.inner.lock();
-        inner.state.record_events = events;
-        inner.state.record_deliveries = deliveries;
-    }
-
-    /// Calls `callback` for every event matching `filter` emitted from now on, with the
-    /// own view of users. Cost: O(listeners).
-    pub fn add_listener(
-        &self,
-        filter: ListenerFilter,
-        callback: impl Fn(&Event) + Send + Sync + 'static,
-    ) -> ListenerId {
-        self.add(Callback::Host(filter, Box::new(callback)))
-    }
-
-    /// Calls `callback` once per (event, recipient connection). Cost: O(listeners).
-    pub fn add_delivery_listener(&self, callback: impl Fn(&Delivery) + Send + Sync + 'static) -> ListenerId {
-        self.add(Callback::Delivery(Box::new(callback)))
-    }
-
-    /// Removes a listener; it is never called again once this returns (even for an event
-    /// being dispatched right now on another thread: this waits for such a call to end).
-    /// Cost: O(listeners).
-    pub fn remove_listener(&self, id: ListenerId) -> Result<()> {
-        let found = {
-            let mut listeners = self.listeners.lock();
-            let Some(found) = listeners.iter().find(|l| l.id == id).cloned() else {
-                return Err(Error::not_found(format!("unknown listener {}", id.0)));
-            };
-            found.removed.store(true, Ordering::Release);
-            let next: Vec<Arc<Listener>> = listeners.iter().filter(|l| l.id != id).cloned().collect();
-            *listeners = Arc::new(next);
-            self.update_recording(&listeners);
-            found
-        };
-        // Wait out a call in flight on another thread (without holding the listener list,
-        // which that call may need); from inside the listener's own call this returns at once.
-        drop(found.in_call.lock());
-        Ok(())
-    }
 
     /// Drains up to `max` events from a connection's queue, oldest first. Cost: O(max).
     pub fn poll_events(&self, connection: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
@@ -528,18 +364,18 @@ impl Engine {
 
     /// Writes users and channels to `path` atomically (temporary file in the same folder,
     /// fsync, rename, fsync of the folder). Cost: O(everything), the lock held only while
-    /// the document is built.
+    /// the records are gathered (the document is rendered after it is released).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let doc = self.inner.lock().state.snapshot_value();
-        crate::persist::write_atomically(path.as_ref(), doc.to_string().as_bytes())
+        let saved = self.inner.lock().state.save();
+        persist::save(path.as_ref(), &saved)
     }
 
     /// Replaces users and channels with those saved at `path`; everyone starts offline.
     /// Only while no connection is open. On error the engine is unchanged.
     /// Cost: O(size of the file).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
-        let doc = crate::persist::read_document(path.as_ref())?;
-        self.inner.lock().state.load_snapshot(&doc)
+        let doc = persist::read_document(path.as_ref())?;
+        persist::format::load(&mut self.inner.lock().state, &doc)
     }
 
     /// Numbers of users, connections and channels. Cost: O(1).

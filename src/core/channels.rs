@@ -1,0 +1,198 @@
+//! Channels and their members: creating, changing and deleting channels, adding and
+//! removing members (with the presence subscriptions of the channel's watchers).
+use super::{place, ChannelIdx, ChannelRecord, Recipients, Slot, State, UserIdx};
+use crate::answer::ChannelSnapshot;
+use crate::channel::ChannelPatch;
+use crate::error::Result;
+use crate::event::EventKind;
+use crate::time::Millis;
+use crate::user::{merge_custom, validate_user_id};
+use hashbrown::{HashMap, HashSet};
+use std::sync::Arc;
+
+impl State {
+    /// Creates or merges a channel; `members` are added (users created as needed), each
+    /// emitting `member.added`. Cost: O(input + members added × presence watchers).
+    pub fn upsert_channel(&mut self, now: Millis, patch: &ChannelPatch) -> Result<()> {
+        let type_len = patch.validate()?;
+        let existing = self.channel_index.get(patch.cid.as_str()).copied();
+        let custom =
+            merge_custom("channel", existing.and_then(|ch| self.channel(ch).custom.as_ref()), &patch.custom)?;
+        if let Some(ch) = existing {
+            self.check_member_limits(ch, &patch.members)?;
+        }
+        let ch = existing.unwrap_or_else(|| self.create_channel(now, &patch.cid, type_len));
+        let channel = self.channel_mut(ch);
+        let mut changed = false;
+        if let Some(custom) = custom {
+            channel.custom = if custom.is_empty() { None } else { Some(custom) };
+            changed = true;
+        }
+        if let Some(t) = patch.last_message_at {
+            changed |= channel.last_message_at != t;
+            channel.last_message_at = t;
+        }
+        if changed && existing.is_some() {
+            channel.updated_at = now;
+        }
+        self.add_member_ids(now, ch, &patch.members);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Adds an empty channel named by a validated `cid`. O(1) amortized.
+    fn create_channel(&mut self, now: Millis, cid: &str, type_len: usize) -> ChannelIdx {
+        let cid: Arc<str> = Arc::from(cid);
+        let record = ChannelRecord {
+            cid: cid.clone(),
+            type_len,
+            custom: None,
+            created_at: now,
+            updated_at: now,
+            last_message_at: None,
+            members: Vec::new(),
+            member_pos: HashMap::new(),
+            watchers: HashMap::new(),
+            watching_users: HashMap::new(),
+            visible_watchers: 0,
+        };
+        let ch = place(&mut self.channels, &mut self.free_channels, record);
+        self.channel_index.insert(cid, ch);
+        ch
+    }
+
+    /// Fails when adding `ids` to channel `ch` would take one of its presence watchers past
+    /// `max_subscriptions_per_connection`.
+    fn check_member_limits(&self, ch: ChannelIdx, ids: &[String]) -> Result<()> {
+        let channel = self.channel(ch);
+        let new_members: Vec<UserIdx> = ids
+            .iter()
+            .filter_map(|id| self.find_user(id))
+            .filter(|u| !channel.member_pos.contains_key(u))
+            .collect();
+        // Users that do not exist yet cannot be subscribed to by anyone.
+        let unknown = ids.iter().filter(|id| self.find_user(id).is_none()).collect::<HashSet<_>>().len();
+        for (&c, &presence) in &channel.watchers {
+            if presence {
+                let added = self.new_subscriptions(c, new_members.iter().copied()) + unknown;
+                self.check_subscription_limit(c, added)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_member_ids(&mut self, now: Millis, ch: ChannelIdx, ids: &[String]) {
+        for id in ids {
+            let (u, _) = self.get_or_create_user(id, now);
+            self.add_member(now, ch, u);
+        }
+    }
+
+    fn add_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
+        let channel = self.channel_mut(ch);
+        if channel.member_pos.contains_key(&u) {
+            return;
+        }
+        channel.member_pos.insert(u, channel.members.len() as u32);
+        channel.members.push(u);
+        let presence_watchers = presence_watchers(channel);
+        let channel_ref = channel.reference();
+        self.users[u as usize].memberships.push(ch);
+        for c in presence_watchers {
+            self.subscribe(c, u, false);
+        }
+        let user = self.users[u as usize].snapshot();
+        self.emit(now, EventKind::MemberAdded { channel: channel_ref, user }, u, Recipients::WatchersOf(ch));
+    }
+
+    fn remove_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
+        let channel = self.channel_mut(ch);
+        let Some(pos) = channel.member_pos.remove(&u) else {
+            return;
+        };
+        channel.members.swap_remove(pos as usize);
+        if let Some(&moved) = channel.members.get(pos as usize) {
+            channel.member_pos.insert(moved, pos);
+        }
+        let presence_watchers = presence_watchers(channel);
+        let channel_ref = channel.reference();
+        self.users[u as usize].memberships.retain(|&x| x != ch);
+        let user = self.users[u as usize].snapshot();
+        self.emit(
+            now,
+            EventKind::MemberRemoved { channel: channel_ref, user },
+            u,
+            Recipients::WatchersOf(ch),
+        );
+        for c in presence_watchers {
+            self.unsubscribe(c, u, false);
+        }
+    }
+
+    /// Adds members (creating unknown users with only their id), each emitting
+    /// `member.added`. Cost: O(ids × presence watchers of the channel).
+    pub fn add_members(&mut self, now: Millis, cid: &str, ids: &[String]) -> Result<()> {
+        let ch = self.channel_idx(cid)?;
+        for id in ids {
+            validate_user_id(id)?;
+        }
+        self.check_member_limits(ch, ids)?;
+        self.add_member_ids(now, ch, ids);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Removes members, each emitting `member.removed`; users that exist but are not members
+    /// are skipped, unknown users are `NotFound` (and nothing changes).
+    /// Cost: O(ids × (presence watchers + memberships of the user)).
+    pub fn remove_members(&mut self, now: Millis, cid: &str, ids: &[String]) -> Result<()> {
+        let ch = self.channel_idx(cid)?;
+        let users = ids.iter().map(|id| self.user_idx(id)).collect::<Result<Vec<_>>>()?;
+        for u in users {
+            self.remove_member(now, ch, u);
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Deletes a channel. Its watchers stop watching and its members leave without events.
+    /// Cost: O(members × presence watchers + watchers).
+    pub fn delete_channel(&mut self, cid: &str) -> Result<()> {
+        let ch = self.channel_idx(cid)?;
+        let watchers: Vec<(Slot, bool)> = self.channel(ch).watchers.iter().map(|(&c, &p)| (c, p)).collect();
+        let members = self.channel(ch).members.clone();
+        for (c, presence) in watchers {
+            if presence {
+                for &u in &members {
+                    self.unsubscribe(c, u, false);
+                }
+            }
+            self.conn_mut(c).watching.retain(|&(x, _)| x != ch);
+        }
+        for &u in &members {
+            self.users[u as usize].memberships.retain(|&x| x != ch);
+        }
+        let channel = self.channels[ch as usize].take().expect("live channel");
+        self.channel_index.remove(&channel.cid);
+        self.free_channels.push(ch);
+        Ok(())
+    }
+}
+
+/// Connections watching the channel with presence.
+fn presence_watchers(channel: &ChannelRecord) -> Vec<Slot> {
+    channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect()
+}
+
+/// The channel's own fields as plain data.
+pub(super) fn channel_snapshot(ch: &ChannelRecord) -> ChannelSnapshot {
+    ChannelSnapshot {
+        cid: ch.cid.clone(),
+        type_len: ch.type_len,
+        member_count: ch.members.len(),
+        created_at: ch.created_at,
+        updated_at: ch.updated_at,
+        last_message_at: ch.last_message_at,
+        custom: ch.custom.clone(),
+    }
+}

@@ -1,0 +1,115 @@
+//! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
+//! and each connection's event queue.
+use super::{place, ChannelIdx, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
+use crate::error::{Error, Result};
+use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
+use crate::time::Millis;
+use crate::user::UserPatch;
+use hashbrown::HashMap;
+use std::cmp::Reverse;
+use std::collections::VecDeque;
+
+impl State {
+    /// Upserts the user in `patch` and opens a connection for them. The first connection of
+    /// a visible user emits `user.presence.changed` (online); later ones emit nothing.
+    /// Cost: O(size of the input + subscribers of the user + log(timers)).
+    pub fn connect(&mut self, now: Millis, patch: &UserPatch) -> Result<ConnectionId> {
+        if let Some(u) = self.find_user(&patch.id) {
+            let max = self.config.max_connections_per_user as usize;
+            if self.users[u as usize].connections.len() >= max {
+                return Err(Error::limit(format!(
+                    "user {:?} already holds {max} connections (max_connections_per_user)",
+                    patch.id
+                )));
+            }
+        }
+        let (u, before, custom_changed) = self.patch_user(now, patch)?;
+        let id = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        let record = ConnectionRecord {
+            id,
+            user: u,
+            last_seen: now,
+            watching: Vec::new(),
+            subscriptions: HashMap::new(),
+            queue: VecDeque::new(),
+            overflowed: false,
+        };
+        let c = place(&mut self.connections, &mut self.free_slots, record);
+        self.connection_slots.insert(id, c);
+        let user = &mut self.users[u as usize];
+        user.connections.push(c);
+        user.grace_until = OptMillis::NONE;
+        if !user.invisible {
+            user.last_active = OptMillis(now);
+            self.arm_refresh(now, u);
+        }
+        self.user_changed(now, u, before, custom_changed);
+        if self.config.connection_timeout_ms > 0 {
+            let due = now.saturating_add(self.config.connection_timeout_ms as Millis);
+            self.timers.push(Reverse((due, Timer::Timeout(id))));
+        }
+        self.settle(now);
+        Ok(id)
+    }
+
+    /// Closes a connection as the host asked. Cost: O(channels it watched + users it was
+    /// subscribed to + subscribers of its user).
+    pub fn disconnect(&mut self, now: Millis, c: ConnectionId) -> Result<()> {
+        let c = self.slot(c)?;
+        self.close_connection(now, c, CloseReason::Disconnect);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Records a sign of life. Cost: O(1).
+    pub fn heartbeat(&mut self, now: Millis, c: ConnectionId) -> Result<()> {
+        let c = self.slot(c)?;
+        self.conn_mut(c).last_seen = now;
+        Ok(())
+    }
+
+    pub(super) fn close_connection(&mut self, now: Millis, c: Slot, reason: CloseReason) {
+        let conn = self.conn(c);
+        let u = conn.user;
+        let watching: Vec<ChannelIdx> = conn.watching.iter().map(|&(ch, _)| ch).collect();
+        for ch in watching {
+            self.unwatch(now, c, ch);
+        }
+        let conn = self.connections[c as usize].take().expect("closing a live connection");
+        self.connection_slots.remove(&conn.id);
+        self.free_slots.push(c);
+        for (&s, sub) in &conn.subscriptions {
+            self.remove_subscriber(s, sub.pos);
+        }
+        let before = self.presence_before(u);
+        let user = &mut self.users[u as usize];
+        user.connections.retain(|&x| x != c);
+        if user.connections.is_empty() {
+            if !user.invisible {
+                user.last_active = OptMillis(now);
+            }
+            if self.config.offline_grace_ms > 0 {
+                let due = now.saturating_add(self.config.offline_grace_ms as Millis);
+                user.grace_until = OptMillis(due);
+                self.timers.push(Reverse((due, Timer::Grace(u))));
+            }
+        }
+        self.user_changed(now, u, before, false);
+        let user = self.users[u as usize].snapshot();
+        self.emit(
+            now,
+            EventKind::ConnectionClosed { connection: conn.id, user, reason },
+            u,
+            Recipients::Nobody,
+        );
+    }
+
+    /// Drains up to `max` queued deliveries of a connection, oldest first. Cost: O(max).
+    pub fn poll(&mut self, c: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
+        let c = self.slot(c)?;
+        let conn = self.conn_mut(c);
+        let n = max.min(conn.queue.len());
+        Ok(conn.queue.drain(..n).collect())
+    }
+}

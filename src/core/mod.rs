@@ -1,0 +1,455 @@
+//! The functional core: users, connections, channels, subscriptions and timers as plain
+//! data. Each command takes the current time, applies one change (or, on error, none) and
+//! appends the events it caused to an outbox. It knows nothing of locks, threads, callbacks,
+//! C or file formats; [`crate::Engine`] is the shell around it.
+//!
+//! One child module per concern, each with its own `impl State` block; the records and the
+//! helpers every concern shares (lookups, `emit`, `settle`) live here.
+mod channels;
+mod connections;
+mod queries;
+mod snapshot;
+mod subscriptions;
+mod timers;
+mod users;
+mod watching;
+
+pub(crate) use snapshot::{LoadedChannel, LoadedUser, Restore, Saved, SavedChannel};
+
+use crate::channel::parse_cid;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
+use crate::time::Millis;
+use crate::user::{CustomFields, UserSnapshot, View};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use thin_vec::ThinVec;
+
+type UserIdx = u32;
+type ChannelIdx = u32;
+/// Where a live connection's record sits; reused after the connection closes (every
+/// reference to it is removed then). Recipients are stored as slots so fan-out indexes
+/// a vector instead of probing a hash map.
+type Slot = u32;
+
+/// Something for the shell to dispatch: an event for host listeners, or one delivery.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    Event(Arc<Event>),
+    Delivery(Delivery),
+}
+
+/// Who is asking: the host (own views of everyone) or a connection.
+#[derive(Clone, Copy)]
+enum Viewer {
+    Host,
+    Connection(Slot, UserIdx),
+}
+
+impl Viewer {
+    fn view_of(self, user: UserIdx) -> View {
+        match self {
+            Viewer::Connection(_, u) if u != user => View::Public,
+            _ => View::Own,
+        }
+    }
+}
+
+/// An optional timestamp in 8 bytes (`i64::MIN` = none): users are the bulk of memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct OptMillis(Millis);
+
+impl OptMillis {
+    const NONE: OptMillis = OptMillis(Millis::MIN);
+    fn get(self) -> Option<Millis> {
+        (self != Self::NONE).then_some(self.0)
+    }
+    fn from(t: Option<Millis>) -> Self {
+        t.map_or(Self::NONE, OptMillis)
+    }
+}
+
+/// Finds a user by id. A hash table of 4-byte indexes hashed by the id stored in the
+/// record, instead of a map keyed by a second pointer to the id: about 40 bytes less per user.
+#[derive(Default)]
+struct UserIndex {
+    table: HashTable<UserIdx>,
+    hasher: DefaultHashBuilder,
+}
+
+impl UserIndex {
+    /// O(1) expected.
+    fn find(&self, users: &[UserRecord], id: &str) -> Option<UserIdx> {
+        self.table.find(self.hasher.hash_one(id), |&u| &*users[u as usize].id == id).copied()
+    }
+
+    /// Indexes `users[u]`, whose id is not indexed yet. O(1) amortized.
+    fn insert(&mut self, users: &[UserRecord], u: UserIdx) {
+        let UserIndex { table, hasher } = self;
+        let hash = hasher.hash_one(&*users[u as usize].id);
+        table.insert_unique(hash, u, |&v| hasher.hash_one(&*users[v as usize].id));
+    }
+}
+
+struct UserRecord {
+    id: Arc<str>,
+    status: Option<Arc<str>>,
+    custom: Option<Arc<CustomFields>>,
+    invisible: bool,
+    /// A refresh timer for this user is in the heap.
+    refresh_armed: bool,
+    created_at: Millis,
+    updated_at: Millis,
+    last_active: OptMillis,
+    /// Set while the user lingers online after their last connection closed.
+    grace_until: OptMillis,
+    connections: ThinVec<Slot>,
+    /// Connections subscribed to this user's presence; positions are kept in each
+    /// connection's `Subscription::pos` so removal is O(1).
+    subscribers: ThinVec<Slot>,
+    memberships: ThinVec<ChannelIdx>,
+}
+
+impl UserRecord {
+    fn new(id: Arc<str>, now: Millis) -> Self {
+        UserRecord {
+            id,
+            status: None,
+            custom: None,
+            invisible: false,
+            refresh_armed: false,
+            created_at: now,
+            updated_at: now,
+            last_active: OptMillis::NONE,
+            grace_until: OptMillis::NONE,
+            connections: ThinVec::new(),
+            subscribers: ThinVec::new(),
+            memberships: ThinVec::new(),
+        }
+    }
+    fn connected(&self) -> bool {
+        !self.connections.is_empty() || self.grace_until != OptMillis::NONE
+    }
+    fn public_online(&self) -> bool {
+        self.connected() && !self.invisible
+    }
+    fn snapshot(&self) -> Arc<UserSnapshot> {
+        Arc::new(UserSnapshot {
+            id: self.id.clone(),
+            status: self.status.clone(),
+            custom: self.custom.clone(),
+            invisible: self.invisible,
+            connected: self.connected(),
+            last_active: self.last_active.get(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Why a connection is subscribed to a user; it stays subscribed while any route holds.
+struct Subscription {
+    /// Channels watched with presence that have this user as a member.
+    channel_refs: u32,
+    /// Returned by `query_users` with `presence: true`.
+    direct: bool,
+    /// Index of the connection in the user's `subscribers`.
+    pos: u32,
+}
+
+struct ConnectionRecord {
+    id: ConnectionId,
+    user: UserIdx,
+    last_seen: Millis,
+    /// Channels watched, with the presence flag.
+    watching: Vec<(ChannelIdx, bool)>,
+    subscriptions: HashMap<UserIdx, Subscription>,
+    queue: VecDeque<Delivery>,
+    /// The queue overflowed; the connection closes when the command settles.
+    overflowed: bool,
+}
+
+struct ChannelRecord {
+    cid: Arc<str>,
+    type_len: usize,
+    custom: Option<Arc<CustomFields>>,
+    created_at: Millis,
+    updated_at: Millis,
+    last_message_at: Option<Millis>,
+    members: Vec<UserIdx>,
+    member_pos: HashMap<UserIdx, u32>,
+    /// Watching connections with their presence flag.
+    watchers: HashMap<Slot, bool>,
+    /// Connections watching, counted per user.
+    watching_users: HashMap<UserIdx, u32>,
+    /// Distinct visible users among the watchers.
+    visible_watchers: u32,
+}
+
+impl ChannelRecord {
+    fn reference(&self) -> ChannelRef {
+        ChannelRef::new(self.cid.clone(), self.type_len)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Refresh(UserIdx),
+    Grace(UserIdx),
+    Timeout(ConnectionId),
+}
+
+/// Who receives an event beyond the host listeners.
+enum Recipients {
+    Nobody,
+    SubscribersOf(UserIdx),
+    WatchersOf(ChannelIdx),
+}
+
+/// A user's presence as others see it, taken before a change to decide what to emit.
+struct PresenceBefore {
+    online: bool,
+    status: Option<Arc<str>>,
+    invisible: bool,
+    /// Held live connections (the offline grace does not count).
+    had_connections: bool,
+}
+
+/// The engine's state. See the module documentation.
+pub(crate) struct State {
+    config: Config,
+    users: Vec<UserRecord>,
+    user_index: UserIndex,
+    connections: Vec<Option<ConnectionRecord>>,
+    free_slots: Vec<Slot>,
+    connection_slots: HashMap<ConnectionId, Slot>,
+    channels: Vec<Option<ChannelRecord>>,
+    free_channels: Vec<ChannelIdx>,
+    channel_index: HashMap<Arc<str>, ChannelIdx>,
+    timers: BinaryHeap<Reverse<(Millis, Timer)>>,
+    next_connection: u64,
+    seq: u64,
+    outbox: Vec<Outgoing>,
+    overflowed: Vec<Slot>,
+    /// Record events for host listeners in the outbox.
+    pub record_events: bool,
+    /// Record deliveries for delivery listeners in the outbox.
+    pub record_deliveries: bool,
+}
+
+/// Puts `item` into a free place of `items` (or a new one at the end), answering its index.
+fn place<T>(items: &mut Vec<Option<T>>, free: &mut Vec<u32>, item: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            items[i as usize] = Some(item);
+            i
+        }
+        None => {
+            items.push(Some(item));
+            (items.len() - 1) as u32
+        }
+    }
+}
+
+impl State {
+    /// An empty state. Cost: O(1).
+    pub fn new(config: Config) -> Self {
+        State {
+            config,
+            users: Vec::new(),
+            user_index: UserIndex::default(),
+            connections: Vec::new(),
+            free_slots: Vec::new(),
+            connection_slots: HashMap::new(),
+            channels: Vec::new(),
+            free_channels: Vec::new(),
+            channel_index: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_connection: 1,
+            seq: 0,
+            outbox: Vec::new(),
+            overflowed: Vec::new(),
+            record_events: true,
+            record_deliveries: true,
+        }
+    }
+
+    /// Takes the events and deliveries emitted since the last call, in `seq` order.
+    pub fn take_outbox(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connection_slots.len()
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channel_index.len()
+    }
+
+    // ----- lookups -----
+
+    /// O(1) expected.
+    fn find_user(&self, id: &str) -> Option<UserIdx> {
+        self.user_index.find(&self.users, id)
+    }
+
+    fn user_idx(&self, id: &str) -> Result<UserIdx> {
+        self.find_user(id).ok_or_else(|| Error::not_found(format!("unknown user {id:?}")))
+    }
+
+    fn channel_idx(&self, cid: &str) -> Result<ChannelIdx> {
+        parse_cid(cid)?;
+        self.channel_index
+            .get(cid)
+            .copied()
+            .ok_or_else(|| Error::not_found(format!("unknown channel {cid:?}")))
+    }
+
+    fn channel(&self, ch: ChannelIdx) -> &ChannelRecord {
+        self.channels[ch as usize].as_ref().expect("channel index points at a live channel")
+    }
+
+    fn channel_mut(&mut self, ch: ChannelIdx) -> &mut ChannelRecord {
+        self.channels[ch as usize].as_mut().expect("channel index points at a live channel")
+    }
+
+    /// The slot of a live connection. O(1) expected.
+    fn slot(&self, c: ConnectionId) -> Result<Slot> {
+        self.connection_slots
+            .get(&c)
+            .copied()
+            .ok_or_else(|| Error::not_found(format!("unknown connection {c}")))
+    }
+
+    fn conn(&self, c: Slot) -> &ConnectionRecord {
+        live(&self.connections, c)
+    }
+
+    fn conn_mut(&mut self, c: Slot) -> &mut ConnectionRecord {
+        live_mut(&mut self.connections, c)
+    }
+
+    fn viewer(&self, viewer: ConnectionId) -> Result<Viewer> {
+        if viewer.0 == 0 {
+            Ok(Viewer::Host)
+        } else {
+            let c = self.slot(viewer)?;
+            Ok(Viewer::Connection(c, self.conn(c).user))
+        }
+    }
+
+    fn get_or_create_user(&mut self, id: &str, now: Millis) -> (UserIdx, bool) {
+        if let Some(u) = self.find_user(id) {
+            return (u, false);
+        }
+        let u = self.users.len() as UserIdx;
+        self.users.push(UserRecord::new(Arc::from(id), now));
+        self.user_index.insert(&self.users, u);
+        (u, true)
+    }
+
+    // ----- emission -----
+
+    /// Assigns the next `seq` and hands the event to the host-listener outbox and to each
+    /// recipient's queue. `subject` is the user the event is about (recipients among their
+    /// own connections get the own view). Cost: O(recipients).
+    fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
+        self.seq += 1;
+        let event = Arc::new(Event { seq: self.seq, created_at: now, kind });
+        if self.record_events {
+            self.outbox.push(Outgoing::Event(event.clone()));
+        }
+        let capacity = self.config.connection_queue_capacity as usize;
+        if capacity == 0 && !self.record_deliveries {
+            return;
+        }
+        let mut fan_out = FanOut {
+            event: &event,
+            subject,
+            capacity,
+            record: self.record_deliveries,
+            outbox: &mut self.outbox,
+            overflowed: &mut self.overflowed,
+        };
+        match recipients {
+            Recipients::Nobody => {}
+            Recipients::SubscribersOf(u) => {
+                for &c in self.users[u as usize].subscribers.iter() {
+                    fan_out.deliver(&mut self.connections, c);
+                }
+            }
+            Recipients::WatchersOf(ch) => {
+                if let Some(channel) = self.channels[ch as usize].as_ref() {
+                    for &c in channel.watchers.keys() {
+                        fan_out.deliver(&mut self.connections, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every connection whose queue overflowed during the command.
+    fn settle(&mut self, now: Millis) {
+        // `overflowed` holds slots marked during this command, and no command opens a
+        // connection after marking one, so none of them can have been reused yet.
+        while let Some(c) = self.overflowed.pop() {
+            if self.connections[c as usize].is_some() {
+                self.close_connection(now, c, CloseReason::SlowConsumer);
+            }
+        }
+    }
+}
+
+/// One event on its way to its recipients.
+struct FanOut<'a> {
+    event: &'a Arc<Event>,
+    subject: UserIdx,
+    capacity: usize,
+    record: bool,
+    outbox: &'a mut Vec<Outgoing>,
+    overflowed: &'a mut Vec<Slot>,
+}
+
+impl FanOut<'_> {
+    /// Queues the event for connection `c` (own view when it belongs to the subject) and
+    /// records the delivery for listeners; a full queue marks the connection overflowed
+    /// instead. O(1).
+    #[inline]
+    fn deliver(&mut self, connections: &mut [Option<ConnectionRecord>], c: Slot) {
+        let conn = live_mut(connections, c);
+        if conn.overflowed {
+            return;
+        }
+        let view = if conn.user == self.subject { View::Own } else { View::Public };
+        let connection = conn.id;
+        if self.capacity > 0 {
+            if conn.queue.len() >= self.capacity {
+                conn.overflowed = true;
+                self.overflowed.push(c);
+                return;
+            }
+            conn.queue.push_back(Delivery { event: self.event.clone(), connection, view });
+        }
+        if self.record {
+            self.outbox.push(Outgoing::Delivery(Delivery { event: self.event.clone(), connection, view }));
+        }
+    }
+}
+
+/// The record in a slot that references say is live (they are removed when it closes).
+fn live(connections: &[Option<ConnectionRecord>], c: Slot) -> &ConnectionRecord {
+    connections[c as usize].as_ref().expect("slot of a live connection")
+}
+
+fn live_mut(connections: &mut [Option<ConnectionRecord>], c: Slot) -> &mut ConnectionRecord {
+    connections[c as usize].as_mut().expect("slot of a live connection")
+}

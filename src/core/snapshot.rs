@@ -1,0 +1,122 @@
+//! What a snapshot holds, as plain data: the core hands out users and channels to save and
+//! accepts loaded ones entry by entry. The file format lives in `crate::persist`.
+use super::channels::channel_snapshot;
+use super::{ChannelRecord, OptMillis, State};
+use crate::answer::ChannelSnapshot;
+use crate::channel::ChannelPatch;
+use crate::error::{Error, Result};
+use crate::time::Millis;
+use crate::user::{merge_custom, UserPatch, UserSnapshot};
+use std::sync::Arc;
+
+/// Users and channels to save.
+pub(crate) struct Saved {
+    /// In creation order.
+    pub users: Vec<Arc<UserSnapshot>>,
+    /// Sorted by cid.
+    pub channels: Vec<SavedChannel>,
+}
+
+pub(crate) struct SavedChannel {
+    pub channel: ChannelSnapshot,
+    /// Member ids, sorted.
+    pub members: Vec<Arc<str>>,
+}
+
+/// A saved user: their fields, and the times the engine manages.
+pub(crate) struct LoadedUser {
+    pub patch: UserPatch,
+    pub last_active: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A saved channel: its fields and members, and the times the engine manages.
+pub(crate) struct LoadedChannel {
+    pub patch: ChannelPatch,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A fresh state being filled with loaded entries; it replaces the users and channels of
+/// the engine only once every entry was accepted.
+pub(crate) struct Restore(State);
+
+impl Restore {
+    /// Adds a user; each id may come once. Cost: O(size of the user).
+    pub fn add_user(&mut self, entry: LoadedUser) -> Result<()> {
+        let state = &mut self.0;
+        let LoadedUser { patch, last_active, created_at, updated_at } = entry;
+        if state.find_user(&patch.id).is_some() {
+            return Err(Error::invalid(format!("user {:?} appears twice", patch.id)));
+        }
+        let custom = merge_custom("user", None, &patch.custom)?;
+        let (u, _) = state.get_or_create_user(&patch.id, created_at);
+        state.apply_patch(created_at, u, &patch, custom);
+        let record = &mut state.users[u as usize];
+        record.last_active = OptMillis::from(last_active);
+        record.updated_at = updated_at;
+        Ok(())
+    }
+
+    /// Adds a channel and its members (creating users named only there); each cid may come
+    /// once. Cost: O(size of the channel).
+    pub fn add_channel(&mut self, entry: LoadedChannel) -> Result<()> {
+        let state = &mut self.0;
+        let LoadedChannel { patch, created_at, updated_at } = entry;
+        if state.channel_index.contains_key(patch.cid.as_str()) {
+            return Err(Error::invalid(format!("channel {:?} appears twice", patch.cid)));
+        }
+        state.upsert_channel(created_at, &patch)?;
+        let ch = state.channel_index[patch.cid.as_str()];
+        let record = state.channel_mut(ch);
+        record.created_at = created_at;
+        record.updated_at = updated_at;
+        Ok(())
+    }
+}
+
+impl State {
+    /// Users and channels to save. Cost: O(users + channels log channels + members); the
+    /// user data itself is shared, not copied.
+    pub fn save(&self) -> Saved {
+        let users = self.users.iter().map(|u| u.snapshot()).collect();
+        let mut channels: Vec<&ChannelRecord> = self.channels.iter().flatten().collect();
+        channels.sort_by(|a, b| a.cid.cmp(&b.cid));
+        let channels = channels
+            .into_iter()
+            .map(|ch| {
+                let mut members: Vec<Arc<str>> =
+                    ch.members.iter().map(|&u| self.users[u as usize].id.clone()).collect();
+                members.sort_unstable();
+                SavedChannel { channel: channel_snapshot(ch), members }
+            })
+            .collect();
+        Saved { users, channels }
+    }
+
+    /// Replaces every user and channel with those `fill` adds to a [`Restore`]; all users
+    /// start offline. Allowed only without connections. On error nothing changes.
+    /// Cost: O(what `fill` adds).
+    pub fn load(&mut self, fill: impl FnOnce(&mut Restore) -> Result<()>) -> Result<()> {
+        if !self.connection_slots.is_empty() {
+            return Err(Error::state(format!(
+                "load needs an engine without connections; {} are open",
+                self.connection_slots.len()
+            )));
+        }
+        let mut fresh = State::new(self.config.clone());
+        fresh.record_events = false;
+        fresh.record_deliveries = false;
+        let mut restore = Restore(fresh);
+        fill(&mut restore)?;
+        let Restore(fresh) = restore;
+        self.users = fresh.users;
+        self.user_index = fresh.user_index;
+        self.channels = fresh.channels;
+        self.free_channels = fresh.free_channels;
+        self.channel_index = fresh.channel_index;
+        self.timers.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! Users: creating and changing them, and deciding which presence events a change causes.
+use super::{OptMillis, PresenceBefore, Recipients, State, UserIdx, Viewer};
+use crate::answer::ViewedUser;
+use crate::error::Result;
+use crate::event::{ConnectionId, EventKind};
+use crate::time::Millis;
+use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
+use std::sync::Arc;
+
+impl State {
+    pub(super) fn presence_before(&self, u: UserIdx) -> PresenceBefore {
+        let user = &self.users[u as usize];
+        PresenceBefore {
+            online: user.public_online(),
+            status: user.status.clone(),
+            invisible: user.invisible,
+            had_connections: !user.connections.is_empty(),
+        }
+    }
+
+    /// Emits what a change to user `u` caused, compared with `before`: `user.presence.changed`
+    /// when the public online flag or the status changed, `user.updated` when custom fields
+    /// changed, and, when visibility flipped, watching events in every channel the user watches.
+    pub(super) fn user_changed(
+        &mut self,
+        now: Millis,
+        u: UserIdx,
+        before: PresenceBefore,
+        custom_changed: bool,
+    ) {
+        let user = &mut self.users[u as usize];
+        let visibility_flipped = user.invisible != before.invisible;
+        // Flipping visibility while connected stamps the last visible moment (going
+        // invisible) or now (coming back). Connecting invisibly stamps nothing: the user was
+        // not visibly connected (a visible connect stamps by itself).
+        if visibility_flipped && before.had_connections && !user.connections.is_empty() {
+            user.last_active = OptMillis(now);
+        }
+        let online = user.public_online();
+        let status_changed = user.status != before.status;
+        if online != before.online || status_changed {
+            let snap = user.snapshot();
+            self.emit(now, EventKind::PresenceChanged { user: snap }, u, Recipients::SubscribersOf(u));
+        }
+        if custom_changed {
+            let snap = self.users[u as usize].snapshot();
+            self.emit(now, EventKind::UserUpdated { user: snap }, u, Recipients::SubscribersOf(u));
+        }
+        if visibility_flipped {
+            if !self.users[u as usize].invisible {
+                self.arm_refresh(now, u);
+            }
+            self.visibility_changed_in_channels(now, u);
+        }
+    }
+
+    /// Applies the fields of `patch` to user `u`; answers whether custom fields changed.
+    /// `custom` is the merged custom map computed (and size-checked) beforehand.
+    pub(super) fn apply_patch(
+        &mut self,
+        now: Millis,
+        u: UserIdx,
+        patch: &UserPatch,
+        custom: Option<Arc<CustomFields>>,
+    ) -> bool {
+        let user = &mut self.users[u as usize];
+        let mut changed = false;
+        if let Some(status) = &patch.status {
+            let status: Option<Arc<str>> = status.as_deref().map(Arc::from);
+            if user.status != status {
+                user.status = status;
+                changed = true;
+            }
+        }
+        // Visibility never touches updated_at: others would see it move while the user
+        // appears offline.
+        if let Some(invisible) = patch.invisible {
+            user.invisible = invisible;
+        }
+        let custom_changed = custom.is_some();
+        if let Some(custom) = custom {
+            user.custom = if custom.is_empty() { None } else { Some(custom) };
+            changed = true;
+        }
+        if changed {
+            user.updated_at = now;
+        }
+        custom_changed
+    }
+
+    /// Validates `patch` against the stored user, answering the merged custom fields.
+    fn prepare_patch(&self, patch: &UserPatch) -> Result<Option<Arc<CustomFields>>> {
+        patch.validate()?;
+        let current = self.find_user(&patch.id).and_then(|u| self.users[u as usize].custom.as_ref());
+        merge_custom("user", current, &patch.custom)
+    }
+
+    /// Takes the "before" picture for a patch; a user the patch creates counts as already
+    /// having the patched status and visibility, so creation alone emits nothing.
+    fn before_patch(&self, u: UserIdx, created: bool, patch: &UserPatch) -> PresenceBefore {
+        let mut before = self.presence_before(u);
+        if created {
+            if let Some(status) = &patch.status {
+                before.status = status.as_deref().map(Arc::from);
+            }
+            before.invisible = patch.invisible.unwrap_or(false);
+        }
+        before
+    }
+
+    /// Validates and applies `patch`, creating the user when needed. Answers the user, the
+    /// "before" picture to emit against, and whether custom fields of an existing user
+    /// changed. On error nothing changes.
+    pub(super) fn patch_user(
+        &mut self,
+        now: Millis,
+        patch: &UserPatch,
+    ) -> Result<(UserIdx, PresenceBefore, bool)> {
+        let custom = self.prepare_patch(patch)?;
+        let (u, created) = self.get_or_create_user(&patch.id, now);
+        let before = self.before_patch(u, created, patch);
+        let custom_changed = self.apply_patch(now, u, patch, custom) && !created;
+        Ok((u, before, custom_changed))
+    }
+
+    /// Creates or merges a user (top-level merge: absent fields keep their value). Creating
+    /// a user emits nothing; changing one emits `user.presence.changed` (status, or online
+    /// flipped by `invisible`) and `user.updated` (custom fields).
+    /// Cost: O(size of the input + subscribers of the user).
+    pub fn upsert_user(&mut self, now: Millis, patch: &UserPatch) -> Result<()> {
+        let (u, before, custom_changed) = self.patch_user(now, patch)?;
+        self.user_changed(now, u, before, custom_changed);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Sets or clears the sticky invisible flag. Cost: O(subscribers + channels watched).
+    pub fn set_invisible(&mut self, now: Millis, user_id: &str, invisible: bool) -> Result<()> {
+        let u = self.user_idx(user_id)?;
+        let mut patch = UserPatch::id(user_id);
+        patch.invisible = Some(invisible);
+        let before = self.presence_before(u);
+        self.apply_patch(now, u, &patch, None);
+        self.user_changed(now, u, before, false);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Sets (`Some`) or clears (`None`) the status. Cost: O(subscribers of the user).
+    pub fn set_status(&mut self, now: Millis, user_id: &str, status: Option<&str>) -> Result<()> {
+        if let Some(s) = status {
+            validate_status(s)?;
+        }
+        let u = self.user_idx(user_id)?;
+        if self.users[u as usize].status.as_deref() == status {
+            return Ok(());
+        }
+        let before = self.presence_before(u);
+        let user = &mut self.users[u as usize];
+        user.status = status.map(Arc::from);
+        user.updated_at = now;
+        self.user_changed(now, u, before, false);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// The user as `viewer` sees it (0: the host, own view). Cost: O(size of the user).
+    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
+        let viewer = self.viewer(viewer)?;
+        let u = self.user_idx(user_id)?;
+        Ok(self.viewed(viewer, u))
+    }
+
+    /// The user's snapshot (own view data), for the typed Rust API. Cost: O(1).
+    pub fn user_snapshot(&self, user_id: &str) -> Result<Arc<UserSnapshot>> {
+        Ok(self.users[self.user_idx(user_id)? as usize].snapshot())
+    }
+
+    pub(super) fn viewed(&self, viewer: Viewer, u: UserIdx) -> ViewedUser {
+        ViewedUser { user: self.users[u as usize].snapshot(), view: viewer.view_of(u) }
+    }
+}

@@ -1,0 +1,190 @@
+//! Watching channels: which connections watch which channel (with or without presence
+//! subscriptions to its members), the visible watcher count, the watching events, and the
+//! channel state a watcher is shown.
+use super::channels::channel_snapshot;
+use super::{ChannelIdx, Recipients, Slot, State, UserIdx, Viewer};
+use crate::answer::ChannelState;
+use crate::error::Result;
+use crate::event::{ConnectionId, EventKind};
+use crate::time::Millis;
+
+impl State {
+    /// Makes connection `c` watch a channel, with presence subscriptions to its members when
+    /// `presence`. Watching again is idempotent (it can add presence, never remove it).
+    /// Answers the channel state when `render`. Emits `user.watching.start` when this is
+    /// the user's first connection watching and the user is visible.
+    /// Cost: O(members) with presence or render, O(1) otherwise.
+    pub fn watch_channel(
+        &mut self,
+        now: Millis,
+        c: ConnectionId,
+        cid: &str,
+        presence: bool,
+        render: bool,
+    ) -> Result<Option<ChannelState>> {
+        let ch = self.channel_idx(cid)?;
+        let c = self.slot(c)?;
+        let u = self.conn(c).user;
+        self.watch(now, c, ch, presence)?;
+        self.settle(now);
+        // The watcher may have been closed as a slow consumer while settling.
+        Ok(render.then(|| {
+            let viewer = Viewer::Connection(c, u);
+            self.channel_state(viewer, ch)
+        }))
+    }
+
+    /// Fails when watching channel `ch` with presence would take `c` past
+    /// `max_subscriptions_per_connection`.
+    fn check_watch_limit(&self, c: Slot, ch: ChannelIdx) -> Result<()> {
+        let members = &self.channel(ch).members;
+        let have = self.conn(c).subscriptions.len();
+        // Counting only matters when the limit could be reached.
+        let added = if have + members.len() <= self.config.max_subscriptions_per_connection as usize {
+            0
+        } else {
+            self.new_distinct_subscriptions(c, members.iter().copied())
+        };
+        self.check_subscription_limit(c, added)
+    }
+
+    pub(super) fn watch(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) -> Result<()> {
+        let was = self.channel(ch).watchers.get(&c).copied();
+        if presence && was != Some(true) {
+            self.check_watch_limit(c, ch)?;
+        }
+        match was {
+            Some(true) => return Ok(()),
+            Some(false) if !presence => return Ok(()),
+            Some(false) => {
+                self.channel_mut(ch).watchers.insert(c, true);
+                let conn = self.conn_mut(c);
+                if let Some(entry) = conn.watching.iter_mut().find(|(x, _)| *x == ch) {
+                    entry.1 = true;
+                }
+            }
+            None => self.start_watching(now, c, ch, presence),
+        }
+        if presence {
+            let members = self.channel(ch).members.clone();
+            for m in members {
+                self.subscribe(c, m, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a new watcher; the user's first watching connection counts them as a
+    /// watcher and, when visible, emits `user.watching.start`. O(1).
+    fn start_watching(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) {
+        let u = self.conn(c).user;
+        let visible = !self.users[u as usize].invisible;
+        let channel = self.channel_mut(ch);
+        channel.watchers.insert(c, presence);
+        let count = channel.watching_users.entry(u).or_insert(0);
+        *count += 1;
+        let first = *count == 1;
+        if first && visible {
+            channel.visible_watchers += 1;
+        }
+        let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
+        self.conn_mut(c).watching.push((ch, presence));
+        if first && visible {
+            let user = self.users[u as usize].snapshot();
+            self.emit(
+                now,
+                EventKind::WatchingStart { channel: channel_ref, user, watcher_count },
+                u,
+                Recipients::WatchersOf(ch),
+            );
+        }
+    }
+
+    /// Stops connection `c` watching a channel (a no-op when it was not watching).
+    /// Cost: O(members) when it watched with presence, O(1) otherwise.
+    pub fn stop_watching(&mut self, now: Millis, c: ConnectionId, cid: &str) -> Result<()> {
+        let ch = self.channel_idx(cid)?;
+        let c = self.slot(c)?;
+        self.unwatch(now, c, ch);
+        self.settle(now);
+        Ok(())
+    }
+
+    pub(super) fn unwatch(&mut self, now: Millis, c: Slot, ch: ChannelIdx) {
+        let Some(presence) = self.channel_mut(ch).watchers.remove(&c) else {
+            return;
+        };
+        let conn = self.conn_mut(c);
+        let u = conn.user;
+        conn.watching.retain(|&(x, _)| x != ch);
+        if presence {
+            let members = self.channel(ch).members.clone();
+            for m in members {
+                self.unsubscribe(c, m, false);
+            }
+        }
+        let visible = !self.users[u as usize].invisible;
+        let channel = self.channel_mut(ch);
+        let count = channel.watching_users.get_mut(&u).expect("watcher counted");
+        *count -= 1;
+        if *count == 0 {
+            channel.watching_users.remove(&u);
+            if visible {
+                channel.visible_watchers -= 1;
+                let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
+                let user = self.users[u as usize].snapshot();
+                self.emit(
+                    now,
+                    EventKind::WatchingStop { channel: channel_ref, user, watcher_count },
+                    u,
+                    Recipients::WatchersOf(ch),
+                );
+            }
+        }
+    }
+
+    /// A user's visibility flipped: adjust `watcher_count` of every channel they watch and
+    /// tell the watchers. Cost: O(channels watched by the user's connections).
+    pub(super) fn visibility_changed_in_channels(&mut self, now: Millis, u: UserIdx) {
+        let user = &self.users[u as usize];
+        let visible = !user.invisible;
+        let mut watched: Vec<ChannelIdx> =
+            user.connections.iter().flat_map(|&c| self.conn(c).watching.iter().map(|&(ch, _)| ch)).collect();
+        watched.sort_unstable();
+        watched.dedup();
+        for ch in watched {
+            let channel = self.channel_mut(ch);
+            if visible {
+                channel.visible_watchers += 1;
+            } else {
+                channel.visible_watchers -= 1;
+            }
+            let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
+            let user = self.users[u as usize].snapshot();
+            let kind = if visible {
+                EventKind::WatchingStart { channel: channel_ref, user, watcher_count }
+            } else {
+                EventKind::WatchingStop { channel: channel_ref, user, watcher_count }
+            };
+            self.emit(now, kind, u, Recipients::WatchersOf(ch));
+        }
+    }
+
+    /// `{"channel", "members", "watcher_count", "watchers"}` as `viewer` sees it.
+    /// Cost: O(members log members + watchers).
+    pub(super) fn channel_state(&self, viewer: Viewer, ch: ChannelIdx) -> ChannelState {
+        let channel = self.channel(ch);
+        let by_id = |a: &UserIdx, b: &UserIdx| self.users[*a as usize].id.cmp(&self.users[*b as usize].id);
+        let mut members: Vec<UserIdx> = channel.members.clone();
+        members.sort_unstable_by(by_id);
+        let mut watchers: Vec<UserIdx> =
+            channel.watching_users.keys().copied().filter(|&u| !self.users[u as usize].invisible).collect();
+        watchers.sort_unstable_by(by_id);
+        ChannelState {
+            channel: channel_snapshot(channel),
+            members: members.into_iter().map(|u| self.viewed(viewer, u)).collect(),
+            watcher_count: channel.visible_watchers,
+            watchers: watchers.into_iter().map(|u| self.viewed(viewer, u)).collect(),
+        }
+    }
+}
