@@ -151,3 +151,34 @@ fn the_csharp_binding_maps_native_numbers_to_the_same_names() {
         CloseReason::ALL.iter().map(|&r| (r as u32, r.as_str().to_owned())).collect();
     assert_eq!(cases("internal static string CloseReasonName(uint reason)"), reasons, "Models.cs CloseReasonName");
 }
+
+/// `#define NAME value` lines of the header whose name starts with `prefix`.
+fn header_constants(header: &str, prefix: &str) -> Vec<(String, u32)> {
+    header
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define "))
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| {
+            let (name, value) = l.split_once(' ').expect("`#define NAME value`");
+            (name.to_owned(), value.trim().parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// `PREFIX_` and the wire name in capitals, dots as underscores.
+fn constant_name(prefix: &str, wire_name: &str) -> String {
+    format!("{prefix}{}", wire_name.to_uppercase().replace('.', "_"))
+}
+
+#[test]
+fn the_c_header_has_a_constant_for_every_event_type_and_close_reason() {
+    let header = read("include/presence.h");
+    let expected: Vec<(String, u32)> =
+        EventKind::TYPES.iter().map(|&(n, name)| (constant_name("PRESENCE_EVENT_", name), n)).collect();
+    assert_eq!(header_constants(&header, "PRESENCE_EVENT_"), expected, "include/presence.h PRESENCE_EVENT_*");
+    let expected: Vec<(String, u32)> = CloseReason::ALL
+        .iter()
+        .map(|&r| (constant_name("PRESENCE_CLOSE_", r.as_str()), r as u32))
+        .collect();
+    assert_eq!(header_constants(&header, "PRESENCE_CLOSE_"), expected, "include/presence.h PRESENCE_CLOSE_*");
+}

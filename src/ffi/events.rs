@@ -13,7 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[repr(C)]
 pub struct PresenceEvent {
     /// The event type: "user.presence.changed", "user.updated", "user.watching.start",
-    /// "user.watching.stop", "member.added", "member.removed" or "connection.closed".
+    /// "user.watching.stop", "member.added", "member.removed", "connection.closed", or,
+    /// for host listeners only, "engine.overflow" and "cluster.status".
     pub r#type: *const c_char,
     /// The engine-wide sequence number, strictly increasing in the order of the changes.
     pub seq: u64,

@@ -21,6 +21,8 @@ namespace Presence
         public const string MemberAdded = "member.added";
         public const string MemberRemoved = "member.removed";
         public const string ConnectionClosed = "connection.closed";
+        public const string EngineOverflow = "engine.overflow";
+        public const string ClusterStatus = "cluster.status";
 
         /// <summary>The type name of a native PRESENCE_EVENT_* kind (null if unknown).</summary>
         internal static string Name(uint kind)
@@ -34,6 +36,8 @@ namespace Presence
                 case 5: return MemberAdded;
                 case 6: return MemberRemoved;
                 case 7: return ConnectionClosed;
+                case 8: return EngineOverflow;
+                case 9: return ClusterStatus;
                 default: return null;
             }
         }
@@ -340,7 +344,7 @@ namespace Presence
         public int? WatcherCount { get; internal set; }
         /// <summary>connection.closed: the connection that ended.</summary>
         public ulong? ClosedConnectionId { get; internal set; }
-        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", ...</summary>
+        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost".</summary>
         public string Reason { get; internal set; }
 
         /// <summary>The whole event as JSON, rendered now. Only inside the handler that
