@@ -710,6 +710,8 @@ enum class EventKind : std::uint8_t {
     member_added,          ///< "member.added"
     member_removed,        ///< "member.removed"
     connection_closed,     ///< "connection.closed"
+    engine_overflow,       ///< "engine.overflow" (host listeners only)
+    cluster_status,        ///< "cluster.status" (host listeners only)
 };
 
 namespace detail {
@@ -728,6 +730,8 @@ inline constexpr KindName kind_names[] = {
     {PRESENCE_EVENT_MEMBER_ADDED, EventKind::member_added, "member.added"},
     {PRESENCE_EVENT_MEMBER_REMOVED, EventKind::member_removed, "member.removed"},
     {PRESENCE_EVENT_CONNECTION_CLOSED, EventKind::connection_closed, "connection.closed"},
+    {PRESENCE_EVENT_ENGINE_OVERFLOW, EventKind::engine_overflow, "engine.overflow"},
+    {PRESENCE_EVENT_CLUSTER_STATUS, EventKind::cluster_status, "cluster.status"},
 };
 
 [[nodiscard]] inline std::string_view close_reason_name(std::uint32_t reason) noexcept {
@@ -773,6 +777,8 @@ public:
     std::optional<UnixMillis> last_active_ms;
     std::int64_t watcher_count = -1;        ///< user.watching.*: the count after the change
     std::string_view close_reason;          ///< connection.closed: "disconnect", "timeout", ...
+    ConnectionId closed_connection_id = 0;  ///< connection.closed: the connection that ended
+    UnixMillis created_at_ms = 0;           ///< when the event happened
 
     /// The event as JSON (the same text the JSON calls give), rendered on request; valid
     /// as long as the event's strings are.
@@ -792,11 +798,12 @@ public:
         : seq(info.seq), connection_id(info.connection_id), user_id(detail::view(info.user_id)),
           cid(detail::view(info.cid)), online(info.online), invisible(info.invisible),
           watcher_count(info.watcher_count), close_reason(detail::close_reason_name(info.close_reason)),
+          closed_connection_id(info.closed_connection_id), created_at_ms(info.created_at_ms),
           info_(&info), batch_(batch), index_(index) {
+        type = detail::view(info.type_name);
         for (const auto &k : detail::kind_names) {
             if (k.c_kind == info.kind) {
                 kind = k.kind;
-                type = k.name;
                 break;
             }
         }

@@ -454,13 +454,17 @@ void test_typed_event_fields() {
         std::optional<int64_t> last_active_ms;
         int64_t watcher_count;
         bool online, invisible;
+        presence::ConnectionId closed;
+        int64_t created_at_ms;
+        std::string type;
     };
     std::vector<Seen> seen;
     auto l = OK(e.add_listener([&](const presence::Event &ev) {
         seen.push_back(Seen{ev.kind, std::string(ev.user_id), std::string(ev.cid),
                             std::string(ev.close_reason),
                             ev.status ? std::optional<std::string>(*ev.status) : std::nullopt,
-                            ev.last_active_ms, ev.watcher_count, ev.online, ev.invisible});
+                            ev.last_active_ms, ev.watcher_count, ev.online, ev.invisible,
+                            ev.closed_connection_id, ev.created_at_ms, std::string(ev.type)});
     }));
     OK(e.upsert_channel(R"({"type":"lobby","id":"m"})"));
     presence::ConnectionId a = OK(e.connect(R"({"id":"alice","status":"s \"q\""})"));
@@ -483,7 +487,9 @@ void test_typed_event_fields() {
         CHECK(seen[3].kind == presence::EventKind::user_presence_changed && seen[3].invisible);
         CHECK(seen[4].kind == presence::EventKind::user_watching_stop && seen[4].watcher_count == 0);
         CHECK(seen[5].kind == presence::EventKind::connection_closed && seen[5].close_reason == "timeout");
-        CHECK(seen[5].user_id == "alice");
+        CHECK(seen[5].user_id == "alice" && seen[5].closed == a);
+        CHECK(seen[5].type == "connection.closed" && seen[5].created_at_ms == kStart + 5000);
+        CHECK(seen[0].type == "user.presence.changed" && seen[0].created_at_ms == kStart);
     }
     CHECK(presence::event_kind("no.such.type") == presence::EventKind::unknown);
 }
@@ -498,8 +504,9 @@ void test_batch_poll() {
     presence::ConnectionId twin = OK(e.connect_user("bob")); // same subscriptions, drained as JSON
     (void)OK(e.watch_channel(bob, "lobby:main"));
     (void)OK(e.watch_channel(twin, "lobby:main"));
-    CHECK(OK(e.poll(bob, batch)) == 0);
+    (void)OK(e.poll(bob, batch)); // bob's own watching event
     (void)OK(e.poll_events_json(twin));
+    CHECK(OK(e.poll(bob, batch)) == 0);
     CHECK(batch.empty());
 
     presence::ConnectionId alice = OK(e.connect(R"({"id":"alice","status":"ready"})"));
@@ -517,6 +524,8 @@ void test_batch_poll() {
         CHECK(ev.online);
         CHECK(!ev.invisible);
         CHECK(ev.last_active_ms == std::optional<int64_t>(kStart));
+        CHECK(ev.created_at_ms == kStart);
+        CHECK(ev.closed_connection_id == 0);
         presence::Result<std::string_view> text = ev.json();
         CHECK(text.ok());
         texts.emplace_back(text.value_or(std::string_view()));

@@ -322,6 +322,8 @@ namespace Presence
         public string Type { get; internal set; }
         /// <summary>Engine-wide, strictly increasing.</summary>
         public ulong Seq { get; internal set; }
+        /// <summary>When the event happened (UTC).</summary>
+        public DateTime CreatedAt { get; internal set; }
         /// <summary>The recipient connection; 0 for host listeners.</summary>
         public ulong ConnectionId { get; internal set; }
         /// <summary>The user the event is about, or null.</summary>

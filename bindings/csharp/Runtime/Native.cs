@@ -54,6 +54,9 @@ namespace Presence
         public long LastActiveMs;
         public long WatcherCount;
         public uint CloseReason;
+        public long CreatedAtMs;
+        public ulong ClosedConnectionId;
+        public IntPtr TypeName;
     }
 
     internal static class NativeMethods

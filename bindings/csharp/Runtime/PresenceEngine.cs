@@ -832,11 +832,11 @@ namespace Presence
             };
             if (info->LastActiveMs != long.MinValue) ev.LastActive = UnixEpoch.AddMilliseconds(info->LastActiveMs);
             if (info->WatcherCount >= 0) ev.WatcherCount = (int)info->WatcherCount;
+            ev.CreatedAt = UnixEpoch.AddMilliseconds(info->CreatedAtMs);
             if (info->CloseReason != 0)
             {
                 ev.Reason = EventTypes.CloseReasonName(info->CloseReason);
-                // Which connection closed is in the JSON only (rare event: render it).
-                ev.ClosedConnectionId = JsonValue.NullableULong(JsonValue.ParseObject(ev.GetJson()), "closed_connection_id");
+                ev.ClosedConnectionId = info->ClosedConnectionId;
             }
             if (ev.UserId != null && ev.Type != EventTypes.ConnectionClosed)
             {
