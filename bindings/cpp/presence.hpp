@@ -55,6 +55,7 @@
 #include <cstdio>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -722,6 +723,7 @@ struct KindName {
     std::string_view name;
 };
 
+/// In PRESENCE_EVENT_* order (checked at compile time below).
 inline constexpr KindName kind_names[] = {
     {PRESENCE_EVENT_USER_PRESENCE_CHANGED, EventKind::user_presence_changed, "user.presence.changed"},
     {PRESENCE_EVENT_USER_UPDATED, EventKind::user_updated, "user.updated"},
@@ -733,6 +735,14 @@ inline constexpr KindName kind_names[] = {
     {PRESENCE_EVENT_ENGINE_OVERFLOW, EventKind::engine_overflow, "engine.overflow"},
     {PRESENCE_EVENT_CLUSTER_STATUS, EventKind::cluster_status, "cluster.status"},
 };
+
+[[nodiscard]] constexpr bool kinds_in_order() noexcept {
+    for (std::size_t i = 0; i < std::size(kind_names); ++i) {
+        if (kind_names[i].c_kind != i + 1) return false;
+    }
+    return true;
+}
+static_assert(kinds_in_order(), "kind_names must list PRESENCE_EVENT_* as 1, 2, ...");
 
 [[nodiscard]] inline std::string_view close_reason_name(std::uint32_t reason) noexcept {
     switch (reason) {
@@ -800,12 +810,13 @@ public:
           watcher_count(info.watcher_count), close_reason(detail::close_reason_name(info.close_reason)),
           closed_connection_id(info.closed_connection_id), created_at_ms(info.created_at_ms),
           info_(&info), batch_(batch), index_(index) {
-        type = detail::view(info.type_name);
-        for (const auto &k : detail::kind_names) {
-            if (k.c_kind == info.kind) {
-                kind = k.kind;
-                break;
-            }
+        // The PRESENCE_EVENT_* numbers are 1, 2, ... in kind_names' order.
+        if (info.kind >= 1 && info.kind <= std::size(detail::kind_names)) {
+            const detail::KindName &k = detail::kind_names[info.kind - 1];
+            kind = k.kind;
+            type = k.name;
+        } else {
+            type = detail::view(info.type_name);
         }
         if (info.status != nullptr) status = std::string_view(info.status);
         if (info.last_active_ms != INT64_MIN) last_active_ms = info.last_active_ms;
@@ -947,10 +958,11 @@ private:
     std::optional<CStr> value_;
 };
 
-/// What a listener's user_data points to; the engine frees it (box_free) once the
-/// listener is removed or the engine freed.
+/// What a listener's user_data points to. The engine frees it (box_free) once the
+/// listener is removed and no dispatch still holds it, or with the engine: a callback
+/// that destroys its own token keeps running on a live box.
 struct ListenerBox {
-    std::shared_ptr<EventHandler> fn;
+    EventHandler fn;
 };
 
 inline void box_free(void *box) noexcept { delete static_cast<ListenerBox *>(box); }
@@ -974,9 +986,7 @@ inline void run_handler(const EventHandler &handler, const Event &e) noexcept {
 /// The C callback of every listener.
 inline void trampoline(void *user_data, const PresenceEventInfo *info) noexcept {
     if (user_data == nullptr || info == nullptr) return;
-    // Keep the std::function alive even if the callback destroys its own token.
-    std::shared_ptr<EventHandler> keep = static_cast<ListenerBox *>(user_data)->fn;
-    run_handler(*keep, Event(*info));
+    run_handler(static_cast<ListenerBox *>(user_data)->fn, Event(*info));
 }
 
 struct BatchDeleter {
@@ -1381,7 +1391,7 @@ private:
     [[nodiscard]] Result<Listener> listen(EventHandler fn, Register register_fn) noexcept {
         if (!fn) return Error(PRESENCE_ERR_NULL, "listener callback is empty");
         auto box = std::make_unique<detail::ListenerBox>();
-        box->fn = std::make_shared<EventHandler>(std::move(fn));
+        box->fn = std::move(fn);
         ListenerId id = 0;
         const PresenceResult r = register_fn(box.get(), &id);
         if (r != PRESENCE_OK) return detail::last_error(r);
