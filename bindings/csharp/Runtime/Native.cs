@@ -179,24 +179,39 @@ namespace Presence
         private const int Probes = 8;
         private readonly byte[][] _keys = new byte[Size][];
         private readonly string[] _values = new string[Size];
+        private readonly object[] _tags = new object[Size];
+        private int _lastSlot;
 
         /// <summary>The string of a NUL-terminated UTF-8 string (NULL gives null).</summary>
         internal string Get(IntPtr p)
         {
             if (p == IntPtr.Zero) return null;
             byte* bytes = (byte*)p;
-            int len = NativeMethods.Strlen(bytes);
+            // Length and FNV-1a hash in one pass (each pass over the bytes counts under Mono).
             uint hash = 2166136261;
-            for (int i = 0; i < len; i++) hash = (hash ^ bytes[i]) * 16777619;
+            int len = 0;
+            for (byte b = bytes[0]; b != 0; b = bytes[++len]) hash = (hash ^ b) * 16777619;
             int home = (int)(hash & (Size - 1));
             for (int probe = 0; probe < Probes; probe++)
             {
                 int slot = (home + probe) & (Size - 1);
                 byte[] key = _keys[slot];
                 if (key == null) return Insert(slot, bytes, len);
-                if (Equal(key, bytes, len)) return _values[slot];
+                if (Equal(key, bytes, len))
+                {
+                    _lastSlot = slot;
+                    return _values[slot];
+                }
             }
             return Insert(home, bytes, len);
+        }
+
+        /// <summary>What the caller attached to the string the last Get answered (null
+        /// until attached, and again once that entry is replaced).</summary>
+        internal object LastTag
+        {
+            get { return _tags[_lastSlot]; }
+            set { _tags[_lastSlot] = value; }
         }
 
         private static bool Equal(byte[] key, byte* bytes, int len)
@@ -216,6 +231,8 @@ namespace Presence
             string value = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
             _keys[slot] = key;
             _values[slot] = value;
+            _tags[slot] = null;
+            _lastSlot = slot;
             return value;
         }
     }

@@ -51,6 +51,10 @@ namespace Presence
         private readonly Utf8Cache _strings = new Utf8Cache();
         private static readonly PresenceEvent[] NoEvents = new PresenceEvent[0];
         private PresenceBatchHandle _batch;
+        // The engine whose call is running on this thread (callbacks run inside calls), and
+        // the one that was before this engine's outermost call began.
+        [ThreadStatic] private static PresenceEngine t_calling;
+        private PresenceEngine _outerEngine;
         // Events hand out native memory only while it lives: it changes when a handler
         // returns and when the batch is refilled (PresenceEvent.GetJson checks it).
         private long _generation;
@@ -690,6 +694,7 @@ namespace Presence
                 reg.GCHandle = GCHandle.Alloc(reg, GCHandleType.Weak);
                 Interlocked.Increment(ref s_liveGCHandles);
                 IntPtr userData = GCHandle.ToIntPtr(reg.GCHandle);
+                reg.UserData = userData;
                 // No user_data_free: the GCHandle is freed here, once no native call runs.
                 r = delivery
                     ? NativeMethods.presence_add_typed_delivery_listener(h, s_callback, userData, IntPtr.Zero, out id)
@@ -720,7 +725,9 @@ namespace Presence
             try
             {
                 if (userData == IntPtr.Zero || info == IntPtr.Zero) return;
-                var reg = GCHandle.FromIntPtr(userData).Target as PresenceListener;
+                PresenceEngine calling = t_calling;
+                PresenceListener reg = calling != null ? calling.FindListener(userData) : null;
+                if (reg == null) reg = GCHandle.FromIntPtr(userData).Target as PresenceListener;
                 if (reg == null || reg.Removed) return;
                 engine = reg.Engine;
                 if (engine == null || engine._disposed) return;
@@ -759,44 +766,39 @@ namespace Presence
 
         private void DispatchHostEvent(PresenceEvent ev)
         {
-            switch (ev.Type)
+            // Type is always one of the EventTypes constants (EventTypes.Name answers them),
+            // so comparing references is exact, and cheaper than a switch on strings.
+            object type = ev.Type;
+            if (type == (object)EventTypes.UserPresenceChanged)
             {
-                case EventTypes.UserPresenceChanged:
-                    if (ev.User != null) ev.User.RaisePresenceChanged(ev.Online, ev.LastActive);
-                    Raise(UserPresenceChanged, ev);
-                    break;
-                case EventTypes.UserUpdated:
-                    // Custom fields are not part of the typed event: refresh them (JSON, but
-                    // only for this rare event, never for presence changes).
-                    if (ev.User != null)
-                    {
-                        UserFromView(JsonValue.ParseObject(GetUserJson(ev.User.Id)), null, 0);
-                        ev.User.RaiseUpdated();
-                    }
-                    Raise(UserUpdated, ev);
-                    break;
-                case EventTypes.UserWatchingStart:
-                    Raise(UserWatchingStart, ev);
-                    break;
-                case EventTypes.UserWatchingStop:
-                    Raise(UserWatchingStop, ev);
-                    break;
-                case EventTypes.MemberAdded:
-                    Raise(MemberAdded, ev);
-                    break;
-                case EventTypes.MemberRemoved:
-                    Raise(MemberRemoved, ev);
-                    break;
-                case EventTypes.ConnectionClosed:
-                    PresenceConnection conn;
-                    if (ev.ClosedConnectionId.HasValue &&
-                        _connections.TryGetValue(ev.ClosedConnectionId.Value, out conn))
-                    {
-                        _connections.Remove(ev.ClosedConnectionId.Value);
-                        conn.OnClosed(ev.Reason);
-                    }
-                    Raise(ConnectionClosed, ev);
-                    break;
+                if (ev.User != null) ev.User.RaisePresenceChanged(ev.Online, ev.LastActive);
+                Raise(UserPresenceChanged, ev);
+            }
+            else if (type == (object)EventTypes.UserUpdated)
+            {
+                // Custom fields are not part of the typed event: refresh them (JSON, but
+                // only for this rare event, never for presence changes).
+                if (ev.User != null)
+                {
+                    UserFromView(JsonValue.ParseObject(GetUserJson(ev.User.Id)), null, 0);
+                    ev.User.RaiseUpdated();
+                }
+                Raise(UserUpdated, ev);
+            }
+            else if (type == (object)EventTypes.UserWatchingStart) Raise(UserWatchingStart, ev);
+            else if (type == (object)EventTypes.UserWatchingStop) Raise(UserWatchingStop, ev);
+            else if (type == (object)EventTypes.MemberAdded) Raise(MemberAdded, ev);
+            else if (type == (object)EventTypes.MemberRemoved) Raise(MemberRemoved, ev);
+            else if (type == (object)EventTypes.ConnectionClosed)
+            {
+                PresenceConnection conn;
+                if (ev.ClosedConnectionId.HasValue &&
+                    _connections.TryGetValue(ev.ClosedConnectionId.Value, out conn))
+                {
+                    _connections.Remove(ev.ClosedConnectionId.Value);
+                    conn.OnClosed(ev.Reason);
+                }
+                Raise(ConnectionClosed, ev);
             }
             Raise(EventReceived, ev);
         }
@@ -813,10 +815,16 @@ namespace Presence
             if (handler != null) handler(ev);
         }
 
-        private static readonly DateTime UnixEpoch = new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        private const long UnixEpochTicks = 621355968000000000;
+        private const long TicksPerMillisecond = 10000;
+
+        private static DateTime FromUnixMillis(long ms)
+        {
+            return new DateTime(UnixEpochTicks + ms * TicksPerMillisecond, DateTimeKind.Utc);
+        }
 
         /// <summary>A PresenceEvent from a native PresenceEventInfo, read in place: no JSON,
-        /// strings from the cache. Allocates the event (and a Member for member events).</summary>
+        /// strings and registry Users from the cache. Allocates the event only.</summary>
         private unsafe PresenceEvent MakeEvent(IntPtr infoPtr, IntPtr batch, uint index)
         {
             NativeEventInfo* info = (NativeEventInfo*)infoPtr;
@@ -824,28 +832,34 @@ namespace Presence
             {
                 Type = EventTypes.Name(info->Kind),
                 Seq = info->Seq,
+                CreatedAt = FromUnixMillis(info->CreatedAtMs),
                 ConnectionId = info->ConnectionId,
-                UserId = _strings.Get(info->UserId),
                 Cid = _strings.Get(info->Cid),
                 // Online as others see it: the host's own view folds invisible in.
                 Online = info->Online != 0 && info->Invisible == 0,
             };
-            if (info->LastActiveMs != long.MinValue) ev.LastActive = UnixEpoch.AddMilliseconds(info->LastActiveMs);
+            string userId = _strings.Get(info->UserId);
+            ev.UserId = userId;
+            var user = _strings.LastTag as User;
+            if (userId != null && user == null)
+            {
+                user = Registry(userId);
+                _strings.LastTag = user;
+            }
+            if (info->LastActiveMs != long.MinValue) ev.LastActive = FromUnixMillis(info->LastActiveMs);
             if (info->WatcherCount >= 0) ev.WatcherCount = (int)info->WatcherCount;
-            ev.CreatedAt = UnixEpoch.AddMilliseconds(info->CreatedAtMs);
             if (info->CloseReason != 0)
             {
                 ev.Reason = EventTypes.CloseReasonName(info->CloseReason);
                 ev.ClosedConnectionId = info->ClosedConnectionId;
             }
-            if (ev.UserId != null && ev.Type != EventTypes.ConnectionClosed)
+            else if (user != null)
             {
-                User user = Registry(ev.UserId);
                 // Own views (the host's) say whether the user is invisible; public ones do not.
                 user.ApplyEvent(info->Online != 0, info->ConnectionId == 0, info->Invisible != 0,
                                 _strings.Get(info->Status), ev.LastActive, ev.Seq);
                 ev.User = user;
-                if (ev.Type == EventTypes.MemberAdded || ev.Type == EventTypes.MemberRemoved)
+                if ((object)ev.Type == (object)EventTypes.MemberAdded || (object)ev.Type == (object)EventTypes.MemberRemoved)
                     ev.Member = user.AsMember;
             }
             return ev;
@@ -949,18 +963,40 @@ namespace Presence
             if (_disposed) throw new ObjectDisposedException("PresenceEngine");
             bool added = false;
             _handle.DangerousAddRef(ref added);
-            _callDepth++;
+            if (_callDepth++ == 0)
+            {
+                _outerEngine = t_calling;
+                t_calling = this;
+            }
             return _handle.DangerousGetHandle();
         }
 
         private void Leave()
         {
-            if (--_callDepth == 0 && _deferredFree.Count > 0)
+            if (--_callDepth == 0)
             {
-                foreach (var reg in _deferredFree) reg.FreeGCHandle();
-                _deferredFree.Clear();
+                t_calling = _outerEngine;
+                _outerEngine = null;
+                if (_deferredFree.Count > 0)
+                {
+                    foreach (var reg in _deferredFree) reg.FreeGCHandle();
+                    _deferredFree.Clear();
+                }
             }
             _handle.DangerousRelease();
+        }
+
+        /// <summary>This engine's live listener registered with <paramref name="userData"/>,
+        /// without going through the GCHandle (whose Target costs more than the rest of a
+        /// delivery under Mono).</summary>
+        private PresenceListener FindListener(IntPtr userData)
+        {
+            for (int i = 0; i < _listeners.Count; i++)
+            {
+                PresenceListener reg = _listeners[i];
+                if (reg.UserData == userData) return reg;
+            }
+            return null;
         }
 
         private static PresenceException LastError(PresenceResult r)
@@ -1026,6 +1062,8 @@ namespace Presence
         internal PresenceEngine Engine { get; private set; }
         internal Action<PresenceEvent> Handler { get; private set; }
         internal GCHandle GCHandle;
+        /// <summary>The user_data given to the native listener (the GCHandle as a pointer).</summary>
+        internal IntPtr UserData;
 
         public void Dispose()
         {
