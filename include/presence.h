@@ -11,6 +11,10 @@
  * - Strings are UTF-8 and NUL-terminated. String arguments are borrowed for the call
  *   only. Every string returned through a `char **out_json` parameter belongs to the
  *   caller and is released with presence_string_free(). Every *_free accepts NULL.
+ * - The typed event path (ABI version 2) hands out `const` pointers instead: event infos,
+ *   their strings and their JSON are owned by the library (never free them) and valid
+ *   for as long as the function handing them out says (a batch until it is refilled or
+ *   freed, a callback's until it returns).
  * - Pointer arguments are required unless their documentation says they may be NULL.
  * - A panic never crosses the boundary: it becomes PRESENCE_ERR_PANIC and the engine
  *   stays usable.
@@ -34,7 +38,8 @@
 
 /**
  * The version of this C ABI. Version 1 is the JSON event path; version 2 adds the typed
- * event path (`PresenceEventInfo`, batches, typed listeners, `presence_connect_user`).
+ * event path (`PresenceEventInfo`, batches, typed listeners, `presence_connect_user`,
+ * `presence_get_user_presence`).
  * Each version only adds to the one before, so a library answering 2 serves every
  * version-1 function unchanged. A host built against this header checks at startup that
  * `presence_abi_version() >= PRESENCE_ABI_VERSION` (an older library lacks functions).
@@ -320,6 +325,34 @@ typedef void (*PresenceEventInfoCallback)(void *user_data, const struct Presence
  * A finalizer for a listener's `user_data`.
  */
 typedef void (*PresenceUserDataFree)(void *user_data);
+
+/**
+ * A user's presence as one viewer sees it: what a game loop reads each frame for the
+ * players it shows, without JSON. Filled by `presence_get_user_presence`.
+ */
+typedef struct PresenceUserPresence {
+  /**
+   * The `online` flag in the viewer's view (an invisible user is offline to others,
+   * online to the host and to their own connections while connected).
+   */
+  bool online;
+  /**
+   * Whether the user is invisible, in own views only; always false in public views.
+   */
+  bool invisible;
+  /**
+   * Whether the user has a status (possibly ""); `status_len` is its length.
+   */
+  bool has_status;
+  /**
+   * The status's length in bytes (0 without one), whatever the buffer could hold.
+   */
+  uint32_t status_len;
+  /**
+   * The user's last activity in Unix milliseconds; INT64_MIN when never active.
+   */
+  int64_t last_active_ms;
+} PresenceUserPresence;
 
 #ifdef __cplusplus
 extern "C" {
@@ -643,8 +676,9 @@ enum PresenceResult presence_poll_events(struct PresenceEngine *engine,
 enum PresenceResult presence_pump(struct PresenceEngine *engine, uint32_t *out_delivered);
 
 /**
- * Creates an empty batch. `out` is required and receives the batch; the caller owns it
- * and releases it with `presence_batch_free`. Errors: NULL. Any thread.
+ * Creates an empty batch (it allocates as it first fills). `out` is required and
+ * receives the batch; the caller owns it and releases it with `presence_batch_free`.
+ * Errors: NULL. Any thread.
  */
 enum PresenceResult presence_batch_new(struct PresenceEventBatch **out);
 
@@ -687,6 +721,7 @@ const struct PresenceEventInfo *presence_batch_event(const struct PresenceEventB
  * event (with `connection_id`). Rendered on the first request and kept: the string is
  * owned by the batch (never free it) and stays valid until the batch is refilled or
  * freed. Each event's JSON in each view is rendered once and shared by every recipient.
+ * Cost: O(size of the event) on the first request for an index, O(1) after.
  *
  * `batch` and `out_json` are required. Errors: NULL, INVALID (`index` past the end).
  * Any thread using the batch.
@@ -707,7 +742,8 @@ enum PresenceResult presence_batch_event_json(struct PresenceEventBatch *batch,
  * exactly once with `user_data`, after the listener is removed and no callback of it runs
  * any more (on the thread that removes it, or the one whose dispatch still held it), or
  * when the engine is freed. When this call fails it is never called: `user_data` stays
- * the caller's. Errors: NULL, UTF8. Any thread, including from a callback.
+ * the caller's. Cost: O(listeners). Errors: NULL, UTF8. Any thread, including from a
+ * callback.
  */
 enum PresenceResult presence_add_typed_listener(struct PresenceEngine *engine,
                                                 const char *event_type,
@@ -724,7 +760,8 @@ enum PresenceResult presence_add_typed_listener(struct PresenceEngine *engine,
  * delivery in steady state.
  *
  * `cb` and `out` are required; `user_data` and `user_data_free` as for
- * `presence_add_typed_listener`. Errors: NULL. Any thread, including from a callback.
+ * `presence_add_typed_listener`. Cost: O(listeners). Errors: NULL. Any thread, including
+ * from a callback.
  */
 enum PresenceResult presence_add_typed_delivery_listener(struct PresenceEngine *engine,
                                                          PresenceEventInfoCallback cb,
@@ -737,7 +774,8 @@ enum PresenceResult presence_add_typed_delivery_listener(struct PresenceEngine *
  * `presence_add_listener` / `presence_add_delivery_listener` would have handed it
  * (with `connection_id` for deliveries). The string is owned by the engine and valid
  * until the callback returns. Each event's JSON in each view is rendered once and shared
- * by every recipient.
+ * by every recipient. Cost: O(size of the event) on the first request in a view, then
+ * O(1) for a host listener and O(length) to add a delivery's `connection_id`.
  *
  * `event` must be the pointer a typed callback running on this thread received (an outer
  * one's too, when callbacks nest); `out_json` is required. Errors: NULL, STATE (`event`
@@ -760,6 +798,25 @@ enum PresenceResult presence_event_info_json(const struct PresenceEventInfo *eve
 enum PresenceResult presence_connect_user(struct PresenceEngine *engine,
                                           const char *user_id,
                                           PresenceConnectionId *out);
+
+/**
+ * Reads user `user_id` as `viewer` sees it (0: the host, own view), without JSON: the
+ * typed counterpart of `presence_get_user` for what a game loop reads every frame. Cost:
+ * O(1) under the engine's lock, plus copying the status.
+ *
+ * `user_id` and `out` are required. `status` may be NULL (with any `status_capacity`);
+ * otherwise it receives the status (or "" without one), NUL-terminated and cut to at most
+ * `status_capacity - 1` bytes at a character boundary (statuses are at most 1024 bytes,
+ * so 1025 always suffices; `out->status_len` tells the full length). Both are written
+ * only on success. Errors: NULL, UTF8, NOT_FOUND (unknown user, or unknown viewer
+ * connection). Any thread, including from a callback.
+ */
+enum PresenceResult presence_get_user_presence(struct PresenceEngine *engine,
+                                               PresenceConnectionId viewer,
+                                               const char *user_id,
+                                               struct PresenceUserPresence *out,
+                                               char *status,
+                                               uint32_t status_capacity);
 
 /**
  * Applies everything due at the engine's current time: heartbeat timeouts, offline-grace

@@ -439,7 +439,8 @@ impl Delivery {
     pub fn to_value(&self) -> Value {
         self.event.to_value(self.view, Some(self.connection))
     }
-    /// The delivered event as JSON text, with `connection_id`; see [`Event::to_json`].
+    /// The delivered event as JSON text, with `connection_id`; see [`Event::to_json`]
+    /// for its cost.
     pub fn to_json(&self) -> String {
         self.event.to_json(self.view, Some(self.connection))
     }

@@ -176,9 +176,7 @@ fn the_c_header_has_a_constant_for_every_event_type_and_close_reason() {
     let expected: Vec<(String, u32)> =
         EventKind::TYPES.iter().map(|&(n, name)| (constant_name("PRESENCE_EVENT_", name), n)).collect();
     assert_eq!(header_constants(&header, "PRESENCE_EVENT_"), expected, "include/presence.h PRESENCE_EVENT_*");
-    let expected: Vec<(String, u32)> = CloseReason::ALL
-        .iter()
-        .map(|&r| (constant_name("PRESENCE_CLOSE_", r.as_str()), r as u32))
-        .collect();
+    let expected: Vec<(String, u32)> =
+        CloseReason::ALL.iter().map(|&r| (constant_name("PRESENCE_CLOSE_", r.as_str()), r as u32)).collect();
     assert_eq!(header_constants(&header, "PRESENCE_CLOSE_"), expected, "include/presence.h PRESENCE_CLOSE_*");
 }

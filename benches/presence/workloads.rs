@@ -1,4 +1,4 @@
-//! The seven workloads of issue 6, each measured for the engine and for the baseline in
+//! The workloads, each measured for the engine and for the baseline in
 //! the same run. Every timed region does only the operation under test: op sequences,
 //! ids, patches and query strings are prepared before it, and queue draining happens
 //! outside it. Sanity checks (never timing) run in both modes.
@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Manual clocks start here (2023-11-14).
-const T0: Millis = 1_700_000_000_000;
-const STATUSES: [&str; 4] = ["in lobby", "in match", "away", "busy"];
+pub(crate) const T0: Millis = 1_700_000_000_000;
+pub(crate) const STATUSES: [&str; 4] = ["in lobby", "in match", "away", "busy"];
 const HOST: ConnectionId = ConnectionId::HOST;
 
 /// Runs the selected workloads (`p.only`, all when empty) in an order that keeps at most
@@ -46,6 +46,9 @@ pub fn run_all(p: &Params, r: &mut Report) {
     if on(7) {
         w7_c_boundary(p, r);
     }
+    if on(8) {
+        crate::typed_c::w8_typed_c(p, r);
+    }
 }
 
 // ----- helpers -----
@@ -54,17 +57,17 @@ fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as Millis
 }
 
-fn ns_per(d: Duration, n: usize) -> f64 {
+pub(crate) fn ns_per(d: Duration, n: usize) -> f64 {
     d.as_nanos() as f64 / n.max(1) as f64
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     let t = Instant::now();
     let v = f();
     (t.elapsed(), v)
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = START.get_or_init(Instant::now);
     eprintln!("[{:>6.1} s] {msg}", start.elapsed().as_secs_f64());
@@ -72,13 +75,13 @@ fn progress(msg: &str) {
 
 /// A sanity check (both modes): the workload did what it claims.
 #[track_caller]
-fn check(ok: bool, what: impl FnOnce() -> String) {
+pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) {
     if !ok {
         panic!("presence bench sanity check failed: {}", what());
     }
 }
 
-fn user_id(i: usize) -> String {
+pub(crate) fn user_id(i: usize) -> String {
     format!("u{i:07}")
 }
 
@@ -756,7 +759,7 @@ fn fanout_engine(capacity: u32, width: usize) -> (Engine, Vec<ConnectionId>) {
     (eng, conns)
 }
 
-fn fanout_baseline(capacity: usize, width: usize) -> (Baseline, Vec<u64>) {
+pub(crate) fn fanout_baseline(capacity: usize, width: usize) -> (Baseline, Vec<u64>) {
     let mut base = Baseline::new(900_000, capacity);
     base.connect("star", T0);
     let conns = (0..width)
@@ -781,7 +784,7 @@ fn fanout_engine_status(eng: &Engine, reps: usize, flip: &mut usize) -> Duration
 }
 
 #[inline(never)]
-fn fanout_baseline_status(base: &mut Baseline, reps: usize, flip: &mut usize) -> Duration {
+pub(crate) fn fanout_baseline_status(base: &mut Baseline, reps: usize, flip: &mut usize) -> Duration {
     let t = Instant::now();
     for _ in 0..reps {
         *flip += 1;

@@ -329,7 +329,12 @@ impl Engine {
     /// [`Engine::poll_events`] into a vector the caller reuses: moves up to `max` events
     /// onto the end of `out`, answering how many moved. Allocates nothing once `out` has
     /// room. Cost: O(moved).
-    pub fn poll_events_into(&self, connection: ConnectionId, max: usize, out: &mut Vec<Delivery>) -> Result<usize> {
+    pub fn poll_events_into(
+        &self,
+        connection: ConnectionId,
+        max: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize> {
         self.inner.lock().state.poll_into(connection, max, out)
     }
 

@@ -1,7 +1,7 @@
 //! ABI version 2, the typed event path: events as `PresenceEventInfo` structs with
 //! borrowed strings, drained into a reusable batch or handed to typed listeners, with JSON
-//! rendered only when asked (once per event and view, shared by every recipient); and
-//! connecting by user id alone.
+//! rendered only when asked (once per event and view, shared by every recipient);
+//! connecting by user id alone, and reading a user's presence into a struct.
 use super::support::{self, call, non_null, null, opt_str_arg, str_arg};
 use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
 use crate::engine::ListenerFilter;
@@ -10,6 +10,7 @@ use crate::event::{CloseReason, ConnectionId, Delivery, Event, EventKind};
 use crate::user::{UserPatch, View};
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
+use std::mem::MaybeUninit;
 use std::os::raw::c_char;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,30 +90,66 @@ pub struct PresenceEventInfo {
 
 /// Bytes of NUL-terminated copies of the strings an info points at: the user id, the
 /// channel and the status.
-fn strings_len(event: &Event) -> usize {
+pub(super) fn strings_len(event: &Event) -> usize {
     let user = event.user();
-    user.id.len() + 1 + event.channel().map_or(0, |c| c.cid.len() + 1) + user.status.as_ref().map_or(0, |s| s.len() + 1)
+    user.id.len()
+        + 1
+        + event.channel().map_or(0, |c| c.cid.len() + 1)
+        + user.status.as_ref().map_or(0, |s| s.len() + 1)
 }
 
-/// A byte buffer that hands out pointers to NUL-terminated copies: it never grows past the
-/// room reserved for it, so every pointer handed out stays valid until it is cleared.
-struct Strings<'a>(&'a mut Vec<u8>);
+/// Room for NUL-terminated copies of strings, handing out pointers that stay valid as
+/// long as the room does (it never moves or grows). Pushing past its end panics: callers
+/// size it with `strings_len`.
+pub(super) struct Strings<'a> {
+    room: &'a mut [MaybeUninit<u8>],
+    used: usize,
+}
 
-impl Strings<'_> {
-    fn push(&mut self, s: &str) -> *const c_char {
-        let buf = &mut *self.0;
-        assert!(buf.len() + s.len() < buf.capacity(), "string room was reserved for every event");
-        let at = buf.len();
-        buf.extend_from_slice(s.as_bytes());
-        buf.push(0);
-        // SAFETY: `at` is within the buffer, which does not move (no growth past capacity).
-        unsafe { buf.as_ptr().add(at) }.cast()
+impl<'a> Strings<'a> {
+    pub(super) fn new(room: &'a mut [MaybeUninit<u8>]) -> Self {
+        Strings { room, used: 0 }
+    }
+
+    pub(super) fn push(&mut self, s: &str) -> *const c_char {
+        let end = self.used + s.len();
+        assert!(end < self.room.len(), "string room was sized for every string");
+        let at = self.room[self.used..=end].as_mut_ptr().cast::<u8>();
+        // SAFETY: `at` has room for the bytes and the NUL (checked above); the source is
+        // another allocation.
+        unsafe {
+            ptr::copy_nonoverlapping(s.as_ptr(), at, s.len());
+            at.add(s.len()).write(0);
+        }
+        self.used = end + 1;
+        at.cast()
+    }
+}
+
+/// Stack room for the strings of one event: user ids are at most 255 bytes, cids 129 and
+/// statuses 1024, so every validated event fits.
+const STACK_ROOM: usize = 1536;
+
+/// Runs `f` with room for `len` bytes of strings: on the stack when they fit (always, for
+/// validated input), so describing an event for a callback allocates nothing.
+pub(super) fn with_room<R>(len: usize, f: impl FnOnce(Strings) -> R) -> R {
+    if len <= STACK_ROOM {
+        let mut stack = [MaybeUninit::<u8>::uninit(); STACK_ROOM];
+        f(Strings::new(&mut stack))
+    } else {
+        let mut heap = Vec::<u8>::with_capacity(len);
+        f(Strings::new(&mut heap.spare_capacity_mut()[..len]))
     }
 }
 
 /// The info of `event` for `recipient` (0: the host) in `view`, its strings copied into
 /// `strings` (which must have room for `strings_len(event)` more bytes).
-fn describe(event: &Event, recipient: PresenceConnectionId, view: View, strings: &mut Strings) -> PresenceEventInfo {
+fn describe(
+    event: &Event,
+    recipient: PresenceConnectionId,
+    view: View,
+    strings: &mut Strings,
+) -> PresenceEventInfo {
     let user = event.user();
     let (watcher_count, close_reason, closed_connection_id) = match &event.kind {
         EventKind::WatchingStart { watcher_count, .. } | EventKind::WatchingStop { watcher_count, .. } => {
@@ -151,10 +188,11 @@ fn describe(event: &Event, recipient: PresenceConnectionId, view: View, strings:
 pub struct PresenceEventBatch {
     deliveries: Vec<Delivery>,
     infos: Vec<PresenceEventInfo>,
+    /// Room for the infos' strings: its spare capacity (the length stays 0).
     strings: Vec<u8>,
-    /// Per position: that event's JSON (with a NUL) once asked for. Kept across refills
-    /// so their room is reused.
-    json: Vec<Option<Vec<u8>>>,
+    /// Per position: that event's JSON with a NUL once asked for, empty before. Kept
+    /// across refills so their room is reused.
+    json: Vec<Vec<u8>>,
 }
 
 /// A batch handle checked for NULL.
@@ -167,11 +205,8 @@ impl PresenceEventBatch {
     fn clear(&mut self) {
         self.deliveries.clear();
         self.infos.clear();
-        self.strings.clear();
-        for json in &mut self.json {
-            if let Some(text) = json {
-                text.clear();
-            }
+        for text in &mut self.json {
+            text.clear();
         }
     }
 
@@ -179,25 +214,32 @@ impl PresenceEventBatch {
     /// strings, than ever before.
     fn describe_all(&mut self) {
         let room = self.deliveries.iter().map(|d| strings_len(&d.event)).sum();
+        // The strings live in the vector's spare capacity (its length stays 0).
         self.strings.reserve(room);
         self.infos.reserve(self.deliveries.len());
-        let mut strings = Strings(&mut self.strings);
+        let mut strings = Strings::new(self.strings.spare_capacity_mut());
         for d in &self.deliveries {
             self.infos.push(describe(&d.event, d.connection.0, d.view, &mut strings));
         }
         if self.json.len() < self.deliveries.len() {
-            self.json.resize_with(self.deliveries.len(), || None);
+            self.json.resize_with(self.deliveries.len(), Vec::new);
         }
     }
 }
 
-/// Creates an empty batch. `out` is required and receives the batch; the caller owns it
-/// and releases it with `presence_batch_free`. Errors: NULL. Any thread.
+/// Creates an empty batch (it allocates as it first fills). `out` is required and
+/// receives the batch; the caller owns it and releases it with `presence_batch_free`.
+/// Errors: NULL. Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn presence_batch_new(out: *mut *mut PresenceEventBatch) -> PresenceResult {
     call("presence_batch_new", || {
         let out = non_null(out, "out")?;
-        let b = PresenceEventBatch { deliveries: Vec::new(), infos: Vec::new(), strings: Vec::new(), json: Vec::new() };
+        let b = PresenceEventBatch {
+            deliveries: Vec::new(),
+            infos: Vec::new(),
+            strings: Vec::new(),
+            json: Vec::new(),
+        };
         unsafe { out.write(Box::into_raw(Box::new(b))) };
         Ok(())
     })
@@ -265,6 +307,7 @@ pub unsafe extern "C" fn presence_batch_event(
 /// event (with `connection_id`). Rendered on the first request and kept: the string is
 /// owned by the batch (never free it) and stays valid until the batch is refilled or
 /// freed. Each event's JSON in each view is rendered once and shared by every recipient.
+/// Cost: O(size of the event) on the first request for an index, O(1) after.
 ///
 /// `batch` and `out_json` are required. Errors: NULL, INVALID (`index` past the end).
 /// Any thread using the batch.
@@ -278,9 +321,12 @@ pub unsafe extern "C" fn presence_batch_event_json(
         let b = self::batch(batch)?;
         let out = non_null(out_json, "out_json")?;
         let Some(d) = b.deliveries.get(index as usize) else {
-            return Err(Error::invalid(format!("index {index} is past the end (the batch holds {})", b.deliveries.len())));
+            return Err(Error::invalid(format!(
+                "index {index} is past the end (the batch holds {})",
+                b.deliveries.len()
+            )));
         };
-        let text = b.json[index as usize].get_or_insert_with(Vec::new);
+        let text = &mut b.json[index as usize];
         if text.is_empty() {
             d.write_json(text);
             text.push(0);
@@ -359,11 +405,11 @@ thread_local! {
 /// Buffers kept per thread; more are dropped after use.
 const KEPT_BUFFERS: usize = 8;
 
-fn take_buffer() -> Vec<u8> {
+pub(super) fn take_buffer() -> Vec<u8> {
     BUFFERS.try_with(|b| b.borrow_mut().pop()).ok().flatten().unwrap_or_default()
 }
 
-fn give_back(mut buffer: Vec<u8>) {
+pub(super) fn give_back(mut buffer: Vec<u8>) {
     buffer.clear();
     let _ = BUFFERS.try_with(|b| {
         let mut kept = b.borrow_mut();
@@ -385,11 +431,17 @@ impl Drop for Restore {
 impl TypedCallback {
     /// Describes the event (strings in a reused buffer) and calls the C function with it.
     fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
-        let mut strings = take_buffer();
-        strings.reserve(strings_len(event));
-        let info = describe(event, recipient.map_or(0, |c| c.0), view, &mut Strings(&mut strings));
+        with_room(strings_len(event), |mut strings| {
+            let info = describe(event, recipient.map_or(0, |c| c.0), view, &mut strings);
+            self.call(info, event, view, recipient);
+        });
+    }
+
+    /// Calls the C function with `info`, findable by `presence_event_info_json` meanwhile.
+    fn call(&self, info: PresenceEventInfo, event: &Event, view: View, recipient: Option<ConnectionId>) {
         let outer = CURRENT.with(Cell::get);
-        let call = CallbackEvent { info, event, view, recipient, json: RefCell::new(None), outer: outer.cast() };
+        let call =
+            CallbackEvent { info, event, view, recipient, json: RefCell::new(None), outer: outer.cast() };
         let this: *const CallbackEvent = &call;
         CURRENT.with(|c| c.set(this.cast()));
         let restore = Restore(outer);
@@ -400,7 +452,6 @@ impl TypedCallback {
         if let Some(json) = call.json.into_inner() {
             give_back(json);
         }
-        give_back(strings);
     }
 }
 
@@ -424,11 +475,19 @@ fn add_typed(
         };
         let function = cb.ok_or_else(|| null("cb"))?;
         let out = non_null(out, "out")?;
-        let user_data = Arc::new(UserData { pointer: user_data, free: user_data_free, registered: AtomicBool::new(false) });
+        let user_data = Arc::new(UserData {
+            pointer: user_data,
+            free: user_data_free,
+            registered: AtomicBool::new(false),
+        });
         let callback = TypedCallback { function, user_data: user_data.clone() };
         let id = match filter {
-            Some(filter) => e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None)),
-            None => e.add_delivery_listener(move |d: &Delivery| callback.invoke(&d.event, d.view, Some(d.connection))),
+            Some(filter) => {
+                e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))
+            }
+            None => e.add_delivery_listener(move |d: &Delivery| {
+                callback.invoke(&d.event, d.view, Some(d.connection))
+            }),
         };
         user_data.registered.store(true, Ordering::Release);
         unsafe { out.write(id.0) };
@@ -447,7 +506,8 @@ fn add_typed(
 /// exactly once with `user_data`, after the listener is removed and no callback of it runs
 /// any more (on the thread that removes it, or the one whose dispatch still held it), or
 /// when the engine is freed. When this call fails it is never called: `user_data` stays
-/// the caller's. Errors: NULL, UTF8. Any thread, including from a callback.
+/// the caller's. Cost: O(listeners). Errors: NULL, UTF8. Any thread, including from a
+/// callback.
 #[no_mangle]
 pub unsafe extern "C" fn presence_add_typed_listener(
     engine: *mut PresenceEngine,
@@ -458,7 +518,15 @@ pub unsafe extern "C" fn presence_add_typed_listener(
     user_data_free: PresenceUserDataFree,
     out: *mut PresenceListenerId,
 ) -> PresenceResult {
-    add_typed("presence_add_typed_listener", engine, cb, user_data, user_data_free, out, Some((event_type, user_id)))
+    add_typed(
+        "presence_add_typed_listener",
+        engine,
+        cb,
+        user_data,
+        user_data_free,
+        out,
+        Some((event_type, user_id)),
+    )
 }
 
 /// Registers a typed delivery listener: as `presence_add_delivery_listener` (one call per
@@ -467,7 +535,8 @@ pub unsafe extern "C" fn presence_add_typed_listener(
 /// delivery in steady state.
 ///
 /// `cb` and `out` are required; `user_data` and `user_data_free` as for
-/// `presence_add_typed_listener`. Errors: NULL. Any thread, including from a callback.
+/// `presence_add_typed_listener`. Cost: O(listeners). Errors: NULL. Any thread, including
+/// from a callback.
 #[no_mangle]
 pub unsafe extern "C" fn presence_add_typed_delivery_listener(
     engine: *mut PresenceEngine,
@@ -483,7 +552,8 @@ pub unsafe extern "C" fn presence_add_typed_delivery_listener(
 /// `presence_add_listener` / `presence_add_delivery_listener` would have handed it
 /// (with `connection_id` for deliveries). The string is owned by the engine and valid
 /// until the callback returns. Each event's JSON in each view is rendered once and shared
-/// by every recipient.
+/// by every recipient. Cost: O(size of the event) on the first request in a view, then
+/// O(1) for a host listener and O(length) to add a delivery's `connection_id`.
 ///
 /// `event` must be the pointer a typed callback running on this thread received (an outer
 /// one's too, when callbacks nest); `out_json` is required. Errors: NULL, STATE (`event`
@@ -549,6 +619,75 @@ pub unsafe extern "C" fn presence_connect_user(
         let out = non_null(out, "out")?;
         let id = e.connect(&UserPatch::id(user_id))?;
         unsafe { out.write(id.0) };
+        Ok(())
+    })
+}
+
+// ----- reading a user without JSON -----
+
+/// A user's presence as one viewer sees it: what a game loop reads each frame for the
+/// players it shows, without JSON. Filled by `presence_get_user_presence`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceUserPresence {
+    /// The `online` flag in the viewer's view (an invisible user is offline to others,
+    /// online to the host and to their own connections while connected).
+    pub online: bool,
+    /// Whether the user is invisible, in own views only; always false in public views.
+    pub invisible: bool,
+    /// Whether the user has a status (possibly ""); `status_len` is its length.
+    pub has_status: bool,
+    /// The status's length in bytes (0 without one), whatever the buffer could hold.
+    pub status_len: u32,
+    /// The user's last activity in Unix milliseconds; INT64_MIN when never active.
+    pub last_active_ms: i64,
+}
+
+/// Reads user `user_id` as `viewer` sees it (0: the host, own view), without JSON: the
+/// typed counterpart of `presence_get_user` for what a game loop reads every frame. Cost:
+/// O(1) under the engine's lock, plus copying the status.
+///
+/// `user_id` and `out` are required. `status` may be NULL (with any `status_capacity`);
+/// otherwise it receives the status (or "" without one), NUL-terminated and cut to at most
+/// `status_capacity - 1` bytes at a character boundary (statuses are at most 1024 bytes,
+/// so 1025 always suffices; `out->status_len` tells the full length). Both are written
+/// only on success. Errors: NULL, UTF8, NOT_FOUND (unknown user, or unknown viewer
+/// connection). Any thread, including from a callback.
+#[no_mangle]
+pub unsafe extern "C" fn presence_get_user_presence(
+    engine: *mut PresenceEngine,
+    viewer: PresenceConnectionId,
+    user_id: *const c_char,
+    out: *mut PresenceUserPresence,
+    status: *mut c_char,
+    status_capacity: u32,
+) -> PresenceResult {
+    call("presence_get_user_presence", || {
+        let e = unsafe { support::engine(engine) }?;
+        let user_id = unsafe { str_arg(user_id, "user_id") }?;
+        let out = non_null(out, "out")?;
+        let viewed = e.get_user_answer(ConnectionId(viewer), user_id)?;
+        let user = &viewed.user;
+        let text = user.status.as_deref().unwrap_or("");
+        if !status.is_null() && status_capacity > 0 {
+            let mut fits = text.len().min(status_capacity as usize - 1);
+            while !text.is_char_boundary(fits) {
+                fits -= 1;
+            }
+            // SAFETY: the caller provides `status_capacity` writable bytes at `status`.
+            unsafe {
+                ptr::copy_nonoverlapping(text.as_ptr(), status.cast::<u8>(), fits);
+                status.add(fits).write(0);
+            }
+        }
+        let presence = PresenceUserPresence {
+            online: user.online(viewed.view),
+            invisible: viewed.view == View::Own && user.invisible,
+            has_status: user.status.is_some(),
+            status_len: text.len() as u32,
+            last_active_ms: user.last_active.unwrap_or(i64::MIN),
+        };
+        unsafe { out.write(presence) };
         Ok(())
     })
 }

@@ -104,11 +104,8 @@ fn the_event_info_starts_with_the_pinned_fields() {
     let h = generate();
     let from = h.find("typedef struct PresenceEventInfo {").expect("PresenceEventInfo");
     let to = from + h[from..].find("} PresenceEventInfo;").expect("its end");
-    let fields: Vec<&str> = h[from..to]
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.ends_with(';') && !l.starts_with('*'))
-        .collect();
+    let fields: Vec<&str> =
+        h[from..to].lines().map(str::trim).filter(|l| l.ends_with(';') && !l.starts_with('*')).collect();
     let pinned = [
         "uint32_t kind;",
         "uint64_t seq;",
