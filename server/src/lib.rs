@@ -94,7 +94,7 @@ impl App {
             match reason {
                 CloseReason::SlowConsumer => app.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed),
                 CloseReason::Timeout => app.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
-                CloseReason::Disconnect => 0,
+                CloseReason::Disconnect | CloseReason::NodeLost => 0,
             };
             let link = app.links.read().get(connection).cloned();
             if let Some(link) = link {
