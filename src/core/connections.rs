@@ -1,7 +1,7 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
 use super::{place, ChannelIdx, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
 use crate::time::Millis;
 use crate::user::UserPatch;
@@ -18,8 +18,8 @@ impl State {
             let max = self.config.max_connections_per_user as usize;
             if self.users[u as usize].connections.len() >= max {
                 return Err(Error::limit(format!(
-                    "user {:?} already holds {max} connections (max_connections_per_user)",
-                    patch.id
+                    "user {} already holds {max} connections (max_connections_per_user)",
+                    quote(&patch.id)
                 )));
             }
         }

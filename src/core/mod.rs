@@ -18,7 +18,7 @@ pub(crate) use snapshot::{LoadedChannel, LoadedUser, Restore, Saved, SavedChanne
 
 use crate::channel::parse_cid;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
 use crate::time::Millis;
 use crate::user::{CustomFields, UserSnapshot, View};
@@ -303,7 +303,7 @@ impl State {
     }
 
     fn user_idx(&self, id: &str) -> Result<UserIdx> {
-        self.find_user(id).ok_or_else(|| Error::not_found(format!("unknown user {id:?}")))
+        self.find_user(id).ok_or_else(|| Error::not_found(format!("unknown user {}", quote(id))))
     }
 
     fn channel_idx(&self, cid: &str) -> Result<ChannelIdx> {
@@ -311,7 +311,7 @@ impl State {
         self.channel_index
             .get(cid)
             .copied()
-            .ok_or_else(|| Error::not_found(format!("unknown channel {cid:?}")))
+            .ok_or_else(|| Error::not_found(format!("unknown channel {}", quote(cid))))
     }
 
     fn channel(&self, ch: ChannelIdx) -> &ChannelRecord {

@@ -4,7 +4,7 @@ use super::channels::channel_snapshot;
 use super::{ChannelRecord, OptMillis, State};
 use crate::answer::ChannelSnapshot;
 use crate::channel::ChannelPatch;
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::time::Millis;
 use crate::user::{merge_custom, UserPatch, UserSnapshot};
 use std::sync::Arc;
@@ -48,7 +48,7 @@ impl Restore {
         let state = &mut self.0;
         let LoadedUser { patch, last_active, created_at, updated_at } = entry;
         if state.find_user(&patch.id).is_some() {
-            return Err(Error::invalid(format!("user {:?} appears twice", patch.id)));
+            return Err(Error::invalid(format!("user {} appears twice", quote(&patch.id))));
         }
         let custom = merge_custom("user", None, &patch.custom)?;
         let (u, _) = state.get_or_create_user(&patch.id, created_at);
@@ -65,7 +65,7 @@ impl Restore {
         let state = &mut self.0;
         let LoadedChannel { patch, created_at, updated_at } = entry;
         if state.channel_index.contains_key(patch.cid.as_str()) {
-            return Err(Error::invalid(format!("channel {:?} appears twice", patch.cid)));
+            return Err(Error::invalid(format!("channel {} appears twice", quote(&patch.cid))));
         }
         state.upsert_channel(created_at, &patch)?;
         let ch = state.channel_index[patch.cid.as_str()];
