@@ -26,19 +26,40 @@ pub enum Dispatch {
 }
 
 /// Engine settings; [`Config::default`] holds the default of every field.
+///
+/// Numbers: every key takes a JSON integer of its type's range; anything else (a negative
+/// or fractional number, a count above `u32::MAX`, a duration above `u64::MAX`) is
+/// rejected with a message. Durations are milliseconds; a duration whose end lies beyond
+/// what a signed 64-bit millisecond time can hold (any value above `i64::MAX`, such as a
+/// host's `u64::MAX` for "never", or a smaller one that overflows when added to the
+/// current time) means **never**: that timeout never fires, that grace never ends, that
+/// refresh never comes. Nothing wraps around.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub clock: Clock,
+    /// Manual clock only: the starting time, Unix milliseconds, at least 0.
     pub start_time_ms: Millis,
     pub dispatch: Dispatch,
+    /// How often `last_active` of a connected visible user is refreshed; more than 0.
     pub last_active_refresh_ms: u64,
+    /// Close a connection without a heartbeat for this long (reason `timeout`); 0 never.
     pub connection_timeout_ms: u64,
+    /// Keep a user online this long after their last connection closed; 0: no grace.
     pub offline_grace_ms: u64,
+    /// More than 0.
     pub max_connections_per_user: u32,
     pub max_subscriptions_per_connection: u32,
+    /// Per-connection event queue; 0 disables queues.
     pub connection_queue_capacity: u32,
+    /// The largest query `limit`; more than 0.
     pub query_limit_max: u32,
+}
+
+/// The moment `duration_ms` after `now`, or `None` when that lies beyond the largest
+/// time `Millis` holds: the event it would schedule never comes (see [`Config`]). O(1).
+pub(crate) fn deadline_after(now: Millis, duration_ms: u64) -> Option<Millis> {
+    Millis::try_from(duration_ms).ok().and_then(|d| now.checked_add(d))
 }
 
 impl Default for Config {

@@ -3,7 +3,7 @@
 //! their type never wrap.
 mod common;
 
-use common::manual_engine;
+use common::{manual_engine, Recorder, MINUTE};
 use presence::error::MAX_MESSAGE_BYTES;
 use presence::ffi::{presence_engine_free, presence_engine_new, presence_get_user, presence_last_error};
 use presence::{ConnectionId, ErrorKind};
@@ -94,5 +94,78 @@ fn ids_with_format_characters_are_invalid_everywhere() {
     // Letters from other scripts and emoji without joiners stay valid.
     for id in ["Ålice", "игрок", "プレイヤー", "😀"] {
         e.connect_json(&serde_json::json!({"id": id}).to_string()).unwrap();
+    }
+}
+
+/// Year 9000, far beyond any real deadline but inside the supported time range.
+const FAR: i64 = 221_845_392_000_000;
+
+#[test]
+fn durations_beyond_i64_mean_never_and_never_wrap() {
+    for never in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64] {
+        let e = manual_engine(&format!(
+            r#""connection_timeout_ms":{never},"offline_grace_ms":{never},"last_active_refresh_ms":{never}"#
+        ));
+        let host = Recorder::attach(&e);
+        let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
+        e.connect_json(r#"{"id":"bob"}"#).unwrap();
+        let last_active = e.get_user(ConnectionId::HOST, "alice").unwrap()["last_active"].clone();
+        e.tick();
+        e.set_time(FAR).unwrap();
+        e.tick();
+        // No timeout, no refresh.
+        assert_eq!(e.counts().1, 2, "{never}: a connection was closed");
+        assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["last_active"], last_active);
+        // A grace without end: still online after the last connection closed.
+        e.disconnect(alice).unwrap();
+        e.set_time(FAR + 365 * 24 * 60 * MINUTE).unwrap();
+        e.tick();
+        assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["online"], true, "{never}");
+        assert_eq!(
+            host.take(),
+            [
+                "user.presence.changed alice online",
+                "user.presence.changed bob online",
+                "connection.closed alice online"
+            ],
+            "{never}"
+        );
+    }
+}
+
+#[test]
+fn a_deadline_that_overflows_the_clock_is_never() {
+    let e = manual_engine(
+        r#""connection_timeout_ms":9223372036854775000,"offline_grace_ms":9223372036854775000"#,
+    );
+    let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
+    e.set_time(FAR).unwrap();
+    e.tick();
+    e.disconnect(alice).unwrap();
+    e.tick();
+    assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["online"], true);
+}
+
+#[test]
+fn numeric_config_keys_outside_their_type_are_rejected_with_a_message() {
+    for (key, value) in [
+        ("connection_timeout_ms", "18446744073709551616"),
+        ("offline_grace_ms", "-1"),
+        ("last_active_refresh_ms", "1.5"),
+        ("start_time_ms", "9223372036854775808"),
+        ("start_time_ms", "-1"),
+        ("max_connections_per_user", "4294967296"),
+        ("max_subscriptions_per_connection", "-1"),
+        ("connection_queue_capacity", "1e3"),
+        ("query_limit_max", "0"),
+        ("last_active_refresh_ms", "0"),
+    ] {
+        let err = presence::Config::from_json(&format!(r#"{{"{key}":{value}}}"#)).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Json | ErrorKind::Invalid),
+            "{key}={value}: {:?}",
+            err.kind()
+        );
+        assert!(err.message().starts_with("config"), "{key}={value}: {}", err.message());
     }
 }

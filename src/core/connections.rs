@@ -1,6 +1,7 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
 use super::{place, ChannelIdx, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
+use crate::config::deadline_after;
 use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
 use crate::time::Millis;
@@ -46,8 +47,9 @@ impl State {
         }
         self.user_changed(now, u, before, custom_changed);
         if self.config.connection_timeout_ms > 0 {
-            let due = now.saturating_add(self.config.connection_timeout_ms as Millis);
-            self.timers.push(Reverse((due, Timer::Timeout(id))));
+            if let Some(due) = deadline_after(now, self.config.connection_timeout_ms) {
+                self.timers.push(Reverse((due, Timer::Timeout(id))));
+            }
         }
         self.settle(now);
         Ok(id)
@@ -90,9 +92,12 @@ impl State {
                 user.last_active = OptMillis(now);
             }
             if self.config.offline_grace_ms > 0 {
-                let due = now.saturating_add(self.config.offline_grace_ms as Millis);
-                user.grace_until = OptMillis(due);
-                self.timers.push(Reverse((due, Timer::Grace(u))));
+                // A grace without an end keeps the user online until they reconnect.
+                let due = deadline_after(now, self.config.offline_grace_ms);
+                user.grace_until = OptMillis(due.unwrap_or(Millis::MAX));
+                if let Some(due) = due {
+                    self.timers.push(Reverse((due, Timer::Grace(u))));
+                }
             }
         }
         self.user_changed(now, u, before, false);
