@@ -22,7 +22,7 @@ use crate::error::{quote, Error, Result};
 use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
 use crate::time::Millis;
 use crate::user::{CustomFields, UserSnapshot, View};
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{HashMap, HashTable};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
@@ -73,12 +73,20 @@ impl OptMillis {
     }
 }
 
+/// Hashes the ids clients choose (user ids, cids) for the user and channel indexes:
+/// SipHash-1-3 with keys drawn from the operating system's randomness per index, the
+/// standard library's `RandomState`. Without the keys, nobody can choose ids that collide
+/// (which would turn each O(1) lookup into a scan of the colliding ids); the fast seeded
+/// hash used elsewhere for engine-assigned numbers does not claim that against an
+/// attacker who can observe timings.
+type IdHasher = std::hash::RandomState;
+
 /// Finds a user by id. A hash table of 4-byte indexes hashed by the id stored in the
 /// record, instead of a map keyed by a second pointer to the id: about 40 bytes less per user.
 #[derive(Default)]
 struct UserIndex {
     table: HashTable<UserIdx>,
-    hasher: DefaultHashBuilder,
+    hasher: IdHasher,
 }
 
 impl UserIndex {
@@ -229,7 +237,7 @@ pub(crate) struct State {
     connection_slots: HashMap<ConnectionId, Slot>,
     channels: Vec<Option<ChannelRecord>>,
     free_channels: Vec<ChannelIdx>,
-    channel_index: HashMap<Arc<str>, ChannelIdx>,
+    channel_index: HashMap<Arc<str>, ChannelIdx, IdHasher>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     next_connection: u64,
     seq: u64,
@@ -267,7 +275,7 @@ impl State {
             connection_slots: HashMap::new(),
             channels: Vec::new(),
             free_channels: Vec::new(),
-            channel_index: HashMap::new(),
+            channel_index: HashMap::default(),
             timers: BinaryHeap::new(),
             next_connection: 1,
             seq: 0,
@@ -452,4 +460,26 @@ fn live(connections: &[Option<ConnectionRecord>], c: Slot) -> &ConnectionRecord 
 
 fn live_mut(connections: &mut [Option<ConnectionRecord>], c: Slot) -> &mut ConnectionRecord {
     connections[c as usize].as_mut().expect("slot of a live connection")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{State, UserIndex};
+    use crate::config::Config;
+    use std::hash::BuildHasher;
+
+    /// Each index draws its own secret keys, so the hash of an id cannot be known in
+    /// advance (and colliding ids cannot be chosen) from outside the process.
+    #[test]
+    fn id_indexes_are_keyed_per_instance() {
+        let (a, b) = (UserIndex::default(), UserIndex::default());
+        let differ =
+            (0..8).map(|i| format!("user{i}")).any(|id| a.hasher.hash_one(&id) != b.hasher.hash_one(&id));
+        assert!(differ);
+        let (s, t) = (State::new(Config::default()), State::new(Config::default()));
+        assert_ne!(
+            s.channel_index.hasher().hash_one("team:red"),
+            t.channel_index.hasher().hash_one("team:red")
+        );
+    }
 }
