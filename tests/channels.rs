@@ -1923,12 +1923,25 @@ impl Model {
     fn online(&self) -> std::collections::BTreeSet<String> {
         self.conns.values().filter(|u| !self.invisible.contains(*u)).cloned().collect()
     }
+    /// Own views: whether connected, and whether invisible.
+    fn own_views(&self) -> std::collections::BTreeSet<(String, bool, bool)> {
+        let connected: std::collections::BTreeSet<&String> = self.conns.values().collect();
+        let all = connected.iter().copied().chain(self.invisible.iter());
+        all.map(|u| (u.clone(), connected.contains(u), self.invisible.contains(u))).collect()
+    }
+    /// Users whose own view changed from `self` to `after` but whose public view did not.
+    fn own_view_only_changes(&self, after: &Model) -> std::collections::BTreeSet<String> {
+        let public: std::collections::BTreeSet<String> =
+            self.online().symmetric_difference(&after.online()).cloned().collect();
+        let (was, is) = (self.own_views(), after.own_views());
+        was.symmetric_difference(&is).map(|(u, _, _)| u.clone()).filter(|u| !public.contains(u)).collect()
+    }
     /// The events (type, user, cid) a step from `self` to `after` must emit, apart from
     /// membership and connection.closed events, which the caller adds.
     fn implied_events(&self, after: &Model) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         let (was, is) = (self.online(), after.online());
-        for u in was.symmetric_difference(&is) {
+        for u in was.symmetric_difference(&is).chain(&self.own_view_only_changes(after)) {
             out.push(("user.presence.changed".to_string(), u.clone(), String::new()));
         }
         for ch in self.members.keys().filter(|ch| after.members.contains_key(*ch)) {
@@ -2078,6 +2091,7 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
                 (ev.type_name().to_string(), ev.user_id().to_string(), ch)
             })
             .collect();
+        let own_only = before.own_view_only_changes(&m);
         let mut want = before.implied_events(&m);
         want.extend(extra);
         got.sort();
@@ -2091,6 +2105,10 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
             let expected = match ev.channel() {
                 _ if ev.type_name() == "connection.closed" => Vec::new(),
                 Some(ch) => m.watchers(&ch.cid),
+                // A change only the user's own view shows reaches only their own connections.
+                None if own_only.contains(ev.user_id()) => {
+                    m.subscribers(ev.user_id()).into_iter().filter(|c| m.conns[c] == ev.user_id()).collect()
+                }
                 None => m.subscribers(ev.user_id()),
             };
             assert_eq!(to, expected, "step {step} (op {op}): recipients of {}", describe(ev));

@@ -91,7 +91,8 @@ impl State {
             if !user.invisible {
                 user.last_active = OptMillis(now);
             }
-            if self.config.offline_grace_ms > 0 {
+            // Only a user others saw online lingers: an invisible session ends unseen.
+            if self.config.offline_grace_ms > 0 && !user.invisible {
                 // A grace without an end keeps the user online until they reconnect.
                 let due = deadline_after(now, self.config.offline_grace_ms);
                 user.grace_until = OptMillis(due.unwrap_or(Millis::MAX));

@@ -215,12 +215,18 @@ enum Timer {
 enum Recipients {
     Nobody,
     SubscribersOf(UserIdx),
+    /// The subscribers of a user that are that user's own connections (own views only).
+    OwnSubscribersOf(UserIdx),
     WatchersOf(ChannelIdx),
 }
 
-/// A user's presence as others see it, taken before a change to decide what to emit.
+/// A user's presence as others and as the user see it, taken before a change to decide
+/// what to emit.
 struct PresenceBefore {
+    /// Online in public views.
     online: bool,
+    /// Online in the own view (live connections or the offline grace).
+    connected: bool,
     status: Option<Arc<str>>,
     invisible: bool,
     /// Held live connections (the offline grace does not count).
@@ -393,6 +399,13 @@ impl State {
             Recipients::SubscribersOf(u) => {
                 for &c in self.users[u as usize].subscribers.iter() {
                     fan_out.deliver(&mut self.connections, c);
+                }
+            }
+            Recipients::OwnSubscribersOf(u) => {
+                for &c in self.users[u as usize].subscribers.iter() {
+                    if live(&self.connections, c).user == u {
+                        fan_out.deliver(&mut self.connections, c);
+                    }
                 }
             }
             Recipients::WatchersOf(ch) => {
