@@ -60,6 +60,8 @@ pub struct Params {
     pub w7_online: usize,
     pub w7_heartbeats: usize,
     pub w7_poll_rounds: usize,
+    /// Channel counts N for the teardown rows (the last is compared with the first).
+    pub w8_sizes: Vec<usize>,
 }
 
 impl Params {
@@ -93,6 +95,7 @@ impl Params {
                 w7_online: 50,
                 w7_heartbeats: 2000,
                 w7_poll_rounds: 2,
+                w8_sizes: vec![100, 1000],
             };
         }
         let s = |n: usize, min: usize| ((n as f64 * scale).round() as usize).max(min);
@@ -127,6 +130,7 @@ impl Params {
             w7_online: 10_000,
             w7_heartbeats: 2_000_000,
             w7_poll_rounds: 30,
+            w8_sizes: vec![s(10_000, 100), s(100_000, 1000)],
         }
     }
 }
@@ -146,8 +150,8 @@ fn main() {
             .split(',')
             .filter(|w| !w.trim().is_empty())
             .map(|w| match w.trim().parse::<u8>() {
-                Ok(n @ 1..=7) => n,
-                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=7, got {v:?}"),
+                Ok(n @ 1..=8) => n,
+                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=8, got {v:?}"),
             })
             .collect();
     }

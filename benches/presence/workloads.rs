@@ -46,6 +46,9 @@ pub fn run_all(p: &Params, r: &mut Report) {
     if on(7) {
         w7_c_boundary(p, r);
     }
+    if on(8) {
+        w8_teardown(p, r);
+    }
 }
 
 // ----- helpers -----
@@ -1150,4 +1153,96 @@ fn w7_c_boundary(p: &Params, r: &mut Report) {
     );
     // SAFETY: the engine is not used afterwards.
     unsafe { presence_engine_free(ce) };
+}
+
+// ----- 8. teardown of many channels -----
+
+fn shared_channel(cid: &str) -> ChannelPatch {
+    ChannelPatch { cid: cid.to_owned(), members: vec!["shared".to_owned()], ..Default::default() }
+}
+
+/// N channels `team:t0..` sharing the member `shared`, and `watcher`'s connection watching
+/// every one of them (with presence).
+fn teardown_world(n: usize) -> (Engine, ConnectionId, Vec<String>) {
+    let config = r#"{"clock":"manual","start_time_ms":1700000000000,"connection_queue_capacity":0}"#;
+    let eng = Engine::from_json(Some(config)).expect("engine");
+    let cids: Vec<String> = (0..n).map(|i| format!("team:t{i}")).collect();
+    let watcher = eng.connect(&UserPatch::id("watcher")).expect("connect");
+    for cid in &cids {
+        eng.upsert_channel(&shared_channel(cid)).expect("upsert_channel");
+        eng.watch_channel(watcher, cid, true).expect("watch");
+    }
+    (eng, watcher, cids)
+}
+
+/// Disconnecting one connection that watches N channels, and deleting N channels that share
+/// a member: both must cost O(N). Each is measured at the smallest and the largest N; the
+/// baseline disconnects the same watcher, and for deletion the baseline column is the
+/// engine creating the same channels (a plainly linear operation, for scale).
+fn w8_teardown(p: &Params, r: &mut Report) {
+    let mut per_size = Vec::new();
+    for &n in &p.w8_sizes {
+        progress(&format!("8: teardown of {} channels", count(n)));
+        let (mut disconnect, mut base_disconnect, mut delete, mut create) =
+            (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..p.rounds {
+            let (eng, watcher, cids) = teardown_world(n);
+            let (d, ()) = timed(|| eng.disconnect(watcher).expect("disconnect"));
+            disconnect = disconnect.min(ns_per(d, n));
+            check(eng.counts().1 == 0, || "the watcher is gone".into());
+            let (d, ()) = timed(|| {
+                for cid in &cids {
+                    eng.delete_channel(cid).expect("delete_channel");
+                }
+            });
+            delete = delete.min(ns_per(d, n));
+            check(eng.counts().2 == 0, || "every channel deleted".into());
+            let patches: Vec<ChannelPatch> = cids.iter().map(|cid| shared_channel(cid)).collect();
+            let (d, ()) = timed(|| {
+                for patch in &patches {
+                    eng.upsert_channel(patch).expect("upsert_channel");
+                }
+            });
+            create = create.min(ns_per(d, n));
+            drop(eng);
+
+            let mut base = Baseline::new(900_000, 0);
+            let c = base.connect("watcher", T0);
+            for cid in &cids {
+                base.create_channel(cid);
+                base.add_member(cid, "shared", T0);
+                base.watch(c, cid);
+            }
+            let (d, ok) = timed(|| base.disconnect(c, T0));
+            check(ok, || "baseline disconnect".into());
+            base_disconnect = base_disconnect.min(ns_per(d, n));
+        }
+        r.add(
+            format!("8 disconnect of one connection watching N channels (presence), N = {}", count(n)),
+            Cell::ns(disconnect, "channel"),
+            Cell::ns(base_disconnect, "channel"),
+            Target::None,
+        );
+        r.add(
+            format!("8 delete N channels sharing a member (baseline: create them), N = {}", count(n)),
+            Cell::ns(delete, "channel"),
+            Cell::ns(create, "channel"),
+            Target::None,
+        );
+        per_size.push((n, disconnect, base_disconnect, delete, create));
+    }
+    if let (Some(&(n0, d0, b0, x0, c0)), Some(&(n1, d1, b1, x1, c1))) = (per_size.first(), per_size.last()) {
+        r.add(
+            format!("8 linearity: disconnect cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
+            Cell::factor(d1 / d0),
+            Cell::factor(b1 / b0),
+            Target::EngineFactorAtMost(2.0),
+        );
+        r.add(
+            format!("8 linearity: delete cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
+            Cell::factor(x1 / x0),
+            Cell::factor(c1 / c0),
+            Target::EngineFactorAtMost(2.0),
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
-use super::{place, ChannelIdx, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
+use super::{place, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
 use crate::config::deadline_after;
 use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
@@ -72,11 +72,13 @@ impl State {
     }
 
     pub(super) fn close_connection(&mut self, now: Millis, c: Slot, reason: CloseReason) {
-        let conn = self.conn(c);
-        let u = conn.user;
-        let watching: Vec<ChannelIdx> = conn.watching.iter().map(|&(ch, _)| ch).collect();
+        let u = self.conn(c).user;
+        // The whole list at once: removing entries one by one would be wasted work.
+        let watching = std::mem::take(&mut self.conn_mut(c).watching);
         for ch in watching {
-            self.unwatch(now, c, ch);
+            if let Some(watcher) = self.channel_mut(ch).watchers.remove(&c) {
+                self.watch_ended(now, c, ch, watcher.presence);
+            }
         }
         let conn = self.connections[c as usize].take().expect("closing a live connection");
         self.connection_slots.remove(&conn.id);

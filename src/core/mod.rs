@@ -119,6 +119,8 @@ struct UserRecord {
     /// Connections subscribed to this user's presence; positions are kept in each
     /// connection's `Subscription::pos` so removal is O(1).
     subscribers: ThinVec<Slot>,
+    /// Channels the user is a member of; positions are kept in each channel's
+    /// `Member::membership` so removal is O(1).
     memberships: ThinVec<ChannelIdx>,
 }
 
@@ -173,8 +175,9 @@ struct ConnectionRecord {
     id: ConnectionId,
     user: UserIdx,
     last_seen: Millis,
-    /// Channels watched, with the presence flag.
-    watching: Vec<(ChannelIdx, bool)>,
+    /// Channels watched; positions are kept in each channel's `Watcher::pos` so removal
+    /// is O(1).
+    watching: Vec<ChannelIdx>,
     subscriptions: HashMap<UserIdx, Subscription>,
     queue: VecDeque<Delivery>,
     /// The queue overflowed; the connection closes when the command settles.
@@ -189,13 +192,29 @@ struct ChannelRecord {
     updated_at: Millis,
     last_message_at: Option<Millis>,
     members: Vec<UserIdx>,
-    member_pos: HashMap<UserIdx, u32>,
-    /// Watching connections with their presence flag.
-    watchers: HashMap<Slot, bool>,
+    member_pos: HashMap<UserIdx, Member>,
+    /// Watching connections.
+    watchers: HashMap<Slot, Watcher>,
     /// Connections watching, counted per user.
     watching_users: HashMap<UserIdx, u32>,
     /// Distinct visible users among the watchers.
     visible_watchers: u32,
+}
+
+/// Where a member sits: in the channel's `members`, and in the user's `memberships`.
+#[derive(Clone, Copy)]
+struct Member {
+    pos: u32,
+    membership: u32,
+}
+
+/// One connection watching a channel.
+#[derive(Clone, Copy)]
+struct Watcher {
+    /// With presence subscriptions to the members.
+    presence: bool,
+    /// Index of the channel in the connection's `watching`.
+    pos: u32,
 }
 
 impl ChannelRecord {

@@ -75,7 +75,7 @@ impl State {
         if let (true, Viewer::Connection(c, _)) = (watch, who) {
             if query.presence {
                 let members = page.iter().flat_map(|&ch| {
-                    let watched_with_presence = self.channel(ch).watchers.get(&c) == Some(&true);
+                    let watched_with_presence = self.channel(ch).watchers.get(&c).is_some_and(|w| w.presence);
                     self.channel(ch).members.iter().copied().filter(move |_| !watched_with_presence)
                 });
                 self.check_subscription_limit(c, self.new_subscriptions(c, members))?;
