@@ -54,6 +54,58 @@ pub struct Config {
     pub connection_queue_capacity: u32,
     /// The largest query `limit`; more than 0.
     pub query_limit_max: u32,
+    /// How big and how costly one query may be.
+    pub query_budget: QueryBudget,
+}
+
+/// Bounds on one query (`query_users`, `query_channels`), so that no query holds the
+/// engine for long: the engine is locked while a query runs. A query over a bound answers
+/// `LIMIT` with a message naming the key, before any record is examined. Every key is a
+/// JSON integer; absent keys keep their defaults (`"query_budget": {"max_work": 1000000}`
+/// raises one bound only).
+///
+/// The work of a query is the number of records it examines times the work units each
+/// costs. Records examined are the users or channels its filter names through an index
+/// (`id`/`cid` `$eq`/`$in`, channel `members` `$in`), otherwise all of them. Units per
+/// record: 1, plus 1 per filter clause (a condition, or `$and`/`$or`/`$nor`), plus 3 more
+/// per `$autocomplete`/`$contains`, plus 1 per 16 non-string operands of an `$in`/`$nin`,
+/// plus 2 per user id of a `members` condition, plus 2 per sort key. Scanning text adds
+/// to the work as it happens: 1 unit per byte an `$autocomplete` looks at, 1 per 64 bytes
+/// a string `$contains` searches, 1 per array item a `$contains` compares; a query that
+/// runs out of work this way stops with `LIMIT` at that point.
+///
+/// With the defaults the costliest query that passes takes a few milliseconds at most
+/// (see the README's performance section); a full scan of more than 25,000 records is
+/// refused, so large worlds query through the indexes or raise `max_work` knowing that
+/// such a query blocks every other call for its duration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryBudget {
+    /// Filter clauses: conditions and `$and`/`$or`/`$nor` nodes. Default 64.
+    pub max_clauses: u32,
+    /// Nesting of the filter (a single condition is 1). Default 8.
+    pub max_depth: u32,
+    /// `$autocomplete` and `$contains` conditions. Default 8.
+    pub max_text_clauses: u32,
+    /// Operands of one `$in`/`$nin` or user ids of one `members` condition. Default 1000.
+    pub max_in_values: u32,
+    /// Sort keys. Default 8.
+    pub max_sort_keys: u32,
+    /// Records examined × work units per record (see above). Default 100,000.
+    pub max_work: u64,
+}
+
+impl Default for QueryBudget {
+    fn default() -> Self {
+        QueryBudget {
+            max_clauses: 64,
+            max_depth: 8,
+            max_text_clauses: 8,
+            max_in_values: 1000,
+            max_sort_keys: 8,
+            max_work: 100_000,
+        }
+    }
 }
 
 /// The moment `duration_ms` after `now`, or `None` when that lies beyond the largest
@@ -75,6 +127,7 @@ impl Default for Config {
             max_subscriptions_per_connection: 10_000,
             connection_queue_capacity: 1024,
             query_limit_max: 100,
+            query_budget: QueryBudget::default(),
         }
     }
 }

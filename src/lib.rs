@@ -45,7 +45,7 @@ pub(crate) mod query;
 pub mod time;
 pub mod user;
 
-pub use config::{Clock, Config, Dispatch};
+pub use config::{Clock, Config, Dispatch, QueryBudget};
 pub use engine::{Engine, ListenerFilter, ListenerId};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};

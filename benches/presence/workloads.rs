@@ -425,6 +425,71 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
         Cell::rate(ns_per(db, k), "query"),
         Target::None,
     );
+    w4_budget(p, r, &w, &mut rng, &mut perm);
+}
+
+/// The costliest queries the default `query_budget` lets through, and what refusing the
+/// ones it stops costs. A passing query must take a few milliseconds at most, since the
+/// engine is locked while it runs; a refused one is parsed outside the lock and stopped
+/// before any record is examined. The baseline answers the 1000 ids without a filter.
+fn w4_budget(p: &Params, r: &mut Report, w: &Churn, rng: &mut Rng, perm: &mut [u32]) {
+    let n = w.n;
+    let ids: Vec<&str> =
+        rng.distinct(perm, 1000.min(n)).iter().map(|&u| w.ids[u as usize].as_str()).collect();
+    let quoted = serde_json::to_string(&ids).expect("ids");
+    // Conditions on a field every user has, so each one is evaluated in full.
+    let nor: Vec<String> =
+        (0..40).map(|i| format!(r#"{{"created_at":{{"$lt":"2000-01-01T00:00:{i:02}Z"}}}}"#)).collect();
+    let sort: Vec<String> =
+        ["last_active", "created_at", "updated_at", "status", "online", "name", "level", "id"]
+            .iter()
+            .map(|f| format!(r#"{{"field":"{f}","direction":-1}}"#))
+            .collect();
+    let widest = format!(
+        r#"{{"filter_conditions":{{"id":{{"$in":{quoted}}},"$nor":[{}]}},"sort":[{}],"limit":100}}"#,
+        nor.join(","),
+        sort.join(",")
+    );
+    let members = serde_json::to_string(&ids[..100.min(ids.len())]).expect("ids");
+    let by_members = format!(r#"{{"filter_conditions":{{"members":{{"$in":{members}}}}},"limit":100}}"#);
+    let ors: Vec<String> = (0..5000).map(|i| format!(r#"{{"name":{{"$autocomplete":"p{i}"}}}}"#)).collect();
+    let refused = [
+        format!(r#"{{"filter_conditions":{{"$or":[{}]}}}}"#, ors.join(",")),
+        r#"{"filter_conditions":{"online":true}}"#.to_owned(),
+    ];
+    let base_ids: Vec<&str> = ids.clone();
+    let time_best = |f: &dyn Fn()| -> f64 {
+        (0..p.rounds.max(3)).map(|_| timed(f).0.as_nanos() as f64).fold(f64::MAX, f64::min)
+    };
+    let baseline = time_best(&|| {
+        black_box(w.base.query_users(&base_ids, 100));
+    });
+    let rows: [(&str, &dyn Fn()); 4] = [
+        ("id $in 1000 ids, $nor of 40 conditions, 8 sort keys (passes)", &|| {
+            black_box(w.eng.query_users_answer(HOST, &widest).expect("widest query passes"));
+        }),
+        ("query_channels members $in 100 ids (passes)", &|| {
+            black_box(w.eng.query_channels_answer(HOST, &by_members).expect("members query passes"));
+        }),
+        ("$or of 5000 $autocomplete (refused: LIMIT)", &|| {
+            let e = w.eng.query_users_answer(HOST, &refused[0]).err().expect("refused");
+            check(e.kind() == presence::ErrorKind::Limit, || e.to_string());
+        }),
+        ("full scan of every user (refused: LIMIT)", &|| {
+            let e = w.eng.query_users_answer(HOST, &refused[1]).err().expect("refused");
+            check(e.kind() == presence::ErrorKind::Limit, || e.to_string());
+        }),
+    ];
+    for (name, run) in rows {
+        // A refused query's cost is parsing its JSON, outside the engine's lock.
+        let target = if name.contains("passes") { Target::EngineNsBelow(5e6) } else { Target::None };
+        r.add(
+            format!("4 budget: {name}, {} users", count(n)),
+            Cell::ns(time_best(run), "query"),
+            Cell::ns(baseline, "query"),
+            target,
+        );
+    }
 }
 
 // ----- 5. timers -----
