@@ -25,59 +25,114 @@ pub enum Dispatch {
     Manual,
 }
 
-/// Engine settings; [`Config::default`] holds the default of every field.
+/// Engine settings, parsed from a JSON object by [`Config::from_json`]: absent keys keep
+/// their defaults ([`Config::default`]), unknown keys answer `JSON`, values out of range
+/// `INVALID`. Each field's text is also its section in `docs/config.md`.
 ///
-/// Numbers: every key takes a JSON integer of its type's range; anything else (a negative
-/// or fractional number, a count above `u32::MAX`, a duration above `u64::MAX`) is
-/// rejected with a message. Durations are milliseconds; a duration whose end lies beyond
-/// what a signed 64-bit millisecond time can hold (any value above `i64::MAX`, such as a
-/// host's `u64::MAX` for "never", or a smaller one that overflows when added to the
-/// current time) means **never**: that timeout never fires, that grace never ends, that
-/// refresh never comes. Nothing wraps around.
+/// Durations never wrap: one whose end lies beyond the largest time a signed 64-bit
+/// millisecond count holds (any value above `i64::MAX`, such as `u64::MAX` for "never", or
+/// a smaller one that overflows when added to the current time) means never.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// String: `"system"` (default) or `"manual"`.
+    ///
+    /// Where the engine's time comes from. `"system"` reads the wall clock at every call and
+    /// refuses `set_time` (`STATE`). `"manual"` starts at `start_time_ms` and moves only when the
+    /// host calls `set_time`, never backwards (`STATE`); use it for games with their own clock,
+    /// simulations and tests. Timers (timeouts, offline grace, `last_active` refresh) run only
+    /// inside `tick` either way.
     pub clock: Clock,
-    /// Manual clock only: the starting time, Unix milliseconds, at least 0.
+    /// Integer, Unix time in milliseconds; default `0` (1970-01-01T00:00:00.000Z); must be
+    /// at least 0.
+    ///
+    /// The time a `"manual"` clock starts at. Ignored with the system clock.
     pub start_time_ms: Millis,
+    /// String: `"immediate"` (default) or `"manual"`.
+    ///
+    /// When listener callbacks run. `"immediate"`: on the thread whose call caused the events,
+    /// before that call returns (events caused by a callback's own calls are delivered after the
+    /// current one, in order). `"manual"`: only inside `pump`, on the thread that calls it, the
+    /// game-loop model (call `pump` once per frame). Callbacks never run concurrently and never
+    /// while the engine holds its lock. Per-connection queues fill in both modes.
     pub dispatch: Dispatch,
-    /// How often `last_active` of a connected visible user is refreshed; more than 0.
+    /// Integer, milliseconds; default `900000` (15 minutes); must be greater than 0.
+    ///
+    /// How often `tick` refreshes `last_active` of users who stay connected and visible, so that
+    /// a long session does not look stale. A refresh emits no event. `last_active` is also set
+    /// when a connection opens and when the last one closes. A period beyond the largest time
+    /// (above `i64::MAX`) means never.
     pub last_active_refresh_ms: u64,
-    /// Close a connection without a heartbeat for this long (reason `timeout`); 0 never.
+    /// Integer, milliseconds; default `0` (off).
+    ///
+    /// Heartbeats. When greater than 0, a connection that has neither been opened nor called
+    /// `heartbeat` within this time is closed by the next `tick`, exactly as if disconnected,
+    /// with close reason `timeout`. With 0, connections live until `disconnect`; so they do
+    /// with a timeout beyond the largest time (above `i64::MAX`, such as `u64::MAX`).
     pub connection_timeout_ms: u64,
-    /// Keep a user online this long after their last connection closed; 0: no grace.
+    /// Integer, milliseconds; default `0` (off).
+    ///
+    /// Anti-flap. When greater than 0, a user whose last connection closes stays online for this
+    /// long (`tick` applies the expiry, with its `user.presence.changed`); a reconnect within the
+    /// grace emits nothing at all. With 0, the last close takes the user offline at once. A
+    /// grace beyond the largest time (above `i64::MAX`) never ends: the user stays online
+    /// until they reconnect and leave again. Only a user others saw online gets a grace: a
+    /// last connection closing while invisible starts none, and going invisible ends one.
     pub offline_grace_ms: u64,
-    /// More than 0.
+    /// Integer; default `50`; range 1 to 4294967295.
+    ///
+    /// The most live connections one user may hold (devices, tabs, game clients). A `connect`
+    /// beyond it answers `LIMIT` and changes nothing.
     pub max_connections_per_user: u32,
+    /// Integer; default `10000`; range 0 to 4294967295.
+    ///
+    /// The most distinct users one connection may be subscribed to for presence, through every
+    /// route together (`watch_channel` with presence, queries with `"presence": true`). An
+    /// operation that would take a connection past it answers `LIMIT` and changes nothing; this
+    /// includes `add_members` on a channel that a connection watches with presence.
     pub max_subscriptions_per_connection: u32,
-    /// Per-connection event queue; 0 disables queues.
+    /// Integer, events; default `1024`; range 0 to 4294967295.
+    ///
+    /// The size of each connection's event queue (drained with `poll_events`). An event that
+    /// does not fit is not queued: the connection is closed with reason `slow_consumer` when the
+    /// call that overflowed it finishes, so nothing is dropped silently. 0 disables queues:
+    /// events reach connections only through delivery listeners, and `poll_events` answers
+    /// nothing.
     pub connection_queue_capacity: u32,
-    /// The largest query `limit`; more than 0.
+    /// Integer; default `100`; range 1 to 4294967295.
+    ///
+    /// The largest `limit` a query may ask for; a larger one answers `LIMIT`. A query without
+    /// `limit` gets `min(30, query_limit_max)` results at most.
     pub query_limit_max: u32,
-    /// How big and how costly one query may be.
+    /// Object of integers; absent keys keep their defaults.
+    ///
+    /// Bounds on one query (`query_users`, `query_channels`), since the engine is locked
+    /// while a query runs (parsing and rendering happen outside the lock). A query over a
+    /// bound answers `LIMIT` naming the key, before any record is examined, with nothing
+    /// subscribed or watched:
+    /// - `max_clauses` (default 64): filter clauses, conditions and `$and`/`$or`/`$nor` nodes;
+    /// - `max_depth` (default 8): nesting of the filter, a single condition being 1;
+    /// - `max_text_clauses` (default 8): `$autocomplete` and `$contains` conditions;
+    /// - `max_in_values` (default 1000): operands of one `$in`/`$nin`, user ids of one
+    ///   `members` condition;
+    /// - `max_sort_keys` (default 8);
+    /// - `max_work` (default 100000): records examined times work units per record.
+    ///
+    /// Records examined are those the filter names through an index (`id`/`cid` `$eq`/`$in`,
+    /// channel `members` `$in`), otherwise all users or channels. Units per record: 1, plus 1
+    /// per clause, 3 more per `$autocomplete`/`$contains`, 1 per 16 non-string `$in`/`$nin`
+    /// operands, 2 per `members` user id and 2 per sort key. Scanning text adds as it goes:
+    /// 1 unit per byte an `$autocomplete` looks at, 1 per 64 bytes a string `$contains`
+    /// searches, 1 per array item a `$contains` compares; a query that runs out this way
+    /// stops with `LIMIT` there. The defaults keep the costliest query that passes to a few
+    /// milliseconds and refuse full scans of more than 25,000 users or channels: name
+    /// records through the indexes, or raise `max_work` knowing that such a query blocks
+    /// every other call while it runs.
     pub query_budget: QueryBudget,
 }
 
-/// Bounds on one query (`query_users`, `query_channels`), so that no query holds the
-/// engine for long: the engine is locked while a query runs. A query over a bound answers
-/// `LIMIT` with a message naming the key, before any record is examined. Every key is a
-/// JSON integer; absent keys keep their defaults (`"query_budget": {"max_work": 1000000}`
-/// raises one bound only).
-///
-/// The work of a query is the number of records it examines times the work units each
-/// costs. Records examined are the users or channels its filter names through an index
-/// (`id`/`cid` `$eq`/`$in`, channel `members` `$in`), otherwise all of them. Units per
-/// record: 1, plus 1 per filter clause (a condition, or `$and`/`$or`/`$nor`), plus 3 more
-/// per `$autocomplete`/`$contains`, plus 1 per 16 non-string operands of an `$in`/`$nin`,
-/// plus 2 per user id of a `members` condition, plus 2 per sort key. Scanning text adds
-/// to the work as it happens: 1 unit per byte an `$autocomplete` looks at, 1 per 64 bytes
-/// a string `$contains` searches, 1 per array item a `$contains` compares; a query that
-/// runs out of work this way stops with `LIMIT` at that point.
-///
-/// With the defaults the costliest query that passes takes a few milliseconds at most
-/// (see the README's performance section); a full scan of more than 25,000 records is
-/// refused, so large worlds query through the indexes or raise `max_work` knowing that
-/// such a query blocks every other call for its duration.
+/// Bounds on the size and work of one query: the `query_budget` key, whose documentation
+/// on [`Config::query_budget`] says how each bound counts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryBudget {

@@ -1,4 +1,4 @@
-//! Crash safety of `save` and robustness of `load` (issue 7).
+//! Crash safety of `save` and robustness of `load`.
 //!
 //! `save_survives_sigkill_at_random_moments` re-executes this test binary as a child
 //! (`PRESENCE_CRASH_CHILD` set) that builds a large engine and saves it in a loop, each
@@ -17,7 +17,7 @@ use presence::{ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,103 @@ fn load_generation(path: &Path) -> Result<u64, String> {
     Ok(first)
 }
 
+/// A child process saving a large engine in a loop, and the lines it prints.
+struct SavingChild {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    /// `@@saved` lines read before the kill (by the calibration); they still count.
+    seen: Vec<String>,
+}
+
+impl SavingChild {
+    /// Starts a child saving generations `base + 1, base + 2, ...` to `path`; returns once
+    /// its engine is built and the saving begins.
+    fn start(path: &Path, base: u64) -> SavingChild {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads", "1"])
+            .env(CHILD_ENV, path)
+            .env("PRESENCE_CRASH_BASE", base.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.ends_with("@@ready") => break,
+                Ok(_) => {}
+                Err(_) => assert!(Instant::now() < deadline, "child never got ready"),
+            }
+        }
+        SavingChild { child, lines, reader, seen: Vec::new() }
+    }
+
+    /// The time between two completed saves of this child.
+    fn time_two_saves(&mut self) -> Duration {
+        let mut stamps = Vec::new();
+        while stamps.len() < 2 {
+            let line = self.lines.recv_timeout(Duration::from_secs(60)).expect("child stopped saving");
+            if line.contains("@@saved") {
+                stamps.push(Instant::now());
+                self.seen.push(line);
+            }
+        }
+        stamps[1] - stamps[0]
+    }
+
+    /// SIGKILL; answers the generations whose saves completed, in order.
+    fn kill(mut self) -> Vec<u64> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        self.seen
+            .drain(..)
+            .chain(self.lines.try_iter())
+            .filter_map(|l| l.split("@@saved ").nth(1).and_then(|g| g.trim().parse().ok()))
+            .collect()
+    }
+}
+
+/// Sleeps until a random moment to kill at: on even kills anywhere in the save loop
+/// (building the document, writing, renaming); on odd kills aimed at the write itself,
+/// within a few hundred microseconds of the temporary file appearing.
+fn sleep_until_a_random_moment(kill: usize, rng: &mut Rng, save_time: Duration, dir: &Path) {
+    if kill % 2 == 0 {
+        let window = save_time.as_micros() as usize * 3;
+        std::thread::sleep(Duration::from_micros(rng.below(window) as u64));
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !temp_file_exists(dir) {
+        assert!(Instant::now() < deadline, "no temporary file ever appeared");
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_micros(rng.below(400) as u64));
+}
+
+/// Removes the temporary files interrupted saves left behind; answers how many there were.
+fn remove_temp_files(dir: &Path) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "snapshot.json" {
+            removed += 1;
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    removed
+}
+
 #[test]
 fn save_survives_sigkill_at_random_moments() {
     if std::env::var_os(CHILD_ENV).is_some() {
@@ -106,7 +203,6 @@ fn save_survives_sigkill_at_random_moments() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snapshot.json");
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::seeded();
     let seed = rng.0;
     let started = Instant::now();
@@ -117,77 +213,16 @@ fn save_survives_sigkill_at_random_moments() {
     let mut outcomes = [0usize; 2]; // [previous/last completed, the one being written]
     for kill in 0..KILLS {
         let base = (kill as u64 + 1) * 1_000_000;
-        let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads", "1"])
-            .env(CHILD_ENV, &path)
-            .env("PRESENCE_CRASH_BASE", base.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Wait for the engine to be built, then kill at a random moment within the next
-        // few saves (sometimes before the first one completes).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.ends_with("@@ready") => break,
-                Ok(_) => {}
-                Err(_) => assert!(Instant::now() < deadline, "child never got ready"),
-            }
-        }
-        let ready_at = Instant::now();
-        // Lines read before the kill (by the calibration) still count.
-        let mut seen_lines: Vec<String> = Vec::new();
+        let mut child = SavingChild::start(&path, base);
         if kill == 0 {
-            // Calibrate: time two saves of this child, then kill it at a random moment.
-            let mut stamps = Vec::new();
-            while stamps.len() < 2 {
-                let line = rx.recv_timeout(Duration::from_secs(60)).expect("child stopped saving");
-                if line.contains("@@saved") {
-                    stamps.push(Instant::now());
-                    seen_lines.push(line);
-                }
-            }
-            save_time = stamps[1] - stamps[0];
+            save_time = child.time_two_saves();
         }
-        if kill % 2 == 0 {
-            // Anywhere in the save loop (building the document, writing, renaming).
-            let window = save_time.as_micros() as usize * 3;
-            std::thread::sleep(Duration::from_micros(rng.below(window) as u64));
-        } else {
-            // Aim at the write itself: wait for the temporary file to appear, then kill
-            // within the next few hundred microseconds.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !temp_file_exists(dir.path()) {
-                assert!(Instant::now() < deadline, "no temporary file ever appeared");
-                std::thread::yield_now();
-            }
-            std::thread::sleep(Duration::from_micros(rng.below(400) as u64));
-        }
-        child.kill().unwrap(); // SIGKILL
-        let killed_after = ready_at.elapsed();
-        let _ = ready_at;
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let saved: Vec<u64> = seen_lines
-            .drain(..)
-            .chain(rx.try_iter())
-            .filter_map(|l| l.split("@@saved ").nth(1).and_then(|g| g.trim().parse().ok()))
-            .collect();
+        sleep_until_a_random_moment(kill, &mut rng, save_time, dir.path());
+        let saved = child.kill();
         completed_saves += saved.len() as u64;
-        let _ = killed_after;
-        let last_completed = saved.last().copied();
         // Acceptable: the last completed save of this child (or, with none, what was on
         // disk before), or the save that was in progress when the kill landed.
+        let last_completed = saved.last().copied();
         let previous = last_completed.or(on_disk);
         let in_progress = last_completed.map_or(base + 1, |g| g + 1);
         match (path.exists(), previous) {
@@ -205,13 +240,7 @@ fn save_survives_sigkill_at_random_moments() {
             }
         }
         // Temporary files of interrupted saves stay behind (the target is intact).
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_name() != "snapshot.json" {
-                mid_write_kills += 1;
-                std::fs::remove_file(entry.path()).unwrap();
-            }
-        }
+        mid_write_kills += remove_temp_files(dir.path());
     }
     assert!(on_disk.is_some(), "no save ever completed");
     eprintln!(
@@ -306,63 +335,40 @@ fn truncated_files_fail_with_json_and_change_nothing() {
 fn wrong_version_and_wrong_shape_fail_with_json_and_change_nothing() {
     let (e, text, dir) = populated();
     let doc: Value = serde_json::from_str(&text).unwrap();
+    // The saved document with one thing changed.
+    let edit = |change: fn(&mut Value)| {
+        let mut d = doc.clone();
+        change(&mut d);
+        d
+    };
     let variants: Vec<(&str, Value)> = vec![
-        ("version 2", {
-            let mut d = doc.clone();
-            d["version"] = json!(2);
-            d
-        }),
-        ("version 0", {
-            let mut d = doc.clone();
-            d["version"] = json!(0);
-            d
-        }),
-        ("version as string", {
-            let mut d = doc.clone();
-            d["version"] = json!("1");
-            d
-        }),
-        ("no version", {
-            let mut d = doc.clone();
-            d.as_object_mut().unwrap().remove("version");
-            d
-        }),
-        ("other format", {
-            let mut d = doc.clone();
-            d["format"] = json!("something-else");
-            d
-        }),
-        ("users not an array", {
-            let mut d = doc.clone();
-            d["users"] = json!({"alice": {}});
-            d
-        }),
-        ("channels missing", {
-            let mut d = doc.clone();
-            d.as_object_mut().unwrap().remove("channels");
-            d
-        }),
-        ("a user is a string", {
-            let mut d = doc.clone();
-            d["users"][0] = json!("alice");
-            d
-        }),
-        ("last_active is a number", {
-            let mut d = doc.clone();
-            d["users"][0]["last_active"] = json!(5);
-            d
-        }),
-        ("members not an array", {
-            let mut d = doc.clone();
-            d["channels"][0]["members"] = json!("alice");
-            d
-        }),
-        ("duplicate user", {
-            let mut d = doc.clone();
-            let first = d["users"][0].clone();
-            d["users"].as_array_mut().unwrap().push(first);
-            d
-        }),
+        ("version 2", edit(|d| d["version"] = json!(2))),
+        ("version 0", edit(|d| d["version"] = json!(0))),
+        ("version as string", edit(|d| d["version"] = json!("1"))),
+        (
+            "no version",
+            edit(|d| {
+                d.as_object_mut().unwrap().remove("version");
+            }),
+        ),
+        ("other format", edit(|d| d["format"] = json!("something-else"))),
+        ("users not an array", edit(|d| d["users"] = json!({"alice": {}}))),
+        (
+            "channels missing",
+            edit(|d| {
+                d.as_object_mut().unwrap().remove("channels");
+            }),
+        ),
+        ("a user is a string", edit(|d| d["users"][0] = json!("alice"))),
+        ("last_active is a number", edit(|d| d["users"][0]["last_active"] = json!(5))),
+        ("members not an array", edit(|d| d["channels"][0]["members"] = json!("alice"))),
+        (
+            "duplicate user",
+            edit(|d| {
+                let first = d["users"][0].clone();
+                d["users"].as_array_mut().unwrap().push(first);
+            }),
+        ),
         ("an array", json!([])),
         ("null", json!(null)),
     ];
@@ -381,7 +387,8 @@ fn wrong_version_and_wrong_shape_fail_with_json_and_change_nothing() {
 }
 
 /// Corruption inside the document that breaks a rule of the data model (a user id with a
-/// space, a bad cid, an over-long status): the spec asks for Io or Json here too.
+/// space, a bad cid, an over-long status): a file that cannot be loaded answers Io or Json,
+/// whatever broke it.
 #[test]
 fn corrupted_content_fails_with_json_and_changes_nothing() {
     let (e, text, dir) = populated();

@@ -1,4 +1,4 @@
-//! Resource bounds and configured limits (issue 7).
+//! Resource bounds and configured limits.
 //!
 //! - A connection that never drains its queue cannot hold more than
 //!   `connection_queue_capacity` deliveries: the overflowing event closes it with reason

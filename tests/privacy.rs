@@ -1,4 +1,4 @@
-//! Privacy (issue 7): no sequence of operations lets another connection observe an
+//! Privacy: no sequence of operations lets another connection observe an
 //! invisible user as online, or see their `last_active` move, through events (queues and
 //! the delivery listener), `get_user`, `query_users` (filters on `online`, sorts on `online`
 //! and `last_active`), or channel states (watch answers, `query_channels`, watcher lists and
@@ -177,10 +177,11 @@ impl Harness {
     /// Runs one step; answers the JSON answers it produced that others could read.
     fn run(&mut self, op: &Op) -> Vec<(u64, Value)> {
         let e = &self.engine;
-        let mut answers = Vec::new();
         match op {
+            Op::Watch(..) | Op::QueryUsers(..) | Op::QueryChannels(..) => {
+                return self.read(op).into_iter().collect()
+            }
             Op::Connect(u, invisible) => {
-                let invisible = *invisible;
                 let mut patch = json!({"id": u});
                 if let Some(i) = invisible {
                     patch["invisible"] = json!(i);
@@ -223,37 +224,10 @@ impl Harness {
             Op::RemoveMember(cid, u) => {
                 let _ = e.remove_members(cid, &[u.to_string()]);
             }
-            Op::Watch(l, cid, presence) => {
-                let c = self.conn(*l);
-                if let Ok(state) = e.watch_channel_state(ConnectionId(c), cid, *presence) {
-                    self.watching.get_mut(&c).unwrap().insert(cid.to_string());
-                    answers.push((c, json!({"channels": [state]})));
-                }
-            }
             Op::StopWatching(l, cid) => {
                 let c = self.conn(*l);
                 if e.stop_watching(ConnectionId(c), cid).is_ok() {
                     self.watching.get_mut(&c).unwrap().remove(*cid);
-                }
-            }
-            Op::QueryUsers(l, presence) => {
-                let c = self.conn(*l);
-                let q = json!({"filter_conditions": {"online": true}, "presence": presence});
-                if let Ok(v) = e.query_users(ConnectionId(c), &q.to_string()) {
-                    answers.push((c, v));
-                }
-            }
-            Op::QueryChannels(l, presence, watch) => {
-                let c = self.conn(*l);
-                let q = json!({"presence": presence, "watch": watch});
-                if let Ok(v) = e.query_channels(ConnectionId(c), &q.to_string()) {
-                    if *presence || *watch {
-                        for ch in v["channels"].as_array().unwrap() {
-                            let cid = str_of(&ch["channel"], "cid").unwrap();
-                            self.watching.get_mut(&c).unwrap().insert(cid);
-                        }
-                    }
-                    answers.push((c, v));
                 }
             }
             Op::Unsubscribe(l, u) => {
@@ -265,7 +239,38 @@ impl Harness {
             }
             Op::Tick => e.tick(),
         }
-        answers
+        Vec::new()
+    }
+
+    /// The operations that answer JSON: watching and queries. Answers (connection, answer).
+    fn read(&mut self, op: &Op) -> Option<(u64, Value)> {
+        let e = &self.engine;
+        match op {
+            Op::Watch(l, cid, presence) => {
+                let c = self.conn(*l);
+                let state = e.watch_channel_state(ConnectionId(c), cid, *presence).ok()?;
+                self.watching.get_mut(&c).unwrap().insert(cid.to_string());
+                Some((c, json!({"channels": [state]})))
+            }
+            Op::QueryUsers(l, presence) => {
+                let c = self.conn(*l);
+                let q = json!({"filter_conditions": {"online": true}, "presence": presence});
+                Some((c, e.query_users(ConnectionId(c), &q.to_string()).ok()?))
+            }
+            Op::QueryChannels(l, presence, watch) => {
+                let c = self.conn(*l);
+                let q = json!({"presence": presence, "watch": watch});
+                let v = e.query_channels(ConnectionId(c), &q.to_string()).ok()?;
+                if *presence || *watch {
+                    for ch in v["channels"].as_array().unwrap() {
+                        let cid = str_of(&ch["channel"], "cid").unwrap();
+                        self.watching.get_mut(&c).unwrap().insert(cid);
+                    }
+                }
+                Some((c, v))
+            }
+            _ => None,
+        }
     }
 
     /// Checks one user rendering seen by `observer` (who is `observer_user`).
@@ -360,12 +365,6 @@ impl Harness {
                 self.watching.remove(&connection.0);
             }
         }
-        let by_seq: BTreeMap<u64, Arc<Event>> = host.iter().map(|e| (e.seq, e.clone())).collect();
-        let hidden_now: BTreeSet<String> = before
-            .iter()
-            .filter(|(u, b)| !b.invisible && self.truth[*u].invisible)
-            .map(|(u, _)| u.clone())
-            .collect();
 
         // Answers produced by the step itself.
         for (c, answer) in &answers {
@@ -378,145 +377,195 @@ impl Harness {
                 self.check_channels(*c, answer, &before, &what)?;
             }
         }
-
-        // Events: every delivery, through the delivery listener and through the queues.
-        let mut delivered: Vec<Delivery> = std::mem::take(&mut *self.deliveries.lock().unwrap());
-        let live: Vec<(u64, String)> = self.live.iter().map(|(c, u)| (*c, u.clone())).collect();
-        for (c, _) in &live {
-            delivered.extend(self.engine.poll_events(ConnectionId(*c), usize::MAX).unwrap());
-        }
-        for d in &delivered {
-            let subject = d.event.user_id().to_owned();
-            let recipient_user = self.owners[&d.connection.0].clone();
-            if recipient_user == subject {
-                prop_assert_eq!(d.view, View::Own);
-                continue;
-            }
-            prop_assert_eq!(d.view, View::Public, "{}: delivery view", what);
-            let json = d.to_value();
-            let user_json = match json.get("user") {
-                Some(u) => u.clone(),
-                None => json["member"]["user"].clone(),
-            };
-            prop_assert!(
-                user_json.get("invisible").is_none(),
-                "{}: delivered event shows invisible: {}",
-                what,
-                json
-            );
-            let at_emission = by_seq.get(&d.event.seq).map(|e| e.user().clone());
-            let invisible_then =
-                at_emission.as_ref().map(|u| u.invisible).unwrap_or(d.event.user().invisible);
-            if invisible_then {
-                prop_assert_eq!(
-                    user_json["online"].as_bool(),
-                    Some(false),
-                    "{}: invisible {} delivered online: {}",
-                    what,
-                    subject,
-                    json
-                );
-            }
-            match d.event.type_name() {
-                "user.watching.start" => {
-                    prop_assert!(!invisible_then, "{}: watching.start names invisible {}", what, subject)
-                }
-                "user.watching.stop" if invisible_then => prop_assert!(
-                    hidden_now.contains(&subject),
-                    "{}: watching.stop names {} who was already invisible",
-                    what,
-                    subject
-                ),
-                _ => {}
-            }
-            let b = before.get(&subject);
-            let t = &self.truth[&subject];
-            let hidden_throughout = b.is_none_or(|b| !b.public_online()) && !t.public_online();
-            if hidden_throughout {
-                if let Some(b) = b {
-                    prop_assert_eq!(
-                        &str_of(&user_json, "last_active"),
-                        &b.last_active,
-                        "{}: event about hidden {} carries a moved last_active: {}",
-                        what,
-                        subject,
-                        json
-                    );
-                }
-            }
-            self.observations += 1;
-        }
-
+        self.check_deliveries(&host, &before, &what)?;
         // Every observer looks at everyone: get_user, filtered and sorted queries, channels.
+        let live: Vec<(u64, String)> = self.live.iter().map(|(c, u)| (*c, u.clone())).collect();
         for (c, observer_user) in &live {
-            let viewer = ConnectionId(*c);
-            for u in self.truth.keys().cloned().collect::<Vec<_>>() {
-                let v = self.engine.get_user(viewer, &u).unwrap();
-                self.check_user_view(observer_user, &v, &before, &format!("{what} get_user({c})"))?;
-            }
-            let online_for =
-                |u: &str, t: &Truth| if u == observer_user { t.connected } else { t.public_online() };
-            let expect_online: BTreeSet<String> =
-                self.truth.iter().filter(|(u, t)| online_for(u, t)).map(|(u, _)| u.clone()).collect();
-            let expect_offline: BTreeSet<String> =
-                self.truth.keys().filter(|u| !expect_online.contains(*u)).cloned().collect();
-            for (filters, expected) in
-                [(&ONLINE_TRUE[..], &expect_online), (&ONLINE_FALSE[..], &expect_offline)]
-            {
-                for f in filters {
-                    let q = format!(r#"{{"filter_conditions": {f}, "limit": 100}}"#);
-                    let got = self.engine.query_users(viewer, &q).unwrap();
-                    let ids: BTreeSet<String> =
-                        got["users"].as_array().unwrap().iter().map(|v| str_of(v, "id").unwrap()).collect();
-                    prop_assert_eq!(&ids, expected, "{}: query {} as {}", what, f, c);
-                    self.observations += 1;
-                }
-            }
-            // Sorting must use only what the viewer may see.
-            for sort in [
-                r#"[{"field":"online","direction":-1}]"#,
-                r#"{"online": 1}"#,
-                r#"{"last_active": -1}"#,
-                r#"{"last_active": 1}"#,
-            ] {
-                let q = format!(r#"{{"sort": {sort}, "limit": 100}}"#);
-                let got = self.engine.query_users(viewer, &q).unwrap();
-                let rows = got["users"].as_array().unwrap().clone();
-                for v in &rows {
-                    self.check_user_view(observer_user, v, &before, &format!("{what} sort {sort}"))?;
-                }
-                let mut expected = rows.clone();
-                let key = |v: &Value| -> (Option<String>, String) {
-                    let k = if sort.contains("online") {
-                        Some(v["online"].as_bool().unwrap().to_string())
-                    } else {
-                        str_of(v, "last_active")
-                    };
-                    (k, str_of(v, "id").unwrap())
-                };
-                let descending = sort.contains("-1");
-                expected.sort_by(|a, b| {
-                    let (ka, ia) = key(a);
-                    let (kb, ib) = key(b);
-                    let ord = match (ka, kb) {
-                        (None, None) => std::cmp::Ordering::Equal,
-                        (None, Some(_)) => std::cmp::Ordering::Greater,
-                        (Some(_), None) => std::cmp::Ordering::Less,
-                        (Some(x), Some(y)) if descending => y.cmp(&x),
-                        (Some(x), Some(y)) => x.cmp(&y),
-                    };
-                    ord.then(ia.cmp(&ib))
-                });
-                prop_assert_eq!(&rows, &expected, "{}: order of sort {} as {}", what, sort, c);
-            }
-            let channels = self.engine.query_channels(viewer, r#"{"limit": 100}"#).unwrap();
-            self.check_channels(*c, &channels, &before, &format!("{what} query_channels({c})"))?;
+            self.check_observer(*c, observer_user, &before, &what)?;
         }
         // The host's channel view must agree on counts too.
         let channels = self.engine.query_channels(ConnectionId::HOST, r#"{"limit": 100}"#).unwrap();
         for state in channels["channels"].as_array().unwrap() {
             let n = state["watchers"].as_array().unwrap().len() as u64;
             prop_assert_eq!(state["watcher_count"].as_u64(), Some(n), "{}: host watcher_count", what);
+        }
+        Ok(())
+    }
+
+    /// Events: every delivery, through the delivery listener and through the queues.
+    fn check_deliveries(
+        &mut self,
+        host: &[Arc<Event>],
+        before: &BTreeMap<String, Truth>,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        let by_seq: BTreeMap<u64, Arc<Event>> = host.iter().map(|e| (e.seq, e.clone())).collect();
+        let hidden_now: BTreeSet<String> = before
+            .iter()
+            .filter(|(u, b)| !b.invisible && self.truth[*u].invisible)
+            .map(|(u, _)| u.clone())
+            .collect();
+        let mut delivered: Vec<Delivery> = std::mem::take(&mut *self.deliveries.lock().unwrap());
+        for c in self.live.keys() {
+            delivered.extend(self.engine.poll_events(ConnectionId(*c), usize::MAX).unwrap());
+        }
+        for d in &delivered {
+            self.check_delivery(d, &by_seq, &hidden_now, before, what)?;
+        }
+        Ok(())
+    }
+
+    /// One delivery to another user's connection: public view, never invisible, never
+    /// online while invisible, no watching.start for an invisible user (watching.stop only
+    /// in the step that hid them), no moved last_active while hidden throughout.
+    fn check_delivery(
+        &mut self,
+        d: &Delivery,
+        by_seq: &BTreeMap<u64, Arc<Event>>,
+        hidden_now: &BTreeSet<String>,
+        before: &BTreeMap<String, Truth>,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        let subject = d.event.user_id().to_owned();
+        let recipient_user = self.owners[&d.connection.0].clone();
+        if recipient_user == subject {
+            prop_assert_eq!(d.view, View::Own);
+            return Ok(());
+        }
+        prop_assert_eq!(d.view, View::Public, "{}: delivery view", what);
+        let json = d.to_value();
+        let user_json = match json.get("user") {
+            Some(u) => u.clone(),
+            None => json["member"]["user"].clone(),
+        };
+        prop_assert!(
+            user_json.get("invisible").is_none(),
+            "{}: delivered event shows invisible: {}",
+            what,
+            json
+        );
+        let at_emission = by_seq.get(&d.event.seq).map(|e| e.user().clone());
+        let invisible_then = at_emission.as_ref().map(|u| u.invisible).unwrap_or(d.event.user().invisible);
+        if invisible_then {
+            prop_assert_eq!(
+                user_json["online"].as_bool(),
+                Some(false),
+                "{}: invisible {} delivered online: {}",
+                what,
+                subject,
+                json
+            );
+        }
+        match d.event.type_name() {
+            "user.watching.start" => {
+                prop_assert!(!invisible_then, "{}: watching.start names invisible {}", what, subject)
+            }
+            "user.watching.stop" if invisible_then => prop_assert!(
+                hidden_now.contains(&subject),
+                "{}: watching.stop names {} who was already invisible",
+                what,
+                subject
+            ),
+            _ => {}
+        }
+        let b = before.get(&subject);
+        let t = &self.truth[&subject];
+        let hidden_throughout = b.is_none_or(|b| !b.public_online()) && !t.public_online();
+        if hidden_throughout {
+            if let Some(b) = b {
+                prop_assert_eq!(
+                    &str_of(&user_json, "last_active"),
+                    &b.last_active,
+                    "{}: event about hidden {} carries a moved last_active: {}",
+                    what,
+                    subject,
+                    json
+                );
+            }
+        }
+        self.observations += 1;
+        Ok(())
+    }
+
+    /// Connection `c` (of `observer_user`) looks at everyone: get_user, queries filtered
+    /// and sorted on what it may not see, and channels.
+    fn check_observer(
+        &mut self,
+        c: u64,
+        observer_user: &str,
+        before: &BTreeMap<String, Truth>,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        let viewer = ConnectionId(c);
+        for u in self.truth.keys().cloned().collect::<Vec<_>>() {
+            let v = self.engine.get_user(viewer, &u).unwrap();
+            self.check_user_view(observer_user, &v, before, &format!("{what} get_user({c})"))?;
+        }
+        let online_for =
+            |u: &str, t: &Truth| if u == observer_user { t.connected } else { t.public_online() };
+        let expect_online: BTreeSet<String> =
+            self.truth.iter().filter(|(u, t)| online_for(u, t)).map(|(u, _)| u.clone()).collect();
+        let expect_offline: BTreeSet<String> =
+            self.truth.keys().filter(|u| !expect_online.contains(*u)).cloned().collect();
+        for (filters, expected) in [(&ONLINE_TRUE[..], &expect_online), (&ONLINE_FALSE[..], &expect_offline)]
+        {
+            for f in filters {
+                let q = format!(r#"{{"filter_conditions": {f}, "limit": 100}}"#);
+                let got = self.engine.query_users(viewer, &q).unwrap();
+                let ids: BTreeSet<String> =
+                    got["users"].as_array().unwrap().iter().map(|v| str_of(v, "id").unwrap()).collect();
+                prop_assert_eq!(&ids, expected, "{}: query {} as {}", what, f, c);
+                self.observations += 1;
+            }
+        }
+        self.check_sorts(c, observer_user, before, what)?;
+        let channels = self.engine.query_channels(viewer, r#"{"limit": 100}"#).unwrap();
+        self.check_channels(c, &channels, before, &format!("{what} query_channels({c})"))
+    }
+
+    /// Sorting on `online` and `last_active` uses only what the viewer may see.
+    fn check_sorts(
+        &mut self,
+        c: u64,
+        observer_user: &str,
+        before: &BTreeMap<String, Truth>,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        for sort in [
+            r#"[{"field":"online","direction":-1}]"#,
+            r#"{"online": 1}"#,
+            r#"{"last_active": -1}"#,
+            r#"{"last_active": 1}"#,
+        ] {
+            let q = format!(r#"{{"sort": {sort}, "limit": 100}}"#);
+            let got = self.engine.query_users(ConnectionId(c), &q).unwrap();
+            let rows = got["users"].as_array().unwrap().clone();
+            for v in &rows {
+                self.check_user_view(observer_user, v, before, &format!("{what} sort {sort}"))?;
+            }
+            let mut expected = rows.clone();
+            let key = |v: &Value| -> (Option<String>, String) {
+                let k = if sort.contains("online") {
+                    Some(v["online"].as_bool().unwrap().to_string())
+                } else {
+                    str_of(v, "last_active")
+                };
+                (k, str_of(v, "id").unwrap())
+            };
+            let descending = sort.contains("-1");
+            expected.sort_by(|a, b| {
+                let (ka, ia) = key(a);
+                let (kb, ib) = key(b);
+                let ord = match (ka, kb) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (Some(x), Some(y)) if descending => y.cmp(&x),
+                    (Some(x), Some(y)) => x.cmp(&y),
+                };
+                ord.then(ia.cmp(&ib))
+            });
+            prop_assert_eq!(&rows, &expected, "{}: order of sort {} as {}", what, sort, c);
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Concurrency stress (issue 7): 8 threads issue mixed operations for a bounded time while
+//! Concurrency stress: 8 threads issue mixed operations for a bounded time while
 //! host and delivery listeners re-enter the engine (get_user, poll_events, set_status on
 //! another user). Afterwards the invariants must hold:
 //! - a user is online (host view) iff they hold a live connection, and online to others iff
@@ -86,165 +86,190 @@ const OP_NAMES: [&str; 16] = [
     "tick",
 ];
 
-fn worker(e: Arc<Engine>, t: usize, stop: Arc<AtomicBool>, doing: Arc<Vec<AtomicUsize>>) -> WorkerResult {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678_9abc));
-    let mut owned: Vec<Owned> = Vec::new();
-    let mut ops = 0u64;
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut problems = Vec::new();
-    // Each thread's users: its connections belong to users t, t+8 (2 per thread), so
-    // per-user connection counts stay small; every thread touches every user's data.
-    while !stop.load(Ordering::Relaxed) {
-        let op = rng.below(OP_NAMES.len());
-        doing[t].store(op + 1, Ordering::Relaxed);
-        ops += 1;
-        let pick_conn = |rng: &mut Rng, owned: &Vec<Owned>| -> Option<usize> {
-            (!owned.is_empty()).then(|| rng.below(owned.len()))
-        };
-        let result: Result<(), presence::Error> = match op {
-            0 => {
-                if owned.len() < 6 {
-                    let u = user(t + THREADS * rng.below(2));
-                    let invisible = rng.below(5) == 0;
-                    let patch =
-                        if invisible { json!({"id": u, "invisible": true}) } else { json!({"id": u}) };
-                    e.connect_json(&patch.to_string()).map(|c| {
-                        owned.push(Owned {
-                            id: c,
-                            user: u,
-                            watching: BTreeMap::new(),
-                            direct: BTreeSet::new(),
-                            last_queue_seq: 0,
-                        })
-                    })
-                } else {
-                    Ok(())
-                }
-            }
-            1 => match pick_conn(&mut rng, &owned) {
-                Some(i) if rng.below(3) == 0 => {
-                    let c = owned.remove(i);
-                    e.disconnect(c.id)
-                }
-                _ => Ok(()),
-            },
-            2 => match pick_conn(&mut rng, &owned) {
-                // A third of the connections never send heartbeats (they time out when
-                // a timeout is configured).
-                Some(i) if owned[i].id.0 % 3 != 0 => e.heartbeat(owned[i].id),
-                _ => Ok(()),
-            },
-            3 => e.set_invisible(&user(rng.below(USERS)), rng.below(3) == 0),
-            4 => e.set_status(&user(rng.below(USERS)), Some(["a", "b", "c"][rng.below(3)])),
-            5 => {
-                e.upsert_user_json(&json!({"id": user(rng.below(USERS)), "level": rng.below(4)}).to_string())
-            }
-            6 => {
-                let members: Vec<String> = (0..rng.below(4)).map(|_| user(rng.below(USERS))).collect();
-                e.upsert_channel_json(
-                    &json!({"cid": cid(rng.below(CHANNELS)), "members": members}).to_string(),
-                )
-            }
-            7 => e.add_members(&cid(rng.below(CHANNELS)), &[user(rng.below(USERS))]),
-            8 => e.remove_members(&cid(rng.below(CHANNELS)), &[user(rng.below(USERS))]),
-            9 => match pick_conn(&mut rng, &owned) {
-                Some(i) => {
-                    let ch = cid(rng.below(CHANNELS));
-                    let presence = rng.below(2) == 0;
-                    e.watch_channel_state(owned[i].id, &ch, presence).map(|state| {
-                        let w = owned[i].watching.entry(ch).or_insert(false);
-                        *w |= presence;
-                        if state["watcher_count"].as_u64().unwrap() as usize
-                            != state["watchers"].as_array().unwrap().len()
-                        {
-                            problems.push(format!("watch answer inconsistent: {state}"));
-                        }
-                    })
-                }
-                None => Ok(()),
-            },
-            10 => match pick_conn(&mut rng, &owned) {
-                Some(i) => {
-                    let ch = cid(rng.below(CHANNELS));
-                    e.stop_watching(owned[i].id, &ch).map(|_| {
-                        owned[i].watching.remove(&ch);
-                    })
-                }
-                None => Ok(()),
-            },
-            11 => match pick_conn(&mut rng, &owned) {
-                Some(i) => {
-                    let ids: Vec<String> = (0..3).map(|_| user(rng.below(USERS))).collect();
-                    let q = json!({"filter_conditions": {"id": {"$in": ids}}, "presence": true});
-                    e.query_users(owned[i].id, &q.to_string()).map(|v| {
-                        for u in v["users"].as_array().unwrap() {
-                            owned[i].direct.insert(u["id"].as_str().unwrap().to_owned());
-                        }
-                    })
-                }
-                None => e
-                    .query_users(ConnectionId::HOST, r#"{"filter_conditions": {"online": true}}"#)
-                    .map(|_| ()),
-            },
-            12 => match pick_conn(&mut rng, &owned) {
-                Some(i) => {
-                    let presence = rng.below(2) == 0;
-                    let q = json!({"filter_conditions": {"cid": {"$in": [cid(rng.below(CHANNELS))]}}, "presence": presence, "watch": true});
-                    e.query_channels(owned[i].id, &q.to_string()).map(|v| {
-                        for ch in v["channels"].as_array().unwrap() {
-                            let c = ch["channel"]["cid"].as_str().unwrap().to_owned();
-                            let w = owned[i].watching.entry(c).or_insert(false);
-                            *w |= presence;
-                        }
-                    })
-                }
-                None => Ok(()),
-            },
-            13 => match pick_conn(&mut rng, &owned) {
-                Some(i) => {
-                    let u = user(rng.below(USERS));
-                    e.unsubscribe_user(owned[i].id, &u).map(|_| {
-                        owned[i].direct.remove(&u);
-                    })
-                }
-                None => Ok(()),
-            },
-            14 => match pick_conn(&mut rng, &owned) {
-                Some(i) => e.poll_events(owned[i].id, 64).map(|ds| {
-                    for d in ds {
-                        if d.event.seq <= owned[i].last_queue_seq || d.connection != owned[i].id {
-                            problems.push(format!(
-                                "queue of {} out of order: {} after {}",
-                                owned[i].id, d.event.seq, owned[i].last_queue_seq
-                            ));
-                        }
-                        owned[i].last_queue_seq = d.event.seq;
-                    }
-                }),
-                None => Ok(()),
-            },
-            _ => {
-                e.tick();
-                Ok(())
-            }
-        };
-        if let Err(err) = result {
+/// One worker thread: the connections it owns and what it noticed.
+struct Worker {
+    e: Arc<Engine>,
+    t: usize,
+    rng: Rng,
+    owned: Vec<Owned>,
+    problems: Vec<String>,
+}
+
+impl Worker {
+    /// Runs random operations until `stop`; `doing[t]` names the one in progress.
+    fn run(e: Arc<Engine>, t: usize, stop: Arc<AtomicBool>, doing: Arc<Vec<AtomicUsize>>) -> WorkerResult {
+        let rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678_9abc));
+        let mut w = Worker { e, t, rng, owned: Vec::new(), problems: Vec::new() };
+        let mut ops = 0u64;
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            let op = w.rng.below(OP_NAMES.len());
+            doing[t].store(op + 1, Ordering::Relaxed);
+            ops += 1;
+            let Err(err) = w.op(op) else { continue };
             // Unknown users/channels and slow-consumer closes are expected under
             // concurrency; anything else is a failure.
             match err.kind() {
                 ErrorKind::NotFound | ErrorKind::Limit => {
                     *errors.entry(format!("{} {:?}", OP_NAMES[op], err.kind())).or_default() += 1;
                 }
-                _ => problems.push(format!("{}: unexpected {err}", OP_NAMES[op])),
+                _ => w.problems.push(format!("{}: unexpected {err}", OP_NAMES[op])),
             }
             // A connection closed as a slow consumer (or by anything) is no longer ours.
             if err.kind() == ErrorKind::NotFound {
-                owned.retain(|c| e.poll_events(c.id, 0).is_ok());
+                let e = &w.e;
+                w.owned.retain(|c| e.poll_events(c.id, 0).is_ok());
+            }
+        }
+        doing[t].store(0, Ordering::Relaxed);
+        WorkerResult { owned: w.owned, ops, errors, problems: w.problems }
+    }
+
+    /// One of the connections this thread owns, if any.
+    fn pick_conn(&mut self) -> Option<usize> {
+        (!self.owned.is_empty()).then(|| self.rng.below(self.owned.len()))
+    }
+
+    fn any_user(&mut self) -> String {
+        user(self.rng.below(USERS))
+    }
+
+    fn any_cid(&mut self) -> String {
+        cid(self.rng.below(CHANNELS))
+    }
+
+    /// Operation `op` (an index into [`OP_NAMES`]).
+    fn op(&mut self, op: usize) -> Result<(), presence::Error> {
+        let e = self.e.clone();
+        match op {
+            0 => self.connect(),
+            1 => match self.pick_conn() {
+                Some(i) if self.rng.below(3) == 0 => {
+                    let c = self.owned.remove(i);
+                    e.disconnect(c.id)
+                }
+                _ => Ok(()),
+            },
+            2 => match self.pick_conn() {
+                // A third of the connections never send heartbeats (they time out when
+                // a timeout is configured).
+                Some(i) if self.owned[i].id.0 % 3 != 0 => e.heartbeat(self.owned[i].id),
+                _ => Ok(()),
+            },
+            3 => {
+                let u = self.any_user();
+                e.set_invisible(&u, self.rng.below(3) == 0)
+            }
+            4 => {
+                let u = self.any_user();
+                e.set_status(&u, Some(["a", "b", "c"][self.rng.below(3)]))
+            }
+            5 => {
+                let u = self.any_user();
+                e.upsert_user_json(&json!({"id": u, "level": self.rng.below(4)}).to_string())
+            }
+            6 => {
+                let members: Vec<String> = (0..self.rng.below(4)).map(|_| self.any_user()).collect();
+                e.upsert_channel_json(&json!({"cid": self.any_cid(), "members": members}).to_string())
+            }
+            7 => e.add_members(&self.any_cid(), &[self.any_user()]),
+            8 => e.remove_members(&self.any_cid(), &[self.any_user()]),
+            9 => self.pick_conn().map_or(Ok(()), |i| self.watch(i)),
+            10 => self.pick_conn().map_or(Ok(()), |i| {
+                let ch = self.any_cid();
+                e.stop_watching(self.owned[i].id, &ch).map(|_| {
+                    self.owned[i].watching.remove(&ch);
+                })
+            }),
+            11 => match self.pick_conn() {
+                Some(i) => self.query_users(i),
+                None => e
+                    .query_users(ConnectionId::HOST, r#"{"filter_conditions": {"online": true}}"#)
+                    .map(|_| ()),
+            },
+            12 => self.pick_conn().map_or(Ok(()), |i| self.query_channels(i)),
+            13 => self.pick_conn().map_or(Ok(()), |i| {
+                let u = self.any_user();
+                e.unsubscribe_user(self.owned[i].id, &u).map(|_| {
+                    self.owned[i].direct.remove(&u);
+                })
+            }),
+            14 => self.pick_conn().map_or(Ok(()), |i| self.poll(i)),
+            _ => {
+                e.tick();
+                Ok(())
             }
         }
     }
-    doing[t].store(0, Ordering::Relaxed);
-    WorkerResult { owned, ops, errors, problems }
+
+    /// Connects as one of this thread's two users (a fifth of the time invisible), up to
+    /// six connections.
+    fn connect(&mut self) -> Result<(), presence::Error> {
+        if self.owned.len() >= 6 {
+            return Ok(());
+        }
+        // Each thread's connections belong to users t and t+8, so per-user connection
+        // counts stay small; every thread touches every user's data.
+        let u = user(self.t + THREADS * self.rng.below(2));
+        let invisible = self.rng.below(5) == 0;
+        let patch = if invisible { json!({"id": u, "invisible": true}) } else { json!({"id": u}) };
+        let c = self.e.connect_json(&patch.to_string())?;
+        self.owned.push(Owned {
+            id: c,
+            user: u,
+            watching: BTreeMap::new(),
+            direct: BTreeSet::new(),
+            last_queue_seq: 0,
+        });
+        Ok(())
+    }
+
+    fn watch(&mut self, i: usize) -> Result<(), presence::Error> {
+        let ch = self.any_cid();
+        let presence = self.rng.below(2) == 0;
+        let state = self.e.watch_channel_state(self.owned[i].id, &ch, presence)?;
+        *self.owned[i].watching.entry(ch).or_insert(false) |= presence;
+        if state["watcher_count"].as_u64().unwrap() as usize != state["watchers"].as_array().unwrap().len() {
+            self.problems.push(format!("watch answer inconsistent: {state}"));
+        }
+        Ok(())
+    }
+
+    fn query_users(&mut self, i: usize) -> Result<(), presence::Error> {
+        let ids: Vec<String> = (0..3).map(|_| self.any_user()).collect();
+        let q = json!({"filter_conditions": {"id": {"$in": ids}}, "presence": true});
+        let v = self.e.query_users(self.owned[i].id, &q.to_string())?;
+        for u in v["users"].as_array().unwrap() {
+            self.owned[i].direct.insert(u["id"].as_str().unwrap().to_owned());
+        }
+        Ok(())
+    }
+
+    fn query_channels(&mut self, i: usize) -> Result<(), presence::Error> {
+        let presence = self.rng.below(2) == 0;
+        let q = json!({"filter_conditions": {"cid": {"$in": [self.any_cid()]}}, "presence": presence, "watch": true});
+        let v = self.e.query_channels(self.owned[i].id, &q.to_string())?;
+        for ch in v["channels"].as_array().unwrap() {
+            let c = ch["channel"]["cid"].as_str().unwrap().to_owned();
+            *self.owned[i].watching.entry(c).or_insert(false) |= presence;
+        }
+        Ok(())
+    }
+
+    /// Drains part of a queue, checking it is in `seq` order and holds only its own deliveries.
+    fn poll(&mut self, i: usize) -> Result<(), presence::Error> {
+        let c = &mut self.owned[i];
+        for d in self.e.poll_events(c.id, 64)? {
+            if d.event.seq <= c.last_queue_seq || d.connection != c.id {
+                self.problems.push(format!(
+                    "queue of {} out of order: {} after {}",
+                    c.id, d.event.seq, c.last_queue_seq
+                ));
+            }
+            c.last_queue_seq = d.event.seq;
+        }
+        Ok(())
+    }
 }
 
 struct Summary {
@@ -254,17 +279,27 @@ struct Summary {
     reentrant_calls: u64,
 }
 
-fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
-    let e = Arc::new(Engine::from_json(Some(config)).unwrap());
+/// What the listeners share with the checks.
+struct Observers {
+    streams: Arc<Mutex<Streams>>,
+    reentrant: Arc<AtomicU64>,
+    /// Set while the final probe runs: the delivery listener stops stealing from queues.
+    probing: Arc<AtomicBool>,
+}
+
+/// Host listener: sees everything; re-enters with get_user and, now and then, a status
+/// change of another user (whose events must come after the current one, in order). A
+/// filtered host listener (the Unity-style per-user subscription). Delivery listener:
+/// re-enters with get_user through the recipient and poll_events (stealing from queues,
+/// except while the final probe runs).
+fn attach_listeners(e: &Arc<Engine>) -> Observers {
     let streams = Arc::new(Mutex::new(Streams::default()));
     let in_callback = Arc::new(AtomicBool::new(false));
     let reentrant = Arc::new(AtomicU64::new(0));
-
-    // Host listener: sees everything; re-enters with get_user and, now and then, a status
-    // change of another user (whose events must come after the current one, in order).
+    let probing = Arc::new(AtomicBool::new(false));
     {
         let (weak, streams, busy, reentrant) =
-            (Arc::downgrade(&e), streams.clone(), in_callback.clone(), reentrant.clone());
+            (Arc::downgrade(e), streams.clone(), in_callback.clone(), reentrant.clone());
         e.add_listener(ListenerFilter::all(), move |ev: &Event| {
             if busy.swap(true, Ordering::SeqCst) {
                 streams.lock().unwrap().problems.push("callbacks overlapped".into());
@@ -287,7 +322,6 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             busy.store(false, Ordering::SeqCst);
         });
     }
-    // A filtered host listener (the Unity-style per-user subscription).
     {
         let streams = streams.clone();
         e.add_listener(ListenerFilter::user("u0"), move |ev: &Event| {
@@ -298,12 +332,9 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             s.filtered_seqs.push(ev.seq);
         });
     }
-    // Delivery listener: re-enters with get_user through the recipient and poll_events
-    // (stealing from queues, except while the final probe runs).
-    let probing = Arc::new(AtomicBool::new(false));
     {
         let (weak, streams, reentrant, busy, probing) =
-            (Arc::downgrade(&e), streams.clone(), reentrant.clone(), in_callback.clone(), probing.clone());
+            (Arc::downgrade(e), streams.clone(), reentrant.clone(), in_callback.clone(), probing.clone());
         e.add_delivery_listener(move |d: &Delivery| {
             if busy.swap(true, Ordering::SeqCst) {
                 streams.lock().unwrap().problems.push("callbacks overlapped".into());
@@ -323,10 +354,13 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             busy.store(false, Ordering::SeqCst);
         });
     }
-    e.upsert_user_json(r#"{"id":"echo"}"#).unwrap();
+    Observers { streams, reentrant, probing }
+}
 
-    // The workload runs on its own thread so that a deadlock fails the test instead of
-    // hanging it.
+/// Runs the workers, a thread adding and removing listeners, and (manual dispatch) a
+/// game-loop thread pumping, for `run_for`. The workload runs on its own thread so that a
+/// deadlock fails the test, naming what each stuck thread was doing, instead of hanging it.
+fn run_threads(e: &Arc<Engine>, run_for: Duration, pump: bool) -> Vec<WorkerResult> {
     let doing: Arc<Vec<AtomicUsize>> = Arc::new((0..THREADS + 2).map(|_| AtomicUsize::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = mpsc::channel();
@@ -336,10 +370,8 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             let mut handles = Vec::new();
             for t in 0..THREADS {
                 let (e, stop, doing) = (e.clone(), stop.clone(), doing.clone());
-                handles.push(std::thread::spawn(move || worker(e, t, stop, doing)));
+                handles.push(std::thread::spawn(move || Worker::run(e, t, stop, doing)));
             }
-            // A thread adding and removing listeners while everything runs, and (manual
-            // dispatch) a game-loop thread pumping.
             let churn = {
                 let (e, stop, doing) = (e.clone(), stop.clone(), doing.clone());
                 std::thread::spawn(move || {
@@ -373,7 +405,7 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             done_tx.send(results).unwrap();
         });
     }
-    let results = match done_rx.recv_timeout(run_for + DEADLINE) {
+    match done_rx.recv_timeout(run_for + DEADLINE) {
         Ok(results) => results,
         Err(_) => {
             let stuck: Vec<String> = doing
@@ -388,22 +420,12 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
                 .collect();
             panic!("deadlock: the workload did not finish within {DEADLINE:?}; stuck: {stuck:?}");
         }
-    };
-    if pump {
-        e.pump();
     }
+}
 
-    // ----- invariants -----
-    let mut problems: Vec<String> = Vec::new();
-    let ops: u64 = results.iter().map(|r| r.ops).sum();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &results {
-        problems.extend(r.problems.iter().cloned());
-        for (k, v) in &r.errors {
-            *errors.entry(k.clone()).or_default() += v;
-        }
-    }
-    let closed = streams.lock().unwrap().closed.clone();
+/// The connections the workers still own that the engine did not close; asserts the
+/// engine agrees on which are live.
+fn live_connections<'a>(e: &Engine, results: &'a [WorkerResult], closed: &BTreeSet<u64>) -> Vec<&'a Owned> {
     let mut live: Vec<&Owned> =
         results.iter().flat_map(|r| r.owned.iter()).filter(|c| !closed.contains(&c.id.0)).collect();
     live.sort_by_key(|c| c.id);
@@ -416,12 +438,16 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
     for c in &live {
         assert!(e.poll_events(c.id, 0).is_ok(), "{} should be live", c.id);
     }
-    for c in &closed {
+    for c in closed {
         assert_eq!(e.poll_events(ConnectionId(*c), 0).unwrap_err().kind(), ErrorKind::NotFound);
     }
-    let observer = live.first().map(|c| (c.id, c.user.clone()));
+    live
+}
 
-    // Online iff a (visible) live connection.
+/// Online iff a (visible) live connection, for the host and for another user. Answers each
+/// existing user's invisible flag.
+fn check_online(e: &Engine, live: &[&Owned], problems: &mut Vec<String>) -> BTreeMap<String, bool> {
+    let observer = live.first().map(|c| (c.id, c.user.clone()));
     let mut invisible: BTreeMap<String, bool> = BTreeMap::new();
     for i in 0..USERS {
         let u = user(i);
@@ -444,10 +470,17 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             }
         }
     }
+    invisible
+}
 
-    // Watcher counts and lists.
-    let channels = e.query_channels(ConnectionId::HOST, r#"{"sort": {"cid": 1}, "limit": 100}"#).unwrap();
-    for state in channels["channels"].as_array().unwrap() {
+/// Watcher counts and lists: the distinct visible users whose live connections watch.
+fn check_watchers(
+    channels: &[serde_json::Value],
+    live: &[&Owned],
+    invisible: &BTreeMap<String, bool>,
+    problems: &mut Vec<String>,
+) {
+    for state in channels {
         let ch = state["channel"]["cid"].as_str().unwrap();
         let expected: BTreeSet<String> = live
             .iter()
@@ -468,12 +501,20 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             ));
         }
     }
+}
 
-    // Every subscription points at a live connection, and each live connection is
-    // subscribed to exactly the union of its routes.
-    let members: BTreeMap<String, BTreeSet<String>> = channels["channels"]
-        .as_array()
-        .unwrap()
+/// Every subscription points at a live connection, and each live connection is subscribed
+/// to exactly the union of its routes: a probe status change of every user reaches exactly
+/// those connections.
+fn check_subscriptions(
+    e: &Engine,
+    channels: &[serde_json::Value],
+    live: &[&Owned],
+    invisible: &BTreeMap<String, bool>,
+    pump: bool,
+    problems: &mut Vec<String>,
+) {
+    let members: BTreeMap<String, BTreeSet<String>> = channels
         .iter()
         .map(|s| {
             (
@@ -487,8 +528,7 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             )
         })
         .collect();
-    probing.store(true, Ordering::SeqCst);
-    for c in &live {
+    for c in live {
         e.poll_events(c.id, usize::MAX).unwrap();
     }
     let probe_users: Vec<String> = (0..USERS).map(user).filter(|u| invisible.contains_key(u)).collect();
@@ -499,7 +539,7 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
         e.pump();
     }
     let mut reached: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for c in &live {
+    for c in live {
         for d in e.poll_events(c.id, usize::MAX).unwrap() {
             if d.event.type_name() == "user.presence.changed"
                 && d.event.user().status.as_deref() == Some("probe")
@@ -508,7 +548,7 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             }
         }
     }
-    for c in &live {
+    for c in live {
         let mut expected: BTreeSet<String> = c.direct.clone();
         for (ch, presence) in &c.watching {
             if *presence {
@@ -521,16 +561,15 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
             problems.push(format!("{} ({}) subscribed to {got:?}, expected {expected:?}", c.id, c.user));
         }
     }
-    let s = streams.lock().unwrap();
     // Deliveries during the probe went only to live connections.
-    let live_ids: BTreeSet<u64> = live.iter().map(|c| c.id.0).collect();
     if !reached.is_empty() {
         problems.push(format!("probe reached unknown connections {:?}", reached.keys()));
     }
-    let _ = live_ids;
+}
 
-    // seq: host stream strictly increasing and gap-free (nothing lost), every other stream
-    // strictly increasing (per recipient), the global delivery stream never going back.
+/// seq: host stream strictly increasing and gap-free (nothing lost), every other stream
+/// strictly increasing (per recipient), the global delivery stream never going back.
+fn check_seq_streams(s: &Streams, problems: &mut Vec<String>) {
     let host = &s.host_seqs;
     if let Some(w) = host.windows(2).find(|w| w[1] != w[0] + 1) {
         problems.push(format!("host stream: {} followed by {}", w[0], w[1]));
@@ -549,19 +588,49 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
     if let Some(w) = s.delivery_global.windows(2).find(|w| w[1] < w[0]) {
         problems.push(format!("delivery stream went back: {} then {}", w[0], w[1]));
     }
+}
+
+fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
+    let e = Arc::new(Engine::from_json(Some(config)).unwrap());
+    let observers = attach_listeners(&e);
+    e.upsert_user_json(r#"{"id":"echo"}"#).unwrap();
+    let results = run_threads(&e, run_for, pump);
+    if pump {
+        e.pump();
+    }
+
+    let mut problems: Vec<String> = Vec::new();
+    let ops: u64 = results.iter().map(|r| r.ops).sum();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &results {
+        problems.extend(r.problems.iter().cloned());
+        for (k, v) in &r.errors {
+            *errors.entry(k.clone()).or_default() += v;
+        }
+    }
+    let closed = observers.streams.lock().unwrap().closed.clone();
+    let live = live_connections(&e, &results, &closed);
+    let invisible = check_online(&e, &live, &mut problems);
+    let channels = e.query_channels(ConnectionId::HOST, r#"{"sort": {"cid": 1}, "limit": 100}"#).unwrap();
+    let channels = channels["channels"].as_array().unwrap();
+    check_watchers(channels, &live, &invisible, &mut problems);
+    observers.probing.store(true, Ordering::SeqCst);
+    check_subscriptions(&e, channels, &live, &invisible, pump, &mut problems);
+    let s = observers.streams.lock().unwrap();
+    check_seq_streams(&s, &mut problems);
     problems.extend(s.problems.iter().cloned());
+
     let deliveries: usize = s.delivery_seqs.values().map(Vec::len).sum();
+    let (events, reentrant_calls) = (s.host_seqs.len(), observers.reentrant.load(Ordering::Relaxed));
     eprintln!(
-        "stress ({}): {THREADS} threads, {ops} operations in {run_for:?}, {} events, {deliveries} deliveries, \
-         {} re-entrant calls from callbacks, connections closed {:?}, {} live at the end; expected errors: {errors:?}",
+        "stress ({}): {THREADS} threads, {ops} operations in {run_for:?}, {events} events, {deliveries} deliveries, \
+         {reentrant_calls} re-entrant calls from callbacks, connections closed {:?}, {} live at the end; expected errors: {errors:?}",
         if pump { "manual dispatch + pump thread" } else { "immediate dispatch" },
-        host.len(),
-        reentrant.load(Ordering::Relaxed),
         s.close_reasons,
         live.len()
     );
     assert!(problems.is_empty(), "{} invariant violations:\n{}", problems.len(), problems.join("\n"));
-    Summary { ops, events: host.len(), deliveries, reentrant_calls: reentrant.load(Ordering::Relaxed) }
+    Summary { ops, events, deliveries, reentrant_calls }
 }
 
 #[test]

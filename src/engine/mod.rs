@@ -95,6 +95,7 @@ impl Engine {
         })
     }
 
+    /// The configuration the engine was created with. Cost: O(1).
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -1,11 +1,36 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: engines on a manual clock, recorders of what
+//! listeners saw, JSON views to compare answers against, and a seeded generator.
 #![allow(dead_code)]
-use presence::{Delivery, Engine, Event, ListenerFilter, View};
+pub mod views;
+
+use presence::time::format_millis;
+use presence::{ConnectionId, Delivery, Engine, ErrorKind, Event, ListenerFilter, View};
 use std::sync::{Arc, Mutex};
 
-/// 2019-01-07T13:17:42.375Z, the timestamp in the spec's examples.
+/// 2019-01-07T13:17:42.375Z, the start of every manual clock in the tests.
 pub const T0: i64 = 1_546_867_062_375;
 pub const MINUTE: i64 = 60_000;
+/// [`T0`] rendered.
+pub const T0S: &str = "2019-01-07T13:17:42.375Z";
+
+pub const HOST: ConnectionId = ConnectionId::HOST;
+
+/// `T0 + minutes` rendered.
+pub fn at_min(minutes: i64) -> String {
+    format_millis(T0 + minutes * MINUTE)
+}
+
+/// The kind of the error `r` must hold.
+pub fn kind<T>(r: presence::Result<T>) -> ErrorKind {
+    match r {
+        Ok(_) => panic!("expected an error, got Ok"),
+        Err(e) => e.kind(),
+    }
+}
+
+pub fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
 
 /// An engine on a manual clock starting at [`T0`], with extra config keys merged in
 /// (`extra` is a JSON object body such as `"connection_timeout_ms": 30000`).
@@ -47,6 +72,58 @@ pub fn describe(e: &Event) -> String {
 pub fn describe_delivery(d: &Delivery) -> String {
     let online = if d.online() { "online" } else { "offline" };
     format!("#{} {} {} {}", d.connection.0, d.event.type_name(), d.event.user_id(), online)
+}
+
+/// `"#<conn> <rest>"`, the shape of [`describe_delivery`].
+pub fn to(c: ConnectionId, rest: &str) -> String {
+    format!("#{} {}", c.0, rest)
+}
+
+/// Every delivery-listener call, in call order.
+#[derive(Clone, Default)]
+pub struct Deliveries(Arc<Mutex<Vec<Delivery>>>);
+
+impl Deliveries {
+    pub fn attach(e: &Engine) -> Deliveries {
+        let d = Deliveries::default();
+        let sink = d.0.clone();
+        e.add_delivery_listener(move |x| sink.lock().unwrap().push(x.clone()));
+        d
+    }
+
+    /// What was delivered so far, checked to be in `seq` order.
+    pub fn take_raw(&self) -> Vec<Delivery> {
+        let all = std::mem::take(&mut *self.0.lock().unwrap());
+        for w in all.windows(2) {
+            assert!(
+                w[0].event.seq <= w[1].event.seq,
+                "delivery listener called out of seq order: {} then {}",
+                w[0].event.seq,
+                w[1].event.seq
+            );
+        }
+        all
+    }
+
+    /// [`describe_delivery`] lines; the recipients of one event (whose order is not
+    /// specified) are listed by connection id.
+    pub fn take(&self) -> Vec<String> {
+        let mut all = self.take_raw();
+        all.sort_by_key(|d| (d.event.seq, d.connection));
+        all.iter().map(describe_delivery).collect()
+    }
+}
+
+/// Drains a connection's queue as [`describe_delivery`] lines, checking strict seq order.
+pub fn poll(e: &Engine, c: ConnectionId) -> Vec<String> {
+    let got = e.poll_events(c, usize::MAX).unwrap();
+    for w in got.windows(2) {
+        assert!(w[0].event.seq < w[1].event.seq, "queue out of seq order");
+    }
+    for d in &got {
+        assert_eq!(d.connection, c);
+    }
+    got.iter().map(describe_delivery).collect()
 }
 
 /// A deterministic pseudo-random sequence (xorshift64), so test data is varied but
