@@ -371,13 +371,7 @@ impl Model {
     }
 
     /// What a change to user `u` emits, compared with `before`.
-    pub fn user_changed(
-        &mut self,
-        u: &str,
-        before: Views,
-        had_conns: bool,
-        custom_changed: bool,
-    ) {
+    pub fn user_changed(&mut self, u: &str, before: Views, had_conns: bool, custom_changed: bool) {
         let flipped = self.users[u].invisible != before.3;
         let connected_now = !self.live_conns(u).is_empty();
         // Going invisible while connected stamps the last visible moment; coming back while
