@@ -439,7 +439,9 @@ impl Model {
         let Some(pos) = conn.watching.iter().position(|(w, _)| w == cid) else {
             return;
         };
-        conn.watching.remove(pos);
+        // The engine's watch list moves its last entry into the freed place (O(1) removal),
+        // which sets the order of a closing connection's watching.stop events.
+        conn.watching.swap_remove(pos);
         let u = conn.user.clone();
         if !self.user_watches(&u, cid) && !self.users[&u].invisible {
             let count = self.visible_watchers(cid).len() as u32;
