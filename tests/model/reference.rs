@@ -321,7 +321,6 @@ impl Model {
     pub fn apply_patch(&mut self, p: &Patch) -> (Views, bool, bool) {
         let created = self.create_user(p.id);
         let had_conns = !self.live_conns(p.id).is_empty();
-        let user = &self.users[p.id];
         // A user the patch creates counts as already having the patched status and
         // visibility: creation alone emits nothing.
         let before = if created {
