@@ -552,7 +552,9 @@ impl Model {
         let ch = self.chans.remove(cid).ok_or(ErrorKind::NotFound)?;
         self.free_chan_idx.push(ch.idx);
         for conn in self.conns.values_mut() {
-            conn.watching.retain(|(w, _)| w != cid);
+            if let Some(pos) = conn.watching.iter().position(|(w, _)| w == cid) {
+                conn.watching.swap_remove(pos);
+            }
         }
         Ok(())
     }
