@@ -108,7 +108,9 @@ typedef uint64_t PresenceConnectionId;
 typedef struct PresenceEvent {
   /**
    * The event type: "user.presence.changed", "user.updated", "user.watching.start",
-   * "user.watching.stop", "member.added", "member.removed" or "connection.closed".
+   * "user.watching.stop", "member.added", "member.removed", "connection.closed" or, in
+   * cluster mode and for host listeners only, "cluster.status" (about no user:
+   * `user_id` is NULL).
    */
   const char *type;
   /**
@@ -526,6 +528,17 @@ enum PresenceResult presence_save(struct PresenceEngine *engine, const char *pat
  * (not a snapshot, or a value in it breaks a rule), STATE (connections open). Any thread.
  */
 enum PresenceResult presence_load(struct PresenceEngine *engine, const char *path);
+
+/**
+ * Writes the engine's cluster state as JSON to `*out_json`:
+ * `{"mode":"cluster"|"single","node_id":..,"link":"up"|"down"|"fenced","nodes_alive":n,
+ * "pending_writes":n,"last_error":..}`; an engine without a `cluster` config answers
+ * `{"mode":"single"}`. `link` is `down` until the first contact with the store.
+ *
+ * `engine` and `out_json` are required; the string belongs to the caller (release it
+ * with `presence_string_free`). Errors: NULL. Any thread, also from callbacks.
+ */
+enum PresenceResult presence_cluster_status(struct PresenceEngine *engine, char **out_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -137,6 +137,107 @@ pub struct Config {
     /// file is parsed as it is read, so `load` needs memory in proportion to the file, not
     /// to this limit.
     pub max_snapshot_bytes: u64,
+    /// Object or absent (default: absent, a single engine).
+    ///
+    /// Cluster mode: several engines share one presence through Redis or Valkey. Keys:
+    /// `redis_url` (required, `redis://host:port/db`), `node_id` (required, unique per live
+    /// node, `[A-Za-z0-9_.-]` 1..=64 bytes), `namespace` (default `"presence"`, same characters),
+    /// `heartbeat_ms` (default `1000`), `lease_ms` (default `10000`, more than `heartbeat_ms`),
+    /// `stream_retention` (default `10000` log entries per shard), `max_pending_writes` (default
+    /// `10000`), `poll_ms` (default `1`). Unknown keys answer `JSON`; bad names or timings
+    /// `INVALID`; a library built without the cargo feature `cluster` answers `INVALID` naming
+    /// it. See docs/cluster.md.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The `cluster` config object (see docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The shared store, `redis://host:port/db`.
+    pub redis_url: String,
+    /// Unique per live node; `[A-Za-z0-9_.-]`, 1..=64 bytes.
+    pub node_id: String,
+    /// Prefix of every key, so several deployments can share one Redis (default `presence`).
+    #[serde(default = "ClusterConfig::default_namespace")]
+    pub namespace: String,
+    /// How often the node renews its lease and looks for dead nodes (default 1000).
+    #[serde(default = "ClusterConfig::default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A node that has not renewed its lease for this long is dead (default 10000).
+    #[serde(default = "ClusterConfig::default_lease_ms")]
+    pub lease_ms: u64,
+    /// Log entries kept per shard.
+    #[serde(default = "ClusterConfig::default_stream_retention")]
+    pub stream_retention: u64,
+    /// Changes kept while the store is unreachable.
+    #[serde(default = "ClusterConfig::default_max_pending_writes")]
+    pub max_pending_writes: u32,
+    /// Longest wait of one read of the store's logs.
+    #[serde(default = "ClusterConfig::default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl ClusterConfig {
+    /// A cluster config with every optional key at its default.
+    pub fn new(redis_url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        ClusterConfig {
+            redis_url: redis_url.into(),
+            node_id: node_id.into(),
+            namespace: Self::default_namespace(),
+            heartbeat_ms: Self::default_heartbeat_ms(),
+            lease_ms: Self::default_lease_ms(),
+            stream_retention: Self::default_stream_retention(),
+            max_pending_writes: Self::default_max_pending_writes(),
+            poll_ms: Self::default_poll_ms(),
+        }
+    }
+    fn default_namespace() -> String {
+        "presence".into()
+    }
+    fn default_heartbeat_ms() -> u64 {
+        1000
+    }
+    fn default_lease_ms() -> u64 {
+        10_000
+    }
+    fn default_stream_retention() -> u64 {
+        10_000
+    }
+    fn default_max_pending_writes() -> u32 {
+        10_000
+    }
+    fn default_poll_ms() -> u64 {
+        1
+    }
+
+    /// Checks names (they become parts of store keys) and timings.
+    pub fn validate(&self) -> Result<()> {
+        let name_ok = |s: &str| {
+            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        if !name_ok(&self.node_id) {
+            return Err(Error::invalid(format!(
+                "config: cluster.node_id {:?} must be 1..=64 bytes of [A-Za-z0-9_.-]",
+                self.node_id
+            )));
+        }
+        if !name_ok(&self.namespace) {
+            return Err(Error::invalid(format!(
+                "config: cluster.namespace {:?} must be 1..=64 bytes of [A-Za-z0-9_.-]",
+                self.namespace
+            )));
+        }
+        if self.heartbeat_ms == 0 || self.lease_ms <= self.heartbeat_ms {
+            return Err(Error::invalid("config: cluster needs heartbeat_ms > 0 and lease_ms > heartbeat_ms"));
+        }
+        if self.stream_retention == 0 || self.max_pending_writes == 0 || self.poll_ms == 0 {
+            return Err(Error::invalid(
+                "config: cluster.stream_retention, max_pending_writes and poll_ms must be > 0",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Bounds on the size and work of one query: the `query_budget` key, whose documentation
@@ -192,6 +293,7 @@ impl Default for Config {
             query_limit_max: 100,
             query_budget: QueryBudget::default(),
             max_snapshot_bytes: 1 << 30,
+            cluster: None,
         }
     }
 }
@@ -225,6 +327,28 @@ impl Config {
         if self.max_snapshot_bytes == 0 {
             return Err(Error::invalid("config: max_snapshot_bytes must be > 0"));
         }
+        if let Some(cluster) = &self.cluster {
+            if !cfg!(feature = "cluster") {
+                return Err(Error::invalid(
+                    "config: cluster mode needs the library built with the cargo feature \"cluster\"",
+                ));
+            }
+            cluster.validate()?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(all(test, not(feature = "cluster")))]
+mod tests {
+    use super::Config;
+    use crate::ErrorKind;
+
+    #[test]
+    fn a_cluster_config_names_the_missing_feature() {
+        let err = Config::from_json(r#"{"cluster":{"redis_url":"redis://127.0.0.1/0","node_id":"a"}}"#)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(err.message().contains("feature \"cluster\""), "{}", err.message());
     }
 }

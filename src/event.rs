@@ -49,6 +49,8 @@ close_reasons! {
     Timeout = 2, "timeout";
     /// Its event queue overflowed.
     SlowConsumer = 3, "slow_consumer";
+    /// Cluster mode: the node holding it stopped renewing its lease.
+    NodeLost = 4, "node_lost";
 }
 
 /// The channel an event is about.
@@ -118,7 +120,8 @@ pub enum EventKind {
         /// The former member.
         user: Arc<UserSnapshot>,
     },
-    /// A connection ended; `user` is the owner as it was right after.
+    /// A connection ended; `user` is the owner as it was right after. With reason
+    /// `node_lost` the connection was another node's (its id is that node's).
     ConnectionClosed {
         /// The connection that ended.
         connection: ConnectionId,
@@ -127,6 +130,29 @@ pub enum EventKind {
         /// Why it ended.
         reason: CloseReason,
     },
+    /// Cluster mode, host listeners only: the link to the shared store went `up` or
+    /// `down`, or this node was declared dead and re-announced itself (`fenced`).
+    ClusterStatus {
+        /// `up`, `down` or `fenced`.
+        status: &'static str,
+        /// This node's `node_id`.
+        node_id: Arc<str>,
+    },
+}
+
+/// The user of events about no user (`cluster.status`): the empty id, never a real one.
+fn no_user() -> &'static UserSnapshot {
+    static NO_USER: std::sync::OnceLock<UserSnapshot> = std::sync::OnceLock::new();
+    NO_USER.get_or_init(|| UserSnapshot {
+        id: Arc::from(""),
+        status: None,
+        custom: None,
+        invisible: false,
+        connected: false,
+        last_active: None,
+        created_at: 0,
+        updated_at: 0,
+    })
 }
 
 /// The one list of event types: each `EventKind` variant, its stable number and its wire
@@ -163,6 +189,7 @@ event_types! {
     MemberAdded = 5, "member.added";
     MemberRemoved = 6, "member.removed";
     ConnectionClosed = 7, "connection.closed";
+    ClusterStatus = 8, "cluster.status";
 }
 
 /// One event, shared between all its recipients.
@@ -182,7 +209,8 @@ impl Event {
         self.kind.type_name()
     }
 
-    /// The user the event is about.
+    /// The user the event is about; for `cluster.status`, which is about no user, a user
+    /// with the empty id.
     pub fn user(&self) -> &UserSnapshot {
         match &self.kind {
             EventKind::PresenceChanged { user }
@@ -192,10 +220,11 @@ impl Event {
             | EventKind::MemberAdded { user, .. }
             | EventKind::MemberRemoved { user, .. }
             | EventKind::ConnectionClosed { user, .. } => user,
+            EventKind::ClusterStatus { .. } => no_user(),
         }
     }
 
-    /// The id of the user the event is about.
+    /// The id of the user the event is about (empty for `cluster.status`).
     pub fn user_id(&self) -> &str {
         &self.user().id
     }
@@ -269,6 +298,10 @@ impl Serialize for EventView<'_> {
                 m.serialize_entry("closed_connection_id", &connection.0)?;
                 m.serialize_entry("user_id", &*u.id)?;
                 m.serialize_entry("reason", reason.as_str())?;
+            }
+            EventKind::ClusterStatus { status, node_id } => {
+                m.serialize_entry("status", status)?;
+                m.serialize_entry("node_id", &**node_id)?;
             }
         }
         m.end()

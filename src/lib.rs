@@ -38,6 +38,8 @@
 
 pub mod answer;
 pub mod channel;
+#[cfg(feature = "cluster")]
+mod cluster;
 pub mod config;
 mod core;
 mod engine;
@@ -46,10 +48,11 @@ pub mod event;
 pub mod ffi;
 mod persist;
 pub(crate) mod query;
+mod replication;
 pub mod time;
 pub mod user;
 
-pub use config::{Clock, Config, Dispatch, QueryBudget};
+pub use config::{Clock, ClusterConfig, Config, Dispatch, QueryBudget};
 pub use engine::{Engine, ListenerFilter, ListenerId};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};

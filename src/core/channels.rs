@@ -83,7 +83,10 @@ impl State {
 
     fn add_member_ids(&mut self, now: Millis, ch: ChannelIdx, ids: &[String]) {
         for id in ids {
-            let (u, _) = self.get_or_create_user(id, now);
+            let (u, created) = self.get_or_create_user(id, now);
+            if created {
+                self.replicate(now, u, None, Vec::new);
+            }
             self.add_member(now, ch, u);
         }
     }

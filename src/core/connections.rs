@@ -1,9 +1,11 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
+use super::replication::patch_fields;
 use super::{place, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
 use crate::config::deadline_after;
 use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
+use crate::replication::ConnectionChange;
 use crate::time::Millis;
 use crate::user::UserPatch;
 use hashbrown::HashMap;
@@ -45,6 +47,7 @@ impl State {
             user.last_active = OptMillis(now);
             self.arm_refresh(now, u);
         }
+        self.replicate(now, u, Some(ConnectionChange::Opened(id)), || patch_fields(patch));
         self.user_changed(now, u, before, custom_changed);
         if self.config.connection_timeout_ms > 0 {
             if let Some(due) = deadline_after(now, self.config.connection_timeout_ms) {
@@ -103,6 +106,7 @@ impl State {
                 }
             }
         }
+        self.replicate(now, u, Some(ConnectionChange::Closed(conn.id)), Vec::new);
         self.user_changed(now, u, before, false);
         let user = self.users[u as usize].snapshot();
         self.emit(

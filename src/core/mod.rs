@@ -8,6 +8,9 @@
 mod channels;
 mod connections;
 mod queries;
+#[cfg(feature = "cluster")]
+mod remote;
+mod replication;
 mod snapshot;
 mod subscriptions;
 mod timers;
@@ -20,6 +23,7 @@ use crate::channel::parse_cid;
 use crate::config::Config;
 use crate::error::{quote, Error, Result};
 use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
+use crate::replication::Delta;
 use crate::time::Millis;
 use crate::user::{CustomFields, UserSnapshot, View};
 use hashbrown::{HashMap, HashTable};
@@ -122,6 +126,11 @@ struct UserRecord {
     /// Channels the user is a member of; positions are kept in each channel's
     /// `Member::membership` so removal is O(1).
     memberships: ThinVec<ChannelIdx>,
+    /// Cluster mode: live connections the user holds on other nodes.
+    remote_connections: u32,
+    /// Cluster mode: the user's version in the shared store, as last applied here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    version: u64,
 }
 
 impl UserRecord {
@@ -139,10 +148,12 @@ impl UserRecord {
             connections: ThinVec::new(),
             subscribers: ThinVec::new(),
             memberships: ThinVec::new(),
+            remote_connections: 0,
+            version: 0,
         }
     }
     fn connected(&self) -> bool {
-        !self.connections.is_empty() || self.grace_until != OptMillis::NONE
+        !self.connections.is_empty() || self.remote_connections > 0 || self.grace_until != OptMillis::NONE
     }
     fn public_online(&self) -> bool {
         self.connected() && !self.invisible
@@ -271,6 +282,8 @@ pub(crate) struct State {
     seq: u64,
     outbox: Vec<Outgoing>,
     overflowed: Vec<Slot>,
+    /// Cluster mode: what this node changed, for the shared store (`None`: not replicating).
+    replication: Option<Vec<Delta>>,
     /// Record events for host listeners in the outbox.
     pub record_events: bool,
     /// Record deliveries for delivery listeners in the outbox.
@@ -309,6 +322,7 @@ impl State {
             seq: 0,
             outbox: Vec::new(),
             overflowed: Vec::new(),
+            replication: None,
             record_events: true,
             record_deliveries: true,
         }

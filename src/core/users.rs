@@ -1,8 +1,10 @@
 //! Users: creating and changing them, and deciding which presence events a change causes.
+use super::replication::patch_fields;
 use super::{OptMillis, PresenceBefore, Recipients, State, UserIdx, Viewer};
 use crate::answer::ViewedUser;
 use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
+use crate::replication::Field;
 use crate::time::Millis;
 use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
 use std::sync::Arc;
@@ -142,6 +144,7 @@ impl State {
     /// Cost: O(size of the input + subscribers of the user).
     pub fn upsert_user(&mut self, now: Millis, patch: &UserPatch) -> Result<()> {
         let (u, before, custom_changed) = self.patch_user(now, patch)?;
+        self.replicate(now, u, None, || patch_fields(patch));
         self.user_changed(now, u, before, custom_changed);
         self.settle(now);
         Ok(())
@@ -154,6 +157,7 @@ impl State {
         patch.invisible = Some(invisible);
         let before = self.presence_before(u);
         self.apply_patch(now, u, &patch, None);
+        self.replicate(now, u, None, || patch_fields(&patch));
         self.user_changed(now, u, before, false);
         self.settle(now);
         Ok(())
@@ -172,6 +176,7 @@ impl State {
         let user = &mut self.users[u as usize];
         user.status = status.map(Arc::from);
         user.updated_at = now;
+        self.replicate(now, u, None, || vec![(Field::Status, status.map(str::to_string))]);
         self.user_changed(now, u, before, false);
         self.settle(now);
         Ok(())

@@ -1,7 +1,7 @@
 //! Dispatch: delivering the outbox to listeners after the lock is released, in `seq`
 //! order, never concurrently, and without losing items when a callback panics.
 use super::listeners::Callback;
-use super::Engine;
+use super::Shared;
 use crate::core::Outgoing;
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 /// Items taken from the outbox for delivery. If a callback panics, what was not delivered
 /// goes back to the front of the outbox, so nothing is lost.
 struct Batch<'a> {
-    engine: &'a Engine,
+    engine: &'a Shared,
     items: VecDeque<Outgoing>,
 }
 
@@ -33,7 +33,7 @@ impl Drop for DispatchGuard<'_> {
     }
 }
 
-impl Engine {
+impl Shared {
     /// Delivers everything in the outbox, in order, unless this thread is already doing
     /// so further up its stack. Answers how many callbacks ran. The outbox is taken a batch
     /// at a time (one lock, one listener snapshot per batch); events that callbacks cause

@@ -1,6 +1,8 @@
 //! The imperative shell: one lock around the core's `State`, a clock, and the operations
 //! of [`Engine`]. Listeners live in `listeners`, delivery to them after the lock is
 //! released in `dispatch`.
+#[cfg(feature = "cluster")]
+mod cluster;
 mod dispatch;
 mod listeners;
 
@@ -49,7 +51,18 @@ impl Inner {
 /// run on a thread calling into the engine before that call returns (normally the one
 /// whose call caused them; when two threads race, whichever dispatches first delivers
 /// both in order). With [`Dispatch::Manual`] they run only inside [`Engine::pump`].
+///
+/// In cluster mode the engine also runs one background thread, the link to the shared
+/// store; changes from other nodes are applied and dispatched on it like local ones.
 pub struct Engine {
+    shared: Arc<Shared>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<cluster::ClusterLink>,
+}
+
+/// What the engine's handle and the cluster link thread share. [`Engine`] dereferences
+/// to it, so the engine's operations read as if these were its own fields.
+pub struct Shared {
     config: Config,
     inner: Mutex<Inner>,
     listeners: Mutex<Arc<Vec<Arc<Listener>>>>,
@@ -57,6 +70,9 @@ pub struct Engine {
     /// Held (re-entrantly) by the dispatching thread; the flag marks an active loop so a
     /// callback that calls back into the engine leaves its events to the outer loop.
     dispatching: ReentrantMutex<Cell<bool>>,
+    /// Cluster mode: the link thread, woken when a command recorded deltas so that they
+    /// leave at once instead of at its next poll.
+    link_thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 fn to_value(answer: &impl serde::Serialize) -> Value {
@@ -67,23 +83,45 @@ fn to_json(answer: &impl serde::Serialize) -> String {
     serde_json::to_string(answer).expect("answers always serialize")
 }
 
+impl std::ops::Deref for Engine {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Engine {
-    /// A new engine. Cost: O(1).
+    /// A new engine; in cluster mode its link thread starts too (the store is reached from
+    /// that thread: an unreachable store is reported, not an error). Cost: O(1).
     pub fn new(config: Config) -> Result<Engine> {
         config.validate()?;
         let mut state = State::new(config.clone());
         state.record_events = false;
         state.record_deliveries = false;
+        if config.cluster.is_some() {
+            state.enable_replication();
+        }
         let now = match config.clock {
             Clock::Manual => config.start_time_ms,
             Clock::System => system_now(),
         };
-        Ok(Engine {
+        let shared = Arc::new(Shared {
             config,
             inner: Mutex::new(Inner { state, outbox: VecDeque::new(), now }),
             listeners: Mutex::new(Arc::new(Vec::new())),
             next_listener: AtomicU64::new(1),
             dispatching: ReentrantMutex::new(Cell::new(false)),
+            link_thread: std::sync::OnceLock::new(),
+        });
+        #[cfg(feature = "cluster")]
+        let cluster = match &shared.config.cluster {
+            Some(c) => Some(cluster::ClusterLink::start(&shared, c)?),
+            None => None,
+        };
+        Ok(Engine {
+            shared,
+            #[cfg(feature = "cluster")]
+            cluster,
         })
     }
 
@@ -105,6 +143,27 @@ impl Engine {
         self.inner.lock().now(self.config.clock)
     }
 
+    /// `{"mode":"cluster","node_id","link":"up"|"down"|"fenced","nodes_alive","pending_writes",
+    /// "last_error"}` in cluster mode, `{"mode":"single"}` otherwise. Cost: O(1).
+    pub fn cluster_status(&self) -> Value {
+        #[cfg(feature = "cluster")]
+        if let Some(link) = &self.cluster {
+            return link.status();
+        }
+        serde_json::json!({"mode": "single"})
+    }
+
+    /// Refuses a sticky write while too many changes wait for an unreachable store.
+    fn check_store_room(&self) -> Result<()> {
+        #[cfg(feature = "cluster")]
+        if let Some(link) = &self.cluster {
+            return link.check_room();
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
     /// Runs one command under the lock, queues what it emitted, then dispatches (immediate
     /// mode) after the lock is released.
     fn run<T>(&self, command: impl FnOnce(&mut State, Millis) -> Result<T>) -> Result<T> {
@@ -112,6 +171,11 @@ impl Engine {
             let mut inner = self.inner.lock();
             let now = inner.now(self.config.clock);
             let result = command(&mut inner.state, now);
+            if let Some(link) = self.link_thread.get() {
+                if inner.state.has_deltas() {
+                    link.unpark();
+                }
+            }
             let emitted = inner.state.take_outbox();
             if inner.outbox.is_empty() {
                 inner.outbox = VecDeque::from(emitted);
@@ -125,11 +189,16 @@ impl Engine {
         }
         result
     }
+}
 
+impl Engine {
     // ----- users -----
 
     /// Upserts the user and opens a connection. Cost: O(input + subscribers of the user).
     pub fn connect(&self, user: &UserPatch) -> Result<ConnectionId> {
+        if user.status.is_some() || user.invisible.is_some() || !user.custom.is_empty() {
+            self.check_store_room()?;
+        }
         self.run(|s, now| s.connect(now, user))
     }
 
@@ -154,6 +223,7 @@ impl Engine {
 
     /// Creates or merges a user (top-level merge). Cost: O(input + subscribers of the user).
     pub fn upsert_user(&self, user: &UserPatch) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.upsert_user(now, user))
     }
 
@@ -165,11 +235,13 @@ impl Engine {
 
     /// Sets or clears the sticky invisible flag. Cost: O(subscribers + channels watched).
     pub fn set_invisible(&self, user_id: &str, invisible: bool) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.set_invisible(now, user_id, invisible))
     }
 
     /// Sets (`Some`) or clears (`None`) the status. Cost: O(subscribers of the user).
     pub fn set_status(&self, user_id: &str, status: Option<&str>) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.set_status(now, user_id, status))
     }
 
@@ -385,6 +457,11 @@ impl Engine {
     /// first with the events its expiry emits. On error the engine is unchanged.
     /// Cost: O(size of the file), memory proportional to it.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
+        if self.config.cluster.is_some() {
+            return Err(Error::state(
+                "load is not allowed in cluster mode: the shared store is the source of truth",
+            ));
+        }
         let open = self.inner.lock().state.connection_count();
         if open > 0 {
             return Err(Error::state(format!("load needs an engine without connections; {open} are open")));

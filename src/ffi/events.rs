@@ -13,7 +13,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[repr(C)]
 pub struct PresenceEvent {
     /// The event type: "user.presence.changed", "user.updated", "user.watching.start",
-    /// "user.watching.stop", "member.added", "member.removed" or "connection.closed".
+    /// "user.watching.stop", "member.added", "member.removed", "connection.closed" or, in
+    /// cluster mode and for host listeners only, "cluster.status" (about no user:
+    /// `user_id` is NULL).
     pub r#type: *const c_char,
     /// The engine-wide sequence number, strictly increasing in the order of the changes.
     pub seq: u64,
@@ -108,7 +110,8 @@ impl CCallback {
 fn event_strings(event: &Event, json: String) -> EventStrings {
     EventStrings {
         event_type: CString::new(event.type_name()).expect("event types hold no NUL"),
-        user_id: CString::new(event.user_id()).ok(),
+        // Events about no user (cluster.status) have the empty id: NULL in C.
+        user_id: Some(event.user_id()).filter(|id| !id.is_empty()).and_then(|id| CString::new(id).ok()),
         cid: event.channel().and_then(|c| CString::new(&*c.cid).ok()),
         json: CString::new(json).expect("serde_json escapes NUL"),
     }

@@ -4,7 +4,7 @@
 //! here are the header's documentation: they say who owns what, what may be NULL and
 //! which threads may call. One file per area, in the header's order: `engine`
 //! (versions, errors, lifetime), `users`, `channels`, `queries`, `events`, `time`,
-//! `persist`; `support` holds the machinery they share.
+//! `persist`, `cluster`; `support` holds the machinery they share.
 //!
 //! Every function runs its body behind `support::call`: a panic becomes
 //! `PRESENCE_ERR_PANIC`, every failure leaves a message for `presence_last_error`, and
@@ -30,7 +30,10 @@ mod time;
 
 mod persist;
 
+mod cluster;
+
 pub use channels::*;
+pub use cluster::*;
 pub use engine::*;
 pub use events::*;
 pub use persist::*;

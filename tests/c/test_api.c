@@ -581,6 +581,11 @@ static void test_persistence(void) {
              "presence_load: load needs an engine without connections; 1 are open");
   EXPECT_OK(presence_disconnect(loaded, c));
   EXPECT_OK(presence_load(loaded, path));
+  /* Without a cluster config the engine reports single mode. */
+  EXPECT_OK(presence_cluster_status(loaded, &json));
+  CHECK_CONTAINS(json, "{\"mode\":\"single\"}");
+  presence_string_free(json);
+  EXPECT_ERR(presence_cluster_status(loaded, NULL), PRESENCE_ERR_NULL, "presence_cluster_status: out_json is NULL");
   presence_engine_free(loaded);
   presence_engine_free(e);
   unlink(path);

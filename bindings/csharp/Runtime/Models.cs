@@ -2,6 +2,9 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using System.IO;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Linq;
 
 namespace Presence
 {
@@ -18,6 +21,7 @@ namespace Presence
         public const string MemberAdded = "member.added";
         public const string MemberRemoved = "member.removed";
         public const string ConnectionClosed = "connection.closed";
+        public const string ClusterStatus = "cluster.status";
     }
 
     /// <summary>
@@ -34,7 +38,7 @@ namespace Presence
         };
 
         private readonly PresenceEngine _engine;
-        private Dictionary<string, object> _custom = new Dictionary<string, object>();
+        private JObject _custom = new JObject();
 
         internal User(PresenceEngine engine, string id)
         {
@@ -69,8 +73,8 @@ namespace Presence
         /// <summary>Last update time (UTC).</summary>
         public DateTime? UpdatedAt { get; private set; }
 
-        /// <summary>Custom fields (name, image, ...), as parsed by <see cref="MiniJson"/>.</summary>
-        public IDictionary<string, object> Custom { get { return _custom; } }
+        /// <summary>Custom fields (name, image, ...), as Newtonsoft.Json tokens.</summary>
+        public IDictionary<string, JToken> Custom { get { return _custom; } }
 
         /// <summary>The JSON object this User was last updated from.</summary>
         public string Json { get; private set; }
@@ -103,7 +107,7 @@ namespace Presence
 
         /// <summary>Apply a snapshot (a query answer) or an event's view (seq &gt; 0).
         /// Events older than the last applied one are ignored.</summary>
-        internal void Apply(Dictionary<string, object> view, string json, ulong seq)
+        internal void Apply(JObject view, string json, ulong seq)
         {
             if (seq != 0)
             {
@@ -111,8 +115,8 @@ namespace Presence
                 LastEventSeq = seq;
             }
             bool online = JsonValue.Bool(view, "online");
-            object invisible;
-            if (view.TryGetValue("invisible", out invisible) && invisible is bool)
+            JToken invisible;
+            if (view.TryGetValue("invisible", out invisible) && invisible.Type == JTokenType.Boolean)
             {
                 Invisible = (bool)invisible;
                 Online = online && !Invisible;
@@ -126,7 +130,7 @@ namespace Presence
             LastActive = JsonValue.Time(view, "last_active");
             CreatedAt = JsonValue.Time(view, "created_at");
             UpdatedAt = JsonValue.Time(view, "updated_at");
-            var custom = new Dictionary<string, object>();
+            var custom = new JObject();
             foreach (var kv in view)
             {
                 if (!Managed.Contains(kv.Key)) custom[kv.Key] = kv.Value;
@@ -148,7 +152,7 @@ namespace Presence
         }
 
         /// <summary>Online as others see it, from one view.</summary>
-        internal static bool PublicOnline(Dictionary<string, object> view)
+        internal static bool PublicOnline(JObject view)
         {
             return JsonValue.Bool(view, "online") && !JsonValue.Bool(view, "invisible");
         }
@@ -162,7 +166,7 @@ namespace Presence
             "cid", "type", "id", "member_count", "created_at", "updated_at", "last_message_at",
         };
 
-        internal Channel(Dictionary<string, object> view)
+        internal Channel(JObject view)
         {
             Cid = JsonValue.String(view, "cid");
             Type = JsonValue.String(view, "type");
@@ -171,7 +175,7 @@ namespace Presence
             CreatedAt = JsonValue.Time(view, "created_at");
             UpdatedAt = JsonValue.Time(view, "updated_at");
             LastMessageAt = JsonValue.Time(view, "last_message_at");
-            var custom = new Dictionary<string, object>();
+            var custom = new JObject();
             foreach (var kv in view)
             {
                 if (!Managed.Contains(kv.Key)) custom[kv.Key] = kv.Value;
@@ -186,8 +190,8 @@ namespace Presence
         public DateTime? CreatedAt { get; private set; }
         public DateTime? UpdatedAt { get; private set; }
         public DateTime? LastMessageAt { get; private set; }
-        /// <summary>Custom fields.</summary>
-        public IDictionary<string, object> Custom { get; private set; }
+        /// <summary>Custom fields, as Newtonsoft.Json tokens.</summary>
+        public IDictionary<string, JToken> Custom { get; private set; }
 
         public override string ToString() { return Cid; }
     }
@@ -258,12 +262,12 @@ namespace Presence
         public int? WatcherCount { get; internal set; }
         /// <summary>connection.closed: the connection that ended.</summary>
         public ulong? ClosedConnectionId { get; internal set; }
-        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", ...</summary>
+        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost", ...</summary>
         public string Reason { get; internal set; }
         /// <summary>The whole event object, as JSON text.</summary>
         public string Json { get; internal set; }
         /// <summary>The whole event object, parsed.</summary>
-        public IDictionary<string, object> Data { get; internal set; }
+        public JObject Data { get; internal set; }
 
         public override string ToString()
         {
@@ -271,7 +275,7 @@ namespace Presence
         }
     }
 
-    /// <summary>Typed reads of parsed JSON objects.</summary>
+    /// <summary>The engine's JSON through Newtonsoft.Json, and typed reads of parsed objects.</summary>
     internal static class JsonValue
     {
         private static readonly string[] TimeFormats =
@@ -280,55 +284,85 @@ namespace Presence
             "yyyy-MM-dd'T'HH:mm:ssK",
         };
 
-        internal static string String(IDictionary<string, object> d, string key)
+        /// <summary>Parse a JSON text, keeping timestamps as the strings the engine wrote.</summary>
+        internal static JToken Parse(string json)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) ? v as string : null;
+            using (var reader = new JsonTextReader(new StringReader(json)))
+            {
+                reader.DateParseHandling = DateParseHandling.None;
+                reader.FloatParseHandling = FloatParseHandling.Double;
+                JToken token = JToken.ReadFrom(reader);
+                if (reader.Read()) throw new JsonReaderException("trailing characters after the JSON value");
+                return token;
+            }
         }
 
-        internal static bool Bool(IDictionary<string, object> d, string key)
+        /// <summary>Parse a JSON object.</summary>
+        internal static JObject ParseObject(string json)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) && v is bool && (bool)v;
+            var obj = Parse(json) as JObject;
+            if (obj == null) throw new JsonReaderException("expected a JSON object");
+            return obj;
         }
 
-        internal static long Long(IDictionary<string, object> d, string key)
+        /// <summary>Compact JSON text of a value (strings, numbers, bools, lists, dictionaries, tokens).</summary>
+        internal static string Serialize(object value)
+        {
+            return JsonConvert.SerializeObject(value, Formatting.None);
+        }
+
+        internal static string Compact(JToken token)
+        {
+            return token.ToString(Formatting.None);
+        }
+
+        internal static string String(JObject d, string key)
+        {
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) && v.Type == JTokenType.String ? (string)v : null;
+        }
+
+        internal static bool Bool(JObject d, string key)
+        {
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) && v.Type == JTokenType.Boolean && (bool)v;
+        }
+
+        internal static long Long(JObject d, string key)
         {
             long? v = NullableLong(d, key);
             return v.HasValue ? v.Value : 0;
         }
 
-        internal static long? NullableLong(IDictionary<string, object> d, string key)
+        internal static long? NullableLong(JObject d, string key)
         {
-            object v;
-            if (d == null || !d.TryGetValue(key, out v) || v == null) return null;
-            if (v is long) return (long)v;
-            if (v is double) return (long)(double)v;
+            JToken v;
+            if (d == null || !d.TryGetValue(key, out v)) return null;
+            if (v.Type == JTokenType.Integer || v.Type == JTokenType.Float) return (long)v;
             return null;
         }
 
-        internal static ulong? NullableULong(IDictionary<string, object> d, string key)
+        internal static ulong? NullableULong(JObject d, string key)
         {
-            object v;
-            if (d == null || !d.TryGetValue(key, out v) || v == null) return null;
-            if (v is long) return unchecked((ulong)(long)v);
-            if (v is double) return (ulong)(double)v;
+            JToken v;
+            if (d == null || !d.TryGetValue(key, out v)) return null;
+            if (v.Type == JTokenType.Integer || v.Type == JTokenType.Float) return (ulong)v;
             return null;
         }
 
-        internal static Dictionary<string, object> Object(IDictionary<string, object> d, string key)
+        internal static JObject Object(JObject d, string key)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) ? v as Dictionary<string, object> : null;
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) ? v as JObject : null;
         }
 
-        internal static List<object> Array(IDictionary<string, object> d, string key)
+        internal static JArray Array(JObject d, string key)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) ? v as List<object> : null;
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) ? v as JArray : null;
         }
 
-        internal static DateTime? Time(IDictionary<string, object> d, string key)
+        internal static DateTime? Time(JObject d, string key)
         {
             return ParseTime(String(d, key));
         }

@@ -1,7 +1,8 @@
 // P/Invoke declarations of the engine's C ABI (include/presence.h).
 //
 // Portable marshalling only (Mono, IL2CPP, .NET): strings go in as NUL-terminated
-// UTF-8 byte[] (null -> NULL) and come out as IntPtr decoded here; C bool is
+// UTF-8 byte[] (null -> NULL) and come out as IntPtr decoded here in one pass over the
+// native bytes (no per-byte marshalling calls, no intermediate array); C bool is
 // marshalled as one byte; callbacks are a plain delegate type, never delegate*.
 using System;
 using System.Runtime.InteropServices;
@@ -96,6 +97,7 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_tick(IntPtr e);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_set_time(IntPtr e, long unixMs);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_save(IntPtr e, byte[] path);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_cluster_status(IntPtr e, out IntPtr json);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_load(IntPtr e, byte[] path);
 
         /// <summary>NUL-terminated UTF-8 bytes; null stays null (a NULL pointer).</summary>
@@ -111,15 +113,34 @@ namespace Presence
         }
 
         /// <summary>Decode a NUL-terminated UTF-8 C string (NULL gives null).</summary>
-        internal static string FromUtf8(IntPtr p)
+        internal static unsafe string FromUtf8(IntPtr p)
         {
             if (p == IntPtr.Zero) return null;
+            byte* bytes = (byte*)p;
+            int len = Strlen(bytes);
+            return len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
+        }
+
+        /// <summary>Length of a NUL-terminated byte string.</summary>
+        internal static unsafe int Strlen(byte* s)
+        {
             int len = 0;
-            while (Marshal.ReadByte(p, len) != 0) len++;
-            if (len == 0) return string.Empty;
-            var bytes = new byte[len];
-            Marshal.Copy(p, bytes, 0, len);
-            return Encoding.UTF8.GetString(bytes);
+            while (s[len] != 0) len++;
+            return len;
+        }
+
+        /// <summary>The ABI version this binding was written against; the library must be
+        /// at least this (versions only add functions).</summary>
+        internal const uint RequiredAbiVersion = 1;
+
+        /// <summary>Throws when the loaded library is older than this binding.</summary>
+        internal static void CheckAbi(uint linked, uint required)
+        {
+            if (linked < required)
+                throw new PresenceException(PresenceResult.State,
+                    "the Presence C# binding needs ABI version " + required +
+                    " but the loaded presence library has ABI version " + linked +
+                    "; ship the native library that came with this package");
         }
 
         /// <summary>Decode then release a string the engine handed over.</summary>

@@ -5,6 +5,8 @@ using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Threading;
 using AOT;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Linq;
 
 namespace Presence
 {
@@ -57,6 +59,7 @@ namespace Presence
         /// object (null: defaults); "dispatch":"manual" is added unless it names a dispatch.</summary>
         public PresenceEngine(string configJson = null)
         {
+            NativeMethods.CheckAbi(NativeMethods.presence_abi_version(), NativeMethods.RequiredAbiVersion);
             string config = WithManualDispatch(configJson);
             IntPtr raw;
             PresenceResult r = NativeMethods.presence_engine_new(NativeMethods.Utf8(config), out raw);
@@ -151,8 +154,8 @@ namespace Presence
             if (r == PresenceResult.Ok)
             {
                 string userId = null;
-                try { userId = JsonValue.String(MiniJson.ParseObject(userJson), "id"); }
-                catch (FormatException) { }
+                try { userId = JsonValue.String(JsonValue.ParseObject(userJson), "id"); }
+                catch (JsonException) { }
                 conn = new PresenceConnection(this, id, userId);
                 _connections[id] = conn;
             }
@@ -238,7 +241,7 @@ namespace Presence
         public User GetUser(string userId, ulong viewer = 0)
         {
             string json = GetUserJson(userId, viewer);
-            return UserFromView(MiniJson.ParseObject(json), json, 0);
+            return UserFromView(JsonValue.ParseObject(json), json, 0);
         }
 
         /// <summary>The registry User for an id if this wrapper has seen it (no native call).</summary>
@@ -270,19 +273,19 @@ namespace Presence
             obj["type"] = type;
             obj["id"] = id;
             if (members != null) obj["members"] = new List<string>(members);
-            UpsertChannel(MiniJson.Serialize(obj));
+            UpsertChannel(JsonValue.Serialize(obj));
         }
 
         /// <summary>Add members (creating unknown users with only their id).</summary>
         public void AddMembers(string cid, params string[] userIds)
         {
-            AddMembersJson(cid, MiniJson.Serialize(userIds));
+            AddMembersJson(cid, JsonValue.Serialize(userIds));
         }
 
         /// <summary>Add members.</summary>
         public void AddMembers(string cid, IEnumerable<string> userIds)
         {
-            AddMembersJson(cid, MiniJson.Serialize(new List<string>(userIds)));
+            AddMembersJson(cid, JsonValue.Serialize(new List<string>(userIds)));
         }
 
         /// <summary>Add members given as a JSON array of user ids.</summary>
@@ -300,13 +303,13 @@ namespace Presence
         /// <summary>Remove members.</summary>
         public void RemoveMembers(string cid, params string[] userIds)
         {
-            RemoveMembersJson(cid, MiniJson.Serialize(userIds));
+            RemoveMembersJson(cid, JsonValue.Serialize(userIds));
         }
 
         /// <summary>Remove members.</summary>
         public void RemoveMembers(string cid, IEnumerable<string> userIds)
         {
-            RemoveMembersJson(cid, MiniJson.Serialize(new List<string>(userIds)));
+            RemoveMembersJson(cid, JsonValue.Serialize(new List<string>(userIds)));
         }
 
         /// <summary>Remove members given as a JSON array of user ids.</summary>
@@ -359,7 +362,7 @@ namespace Presence
         /// <summary>Watch a channel from a connection; answers the channel state.</summary>
         public ChannelState WatchChannel(ulong connectionId, string cid, bool presence = true)
         {
-            return StateFromView(MiniJson.ParseObject(WatchChannelJson(connectionId, cid, presence)));
+            return StateFromView(JsonValue.ParseObject(WatchChannelJson(connectionId, cid, presence)));
         }
 
         /// <summary>Stop watching a channel.</summary>
@@ -391,13 +394,13 @@ namespace Presence
         public List<User> QueryUsers(string queryJson, ulong viewer = 0)
         {
             var result = new List<User>();
-            var users = JsonValue.Array(MiniJson.ParseObject(QueryUsersJson(queryJson, viewer)), "users");
+            var users = JsonValue.Array(JsonValue.ParseObject(QueryUsersJson(queryJson, viewer)), "users");
             if (users != null)
             {
-                foreach (object u in users)
+                foreach (JToken u in users)
                 {
-                    var view = u as Dictionary<string, object>;
-                    if (view != null) result.Add(UserFromView(view, MiniJson.Serialize(view), 0));
+                    var view = u as JObject;
+                    if (view != null) result.Add(UserFromView(view, null, 0));
                 }
             }
             return result;
@@ -419,12 +422,12 @@ namespace Presence
         public List<ChannelState> QueryChannels(string queryJson, ulong viewer = 0)
         {
             var result = new List<ChannelState>();
-            var channels = JsonValue.Array(MiniJson.ParseObject(QueryChannelsJson(queryJson, viewer)), "channels");
+            var channels = JsonValue.Array(JsonValue.ParseObject(QueryChannelsJson(queryJson, viewer)), "channels");
             if (channels != null)
             {
-                foreach (object c in channels)
+                foreach (JToken c in channels)
                 {
-                    var view = c as Dictionary<string, object>;
+                    var view = c as JObject;
                     if (view != null) result.Add(StateFromView(view));
                 }
             }
@@ -463,16 +466,29 @@ namespace Presence
         public List<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
         {
             var result = new List<PresenceEvent>();
-            foreach (object e in MiniJson.ParseArray(PollEventsJson(connectionId, max)))
+            var events = JsonValue.Parse(PollEventsJson(connectionId, max)) as JArray;
+            if (events == null) throw new JsonReaderException("presence_poll_events answered no JSON array");
+            foreach (JToken e in events)
             {
-                var data = e as Dictionary<string, object>;
-                if (data != null) result.Add(MakeEvent(data, MiniJson.Serialize(data), null));
+                var data = e as JObject;
+                if (data != null) result.Add(MakeEvent(data, JsonValue.Compact(data), null));
             }
             return result;
         }
 
+        /// <summary>One frame of the engine: <see cref="Tick"/> (timeouts, offline grace,
+        /// last_active refresh) then <see cref="Pump"/> (this frame's events, raised on this
+        /// thread). Call it from a MonoBehaviour's Update(). Cost: what is due plus the
+        /// events delivered; with nothing due and nothing pending it is two native calls
+        /// and allocates nothing. Answers how many callbacks ran.</summary>
+        public int Update()
+        {
+            Tick();
+            return Pump();
+        }
+
         /// <summary>Run the pending callbacks on this thread; answers how many ran.
-        /// Call it once per frame (Update()).</summary>
+        /// <see cref="Update"/> calls it after Tick.</summary>
         public int Pump()
         {
             IntPtr h = Enter();
@@ -522,6 +538,19 @@ namespace Presence
             try { r = NativeMethods.presence_save(h, p); }
             finally { Leave(); }
             Check(r);
+        }
+
+        /// <summary>Cluster mode: the link to the shared store as JSON
+        /// (<c>{"mode":"cluster","node_id","link":"up"|"down"|"fenced","nodes_alive","pending_writes","last_error"}</c>);
+        /// <c>{"mode":"single"}</c> without a <c>cluster</c> config.</summary>
+        public string ClusterStatusJson()
+        {
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_cluster_status(h, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
         }
 
         /// <summary>Load users and channels (only while there are no connections).</summary>
@@ -677,7 +706,7 @@ namespace Presence
         {
             var native = (NativeEvent)Marshal.PtrToStructure(evt, typeof(NativeEvent));
             string json = NativeMethods.FromUtf8(native.Json);
-            PresenceEvent ev = MakeEvent(MiniJson.ParseObject(json), json, native);
+            PresenceEvent ev = MakeEvent(JsonValue.ParseObject(json), json, native);
             _callbackDepth++;
             try
             {
@@ -748,7 +777,7 @@ namespace Presence
             if (handler != null) handler(ev);
         }
 
-        private PresenceEvent MakeEvent(Dictionary<string, object> data, string json, NativeEvent? native)
+        private PresenceEvent MakeEvent(JObject data, string json, NativeEvent? native)
         {
             var ev = new PresenceEvent
             {
@@ -776,12 +805,12 @@ namespace Presence
                 ev.Cid = NativeMethods.FromUtf8(n.Cid) ?? ev.Cid;
                 ev.Online = n.Online != 0;
             }
-            Dictionary<string, object> userView = JsonValue.Object(data, "user");
-            Dictionary<string, object> memberView = JsonValue.Object(data, "member");
+            JObject userView = JsonValue.Object(data, "user");
+            JObject memberView = JsonValue.Object(data, "member");
             if (memberView != null)
             {
                 string memberId = JsonValue.String(memberView, "user_id");
-                Dictionary<string, object> memberUser = JsonValue.Object(memberView, "user");
+                JObject memberUser = JsonValue.Object(memberView, "user");
                 User user = memberUser != null ? UserFromView(memberUser, null, ev.Seq)
                           : memberId != null ? Registry(memberId) : null;
                 ev.Member = new Member(memberId, user);
@@ -815,25 +844,25 @@ namespace Presence
             return user;
         }
 
-        internal User UserFromView(Dictionary<string, object> view, string json, ulong seq)
+        internal User UserFromView(JObject view, string json, ulong seq)
         {
             string id = JsonValue.String(view, "id");
             if (id == null) throw new FormatException("user object without an id");
             User user = Registry(id);
-            user.Apply(view, json ?? MiniJson.Serialize(view), seq);
+            user.Apply(view, json ?? JsonValue.Compact(view), seq);
             return user;
         }
 
-        internal ChannelState StateFromView(Dictionary<string, object> view)
+        internal ChannelState StateFromView(JObject view)
         {
-            var channel = new Channel(JsonValue.Object(view, "channel") ?? new Dictionary<string, object>());
+            var channel = new Channel(JsonValue.Object(view, "channel") ?? new JObject());
             var members = new List<Member>();
             var memberList = JsonValue.Array(view, "members");
             if (memberList != null)
             {
-                foreach (object m in memberList)
+                foreach (JToken m in memberList)
                 {
-                    var mv = m as Dictionary<string, object>;
+                    var mv = m as JObject;
                     if (mv == null) continue;
                     string memberId = JsonValue.String(mv, "user_id");
                     var uv = JsonValue.Object(mv, "user");
@@ -845,9 +874,9 @@ namespace Presence
             var watcherList = JsonValue.Array(view, "watchers");
             if (watcherList != null)
             {
-                foreach (object w in watcherList)
+                foreach (JToken w in watcherList)
                 {
-                    var wv = w as Dictionary<string, object>;
+                    var wv = w as JObject;
                     if (wv != null) watchers.Add(UserFromView(wv, null, 0));
                 }
             }
@@ -866,7 +895,7 @@ namespace Presence
                     if (kv.Key != "id") obj[kv.Key] = kv.Value;
                 }
             }
-            return MiniJson.Serialize(obj);
+            return JsonValue.Serialize(obj);
         }
 
         /// <summary>Add "dispatch":"manual" to a config object that names no dispatch,
@@ -874,10 +903,10 @@ namespace Presence
         internal static string WithManualDispatch(string configJson)
         {
             if (configJson == null || configJson.Trim().Length == 0) return "{\"dispatch\":\"manual\"}";
-            Dictionary<string, object> cfg;
-            try { cfg = MiniJson.ParseObject(configJson); }
-            catch (FormatException) { return configJson; } // let the engine report the error
-            if (cfg.ContainsKey("dispatch")) return configJson;
+            JObject cfg;
+            try { cfg = JsonValue.ParseObject(configJson); }
+            catch (JsonException) { return configJson; } // let the engine report the error
+            if (cfg.Property("dispatch") != null) return configJson;
             int brace = configJson.IndexOf('{');
             return configJson.Substring(0, brace + 1) + "\"dispatch\":\"manual\"" +
                    (cfg.Count > 0 ? "," : "") + configJson.Substring(brace + 1);

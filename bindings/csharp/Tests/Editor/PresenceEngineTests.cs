@@ -1,65 +1,31 @@
-// Tests of bindings/csharp/Runtime against the real engine (libpresence.so).
-// Compiled by tests/csharp/run.sh with Mono's mcs together with the Runtime
-// sources (so internals such as PresenceEngine.LiveGCHandleCount are visible),
-// run with mono. Ends with "N passed, M failed"; exits non-zero on failure.
+// Tests of the Presence runtime against the real native engine, as NUnit tests: Unity's
+// Test Framework runs them in the editor (Window > General > Test Runner, EditMode), and
+// tests/csharp/run.sh runs the same file under Mono with nunit-console.
 using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Linq;
 using System.Runtime.CompilerServices;
+using Newtonsoft.Json.Linq;
+using NUnit.Framework;
 using Presence;
 
-public static class Tests
+[TestFixture]
+public class PresenceEngineTests
 {
-    private static int s_passed;
-    private static int s_failed;
-
     private const long Start = 1546867062375; // 2019-01-07T13:17:42.375Z
     private static readonly DateTime StartTime = new DateTime(2019, 1, 7, 13, 17, 42, 375, DateTimeKind.Utc);
 
-    private static void Check(bool condition, string what = "",
-                              [CallerLineNumber] int line = 0, [CallerFilePath] string file = "")
+    private static void Check(bool condition, string what = "")
     {
-        if (condition)
-        {
-            s_passed++;
-        }
-        else
-        {
-            s_failed++;
-            Console.Error.WriteLine("{0}:{1}: CHECK failed {2}", Path.GetFileName(file), line, what);
-        }
+        Assert.IsTrue(condition, what);
     }
 
-    private static void Throws(PresenceResult expected, Action action,
-                               [CallerLineNumber] int line = 0, [CallerFilePath] string file = "")
+    private static void Throws(PresenceResult expected, TestDelegate action)
     {
-        try
-        {
-            action();
-            s_failed++;
-            Console.Error.WriteLine("{0}:{1}: expected PresenceException {2}, nothing thrown",
-                Path.GetFileName(file), line, expected);
-        }
-        catch (PresenceException e)
-        {
-            if (e.Code == expected && !string.IsNullOrEmpty(e.Message))
-            {
-                s_passed++;
-            }
-            else
-            {
-                s_failed++;
-                Console.Error.WriteLine("{0}:{1}: expected {2}, got {3}: {4}",
-                    Path.GetFileName(file), line, expected, e.Code, e.Message);
-            }
-        }
-        catch (Exception e)
-        {
-            s_failed++;
-            Console.Error.WriteLine("{0}:{1}: expected PresenceException {2}, got {3}",
-                Path.GetFileName(file), line, expected, e);
-        }
+        var e = Assert.Throws<PresenceException>(action);
+        Assert.AreEqual(expected, e.Code, e.Message);
+        Assert.IsNotEmpty(e.Message);
     }
 
     private static string Manual(string extra = null, long start = Start)
@@ -76,21 +42,30 @@ public static class Tests
 
     // ---------------------------------------------------------------------
 
-    private static void TestVersionAndJson()
+    [Test]
+    public void VersionAndJson()
     {
         Check(!string.IsNullOrEmpty(PresenceEngine.Version), "Version");
         Check(PresenceEngine.AbiVersion >= 1, "AbiVersion");
         Check(PresenceEngine.ResultName(PresenceResult.NotFound) == "PRESENCE_ERR_NOT_FOUND", "ResultName");
         Check(PresenceEngine.ResultName(PresenceResult.Ok) == "PRESENCE_OK", "ResultName ok");
 
-        var parsed = MiniJson.ParseObject("{\"a\":[1,2.5,\"x\\n\\u00e9\",true,null,{\"b\":-3}],\"c\":\"\"}");
-        var a = (List<object>)parsed["a"];
-        Check((long)a[0] == 1 && (double)a[1] == 2.5 && (string)a[2] == "x\n\u00e9", "MiniJson values");
-        Check((bool)a[3] && a[4] == null && (long)((Dictionary<string, object>)a[5])["b"] == -3, "MiniJson nested");
-        Check(MiniJson.Serialize(parsed) == "{\"a\":[1,2.5,\"x\\n\u00e9\",true,null,{\"b\":-3}],\"c\":\"\"}", "MiniJson round trip");
-        bool bad = false;
-        try { MiniJson.Parse("{\"a\":}"); } catch (FormatException) { bad = true; }
-        Check(bad, "MiniJson rejects bad input");
+        // Timestamps stay the strings the engine wrote (Newtonsoft would turn them into DateTime).
+        JObject parsed = JsonValue.ParseObject("{\"t\":\"2019-01-07T13:17:42.375Z\",\"a\":[1,2.5]}");
+        Check(JsonValue.String(parsed, "t") == "2019-01-07T13:17:42.375Z", "timestamp kept as text");
+        Check(JsonValue.Time(parsed, "t") == StartTime, "timestamp parsed");
+        Check(JsonValue.Compact(parsed) == "{\"t\":\"2019-01-07T13:17:42.375Z\",\"a\":[1,2.5]}", "round trip");
+        Assert.Throws<Newtonsoft.Json.JsonReaderException>(() => JsonValue.ParseObject("{\"a\":}"));
+        Assert.Throws<Newtonsoft.Json.JsonReaderException>(() => JsonValue.ParseObject("{} {}"));
+        Assert.Throws<Newtonsoft.Json.JsonReaderException>(() => JsonValue.ParseObject("[1]"));
+
+        // A library older than the binding is refused with a message naming both versions.
+        var old = Assert.Throws<PresenceException>(() => NativeMethods.CheckAbi(1, 2));
+        Check(old.Code == PresenceResult.State, "ABI mismatch code");
+        StringAssert.Contains("needs ABI version 2", old.Message);
+        StringAssert.Contains("has ABI version 1", old.Message);
+        NativeMethods.CheckAbi(2, 2);
+        NativeMethods.CheckAbi(3, 2);
 
         Check(PresenceEngine.WithManualDispatch(null) == "{\"dispatch\":\"manual\"}", "merge null");
         Check(PresenceEngine.WithManualDispatch("{}") == "{\"dispatch\":\"manual\"}", "merge empty");
@@ -98,7 +73,8 @@ public static class Tests
         Check(PresenceEngine.WithManualDispatch("{\"dispatch\":\"immediate\"}") == "{\"dispatch\":\"immediate\"}", "merge keeps dispatch");
     }
 
-    private static void TestErrors()
+    [Test]
+    public void Errors()
     {
         Throws(PresenceResult.Json, () => new PresenceEngine("{not json"));
         try
@@ -137,7 +113,8 @@ public static class Tests
         }
     }
 
-    private static void TestUsers()
+    [Test]
+    public void Users()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
@@ -198,7 +175,8 @@ public static class Tests
         }
     }
 
-    private static void TestChannelsAndQueries()
+    [Test]
+    public void ChannelsAndQueries()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
@@ -260,7 +238,8 @@ public static class Tests
         }
     }
 
-    private static void TestEvents()
+    [Test]
+    public void Events()
     {
         using (var engine = new PresenceEngine(Manual("\"connection_timeout_ms\":30000")))
         {
@@ -311,7 +290,7 @@ public static class Tests
             PresenceEvent p = polled.FirstOrDefault(e => e.Type == EventTypes.UserPresenceChanged && e.UserId == "alice");
             Check(p != null && p.ConnectionId == bob.Id && p.Online && ReferenceEquals(p.User, alice), "polled presence");
             Check(p != null && p.CreatedAt == StartTime && p.LastActive == StartTime && p.Json.Contains("\"connection_id\":"), "polled fields");
-            Check(p != null && p.Data.ContainsKey("user"), "polled Data");
+            Check(p != null && p.Data.Property("user") != null, "polled Data");
             Check(bob.PollEventsJson() == "[]", "queue drained");
 
             // Delivery: engine.EventDelivered and connection.EventReceived.
@@ -398,7 +377,8 @@ public static class Tests
         }
     }
 
-    private static void TestInvisibleAndClock()
+    [Test]
+    public void InvisibleAndClock()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
@@ -456,7 +436,8 @@ public static class Tests
         }
     }
 
-    private static void TestSaveLoad()
+    [Test]
+    public void SaveLoad()
     {
         string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
@@ -471,6 +452,7 @@ public static class Tests
                 engine.Save(path);
                 Check(File.Exists(path), "saved");
                 Throws(PresenceResult.State, () => engine.Load(path));
+                Check(engine.ClusterStatusJson() == "{\"mode\":\"single\"}", "single mode");
                 c.Disconnect();
             }
             using (PresenceEngine engine = PresenceEngine.Create(Manual()))
@@ -489,7 +471,8 @@ public static class Tests
         }
     }
 
-    private static void TestHandlerExceptions()
+    [Test]
+    public void HandlerExceptions()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
@@ -525,7 +508,8 @@ public static class Tests
         }
     }
 
-    private static void TestDisposal()
+    [Test]
+    public void Disposal()
     {
         int baseline = PresenceEngine.LiveGCHandleCount;
         var engine = new PresenceEngine(Manual());
@@ -571,43 +555,36 @@ public static class Tests
         Check(PresenceEngine.LiveGCHandleCount == baseline, "finalizer frees GCHandles: " + (PresenceEngine.LiveGCHandleCount - baseline));
     }
 
+    // Unity developers count garbage per frame: an idle frame (nothing due, nothing queued)
+    // allocates no managed memory at all, with handlers attached and connections open.
+    [Test]
+    public void IdleFramesAllocateNothing()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            int calls = 0;
+            engine.UserPresenceChanged += e => calls++;
+            engine.EventDelivered += e => calls++;
+            engine.UpsertChannel("lobby", "main", new[] { "me", "friend" });
+            PresenceConnection me = engine.Connect("me");
+            me.WatchChannel("lobby:main");
+            engine.Connect("friend");
+            engine.Update(); // deliver what the setup caused, warm every path up
+            engine.Update();
+            int before = calls;
+            long start = GC.GetAllocatedBytesForCurrentThread();
+            for (int frame = 0; frame < 10000; frame++) engine.Update();
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - start;
+            Assert.AreEqual(0, allocated, "bytes allocated over 10,000 idle frames");
+            Assert.AreEqual(before, calls, "idle frames raise no events");
+        }
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void MakeGarbageEngine()
     {
         var e = new PresenceEngine();
         e.AddListener(null, null, ev => { });
         e.Connect("ghost");
-    }
-
-    public static int Main()
-    {
-        var tests = new KeyValuePair<string, Action>[]
-        {
-            new KeyValuePair<string, Action>("version_and_json", TestVersionAndJson),
-            new KeyValuePair<string, Action>("errors", TestErrors),
-            new KeyValuePair<string, Action>("users", TestUsers),
-            new KeyValuePair<string, Action>("channels_and_queries", TestChannelsAndQueries),
-            new KeyValuePair<string, Action>("events", TestEvents),
-            new KeyValuePair<string, Action>("invisible_and_clock", TestInvisibleAndClock),
-            new KeyValuePair<string, Action>("save_load", TestSaveLoad),
-            new KeyValuePair<string, Action>("handler_exceptions", TestHandlerExceptions),
-            new KeyValuePair<string, Action>("disposal", TestDisposal),
-        };
-        foreach (var t in tests)
-        {
-            int before = s_failed;
-            try
-            {
-                t.Value();
-            }
-            catch (Exception e)
-            {
-                s_failed++;
-                Console.Error.WriteLine("{0}: unexpected {1}", t.Key, e);
-            }
-            Console.WriteLine("{0} {1}", s_failed == before ? "ok  " : "FAIL", t.Key);
-        }
-        Console.WriteLine("{0} passed, {1} failed", s_passed, s_failed);
-        return s_failed == 0 ? 0 : 1;
     }
 }
