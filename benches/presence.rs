@@ -21,6 +21,8 @@ mod baseline;
 mod report;
 #[path = "presence/rng.rs"]
 mod rng;
+#[path = "presence/typed_c.rs"]
+mod typed_c;
 #[path = "presence/workloads.rs"]
 mod workloads;
 
@@ -60,8 +62,12 @@ pub struct Params {
     pub w7_online: usize,
     pub w7_heartbeats: usize,
     pub w7_poll_rounds: usize,
+    pub w8_users: usize,
+    pub w8_ops: usize,
+    pub w8_drain_rounds: usize,
+    pub w8_changes: usize,
     /// Channel counts N for the teardown rows (the last is compared with the first).
-    pub w8_sizes: Vec<usize>,
+    pub w9_sizes: Vec<usize>,
 }
 
 impl Params {
@@ -95,7 +101,11 @@ impl Params {
                 w7_online: 50,
                 w7_heartbeats: 2000,
                 w7_poll_rounds: 2,
-                w8_sizes: vec![100, 1000],
+                w8_users: 300,
+                w8_ops: 500,
+                w8_drain_rounds: 2,
+                w8_changes: 200,
+                w9_sizes: vec![100, 1000],
             };
         }
         let s = |n: usize, min: usize| ((n as f64 * scale).round() as usize).max(min);
@@ -130,7 +140,11 @@ impl Params {
             w7_online: 10_000,
             w7_heartbeats: 2_000_000,
             w7_poll_rounds: 30,
-            w8_sizes: vec![s(10_000, 100), s(100_000, 1000)],
+            w8_users: s(10_000, 300),
+            w8_ops: s(200_000, 2000),
+            w8_drain_rounds: 30,
+            w8_changes: s(200_000, 2000),
+            w9_sizes: vec![s(10_000, 100), s(100_000, 1000)],
         }
     }
 }
@@ -150,8 +164,8 @@ fn main() {
             .split(',')
             .filter(|w| !w.trim().is_empty())
             .map(|w| match w.trim().parse::<u8>() {
-                Ok(n @ 1..=8) => n,
-                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=8, got {v:?}"),
+                Ok(n @ 1..=9) => n,
+                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=9, got {v:?}"),
             })
             .collect();
     }

@@ -1,4 +1,4 @@
-//! The seven workloads of issue 6, each measured for the engine and for the baseline in
+//! The workloads, each measured for the engine and for the baseline in
 //! the same run. Every timed region does only the operation under test: op sequences,
 //! ids, patches and query strings are prepared before it, and queue draining happens
 //! outside it. Sanity checks (never timing) run in both modes.
@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Manual clocks start here (2023-11-14).
-const T0: Millis = 1_700_000_000_000;
-const STATUSES: [&str; 4] = ["in lobby", "in match", "away", "busy"];
+pub(crate) const T0: Millis = 1_700_000_000_000;
+pub(crate) const STATUSES: [&str; 4] = ["in lobby", "in match", "away", "busy"];
 const HOST: ConnectionId = ConnectionId::HOST;
 
 /// Runs the selected workloads (`p.only`, all when empty) in an order that keeps at most
@@ -47,7 +47,10 @@ pub fn run_all(p: &Params, r: &mut Report) {
         w7_c_boundary(p, r);
     }
     if on(8) {
-        w8_teardown(p, r);
+        crate::typed_c::w8_typed_c(p, r);
+    }
+    if on(9) {
+        w9_teardown(p, r);
     }
 }
 
@@ -57,17 +60,17 @@ fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as Millis
 }
 
-fn ns_per(d: Duration, n: usize) -> f64 {
+pub(crate) fn ns_per(d: Duration, n: usize) -> f64 {
     d.as_nanos() as f64 / n.max(1) as f64
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     let t = Instant::now();
     let v = f();
     (t.elapsed(), v)
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = START.get_or_init(Instant::now);
     eprintln!("[{:>6.1} s] {msg}", start.elapsed().as_secs_f64());
@@ -75,13 +78,13 @@ fn progress(msg: &str) {
 
 /// A sanity check (both modes): the workload did what it claims.
 #[track_caller]
-fn check(ok: bool, what: impl FnOnce() -> String) {
+pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) {
     if !ok {
         panic!("presence bench sanity check failed: {}", what());
     }
 }
 
-fn user_id(i: usize) -> String {
+pub(crate) fn user_id(i: usize) -> String {
     format!("u{i:07}")
 }
 
@@ -831,7 +834,7 @@ fn fanout_engine(capacity: u32, width: usize) -> (Engine, Vec<ConnectionId>) {
     (eng, conns)
 }
 
-fn fanout_baseline(capacity: usize, width: usize) -> (Baseline, Vec<u64>) {
+pub(crate) fn fanout_baseline(capacity: usize, width: usize) -> (Baseline, Vec<u64>) {
     let mut base = Baseline::new(900_000, capacity);
     base.connect("star", T0);
     let conns = (0..width)
@@ -856,7 +859,7 @@ fn fanout_engine_status(eng: &Engine, reps: usize, flip: &mut usize) -> Duration
 }
 
 #[inline(never)]
-fn fanout_baseline_status(base: &mut Baseline, reps: usize, flip: &mut usize) -> Duration {
+pub(crate) fn fanout_baseline_status(base: &mut Baseline, reps: usize, flip: &mut usize) -> Duration {
     let t = Instant::now();
     for _ in 0..reps {
         *flip += 1;
@@ -1227,7 +1230,7 @@ fn w7_c_boundary(p: &Params, r: &mut Report) {
     unsafe { presence_engine_free(ce) };
 }
 
-// ----- 8. teardown of many channels -----
+// ----- 9. teardown of many channels -----
 
 fn shared_channel(cid: &str) -> ChannelPatch {
     ChannelPatch { cid: cid.to_owned(), members: vec!["shared".to_owned()], ..Default::default() }
@@ -1251,10 +1254,10 @@ fn teardown_world(n: usize) -> (Engine, ConnectionId, Vec<String>) {
 /// a member: both must cost O(N). Each is measured at the smallest and the largest N; the
 /// baseline disconnects the same watcher, and for deletion the baseline column is the
 /// engine creating the same channels (a plainly linear operation, for scale).
-fn w8_teardown(p: &Params, r: &mut Report) {
+fn w9_teardown(p: &Params, r: &mut Report) {
     let mut per_size = Vec::new();
-    for &n in &p.w8_sizes {
-        progress(&format!("8: teardown of {} channels", count(n)));
+    for &n in &p.w9_sizes {
+        progress(&format!("9: teardown of {} channels", count(n)));
         let (mut disconnect, mut base_disconnect, mut delete, mut create) =
             (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..p.rounds {
@@ -1290,13 +1293,13 @@ fn w8_teardown(p: &Params, r: &mut Report) {
             base_disconnect = base_disconnect.min(ns_per(d, n));
         }
         r.add(
-            format!("8 disconnect of one connection watching N channels (presence), N = {}", count(n)),
+            format!("9 disconnect of one connection watching N channels (presence), N = {}", count(n)),
             Cell::ns(disconnect, "channel"),
             Cell::ns(base_disconnect, "channel"),
             Target::None,
         );
         r.add(
-            format!("8 delete N channels sharing a member (baseline: create them), N = {}", count(n)),
+            format!("9 delete N channels sharing a member (baseline: create them), N = {}", count(n)),
             Cell::ns(delete, "channel"),
             Cell::ns(create, "channel"),
             Target::None,
@@ -1305,13 +1308,13 @@ fn w8_teardown(p: &Params, r: &mut Report) {
     }
     if let (Some(&(n0, d0, b0, x0, c0)), Some(&(n1, d1, b1, x1, c1))) = (per_size.first(), per_size.last()) {
         r.add(
-            format!("8 linearity: disconnect cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
+            format!("9 linearity: disconnect cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
             Cell::factor(d1 / d0),
             Cell::factor(b1 / b0),
             Target::EngineFactorAtMost(2.0),
         );
         r.add(
-            format!("8 linearity: delete cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
+            format!("9 linearity: delete cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
             Cell::factor(x1 / x0),
             Cell::factor(c1 / c0),
             Target::EngineFactorAtMost(2.0),

@@ -23,20 +23,24 @@
 //   this header answers PRESENCE_ERR_STATE with a message naming both versions.
 // * presence::Engine owns the handle (move-only); destroying it frees the engine. A
 //   moved-from Engine holds no handle: its calls answer PRESENCE_ERR_NULL.
+// * Events are typed (ABI version 2): a listener gets a presence::Event built from the
+//   engine's PresenceEventInfo without JSON and without allocating; Event::json() renders
+//   JSON only when asked. Engine::poll drains a connection's queue into a reused
+//   presence::Batch, which allocates nothing in steady state.
 // * Listeners are RAII tokens (presence::Listener): destroying one (or reset()) removes
-//   its C listener. Destroying a token from inside its own callback is allowed. The
-//   C removal waits for a call of that listener running on another thread, so do not
-//   destroy a token while holding a lock its callback takes, on a thread other than
-//   the one running the callback (see docs/cpp.md). A token must not outlive its
-//   Engine on another thread; on the same thread its destructor sees that the engine
-//   is gone and only frees the callback.
+//   its C listener; the engine frees the callback (user_data_free) once the listener is
+//   gone. Destroying a token from inside its own callback is allowed. The C removal
+//   waits for a call of that listener running on another thread, so do not destroy a
+//   token while holding a lock its callback takes, on a thread other than the one
+//   running the callback (see docs/cpp.md). A token must not outlive its Engine on
+//   another thread; on the same thread its destructor sees that the engine is gone.
 // * Event handlers must not throw. When exceptions are enabled the trampoline catches
 //   whatever a handler throws (nothing crosses into C) and keeps the first one per
 //   thread; the outermost wrapper call that ran the handlers answers a Result that is
 //   not ok() and whose handler_exception() holds it (its value, if any, is still
 //   there: the engine did the work); or_throw() rethrows it.
 // * Event is a view: its string_views point into memory owned by the engine and are
-//   valid only during the callback. Copy what you need to keep.
+//   valid only during the callback (or until its Batch is refilled). Copy what you keep.
 // * Never destroy (or move-assign over) an Engine from inside one of its own callbacks.
 // * The Engine is as thread-safe as the C engine; Listener tokens are not synchronised
 //   themselves (do not reset one token from two threads).
@@ -51,6 +55,7 @@
 #include <cstdio>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -706,27 +711,68 @@ enum class EventKind : std::uint8_t {
     member_added,          ///< "member.added"
     member_removed,        ///< "member.removed"
     connection_closed,     ///< "connection.closed"
+    engine_overflow,       ///< "engine.overflow" (host listeners only)
+    cluster_status,        ///< "cluster.status" (host listeners only)
 };
+
+namespace detail {
+
+struct KindName {
+    std::uint32_t c_kind;
+    EventKind kind;
+    std::string_view name;
+};
+
+/// In PRESENCE_EVENT_* order (checked at compile time below).
+inline constexpr KindName kind_names[] = {
+    {PRESENCE_EVENT_USER_PRESENCE_CHANGED, EventKind::user_presence_changed, "user.presence.changed"},
+    {PRESENCE_EVENT_USER_UPDATED, EventKind::user_updated, "user.updated"},
+    {PRESENCE_EVENT_USER_WATCHING_START, EventKind::user_watching_start, "user.watching.start"},
+    {PRESENCE_EVENT_USER_WATCHING_STOP, EventKind::user_watching_stop, "user.watching.stop"},
+    {PRESENCE_EVENT_MEMBER_ADDED, EventKind::member_added, "member.added"},
+    {PRESENCE_EVENT_MEMBER_REMOVED, EventKind::member_removed, "member.removed"},
+    {PRESENCE_EVENT_CONNECTION_CLOSED, EventKind::connection_closed, "connection.closed"},
+    {PRESENCE_EVENT_ENGINE_OVERFLOW, EventKind::engine_overflow, "engine.overflow"},
+    {PRESENCE_EVENT_CLUSTER_STATUS, EventKind::cluster_status, "cluster.status"},
+};
+
+[[nodiscard]] constexpr bool kinds_in_order() noexcept {
+    for (std::size_t i = 0; i < std::size(kind_names); ++i) {
+        if (kind_names[i].c_kind != i + 1) return false;
+    }
+    return true;
+}
+static_assert(kinds_in_order(), "kind_names must list PRESENCE_EVENT_* as 1, 2, ...");
+
+[[nodiscard]] inline std::string_view close_reason_name(std::uint32_t reason) noexcept {
+    switch (reason) {
+    case PRESENCE_CLOSE_DISCONNECT: return "disconnect";
+    case PRESENCE_CLOSE_TIMEOUT: return "timeout";
+    case PRESENCE_CLOSE_SLOW_CONSUMER: return "slow_consumer";
+    case PRESENCE_CLOSE_NODE_LOST: return "node_lost";
+    default: return {};
+    }
+}
+
+[[nodiscard]] inline std::string_view view(const char *s) noexcept {
+    return s ? std::string_view(s) : std::string_view();
+}
+
+} // namespace detail
 
 /// The kind of an event type name (unknown for names this header does not know).
 [[nodiscard]] inline EventKind event_kind(std::string_view type) noexcept {
-    constexpr std::pair<std::string_view, EventKind> kinds[] = {
-        {"user.presence.changed", EventKind::user_presence_changed},
-        {"user.updated", EventKind::user_updated},
-        {"user.watching.start", EventKind::user_watching_start},
-        {"user.watching.stop", EventKind::user_watching_stop},
-        {"member.added", EventKind::member_added},
-        {"member.removed", EventKind::member_removed},
-        {"connection.closed", EventKind::connection_closed},
-    };
-    for (const auto &[name, kind] : kinds) {
-        if (name == type) return kind;
+    for (const auto &k : detail::kind_names) {
+        if (k.name == type) return k.kind;
     }
     return EventKind::unknown;
 }
 
-/// One event as a callback sees it. Every view is valid only during the callback.
-struct Event {
+/// One event, typed: in a listener callback, or read from a Batch. Every string_view is
+/// valid only during the callback, or until the batch is refilled or destroyed. Building
+/// one allocates nothing; JSON is rendered only when json() is called.
+class Event {
+public:
     EventKind kind = EventKind::unknown;
     std::string_view type;      ///< "user.presence.changed", ...
     std::uint64_t seq = 0;      ///< engine-wide, strictly increasing
@@ -741,7 +787,45 @@ struct Event {
     std::optional<UnixMillis> last_active_ms;
     std::int64_t watcher_count = -1;        ///< user.watching.*: the count after the change
     std::string_view close_reason;          ///< connection.closed: "disconnect", "timeout", ...
-    std::string_view json;      ///< the whole event object
+    ConnectionId closed_connection_id = 0;  ///< connection.closed: the connection that ended
+    UnixMillis created_at_ms = 0;           ///< when the event happened
+
+    /// The event as JSON (the same text the JSON calls give), rendered on request; valid
+    /// as long as the event's strings are.
+    [[nodiscard]] Result<std::string_view> json() const noexcept {
+        const char *text = nullptr;
+        const PresenceResult r = batch_ != nullptr ? presence_batch_event_json(batch_, index_, &text)
+                                                   : presence_event_info_json(info_, &text);
+        if (r != PRESENCE_OK) return detail::last_error(r);
+        return detail::view(text);
+    }
+
+    /// The C view this event was read from.
+    [[nodiscard]] const PresenceEventInfo &info() const noexcept { return *info_; }
+
+    /// A typed view of `info`; `batch`/`index` name where JSON is rendered from (none in a callback).
+    Event(const PresenceEventInfo &info, PresenceEventBatch *batch = nullptr, std::uint32_t index = 0) noexcept
+        : seq(info.seq), connection_id(info.connection_id), user_id(detail::view(info.user_id)),
+          cid(detail::view(info.cid)), online(info.online), invisible(info.invisible),
+          watcher_count(info.watcher_count), close_reason(detail::close_reason_name(info.close_reason)),
+          closed_connection_id(info.closed_connection_id), created_at_ms(info.created_at_ms),
+          info_(&info), batch_(batch), index_(index) {
+        // The PRESENCE_EVENT_* numbers are 1, 2, ... in kind_names' order.
+        if (info.kind >= 1 && info.kind <= std::size(detail::kind_names)) {
+            const detail::KindName &k = detail::kind_names[info.kind - 1];
+            kind = k.kind;
+            type = k.name;
+        } else {
+            type = detail::view(info.type_name);
+        }
+        if (info.status != nullptr) status = std::string_view(info.status);
+        if (info.last_active_ms != INT64_MIN) last_active_ms = info.last_active_ms;
+    }
+
+private:
+    const PresenceEventInfo *info_;
+    PresenceEventBatch *batch_;
+    std::uint32_t index_;
 };
 
 /// Callback type of listeners. Must not throw (see the rules at the top).
@@ -874,45 +958,14 @@ private:
     std::optional<CStr> value_;
 };
 
-/// What a Listener boxes: the user_data of the C listener points here.
+/// What a listener's user_data points to. The engine frees it (box_free) once the
+/// listener is removed and no dispatch still holds it, or with the engine: a callback
+/// that destroys its own token keeps running on a live box.
 struct ListenerBox {
-    std::shared_ptr<EventHandler> fn;
+    EventHandler fn;
 };
 
-[[nodiscard]] inline std::string_view view(const char *s) noexcept {
-    return s ? std::string_view(s) : std::string_view();
-}
-
-/// The typed fields of a v1 event, read from its JSON; `text` owns decoded strings.
-struct EventFields {
-    std::optional<std::string> status;
-    std::string close_reason;
-    std::optional<UnixMillis> last_active_ms;
-    std::int64_t watcher_count = -1;
-    bool invisible = false;
-
-    explicit EventFields(std::string_view event_json) noexcept {
-        json::Value root;
-        json::Reader reader(event_json);
-        if (!reader.parse(root)) return;
-        const json::Value *user = root.find("user");
-        if (const json::Value *member = root.find("member"); user == nullptr && member != nullptr)
-            user = member->find("user");
-        if (user != nullptr) {
-            Decoder decoder;
-            User u = decoder.user(*user);
-            status = std::move(u.status);
-            last_active_ms = u.last_active_ms;
-            invisible = u.invisible.value_or(false);
-        }
-        if (const json::Value *count = root.find("watcher_count")) {
-            Decoder decoder;
-            watcher_count = decoder.integer(count, "watcher_count");
-        }
-        if (const json::Value *reason = root.find("reason"); reason && reason->kind == json::Value::Kind::string)
-            close_reason = reason->text;
-    }
-};
+inline void box_free(void *box) noexcept { delete static_cast<ListenerBox *>(box); }
 
 /// Run a handler, keeping (with exceptions enabled) the first exception it throws.
 inline void run_handler(const EventHandler &handler, const Event &e) noexcept {
@@ -931,49 +984,35 @@ inline void run_handler(const EventHandler &handler, const Event &e) noexcept {
 }
 
 /// The C callback of every listener.
-inline void trampoline(void *user_data, const PresenceEvent *ev) noexcept {
-    if (user_data == nullptr || ev == nullptr) return;
-    // Keep the std::function alive even if the callback destroys its own token.
-    std::shared_ptr<EventHandler> keep = static_cast<ListenerBox *>(user_data)->fn;
-    if (!keep || !*keep) return;
-    Event e;
-    e.type = view(ev->type);
-    e.kind = event_kind(e.type);
-    e.user_id = view(ev->user_id);
-    e.cid = view(ev->cid);
-    e.json = view(ev->json);
-    e.seq = ev->seq;
-    e.connection_id = ev->connection_id;
-    e.online = ev->online;
-    const EventFields fields(e.json);
-    if (fields.status) e.status = *fields.status;
-    e.last_active_ms = fields.last_active_ms;
-    e.watcher_count = fields.watcher_count;
-    e.close_reason = fields.close_reason;
-    e.invisible = fields.invisible;
-    run_handler(*keep, e);
+inline void trampoline(void *user_data, const PresenceEventInfo *info) noexcept {
+    if (user_data == nullptr || info == nullptr) return;
+    run_handler(static_cast<ListenerBox *>(user_data)->fn, Event(*info));
 }
+
+struct BatchDeleter {
+    void operator()(PresenceEventBatch *b) const noexcept { presence_batch_free(b); }
+};
 
 } // namespace detail
 
 class Engine;
 
 /// RAII token of a registered listener. Move-only. Destroying it (or reset())
-/// removes the listener: no callback runs through it afterwards.
+/// removes the listener: no callback runs through it afterwards. The engine frees the
+/// callback once the listener is removed (or the engine freed).
 class [[nodiscard]] Listener {
 public:
     /// An empty token (no listener).
     Listener() noexcept = default;
     Listener(Listener &&other) noexcept
         : engine_(std::exchange(other.engine_, nullptr)), alive_(std::move(other.alive_)),
-          id_(std::exchange(other.id_, 0)), box_(std::move(other.box_)) {}
+          id_(std::exchange(other.id_, 0)) {}
     Listener &operator=(Listener &&other) noexcept {
         if (this != &other) {
             reset();
             engine_ = std::exchange(other.engine_, nullptr);
             alive_ = std::move(other.alive_);
             id_ = std::exchange(other.id_, 0);
-            box_ = std::move(other.box_);
         }
         return *this;
     }
@@ -991,7 +1030,6 @@ public:
         engine_ = nullptr;
         alive_.reset();
         id_ = 0;
-        box_.reset();
     }
 
     /// The C listener id (0 when empty).
@@ -1001,14 +1039,59 @@ public:
 
 private:
     friend class Engine;
-    Listener(PresenceEngine *engine, std::weak_ptr<void> alive, ListenerId id,
-             std::unique_ptr<detail::ListenerBox> box) noexcept
-        : engine_(engine), alive_(std::move(alive)), id_(id), box_(std::move(box)) {}
+    Listener(PresenceEngine *engine, std::weak_ptr<void> alive, ListenerId id) noexcept
+        : engine_(engine), alive_(std::move(alive)), id_(id) {}
 
     PresenceEngine *engine_ = nullptr;
     std::weak_ptr<void> alive_;
     ListenerId id_ = 0;
-    std::unique_ptr<detail::ListenerBox> box_;
+};
+
+/// A reusable buffer of typed events drained from one connection's queue
+/// (Engine::poll). Refilling it allocates nothing in steady state. Events read from it
+/// (operator[], iteration) are valid until the next poll into it or its destruction.
+/// One thread at a time.
+class Batch {
+public:
+    [[nodiscard]] static Result<Batch> create() noexcept {
+        PresenceEventBatch *raw = nullptr;
+        const PresenceResult r = presence_batch_new(&raw);
+        if (r != PRESENCE_OK) return detail::last_error(r);
+        return Batch(raw);
+    }
+
+    /// How many events the last poll delivered.
+    [[nodiscard]] std::uint32_t size() const noexcept { return presence_batch_len(handle_.get()); }
+    [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+    /// Event i (i < size()).
+    [[nodiscard]] Event operator[](std::uint32_t i) const noexcept {
+        return Event(*presence_batch_event(handle_.get(), i), handle_.get(), i);
+    }
+
+    class iterator {
+    public:
+        Event operator*() const noexcept { return (*batch_)[i_]; }
+        iterator &operator++() noexcept {
+            ++i_;
+            return *this;
+        }
+        bool operator!=(const iterator &o) const noexcept { return i_ != o.i_; }
+
+    private:
+        friend class Batch;
+        iterator(const Batch *batch, std::uint32_t i) noexcept : batch_(batch), i_(i) {}
+        const Batch *batch_;
+        std::uint32_t i_;
+    };
+    [[nodiscard]] iterator begin() const noexcept { return iterator(this, 0); }
+    [[nodiscard]] iterator end() const noexcept { return iterator(this, size()); }
+
+    /// The raw C handle (still owned by this Batch).
+    [[nodiscard]] PresenceEventBatch *get() const noexcept { return handle_.get(); }
+
+private:
+    explicit Batch(PresenceEventBatch *raw) noexcept : handle_(raw) {}
+    std::unique_ptr<PresenceEventBatch, detail::BatchDeleter> handle_;
 };
 
 /// An engine. Move-only; owns its PresenceEngine handle. Every method is noexcept and
@@ -1054,6 +1137,16 @@ public:
         ConnectionId id = 0;
         const PresenceResult r = presence_connect(get(), user.get(), &id);
         return detail::done(r, id);
+    }
+
+    /// Open a connection for a user id, without JSON (an unknown user is created with
+    /// only its id).
+    [[nodiscard]] Result<ConnectionId> connect_user(std::string_view user_id) noexcept {
+        detail::CStr id(user_id);
+        if (!id.valid()) return detail::CStr::error();
+        ConnectionId conn = 0;
+        const PresenceResult r = presence_connect_user(get(), id.get(), &conn);
+        return detail::done(r, conn);
     }
 
     Result<void> disconnect(ConnectionId conn) noexcept {
@@ -1209,7 +1302,8 @@ public:
         detail::OptCStr u(user_id);
         if (!t.valid() || !u.valid()) return detail::CStr::error();
         return listen(std::move(fn), [&](void *box, ListenerId *id) {
-            return presence_add_listener(get(), t.get(), u.get(), &detail::trampoline, box, id);
+            return presence_add_typed_listener(get(), t.get(), u.get(), &detail::trampoline, box,
+                                               &detail::box_free, id);
         });
     }
 
@@ -1221,8 +1315,17 @@ public:
     /// A delivery listener: one call per (event, recipient connection).
     [[nodiscard]] Result<Listener> add_delivery_listener(EventHandler fn) noexcept {
         return listen(std::move(fn), [&](void *box, ListenerId *id) {
-            return presence_add_delivery_listener(get(), &detail::trampoline, box, id);
+            return presence_add_typed_delivery_listener(get(), &detail::trampoline, box,
+                                                        &detail::box_free, id);
         });
+    }
+
+    /// Move up to `max` queued events of `conn` into `batch` (cleared first); answers how
+    /// many. Allocates nothing when `batch` is reused in steady state.
+    [[nodiscard]] Result<std::uint32_t> poll(ConnectionId conn, Batch &batch,
+                                             std::uint32_t max = 1024) noexcept {
+        const PresenceResult r = presence_poll_batch(get(), conn, max, batch.get());
+        return detail::done(r, r == PRESENCE_OK ? batch.size() : 0U);
     }
 
     /// Drain up to `max` events from a connection's queue as a JSON array ("[]" when empty).
@@ -1297,11 +1400,12 @@ private:
     [[nodiscard]] Result<Listener> listen(EventHandler fn, Register register_fn) noexcept {
         if (!fn) return Error(PRESENCE_ERR_NULL, "listener callback is empty");
         auto box = std::make_unique<detail::ListenerBox>();
-        box->fn = std::make_shared<EventHandler>(std::move(fn));
+        box->fn = std::move(fn);
         ListenerId id = 0;
         const PresenceResult r = register_fn(box.get(), &id);
         if (r != PRESENCE_OK) return detail::last_error(r);
-        return Listener(get(), alive_, id, std::move(box));
+        (void)box.release(); // the engine owns it now and frees it with detail::box_free
+        return Listener(get(), alive_, id);
     }
 
     std::unique_ptr<PresenceEngine, detail::EngineDeleter> handle_;

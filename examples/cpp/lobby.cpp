@@ -89,8 +89,8 @@ int main() {
             if (delivered > 0) std::cout << "  (" << delivered << " callbacks)\n";
         }
 
-        std::string queue = must(engine.poll_events_json(players[0].conn, 100));
-        std::cout << "alice's queue: " << queue.size() << " bytes of JSON\n";
+        presence::Batch feed = must(presence::Batch::create());
+        std::cout << "alice's queue: " << must(engine.poll(players[0].conn, feed)) << " events\n";
         std::cout << "online now:";
         for (const presence::User &u : must(engine.query_users(
                  players[0].conn, R"({"filter_conditions":{"online":true},"sort":{"id":1}})"))) {

@@ -20,7 +20,7 @@ int main() {
     if (!listener) return 1;
 
     (void)engine.upsert_channel(R"({"type":"lobby","id":"main","members":["alice","bob"]})");
-    presence::ConnectionId bob = engine.connect(R"({"id":"bob"})").value_or(0);
+    presence::ConnectionId bob = engine.connect_user("bob").value_or(0);
     presence::Result<presence::ChannelState> lobby = engine.watch_channel(bob, "lobby:main");
     if (lobby) {
         for (const presence::Member &m : lobby->members) {
@@ -29,8 +29,15 @@ int main() {
     }
 
     presence::ConnectionId alice = engine.connect(R"({"id":"alice","status":"ready"})").value_or(0);
-    presence::Result<presence::User> seen = engine.get_user(bob, "alice");
-    if (seen) std::cout << "bob sees alice: " << seen->status.value_or("") << '\n';
+
+    // Bob's queue, drained typed into a reusable batch (no JSON, no allocation per event).
+    presence::Result<presence::Batch> batch = presence::Batch::create();
+    if (batch && engine.poll(bob, *batch)) {
+        for (const presence::Event &e : *batch) {
+            std::cout << "bob's feed: " << e.type << ' ' << e.user_id << ' '
+                      << e.status.value_or("") << '\n';
+        }
+    }
 
     presence::Result<void> closed = engine.disconnect(alice);
     if (!closed) std::cerr << closed.error().message() << '\n';

@@ -119,9 +119,18 @@ impl State {
 
     /// Drains up to `max` queued deliveries of a connection, oldest first. Cost: O(max).
     pub fn poll(&mut self, c: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        self.poll_into(c, max, &mut out)?;
+        Ok(out)
+    }
+
+    /// Moves up to `max` queued deliveries of `c` onto the end of `out`, oldest first,
+    /// answering how many moved. Allocates nothing once `out` has room. Cost: O(moved).
+    pub fn poll_into(&mut self, c: ConnectionId, max: usize, out: &mut Vec<Delivery>) -> Result<usize> {
         let c = self.slot(c)?;
         let conn = self.conn_mut(c);
         let n = max.min(conn.queue.len());
-        Ok(conn.queue.drain(..n).collect())
+        out.extend(conn.queue.drain(..n));
+        Ok(n)
     }
 }

@@ -414,7 +414,7 @@ impl State {
     /// own connections get the own view). Cost: O(recipients).
     fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
         self.seq += 1;
-        let event = Arc::new(Event { seq: self.seq, created_at: now, kind });
+        let event = Arc::new(Event::new(self.seq, now, kind));
         if self.record_events {
             self.outbox.push(Outgoing::Event(event.clone()));
         }

@@ -398,6 +398,18 @@ impl Engine {
         self.inner.lock().state.poll(connection, max)
     }
 
+    /// [`Engine::poll_events`] into a vector the caller reuses: moves up to `max` events
+    /// onto the end of `out`, answering how many moved. Allocates nothing once `out` has
+    /// room. Cost: O(moved).
+    pub fn poll_events_into(
+        &self,
+        connection: ConnectionId,
+        max: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize> {
+        self.inner.lock().state.poll_into(connection, max, out)
+    }
+
     /// Runs the callbacks of every event waiting for dispatch, on this thread; answers how
     /// many callbacks ran. In immediate mode there is normally nothing waiting. Called from
     /// inside a callback it answers 0 (the outer loop delivers). Cost: O(events × listeners).

@@ -84,7 +84,8 @@ struct Recorded {
 presence::EventHandler recorder(std::vector<Recorded> &into) {
     return [&into](const presence::Event &e) {
         into.push_back(Recorded{std::string(e.type), std::string(e.user_id), std::string(e.cid),
-                                std::string(e.json), e.seq, e.connection_id, e.online});
+                                std::string(e.json().value_or(std::string_view())), e.seq,
+                                e.connection_id, e.online});
     };
 }
 
@@ -144,7 +145,7 @@ void test_create_and_errors() {
     CHECK(typo.code() == PRESENCE_ERR_JSON || typo.code() == PRESENCE_ERR_INVALID);
     CHECK(has(typo.error().message(), "clokc"));
 
-    CHECK(make_engine("").cluster_status().value() == R"({"mode":"single"})");
+    CHECK(*make_engine("").cluster_status() == R"({"mode":"single"})");
 
     auto e = make_engine(manual_config());
     CHECK_CODE(e.disconnect(424242), PRESENCE_ERR_NOT_FOUND);
@@ -455,13 +456,17 @@ void test_typed_event_fields() {
         std::optional<int64_t> last_active_ms;
         int64_t watcher_count;
         bool online, invisible;
+        presence::ConnectionId closed;
+        int64_t created_at_ms;
+        std::string type;
     };
     std::vector<Seen> seen;
     auto l = OK(e.add_listener([&](const presence::Event &ev) {
         seen.push_back(Seen{ev.kind, std::string(ev.user_id), std::string(ev.cid),
                             std::string(ev.close_reason),
                             ev.status ? std::optional<std::string>(*ev.status) : std::nullopt,
-                            ev.last_active_ms, ev.watcher_count, ev.online, ev.invisible});
+                            ev.last_active_ms, ev.watcher_count, ev.online, ev.invisible,
+                            ev.closed_connection_id, ev.created_at_ms, std::string(ev.type)});
     }));
     OK(e.upsert_channel(R"({"type":"lobby","id":"m"})"));
     presence::ConnectionId a = OK(e.connect(R"({"id":"alice","status":"s \"q\""})"));
@@ -484,9 +489,70 @@ void test_typed_event_fields() {
         CHECK(seen[3].kind == presence::EventKind::user_presence_changed && seen[3].invisible);
         CHECK(seen[4].kind == presence::EventKind::user_watching_stop && seen[4].watcher_count == 0);
         CHECK(seen[5].kind == presence::EventKind::connection_closed && seen[5].close_reason == "timeout");
-        CHECK(seen[5].user_id == "alice");
+        CHECK(seen[5].user_id == "alice" && seen[5].closed == a);
+        CHECK(seen[5].type == "connection.closed" && seen[5].created_at_ms == kStart + 5000);
+        CHECK(seen[0].type == "user.presence.changed" && seen[0].created_at_ms == kStart);
     }
     CHECK(presence::event_kind("no.such.type") == presence::EventKind::unknown);
+}
+
+// Draining a queue into a reused Batch: typed fields, JSON only on request (the same
+// text the JSON drain gives), nothing left behind, errors for unknown connections.
+void test_batch_poll() {
+    auto e = make_engine(manual_config());
+    auto batch = OK(presence::Batch::create());
+    OK(e.upsert_channel(R"({"type":"lobby","id":"main","members":["alice","bob"]})"));
+    presence::ConnectionId bob = OK(e.connect_user("bob"));
+    presence::ConnectionId twin = OK(e.connect_user("bob")); // same subscriptions, drained as JSON
+    (void)OK(e.watch_channel(bob, "lobby:main"));
+    (void)OK(e.watch_channel(twin, "lobby:main"));
+    (void)OK(e.poll(bob, batch)); // bob's own watching event
+    (void)OK(e.poll_events_json(twin));
+    CHECK(OK(e.poll(bob, batch)) == 0);
+    CHECK(batch.empty());
+
+    presence::ConnectionId alice = OK(e.connect(R"({"id":"alice","status":"ready"})"));
+    OK(e.set_status("alice", std::nullopt));
+    OK(e.disconnect(alice));
+    CHECK(OK(e.poll(bob, batch, 2)) == 2);
+    CHECK(batch.size() == 2);
+    std::string json_drain = OK(e.poll_events_json(twin, 2));
+    std::vector<std::string> texts;
+    for (presence::Event ev : batch) {
+        CHECK(ev.kind == presence::EventKind::user_presence_changed);
+        CHECK(ev.type == "user.presence.changed");
+        CHECK(ev.connection_id == bob);
+        CHECK(ev.user_id == "alice");
+        CHECK(ev.online);
+        CHECK(!ev.invisible);
+        CHECK(ev.last_active_ms == std::optional<int64_t>(kStart));
+        CHECK(ev.created_at_ms == kStart);
+        CHECK(ev.closed_connection_id == 0);
+        presence::Result<std::string_view> text = ev.json();
+        CHECK(text.ok());
+        texts.emplace_back(text.value_or(std::string_view()));
+    }
+    CHECK(batch[0].status == std::optional<std::string_view>("ready"));
+    CHECK(!batch[1].status);
+    CHECK(batch[0].seq < batch[1].seq);
+    // The same events as JSON, but for the twin connection.
+    for (std::string &t : texts) {
+        const std::string from = "\"connection_id\":" + std::to_string(bob);
+        CHECK(has(t, from));
+        t.replace(t.find(from), from.size(), "\"connection_id\":" + std::to_string(twin));
+    }
+    CHECK(json_drain == "[" + texts[0] + "," + texts[1] + "]");
+
+    // The rest, then nothing: the batch is cleared by every poll.
+    CHECK(OK(e.poll(bob, batch)) == 1);
+    CHECK(batch[0].user_id == "alice" && !batch[0].online);
+    CHECK(OK(e.poll(bob, batch)) == 0);
+    CHECK(batch.empty());
+    CHECK_CODE(e.poll(424242, batch), PRESENCE_ERR_NOT_FOUND);
+    CHECK_CODE(e.connect_user(std::string_view("a\0b", 3)), PRESENCE_ERR_INVALID);
+    CHECK_CODE(e.connect_user("has space"), PRESENCE_ERR_INVALID);
+    OK(e.disconnect(bob));
+    OK(e.disconnect(twin));
 }
 
 void test_manual_dispatch_and_poll() {
@@ -728,6 +794,7 @@ int main() {
         {"json_reader", test_json_reader},
         {"listeners", test_listeners},
         {"typed_event_fields", test_typed_event_fields},
+        {"batch_poll", test_batch_poll},
         {"manual_dispatch_and_poll", test_manual_dispatch_and_poll},
         {"presence_scenario", test_presence_scenario},
         {"save_load", test_save_load},

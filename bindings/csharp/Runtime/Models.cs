@@ -21,7 +21,39 @@ namespace Presence
         public const string MemberAdded = "member.added";
         public const string MemberRemoved = "member.removed";
         public const string ConnectionClosed = "connection.closed";
+        public const string EngineOverflow = "engine.overflow";
         public const string ClusterStatus = "cluster.status";
+
+        /// <summary>The type name of a native PRESENCE_EVENT_* kind (null if unknown).</summary>
+        internal static string Name(uint kind)
+        {
+            switch (kind)
+            {
+                case 1: return UserPresenceChanged;
+                case 2: return UserUpdated;
+                case 3: return UserWatchingStart;
+                case 4: return UserWatchingStop;
+                case 5: return MemberAdded;
+                case 6: return MemberRemoved;
+                case 7: return ConnectionClosed;
+                case 8: return EngineOverflow;
+                case 9: return ClusterStatus;
+                default: return null;
+            }
+        }
+
+        /// <summary>The reason name of a native PRESENCE_CLOSE_* value (null if unknown).</summary>
+        internal static string CloseReasonName(uint reason)
+        {
+            switch (reason)
+            {
+                case 1: return "disconnect";
+                case 2: return "timeout";
+                case 3: return "slow_consumer";
+                case 4: return "node_lost";
+                default: return null;
+            }
+        }
     }
 
     /// <summary>
@@ -76,7 +108,8 @@ namespace Presence
         /// <summary>Custom fields (name, image, ...), as Newtonsoft.Json tokens.</summary>
         public IDictionary<string, JToken> Custom { get { return _custom; } }
 
-        /// <summary>The JSON object this User was last updated from.</summary>
+        /// <summary>The JSON object of the last snapshot (GetUser, a query, a channel state)
+        /// this User was updated from; events update the typed properties only.</summary>
         public string Json { get; private set; }
 
         /// <summary>Seq of the last event applied to this object (0: none).</summary>
@@ -138,6 +171,38 @@ namespace Presence
             _custom = custom;
             Json = json;
         }
+
+        /// <summary>Apply a typed event's view of this user. <paramref name="ownView"/>: the
+        /// view says whether the user is invisible. Events older than the last one are ignored.</summary>
+        internal void ApplyEvent(bool online, bool ownView, bool invisible, string status, DateTime? lastActive, ulong seq)
+        {
+            if (seq <= LastEventSeq) return;
+            LastEventSeq = seq;
+            if (ownView)
+            {
+                Invisible = invisible;
+                Online = online && !invisible;
+            }
+            else
+            {
+                Online = online;
+                if (online) Invisible = false;
+            }
+            Status = status;
+            if (lastActive.HasValue) LastActive = lastActive;
+        }
+
+        /// <summary>This user as a channel member (one object, reused by every member event).</summary>
+        internal Member AsMember
+        {
+            get
+            {
+                if (_member == null) _member = new Member(Id, this);
+                return _member;
+            }
+        }
+
+        private Member _member;
 
         internal void RaisePresenceChanged(bool isOnline, DateTime? lastActive)
         {
@@ -234,14 +299,31 @@ namespace Presence
         }
     }
 
-    /// <summary>One event, from a listener, a delivery or PollEvents.</summary>
+    /// <summary>One event, from a listener, a delivery or PollEvents. Built from the
+    /// engine's typed event without JSON; <see cref="GetJson"/> renders JSON on request.</summary>
     public sealed class PresenceEvent
     {
+        private readonly PresenceEngine _engine;
+        private readonly IntPtr _info;
+        private readonly IntPtr _batch;
+        private readonly uint _index;
+        private readonly long _generation;
+
+        internal PresenceEvent(PresenceEngine engine, IntPtr info, IntPtr batch, uint index, long generation)
+        {
+            _engine = engine;
+            _info = info;
+            _batch = batch;
+            _index = index;
+            _generation = generation;
+        }
+
         /// <summary>"user.presence.changed", ... (see <see cref="EventTypes"/>).</summary>
         public string Type { get; internal set; }
         /// <summary>Engine-wide, strictly increasing.</summary>
         public ulong Seq { get; internal set; }
-        public DateTime? CreatedAt { get; internal set; }
+        /// <summary>When the event happened (UTC).</summary>
+        public DateTime CreatedAt { get; internal set; }
         /// <summary>The recipient connection; 0 for host listeners.</summary>
         public ulong ConnectionId { get; internal set; }
         /// <summary>The user the event is about, or null.</summary>
@@ -252,22 +334,28 @@ namespace Presence
         public bool Online { get; internal set; }
         /// <summary>The user's last_active in this event, or null.</summary>
         public DateTime? LastActive { get; internal set; }
-        /// <summary>The registry User the event is about ("user", or the member's user), or null.</summary>
+        /// <summary>The registry User the event is about, or null.</summary>
         public User User { get; internal set; }
         /// <summary>member.added / member.removed: the member.</summary>
         public Member Member { get; internal set; }
-        public string ChannelType { get; internal set; }
-        public string ChannelId { get; internal set; }
+        /// <summary>The channel's type (the part of Cid before ':'), or null.</summary>
+        public string ChannelType { get { return Cid == null ? null : Cid.Substring(0, Cid.IndexOf(':')); } }
+        /// <summary>The channel's id (the part of Cid after ':'), or null.</summary>
+        public string ChannelId { get { return Cid == null ? null : Cid.Substring(Cid.IndexOf(':') + 1); } }
         /// <summary>user.watching.*: the channel's watcher count after the change.</summary>
         public int? WatcherCount { get; internal set; }
         /// <summary>connection.closed: the connection that ended.</summary>
         public ulong? ClosedConnectionId { get; internal set; }
-        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost", ...</summary>
+        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost".</summary>
         public string Reason { get; internal set; }
-        /// <summary>The whole event object, as JSON text.</summary>
-        public string Json { get; internal set; }
-        /// <summary>The whole event object, parsed.</summary>
-        public JObject Data { get; internal set; }
+
+        /// <summary>The whole event as JSON, rendered now. Only inside the handler that
+        /// received the event, or for a polled event until the next PollEvents; otherwise
+        /// InvalidOperationException.</summary>
+        public string GetJson()
+        {
+            return _engine.EventJson(_info, _batch, _index, _generation);
+        }
 
         public override string ToString()
         {

@@ -284,14 +284,16 @@ public class PresenceEngineTests
             Check(alice.Online && alice.Status == "hi" && (string)alice.Custom["name"] == "Alice", "registry updated by events");
 
             // PollEvents: typed, in seq order, same registry objects.
-            List<PresenceEvent> polled = bob.PollEvents();
+            IList<PresenceEvent> polled = bob.PollEvents();
             Check(polled.Count >= 2, "polled " + polled.Count);
             for (int i = 1; i < polled.Count; i++) Check(polled[i].Seq > polled[i - 1].Seq, "seq order");
             PresenceEvent p = polled.FirstOrDefault(e => e.Type == EventTypes.UserPresenceChanged && e.UserId == "alice");
             Check(p != null && p.ConnectionId == bob.Id && p.Online && ReferenceEquals(p.User, alice), "polled presence");
-            Check(p != null && p.CreatedAt == StartTime && p.LastActive == StartTime && p.Json.Contains("\"connection_id\":"), "polled fields");
-            Check(p != null && p.Data.Property("user") != null, "polled Data");
+            Check(p != null && p.CreatedAt == StartTime && p.LastActive == StartTime && p.GetJson().Contains("\"connection_id\":" + bob.Id), "polled fields");
+            Check(p != null && p.GetJson().Contains("\"user\":{\"id\":\"alice\""), "JSON on request");
             Check(bob.PollEventsJson() == "[]", "queue drained");
+            Check(bob.PollEvents().Count == 0, "nothing more");
+            Assert.Throws<InvalidOperationException>(() => p.GetJson(), "JSON of a polled event after the next poll");
 
             // Delivery: engine.EventDelivered and connection.EventReceived.
             var delivered = new List<PresenceEvent>();
@@ -385,10 +387,10 @@ public class PresenceEngineTests
             engine.UpsertChannel("lobby", "main", new[] { "alice", "bob", "carol" });
             PresenceConnection bob = engine.Connect("bob");
             bob.WatchChannel("lobby:main");
-            List<PresenceEvent> own = bob.PollEvents();
+            IList<PresenceEvent> own = bob.PollEvents();
             Check(own.Count == 1 && own[0].Type == EventTypes.UserWatchingStart && own[0].UserId == "bob", "bob's own watching start");
             PresenceConnection alice = engine.Connect("alice", Fields("status", "Looking for group"));
-            List<PresenceEvent> events = bob.PollEvents();
+            IList<PresenceEvent> events = bob.PollEvents();
             Check(events.Count == 1 && events[0].Type == EventTypes.UserPresenceChanged && events[0].UserId == "alice" && events[0].Online, "bob sees alice");
             Check(events.Count == 1 && events[0].User.Status == "Looking for group", "status in event");
 
@@ -577,6 +579,60 @@ public class PresenceEngineTests
             long allocated = GC.GetAllocatedBytesForCurrentThread() - start;
             Assert.AreEqual(0, allocated, "bytes allocated over 10,000 idle frames");
             Assert.AreEqual(before, calls, "idle frames raise no events");
+        }
+    }
+
+    // With events, a frame allocates the delivered events' own objects and nothing per
+    // event beyond them: no JSON, no strings (user ids come from the cache).
+    [Test]
+    public void EventsAllocateOnlyTheirOwnObjects()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            const int Users = 500;
+            long received = 0, online = 0;
+            engine.EventReceived += e => received++;
+            engine.UserPresenceChanged += e => { if (e.UserId != null && e.Online) online++; };
+            PresenceConnection watcher = engine.Connect("watcher");
+            var ids = new string[Users];
+            for (int i = 0; i < Users; i++) ids[i] = "user-" + i;
+            engine.UpsertChannel("lobby", "all", ids);
+            watcher.WatchChannel("lobby:all");
+            var conns = new PresenceConnection[Users];
+            for (int i = 0; i < Users; i++) conns[i] = engine.Connect(ids[i]);
+            engine.Update(); // first sight of every id fills the string cache
+            watcher.PollEvents();
+            for (int i = 0; i < Users; i++) conns[i].Disconnect();
+            for (int i = 0; i < Users; i++) conns[i] = engine.Connect(ids[i]);
+
+            long receivedBefore = received, onlineBefore = online;
+            long start = GC.GetAllocatedBytesForCurrentThread();
+            engine.Update();
+            long pumpBytes = GC.GetAllocatedBytesForCurrentThread() - start;
+            long pumped = received - receivedBefore;
+            start = GC.GetAllocatedBytesForCurrentThread();
+            IList<PresenceEvent> polled = watcher.PollEvents(100000);
+            long pollBytes = GC.GetAllocatedBytesForCurrentThread() - start;
+
+            // Per user: offline, connection.closed, online again.
+            Assert.AreEqual(3 * Users, pumped, "host events pumped");
+            Assert.AreEqual(Users, online - onlineBefore, "online events handled");
+            Assert.AreEqual(2 * Users, polled.Count, "offline+online deliveries polled");
+            // A PresenceEvent is one object of 176 bytes on 64-bit Mono: nothing else per
+            // event (and, when polling, the array holding the events).
+            const long PerEvent = 192;
+            Assert.LessOrEqual(pumpBytes, PerEvent * pumped, "bytes per pumped event: " + pumpBytes / (double)pumped);
+            Assert.LessOrEqual(pollBytes, (PerEvent + 8) * polled.Count + 64,
+                               "bytes per polled event: " + pollBytes / (double)polled.Count);
+            Console.WriteLine("managed bytes per event: pumped {0:F1}, polled {1:F1}",
+                              pumpBytes / (double)pumped, pollBytes / (double)polled.Count);
+            Assert.AreEqual("user-0", polled[0].UserId);
+            Assert.AreSame(polled[0].UserId, polled[Users].UserId, "a user id is converted once");
+            long idle = GC.GetAllocatedBytesForCurrentThread();
+            int left = watcher.PollEvents().Count;
+            long emptyPollBytes = GC.GetAllocatedBytesForCurrentThread() - idle;
+            Assert.AreEqual(0, left);
+            Assert.AreEqual(0, emptyPollBytes, "an empty poll allocates nothing");
         }
     }
 

@@ -65,8 +65,7 @@ int64 UPresenceSubsystem::Connect(const FString& UserId)
     {
         return 0;
     }
-    presence::Result<presence::ConnectionId> Result =
-        Engine->connect(std::string("{\"id\":") + presence::json_quote(PresenceAdapter::ToUtf8(UserId)) + "}");
+    presence::Result<presence::ConnectionId> Result = Engine->connect_user(PresenceAdapter::ToUtf8(UserId));
     return Succeeded(Result) ? static_cast<int64>(*Result) : 0;
 }
 

@@ -86,7 +86,8 @@ inline FPresenceChannelState ToChannelState(const presence::ChannelState& State)
     return Out;
 }
 
-/** Route one event to the sink method of its kind; unknown kinds are ignored. */
+/** Route one event to the sink method of its kind; engine-level events (overflow, cluster
+    status) and unknown kinds are not forwarded. */
 inline void Dispatch(const presence::Event& Event, IPresenceEventSink& Sink)
 {
     switch (Event.kind)
@@ -140,6 +141,8 @@ inline void Dispatch(const presence::Event& Event, IPresenceEventSink& Sink)
         Sink.HandleConnectionClosed(Closed);
         break;
     }
+    case presence::EventKind::engine_overflow:
+    case presence::EventKind::cluster_status:
     case presence::EventKind::unknown:
         break;
     }
