@@ -66,6 +66,8 @@ pub struct Params {
     pub w8_ops: usize,
     pub w8_drain_rounds: usize,
     pub w8_changes: usize,
+    /// Channel counts N for the teardown rows (the last is compared with the first).
+    pub w9_sizes: Vec<usize>,
 }
 
 impl Params {
@@ -103,6 +105,7 @@ impl Params {
                 w8_ops: 500,
                 w8_drain_rounds: 2,
                 w8_changes: 200,
+                w9_sizes: vec![100, 1000],
             };
         }
         let s = |n: usize, min: usize| ((n as f64 * scale).round() as usize).max(min);
@@ -141,6 +144,7 @@ impl Params {
             w8_ops: s(200_000, 2000),
             w8_drain_rounds: 30,
             w8_changes: s(200_000, 2000),
+            w9_sizes: vec![s(10_000, 100), s(100_000, 1000)],
         }
     }
 }
@@ -160,8 +164,8 @@ fn main() {
             .split(',')
             .filter(|w| !w.trim().is_empty())
             .map(|w| match w.trim().parse::<u8>() {
-                Ok(n @ 1..=8) => n,
-                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=8, got {v:?}"),
+                Ok(n @ 1..=9) => n,
+                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=9, got {v:?}"),
             })
             .collect();
     }

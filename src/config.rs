@@ -28,6 +28,10 @@ pub enum Dispatch {
 /// Engine settings, parsed from a JSON object by [`Config::from_json`]: absent keys keep
 /// their defaults ([`Config::default`]), unknown keys answer `JSON`, values out of range
 /// `INVALID`. Each field's text is also its section in `docs/config.md`.
+///
+/// Durations never wrap: one whose end lies beyond the largest time a signed 64-bit
+/// millisecond count holds (any value above `i64::MAX`, such as `u64::MAX` for "never", or
+/// a smaller one that overflows when added to the current time) means never.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -57,19 +61,24 @@ pub struct Config {
     ///
     /// How often `tick` refreshes `last_active` of users who stay connected and visible, so that
     /// a long session does not look stale. A refresh emits no event. `last_active` is also set
-    /// when a connection opens and when the last one closes.
+    /// when a connection opens and when the last one closes. A period beyond the largest time
+    /// (above `i64::MAX`) means never.
     pub last_active_refresh_ms: u64,
     /// Integer, milliseconds; default `0` (off).
     ///
     /// Heartbeats. When greater than 0, a connection that has neither been opened nor called
     /// `heartbeat` within this time is closed by the next `tick`, exactly as if disconnected,
-    /// with close reason `timeout`. With 0, connections live until `disconnect`.
+    /// with close reason `timeout`. With 0, connections live until `disconnect`; so they do
+    /// with a timeout beyond the largest time (above `i64::MAX`, such as `u64::MAX`).
     pub connection_timeout_ms: u64,
     /// Integer, milliseconds; default `0` (off).
     ///
     /// Anti-flap. When greater than 0, a user whose last connection closes stays online for this
     /// long (`tick` applies the expiry, with its `user.presence.changed`); a reconnect within the
-    /// grace emits nothing at all. With 0, the last close takes the user offline at once.
+    /// grace emits nothing at all. With 0, the last close takes the user offline at once. A
+    /// grace beyond the largest time (above `i64::MAX`) never ends: the user stays online
+    /// until they reconnect and leave again. Only a user others saw online gets a grace: a
+    /// last connection closing while invisible starts none, and going invisible ends one.
     pub offline_grace_ms: u64,
     /// Integer; default `50`; range 1 to 4294967295.
     ///
@@ -96,6 +105,31 @@ pub struct Config {
     /// The largest `limit` a query may ask for; a larger one answers `LIMIT`. A query without
     /// `limit` gets `min(30, query_limit_max)` results at most.
     pub query_limit_max: u32,
+    /// Object of integers; absent keys keep their defaults.
+    ///
+    /// Bounds on one query (`query_users`, `query_channels`), since the engine is locked
+    /// while a query runs (parsing and rendering happen outside the lock). A query over a
+    /// bound answers `LIMIT` naming the key, before any record is examined, with nothing
+    /// subscribed or watched:
+    /// - `max_clauses` (default 64): filter clauses, conditions and `$and`/`$or`/`$nor` nodes;
+    /// - `max_depth` (default 8): nesting of the filter, a single condition being 1;
+    /// - `max_text_clauses` (default 8): `$autocomplete` and `$contains` conditions;
+    /// - `max_in_values` (default 1000): operands of one `$in`/`$nin`, user ids of one
+    ///   `members` condition;
+    /// - `max_sort_keys` (default 8);
+    /// - `max_work` (default 100000): records examined times work units per record.
+    ///
+    /// Records examined are those the filter names through an index (`id`/`cid` `$eq`/`$in`,
+    /// channel `members` `$in`), otherwise all users or channels. Units per record: 1, plus 1
+    /// per clause, 3 more per `$autocomplete`/`$contains`, 1 per 16 non-string `$in`/`$nin`
+    /// operands, 2 per `members` user id and 2 per sort key. Scanning text adds as it goes:
+    /// 1 unit per byte an `$autocomplete` looks at, 1 per 64 bytes a string `$contains`
+    /// searches, 1 per array item a `$contains` compares; a query that runs out this way
+    /// stops with `LIMIT` there. The defaults keep the costliest query that passes to a few
+    /// milliseconds and refuse full scans of more than 25,000 users or channels: name
+    /// records through the indexes, or raise `max_work` knowing that such a query blocks
+    /// every other call while it runs.
+    pub query_budget: QueryBudget,
     /// Integer, bytes; default `1073741824` (1 GiB); range 1 to 18446744073709551615.
     ///
     /// The largest snapshot file `load` reads. A larger file answers `LIMIT` before anything
@@ -206,6 +240,44 @@ impl ClusterConfig {
     }
 }
 
+/// Bounds on the size and work of one query: the `query_budget` key, whose documentation
+/// on [`Config::query_budget`] says how each bound counts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryBudget {
+    /// Filter clauses: conditions and `$and`/`$or`/`$nor` nodes. Default 64.
+    pub max_clauses: u32,
+    /// Nesting of the filter (a single condition is 1). Default 8.
+    pub max_depth: u32,
+    /// `$autocomplete` and `$contains` conditions. Default 8.
+    pub max_text_clauses: u32,
+    /// Operands of one `$in`/`$nin` or user ids of one `members` condition. Default 1000.
+    pub max_in_values: u32,
+    /// Sort keys. Default 8.
+    pub max_sort_keys: u32,
+    /// Records examined × work units per record (see above). Default 100,000.
+    pub max_work: u64,
+}
+
+impl Default for QueryBudget {
+    fn default() -> Self {
+        QueryBudget {
+            max_clauses: 64,
+            max_depth: 8,
+            max_text_clauses: 8,
+            max_in_values: 1000,
+            max_sort_keys: 8,
+            max_work: 100_000,
+        }
+    }
+}
+
+/// The moment `duration_ms` after `now`, or `None` when that lies beyond the largest
+/// time `Millis` holds: the event it would schedule never comes (see [`Config`]). O(1).
+pub(crate) fn deadline_after(now: Millis, duration_ms: u64) -> Option<Millis> {
+    Millis::try_from(duration_ms).ok().and_then(|d| now.checked_add(d))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -219,6 +291,7 @@ impl Default for Config {
             max_subscriptions_per_connection: 10_000,
             connection_queue_capacity: 1024,
             query_limit_max: 100,
+            query_budget: QueryBudget::default(),
             max_snapshot_bytes: 1 << 30,
             cluster: None,
         }

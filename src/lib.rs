@@ -4,6 +4,13 @@
 //!
 //! [`Engine`] is the entry point; the C ABI lives in `ffi` and `include/presence.h`.
 //!
+//! Ids come from clients, so the indexes that find users and channels by id hash them with
+//! SipHash-1-3 under secret random keys drawn per engine (the standard library's
+//! `RandomState`): ids chosen to collide cannot degrade a lookup from O(1) to a scan.
+//! Ids are 1..=255 bytes (channel ids 1..=64) without whitespace, control characters or
+//! Unicode format characters (general category Cf: zero-width spaces and joiners, the byte
+//! order mark, bidirectional overrides), so two ids that render alike are one id.
+//!
 //! ```
 //! use presence::{ConnectionId, Engine, View};
 //!
@@ -45,7 +52,7 @@ mod replication;
 pub mod time;
 pub mod user;
 
-pub use config::{Clock, ClusterConfig, Config, Dispatch};
+pub use config::{Clock, ClusterConfig, Config, Dispatch, QueryBudget};
 pub use engine::{Engine, ListenerFilter, ListenerId};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};

@@ -149,7 +149,11 @@ fn the_csharp_binding_maps_native_numbers_to_the_same_names() {
     assert_eq!(cases("internal static string Name(uint kind)"), types, "Models.cs EventTypes.Name");
     let reasons: Vec<(u32, String)> =
         CloseReason::ALL.iter().map(|&r| (r as u32, r.as_str().to_owned())).collect();
-    assert_eq!(cases("internal static string CloseReasonName(uint reason)"), reasons, "Models.cs CloseReasonName");
+    assert_eq!(
+        cases("internal static string CloseReasonName(uint reason)"),
+        reasons,
+        "Models.cs CloseReasonName"
+    );
 }
 
 /// `#define NAME value` lines of the header whose name starts with `prefix`.

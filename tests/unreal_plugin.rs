@@ -31,8 +31,7 @@ fn uplugin_is_valid_and_names_its_module() {
     assert_eq!(module["LoadingPhase"], "Default");
     let name = module["Name"].as_str().expect("module Name");
     let build_cs = plugin().join(format!("Source/{name}/{name}.Build.cs"));
-    let rules = std::fs::read_to_string(&build_cs)
-        .unwrap_or_else(|e| panic!("{} ({e})", build_cs.display()));
+    let rules = std::fs::read_to_string(&build_cs).unwrap_or_else(|e| panic!("{} ({e})", build_cs.display()));
     assert!(rules.contains(&format!("public class {name} : ModuleRules")), "Build.cs class must be {name}");
     assert!(rules.contains(&format!("public {name}(ReadOnlyTargetRules Target)")));
     for dir in ["Public", "Private"] {

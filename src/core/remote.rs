@@ -130,11 +130,8 @@ impl State {
     /// Reports the cluster link's state to host listeners (`cluster.status`). Cost: O(1).
     pub fn cluster_status(&mut self, now: Millis, status: &'static str, node_id: Arc<str>) {
         self.seq += 1;
-        let event = Arc::new(crate::event::Event::new(
-            self.seq,
-            now,
-            EventKind::ClusterStatus { status, node_id },
-        ));
+        let event =
+            Arc::new(crate::event::Event::new(self.seq, now, EventKind::ClusterStatus { status, node_id }));
         if self.record_events {
             self.outbox.push(super::Outgoing::Event(event));
         }

@@ -14,15 +14,21 @@ impl State {
         let user = &self.users[u as usize];
         PresenceBefore {
             online: user.public_online(),
+            connected: user.connected(),
             status: user.status.clone(),
             invisible: user.invisible,
             had_connections: !user.connections.is_empty(),
         }
     }
 
-    /// Emits what a change to user `u` caused, compared with `before`: `user.presence.changed`
-    /// when the public online flag or the status changed, `user.updated` when custom fields
-    /// changed, and, when visibility flipped, watching events in every channel the user watches.
+    /// Emits what a change to user `u` caused, compared with `before`:
+    /// - `user.presence.changed` to every recipient whose view of the user changed: to host
+    ///   listeners and all subscribers when the public view changed (`online` or `status`);
+    ///   to host listeners and the user's own subscribed connections only when just the own
+    ///   view changed (`invisible` flipped, or an invisible user's first connection opened
+    ///   or last one closed);
+    /// - `user.updated` when custom fields changed;
+    /// - when visibility flipped, watching events in every channel the user watches.
     pub(super) fn user_changed(
         &mut self,
         now: Millis,
@@ -38,11 +44,13 @@ impl State {
         if visibility_flipped && before.had_connections && !user.connections.is_empty() {
             user.last_active = OptMillis(now);
         }
-        let online = user.public_online();
-        let status_changed = user.status != before.status;
-        if online != before.online || status_changed {
+        let public_changed = user.public_online() != before.online || user.status != before.status;
+        let own_changed = public_changed || visibility_flipped || user.connected() != before.connected;
+        if own_changed {
+            let recipients =
+                if public_changed { Recipients::SubscribersOf(u) } else { Recipients::OwnSubscribersOf(u) };
             let snap = user.snapshot();
-            self.emit(now, EventKind::PresenceChanged { user: snap }, u, Recipients::SubscribersOf(u));
+            self.emit(now, EventKind::PresenceChanged { user: snap }, u, recipients);
         }
         if custom_changed {
             let snap = self.users[u as usize].snapshot();
@@ -78,6 +86,11 @@ impl State {
         // appears offline.
         if let Some(invisible) = patch.invisible {
             user.invisible = invisible;
+            // The offline grace keeps online only a user others saw online: hiding ends it,
+            // so turning visible again later shows nothing of the hidden time.
+            if invisible && user.connections.is_empty() {
+                user.grace_until = OptMillis::NONE;
+            }
         }
         let custom_changed = custom.is_some();
         if let Some(custom) = custom {
