@@ -475,8 +475,8 @@ void test_typed_event_fields() {
     OK(e.set_invisible("alice", true));
     OK(e.set_time(kStart + 5000));
     OK(e.tick()); // the connection times out
-    CHECK(seen.size() == 6);
-    if (seen.size() == 6) {
+    CHECK(seen.size() == 7);
+    if (seen.size() == 7) {
         CHECK(seen[0].kind == presence::EventKind::user_presence_changed);
         CHECK(seen[0].online && !seen[0].invisible);
         CHECK(seen[0].status == std::optional<std::string>("s \"q\""));
@@ -488,9 +488,12 @@ void test_typed_event_fields() {
         // Going invisible: the own view says so first, then the user stops counting as a watcher.
         CHECK(seen[3].kind == presence::EventKind::user_presence_changed && seen[3].invisible);
         CHECK(seen[4].kind == presence::EventKind::user_watching_stop && seen[4].watcher_count == 0);
-        CHECK(seen[5].kind == presence::EventKind::connection_closed && seen[5].close_reason == "timeout");
-        CHECK(seen[5].user_id == "alice" && seen[5].closed == a);
-        CHECK(seen[5].type == "connection.closed" && seen[5].created_at_ms == kStart + 5000);
+        // The invisible user's last connection closing changes the own view: offline now.
+        CHECK(seen[5].kind == presence::EventKind::user_presence_changed);
+        CHECK(!seen[5].online && seen[5].invisible);
+        CHECK(seen[6].kind == presence::EventKind::connection_closed && seen[6].close_reason == "timeout");
+        CHECK(seen[6].user_id == "alice" && seen[6].closed == a);
+        CHECK(seen[6].type == "connection.closed" && seen[6].created_at_ms == kStart + 5000);
         CHECK(seen[0].type == "user.presence.changed" && seen[0].created_at_ms == kStart);
     }
     CHECK(presence::event_kind("no.such.type") == presence::EventKind::unknown);
