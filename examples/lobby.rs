@@ -128,7 +128,7 @@ fn main() -> presence::Result<()> {
             }
             _ => {}
         }
-    });
+    })?;
 
     let ids: Vec<String> = players.iter().map(|p| p.name.clone()).collect();
     engine.upsert_channel_json(r#"{"type":"lobby","id":"main","name":"Main lobby"}"#)?;
@@ -203,7 +203,7 @@ fn main() -> presence::Result<()> {
                 engine.set_status(&p.name, Some(status))?;
             }
         }
-        engine.tick();
+        engine.tick().unwrap();
         engine.heartbeat(bot)?;
         loop {
             let batch = engine.poll_events(bot, 256)?;

@@ -7,7 +7,7 @@ fn main() -> presence::Result<()> {
     engine.add_listener(changes, |event| {
         let state = if event.user().online(View::Public) { "online" } else { "offline" };
         println!("{} is now {state}", event.user_id());
-    });
+    })?;
     engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
     let bob = engine.connect_json(r#"{"id":"bob"}"#)?;
     // bob follows the presence of every member of the team.

@@ -39,6 +39,9 @@ pub struct Config {
     pub max_subscriptions_per_connection: u32,
     pub connection_queue_capacity: u32,
     pub query_limit_max: u32,
+    /// Host deliveries (host and delivery listener calls) that may wait for dispatch;
+    /// past it the oldest are discarded and an `engine.overflow` event reports how many.
+    pub pending_dispatch_capacity: u32,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             max_subscriptions_per_connection: 10_000,
             connection_queue_capacity: 1024,
             query_limit_max: 100,
+            pending_dispatch_capacity: 65_536,
         }
     }
 }
@@ -82,6 +86,9 @@ impl Config {
         }
         if self.query_limit_max == 0 {
             return Err(Error::invalid("config: query_limit_max must be > 0"));
+        }
+        if self.pending_dispatch_capacity == 0 {
+            return Err(Error::invalid("config: pending_dispatch_capacity must be > 0"));
         }
         if self.start_time_ms < 0 {
             return Err(Error::invalid("config: start_time_ms must be >= 0"));

@@ -177,6 +177,11 @@ impl Event {
         &self.user().id
     }
 
+    /// The id of the user the event is about, if it is about one.
+    pub fn subject_id(&self) -> Option<&str> {
+        Some(self.user_id())
+    }
+
     /// The channel the event is about, if any.
     pub fn channel(&self) -> Option<&ChannelRef> {
         match &self.kind {

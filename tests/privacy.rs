@@ -237,7 +237,7 @@ impl Harness {
                 let now = e.now();
                 e.set_time(now + *ms as i64).unwrap();
             }
-            Op::Tick => e.tick(),
+            Op::Tick => e.tick().unwrap(),
         }
         Vec::new()
     }
@@ -650,7 +650,7 @@ fn last_active_is_frozen_while_invisible() {
     let frozen = e.get_user(b, "a").unwrap()["last_active"].clone();
     for t in [3000, 4000, 5000] {
         e.set_time(t).unwrap();
-        e.tick();
+        e.tick().unwrap();
         let a2 = e.connect_json(r#"{"id":"a"}"#).unwrap();
         e.set_status("a", Some(&format!("s{t}"))).unwrap();
         e.disconnect(a2).unwrap();

@@ -7,6 +7,7 @@ use crate::report::{count, Cell, Report, Target};
 use crate::rng::{Rng, Scatter, Zipf};
 use crate::{alloc, Params};
 use presence::channel::ChannelPatch;
+use presence::Counts;
 use presence::{Clock, Config, ConnectionId, Engine, UserPatch};
 use std::hint::black_box;
 use std::sync::OnceLock;
@@ -123,7 +124,9 @@ fn build_churn(n: usize) -> Churn {
         econns.push(eng.connect(&UserPatch::id(ids[u].as_str())).expect("connect"));
         bconns.push(base.connect(&ids[u], now_ms()));
     }
-    check(eng.counts() == (n, online, 0), || format!("churn world counts {:?}", eng.counts()));
+    check(eng.counts() == Counts { users: n, connections: online, channels: 0 }, || {
+        format!("churn world counts {:?}", eng.counts())
+    });
     Churn { n, ids, online_users, eng, econns, base, bconns }
 }
 
@@ -244,7 +247,7 @@ fn w1_heartbeat_churn(p: &Params, r: &mut Report) -> Churn {
             de = de.min(
                 timed(|| {
                     for _ in 0..k {
-                        w.eng.tick();
+                        w.eng.tick().unwrap();
                     }
                 })
                 .0,
@@ -317,7 +320,7 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
         }
         w.eng.upsert_channel(&ChannelPatch { cid, members, ..Default::default() }).expect("upsert_channel");
     }
-    check(w.eng.counts().2 == channels, || format!("channels {:?}", w.eng.counts()));
+    check(w.eng.counts().channels == channels, || format!("channels {:?}", w.eng.counts()));
     const Q: usize = 64;
     let user_sets: Vec<Vec<u32>> = (0..Q).map(|_| rng.distinct(&mut perm, 100.min(n)).to_vec()).collect();
     let member_sets: Vec<Vec<u32>> = (0..Q).map(|_| rng.distinct(&mut perm, 3).to_vec()).collect();
@@ -454,7 +457,7 @@ fn w5_timers(p: &Params, r: &mut Report) {
         de = de.min(
             timed(|| {
                 for _ in 0..k {
-                    eng.tick();
+                    eng.tick().unwrap();
                 }
             })
             .0,
@@ -483,7 +486,7 @@ fn w5_timers(p: &Params, r: &mut Report) {
             first_step = t;
         }
         eng.set_time(t).expect("set_time");
-        de += timed(|| eng.tick()).0;
+        de += timed(|| eng.tick().unwrap()).0;
         let (d, n_due) = timed(|| base.tick(t));
         db += d;
         due += n_due;
@@ -700,7 +703,7 @@ fn w2_storm(p: &Params, r: &mut Report) {
             best_b = (cyc, ns_per(d, events), events as f64 / cycle_users.len() as f64);
         }
     }
-    check(eng.counts().1 == online && base.connection_count() == online, || {
+    check(eng.counts().connections == online && base.connection_count() == online, || {
         format!("connections after the storm: {:?}", eng.counts())
     });
     check(total_e > 0 && total_b > 0, || {
@@ -884,7 +887,7 @@ fn w6_memory(p: &Params, r: &mut Report) {
         eng.upsert_user(&UserPatch::id(id.as_str())).expect("upsert_user");
     }
     let (eb, ek) = window.stop();
-    check(eng.counts().0 == n, || "users registered".into());
+    check(eng.counts().users == n, || "users registered".into());
     drop(eng);
     let mut base = Baseline::new(900_000, 1024);
     let window = alloc::Window::start();
@@ -932,7 +935,9 @@ fn w6_memory(p: &Params, r: &mut Report) {
     }
     let (ecb, eck) = window.stop();
     let (eb, ek) = (emb + ecb, emk + eck);
-    check(eng.counts() == (n, n, channels), || format!("online world counts {:?}", eng.counts()));
+    check(eng.counts() == Counts { users: n, connections: n, channels: channels }, || {
+        format!("online world counts {:?}", eng.counts())
+    });
     drop(eng);
     let mut base = Baseline::new(900_000, 1024);
     for cid in &cids {

@@ -3,7 +3,9 @@
 //! released in `dispatch`.
 mod dispatch;
 mod listeners;
+mod receivers;
 
+pub use dispatch::{ListenerPanics, EXTRA_ITEMS};
 pub use listeners::{ListenerFilter, ListenerId};
 
 use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
@@ -16,14 +18,23 @@ use crate::persist;
 use crate::query::{Query, Target};
 use crate::time::{system_now, Millis};
 use crate::user::{UserPatch, UserSnapshot};
-use listeners::Listener;
-use parking_lot::{Mutex, ReentrantMutex};
+use dispatch::Dispatcher;
+use listeners::Registry;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
-use std::cell::Cell;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+
+/// How many users, live connections and channels an engine holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub users: usize,
+    pub connections: usize,
+    pub channels: usize,
+}
 
 struct Inner {
     state: State,
@@ -31,6 +42,9 @@ struct Inner {
     outbox: VecDeque<Outgoing>,
     /// Manual clock time, or the last system time seen (so time never moves backwards).
     now: Millis,
+    /// Set when a command panicked: its change may be half-applied, so every later call
+    /// answers `STATE`.
+    poisoned: bool,
 }
 
 impl Inner {
@@ -45,18 +59,25 @@ impl Inner {
 /// A presence engine. Thread-safe: every method takes `&self`; share it with `Arc`.
 ///
 /// State changes happen inside a short critical section; callbacks run afterwards, never
-/// under the lock, never concurrently, in `seq` order. With [`Dispatch::Immediate`] they
-/// run on a thread calling into the engine before that call returns (normally the one
-/// whose call caused them; when two threads race, whichever dispatches first delivers
-/// both in order). With [`Dispatch::Manual`] they run only inside [`Engine::pump`].
+/// under the lock, never concurrently, in `seq` order. With [`Dispatch::Immediate`] a call
+/// delivers what it caused before it returns, on its own thread, unless another thread is
+/// delivering at that moment: then that thread delivers it, and the call returns without
+/// waiting for anyone's callbacks. A call delivers at most what it caused plus
+/// [`EXTRA_ITEMS`] more (what callbacks caused, what other threads left); anything beyond
+/// waits for the next call or [`Engine::pump`]. With [`Dispatch::Manual`] callbacks run
+/// only inside [`Engine::pump`].
+///
+/// If a command panics (an internal bug), the panic propagates from that call and the
+/// engine is poisoned: every later call answers [`ErrorKind::State`](crate::ErrorKind).
 pub struct Engine {
     config: Config,
     inner: Mutex<Inner>,
-    listeners: Mutex<Arc<Vec<Arc<Listener>>>>,
+    listeners: Mutex<Registry>,
     next_listener: AtomicU64,
-    /// Held (re-entrantly) by the dispatching thread; the flag marks an active loop so a
-    /// callback that calls back into the engine leaves its events to the outer loop.
-    dispatching: ReentrantMutex<Cell<bool>>,
+    dispatcher: Dispatcher,
+    /// Makes the next command panic, to test poisoning.
+    #[cfg(test)]
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 fn to_value(answer: &impl serde::Serialize) -> Value {
@@ -80,10 +101,12 @@ impl Engine {
         };
         Ok(Engine {
             config,
-            inner: Mutex::new(Inner { state, outbox: VecDeque::new(), now }),
-            listeners: Mutex::new(Arc::new(Vec::new())),
+            inner: Mutex::new(Inner { state, outbox: VecDeque::new(), now, poisoned: false }),
+            listeners: Mutex::new(Registry::default()),
             next_listener: AtomicU64::new(1),
-            dispatching: ReentrantMutex::new(Cell::new(false)),
+            dispatcher: Dispatcher::default(),
+            #[cfg(test)]
+            panic_next: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -104,25 +127,55 @@ impl Engine {
         self.inner.lock().now(self.config.clock)
     }
 
+    /// The state lock, unless a command panicked under it earlier.
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        let inner = self.inner.lock();
+        if inner.poisoned {
+            return Err(Error::state(
+                "the engine is poisoned: an earlier call panicked inside it and may have left its state half-changed",
+            ));
+        }
+        Ok(inner)
+    }
+
     /// Runs one command under the lock, queues what it emitted, then dispatches (immediate
-    /// mode) after the lock is released.
+    /// mode) after the lock is released. A panicking command poisons the engine and
+    /// propagates.
     fn run<T>(&self, command: impl FnOnce(&mut State, Millis) -> Result<T>) -> Result<T> {
-        let (result, pending) = {
-            let mut inner = self.inner.lock();
+        let (result, queued) = {
+            let mut inner = self.lock()?;
             let now = inner.now(self.config.clock);
-            let result = command(&mut inner.state, now);
+            let state = &mut inner.state;
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if self.panic_next.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    panic!("a command failed inside the engine");
+                }
+                command(state, now)
+            }));
+            let result = match outcome {
+                Ok(result) => result,
+                Err(payload) => {
+                    inner.poisoned = true;
+                    drop(inner);
+                    resume_unwind(payload);
+                }
+            };
             let emitted = inner.state.take_outbox();
-            if inner.outbox.is_empty() {
-                inner.outbox = VecDeque::from(emitted);
-            } else {
-                inner.outbox.extend(emitted);
-            }
-            (result, !inner.outbox.is_empty())
+            let queued = emitted.len();
+            inner.outbox.extend(emitted);
+            (result, queued)
         };
-        if pending && self.config.dispatch == Dispatch::Immediate {
-            self.dispatch();
+        if queued > 0 && self.config.dispatch == Dispatch::Immediate {
+            self.dispatch(queued + EXTRA_ITEMS);
         }
         result
+    }
+
+    /// Makes the next command panic inside the lock, as an internal bug would.
+    #[cfg(test)]
+    pub(crate) fn panic_in_next_command(&self) {
+        self.panic_next.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     // ----- users -----
@@ -146,7 +199,7 @@ impl Engine {
 
     /// Records a sign of life for `connection_timeout_ms`. Cost: O(1).
     pub fn heartbeat(&self, connection: ConnectionId) -> Result<()> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock()?;
         let now = inner.now(self.config.clock);
         inner.state.heartbeat(now, connection)
     }
@@ -176,7 +229,7 @@ impl Engine {
     /// view). Cost: O(1) under the lock; [`Engine::get_user`] and [`Engine::get_user_json`]
     /// render it afterwards in O(size of the user).
     pub fn get_user_answer(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
-        self.inner.lock().state.get_user(viewer, user_id)
+        self.lock()?.state.get_user(viewer, user_id)
     }
 
     /// [`Engine::get_user_answer`] as JSON. Cost: O(size of the user).
@@ -191,7 +244,7 @@ impl Engine {
 
     /// The user's current data (own view). Cost: O(1).
     pub fn user(&self, user_id: &str) -> Result<Arc<UserSnapshot>> {
-        self.inner.lock().state.user_snapshot(user_id)
+        self.lock()?.state.user_snapshot(user_id)
     }
 
     // ----- channels -----
@@ -322,25 +375,28 @@ impl Engine {
 
     /// Drains up to `max` events from a connection's queue, oldest first. Cost: O(max).
     pub fn poll_events(&self, connection: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
-        self.inner.lock().state.poll(connection, max)
+        self.lock()?.state.poll(connection, max)
     }
 
-    /// Runs the callbacks of every event waiting for dispatch, on this thread; answers how
-    /// many callbacks ran. In immediate mode there is normally nothing waiting. Called from
-    /// inside a callback it answers 0 (the outer loop delivers). Cost: O(events × listeners).
+    /// Runs, on this thread, the callbacks of the events waiting for dispatch when it is
+    /// called, plus at most [`EXTRA_ITEMS`] more that callbacks cause; answers how many
+    /// callbacks ran. In immediate mode there is normally little waiting. Answers 0 from
+    /// inside a callback, and while another thread is delivering (that thread delivers).
+    /// Cost: O(events × matching listeners).
     pub fn pump(&self) -> u32 {
-        self.dispatch()
+        let waiting = self.inner.lock().outbox.len();
+        self.dispatch(waiting + EXTRA_ITEMS)
     }
 
     // ----- time -----
 
-    /// Applies timeouts, grace expiry and last_active refresh that are due.
-    /// Cost: O(d log n) for d due timers; O(1) when nothing is due.
-    pub fn tick(&self) {
-        let _ = self.run(|s, now| {
+    /// Applies timeouts, grace expiry and last_active refresh that are due. Fails only on
+    /// a poisoned engine. Cost: O(d log n) for d due timers; O(1) when nothing is due.
+    pub fn tick(&self) -> Result<()> {
+        self.run(|s, now| {
             s.tick(now);
             Ok(())
-        });
+        })
     }
 
     /// Moves the manual clock to `unix_ms` (never backwards). Cost: O(1); apply what became
@@ -349,7 +405,7 @@ impl Engine {
         if self.config.clock != Clock::Manual {
             return Err(Error::state("set_time needs \"clock\": \"manual\""));
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock()?;
         if unix_ms < inner.now {
             return Err(Error::state(format!(
                 "time cannot move backwards: now {}, asked {unix_ms}",
@@ -366,7 +422,7 @@ impl Engine {
     /// fsync, rename, fsync of the folder). Cost: O(everything), the lock held only while
     /// the records are gathered (the document is rendered after it is released).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let saved = self.inner.lock().state.save();
+        let saved = self.lock()?.state.save();
         persist::save(path.as_ref(), &saved)
     }
 
@@ -375,12 +431,16 @@ impl Engine {
     /// Cost: O(size of the file).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
         let doc = persist::read_document(path.as_ref())?;
-        persist::format::load(&mut self.inner.lock().state, &doc)
+        persist::format::load(&mut self.lock()?.state, &doc)
     }
 
-    /// Numbers of users, connections and channels. Cost: O(1).
-    pub fn counts(&self) -> (usize, usize, usize) {
+    /// Numbers of users, connections and channels (also of a poisoned engine). Cost: O(1).
+    pub fn counts(&self) -> Counts {
         let inner = self.inner.lock();
-        (inner.state.user_count(), inner.state.connection_count(), inner.state.channel_count())
+        Counts {
+            users: inner.state.user_count(),
+            connections: inner.state.connection_count(),
+            channels: inner.state.channel_count(),
+        }
     }
 }

@@ -50,7 +50,7 @@ impl Recorder {
     pub fn attach_filtered(engine: &Engine, filter: ListenerFilter) -> Recorder {
         let r = Recorder::default();
         let events = r.0.clone();
-        engine.add_listener(filter, move |e| events.lock().unwrap().push(e.clone()));
+        engine.add_listener(filter, move |e| events.lock().unwrap().push(e.clone())).unwrap();
         r
     }
     /// Takes what was recorded so far as `"type user online"` lines (own view).
@@ -156,7 +156,7 @@ pub type DeliveryLog = Arc<Mutex<Vec<Delivery>>>;
 pub fn record_all(engine: &Engine) -> (HostLog, DeliveryLog) {
     let (host, deliveries) = (HostLog::default(), DeliveryLog::default());
     let h = host.clone();
-    engine.add_listener(ListenerFilter::all(), move |e| h.lock().unwrap().push(Arc::new(e.clone())));
+    engine.add_listener(ListenerFilter::all(), move |e| h.lock().unwrap().push(Arc::new(e.clone()))).unwrap();
     let d = deliveries.clone();
     engine.add_delivery_listener(move |x| d.lock().unwrap().push(x.clone()));
     (host, deliveries)
