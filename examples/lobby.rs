@@ -7,15 +7,17 @@
 //! reconnect within seconds: the offline grace hides that storm from everyone.
 //!
 //! A lobby bot watches `lobby:main` with presence and drains its queue every step, like
-//! a game server forwarding presence to clients. Every presence event is printed as it
-//! happens; the run ends with a table of who is online and when each player was last
-//! active.
+//! a game server forwarding presence to clients. Each presence event is printed with the
+//! engine call that caused it; the run ends with who is online and when each player was
+//! last active.
 //!
-//! Run: `cargo run --release --example lobby`
+//! Run: `cargo run --release --example lobby` (about a screen), or add `-- --long` for
+//! every event and every player.
 use presence::{CloseReason, ConnectionId, Engine, EventKind, ListenerFilter, UserPatch, View};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
@@ -57,9 +59,46 @@ struct Player {
     crashed: bool,
 }
 
+/// By default, event lines printed per (call, kind of line); `--long` prints them all.
+const SHORT_PER_KIND: u32 = 3;
+/// Players listed in the final table by default.
+const SHORT_TABLE: usize = 8;
+
+/// Time of day (the evening starts at 18:00 UTC); midnight is 00:00:00.
 fn clock(ms: i64) -> String {
-    let s = (ms - EVENING) / SECOND + 18 * 3600;
+    let s = ((ms - EVENING) / SECOND + 18 * 3600).rem_euclid(24 * 3600);
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+thread_local! {
+    /// The engine call being made, so the listener (which runs on this thread, before the
+    /// call returns: `"dispatch": "immediate"`) can print what caused each event.
+    static CALL: Cell<&'static str> = const { Cell::new("") };
+}
+
+/// Notes which engine call comes next.
+fn calling(call: &'static str) {
+    CALL.with(|c| c.set(call));
+}
+
+fn legend() {
+    println!("The engine calls behind this evening; each event line names the one that caused it");
+    println!("(by default only the first few lines of each kind are printed):");
+    for (call, what) in [
+        ("Engine::from_json(config)", "manual clock, 60 s heartbeat timeout, 15 s offline grace"),
+        ("add_listener(ListenerFilter::all(), f)", "a host listener: prints the lines below"),
+        ("upsert_channel_json, add_members", "lobby:main with every player as a member"),
+        ("watch_channel(bot, \"lobby:main\", true)", "the bot follows every member's presence"),
+        ("connect(&UserPatch), disconnect(conn)", "players come and go, some on two devices"),
+        ("heartbeat(conn)", "every 20 s; a crashed client stops sending them"),
+        ("set_invisible(id, bool), set_status(id, s)", "sticky user state"),
+        ("set_time(ms), tick()", "time moves; tick closes timed-out connections, ends graces"),
+        ("poll_events(bot, 256)", "the bot drains its queue every 10 s"),
+        ("user(id)", "the typed user record, for the final table"),
+    ] {
+        println!("  {call:<44} {what}");
+    }
+    println!();
 }
 
 fn plan_evening(rng: &mut Rng) -> Vec<Player> {
@@ -102,6 +141,8 @@ fn within(span: Option<(i64, i64)>, t: i64) -> bool {
 }
 
 fn main() -> presence::Result<()> {
+    let long = std::env::args().skip(1).any(|a| a == "--long");
+    legend();
     let engine = Arc::new(Engine::from_json(Some(&format!(
         r#"{{"clock":"manual","start_time_ms":{EVENING},"connection_timeout_ms":60000,"offline_grace_ms":15000}}"#
     )))?);
@@ -111,22 +152,34 @@ fn main() -> presence::Result<()> {
     // Print every presence change and every connection the engine closed on its own.
     let printed = Arc::new(AtomicU64::new(0));
     let count = printed.clone();
+    let hidden = Arc::new(AtomicU64::new(0));
+    let skipped = hidden.clone();
+    let per_kind: Mutex<BTreeMap<(&str, &str), u32>> = Mutex::new(BTreeMap::new());
     engine.add_listener(ListenerFilter::all(), move |event| {
-        let when = clock(event.created_at);
-        let user = event.user();
-        match &event.kind {
+        let (kind, line) = match &event.kind {
             EventKind::PresenceChanged { .. } => {
+                count.fetch_add(1, Ordering::Relaxed);
+                let user = event.user();
                 let seen = if user.online(View::Public) { "online " } else { "offline" };
                 let status = user.status.as_deref().map(|s| format!("  status: {s}")).unwrap_or_default();
                 let hidden =
-                    if user.invisible && user.connected { "  (invisible: still connected)" } else { "" };
-                println!("[{when}] {:<14} {seen}{status}{hidden}", user.id);
-                count.fetch_add(1, Ordering::Relaxed);
+                    if user.invisible && user.connected { "  (invisible, still connected)" } else { "" };
+                (seen, format!("{:<14} {seen}{status}{hidden}", user.id))
             }
-            EventKind::ConnectionClosed { connection, reason, .. } if *reason != CloseReason::Disconnect => {
-                println!("[{when}] {:<14} connection {connection} closed: {}", user.id, reason.as_str());
-            }
-            _ => {}
+            EventKind::ConnectionClosed { connection, reason, .. } if *reason != CloseReason::Disconnect => (
+                "closed",
+                format!("{:<14} connection {connection} closed: {}", event.user().id, reason.as_str()),
+            ),
+            _ => return,
+        };
+        let call = CALL.with(Cell::get);
+        let mut seen = per_kind.lock().unwrap_or_else(|e| e.into_inner());
+        let printed_of_kind = seen.entry((call, kind)).or_default();
+        *printed_of_kind += 1;
+        if long || *printed_of_kind <= SHORT_PER_KIND {
+            println!("[{}] {line:<58} <- {call}", clock(event.created_at));
+        } else {
+            skipped.fetch_add(1, Ordering::Relaxed);
         }
     })?;
 
@@ -134,6 +187,7 @@ fn main() -> presence::Result<()> {
     engine.upsert_channel_json(r#"{"type":"lobby","id":"main","name":"Main lobby"}"#)?;
     engine.add_members("lobby:main", &ids)?;
     println!("== {} players tonight; a lobby bot watches lobby:main with presence ==", players.len());
+    calling("connect_json");
     let bot = engine.connect_json(r#"{"id":"lobby_bot","status":"watching"}"#)?;
     engine.watch_channel(bot, "lobby:main", true)?;
     let mut bot_received = 0usize;
@@ -150,7 +204,9 @@ fn main() -> presence::Result<()> {
             for p in players.iter_mut().filter(|p| !p.crashed) {
                 for c in p.connections.iter_mut() {
                     if rng.chance(33) {
+                        calling("disconnect");
                         engine.disconnect(*c)?;
+                        calling("connect_json");
                         *c = engine.connect_json(&format!(r#"{{"id":"{}"}}"#, p.name))?;
                         dropped += 1;
                     }
@@ -181,9 +237,11 @@ fn main() -> presence::Result<()> {
                 if p.connections.is_empty() {
                     patch.status = Some(Some("in lobby".into()));
                 }
+                calling("connect");
                 p.connections.push(engine.connect(&patch)?);
             }
             while p.connections.len() > wanted {
+                calling("disconnect");
                 engine.disconnect(p.connections.pop().expect("non-empty"))?;
             }
             if !playing {
@@ -196,14 +254,17 @@ fn main() -> presence::Result<()> {
             }
             let hidden = within(p.hides, now);
             if engine.user(&p.name)?.invisible != hidden {
+                calling("set_invisible");
                 engine.set_invisible(&p.name, hidden)?;
             }
             if rng.below(1000) < 3 {
                 let status = ["in lobby", "in match", "afk"][rng.below(3) as usize];
+                calling("set_status");
                 engine.set_status(&p.name, Some(status))?;
             }
         }
-        engine.tick().unwrap();
+        calling("tick");
+        engine.tick()?;
         engine.heartbeat(bot)?;
         loop {
             let batch = engine.poll_events(bot, 256)?;
@@ -214,16 +275,23 @@ fn main() -> presence::Result<()> {
         }
         now += STEP;
     }
+    let hidden_lines = hidden.load(Ordering::Relaxed);
+    if hidden_lines > 0 {
+        println!("... and {hidden_lines} more event lines like these (add `-- --long` to see them all)");
+    }
 
     println!();
-    println!("== 00:00: who is online, and when each player was last active ==");
+    println!("== {}: who is online, and when each player was last active ==", clock(end));
     println!("{:<14} {:<8} {:<10} {:<9} last active", "player", "online", "status", "invisible");
     let mut by_state: BTreeMap<bool, usize> = BTreeMap::new();
     players.sort_by(|a, b| a.name.cmp(&b.name));
-    for p in &players {
+    for (row, p) in players.iter().enumerate() {
         let user = engine.user(&p.name)?;
         let online = user.online(View::Public);
         *by_state.entry(online).or_default() += 1;
+        if !long && row >= SHORT_TABLE {
+            continue;
+        }
         let last = user.last_active.map(clock).unwrap_or_else(|| "never".into());
         println!(
             "{:<14} {:<8} {:<10} {:<9} {last}",
@@ -233,9 +301,12 @@ fn main() -> presence::Result<()> {
             if user.invisible { "yes" } else { "no" },
         );
     }
+    if !long {
+        println!("... {} more players (add `-- --long` to list them all)", players.len() - SHORT_TABLE);
+    }
     println!();
     println!(
-        "{} presence changes printed; the lobby bot received {bot_received} events through its queue; \
+        "{} presence changes; the lobby bot received {bot_received} events through its queue; \
          {} players online at midnight, {} offline; {} clients crashed and were timed out.",
         printed.load(Ordering::Relaxed),
         by_state.get(&true).copied().unwrap_or(0),

@@ -9,7 +9,10 @@ use std::sync::Arc;
 /// A user as one viewer is entitled to see them.
 #[derive(Debug, Clone)]
 pub struct ViewedUser {
+    /// The user at the moment of the answer.
     pub user: Arc<UserSnapshot>,
+    /// The view the viewer is entitled to: own for the user's own connections and the
+    /// host, public for everyone else.
     pub view: View,
 }
 
@@ -23,12 +26,19 @@ impl Serialize for ViewedUser {
 /// `updated_at`, `last_message_at` (when set), then custom fields.
 #[derive(Debug, Clone)]
 pub struct ChannelSnapshot {
+    /// `type:id`.
     pub cid: Arc<str>,
+    /// The length in bytes of the `type` part of `cid`.
     pub type_len: usize,
+    /// How many users are members.
     pub member_count: usize,
+    /// When the channel was created (Unix milliseconds).
     pub created_at: Millis,
+    /// When the channel's fields or members last changed (Unix milliseconds).
     pub updated_at: Millis,
+    /// The host-set time of the channel's last message, used for sorting; `None` if never set.
     pub last_message_at: Option<Millis>,
+    /// Custom fields in insertion order; `None` when there are none.
     pub custom: Option<Arc<CustomFields>>,
 }
 
@@ -54,9 +64,11 @@ impl Serialize for ChannelSnapshot {
 /// `{"channel", "members": [{"user_id", "user"}], "watcher_count", "watchers"}`.
 #[derive(Debug, Clone)]
 pub struct ChannelState {
+    /// The channel's own fields.
     pub channel: ChannelSnapshot,
     /// Sorted by user id.
     pub members: Vec<ViewedUser>,
+    /// Distinct visible users watching the channel (invisible users are never counted).
     pub watcher_count: u32,
     /// Distinct visible watching users, sorted by id.
     pub watchers: Vec<ViewedUser>,
@@ -82,11 +94,13 @@ impl Serialize for ChannelState {
 /// `{"users": [...]}`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UsersAnswer {
+    /// The page of matching users, in the query's sort order.
     pub users: Vec<ViewedUser>,
 }
 
 /// `{"channels": [state, ...]}`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChannelsAnswer {
+    /// The page of matching channels, in the query's sort order.
     pub channels: Vec<ChannelState>,
 }

@@ -47,7 +47,10 @@ pub fn parse_cid(cid: &str) -> Result<usize> {
 /// A validated channel upsert.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChannelPatch {
+    /// `type:id` of the channel to create or update.
     pub cid: String,
+    /// User ids to add as members (never removes any; users that do not exist are created
+    /// with only their id).
     pub members: Vec<String>,
     /// `Some(None)` clears it.
     pub last_message_at: Option<Option<Millis>>,

@@ -79,12 +79,17 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error of `kind` with `message` (by convention naming the operation and the value
+    /// at fault, as the engine's own errors do).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error { kind, message: message.into() }
     }
+    /// The category: what a C host sees as the `PresenceResult`.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+    /// What was wrong, such as `unknown connection 42`: what a C host reads from
+    /// `presence_last_error()`.
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -54,6 +54,7 @@ close_reasons! {
 /// The channel an event is about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelRef {
+    /// `type:id`.
     pub cid: Arc<str>,
     type_len: usize,
 }
@@ -62,9 +63,11 @@ impl ChannelRef {
     pub(crate) fn new(cid: Arc<str>, type_len: usize) -> Self {
         ChannelRef { cid, type_len }
     }
+    /// The `type` part of the cid.
     pub fn channel_type(&self) -> &str {
         &self.cid[..self.type_len]
     }
+    /// The `id` part of the cid.
     pub fn channel_id(&self) -> &str {
         &self.cid[self.type_len + 1..]
     }
@@ -75,36 +78,53 @@ impl ChannelRef {
 pub enum EventKind {
     /// A user's public `online` flipped, or their status changed.
     PresenceChanged {
+        /// The user after the change.
         user: Arc<UserSnapshot>,
     },
     /// A user's custom fields changed.
     UserUpdated {
+        /// The user after the change.
         user: Arc<UserSnapshot>,
     },
     /// A visible user's first connection started watching a channel.
     WatchingStart {
+        /// The channel watched.
         channel: ChannelRef,
+        /// The user who started watching.
         user: Arc<UserSnapshot>,
+        /// The channel's `watcher_count` after the change.
         watcher_count: u32,
     },
     /// A visible user's last connection stopped watching a channel.
     WatchingStop {
+        /// The channel no longer watched.
         channel: ChannelRef,
+        /// The user who stopped watching.
         user: Arc<UserSnapshot>,
+        /// The channel's `watcher_count` after the change.
         watcher_count: u32,
     },
+    /// A user became a member of a channel.
     MemberAdded {
+        /// The channel.
         channel: ChannelRef,
+        /// The new member.
         user: Arc<UserSnapshot>,
     },
+    /// A user stopped being a member of a channel.
     MemberRemoved {
+        /// The channel.
         channel: ChannelRef,
+        /// The former member.
         user: Arc<UserSnapshot>,
     },
     /// A connection ended; `user` is the owner as it was right after.
     ConnectionClosed {
+        /// The connection that ended.
         connection: ConnectionId,
+        /// Its user.
         user: Arc<UserSnapshot>,
+        /// Why it ended.
         reason: CloseReason,
     },
 }
@@ -148,8 +168,11 @@ event_types! {
 /// One event, shared between all its recipients.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// The engine's counter: strictly increasing, in the order the changes happened.
     pub seq: u64,
+    /// The engine's time of the change (Unix milliseconds).
     pub created_at: Millis,
+    /// What happened, with its payload.
     pub kind: EventKind,
 }
 
@@ -210,8 +233,12 @@ impl Event {
 /// delivered), the channel fields, then the payload of its kind.
 #[derive(Clone, Copy)]
 pub struct EventView<'a> {
+    /// The event to render.
     pub event: &'a Event,
+    /// The view its user is rendered in.
     pub view: View,
+    /// The connection it is delivered to, rendered as `connection_id`; `None` for host
+    /// listeners.
     pub recipient: Option<ConnectionId>,
 }
 
@@ -269,8 +296,11 @@ impl Serialize for Member<'_> {
 /// One event delivered to one connection, in the view that connection is entitled to.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The event, shared with its other recipients.
     pub event: Arc<Event>,
+    /// The recipient.
     pub connection: ConnectionId,
+    /// The view the recipient is entitled to.
     pub view: View,
 }
 
@@ -283,6 +313,7 @@ impl Delivery {
     pub fn to_value(&self) -> Value {
         self.event.to_value(self.view, Some(self.connection))
     }
+    /// The delivered event as a JSON string, with `connection_id`. Cost: O(size of the event).
     pub fn to_json(&self) -> String {
         self.event.to_json(self.view, Some(self.connection))
     }

@@ -25,6 +25,10 @@
 //! assert_eq!(engine.get_user(ConnectionId::HOST, "alice")?["last_active"], "2019-01-07T13:17:42.375Z");
 //! # Ok::<(), presence::Error>(())
 //! ```
+// Every public item (module, type, field, variant, function, constant) has a doc comment;
+// `cargo build` fails naming any that lacks one.
+#![deny(missing_docs)]
+
 pub mod answer;
 pub mod channel;
 pub mod config;

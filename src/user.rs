@@ -50,9 +50,11 @@ pub(crate) fn validate_status(status: &str) -> Result<()> {
 /// A validated user upsert: the fields present in the input, nothing else.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserPatch {
+    /// The user to create or update.
     pub id: String,
     /// `Some(None)` clears the status.
     pub status: Option<Option<String>>,
+    /// `Some` sets the sticky invisible flag; `None` keeps it.
     pub invisible: Option<bool>,
     /// `None` removes the field.
     pub custom: Vec<(String, Option<Value>)>,
@@ -184,14 +186,23 @@ pub enum View {
 /// An immutable picture of a user at one moment, shared by every recipient of an event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserSnapshot {
+    /// The user id.
     pub id: Arc<str>,
+    /// The custom status text; `None` when not set.
     pub status: Option<Arc<str>>,
+    /// Custom fields in insertion order; `None` when there are none.
     pub custom: Option<Arc<CustomFields>>,
+    /// The sticky invisible flag (shown only in own views).
     pub invisible: bool,
     /// Holds a live connection (or is inside the offline grace).
     pub connected: bool,
+    /// The last visible moment of activity (Unix milliseconds); `None` if the user never
+    /// connected visibly.
     pub last_active: Option<Millis>,
+    /// When the user was created (Unix milliseconds).
     pub created_at: Millis,
+    /// When the user's status or custom fields last changed (Unix milliseconds); visibility
+    /// changes never move it.
     pub updated_at: Millis,
 }
 
@@ -215,7 +226,9 @@ impl UserSnapshot {
 /// `invisible` (own view only), `created_at`, `updated_at`, then custom fields.
 #[derive(Clone, Copy)]
 pub struct UserView<'a> {
+    /// The user to render.
     pub user: &'a UserSnapshot,
+    /// The view to render it in.
     pub view: View,
 }
 

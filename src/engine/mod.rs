@@ -31,8 +31,11 @@ use std::sync::Arc;
 /// How many users, live connections and channels an engine holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
+    /// Users known to the engine, online or not.
     pub users: usize,
+    /// Live connections.
     pub connections: usize,
+    /// Channels.
     pub channels: usize,
 }
 
@@ -118,6 +121,7 @@ impl Engine {
         })
     }
 
+    /// The configuration the engine was created with. Cost: O(1).
     pub fn config(&self) -> &Config {
         &self.config
     }
