@@ -108,7 +108,8 @@ typedef uint64_t PresenceConnectionId;
 typedef struct PresenceEvent {
   /**
    * The event type: "user.presence.changed", "user.updated", "user.watching.start",
-   * "user.watching.stop", "member.added", "member.removed" or "connection.closed".
+   * "user.watching.stop", "member.added", "member.removed", "connection.closed" or
+   * (host listeners only, with `user_id` NULL) "engine.overflow".
    */
   const char *type;
   /**

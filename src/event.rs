@@ -127,6 +127,13 @@ pub enum EventKind {
         /// Why it ended.
         reason: CloseReason,
     },
+    /// Host deliveries waiting for dispatch passed `pending_dispatch_capacity`; the
+    /// oldest `dropped` were discarded. Host listeners only; its `seq` is that of the
+    /// newest discarded event, so each listener's stream stays in `seq` order.
+    EngineOverflow {
+        /// How many host deliveries were discarded.
+        dropped: u64,
+    },
 }
 
 /// The one list of event types: each `EventKind` variant, its stable number and its wire
@@ -163,6 +170,7 @@ event_types! {
     MemberAdded = 5, "member.added";
     MemberRemoved = 6, "member.removed";
     ConnectionClosed = 7, "connection.closed";
+    EngineOverflow = 8, "engine.overflow";
 }
 
 /// One event, shared between all its recipients.
@@ -182,8 +190,9 @@ impl Event {
         self.kind.type_name()
     }
 
-    /// The user the event is about.
-    pub fn user(&self) -> &UserSnapshot {
+    /// The user the event is about; `None` only for events about the engine itself
+    /// (`engine.overflow`), which reach host listeners only: every delivery has a user.
+    pub fn user(&self) -> Option<&UserSnapshot> {
         match &self.kind {
             EventKind::PresenceChanged { user }
             | EventKind::UserUpdated { user }
@@ -191,18 +200,14 @@ impl Event {
             | EventKind::WatchingStop { user, .. }
             | EventKind::MemberAdded { user, .. }
             | EventKind::MemberRemoved { user, .. }
-            | EventKind::ConnectionClosed { user, .. } => user,
+            | EventKind::ConnectionClosed { user, .. } => Some(user),
+            EventKind::EngineOverflow { .. } => None,
         }
     }
 
-    /// The id of the user the event is about.
-    pub fn user_id(&self) -> &str {
-        &self.user().id
-    }
-
-    /// The id of the user the event is about, if it is about one.
-    pub fn subject_id(&self) -> Option<&str> {
-        Some(self.user_id())
+    /// The id of the user the event is about (see [`Event::user`]).
+    pub fn user_id(&self) -> Option<&str> {
+        self.user().map(|u| &*u.id)
     }
 
     /// The channel the event is about, if any.
@@ -275,6 +280,9 @@ impl Serialize for EventView<'_> {
                 m.serialize_entry("user_id", &*u.id)?;
                 m.serialize_entry("reason", reason.as_str())?;
             }
+            EventKind::EngineOverflow { dropped } => {
+                m.serialize_entry("dropped", dropped)?;
+            }
         }
         m.end()
     }
@@ -305,9 +313,18 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The user the delivered event is about: every delivery has one (events about the
+    /// engine itself reach host listeners only).
+    pub fn user(&self) -> &UserSnapshot {
+        self.event.user().expect("deliveries are made of events about a user")
+    }
+    /// The id of [`Delivery::user`].
+    pub fn user_id(&self) -> &str {
+        &self.user().id
+    }
     /// The user's `online` flag as the recipient sees it.
     pub fn online(&self) -> bool {
-        self.event.user().online(self.view)
+        self.user().online(self.view)
     }
     /// The delivered event as JSON, with `connection_id`.
     pub fn to_value(&self) -> Value {

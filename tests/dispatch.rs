@@ -179,7 +179,10 @@ fn a_listener_added_late_in_manual_mode_sees_only_later_events() {
     e.set_status("a", Some("three")).unwrap();
     assert_eq!(e.pump(), 3, "two for the early listener, one for the late one");
     let statuses = |r: &Recorder| -> Vec<String> {
-        r.take_events().iter().map(|ev| ev.user().status.as_deref().unwrap_or("").to_string()).collect()
+        r.take_events()
+            .iter()
+            .map(|ev| ev.user().unwrap().status.as_deref().unwrap_or("").to_string())
+            .collect()
     };
     assert_eq!(statuses(&early), ["two", "three"]);
     assert_eq!(statuses(&late), ["three"]);
@@ -246,7 +249,7 @@ fn a_subscribed_receiver_gets_the_connections_deliveries_in_order() {
     assert_eq!(rx.try_recv().unwrap().event.type_name(), "user.watching.start");
     e.connect_json(r#"{"id":"a"}"#).unwrap();
     let d = rx.recv_timeout(PATIENCE).unwrap();
-    assert_eq!((d.connection, d.event.user_id(), d.online()), (b, "a", true));
+    assert_eq!((d.connection, d.user_id(), d.online()), (b, "a", true));
     assert!(e.poll_events(b, 10).unwrap().is_empty(), "the receiver takes the queue's place");
 
     // Dropping the receiver ends the subscription: the queue takes over.
@@ -285,8 +288,10 @@ fn an_events_receiver_gets_matching_events_and_ends_when_dropped() {
     let rx = e.events(ListenerFilter::event_type("user.presence.changed")).unwrap();
     let c = e.connect_json(r#"{"id":"a"}"#).unwrap();
     e.disconnect(c).unwrap();
-    let seen: Vec<(String, bool)> =
-        rx.try_iter().map(|ev| (ev.user_id().to_owned(), ev.user().online(presence::View::Own))).collect();
+    let seen: Vec<(String, bool)> = rx
+        .try_iter()
+        .map(|ev| (ev.user_id().unwrap().to_owned(), ev.user().unwrap().online(presence::View::Own)))
+        .collect();
     assert_eq!(seen, [("a".to_owned(), true), ("a".to_owned(), false)]);
     drop(rx);
     let all = Recorder::attach(&e);
@@ -294,4 +299,29 @@ fn an_events_receiver_gets_matching_events_and_ends_when_dropped() {
     assert_eq!(all.take().len(), 1);
     // The dropped receiver's listener removed itself: listener ids 1 and 2 were taken.
     assert_eq!(kind(e.remove_listener(presence::ListenerId(1))), ErrorKind::NotFound);
+}
+
+#[test]
+fn past_pending_dispatch_capacity_the_oldest_go_and_one_overflow_event_says_how_many() {
+    let e = manual_engine(r#""dispatch":"manual","pending_dispatch_capacity":3"#);
+    e.connect_json(r#"{"id":"a"}"#).unwrap();
+    let host = Recorder::attach(&e);
+    let deliveries = common::Deliveries::attach(&e);
+    for i in 0..5 {
+        e.set_status("a", Some(&format!("s{i}"))).unwrap();
+    }
+    assert_eq!(e.pump(), 4, "the overflow event, then the three newest");
+    let events = host.take_events();
+    assert_eq!(events[0].type_name(), "engine.overflow");
+    assert_eq!(events[0].kind, presence::EventKind::EngineOverflow { dropped: 2 });
+    assert!(events[0].user().is_none());
+    let json = events[0].to_value(presence::View::Own, None);
+    assert_eq!((json["type"].as_str(), json["dropped"].as_u64()), (Some("engine.overflow"), Some(2)));
+    let statuses: Vec<_> = events[1..].iter().map(|ev| ev.user().unwrap().status.clone().unwrap()).collect();
+    assert_eq!(statuses.iter().map(|s| &**s).collect::<Vec<_>>(), ["s2", "s3", "s4"]);
+    let seqs: Vec<u64> = events.iter().map(|ev| ev.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "still in seq order: {seqs:?}");
+    assert!(deliveries.take().is_empty(), "the overflow event reaches host listeners only");
+    assert_eq!(e.pump(), 0);
+    assert_eq!(kind(Engine::from_json(Some(r#"{"pending_dispatch_capacity":0}"#))), ErrorKind::Invalid);
 }

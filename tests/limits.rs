@@ -77,7 +77,7 @@ fn probe_subscriptions(e: &Engine, c: ConnectionId, users: &[&str], tag: &str) -
         .unwrap()
         .into_iter()
         .filter(|d| d.event.type_name() == "user.presence.changed")
-        .map(|d| d.event.user_id().to_owned())
+        .map(|d| d.user_id().to_owned())
         .collect()
 }
 

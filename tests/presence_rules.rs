@@ -371,7 +371,7 @@ fn immediate_dispatch_runs_before_the_call_returns_and_reentrant_events_follow_i
     e.add_listener(ListenerFilter::all(), move |ev| {
         l.lock().unwrap().push(format!("{} {}", ev.seq, describe(ev)));
         // Re-enter: the first time alice comes online, set bob's status.
-        if ev.user_id() == "alice" && ev.type_name() == "user.presence.changed" {
+        if ev.user_id() == Some("alice") && ev.type_name() == "user.presence.changed" {
             let e = weak.upgrade().unwrap();
             e.set_status("bob", Some("alice is here")).unwrap();
             // The nested call's event is not delivered inside this callback.

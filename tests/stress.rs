@@ -313,8 +313,8 @@ fn attach_listeners(e: &Arc<Engine>) -> Observers {
                 }
             }
             if let Some(e) = weak.upgrade() {
-                let _ = e.get_user(ConnectionId::HOST, ev.user_id());
-                if ev.seq % 97 == 0 && ev.user_id() != "echo" {
+                let _ = e.get_user(ConnectionId::HOST, ev.user_id().unwrap_or("echo"));
+                if ev.seq % 97 == 0 && ev.user_id() != Some("echo") {
                     let _ = e.set_status("echo", Some(&ev.seq.to_string()));
                 }
                 reentrant.fetch_add(1, Ordering::Relaxed);
@@ -327,8 +327,8 @@ fn attach_listeners(e: &Arc<Engine>) -> Observers {
         let streams = streams.clone();
         e.add_listener(ListenerFilter::user("u0"), move |ev: &Event| {
             let mut s = streams.lock().unwrap();
-            if ev.user_id() != "u0" {
-                s.problems.push(format!("filtered listener got {}", ev.user_id()));
+            if ev.user_id() != Some("u0") {
+                s.problems.push(format!("filtered listener got {:?}", ev.user_id()));
             }
             s.filtered_seqs.push(ev.seq);
         })
@@ -347,7 +347,7 @@ fn attach_listeners(e: &Arc<Engine>) -> Observers {
                 s.delivery_global.push(d.event.seq);
             }
             if let Some(e) = weak.upgrade() {
-                let _ = e.get_user(d.connection, d.event.user_id());
+                let _ = e.get_user(d.connection, d.user_id());
                 if d.event.seq % 13 == 0 && !probing.load(Ordering::SeqCst) {
                     let _ = e.poll_events(d.connection, 1);
                 }
@@ -543,10 +543,8 @@ fn check_subscriptions(
     let mut reached: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for c in live {
         for d in e.poll_events(c.id, usize::MAX).unwrap() {
-            if d.event.type_name() == "user.presence.changed"
-                && d.event.user().status.as_deref() == Some("probe")
-            {
-                reached.entry(c.id.0).or_default().insert(d.event.user_id().to_owned());
+            if d.event.type_name() == "user.presence.changed" && d.user().status.as_deref() == Some("probe") {
+                reached.entry(c.id.0).or_default().insert(d.user_id().to_owned());
             }
         }
     }

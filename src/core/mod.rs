@@ -44,6 +44,16 @@ pub(crate) enum Outgoing {
     Delivery(Delivery),
 }
 
+impl Outgoing {
+    /// The `seq` of its event.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Outgoing::Event(e) => e.seq,
+            Outgoing::Delivery(d) => d.event.seq,
+        }
+    }
+}
+
 /// Who is asking: the host (own views of everyone) or a connection.
 #[derive(Clone, Copy)]
 enum Viewer {

@@ -119,12 +119,16 @@ impl Engine {
         }
     }
 
-    /// Moves up to `max` items from the front of the outbox into `items`.
+    /// Moves up to `max` items from the front of the outbox into `items`, after the
+    /// `engine.overflow` event if deliveries were discarded.
     fn take_items(&self, items: &mut Vec<Outgoing>, max: usize) -> usize {
         let mut inner = self.inner.lock();
-        let n = max.min(inner.outbox.len());
+        let overflow = inner.take_overflow(self.config.clock);
+        let overflowed = overflow.is_some() as usize;
+        items.extend(overflow);
+        let n = (max - overflowed).min(inner.outbox.len());
         items.extend(inner.outbox.drain(..n));
-        n
+        n + overflowed
     }
 
     /// Calls the listeners of the items in `scratch`, in order, then clears it.

@@ -160,12 +160,8 @@ impl Registry {
     /// the event's user).
     pub(super) fn host_calls(&self, event: &Event, item: u32, calls: &mut Vec<(u32, Arc<Listener>)>) {
         let mut any = self.any_user.values().peekable();
-        let mut mine = event
-            .subject_id()
-            .and_then(|u| self.by_user.get(u))
-            .into_iter()
-            .flat_map(|b| b.values())
-            .peekable();
+        let mut mine =
+            event.user_id().and_then(|u| self.by_user.get(u)).into_iter().flat_map(|b| b.values()).peekable();
         loop {
             let next = match (any.peek(), mine.peek()) {
                 (Some(a), Some(m)) if m.id < a.id => mine.next(),

@@ -13,7 +13,7 @@ use crate::channel::{parse_user_ids_json, ChannelPatch};
 use crate::config::{Clock, Config, Dispatch};
 use crate::core::{Outgoing, State};
 use crate::error::{Error, Result};
-use crate::event::{ConnectionId, Delivery};
+use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::persist;
 use crate::query::{Query, Target};
 use crate::time::{system_now, Millis};
@@ -45,12 +45,37 @@ struct Inner {
     outbox: VecDeque<Outgoing>,
     /// Manual clock time, or the last system time seen (so time never moves backwards).
     now: Millis,
+    /// Host deliveries discarded from the front of `outbox` since the last dispatch (past
+    /// `pending_dispatch_capacity`), and the `seq` of the newest of them.
+    discarded: u64,
+    discarded_seq: u64,
     /// Set when a command panicked: its change may be half-applied, so every later call
     /// answers `STATE`.
     poisoned: bool,
 }
 
 impl Inner {
+    /// Discards the oldest host deliveries beyond `capacity`, counting them for the
+    /// `engine.overflow` event that the next dispatch delivers first.
+    fn bound_outbox(&mut self, capacity: usize) {
+        let excess = self.outbox.len().saturating_sub(capacity);
+        if let Some(newest) = self.outbox.drain(..excess).last() {
+            self.discarded += excess as u64;
+            self.discarded_seq = newest.seq();
+        }
+    }
+
+    /// The `engine.overflow` event for what was discarded, if anything was.
+    fn take_overflow(&mut self, clock: Clock) -> Option<Outgoing> {
+        if self.discarded == 0 {
+            return None;
+        }
+        let dropped = std::mem::take(&mut self.discarded);
+        let created_at = self.now(clock);
+        let kind = EventKind::EngineOverflow { dropped };
+        Some(Outgoing::Event(Arc::new(Event { seq: self.discarded_seq, created_at, kind })))
+    }
+
     fn now(&mut self, clock: Clock) -> Millis {
         if clock == Clock::System {
             self.now = self.now.max(system_now());
@@ -104,7 +129,14 @@ impl Engine {
         };
         Ok(Engine {
             config,
-            inner: Mutex::new(Inner { state, outbox: VecDeque::new(), now, poisoned: false }),
+            inner: Mutex::new(Inner {
+                state,
+                outbox: VecDeque::new(),
+                now,
+                discarded: 0,
+                discarded_seq: 0,
+                poisoned: false,
+            }),
             listeners: Mutex::new(Registry::default()),
             next_listener: AtomicU64::new(1),
             dispatcher: Dispatcher::default(),
@@ -168,6 +200,7 @@ impl Engine {
             let emitted = inner.state.take_outbox();
             let queued = emitted.len();
             inner.outbox.extend(emitted);
+            inner.bound_outbox(self.config.pending_dispatch_capacity as usize);
             (result, queued)
         };
         if queued > 0 && self.config.dispatch == Dispatch::Immediate {

@@ -13,7 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[repr(C)]
 pub struct PresenceEvent {
     /// The event type: "user.presence.changed", "user.updated", "user.watching.start",
-    /// "user.watching.stop", "member.added", "member.removed" or "connection.closed".
+    /// "user.watching.stop", "member.added", "member.removed", "connection.closed" or
+    /// (host listeners only, with `user_id` NULL) "engine.overflow".
     pub r#type: *const c_char,
     /// The engine-wide sequence number, strictly increasing in the order of the changes.
     pub seq: u64,
@@ -109,7 +110,7 @@ impl CCallback {
 fn event_strings(event: &Event, json: String) -> EventStrings {
     EventStrings {
         event_type: CString::new(event.type_name()).expect("event types hold no NUL"),
-        user_id: CString::new(event.user_id()).ok(),
+        user_id: event.user_id().and_then(|u| CString::new(u).ok()),
         cid: event.channel().and_then(|c| CString::new(&*c.cid).ok()),
         json: CString::new(json).expect("serde_json escapes NUL"),
     }
@@ -146,7 +147,7 @@ pub unsafe extern "C" fn presence_add_listener(
             ListenerFilter { event_type: event_type.map(str::to_owned), user_id: user_id.map(str::to_owned) };
         let callback = CCallback { function, user_data };
         let id = e.add_listener(filter, move |event: &Event| {
-            let online = event.user().online(View::Own);
+            let online = event.user().is_some_and(|u| u.online(View::Own));
             callback.invoke(event.seq, 0, online, || event_strings(event, event.to_json(View::Own, None)));
         })?;
         unsafe { out.write(id.0) };

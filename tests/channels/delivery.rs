@@ -212,7 +212,7 @@ fn a_delivery_callback_may_call_the_engine_and_its_events_follow_in_seq_order() 
         // Greet every new member, from inside the callback.
         if x.event.type_name() == "member.added" {
             let e = weak.upgrade().unwrap();
-            e.set_status(x.event.user_id(), Some("welcome")).unwrap();
+            e.set_status(x.user_id(), Some("welcome")).unwrap();
         }
     });
     e.add_members("team:red", &strings(&["carol", "dave"])).unwrap();

@@ -64,14 +64,14 @@ impl Recorder {
 
 /// `"user.presence.changed alice online"`: the type, the user and `online` in the own view.
 pub fn describe(e: &Event) -> String {
-    let online = if e.user().online(View::Own) { "online" } else { "offline" };
-    format!("{} {} {}", e.type_name(), e.user_id(), online)
+    let online = if e.user().is_some_and(|u| u.online(View::Own)) { "online" } else { "offline" };
+    format!("{} {} {}", e.type_name(), e.user_id().unwrap_or("-"), online)
 }
 
 /// `"#2 user.presence.changed alice offline"`: recipient, type, user, `online` as seen.
 pub fn describe_delivery(d: &Delivery) -> String {
     let online = if d.online() { "online" } else { "offline" };
-    format!("#{} {} {} {}", d.connection.0, d.event.type_name(), d.event.user_id(), online)
+    format!("#{} {} {} {}", d.connection.0, d.event.type_name(), d.user_id(), online)
 }
 
 /// `"#<conn> <rest>"`, the shape of [`describe_delivery`].

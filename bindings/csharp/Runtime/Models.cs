@@ -18,6 +18,7 @@ namespace Presence
         public const string MemberAdded = "member.added";
         public const string MemberRemoved = "member.removed";
         public const string ConnectionClosed = "connection.closed";
+        public const string EngineOverflow = "engine.overflow";
     }
 
     /// <summary>
