@@ -17,6 +17,8 @@
 mod alloc;
 #[path = "presence/baseline.rs"]
 mod baseline;
+#[path = "presence/dispatch.rs"]
+mod dispatch;
 #[path = "presence/report.rs"]
 mod report;
 #[path = "presence/rng.rs"]
@@ -60,6 +62,8 @@ pub struct Params {
     pub w7_online: usize,
     pub w7_heartbeats: usize,
     pub w7_poll_rounds: usize,
+    pub w8_deliveries: usize,
+    pub w8_listeners: usize,
 }
 
 impl Params {
@@ -93,6 +97,8 @@ impl Params {
                 w7_online: 50,
                 w7_heartbeats: 2000,
                 w7_poll_rounds: 2,
+                w8_deliveries: 2000,
+                w8_listeners: 100,
             };
         }
         let s = |n: usize, min: usize| ((n as f64 * scale).round() as usize).max(min);
@@ -127,6 +133,8 @@ impl Params {
             w7_online: 10_000,
             w7_heartbeats: 2_000_000,
             w7_poll_rounds: 30,
+            w8_deliveries: s(2_000_000, 20_000),
+            w8_listeners: 10_000,
         }
     }
 }
@@ -146,8 +154,8 @@ fn main() {
             .split(',')
             .filter(|w| !w.trim().is_empty())
             .map(|w| match w.trim().parse::<u8>() {
-                Ok(n @ 1..=7) => n,
-                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=7, got {v:?}"),
+                Ok(n @ 1..=8) => n,
+                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=8, got {v:?}"),
             })
             .collect();
     }

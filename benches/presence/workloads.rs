@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Manual clocks start here (2023-11-14).
-const T0: Millis = 1_700_000_000_000;
+pub const T0: Millis = 1_700_000_000_000;
 const STATUSES: [&str; 4] = ["in lobby", "in match", "away", "busy"];
 const HOST: ConnectionId = ConnectionId::HOST;
 
@@ -47,6 +47,9 @@ pub fn run_all(p: &Params, r: &mut Report) {
     if on(7) {
         w7_c_boundary(p, r);
     }
+    if on(8) {
+        crate::dispatch::w8_dispatch(p, r);
+    }
 }
 
 // ----- helpers -----
@@ -55,7 +58,7 @@ fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as Millis
 }
 
-fn ns_per(d: Duration, n: usize) -> f64 {
+pub fn ns_per(d: Duration, n: usize) -> f64 {
     d.as_nanos() as f64 / n.max(1) as f64
 }
 
@@ -65,7 +68,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     (t.elapsed(), v)
 }
 
-fn progress(msg: &str) {
+pub fn progress(msg: &str) {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = START.get_or_init(Instant::now);
     eprintln!("[{:>6.1} s] {msg}", start.elapsed().as_secs_f64());
@@ -73,7 +76,7 @@ fn progress(msg: &str) {
 
 /// A sanity check (both modes): the workload did what it claims.
 #[track_caller]
-fn check(ok: bool, what: impl FnOnce() -> String) {
+pub fn check(ok: bool, what: impl FnOnce() -> String) {
     if !ok {
         panic!("presence bench sanity check failed: {}", what());
     }
