@@ -95,8 +95,14 @@ pub struct Config {
     /// The largest `limit` a query may ask for; a larger one answers `LIMIT`. A query without
     /// `limit` gets `min(30, query_limit_max)` results at most.
     pub query_limit_max: u32,
-    /// Host deliveries (host and delivery listener calls) that may wait for dispatch;
-    /// past it the oldest are discarded and an `engine.overflow` event reports how many.
+    /// Integer, items; default `65536`; range 1 to 4294967295.
+    ///
+    /// How many host deliveries (calls of host and delivery listeners) may wait for dispatch:
+    /// in manual dispatch until the next `pump`, in immediate dispatch past a call's delivery
+    /// budget. When more are waiting, the oldest are discarded, and the next dispatch first
+    /// delivers one `engine.overflow` event (host listeners only) with `dropped`, the number
+    /// discarded, so nothing is dropped silently. It also bounds an `events` receiver: a
+    /// consumer that falls this far behind is cut off. Per-connection queues are not affected.
     pub pending_dispatch_capacity: u32,
 }
 

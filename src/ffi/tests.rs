@@ -133,3 +133,25 @@ fn messages_with_nul_bytes_survive() {
     support::set_last_error("f", "a\0b");
     assert_eq!(last_error(), "f: a\\0b");
 }
+
+#[test]
+fn remove_listener_nowait_removes_and_answers_not_found_the_second_time() {
+    unsafe extern "C-unwind" fn count(user_data: *mut std::ffi::c_void, _: *const PresenceEvent) {
+        unsafe { &*(user_data as *const AtomicU32) }.fetch_add(1, Ordering::SeqCst);
+    }
+    let e = new_engine();
+    let calls = AtomicU32::new(0);
+    let mut id = 0;
+    let user_data = &calls as *const AtomicU32 as *mut std::ffi::c_void;
+    let r = unsafe { presence_add_listener(e, ptr::null(), ptr::null(), Some(count), user_data, &mut id) };
+    assert_eq!(r, PresenceResult::PRESENCE_OK);
+    let mut conn = 0;
+    assert_eq!(unsafe { presence_connect_user_json(e, "a", &mut conn) }, PresenceResult::PRESENCE_OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(unsafe { presence_remove_listener_nowait(e, id) }, PresenceResult::PRESENCE_OK);
+    assert_eq!(unsafe { presence_disconnect(e, conn) }, PresenceResult::PRESENCE_OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "never called after removal");
+    assert_eq!(unsafe { presence_remove_listener_nowait(e, id) }, PresenceResult::PRESENCE_ERR_NOT_FOUND);
+    assert_eq!(last_error(), format!("presence_remove_listener_nowait: unknown listener {id}"));
+    unsafe { presence_engine_free(e) };
+}
