@@ -307,6 +307,9 @@ fn attach_listeners(e: &Arc<Engine>) -> Observers {
             {
                 let mut s = streams.lock().unwrap();
                 s.host_seqs.push(ev.seq);
+                if ev.user().is_none() {
+                    s.problems.push(format!("unexpected {:?} at {}", ev.kind, ev.seq));
+                }
                 if let EventKind::ConnectionClosed { connection, reason, .. } = &ev.kind {
                     s.closed.insert(connection.0);
                     *s.close_reasons.entry(reason.as_str()).or_default() += 1;
@@ -567,7 +570,9 @@ fn check_subscriptions(
     }
 }
 
-/// seq: host stream strictly increasing and gap-free (nothing lost), every other stream
+/// seq: host stream strictly increasing and gap-free (nothing lost: the workloads set
+/// `pending_dispatch_capacity` above what eight threads can leave waiting, so no
+/// `engine.overflow` may appear), every other stream
 /// strictly increasing (per recipient), the global delivery stream never going back.
 fn check_seq_streams(s: &Streams, problems: &mut Vec<String>) {
     let host = &s.host_seqs;
@@ -603,6 +608,8 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
     // No call waits for another thread's callbacks, so in either mode what the last
     // calls left (past a dispatching thread's budget) waits for a pump.
     drain(&e);
+    let panics = e.listener_panics();
+    assert_eq!(panics.count, 0, "listener panics: {:?}", panics.last_message);
 
     let mut problems: Vec<String> = Vec::new();
     let ops: u64 = results.iter().map(|r| r.ops).sum();
@@ -641,7 +648,7 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
 #[test]
 fn eight_threads_with_reentrant_listeners_immediate_dispatch() {
     let s = run_workload(
-        r#"{"connection_queue_capacity": 128, "max_connections_per_user": 8, "max_subscriptions_per_connection": 14}"#,
+        r#"{"connection_queue_capacity": 128, "max_connections_per_user": 8, "max_subscriptions_per_connection": 14, "pending_dispatch_capacity": 100000000}"#,
         Duration::from_millis(1800),
         false,
     );
@@ -651,7 +658,7 @@ fn eight_threads_with_reentrant_listeners_immediate_dispatch() {
 #[test]
 fn eight_threads_with_reentrant_listeners_manual_dispatch() {
     let s = run_workload(
-        r#"{"dispatch": "manual", "connection_queue_capacity": 128, "max_connections_per_user": 8, "connection_timeout_ms": 20}"#,
+        r#"{"dispatch": "manual", "connection_queue_capacity": 128, "max_connections_per_user": 8, "connection_timeout_ms": 20, "pending_dispatch_capacity": 100000000}"#,
         Duration::from_millis(1200),
         true,
     );

@@ -47,6 +47,8 @@ pub struct ListenerPanics {
 pub(super) struct Dispatcher {
     /// Held by the one thread delivering; others only ever try to take it.
     token: Mutex<Scratch>,
+    /// Items that calls finding the token taken left to its holder (their own items).
+    handed: std::sync::atomic::AtomicUsize,
     /// The listener whose callback is running (0: none), for `remove_listener` to wait on.
     calling: AtomicU64,
     panics: Mutex<ListenerPanics>,
@@ -98,10 +100,22 @@ impl Engine {
         let mut delivered = 0u32;
         loop {
             let Some(mut scratch) = self.dispatcher.token.try_lock() else {
+                // Another thread's holder delivers what this call caused on top of its own
+                // budget; what callbacks cause (token held further up this thread's stack)
+                // stays within the extra bound.
+                if !self.dispatching_here() {
+                    self.dispatcher.handed.fetch_add(budget.saturating_sub(EXTRA_ITEMS), Ordering::SeqCst);
+                }
                 return delivered;
             };
             let running = Running::enter(self);
-            while budget > 0 {
+            loop {
+                if budget == 0 {
+                    budget = self.dispatcher.handed.swap(0, Ordering::SeqCst);
+                    if budget == 0 {
+                        break;
+                    }
+                }
                 let taken = self.take_items(&mut scratch.items, budget.min(CHUNK));
                 if taken == 0 {
                     break;
@@ -113,6 +127,7 @@ impl Engine {
             drop(scratch);
             // Items queued by a thread that found the token taken just before it was
             // released would otherwise wait for the next call.
+            budget += self.dispatcher.handed.swap(0, Ordering::SeqCst);
             if budget == 0 || self.inner.lock().outbox.is_empty() {
                 return delivered;
             }
