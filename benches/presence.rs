@@ -23,6 +23,8 @@ mod dispatch;
 mod report;
 #[path = "presence/rng.rs"]
 mod rng;
+#[path = "presence/typed_c.rs"]
+mod typed_c;
 #[path = "presence/workloads.rs"]
 mod workloads;
 
@@ -62,8 +64,14 @@ pub struct Params {
     pub w7_online: usize,
     pub w7_heartbeats: usize,
     pub w7_poll_rounds: usize,
-    pub w8_deliveries: usize,
-    pub w8_listeners: usize,
+    pub w8_users: usize,
+    pub w8_ops: usize,
+    pub w8_drain_rounds: usize,
+    pub w8_changes: usize,
+    /// Channel counts N for the teardown rows (the last is compared with the first).
+    pub w9_sizes: Vec<usize>,
+    pub w10_deliveries: usize,
+    pub w10_listeners: usize,
 }
 
 impl Params {
@@ -97,8 +105,13 @@ impl Params {
                 w7_online: 50,
                 w7_heartbeats: 2000,
                 w7_poll_rounds: 2,
-                w8_deliveries: 2000,
-                w8_listeners: 100,
+                w8_users: 300,
+                w8_ops: 500,
+                w8_drain_rounds: 2,
+                w8_changes: 200,
+                w9_sizes: vec![100, 1000],
+                w10_deliveries: 2000,
+                w10_listeners: 100,
             };
         }
         let s = |n: usize, min: usize| ((n as f64 * scale).round() as usize).max(min);
@@ -133,8 +146,13 @@ impl Params {
             w7_online: 10_000,
             w7_heartbeats: 2_000_000,
             w7_poll_rounds: 30,
-            w8_deliveries: s(2_000_000, 20_000),
-            w8_listeners: 10_000,
+            w8_users: s(10_000, 300),
+            w8_ops: s(200_000, 2000),
+            w8_drain_rounds: 30,
+            w8_changes: s(200_000, 2000),
+            w9_sizes: vec![s(10_000, 100), s(100_000, 1000)],
+            w10_deliveries: s(2_000_000, 20_000),
+            w10_listeners: 10_000,
         }
     }
 }
@@ -154,8 +172,8 @@ fn main() {
             .split(',')
             .filter(|w| !w.trim().is_empty())
             .map(|w| match w.trim().parse::<u8>() {
-                Ok(n @ 1..=8) => n,
-                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=8, got {v:?}"),
+                Ok(n @ 1..=10) => n,
+                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=10, got {v:?}"),
             })
             .collect();
     }

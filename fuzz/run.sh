@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded fuzzing run of every target (issue 7). Usage: fuzz/run.sh [seconds per target]
+# Bounded fuzzing run of every target. Usage: fuzz/run.sh [seconds per target]
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); RUSTC_BOOTSTRAP=1 lets the stable
 # toolchain accept the sanitizer flags. Findings land in fuzz/artifacts/<target>/ and make
 # the run fail; turn each into a regression test before deleting it.

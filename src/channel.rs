@@ -1,7 +1,7 @@
 //! Channels: `cid` validation and channel input.
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::time::{check_millis, parse_millis, Millis};
-use crate::user::validate_user_id;
+use crate::user::{forbidden_id_character, validate_user_id};
 use serde_json::Value;
 
 const MANAGED_CHANNEL_FIELDS: [&str; 3] = ["member_count", "created_at", "updated_at"];
@@ -17,18 +17,20 @@ pub fn validate_channel_type(t: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!("channel type {t:?} must match [a-z0-9_-]{{1,64}}")))
+        Err(Error::invalid(format!("channel type {} must match [a-z0-9_-]{{1,64}}", quote(t))))
     }
 }
 
-/// Checks a channel id: 1..=64 bytes, no whitespace, control character or `:`.
+/// Checks a channel id: 1..=64 bytes, no whitespace, control character, Unicode format
+/// character (general category Cf, as for user ids) or `:`.
 pub fn validate_channel_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 64 {
         return Err(Error::invalid(format!("channel id must be 1..=64 bytes, got {} bytes", id.len())));
     }
-    if id.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':') {
+    if id.contains(':') || forbidden_id_character(id).is_some() {
         return Err(Error::invalid(format!(
-            "channel id {id:?} contains whitespace, a control character or ':'"
+            "channel id {} contains whitespace, a control or format character, or ':'",
+            quote(id)
         )));
     }
     Ok(())
@@ -37,7 +39,7 @@ pub fn validate_channel_id(id: &str) -> Result<()> {
 /// Splits and checks a `type:id` cid, answering the length of the type. Cost: O(len).
 pub fn parse_cid(cid: &str) -> Result<usize> {
     let Some((t, id)) = cid.split_once(':') else {
-        return Err(Error::invalid(format!("cid {cid:?} must be 'type:id'")));
+        return Err(Error::invalid(format!("cid {} must be 'type:id'", quote(cid))));
     };
     validate_channel_type(t)?;
     validate_channel_id(id)?;

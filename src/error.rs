@@ -78,11 +78,47 @@ pub struct Error {
     message: String,
 }
 
+/// The longest error message kept, in bytes. A longer one (built from hostile input that
+/// no quoting caught) is cut at a character boundary and says how long it was, so an error
+/// never holds more than about this much memory whatever the input.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// The most bytes of an input value an error message quotes (see [`quote`]).
+pub const MAX_QUOTE_BYTES: usize = 200;
+
+/// `s` quoted for an error message: its first [`MAX_QUOTE_BYTES`] bytes (cut at a
+/// character boundary) in Rust string syntax, then, when cut, `... (N bytes)`.
+/// Cost: O(min(len, MAX_QUOTE_BYTES)).
+pub fn quote(s: &str) -> String {
+    if s.len() <= MAX_QUOTE_BYTES {
+        return format!("{s:?}");
+    }
+    format!("{:?}... ({} bytes)", &s[..floor_char_boundary(s, MAX_QUOTE_BYTES)], s.len())
+}
+
+/// The largest character boundary of `s` at or below `at`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    let mut cut = at.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
+
+/// Cuts a message longer than [`MAX_MESSAGE_BYTES`], saying how long it was.
+pub(crate) fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let len = message.len();
+        message.truncate(floor_char_boundary(&message, MAX_MESSAGE_BYTES - 64));
+        message.push_str(&format!("... (message cut, {len} bytes in all)"));
+    }
+    message
+}
+
 impl Error {
     /// An error of `kind` with `message` (by convention naming the operation and the value
-    /// at fault, as the engine's own errors do).
+    /// at fault, as the engine's own errors do), kept up to [`MAX_MESSAGE_BYTES`].
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error { kind, message: bounded(message.into()) }
     }
     /// The category: what a C host sees as the `PresenceResult`.
     pub fn kind(&self) -> ErrorKind {

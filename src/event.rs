@@ -3,8 +3,9 @@ use crate::time::{Millis, Timestamp};
 use crate::user::{UserSnapshot, UserView, View};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
+use std::ffi::CStr;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// An engine-assigned connection id; never 0 (0 means "the host"), never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,6 +50,8 @@ close_reasons! {
     Timeout = 2, "timeout";
     /// Its event queue overflowed.
     SlowConsumer = 3, "slow_consumer";
+    /// In cluster mode: the node holding it stopped renewing its lease.
+    NodeLost = 4, "node_lost";
 }
 
 /// The channel an event is about.
@@ -118,7 +121,8 @@ pub enum EventKind {
         /// The former member.
         user: Arc<UserSnapshot>,
     },
-    /// A connection ended; `user` is the owner as it was right after.
+    /// A connection ended; `user` is the owner as it was right after. With reason
+    /// `node_lost` the connection was another node's (its id is that node's).
     ConnectionClosed {
         /// The connection that ended.
         connection: ConnectionId,
@@ -134,11 +138,19 @@ pub enum EventKind {
         /// How many host deliveries were discarded.
         dropped: u64,
     },
+    /// Cluster mode, host listeners only: the link to the shared store went `up` or
+    /// `down`, or this node was declared dead and re-announced itself (`fenced`).
+    ClusterStatus {
+        /// `up`, `down` or `fenced`.
+        status: &'static str,
+        /// This node's `node_id`.
+        node_id: Arc<str>,
+    },
 }
 
 /// The one list of event types: each `EventKind` variant, its stable number and its wire
-/// name. `EventKind::TYPES`, `type_name` and `type_number` come from here (a variant
-/// missing from the list does not build); a test checks the bindings' lists against it.
+/// name. `EventKind::TYPES`, `type_name` and `type_number` come from here (a variant missing
+/// from the list does not build); a test checks the bindings' lists against it.
 macro_rules! event_types {
     ($($kind:ident = $number:literal, $name:literal;)*) => {
         impl EventKind {
@@ -149,6 +161,13 @@ macro_rules! event_types {
             pub fn type_name(&self) -> &'static str {
                 match self {
                     $(EventKind::$kind { .. } => $name,)*
+                }
+            }
+
+            /// The wire name followed by a NUL, for C callers to borrow.
+            pub(crate) fn type_name_nul(&self) -> &'static str {
+                match self {
+                    $(EventKind::$kind { .. } => concat!($name, "\0"),)*
                 }
             }
 
@@ -171,6 +190,7 @@ event_types! {
     MemberRemoved = 6, "member.removed";
     ConnectionClosed = 7, "connection.closed";
     EngineOverflow = 8, "engine.overflow";
+    ClusterStatus = 9, "cluster.status";
 }
 
 /// One event, shared between all its recipients.
@@ -182,16 +202,128 @@ pub struct Event {
     pub created_at: Millis,
     /// What happened, with its payload.
     pub kind: EventKind,
+    /// Its JSON in each view, rendered on first request (then shared by every recipient).
+    json: JsonCache,
+}
+
+/// The event as JSON in one view, without `connection_id`, followed by a NUL so that C
+/// callers can borrow it as it is.
+pub(crate) struct Rendered {
+    /// The JSON text and a trailing NUL (kept as rendered: shrinking would copy it again).
+    text: String,
+    /// Where a delivery's `"connection_id"` goes: right after the `seq` entry.
+    split: usize,
+}
+
+impl Rendered {
+    fn new(event: &Event, view: View) -> Rendered {
+        // Room for a typical event with its NUL, so rendering rarely reallocates.
+        let mut bytes = Vec::with_capacity(384);
+        serde_json::to_writer(&mut bytes, &EventView { event, view, recipient: None })
+            .expect("an event always serializes");
+        bytes.push(0);
+        let text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
+        // `type` and `created_at` come first and never contain `,"seq":`.
+        let seq_at = text.find(",\"seq\":").expect("an event renders its seq");
+        let split = seq_at + ",\"seq\":".len() + decimal_digits(event.seq);
+        Rendered { text, split }
+    }
+
+    /// The JSON text.
+    pub(crate) fn json(&self) -> &str {
+        &self.text[..self.text.len() - 1]
+    }
+
+    /// The JSON text as a C string.
+    pub(crate) fn c_str(&self) -> &CStr {
+        CStr::from_bytes_with_nul(self.text.as_bytes()).expect("JSON escapes NUL, and one ends the text")
+    }
+
+    /// Appends the JSON text to `out`, with `"connection_id"` after `seq` when delivered.
+    pub(crate) fn write(&self, recipient: Option<ConnectionId>, out: &mut Vec<u8>) {
+        let json = self.json().as_bytes();
+        match recipient {
+            None => out.extend_from_slice(json),
+            Some(c) => {
+                out.extend_from_slice(&json[..self.split]);
+                out.extend_from_slice(b",\"connection_id\":");
+                let mut digits = [0u8; 20];
+                out.extend_from_slice(format_decimal(c.0, &mut digits));
+                out.extend_from_slice(&json[self.split..]);
+            }
+        }
+    }
+}
+
+fn decimal_digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// `n` in decimal, written into `buf`, without allocating.
+fn format_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// One rendering per view, each made at most once. A clone starts empty and equality
+/// ignores it: it is a cache of what the rest of the event determines.
+#[derive(Default)]
+struct JsonCache([OnceLock<Rendered>; 2]);
+
+impl JsonCache {
+    fn get(&self, event: &Event, view: View) -> &Rendered {
+        let slot = match view {
+            View::Own => &self.0[0],
+            View::Public => &self.0[1],
+        };
+        slot.get_or_init(|| Rendered::new(event, view))
+    }
+}
+
+impl Clone for JsonCache {
+    fn clone(&self) -> Self {
+        JsonCache::default()
+    }
+}
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JsonCache")
+    }
 }
 
 impl Event {
+    /// An event; its JSON is rendered later, once per view, when someone asks.
+    pub fn new(seq: u64, created_at: Millis, kind: EventKind) -> Event {
+        Event { seq, created_at, kind, json: JsonCache::default() }
+    }
+
+    /// The event as JSON in `view`, without `connection_id`: rendered on the first call
+    /// for that view, shared afterwards. Cost: O(size of the user) once, then O(1).
+    pub(crate) fn rendered(&self, view: View) -> &Rendered {
+        self.json.get(self, view)
+    }
+
     /// The wire name, such as `user.presence.changed`.
     pub fn type_name(&self) -> &'static str {
         self.kind.type_name()
     }
 
     /// The user the event is about; `None` only for events about the engine itself
-    /// (`engine.overflow`), which reach host listeners only: every delivery has a user.
+    /// (`engine.overflow`, `cluster.status`), which reach host listeners only: every delivery has a user.
     pub fn user(&self) -> Option<&UserSnapshot> {
         match &self.kind {
             EventKind::PresenceChanged { user }
@@ -201,7 +333,7 @@ impl Event {
             | EventKind::MemberAdded { user, .. }
             | EventKind::MemberRemoved { user, .. }
             | EventKind::ConnectionClosed { user, .. } => Some(user),
-            EventKind::EngineOverflow { .. } => None,
+            EventKind::EngineOverflow { .. } | EventKind::ClusterStatus { .. } => None,
         }
     }
 
@@ -227,10 +359,13 @@ impl Event {
         serde_json::to_value(EventView { event: self, view, recipient }).expect("an event always serializes")
     }
 
-    /// [`Event::to_value`] as a string, written directly (no `Value` tree).
+    /// [`Event::to_value`] as a string. The JSON of each view is rendered once per event
+    /// and shared by every recipient; a delivery's `connection_id` is spliced in. Cost:
+    /// O(size of the user) for the first call in a view, then O(length) to copy it.
     pub fn to_json(&self, view: View, recipient: Option<ConnectionId>) -> String {
-        serde_json::to_string(&EventView { event: self, view, recipient })
-            .expect("an event always serializes")
+        let mut out = Vec::new();
+        self.rendered(view).write(recipient, &mut out);
+        String::from_utf8(out).expect("spliced JSON is UTF-8")
     }
 }
 
@@ -283,6 +418,10 @@ impl Serialize for EventView<'_> {
             EventKind::EngineOverflow { dropped } => {
                 m.serialize_entry("dropped", dropped)?;
             }
+            EventKind::ClusterStatus { status, node_id } => {
+                m.serialize_entry("status", status)?;
+                m.serialize_entry("node_id", &**node_id)?;
+            }
         }
         m.end()
     }
@@ -330,9 +469,15 @@ impl Delivery {
     pub fn to_value(&self) -> Value {
         self.event.to_value(self.view, Some(self.connection))
     }
-    /// The delivered event as a JSON string, with `connection_id`. Cost: O(size of the event).
+    /// The delivered event as JSON text, with `connection_id`; see [`Event::to_json`]
+    /// for its cost.
     pub fn to_json(&self) -> String {
         self.event.to_json(self.view, Some(self.connection))
+    }
+
+    /// Appends [`Delivery::to_json`] to `out`, without allocating once `out` has room.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        self.event.rendered(self.view).write(Some(self.connection), out);
     }
 }
 

@@ -4,6 +4,13 @@
 //!
 //! [`Engine`] is the entry point; the C ABI lives in `ffi` and `include/presence.h`.
 //!
+//! Ids come from clients, so the indexes that find users and channels by id hash them with
+//! SipHash-1-3 under secret random keys drawn per engine (the standard library's
+//! `RandomState`): ids chosen to collide cannot degrade a lookup from O(1) to a scan.
+//! Ids are 1..=255 bytes (channel ids 1..=64) without whitespace, control characters or
+//! Unicode format characters (general category Cf: zero-width spaces and joiners, the byte
+//! order mark, bidirectional overrides), so two ids that render alike are one id.
+//!
 //! ```
 //! use presence::{ConnectionId, Engine, View};
 //!
@@ -31,6 +38,8 @@
 
 pub mod answer;
 pub mod channel;
+#[cfg(feature = "cluster")]
+mod cluster;
 pub mod config;
 mod core;
 mod engine;
@@ -39,12 +48,13 @@ pub mod event;
 pub mod ffi;
 mod persist;
 pub(crate) mod query;
+mod replication;
 pub mod time;
 pub mod user;
 
 pub use answer::{ChannelSnapshot, ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 pub use channel::ChannelPatch;
-pub use config::{Clock, Config, Dispatch};
+pub use config::{Clock, ClusterConfig, Config, Dispatch, QueryBudget};
 pub use crossbeam_channel::Receiver;
 pub use engine::{Counts, Engine, ListenerFilter, ListenerId, ListenerPanics, EXTRA_ITEMS};
 pub use error::{Error, ErrorKind, Result};

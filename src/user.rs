@@ -1,5 +1,5 @@
 //! Users: input validation, the stored record, and the two views (own and public).
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::time::{Millis, Timestamp};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
@@ -21,7 +21,49 @@ const RESERVED_FIELDS: [&str; 7] =
 /// Custom fields in insertion order.
 pub type CustomFields = Map<String, Value>;
 
-/// Checks a user id: 1..=255 bytes, no whitespace, no control characters. Cost: O(len).
+/// The Unicode format characters (general category Cf, Unicode 15.1): zero-width spaces
+/// and joiners, the byte order mark, bidirectional overrides, invisible operators, tags.
+/// They render as nothing, so an id holding one could pass for another id.
+const FORMAT_CHARACTERS: [(char, char); 21] = [
+    ('\u{AD}', '\u{AD}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61C}', '\u{61C}'),
+    ('\u{6DD}', '\u{6DD}'),
+    ('\u{70F}', '\u{70F}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8E2}', '\u{8E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `c` is a Unicode format character (general category Cf). O(1).
+pub(crate) fn is_format_character(c: char) -> bool {
+    FORMAT_CHARACTERS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// The first character an id may not hold: whitespace, a control character or a Unicode
+/// format character (general category Cf: zero-width spaces and joiners, the byte order
+/// mark, bidirectional overrides), so that two ids that look the same are the same id.
+/// Cost: O(len).
+pub(crate) fn forbidden_id_character(id: &str) -> Option<char> {
+    id.chars().find(|&c| c.is_whitespace() || c.is_control() || is_format_character(c))
+}
+
+/// Checks a user id: 1..=255 bytes, no whitespace, no control characters, no Unicode
+/// format characters (general category Cf, such as U+200B ZERO WIDTH SPACE; this rejects
+/// emoji sequences joined by U+200D too). Cost: O(len).
 pub fn validate_user_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_USER_ID_BYTES {
         return Err(Error::invalid(format!(
@@ -29,9 +71,10 @@ pub fn validate_user_id(id: &str) -> Result<()> {
             id.len()
         )));
     }
-    if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+    if let Some(c) = forbidden_id_character(id) {
         return Err(Error::invalid(format!(
-            "user id {id:?} contains whitespace or a control character ({c:?})"
+            "user id {} contains whitespace, a control or a format character ({c:?})",
+            quote(id)
         )));
     }
     Ok(())

@@ -114,3 +114,73 @@ fn close_reasons_are_numbered_once_and_named_by_the_csharp_binding() {
         assert!(reason_doc.contains(&format!("\"{name}\"")), "Models.cs Reason's doc lacks {name}");
     }
 }
+
+#[test]
+fn the_csharp_binding_maps_native_numbers_to_the_same_names() {
+    // EventTypes.Name and EventTypes.CloseReasonName turn PresenceEventInfo's numbers into
+    // names; each `case N: return X;` must say what the engine says.
+    let models = read("bindings/csharp/Runtime/Models.cs");
+    let constants: Vec<(String, String)> = block_after(&models, "public static class EventTypes")
+        .lines()
+        .filter_map(|l| l.split_once("public const string "))
+        .map(|(_, rest)| {
+            let (name, value) = rest.split_once(" = \"").expect("a constant");
+            (name.to_owned(), value.trim_end_matches("\";").to_owned())
+        })
+        .collect();
+    let cases = |start: &str| -> Vec<(u32, String)> {
+        let from = models.find(start).unwrap_or_else(|| panic!("no `{start}`"));
+        let body = &models[from..from + models[from..].find("default:").expect("a default case")];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix("case "))
+            .map(|l| {
+                let (number, value) = l.split_once(": return ").expect("`case N: return X;`");
+                let value = value.trim_end_matches(';');
+                let name = constants
+                    .iter()
+                    .find(|(c, _)| c == value)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| value.trim_matches('"').to_owned());
+                (number.parse().expect("a number"), name)
+            })
+            .collect()
+    };
+    let types: Vec<(u32, String)> = EventKind::TYPES.iter().map(|&(n, name)| (n, name.to_owned())).collect();
+    assert_eq!(cases("internal static string Name(uint kind)"), types, "Models.cs EventTypes.Name");
+    let reasons: Vec<(u32, String)> =
+        CloseReason::ALL.iter().map(|&r| (r as u32, r.as_str().to_owned())).collect();
+    assert_eq!(
+        cases("internal static string CloseReasonName(uint reason)"),
+        reasons,
+        "Models.cs CloseReasonName"
+    );
+}
+
+/// `#define NAME value` lines of the header whose name starts with `prefix`.
+fn header_constants(header: &str, prefix: &str) -> Vec<(String, u32)> {
+    header
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define "))
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| {
+            let (name, value) = l.split_once(' ').expect("`#define NAME value`");
+            (name.to_owned(), value.trim().parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// `PREFIX_` and the wire name in capitals, dots as underscores.
+fn constant_name(prefix: &str, wire_name: &str) -> String {
+    format!("{prefix}{}", wire_name.to_uppercase().replace('.', "_"))
+}
+
+#[test]
+fn the_c_header_has_a_constant_for_every_event_type_and_close_reason() {
+    let header = read("include/presence.h");
+    let expected: Vec<(String, u32)> =
+        EventKind::TYPES.iter().map(|&(n, name)| (constant_name("PRESENCE_EVENT_", name), n)).collect();
+    assert_eq!(header_constants(&header, "PRESENCE_EVENT_"), expected, "include/presence.h PRESENCE_EVENT_*");
+    let expected: Vec<(String, u32)> =
+        CloseReason::ALL.iter().map(|&r| (constant_name("PRESENCE_CLOSE_", r.as_str()), r as u32)).collect();
+    assert_eq!(header_constants(&header, "PRESENCE_CLOSE_"), expected, "include/presence.h PRESENCE_CLOSE_*");
+}

@@ -1,4 +1,5 @@
-//! Runs the native test suites (C, C++, C#) against the release library, each as its own
+//! Runs the native test suites (C, C++, C#, the Unreal plugin's core) against the release
+//! library, each as its own
 //! test, failing with the script's output when it exits non-zero.
 //!
 //! They link `target/release/libpresence.{so,a}` and never call cargo themselves (a nested
@@ -8,9 +9,9 @@
 //! cargo build --release && cargo test --release
 //! ```
 //!
-//! A suite whose tools are missing (gcc and valgrind for C, g++ for C++, mono and mcs for
-//! C#) is skipped with a message naming the packages to install; with `CI=true` it fails
-//! instead, so nothing is skipped in CI.
+//! A suite whose tools are missing (gcc and valgrind for C, g++ for C++ and the Unreal
+//! core, mono, mcs and nunit-console for C#) is skipped with a message naming the packages
+//! to install; with `CI=true` it fails instead, so nothing is skipped in CI.
 mod tools;
 
 use std::fs::File;
@@ -108,7 +109,15 @@ fn csharp_suite() {
         println!("SKIPPED: {} does not exist", script.display());
         return;
     }
-    if tools::present("the C# suite", &[("mono", "mono-runtime"), ("mcs", "mono-mcs")]) {
+    let tools = [("mono", "mono-runtime"), ("mcs", "mono-mcs"), ("nunit-console", "nunit-console")];
+    if tools::present("the C# suite", &tools) {
         run_script(&script);
+    }
+}
+
+#[test]
+fn unreal_core_suite() {
+    if tools::present("the Unreal plugin's core suite", &[("g++", "g++")]) {
+        run_script(&root().join("tests/unreal/run.sh"));
     }
 }

@@ -78,11 +78,12 @@ fn invisible_user_is_offline_to_others_and_sticky_across_reconnects() {
     let own_view = public_view(&e, a1, "alice");
     assert_eq!((own_view["online"].clone(), own_view["invisible"].clone()), (json!(true), json!(true)));
 
-    // Reconnecting with only the id keeps invisible: no event, still offline to others.
+    // Reconnecting with only the id keeps invisible: still offline to others. The host
+    // (own view) sees the invisible session end and start again.
     e.disconnect(a1).unwrap();
-    assert_eq!(rec.take(), ["connection.closed alice offline"]);
+    assert_eq!(rec.take(), ["user.presence.changed alice offline", "connection.closed alice offline"]);
     let a2 = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    assert!(rec.take().is_empty());
+    assert_eq!(rec.take(), ["user.presence.changed alice online"]);
     assert_eq!(public_view(&e, bob, "alice")["online"], false);
     assert_eq!(public_view(&e, HOST, "alice")["invisible"], true);
 
@@ -93,27 +94,38 @@ fn invisible_user_is_offline_to_others_and_sticky_across_reconnects() {
 }
 
 #[test]
-fn invisible_in_the_connect_payload_means_no_online_event() {
+fn invisible_in_the_connect_payload_means_no_public_online_event() {
     let e = manual_engine("");
+    e.upsert_channel_json(r#"{"type":"room","id":"r","members":["ghost"]}"#).unwrap();
+    let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
+    e.watch_channel(other, "room:r", true).unwrap();
+    e.poll_events(other, 100).unwrap();
     let rec = Recorder::attach(&e);
     let c = e.connect_json(r#"{"id":"ghost","invisible":true}"#).unwrap();
-    assert!(rec.take().is_empty(), "an invisible login is not a public change");
+    // Only own views change: the host hears of it, subscribers in public view do not.
+    assert_eq!(rec.take(), ["user.presence.changed ghost online"]);
+    assert!(e.poll_events(other, 100).unwrap().is_empty(), "an invisible login is not a public change");
     assert_eq!(public_view(&e, HOST, "ghost")["online"], true);
-    let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
     assert_eq!(public_view(&e, other, "ghost")["online"], false);
-    assert_eq!(rec.take(), ["user.presence.changed other online"]);
     e.disconnect(c).unwrap();
-    assert_eq!(rec.take(), ["connection.closed ghost offline"]);
+    assert_eq!(rec.take(), ["user.presence.changed ghost offline", "connection.closed ghost offline"]);
+    assert!(e.poll_events(other, 100).unwrap().is_empty());
 }
 
 #[test]
-fn setting_invisible_while_offline_emits_nothing() {
+fn setting_invisible_while_offline_tells_only_own_views() {
     let e = manual_engine("");
-    e.upsert_user_json(r#"{"id":"a"}"#).unwrap();
+    e.upsert_channel_json(r#"{"type":"room","id":"r","members":["a"]}"#).unwrap();
+    let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
+    e.watch_channel(other, "room:r", true).unwrap();
+    e.poll_events(other, 100).unwrap();
     let rec = Recorder::attach(&e);
     e.set_invisible("a", true).unwrap();
+    e.set_invisible("a", true).unwrap();
     e.set_invisible("a", false).unwrap();
-    assert!(rec.take().is_empty());
+    let invisible: Vec<_> = rec.take_events().iter().map(|ev| ev.user().unwrap().invisible).collect();
+    assert_eq!(invisible, [true, false], "one event per flip, none when nothing changed");
+    assert!(e.poll_events(other, 100).unwrap().is_empty());
 }
 
 #[test]

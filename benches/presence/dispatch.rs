@@ -1,4 +1,4 @@
-//! Workload 8: the typed Rust paths from a change to its consumer. `subscribe` receivers
+//! Workload 10: the typed Rust paths from a change to its consumer. `subscribe` receivers
 //! drained on the same thread and on a second thread, a Rust delivery listener, and a
 //! host listener filtered by user among 1 and among many listeners (the filter must cost
 //! O(1): the row's baseline is the same listener alone, measured in the same run).
@@ -52,10 +52,10 @@ fn best(rounds: usize, mut f: impl FnMut() -> Duration) -> Duration {
     (0..rounds).map(|_| f()).min().expect("at least one round")
 }
 
-pub fn w8_dispatch(p: &Params, r: &mut Report) {
-    let reps = (p.w8_deliveries / WIDTH).max(10);
+pub fn w10_dispatch(p: &Params, r: &mut Report) {
+    let reps = (p.w10_deliveries / WIDTH).max(10);
     let deliveries = reps * WIDTH;
-    progress(&format!("8: typed dispatch, {} deliveries", count(deliveries)));
+    progress(&format!("10: typed dispatch, {} deliveries", count(deliveries)));
     receivers_one_thread(p, r, reps);
     receiver_two_threads(p, r, reps);
     delivery_listener(p, r, reps);
@@ -95,7 +95,7 @@ fn receivers_one_thread(p: &Params, r: &mut Report, reps: usize) {
     });
     r.add(
         format!(
-            "8 subscribe: status change to {WIDTH} receivers, drained on the same thread (base: poll_events)"
+            "10 subscribe: status change to {WIDTH} receivers, drained on the same thread (base: poll_events)"
         ),
         Cell::ns(ns_per(de, deliveries), "delivery"),
         Cell::ns(ns_per(dq, deliveries), "delivery"),
@@ -141,7 +141,7 @@ fn receiver_two_threads(p: &Params, r: &mut Report, reps: usize) {
         t.elapsed()
     });
     r.add(
-        "8 subscribe: producer thread to a consumer thread blocked in recv (base: bare channel)",
+        "10 subscribe: producer thread to a consumer thread blocked in recv (base: bare channel)",
         Cell::ns(ns_per(de, reps), "delivery"),
         Cell::ns(ns_per(db, reps), "delivery"),
         Target::None,
@@ -182,7 +182,7 @@ fn delivery_listener(p: &Params, r: &mut Report, reps: usize) {
         d
     });
     r.add(
-        format!("8 Rust delivery listener: status change to {WIDTH} subscribers (base: into queues)"),
+        format!("10 Rust delivery listener: status change to {WIDTH} subscribers (base: into queues)"),
         Cell::ns(ns_per(de, deliveries), "delivery"),
         Cell::ns(ns_per(dq, deliveries), "delivery"),
         Target::EngineNsBelow(30.0),
@@ -217,9 +217,12 @@ fn filtered_host_listener(p: &Params, r: &mut Report, reps: usize) {
         })
     };
     let alone = measure(0);
-    let among = measure(p.w8_listeners - 1);
+    let among = measure(p.w10_listeners - 1);
     r.add(
-        format!("8 host listener with a user filter among {} listeners (base: alone)", count(p.w8_listeners)),
+        format!(
+            "10 host listener with a user filter among {} listeners (base: alone)",
+            count(p.w10_listeners)
+        ),
         Cell::ns(ns_per(among, reps), "change"),
         Cell::ns(ns_per(alone, reps), "change"),
         Target::RatioAtMost(1.5),

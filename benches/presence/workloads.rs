@@ -1,4 +1,4 @@
-//! The seven workloads of issue 6, each measured for the engine and for the baseline in
+//! The workloads, each measured for the engine and for the baseline in
 //! the same run. Every timed region does only the operation under test: op sequences,
 //! ids, patches and query strings are prepared before it, and queue draining happens
 //! outside it. Sanity checks (never timing) run in both modes.
@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Manual clocks start here (2023-11-14).
-pub const T0: Millis = 1_700_000_000_000;
-const STATUSES: [&str; 4] = ["in lobby", "in match", "away", "busy"];
+pub(crate) const T0: Millis = 1_700_000_000_000;
+pub(crate) const STATUSES: [&str; 4] = ["in lobby", "in match", "away", "busy"];
 const HOST: ConnectionId = ConnectionId::HOST;
 
 /// Runs the selected workloads (`p.only`, all when empty) in an order that keeps at most
@@ -48,7 +48,13 @@ pub fn run_all(p: &Params, r: &mut Report) {
         w7_c_boundary(p, r);
     }
     if on(8) {
-        crate::dispatch::w8_dispatch(p, r);
+        crate::typed_c::w8_typed_c(p, r);
+    }
+    if on(9) {
+        w9_teardown(p, r);
+    }
+    if on(10) {
+        crate::dispatch::w10_dispatch(p, r);
     }
 }
 
@@ -58,17 +64,17 @@ fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as Millis
 }
 
-pub fn ns_per(d: Duration, n: usize) -> f64 {
+pub(crate) fn ns_per(d: Duration, n: usize) -> f64 {
     d.as_nanos() as f64 / n.max(1) as f64
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+pub(crate) fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     let t = Instant::now();
     let v = f();
     (t.elapsed(), v)
 }
 
-pub fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = START.get_or_init(Instant::now);
     eprintln!("[{:>6.1} s] {msg}", start.elapsed().as_secs_f64());
@@ -76,13 +82,13 @@ pub fn progress(msg: &str) {
 
 /// A sanity check (both modes): the workload did what it claims.
 #[track_caller]
-pub fn check(ok: bool, what: impl FnOnce() -> String) {
+pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) {
     if !ok {
         panic!("presence bench sanity check failed: {}", what());
     }
 }
 
-fn user_id(i: usize) -> String {
+pub(crate) fn user_id(i: usize) -> String {
     format!("u{i:07}")
 }
 
@@ -428,6 +434,78 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
         Cell::rate(ns_per(db, k), "query"),
         Target::None,
     );
+    w4_budget(p, r, &w, &mut rng, &mut perm);
+}
+
+/// The costliest queries the default `query_budget` lets through, and what refusing the
+/// ones it stops costs. A passing query must take a few milliseconds at most, since the
+/// engine is locked while it runs; a refused one is parsed outside the lock and stopped
+/// before any record is examined. The baseline answers the 1000 ids without a filter.
+fn w4_budget(p: &Params, r: &mut Report, w: &Churn, rng: &mut Rng, perm: &mut [u32]) {
+    let n = w.n;
+    let ids: Vec<&str> =
+        rng.distinct(perm, 1000.min(n)).iter().map(|&u| w.ids[u as usize].as_str()).collect();
+    let quoted = serde_json::to_string(&ids).expect("ids");
+    // Conditions on a field every user has, so each one is evaluated in full.
+    let nor: Vec<String> =
+        (0..40).map(|i| format!(r#"{{"created_at":{{"$lt":"2000-01-01T00:00:{i:02}Z"}}}}"#)).collect();
+    let sort: Vec<String> =
+        ["last_active", "created_at", "updated_at", "status", "online", "name", "level", "id"]
+            .iter()
+            .map(|f| format!(r#"{{"field":"{f}","direction":-1}}"#))
+            .collect();
+    let widest = format!(
+        r#"{{"filter_conditions":{{"id":{{"$in":{quoted}}},"$nor":[{}]}},"sort":[{}],"limit":100}}"#,
+        nor.join(","),
+        sort.join(",")
+    );
+    let members = serde_json::to_string(&ids[..100.min(ids.len())]).expect("ids");
+    let by_members = format!(r#"{{"filter_conditions":{{"members":{{"$in":{members}}}}},"limit":100}}"#);
+    let ors: Vec<String> = (0..5000).map(|i| format!(r#"{{"name":{{"$autocomplete":"p{i}"}}}}"#)).collect();
+    let refused = [
+        format!(r#"{{"filter_conditions":{{"$or":[{}]}}}}"#, ors.join(",")),
+        r#"{"filter_conditions":{"online":true}}"#.to_owned(),
+    ];
+    let base_ids: Vec<&str> = ids.clone();
+    let time_best = |f: &dyn Fn()| -> f64 {
+        (0..p.rounds.max(3)).map(|_| timed(f).0.as_nanos() as f64).fold(f64::MAX, f64::min)
+    };
+    let baseline = time_best(&|| {
+        black_box(w.base.query_users(&base_ids, 100));
+    });
+    let rows: [(&str, &dyn Fn()); 4] = [
+        ("id $in 1000 ids, $nor of 40 conditions, 8 sort keys (passes)", &|| {
+            black_box(w.eng.query_users_answer(HOST, &widest).expect("widest query passes"));
+        }),
+        ("query_channels members $in 100 ids (passes)", &|| {
+            black_box(w.eng.query_channels_answer(HOST, &by_members).expect("members query passes"));
+        }),
+        ("$or of 5000 $autocomplete (refused: LIMIT)", &|| {
+            let answer = w.eng.query_users_answer(HOST, &refused[0]);
+            check(answer.as_ref().err().map(|e| e.kind()) == Some(presence::ErrorKind::Limit), || {
+                "refused".into()
+            });
+        }),
+        ("full scan of every user (refused: LIMIT past 25k users)", &|| {
+            // 4 units per user: the record, one condition, the default sort key.
+            let refused_here = n as u64 * 4 > presence::QueryBudget::default().max_work;
+            let answer = w.eng.query_users_answer(HOST, &refused[1]);
+            check(
+                answer.as_ref().err().map(|e| e.kind()) == refused_here.then_some(presence::ErrorKind::Limit),
+                || format!("full scan of {n} users: {:?}", answer.as_ref().err()),
+            );
+        }),
+    ];
+    for (name, run) in rows {
+        // A refused query's cost is parsing its JSON, outside the engine's lock.
+        let target = if name.contains("passes") { Target::EngineNsBelow(5e6) } else { Target::None };
+        r.add(
+            format!("4 budget: {name}, {} users", count(n)),
+            Cell::ns(time_best(run), "query"),
+            Cell::ns(baseline, "query"),
+            target,
+        );
+    }
 }
 
 // ----- 5. timers -----
@@ -762,7 +840,7 @@ fn fanout_engine(capacity: u32, width: usize) -> (Engine, Vec<ConnectionId>) {
     (eng, conns)
 }
 
-fn fanout_baseline(capacity: usize, width: usize) -> (Baseline, Vec<u64>) {
+pub(crate) fn fanout_baseline(capacity: usize, width: usize) -> (Baseline, Vec<u64>) {
     let mut base = Baseline::new(900_000, capacity);
     base.connect("star", T0);
     let conns = (0..width)
@@ -787,7 +865,7 @@ fn fanout_engine_status(eng: &Engine, reps: usize, flip: &mut usize) -> Duration
 }
 
 #[inline(never)]
-fn fanout_baseline_status(base: &mut Baseline, reps: usize, flip: &mut usize) -> Duration {
+pub(crate) fn fanout_baseline_status(base: &mut Baseline, reps: usize, flip: &mut usize) -> Duration {
     let t = Instant::now();
     for _ in 0..reps {
         *flip += 1;
@@ -938,7 +1016,7 @@ fn w6_memory(p: &Params, r: &mut Report) {
     }
     let (ecb, eck) = window.stop();
     let (eb, ek) = (emb + ecb, emk + eck);
-    check(eng.counts() == Counts { users: n, connections: n, channels: channels }, || {
+    check(eng.counts() == Counts { users: n, connections: n, channels }, || {
         format!("online world counts {:?}", eng.counts())
     });
     drop(eng);
@@ -1158,4 +1236,96 @@ fn w7_c_boundary(p: &Params, r: &mut Report) {
     );
     // SAFETY: the engine is not used afterwards.
     unsafe { presence_engine_free(ce) };
+}
+
+// ----- 9. teardown of many channels -----
+
+fn shared_channel(cid: &str) -> ChannelPatch {
+    ChannelPatch { cid: cid.to_owned(), members: vec!["shared".to_owned()], ..Default::default() }
+}
+
+/// N channels `team:t0..` sharing the member `shared`, and `watcher`'s connection watching
+/// every one of them (with presence).
+fn teardown_world(n: usize) -> (Engine, ConnectionId, Vec<String>) {
+    let config = r#"{"clock":"manual","start_time_ms":1700000000000,"connection_queue_capacity":0}"#;
+    let eng = Engine::from_json(Some(config)).expect("engine");
+    let cids: Vec<String> = (0..n).map(|i| format!("team:t{i}")).collect();
+    let watcher = eng.connect(&UserPatch::id("watcher")).expect("connect");
+    for cid in &cids {
+        eng.upsert_channel(&shared_channel(cid)).expect("upsert_channel");
+        eng.watch_channel(watcher, cid, true).expect("watch");
+    }
+    (eng, watcher, cids)
+}
+
+/// Disconnecting one connection that watches N channels, and deleting N channels that share
+/// a member: both must cost O(N). Each is measured at the smallest and the largest N; the
+/// baseline disconnects the same watcher, and for deletion the baseline column is the
+/// engine creating the same channels (a plainly linear operation, for scale).
+fn w9_teardown(p: &Params, r: &mut Report) {
+    let mut per_size = Vec::new();
+    for &n in &p.w9_sizes {
+        progress(&format!("9: teardown of {} channels", count(n)));
+        let (mut disconnect, mut base_disconnect, mut delete, mut create) =
+            (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..p.rounds {
+            let (eng, watcher, cids) = teardown_world(n);
+            let (d, ()) = timed(|| eng.disconnect(watcher).expect("disconnect"));
+            disconnect = disconnect.min(ns_per(d, n));
+            check(eng.counts().connections == 0, || "the watcher is gone".into());
+            let (d, ()) = timed(|| {
+                for cid in &cids {
+                    eng.delete_channel(cid).expect("delete_channel");
+                }
+            });
+            delete = delete.min(ns_per(d, n));
+            check(eng.counts().channels == 0, || "every channel deleted".into());
+            let patches: Vec<ChannelPatch> = cids.iter().map(|cid| shared_channel(cid)).collect();
+            let (d, ()) = timed(|| {
+                for patch in &patches {
+                    eng.upsert_channel(patch).expect("upsert_channel");
+                }
+            });
+            create = create.min(ns_per(d, n));
+            drop(eng);
+
+            let mut base = Baseline::new(900_000, 0);
+            let c = base.connect("watcher", T0);
+            for cid in &cids {
+                base.create_channel(cid);
+                base.add_member(cid, "shared", T0);
+                base.watch(c, cid);
+            }
+            let (d, ok) = timed(|| base.disconnect(c, T0));
+            check(ok, || "baseline disconnect".into());
+            base_disconnect = base_disconnect.min(ns_per(d, n));
+        }
+        r.add(
+            format!("9 disconnect of one connection watching N channels (presence), N = {}", count(n)),
+            Cell::ns(disconnect, "channel"),
+            Cell::ns(base_disconnect, "channel"),
+            Target::None,
+        );
+        r.add(
+            format!("9 delete N channels sharing a member (baseline: create them), N = {}", count(n)),
+            Cell::ns(delete, "channel"),
+            Cell::ns(create, "channel"),
+            Target::None,
+        );
+        per_size.push((n, disconnect, base_disconnect, delete, create));
+    }
+    if let (Some(&(n0, d0, b0, x0, c0)), Some(&(n1, d1, b1, x1, c1))) = (per_size.first(), per_size.last()) {
+        r.add(
+            format!("9 linearity: disconnect cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
+            Cell::factor(d1 / d0),
+            Cell::factor(b1 / b0),
+            Target::EngineFactorAtMost(2.0),
+        );
+        r.add(
+            format!("9 linearity: delete cost per channel at N = {} ÷ at N = {}", count(n1), count(n0)),
+            Cell::factor(x1 / x0),
+            Cell::factor(c1 / c0),
+            Target::EngineFactorAtMost(2.0),
+        );
+    }
 }

@@ -10,7 +10,7 @@ public class PresenceQuickStart : MonoBehaviour
 
     private void Start()
     {
-        // "dispatch":"manual" is added to the config: events are raised inside Pump().
+        // "dispatch":"manual" is added to the config: events are raised inside Update().
         _engine = new PresenceEngine();
         _engine.UserPresenceChanged += e => Debug.Log(e.UserId + (e.Online ? " is online" : " is offline"));
 
@@ -28,7 +28,9 @@ public class PresenceQuickStart : MonoBehaviour
 
     private void Update()
     {
-        _engine.Pump(); // raises this frame's events on the main thread
+        // One frame: tick the clock (timeouts, last_active refresh), then raise this
+        // frame's events on the main thread. Nothing due, nothing pending: no garbage.
+        _engine.Update();
         foreach (PresenceEvent e in _local.PollEvents())
             Debug.Log("my feed: " + e.Type + " " + e.UserId);
     }

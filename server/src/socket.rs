@@ -41,7 +41,8 @@ impl Closing {
         let code = match reason {
             CloseReason::SlowConsumer => close::SLOW_CONSUMER,
             CloseReason::Timeout => close::TIMEOUT,
-            CloseReason::Disconnect => close::DISCONNECTED,
+            // node_lost closes only other nodes' connections, never a socket of this server.
+            CloseReason::Disconnect | CloseReason::NodeLost => close::DISCONNECTED,
         };
         Closing { code, reason: reason.as_str(), error: None }
     }

@@ -1,6 +1,6 @@
 //! Channels and their members: creating, changing and deleting channels, adding and
 //! removing members (with the presence subscriptions of the channel's watchers).
-use super::{place, ChannelIdx, ChannelRecord, Recipients, Slot, State, UserIdx};
+use super::{live_mut, place, ChannelIdx, ChannelRecord, Member, Recipients, Slot, State, UserIdx};
 use crate::answer::ChannelSnapshot;
 use crate::channel::ChannelPatch;
 use crate::error::Result;
@@ -72,8 +72,8 @@ impl State {
             .collect();
         // Users that do not exist yet cannot be subscribed to by anyone.
         let unknown = ids.iter().filter(|id| self.find_user(id).is_none()).collect::<HashSet<_>>().len();
-        for (&c, &presence) in &channel.watchers {
-            if presence {
+        for (&c, watcher) in &channel.watchers {
+            if watcher.presence {
                 let added = self.new_subscriptions(c, new_members.iter().copied()) + unknown;
                 self.check_subscription_limit(c, added)?;
             }
@@ -83,21 +83,26 @@ impl State {
 
     fn add_member_ids(&mut self, now: Millis, ch: ChannelIdx, ids: &[String]) {
         for id in ids {
-            let (u, _) = self.get_or_create_user(id, now);
+            let (u, created) = self.get_or_create_user(id, now);
+            if created {
+                self.replicate(now, u, None, Vec::new);
+            }
             self.add_member(now, ch, u);
         }
     }
 
     fn add_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
-        let channel = self.channel_mut(ch);
+        let memberships = &mut self.users[u as usize].memberships;
+        let channel = self.channels[ch as usize].as_mut().expect("channel index points at a live channel");
         if channel.member_pos.contains_key(&u) {
             return;
         }
-        channel.member_pos.insert(u, channel.members.len() as u32);
+        let member = Member { pos: channel.members.len() as u32, membership: memberships.len() as u32 };
+        memberships.push(ch);
+        channel.member_pos.insert(u, member);
         channel.members.push(u);
         let presence_watchers = presence_watchers(channel);
         let channel_ref = channel.reference();
-        self.users[u as usize].memberships.push(ch);
         for c in presence_watchers {
             self.subscribe(c, u, false);
         }
@@ -107,16 +112,18 @@ impl State {
 
     fn remove_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
         let channel = self.channel_mut(ch);
-        let Some(pos) = channel.member_pos.remove(&u) else {
+        let Some(member) = channel.member_pos.remove(&u) else {
             return;
         };
-        channel.members.swap_remove(pos as usize);
-        if let Some(&moved) = channel.members.get(pos as usize) {
-            channel.member_pos.insert(moved, pos);
+        channel.members.swap_remove(member.pos as usize);
+        if let Some(&moved) = channel.members.get(member.pos as usize) {
+            if let Some(m) = channel.member_pos.get_mut(&moved) {
+                m.pos = member.pos;
+            }
         }
         let presence_watchers = presence_watchers(channel);
         let channel_ref = channel.reference();
-        self.users[u as usize].memberships.retain(|&x| x != ch);
+        self.remove_membership(u, member.membership);
         let user = self.users[u as usize].snapshot();
         self.emit(
             now,
@@ -144,7 +151,7 @@ impl State {
 
     /// Removes members, each emitting `member.removed`; users that exist but are not members
     /// are skipped, unknown users are `NotFound` (and nothing changes).
-    /// Cost: O(ids × (presence watchers + memberships of the user)).
+    /// Cost: O(ids × presence watchers).
     pub fn remove_members(&mut self, now: Millis, cid: &str, ids: &[String]) -> Result<()> {
         let ch = self.channel_idx(cid)?;
         let users = ids.iter().map(|id| self.user_idx(id)).collect::<Result<Vec<_>>>()?;
@@ -156,23 +163,22 @@ impl State {
     }
 
     /// Deletes a channel. Its watchers stop watching and its members leave without events.
-    /// Cost: O(members × presence watchers + watchers).
+    /// Cost: O(members × presence watchers + watchers), whatever else they watch or
+    /// belong to.
     pub fn delete_channel(&mut self, cid: &str) -> Result<()> {
         let ch = self.channel_idx(cid)?;
-        let watchers: Vec<(Slot, bool)> = self.channel(ch).watchers.iter().map(|(&c, &p)| (c, p)).collect();
-        let members = self.channel(ch).members.clone();
-        for (c, presence) in watchers {
-            if presence {
-                for &u in &members {
+        let channel = self.channels[ch as usize].take().expect("live channel");
+        for (&c, watcher) in &channel.watchers {
+            if watcher.presence {
+                for &u in &channel.members {
                     self.unsubscribe(c, u, false);
                 }
             }
-            self.conn_mut(c).watching.retain(|&(x, _)| x != ch);
+            self.remove_watching(c, watcher.pos);
         }
-        for &u in &members {
-            self.users[u as usize].memberships.retain(|&x| x != ch);
+        for (&u, member) in &channel.member_pos {
+            self.remove_membership(u, member.membership);
         }
-        let channel = self.channels[ch as usize].take().expect("live channel");
         self.channel_index.remove(&channel.cid);
         self.free_channels.push(ch);
         Ok(())
@@ -181,7 +187,33 @@ impl State {
 
 /// Connections watching the channel with presence.
 fn presence_watchers(channel: &ChannelRecord) -> Vec<Slot> {
-    channel.watchers.iter().filter(|(_, &p)| p).map(|(&c, _)| c).collect()
+    channel.watchers.iter().filter(|(_, w)| w.presence).map(|(&c, _)| c).collect()
+}
+
+impl State {
+    /// Removes the membership at `pos` of user `u`, fixing the position kept by the channel
+    /// that moved into its place. O(1).
+    fn remove_membership(&mut self, u: UserIdx, pos: u32) {
+        let memberships = &mut self.users[u as usize].memberships;
+        memberships.swap_remove(pos as usize);
+        if let Some(&moved) = memberships.get(pos as usize) {
+            if let Some(m) = self.channels[moved as usize].as_mut().and_then(|c| c.member_pos.get_mut(&u)) {
+                m.membership = pos;
+            }
+        }
+    }
+
+    /// Removes the channel at `pos` of connection `c`'s watching list, fixing the position
+    /// kept by the channel that moved into its place. O(1).
+    pub(super) fn remove_watching(&mut self, c: Slot, pos: u32) {
+        let watching = &mut live_mut(&mut self.connections, c).watching;
+        watching.swap_remove(pos as usize);
+        if let Some(&moved) = watching.get(pos as usize) {
+            if let Some(w) = self.channels[moved as usize].as_mut().and_then(|ch| ch.watchers.get_mut(&c)) {
+                w.pos = pos;
+            }
+        }
+    }
 }
 
 /// The channel's own fields as plain data.

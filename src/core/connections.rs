@@ -1,8 +1,11 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
-use super::{place, ChannelIdx, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
-use crate::error::{Error, Result};
+use super::replication::patch_fields;
+use super::{place, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
+use crate::config::deadline_after;
+use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
+use crate::replication::ConnectionChange;
 use crate::time::Millis;
 use crate::user::UserPatch;
 use crossbeam_channel::Sender;
@@ -19,8 +22,8 @@ impl State {
             let max = self.config.max_connections_per_user as usize;
             if self.users[u as usize].connections.len() >= max {
                 return Err(Error::limit(format!(
-                    "user {:?} already holds {max} connections (max_connections_per_user)",
-                    patch.id
+                    "user {} already holds {max} connections (max_connections_per_user)",
+                    quote(&patch.id)
                 )));
             }
         }
@@ -46,10 +49,12 @@ impl State {
             user.last_active = OptMillis(now);
             self.arm_refresh(now, u);
         }
+        self.replicate(now, u, Some(ConnectionChange::Opened(id)), || patch_fields(patch));
         self.user_changed(now, u, before, custom_changed);
         if self.config.connection_timeout_ms > 0 {
-            let due = now.saturating_add(self.config.connection_timeout_ms as Millis);
-            self.timers.push(Reverse((due, Timer::Timeout(id))));
+            if let Some(due) = deadline_after(now, self.config.connection_timeout_ms) {
+                self.timers.push(Reverse((due, Timer::Timeout(id))));
+            }
         }
         self.settle(now);
         Ok(id)
@@ -72,11 +77,13 @@ impl State {
     }
 
     pub(super) fn close_connection(&mut self, now: Millis, c: Slot, reason: CloseReason) {
-        let conn = self.conn(c);
-        let u = conn.user;
-        let watching: Vec<ChannelIdx> = conn.watching.iter().map(|&(ch, _)| ch).collect();
+        let u = self.conn(c).user;
+        // The whole list at once: removing entries one by one would be wasted work.
+        let watching = std::mem::take(&mut self.conn_mut(c).watching);
         for ch in watching {
-            self.unwatch(now, c, ch);
+            if let Some(watcher) = self.channel_mut(ch).watchers.remove(&c) {
+                self.watch_ended(now, c, ch, watcher.presence);
+            }
         }
         let conn = self.connections[c as usize].take().expect("closing a live connection");
         self.connection_slots.remove(&conn.id);
@@ -91,12 +98,17 @@ impl State {
             if !user.invisible {
                 user.last_active = OptMillis(now);
             }
-            if self.config.offline_grace_ms > 0 {
-                let due = now.saturating_add(self.config.offline_grace_ms as Millis);
-                user.grace_until = OptMillis(due);
-                self.timers.push(Reverse((due, Timer::Grace(u))));
+            // Only a user others saw online lingers: an invisible session ends unseen.
+            if self.config.offline_grace_ms > 0 && !user.invisible {
+                // A grace without an end keeps the user online until they reconnect.
+                let due = deadline_after(now, self.config.offline_grace_ms);
+                user.grace_until = OptMillis(due.unwrap_or(Millis::MAX));
+                if let Some(due) = due {
+                    self.timers.push(Reverse((due, Timer::Grace(u))));
+                }
             }
         }
+        self.replicate(now, u, Some(ConnectionChange::Closed(conn.id)), Vec::new);
         self.user_changed(now, u, before, false);
         let user = self.users[u as usize].snapshot();
         self.emit(
@@ -122,9 +134,18 @@ impl State {
 
     /// Drains up to `max` queued deliveries of a connection, oldest first. Cost: O(max).
     pub fn poll(&mut self, c: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        self.poll_into(c, max, &mut out)?;
+        Ok(out)
+    }
+
+    /// Moves up to `max` queued deliveries of `c` onto the end of `out`, oldest first,
+    /// answering how many moved. Allocates nothing once `out` has room. Cost: O(moved).
+    pub fn poll_into(&mut self, c: ConnectionId, max: usize, out: &mut Vec<Delivery>) -> Result<usize> {
         let c = self.slot(c)?;
         let conn = self.conn_mut(c);
         let n = max.min(conn.queue.len());
-        Ok(conn.queue.drain(..n).collect())
+        out.extend(conn.queue.drain(..n));
+        Ok(n)
     }
 }

@@ -8,6 +8,9 @@
 mod channels;
 mod connections;
 mod queries;
+#[cfg(feature = "cluster")]
+mod remote;
+mod replication;
 mod snapshot;
 mod subscriptions;
 mod timers;
@@ -18,12 +21,13 @@ pub(crate) use snapshot::{LoadedChannel, LoadedUser, Restore, Saved, SavedChanne
 
 use crate::channel::parse_cid;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
+use crate::replication::Delta;
 use crate::time::Millis;
 use crate::user::{CustomFields, UserSnapshot, View};
 use crossbeam_channel::{Sender, TrySendError};
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{HashMap, HashTable};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
@@ -84,12 +88,20 @@ impl OptMillis {
     }
 }
 
+/// Hashes the ids clients choose (user ids, cids) for the user and channel indexes:
+/// SipHash-1-3 with keys drawn from the operating system's randomness per index, the
+/// standard library's `RandomState`. Without the keys, nobody can choose ids that collide
+/// (which would turn each O(1) lookup into a scan of the colliding ids); the fast seeded
+/// hash used elsewhere for engine-assigned numbers does not claim that against an
+/// attacker who can observe timings.
+type IdHasher = std::hash::RandomState;
+
 /// Finds a user by id. A hash table of 4-byte indexes hashed by the id stored in the
 /// record, instead of a map keyed by a second pointer to the id: about 40 bytes less per user.
 #[derive(Default)]
 struct UserIndex {
     table: HashTable<UserIdx>,
-    hasher: DefaultHashBuilder,
+    hasher: IdHasher,
 }
 
 impl UserIndex {
@@ -122,7 +134,14 @@ struct UserRecord {
     /// Connections subscribed to this user's presence; positions are kept in each
     /// connection's `Subscription::pos` so removal is O(1).
     subscribers: ThinVec<Slot>,
+    /// Channels the user is a member of; positions are kept in each channel's
+    /// `Member::membership` so removal is O(1).
     memberships: ThinVec<ChannelIdx>,
+    /// Cluster mode: live connections the user holds on other nodes.
+    remote_connections: u32,
+    /// Cluster mode: the user's version in the shared store, as last applied here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    version: u64,
 }
 
 impl UserRecord {
@@ -140,10 +159,12 @@ impl UserRecord {
             connections: ThinVec::new(),
             subscribers: ThinVec::new(),
             memberships: ThinVec::new(),
+            remote_connections: 0,
+            version: 0,
         }
     }
     fn connected(&self) -> bool {
-        !self.connections.is_empty() || self.grace_until != OptMillis::NONE
+        !self.connections.is_empty() || self.remote_connections > 0 || self.grace_until != OptMillis::NONE
     }
     fn public_online(&self) -> bool {
         self.connected() && !self.invisible
@@ -179,8 +200,9 @@ struct ConnectionRecord {
     id: ConnectionId,
     user: UserIdx,
     last_seen: Millis,
-    /// Channels watched, with the presence flag.
-    watching: Vec<(ChannelIdx, bool)>,
+    /// Channels watched; positions are kept in each channel's `Watcher::pos` so removal
+    /// is O(1).
+    watching: Vec<ChannelIdx>,
     subscriptions: HashMap<UserIdx, Subscription>,
     queue: VecDeque<Delivery>,
     /// Where the connection's deliveries go instead of `queue` while its receiver lives
@@ -222,13 +244,29 @@ struct ChannelRecord {
     updated_at: Millis,
     last_message_at: Option<Millis>,
     members: Vec<UserIdx>,
-    member_pos: HashMap<UserIdx, u32>,
-    /// Watching connections with their presence flag.
-    watchers: HashMap<Slot, bool>,
+    member_pos: HashMap<UserIdx, Member>,
+    /// Watching connections.
+    watchers: HashMap<Slot, Watcher>,
     /// Connections watching, counted per user.
     watching_users: HashMap<UserIdx, u32>,
     /// Distinct visible users among the watchers.
     visible_watchers: u32,
+}
+
+/// Where a member sits: in the channel's `members`, and in the user's `memberships`.
+#[derive(Clone, Copy)]
+struct Member {
+    pos: u32,
+    membership: u32,
+}
+
+/// One connection watching a channel.
+#[derive(Clone, Copy)]
+struct Watcher {
+    /// With presence subscriptions to the members.
+    presence: bool,
+    /// Index of the channel in the connection's `watching`.
+    pos: u32,
 }
 
 impl ChannelRecord {
@@ -248,12 +286,18 @@ enum Timer {
 enum Recipients {
     Nobody,
     SubscribersOf(UserIdx),
+    /// The subscribers of a user that are that user's own connections (own views only).
+    OwnSubscribersOf(UserIdx),
     WatchersOf(ChannelIdx),
 }
 
-/// A user's presence as others see it, taken before a change to decide what to emit.
+/// A user's presence as others and as the user see it, taken before a change to decide
+/// what to emit.
 struct PresenceBefore {
+    /// Online in public views.
     online: bool,
+    /// Online in the own view (live connections or the offline grace).
+    connected: bool,
     status: Option<Arc<str>>,
     invisible: bool,
     /// Held live connections (the offline grace does not count).
@@ -270,12 +314,14 @@ pub(crate) struct State {
     connection_slots: HashMap<ConnectionId, Slot>,
     channels: Vec<Option<ChannelRecord>>,
     free_channels: Vec<ChannelIdx>,
-    channel_index: HashMap<Arc<str>, ChannelIdx>,
+    channel_index: HashMap<Arc<str>, ChannelIdx, IdHasher>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     next_connection: u64,
     seq: u64,
     outbox: Vec<Outgoing>,
     overflowed: Vec<Slot>,
+    /// Cluster mode: what this node changed, for the shared store (`None`: not replicating).
+    replication: Option<Vec<Delta>>,
     /// Record events for host listeners in the outbox.
     pub record_events: bool,
     /// Record deliveries for delivery listeners in the outbox.
@@ -308,12 +354,13 @@ impl State {
             connection_slots: HashMap::new(),
             channels: Vec::new(),
             free_channels: Vec::new(),
-            channel_index: HashMap::new(),
+            channel_index: HashMap::default(),
             timers: BinaryHeap::new(),
             next_connection: 1,
             seq: 0,
             outbox: Vec::new(),
             overflowed: Vec::new(),
+            replication: None,
             record_events: true,
             record_deliveries: true,
         }
@@ -349,7 +396,7 @@ impl State {
     }
 
     fn user_idx(&self, id: &str) -> Result<UserIdx> {
-        self.find_user(id).ok_or_else(|| Error::not_found(format!("unknown user {id:?}")))
+        self.find_user(id).ok_or_else(|| Error::not_found(format!("unknown user {}", quote(id))))
     }
 
     fn channel_idx(&self, cid: &str) -> Result<ChannelIdx> {
@@ -357,7 +404,7 @@ impl State {
         self.channel_index
             .get(cid)
             .copied()
-            .ok_or_else(|| Error::not_found(format!("unknown channel {cid:?}")))
+            .ok_or_else(|| Error::not_found(format!("unknown channel {}", quote(cid))))
     }
 
     fn channel(&self, ch: ChannelIdx) -> &ChannelRecord {
@@ -410,7 +457,7 @@ impl State {
     /// own connections get the own view). Cost: O(recipients).
     fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
         self.seq += 1;
-        let event = Arc::new(Event { seq: self.seq, created_at: now, kind });
+        let event = Arc::new(Event::new(self.seq, now, kind));
         if self.record_events {
             self.outbox.push(Outgoing::Event(event.clone()));
         }
@@ -431,6 +478,13 @@ impl State {
             Recipients::SubscribersOf(u) => {
                 for &c in self.users[u as usize].subscribers.iter() {
                     fan_out.deliver(&mut self.connections, c);
+                }
+            }
+            Recipients::OwnSubscribersOf(u) => {
+                for &c in self.users[u as usize].subscribers.iter() {
+                    if live(&self.connections, c).user == u {
+                        fan_out.deliver(&mut self.connections, c);
+                    }
                 }
             }
             Recipients::WatchersOf(ch) => {
@@ -497,4 +551,26 @@ fn live(connections: &[Option<ConnectionRecord>], c: Slot) -> &ConnectionRecord 
 
 fn live_mut(connections: &mut [Option<ConnectionRecord>], c: Slot) -> &mut ConnectionRecord {
     connections[c as usize].as_mut().expect("slot of a live connection")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{State, UserIndex};
+    use crate::config::Config;
+    use std::hash::BuildHasher;
+
+    /// Each index draws its own secret keys, so the hash of an id cannot be known in
+    /// advance (and colliding ids cannot be chosen) from outside the process.
+    #[test]
+    fn id_indexes_are_keyed_per_instance() {
+        let (a, b) = (UserIndex::default(), UserIndex::default());
+        let differ =
+            (0..8).map(|i| format!("user{i}")).any(|id| a.hasher.hash_one(&id) != b.hasher.hash_one(&id));
+        assert!(differ);
+        let (s, t) = (State::new(Config::default()), State::new(Config::default()));
+        assert_ne!(
+            s.channel_index.hasher().hash_one("team:red"),
+            t.channel_index.hasher().hash_one("team:red")
+        );
+    }
 }

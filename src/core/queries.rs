@@ -12,7 +12,8 @@ use crate::user::View;
 impl State {
     /// Answers `{"users": [...]}`. With `presence`, subscribes the viewer to every user
     /// returned. Cost: O(k) for `id $eq/$in` filters naming k ids, O(users) for any other
-    /// filter, plus O(m log m) to sort the m matches.
+    /// filter, plus O(m log m) to sort the m matches; a query whose work would pass
+    /// `query_budget` is `Limit` before any user is examined.
     pub fn query_users(&mut self, viewer: ConnectionId, query: &Query) -> Result<UsersAnswer> {
         let who = self.viewer(viewer)?;
         if query.presence && matches!(who, Viewer::Host) {
@@ -20,7 +21,10 @@ impl State {
                 "query_users: presence needs a connection as viewer, not the host (0)",
             ));
         }
-        let candidates: Vec<UserIdx> = match query.candidate_keys() {
+        let keys = query.candidate_keys();
+        let examined = keys.as_ref().map_or(self.users.len(), Vec::len);
+        let text_budget = query.check_budget(&self.config.query_budget, examined)?;
+        let candidates: Vec<UserIdx> = match keys {
             Some(keys) => {
                 let mut v: Vec<UserIdx> = keys.iter().filter_map(|k| self.find_user(k)).collect();
                 v.sort_unstable();
@@ -29,11 +33,14 @@ impl State {
             }
             None => (0..self.users.len() as UserIdx).collect(),
         };
-        let rows: Vec<UserRow> = candidates
-            .into_iter()
-            .map(|u| UserRow { user: &self.users[u as usize], idx: u, view: who.view_of(u) })
-            .filter(|row| query.matches(row))
-            .collect();
+        let rows = query.select(
+            candidates.into_iter().map(|u| UserRow {
+                user: &self.users[u as usize],
+                idx: u,
+                view: who.view_of(u),
+            }),
+            text_budget,
+        )?;
         let page: Vec<(UserIdx, ViewedUser)> =
             query.sort_and_page(rows).into_iter().map(|row| (row.idx, self.viewed(who, row.idx))).collect();
         if let (true, Viewer::Connection(c, _)) = (query.presence, who) {
@@ -51,7 +58,8 @@ impl State {
     /// Answers `{"channels": [state, ...]}`. With `watch` or `presence` the viewer watches
     /// every channel returned (with presence subscriptions when `presence`). Cost: O(k) for
     /// `cid $eq/$in` naming k channels, O(memberships of the named users) for `members $in`,
-    /// O(channels) otherwise; plus sorting and rendering the page.
+    /// O(channels) otherwise; plus sorting and rendering the page. A query whose work would
+    /// pass `query_budget` is `Limit` before any channel is examined.
     pub fn query_channels(
         &mut self,
         now: Millis,
@@ -65,17 +73,16 @@ impl State {
                 "query_channels: watch and presence need a connection as viewer, not the host (0)",
             ));
         }
-        let rows: Vec<ChannelRow> = self
-            .channel_candidates(query)
-            .into_iter()
-            .map(|ch| ChannelRow { channel: self.channel(ch), idx: ch, state: self })
-            .filter(|row| query.matches(row))
-            .collect();
+        let (candidates, text_budget) = self.channel_candidates(query)?;
+        let rows = query.select(
+            candidates.into_iter().map(|ch| ChannelRow { channel: self.channel(ch), idx: ch, state: self }),
+            text_budget,
+        )?;
         let page: Vec<ChannelIdx> = query.sort_and_page(rows).into_iter().map(|row| row.idx).collect();
         if let (true, Viewer::Connection(c, _)) = (watch, who) {
             if query.presence {
                 let members = page.iter().flat_map(|&ch| {
-                    let watched_with_presence = self.channel(ch).watchers.get(&c) == Some(&true);
+                    let watched_with_presence = self.channel(ch).watchers.get(&c).is_some_and(|w| w.presence);
                     self.channel(ch).members.iter().copied().filter(move |_| !watched_with_presence)
                 });
                 self.check_subscription_limit(c, self.new_subscriptions(c, members))?;
@@ -89,21 +96,29 @@ impl State {
     }
 
     /// The channels a query can match, distinct and in index order, found through the cid
-    /// index or the named members' memberships when the filter allows.
-    fn channel_candidates(&self, query: &Query) -> Vec<ChannelIdx> {
-        let mut candidates: Vec<ChannelIdx> = if let Some(keys) = query.candidate_keys() {
-            keys.iter().filter_map(|k| self.channel_index.get(k.as_str()).copied()).collect()
+    /// index or the named members' memberships when the filter allows, with the work left
+    /// for text; `Limit` when examining them would pass `query_budget`.
+    fn channel_candidates(&self, query: &Query) -> Result<(Vec<ChannelIdx>, u64)> {
+        let budget = &self.config.query_budget;
+        let (mut candidates, text_budget): (Vec<ChannelIdx>, u64) = if let Some(keys) = query.candidate_keys()
+        {
+            let text_budget = query.check_budget(budget, keys.len())?;
+            (keys.iter().filter_map(|k| self.channel_index.get(k.as_str()).copied()).collect(), text_budget)
         } else if let Some(ids) = query.member_candidates() {
-            ids.iter()
-                .filter_map(|id| self.find_user(id))
-                .flat_map(|u| self.users[u as usize].memberships.iter().copied())
-                .collect()
+            let users: Vec<UserIdx> = ids.iter().filter_map(|id| self.find_user(id)).collect();
+            let examined = users.iter().map(|&u| self.users[u as usize].memberships.len()).sum();
+            let text_budget = query.check_budget(budget, examined)?;
+            (
+                users.iter().flat_map(|&u| self.users[u as usize].memberships.iter().copied()).collect(),
+                text_budget,
+            )
         } else {
-            self.channel_index.values().copied().collect()
+            let text_budget = query.check_budget(budget, self.channel_index.len())?;
+            (self.channel_index.values().copied().collect(), text_budget)
         };
         candidates.sort_unstable();
         candidates.dedup();
-        candidates
+        Ok((candidates, text_budget))
     }
 }
 

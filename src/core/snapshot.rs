@@ -5,7 +5,7 @@ use super::{OptMillis, State, UserIdx};
 use crate::answer::ChannelSnapshot;
 use crate::channel::ChannelPatch;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::time::Millis;
 use crate::user::{merge_custom, UserPatch, UserSnapshot};
 
@@ -50,7 +50,7 @@ impl Restore {
         let state = &mut self.0;
         let LoadedUser { patch, last_active, created_at, updated_at } = entry;
         if state.find_user(&patch.id).is_some() {
-            return Err(Error::invalid(format!("user {:?} appears twice", patch.id)));
+            return Err(Error::invalid(format!("user {} appears twice", quote(&patch.id))));
         }
         let custom = merge_custom("user", None, &patch.custom)?;
         let (u, _) = state.get_or_create_user(&patch.id, created_at);
@@ -67,7 +67,7 @@ impl Restore {
         let state = &mut self.0;
         let LoadedChannel { patch, created_at, updated_at } = entry;
         if state.channel_index.contains_key(patch.cid.as_str()) {
-            return Err(Error::invalid(format!("channel {:?} appears twice", patch.cid)));
+            return Err(Error::invalid(format!("channel {} appears twice", quote(&patch.cid))));
         }
         state.upsert_channel(created_at, &patch)?;
         let ch = state.channel_index[patch.cid.as_str()];

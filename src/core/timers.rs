@@ -1,6 +1,7 @@
 //! Timers: heartbeat timeouts, the offline grace, and the periodic `last_active` refresh
 //! of connected visible users, in one heap ordered by due time.
 use super::{OptMillis, State, Timer, UserIdx};
+use crate::config::deadline_after;
 use crate::event::{CloseReason, ConnectionId};
 use crate::time::Millis;
 use std::cmp::Reverse;
@@ -26,9 +27,11 @@ impl State {
     /// Arms the `last_active` refresh of user `u` unless it is armed already. O(log timers).
     pub(super) fn arm_refresh(&mut self, now: Millis, u: UserIdx) {
         let user = &mut self.users[u as usize];
-        if !user.refresh_armed {
+        if user.refresh_armed {
+            return;
+        }
+        if let Some(due) = deadline_after(now, self.config.last_active_refresh_ms) {
             user.refresh_armed = true;
-            let due = now.saturating_add(self.config.last_active_refresh_ms as Millis);
             self.timers.push(Reverse((due, Timer::Refresh(u))));
         }
     }
@@ -39,11 +42,10 @@ impl State {
         let Ok(c) = self.slot(id) else {
             return; // closed already
         };
-        let deadline = self.conn(c).last_seen.saturating_add(self.config.connection_timeout_ms as Millis);
-        if deadline <= now {
-            self.close_connection(now, c, CloseReason::Timeout);
-        } else {
-            self.timers.push(Reverse((deadline, Timer::Timeout(id))));
+        match deadline_after(self.conn(c).last_seen, self.config.connection_timeout_ms) {
+            Some(deadline) if deadline <= now => self.close_connection(now, c, CloseReason::Timeout),
+            Some(deadline) => self.timers.push(Reverse((deadline, Timer::Timeout(id)))),
+            None => {}
         }
     }
 
@@ -60,24 +62,24 @@ impl State {
 
     /// Stamps `last_active` of a connected visible user and re-arms the refresh.
     fn refresh_due(&mut self, now: Millis, u: UserIdx) {
-        let refresh = self.config.last_active_refresh_ms as Millis;
+        let refresh = self.config.last_active_refresh_ms;
         let user = &mut self.users[u as usize];
         if user.connections.is_empty() || user.invisible {
             user.refresh_armed = false;
             return;
         }
         let last = user.last_active.get().unwrap_or(now);
-        let next = if last.saturating_add(refresh) <= now {
-            user.last_active = OptMillis(now);
-            now.saturating_add(refresh)
-        } else {
-            last.saturating_add(refresh)
+        let next = match deadline_after(last, refresh) {
+            Some(due) if due <= now => {
+                user.last_active = OptMillis(now);
+                deadline_after(now, refresh)
+            }
+            later => later,
         };
-        if next > now {
-            self.timers.push(Reverse((next, Timer::Refresh(u))));
-        } else {
-            // Time has saturated: there is no later moment to refresh at.
-            user.refresh_armed = false;
+        match next {
+            Some(next) if next > now => self.timers.push(Reverse((next, Timer::Refresh(u)))),
+            // No later moment to refresh at.
+            _ => user.refresh_armed = false,
         }
     }
 }

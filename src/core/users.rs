@@ -1,8 +1,10 @@
 //! Users: creating and changing them, and deciding which presence events a change causes.
+use super::replication::patch_fields;
 use super::{OptMillis, PresenceBefore, Recipients, State, UserIdx, Viewer};
 use crate::answer::ViewedUser;
 use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
+use crate::replication::Field;
 use crate::time::Millis;
 use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
 use std::sync::Arc;
@@ -12,15 +14,21 @@ impl State {
         let user = &self.users[u as usize];
         PresenceBefore {
             online: user.public_online(),
+            connected: user.connected(),
             status: user.status.clone(),
             invisible: user.invisible,
             had_connections: !user.connections.is_empty(),
         }
     }
 
-    /// Emits what a change to user `u` caused, compared with `before`: `user.presence.changed`
-    /// when the public online flag or the status changed, `user.updated` when custom fields
-    /// changed, and, when visibility flipped, watching events in every channel the user watches.
+    /// Emits what a change to user `u` caused, compared with `before`:
+    /// - `user.presence.changed` to every recipient whose view of the user changed: to host
+    ///   listeners and all subscribers when the public view changed (`online` or `status`);
+    ///   to host listeners and the user's own subscribed connections only when just the own
+    ///   view changed (`invisible` flipped, or an invisible user's first connection opened
+    ///   or last one closed);
+    /// - `user.updated` when custom fields changed;
+    /// - when visibility flipped, watching events in every channel the user watches.
     pub(super) fn user_changed(
         &mut self,
         now: Millis,
@@ -36,11 +44,13 @@ impl State {
         if visibility_flipped && before.had_connections && !user.connections.is_empty() {
             user.last_active = OptMillis(now);
         }
-        let online = user.public_online();
-        let status_changed = user.status != before.status;
-        if online != before.online || status_changed {
+        let public_changed = user.public_online() != before.online || user.status != before.status;
+        let own_changed = public_changed || visibility_flipped || user.connected() != before.connected;
+        if own_changed {
+            let recipients =
+                if public_changed { Recipients::SubscribersOf(u) } else { Recipients::OwnSubscribersOf(u) };
             let snap = user.snapshot();
-            self.emit(now, EventKind::PresenceChanged { user: snap }, u, Recipients::SubscribersOf(u));
+            self.emit(now, EventKind::PresenceChanged { user: snap }, u, recipients);
         }
         if custom_changed {
             let snap = self.users[u as usize].snapshot();
@@ -76,6 +86,11 @@ impl State {
         // appears offline.
         if let Some(invisible) = patch.invisible {
             user.invisible = invisible;
+            // The offline grace keeps online only a user others saw online: hiding ends it,
+            // so turning visible again later shows nothing of the hidden time.
+            if invisible && user.connections.is_empty() {
+                user.grace_until = OptMillis::NONE;
+            }
         }
         let custom_changed = custom.is_some();
         if let Some(custom) = custom {
@@ -129,6 +144,7 @@ impl State {
     /// Cost: O(size of the input + subscribers of the user).
     pub fn upsert_user(&mut self, now: Millis, patch: &UserPatch) -> Result<()> {
         let (u, before, custom_changed) = self.patch_user(now, patch)?;
+        self.replicate(now, u, None, || patch_fields(patch));
         self.user_changed(now, u, before, custom_changed);
         self.settle(now);
         Ok(())
@@ -141,6 +157,7 @@ impl State {
         patch.invisible = Some(invisible);
         let before = self.presence_before(u);
         self.apply_patch(now, u, &patch, None);
+        self.replicate(now, u, None, || patch_fields(&patch));
         self.user_changed(now, u, before, false);
         self.settle(now);
         Ok(())
@@ -159,6 +176,7 @@ impl State {
         let user = &mut self.users[u as usize];
         user.status = status.map(Arc::from);
         user.updated_at = now;
+        self.replicate(now, u, None, || vec![(Field::Status, status.map(str::to_string))]);
         self.user_changed(now, u, before, false);
         self.settle(now);
         Ok(())

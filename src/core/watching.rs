@@ -2,7 +2,7 @@
 //! subscriptions to its members), the visible watcher count, the watching events, and the
 //! channel state a watcher is shown.
 use super::channels::channel_snapshot;
-use super::{ChannelIdx, Recipients, Slot, State, UserIdx, Viewer};
+use super::{ChannelIdx, Recipients, Slot, State, UserIdx, Viewer, Watcher};
 use crate::answer::ChannelState;
 use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
@@ -49,7 +49,7 @@ impl State {
     }
 
     pub(super) fn watch(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) -> Result<()> {
-        let was = self.channel(ch).watchers.get(&c).copied();
+        let was = self.channel(ch).watchers.get(&c).map(|w| w.presence);
         if presence && was != Some(true) {
             self.check_watch_limit(c, ch)?;
         }
@@ -57,10 +57,8 @@ impl State {
             Some(true) => return Ok(()),
             Some(false) if !presence => return Ok(()),
             Some(false) => {
-                self.channel_mut(ch).watchers.insert(c, true);
-                let conn = self.conn_mut(c);
-                if let Some(entry) = conn.watching.iter_mut().find(|(x, _)| *x == ch) {
-                    entry.1 = true;
+                if let Some(w) = self.channel_mut(ch).watchers.get_mut(&c) {
+                    w.presence = true;
                 }
             }
             None => self.start_watching(now, c, ch, presence),
@@ -79,8 +77,9 @@ impl State {
     fn start_watching(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) {
         let u = self.conn(c).user;
         let visible = !self.users[u as usize].invisible;
+        let pos = self.conn(c).watching.len() as u32;
         let channel = self.channel_mut(ch);
-        channel.watchers.insert(c, presence);
+        channel.watchers.insert(c, Watcher { presence, pos });
         let count = channel.watching_users.entry(u).or_insert(0);
         *count += 1;
         let first = *count == 1;
@@ -88,7 +87,7 @@ impl State {
             channel.visible_watchers += 1;
         }
         let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-        self.conn_mut(c).watching.push((ch, presence));
+        self.conn_mut(c).watching.push(ch);
         if first && visible {
             let user = self.users[u as usize].snapshot();
             self.emit(
@@ -101,7 +100,8 @@ impl State {
     }
 
     /// Stops connection `c` watching a channel (a no-op when it was not watching).
-    /// Cost: O(members) when it watched with presence, O(1) otherwise.
+    /// Cost: O(members) when it watched with presence, O(1) otherwise (whatever else the
+    /// connection watches).
     pub fn stop_watching(&mut self, now: Millis, c: ConnectionId, cid: &str) -> Result<()> {
         let ch = self.channel_idx(cid)?;
         let c = self.slot(c)?;
@@ -111,12 +111,19 @@ impl State {
     }
 
     pub(super) fn unwatch(&mut self, now: Millis, c: Slot, ch: ChannelIdx) {
-        let Some(presence) = self.channel_mut(ch).watchers.remove(&c) else {
+        let Some(Watcher { presence, pos }) = self.channel_mut(ch).watchers.remove(&c) else {
             return;
         };
-        let conn = self.conn_mut(c);
-        let u = conn.user;
-        conn.watching.retain(|&(x, _)| x != ch);
+        self.remove_watching(c, pos);
+        self.watch_ended(now, c, ch, presence);
+    }
+
+    /// What follows once connection `c` no longer watches channel `ch` (with `presence` as
+    /// it watched): its subscriptions through the channel end, the user's last watching
+    /// connection stops counting and, when visible, emits `user.watching.stop`.
+    /// Cost: O(members) with presence, O(1) otherwise.
+    pub(super) fn watch_ended(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) {
+        let u = self.conn(c).user;
         if presence {
             let members = self.channel(ch).members.clone();
             for m in members {
@@ -149,7 +156,7 @@ impl State {
         let user = &self.users[u as usize];
         let visible = !user.invisible;
         let mut watched: Vec<ChannelIdx> =
-            user.connections.iter().flat_map(|&c| self.conn(c).watching.iter().map(|&(ch, _)| ch)).collect();
+            user.connections.iter().flat_map(|&c| self.conn(c).watching.iter().copied()).collect();
         watched.sort_unstable();
         watched.dedup();
         for ch in watched {

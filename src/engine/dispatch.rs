@@ -15,7 +15,7 @@
 //! - A panicking Rust listener is caught per call, counted, and its message kept for
 //!   [`Engine::listener_panics`]; delivery goes on with the next listener.
 use super::listeners::{Callback, Listener, ListenerId};
-use super::Engine;
+use super::{Engine, Shared};
 use crate::core::Outgoing;
 use crate::error::panic_message;
 use parking_lot::Mutex;
@@ -65,7 +65,7 @@ struct Scratch {
 struct Running(usize);
 
 impl Running {
-    fn enter(engine: &Engine) -> Running {
+    fn enter(engine: &Shared) -> Running {
         let key = engine.key();
         DISPATCHING.with(|d| d.borrow_mut().push(key));
         Running(key)
@@ -83,9 +83,9 @@ impl Drop for Running {
     }
 }
 
-impl Engine {
+impl Shared {
     fn key(&self) -> usize {
-        self as *const Engine as usize
+        self as *const Shared as usize
     }
 
     /// Whether the calling thread is inside a callback of this engine.
@@ -184,7 +184,7 @@ impl Engine {
             match outcome {
                 Ok(true) => {}
                 Ok(false) => {
-                    let _ = self.remove_listener_nowait(listener.id);
+                    let _ = self.unregister(listener.id);
                 }
                 Err(payload) => self.record_panic(listener.id, payload.as_ref()),
             }
@@ -212,7 +212,9 @@ impl Engine {
             }
         }
     }
+}
 
+impl Engine {
     /// How many listener calls panicked, and the latest message. A panicking listener
     /// never fails the call that caused its event: the change stays committed and the
     /// other listeners still get the event. Cost: O(1).

@@ -6,7 +6,7 @@
 //! the listeners that can match it, not every listener; adding or removing one is
 //! O(log listeners). Each listener remembers the `seq` current when it was added and is
 //! only ever handed later events.
-use super::Engine;
+use super::{Engine, Shared};
 use crate::error::{Error, Result};
 use crate::event::{Delivery, Event, EventKind};
 use crate::user::validate_user_id;
@@ -235,16 +235,6 @@ impl Engine {
         self.add(Callback::Delivery(Box::new(callback)))
     }
 
-    fn unregister(&self, id: ListenerId) -> Result<Arc<Listener>> {
-        let mut registry = self.listeners.lock();
-        let found =
-            registry.remove(id).ok_or_else(|| Error::not_found(format!("unknown listener {}", id.0)))?;
-        let mut inner = self.inner.lock();
-        inner.state.record_events = registry.has_host_listeners();
-        inner.state.record_deliveries = registry.has_delivery_listeners();
-        Ok(found)
-    }
-
     /// Removes a listener. Once this returns the listener is never called again: if its
     /// callback is running on another thread right now, this waits for that one call to
     /// return (and for nothing else). Called from inside a callback of this engine it never
@@ -264,5 +254,17 @@ impl Engine {
     /// running on another thread (if any) returns. Cost: O(log listeners).
     pub fn remove_listener_nowait(&self, id: ListenerId) -> Result<()> {
         self.unregister(id).map(drop)
+    }
+}
+
+impl Shared {
+    pub(super) fn unregister(&self, id: ListenerId) -> Result<Arc<Listener>> {
+        let mut registry = self.listeners.lock();
+        let found =
+            registry.remove(id).ok_or_else(|| Error::not_found(format!("unknown listener {}", id.0)))?;
+        let mut inner = self.inner.lock();
+        inner.state.record_events = registry.has_host_listeners();
+        inner.state.record_deliveries = registry.has_delivery_listeners();
+        Ok(found)
     }
 }

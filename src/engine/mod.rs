@@ -1,6 +1,8 @@
 //! The imperative shell: one lock around the core's `State`, a clock, and the operations
 //! of [`Engine`]. Listeners live in `listeners`, delivery to them after the lock is
 //! released in `dispatch`.
+#[cfg(feature = "cluster")]
+mod cluster;
 mod dispatch;
 mod listeners;
 mod receivers;
@@ -59,7 +61,7 @@ impl Inner {
     /// `engine.overflow` event that the next dispatch delivers first.
     fn bound_outbox(&mut self, capacity: usize) {
         let excess = self.outbox.len().saturating_sub(capacity);
-        if let Some(newest) = self.outbox.drain(..excess).last() {
+        if let Some(newest) = self.outbox.drain(..excess).next_back() {
             self.discarded += excess as u64;
             self.discarded_seq = newest.seq();
         }
@@ -73,7 +75,7 @@ impl Inner {
         let dropped = std::mem::take(&mut self.discarded);
         let created_at = self.now(clock);
         let kind = EventKind::EngineOverflow { dropped };
-        Some(Outgoing::Event(Arc::new(Event { seq: self.discarded_seq, created_at, kind })))
+        Some(Outgoing::Event(Arc::new(Event::new(self.discarded_seq, created_at, kind))))
     }
 
     fn now(&mut self, clock: Clock) -> Millis {
@@ -97,7 +99,18 @@ impl Inner {
 ///
 /// If a command panics (an internal bug), the panic propagates from that call and the
 /// engine is poisoned: every later call answers [`ErrorKind::State`](crate::ErrorKind).
+///
+/// In cluster mode the engine also runs one background thread, the link to the shared
+/// store; changes from other nodes are applied and dispatched on it like local ones.
 pub struct Engine {
+    shared: Arc<Shared>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<cluster::ClusterLink>,
+}
+
+/// What the engine's handle and the cluster link thread share. [`Engine`] dereferences
+/// to it, so the engine's operations read as if these were its own fields.
+pub struct Shared {
     config: Config,
     inner: Mutex<Inner>,
     listeners: Mutex<Registry>,
@@ -106,6 +119,9 @@ pub struct Engine {
     /// Makes the next command panic, to test poisoning.
     #[cfg(test)]
     panic_next: std::sync::atomic::AtomicBool,
+    /// Cluster mode: the link thread, woken when a command recorded deltas so that they
+    /// leave at once instead of at its next poll.
+    link_thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 fn to_value(answer: &impl serde::Serialize) -> Value {
@@ -116,18 +132,29 @@ fn to_json(answer: &impl serde::Serialize) -> String {
     serde_json::to_string(answer).expect("answers always serialize")
 }
 
+impl std::ops::Deref for Engine {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Engine {
-    /// A new engine. Cost: O(1).
+    /// A new engine; in cluster mode its link thread starts too (the store is reached from
+    /// that thread: an unreachable store is reported, not an error). Cost: O(1).
     pub fn new(config: Config) -> Result<Engine> {
         config.validate()?;
         let mut state = State::new(config.clone());
         state.record_events = false;
         state.record_deliveries = false;
+        if config.cluster.is_some() {
+            state.enable_replication();
+        }
         let now = match config.clock {
             Clock::Manual => config.start_time_ms,
             Clock::System => system_now(),
         };
-        Ok(Engine {
+        let shared = Arc::new(Shared {
             config,
             inner: Mutex::new(Inner {
                 state,
@@ -142,6 +169,17 @@ impl Engine {
             dispatcher: Dispatcher::default(),
             #[cfg(test)]
             panic_next: std::sync::atomic::AtomicBool::new(false),
+            link_thread: std::sync::OnceLock::new(),
+        });
+        #[cfg(feature = "cluster")]
+        let cluster = match &shared.config.cluster {
+            Some(c) => Some(cluster::ClusterLink::start(&shared, c)?),
+            None => None,
+        };
+        Ok(Engine {
+            shared,
+            #[cfg(feature = "cluster")]
+            cluster,
         })
     }
 
@@ -163,6 +201,27 @@ impl Engine {
         self.inner.lock().now(self.config.clock)
     }
 
+    /// `{"mode":"cluster","node_id","link":"up"|"down"|"fenced","nodes_alive","pending_writes",
+    /// "last_error"}` in cluster mode, `{"mode":"single"}` otherwise. Cost: O(1).
+    pub fn cluster_status(&self) -> Value {
+        #[cfg(feature = "cluster")]
+        if let Some(link) = &self.cluster {
+            return link.status();
+        }
+        serde_json::json!({"mode": "single"})
+    }
+
+    /// Refuses a sticky write while too many changes wait for an unreachable store.
+    fn check_store_room(&self) -> Result<()> {
+        #[cfg(feature = "cluster")]
+        if let Some(link) = &self.cluster {
+            return link.check_room();
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
     /// The state lock, unless a command panicked under it earlier.
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
         let inner = self.inner.lock();
@@ -197,6 +256,11 @@ impl Engine {
                     resume_unwind(payload);
                 }
             };
+            if let Some(link) = self.link_thread.get() {
+                if inner.state.has_deltas() {
+                    link.unpark();
+                }
+            }
             let emitted = inner.state.take_outbox();
             let queued = emitted.len();
             inner.outbox.extend(emitted);
@@ -208,7 +272,9 @@ impl Engine {
         }
         result
     }
+}
 
+impl Engine {
     /// Makes the next command panic inside the lock, as an internal bug would.
     #[cfg(test)]
     pub(crate) fn panic_in_next_command(&self) {
@@ -219,6 +285,9 @@ impl Engine {
 
     /// Upserts the user and opens a connection. Cost: O(input + subscribers of the user).
     pub fn connect(&self, user: &UserPatch) -> Result<ConnectionId> {
+        if user.status.is_some() || user.invisible.is_some() || !user.custom.is_empty() {
+            self.check_store_room()?;
+        }
         self.run(|s, now| s.connect(now, user))
     }
 
@@ -243,6 +312,7 @@ impl Engine {
 
     /// Creates or merges a user (top-level merge). Cost: O(input + subscribers of the user).
     pub fn upsert_user(&self, user: &UserPatch) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.upsert_user(now, user))
     }
 
@@ -254,11 +324,13 @@ impl Engine {
 
     /// Sets or clears the sticky invisible flag. Cost: O(subscribers + channels watched).
     pub fn set_invisible(&self, user_id: &str, invisible: bool) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.set_invisible(now, user_id, invisible))
     }
 
     /// Sets (`Some`) or clears (`None`) the status. Cost: O(subscribers of the user).
     pub fn set_status(&self, user_id: &str, status: Option<&str>) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.set_status(now, user_id, status))
     }
 
@@ -415,6 +487,18 @@ impl Engine {
         self.lock()?.state.poll(connection, max)
     }
 
+    /// [`Engine::poll_events`] into a vector the caller reuses: moves up to `max` events
+    /// onto the end of `out`, answering how many moved. Allocates nothing once `out` has
+    /// room. Cost: O(moved).
+    pub fn poll_events_into(
+        &self,
+        connection: ConnectionId,
+        max: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize> {
+        self.lock()?.state.poll_into(connection, max, out)
+    }
+
     /// Runs, on this thread, the callbacks of the events waiting for dispatch when it is
     /// called, plus at most [`EXTRA_ITEMS`] more that callbacks cause; answers how many
     /// callbacks ran. In immediate mode there is normally little waiting. Answers 0 from
@@ -477,6 +561,11 @@ impl Engine {
     /// first with the events its expiry emits. On error the engine is unchanged.
     /// Cost: O(size of the file), memory proportional to it.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
+        if self.config.cluster.is_some() {
+            return Err(Error::state(
+                "load is not allowed in cluster mode: the shared store is the source of truth",
+            ));
+        }
         let open = self.lock()?.state.connection_count();
         if open > 0 {
             return Err(Error::state(format!("load needs an engine without connections; {open} are open")));

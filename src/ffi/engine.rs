@@ -6,10 +6,13 @@ use std::ffi::CString;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The version of this C ABI. It changes only when a pinned name, signature or layout
-/// changes incompatibly; compare it with `presence_abi_version()` at startup to detect a
-/// header/library mismatch.
-pub const PRESENCE_ABI_VERSION: u32 = 1;
+/// The version of this C ABI. Version 1 is the JSON event path; version 2 adds the typed
+/// event path (`PresenceEventInfo`, batches, typed listeners, `presence_connect_user`,
+/// `presence_get_user_presence`).
+/// Each version only adds to the one before, so a library answering 2 serves every
+/// version-1 function unchanged. A host built against this header checks at startup that
+/// `presence_abi_version() >= PRESENCE_ABI_VERSION` (an older library lacks functions).
+pub const PRESENCE_ABI_VERSION: u32 = 2;
 
 /// The outcome of a call. Every function returning it writes its out-parameters only on
 /// `PRESENCE_OK`; on any other value `presence_last_error()` holds a message on the

@@ -1,10 +1,11 @@
 //! Events: the struct a callback sees, listeners, polling and pumping.
 use super::support::{self, call, non_null, null, opt_str_arg, write_string};
+use super::typed::{give_back, take_buffer, with_room};
 use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
 use crate::engine::{ListenerFilter, ListenerId};
 use crate::event::{ConnectionId, Delivery, Event};
 use crate::user::View;
-use std::ffi::{c_void, CString};
+use std::ffi::c_void;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -13,8 +14,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[repr(C)]
 pub struct PresenceEvent {
     /// The event type: "user.presence.changed", "user.updated", "user.watching.start",
-    /// "user.watching.stop", "member.added", "member.removed", "connection.closed" or
-    /// (host listeners only, with `user_id` NULL) "engine.overflow".
+    /// "user.watching.stop", "member.added", "member.removed", "connection.closed", or,
+    /// for host listeners only, "engine.overflow" and "cluster.status" (about no user:
+    /// `user_id` is NULL).
     pub r#type: *const c_char,
     /// The engine-wide sequence number, strictly increasing in the order of the changes.
     pub seq: u64,
@@ -61,58 +63,52 @@ struct CCallback {
 unsafe impl Send for CCallback {}
 unsafe impl Sync for CCallback {}
 
-/// The strings a `PresenceEvent` points at, owned for the duration of one callback.
-struct EventStrings {
-    event_type: CString,
-    user_id: Option<CString>,
-    cid: Option<CString>,
-    json: CString,
-}
-
 impl CCallback {
-    /// Builds the event strings (behind a panic boundary of its own: a failure there skips
-    /// this callback rather than unwinding through the engine's dispatch loop), then calls
-    /// the C function with pointers that live until it returns.
-    fn invoke(
-        &self,
-        seq: u64,
-        connection_id: PresenceConnectionId,
-        online: bool,
-        strings: impl FnOnce() -> EventStrings,
-    ) {
-        let strings = match catch_unwind(AssertUnwindSafe(strings)) {
-            Ok(s) => s,
-            Err(payload) => {
-                eprintln!(
-                    "presence: event {seq} not handed to a C callback: internal error: {}",
+    /// Calls the C function with the event as `recipient` (`None`: the host) sees it in
+    /// `view`. The strings are copied onto the stack, the JSON is the
+    /// event's own rendering for that view (a delivery's `connection_id` spliced in), so a
+    /// call allocates nothing in steady state. Building them runs behind a panic boundary
+    /// of its own: a failure there skips this callback rather than unwinding through the
+    /// engine's dispatch loop.
+    fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
+        let mut json = take_buffer();
+        let len = event.user_id().map_or(0, |u| u.len() + 1) + event.channel().map_or(0, |c| c.cid.len() + 1);
+        with_room(len, |mut strings| {
+            let built = catch_unwind(AssertUnwindSafe(|| {
+                let rendered = event.rendered(view);
+                // Events about no user (engine.overflow, cluster.status): NULL in C.
+                let user_id = event.user_id().map_or(std::ptr::null(), |id| strings.push(id));
+                let cid = event.channel().map_or(std::ptr::null(), |c| strings.push(&c.cid));
+                let json = match recipient {
+                    None => rendered.c_str().as_ptr(),
+                    Some(_) => {
+                        rendered.write(recipient, &mut json);
+                        json.push(0);
+                        json.as_ptr().cast()
+                    }
+                };
+                PresenceEvent {
+                    r#type: event.kind.type_name_nul().as_ptr().cast(),
+                    seq: event.seq,
+                    connection_id: recipient.map_or(0, |c| c.0),
+                    user_id,
+                    cid,
+                    online: event.user().is_some_and(|u| u.online(view)),
+                    json,
+                }
+            }));
+            match built {
+                // SAFETY: the host registered `function` for exactly this call shape;
+                // `event` and its strings outlive the call.
+                Ok(event) => unsafe { (self.function)(self.user_data, &event) },
+                Err(payload) => eprintln!(
+                    "presence: event {} not handed to a C callback: internal error: {}",
+                    event.seq,
                     support::panic_message(payload.as_ref())
-                );
-                return;
+                ),
             }
-        };
-        let opt_ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
-        let event = PresenceEvent {
-            r#type: strings.event_type.as_ptr(),
-            seq,
-            connection_id,
-            user_id: opt_ptr(&strings.user_id),
-            cid: opt_ptr(&strings.cid),
-            online,
-            json: strings.json.as_ptr(),
-        };
-        // SAFETY: the host registered `function` for exactly this call shape; `event` and
-        // its strings outlive the call.
-        unsafe { (self.function)(self.user_data, &event) };
-    }
-}
-
-/// The strings of an event rendered as `json`.
-fn event_strings(event: &Event, json: String) -> EventStrings {
-    EventStrings {
-        event_type: CString::new(event.type_name()).expect("event types hold no NUL"),
-        user_id: event.user_id().and_then(|u| CString::new(u).ok()),
-        cid: event.channel().and_then(|c| CString::new(&*c.cid).ok()),
-        json: CString::new(json).expect("serde_json escapes NUL"),
+        });
+        give_back(json);
     }
 }
 
@@ -146,10 +142,7 @@ pub unsafe extern "C" fn presence_add_listener(
         let filter =
             ListenerFilter { event_type: event_type.map(str::to_owned), user_id: user_id.map(str::to_owned) };
         let callback = CCallback { function, user_data };
-        let id = e.add_listener(filter, move |event: &Event| {
-            let online = event.user().is_some_and(|u| u.online(View::Own));
-            callback.invoke(event.seq, 0, online, || event_strings(event, event.to_json(View::Own, None)));
-        })?;
+        let id = e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?;
         unsafe { out.write(id.0) };
         Ok(())
     })
@@ -174,9 +167,8 @@ pub unsafe extern "C" fn presence_add_delivery_listener(
         let function = cb.ok_or_else(|| null("cb"))?;
         let out = non_null(out, "out")?;
         let callback = CCallback { function, user_data };
-        let id = e.add_delivery_listener(move |d: &Delivery| {
-            callback.invoke(d.event.seq, d.connection.0, d.online(), || event_strings(&d.event, d.to_json()));
-        });
+        let id = e
+            .add_delivery_listener(move |d: &Delivery| callback.invoke(&d.event, d.view, Some(d.connection)));
         unsafe { out.write(id.0) };
         Ok(())
     })
@@ -220,8 +212,15 @@ pub unsafe extern "C" fn presence_poll_events(
         let e = unsafe { support::engine(engine) }?;
         let out = non_null(out_json_array, "out_json_array")?;
         let events = e.poll_events(ConnectionId(conn), max as usize)?;
-        let array = serde_json::to_string(&events).expect("deliveries always serialize");
-        unsafe { write_string(out, array) }
+        let mut array = vec![b'['];
+        for (i, d) in events.iter().enumerate() {
+            if i > 0 {
+                array.push(b',');
+            }
+            d.write_json(&mut array);
+        }
+        array.push(b']');
+        unsafe { write_string(out, String::from_utf8(array).expect("spliced JSON is UTF-8")) }
     })
 }
 

@@ -3,8 +3,9 @@
 //! `cargo test --test header` fails with a diff when it is stale), so the doc comments
 //! here are the header's documentation: they say who owns what, what may be NULL and
 //! which threads may call. One file per area, in the header's order: `engine`
-//! (versions, errors, lifetime), `users`, `channels`, `queries`, `events`, `time`,
-//! `persist`; `support` holds the machinery they share.
+//! (versions, errors, lifetime), `users`, `channels`, `queries`, `events`, `typed` and
+//! `typed_reads` (ABI version 2: the typed event path), `time`, `persist`, `cluster`;
+//! `support` holds the machinery they share.
 //!
 //! Every function runs its body behind `support::call`: a panic becomes
 //! `PRESENCE_ERR_PANIC`, every failure leaves a message for `presence_last_error`, and
@@ -26,16 +27,25 @@ mod queries;
 
 mod events;
 
+mod typed;
+
+mod typed_reads;
+
 mod time;
 
 mod persist;
 
+mod cluster;
+
 pub use channels::*;
+pub use cluster::*;
 pub use engine::*;
 pub use events::*;
 pub use persist::*;
 pub use queries::*;
 pub use time::*;
+pub use typed::*;
+pub use typed_reads::*;
 pub use users::*;
 
 #[cfg(test)]

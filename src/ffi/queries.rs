@@ -11,8 +11,9 @@ use std::os::raw::c_char;
 /// `engine`, `query_json` and `out_json` are required; `query_json` is borrowed for the
 /// call. On success `*out_json` is `{"users": [...]}`, a new string owned by the caller
 /// (release it with `presence_string_free`). Errors: NULL, UTF8, JSON, INVALID (an unknown
-/// operator, a wrong type, limit over `query_limit_max`, presence with viewer 0),
-/// NOT_FOUND (unknown viewer), LIMIT (`max_subscriptions_per_connection`). Any thread,
+/// operator, a wrong type, presence with viewer 0), NOT_FOUND (unknown viewer), LIMIT
+/// (limit over `query_limit_max`, a bound of `query_budget` passed before any user is
+/// examined, `max_subscriptions_per_connection`). Any thread,
 /// including from a callback.
 #[no_mangle]
 pub unsafe extern "C" fn presence_query_users(
@@ -37,7 +38,7 @@ pub unsafe extern "C" fn presence_query_users(
 /// call. On success `*out_json` is `{"channels": [{"channel", "members", "watcher_count",
 /// "watchers"}, ...]}`, a new string owned by the caller (release it with
 /// `presence_string_free`). Errors: NULL, UTF8, JSON, INVALID (as for users; watch or
-/// presence with viewer 0), NOT_FOUND (unknown viewer), LIMIT. Any thread, including from
+/// presence with viewer 0), NOT_FOUND (unknown viewer), LIMIT (as for users). Any thread, including from
 /// a callback.
 #[no_mangle]
 pub unsafe extern "C" fn presence_query_channels(

@@ -20,10 +20,11 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
 
-/// Stores `"{function}: {message}"` as this thread's last error. Interior NULs (which a C
+/// Stores `"{function}: {message}"` as this thread's last error, cut to
+/// [`crate::error::MAX_MESSAGE_BYTES`] like every error message. Interior NULs (which a C
 /// string cannot hold) are shown as `\0`. Never panics.
 pub(crate) fn set_last_error(function: &str, message: &str) {
-    let text = format!("{function}: {message}").replace('\0', "\\0");
+    let text = crate::error::bounded(format!("{function}: {message}")).replace('\0', "\\0");
     let text = CString::new(text).unwrap_or_default();
     // `try_with` fails only while the thread is being torn down; the message is lost then.
     let _ = LAST_ERROR.try_with(|slot| {

@@ -4,16 +4,23 @@ use super::{CmpOp, Cond, FieldValue, Filter, Op, Record, Val, ValSet};
 use serde_json::{Number, Value};
 use std::cmp::Ordering;
 
-pub(super) fn eval<R: Record + ?Sized>(filter: &Filter, r: &R) -> bool {
+/// Whether `r` satisfies `filter`, adding to `text_work` the work units of the text it
+/// scanned (see [`crate::config::QueryBudget`]).
+pub(super) fn eval<R: Record + ?Sized>(filter: &Filter, r: &R, text_work: &mut u64) -> bool {
     match filter {
-        Filter::And(children) => children.iter().all(|f| eval(f, r)),
-        Filter::Or(children) => children.iter().any(|f| eval(f, r)),
-        Filter::Nor(children) => !children.iter().any(|f| eval(f, r)),
-        Filter::Cond(cond) => eval_cond(cond, r),
+        Filter::And(children) => children.iter().all(|f| eval(f, r, text_work)),
+        Filter::Or(children) => children.iter().any(|f| eval(f, r, text_work)),
+        Filter::Nor(children) => !children.iter().any(|f| eval(f, r, text_work)),
+        Filter::Cond(cond) => eval_cond(cond, r, text_work),
     }
 }
 
-fn eval_cond<R: Record + ?Sized>(cond: &Cond, r: &R) -> bool {
+/// Work units of text scanning: `$autocomplete` looks at every character (1 unit per
+/// byte), `$contains` runs a fast substring search (1 unit per 64 bytes) or compares
+/// array items (1 unit each).
+const CONTAINS_BYTES_PER_UNIT: usize = 64;
+
+fn eval_cond<R: Record + ?Sized>(cond: &Cond, r: &R, text_work: &mut u64) -> bool {
     if let Op::Members(ids) = &cond.op {
         return ids.iter().any(|id| r.has_member(id));
     }
@@ -37,15 +44,22 @@ fn eval_cond<R: Record + ?Sized>(cond: &Cond, r: &R) -> bool {
         Op::Nin(set) => !set.contains(&have),
         Op::Exists(want) => *want,
         Op::Autocomplete(q) => match have {
-            Scalar::Str(s) => autocomplete(s, q),
+            Scalar::Str(s) => {
+                *text_work += s.len() as u64;
+                autocomplete(s, q)
+            }
             _ => false,
         },
         Op::Contains(v) => match (&fv, v) {
             (FieldValue::Json(Value::Array(items)), Val::Json(want)) => {
+                *text_work += items.len() as u64;
                 items.iter().any(|item| json_eq(item, want))
             }
             (_, Val::Str(want)) | (_, Val::Json(Value::String(want))) => match have {
-                Scalar::Str(s) => s.contains(want.as_str()),
+                Scalar::Str(s) => {
+                    *text_work += (s.len() / CONTAINS_BYTES_PER_UNIT) as u64;
+                    s.contains(want.as_str())
+                }
                 _ => false,
             },
             _ => false,

@@ -28,7 +28,8 @@ mod sort;
 #[cfg(test)]
 mod tests;
 
-use crate::error::Result;
+use crate::config::QueryBudget;
+use crate::error::{Error, Result};
 use crate::time::Millis;
 use serde_json::Value;
 
@@ -199,6 +200,50 @@ impl ValSet {
     }
 }
 
+/// The size of a filter, as [`Query::check_budget`] counts it.
+#[derive(Default)]
+struct Size {
+    clauses: usize,
+    depth: usize,
+    text_clauses: usize,
+    /// The longest operand list.
+    in_values: usize,
+    /// Work units per record examined, apart from sorting.
+    units: u64,
+}
+
+impl Size {
+    /// Adds `filter`, found at nesting level `depth`. O(size of filter).
+    fn add(&mut self, filter: &Filter, depth: usize) {
+        self.clauses += 1;
+        self.depth = self.depth.max(depth);
+        self.units += 1;
+        match filter {
+            Filter::And(children) | Filter::Or(children) | Filter::Nor(children) => {
+                for child in children {
+                    self.add(child, depth + 1);
+                }
+            }
+            Filter::Cond(cond) => match &cond.op {
+                Op::Autocomplete(_) | Op::Contains(_) => {
+                    self.text_clauses += 1;
+                    self.units += 3;
+                }
+                Op::In(set) | Op::Nin(set) => {
+                    self.in_values = self.in_values.max(set.vals.len());
+                    // String operands are one hash lookup; the others are compared in turn.
+                    self.units += (set.vals.len() - set.strings.len()) as u64 / 16;
+                }
+                Op::Members(ids) => {
+                    self.in_values = self.in_values.max(ids.len());
+                    self.units += 2 * ids.len() as u64;
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
 /// One sort key: a field and a direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SortKey {
@@ -257,12 +302,76 @@ impl Query {
         eval::member_ids(&self.filter)
     }
 
-    /// Whether the record satisfies the filter.
+    /// Checks the query against `budget` for examining `examined` records (see
+    /// [`QueryBudget`] for the rules and the work units), before any is examined; `Limit`
+    /// names the bound passed. Answers the work units left for scanning text, to pass to
+    /// [`Query::select`].
     ///
-    /// Cost: O(size of filter) field lookups; `$in`/`$nin`/`members` are linear in
-    /// their list, `$autocomplete`/`$contains` linear in the field value.
-    pub(crate) fn matches<R: Record + ?Sized>(&self, r: &R) -> bool {
-        eval::eval(&self.filter, r)
+    /// Cost: O(size of filter).
+    pub(crate) fn check_budget(&self, budget: &QueryBudget, examined: usize) -> Result<u64> {
+        let mut size = Size::default();
+        size.add(&self.filter, 1);
+        let over = |what: &str, n: usize, key: &str, max: u64| {
+            Error::limit(format!("query has {n} {what}, more than query_budget.{key} {max}"))
+        };
+        let checks = [
+            ("filter clauses", size.clauses, "max_clauses", budget.max_clauses),
+            ("levels of filter nesting", size.depth, "max_depth", budget.max_depth),
+            (
+                "$autocomplete/$contains conditions",
+                size.text_clauses,
+                "max_text_clauses",
+                budget.max_text_clauses,
+            ),
+            ("operands in one $in/$nin/members list", size.in_values, "max_in_values", budget.max_in_values),
+            ("sort keys", self.sort.len(), "max_sort_keys", budget.max_sort_keys),
+        ];
+        for (what, n, key, max) in checks {
+            if n as u64 > u64::from(max) {
+                return Err(over(what, n, key, u64::from(max)));
+            }
+        }
+        let per_record = 1 + size.units + 2 * self.sort.len() as u64;
+        let work = (examined as u64).saturating_mul(per_record);
+        if work > budget.max_work {
+            return Err(Error::limit(format!(
+                "query would examine {examined} records at {per_record} work units each ({work}), more than \
+                 query_budget.max_work {}: name the records through id/cid $in or members $in, or simplify it",
+                budget.max_work
+            )));
+        }
+        Ok(budget.max_work - work)
+    }
+
+    /// The records that satisfy the filter, in their order; `Limit` as soon as scanning
+    /// text takes more than `text_budget` work units (from [`Query::check_budget`]).
+    ///
+    /// Cost: O(records × size of filter) field lookups; `$in`/`$nin`/`members` are linear
+    /// in their list, `$autocomplete`/`$contains` linear in the field value.
+    pub(crate) fn select<R: Record>(
+        &self,
+        records: impl IntoIterator<Item = R>,
+        text_budget: u64,
+    ) -> Result<Vec<R>> {
+        let mut text_work = 0;
+        let mut selected = Vec::new();
+        for r in records {
+            if self.matches(&r, &mut text_work) {
+                selected.push(r);
+            }
+            if text_work > text_budget {
+                return Err(Error::limit(format!(
+                    "query scanned more text than query_budget.max_work allows (over {text_budget} units \
+                     left for $autocomplete/$contains): name the records through id/cid $in or members $in"
+                )));
+            }
+        }
+        Ok(selected)
+    }
+
+    /// Whether the record satisfies the filter, adding the text work done to `text_work`.
+    fn matches<R: Record + ?Sized>(&self, r: &R, text_work: &mut u64) -> bool {
+        eval::eval(&self.filter, r, text_work)
     }
 
     /// Sorts by the sort keys in order (missing values last whatever the direction;

@@ -101,6 +101,30 @@ static inline int count_of(const char *haystack, const char *needle) {
   return n;
 }
 
+/* A new engine from `config` (NULL: defaults), which must succeed. */
+static inline PresenceEngine *new_engine(const char *config) {
+  PresenceEngine *e = NULL;
+  EXPECT_OK(presence_engine_new(config, &e));
+  CHECK(e != NULL);
+  return e;
+}
+
+/* A new connection for user JSON `json`, which must succeed. */
+static inline PresenceConnectionId connect_user(PresenceEngine *e, const char *json) {
+  PresenceConnectionId c = 0;
+  EXPECT_OK(presence_connect(e, json, &c));
+  CHECK(c != 0);
+  return c;
+}
+
+/* A new connection for user `user_id` (presence_connect_user), which must succeed. */
+static inline PresenceConnectionId connect_id(PresenceEngine *e, const char *user_id) {
+  PresenceConnectionId c = 0;
+  EXPECT_OK(presence_connect_user(e, user_id, &c));
+  CHECK(c != 0);
+  return c;
+}
+
 /* Prints the summary line and answers the exit status. */
 static inline int finish(void) {
   int failed = atomic_load(&harness_failed);

@@ -18,7 +18,7 @@ A="$LIBDIR/libpresence.a"
 BUILD="tests/c/build"
 CC="${CC:-gcc}"
 CFLAGS=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g -O1 -I include)
-TESTS=(test_api test_scenario test_threads)
+TESTS=(test_api test_scenario test_threads test_typed)
 
 die() {
     echo "tests/c/run.sh: $*" >&2

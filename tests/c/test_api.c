@@ -18,20 +18,6 @@ static char temp_dir[] = "/tmp/presence-c-api-XXXXXX";
 static char sentinel_char;
 #define SENTINEL_STR (&sentinel_char)
 
-static PresenceEngine *new_engine(const char *config) {
-  PresenceEngine *e = NULL;
-  EXPECT_OK(presence_engine_new(config, &e));
-  CHECK(e != NULL);
-  return e;
-}
-
-static PresenceConnectionId connect_user(PresenceEngine *e, const char *json) {
-  PresenceConnectionId c = 0;
-  EXPECT_OK(presence_connect(e, json, &c));
-  CHECK(c != 0);
-  return c;
-}
-
 static void noop_callback(void *user_data, const PresenceEvent *event) {
   int *count = user_data;
   (void)event;
@@ -46,7 +32,7 @@ static void test_versions_and_errors(void) {
   CHECK(strcmp(presence_last_error(), "") == 0);
 
   CHECK(presence_abi_version() == PRESENCE_ABI_VERSION);
-  CHECK(PRESENCE_ABI_VERSION == 1);
+  CHECK(PRESENCE_ABI_VERSION == 2);
   const char *version = presence_version();
   CHECK(version != NULL && version[0] >= '0' && version[0] <= '9' && strchr(version, '.'));
   CHECK(presence_version() == version); /* static */
@@ -72,7 +58,7 @@ static void test_versions_and_errors(void) {
   EXPECT_ERR(presence_tick(NULL), PRESENCE_ERR_NULL, "presence_tick: engine is NULL");
   const char *first = presence_last_error();
   CHECK(strcmp(first, "presence_tick: engine is NULL") == 0);
-  CHECK(presence_abi_version() == 1); /* success does not clear it */
+  CHECK(presence_abi_version() == 2); /* success does not clear it */
   CHECK(strcmp(presence_last_error(), "presence_tick: engine is NULL") == 0);
 }
 
@@ -581,6 +567,11 @@ static void test_persistence(void) {
              "presence_load: load needs an engine without connections; 1 are open");
   EXPECT_OK(presence_disconnect(loaded, c));
   EXPECT_OK(presence_load(loaded, path));
+  /* Without a cluster config the engine reports single mode. */
+  EXPECT_OK(presence_cluster_status(loaded, &json));
+  CHECK_CONTAINS(json, "{\"mode\":\"single\"}");
+  presence_string_free(json);
+  EXPECT_ERR(presence_cluster_status(loaded, NULL), PRESENCE_ERR_NULL, "presence_cluster_status: out_json is NULL");
   presence_engine_free(loaded);
   presence_engine_free(e);
   unlink(path);

@@ -85,18 +85,6 @@ static bool seqs_strictly_increase(const Recorder *r) {
   return true;
 }
 
-static PresenceEngine *new_engine(const char *config) {
-  PresenceEngine *e = NULL;
-  EXPECT_OK(presence_engine_new(config, &e));
-  return e;
-}
-
-static PresenceConnectionId connect_user(PresenceEngine *e, const char *json) {
-  PresenceConnectionId c = 0;
-  EXPECT_OK(presence_connect(e, json, &c));
-  return c;
-}
-
 /* The user as `viewer` sees it, as a fresh string (free it). */
 static char *get_user(PresenceEngine *e, PresenceConnectionId viewer, const char *id) {
   char *json = NULL;

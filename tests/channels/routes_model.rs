@@ -44,12 +44,24 @@ impl Model {
     fn online(&self) -> BTreeSet<String> {
         self.conns.values().filter(|u| !self.invisible.contains(*u)).cloned().collect()
     }
+    /// Own views: whether connected, and whether invisible.
+    fn own_views(&self) -> BTreeSet<(String, bool, bool)> {
+        let connected: BTreeSet<&String> = self.conns.values().collect();
+        let all = connected.iter().copied().chain(self.invisible.iter());
+        all.map(|u| (u.clone(), connected.contains(u), self.invisible.contains(u))).collect()
+    }
+    /// Users whose own view changed from `self` to `after` but whose public view did not.
+    fn own_view_only_changes(&self, after: &Model) -> BTreeSet<String> {
+        let public: BTreeSet<String> = self.online().symmetric_difference(&after.online()).cloned().collect();
+        let (was, is) = (self.own_views(), after.own_views());
+        was.symmetric_difference(&is).map(|(u, _, _)| u.clone()).filter(|u| !public.contains(u)).collect()
+    }
     /// The events (type, user, cid) a step from `self` to `after` must emit, apart from
     /// membership and connection.closed events, which the caller adds.
     fn implied_events(&self, after: &Model) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         let (was, is) = (self.online(), after.online());
-        for u in was.symmetric_difference(&is) {
+        for u in was.symmetric_difference(&is).chain(&self.own_view_only_changes(after)) {
             out.push(("user.presence.changed".to_string(), u.clone(), String::new()));
         }
         for ch in self.members.keys().filter(|ch| after.members.contains_key(*ch)) {
@@ -224,8 +236,9 @@ impl Run {
     }
 
     /// The step emitted exactly the events `want`, each delivered once to exactly the
-    /// connections it is for, with the right view and watcher_count.
-    fn check_events(&self, at: &str, want: Vec<Ev>) {
+    /// connections it is for, with the right view and watcher_count. A presence change of
+    /// a user in `own_only` (only their own view changed) reaches only their own connections.
+    fn check_events(&self, at: &str, want: Vec<Ev>, own_only: &BTreeSet<String>) {
         let (m, events) = (&self.m, self.rec.take_events());
         let mut got: Vec<Ev> = events
             .iter()
@@ -246,6 +259,11 @@ impl Run {
             let expected = match ev.channel() {
                 _ if ev.type_name() == "connection.closed" => Vec::new(),
                 Some(ch) => m.watchers(&ch.cid),
+                None if own_only.contains(ev.user_id().unwrap()) => m
+                    .subscribers(ev.user_id().unwrap())
+                    .into_iter()
+                    .filter(|c| Some(m.conns[c].as_str()) == ev.user_id())
+                    .collect(),
                 None => m.subscribers(ev.user_id().unwrap()),
             };
             assert_eq!(to, expected, "{at}: recipients of {}", describe(ev));
@@ -309,7 +327,7 @@ fn recipients_events_and_watcher_counts_match_a_model_of_the_routes() {
         let at = format!("step {step} (op {op})");
         let mut want = before.implied_events(&run.m);
         want.extend(extra);
-        run.check_events(&at, want);
+        run.check_events(&at, want, &before.own_view_only_changes(&run.m));
         run.check_status_recipients(&at, step);
         run.check_channels(&at);
     }

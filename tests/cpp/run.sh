@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build and run the C++ binding tests and examples against target/release/libpresence.a.
+# Build and run the C++ binding tests and examples against target/release/libpresence.a,
+# twice: once as Unreal builds modules (-fno-exceptions -fno-rtti) and once with
+# exceptions (which adds the throwing layer's tests), both under ASan/UBSan.
 # Assumes `cargo build --release` has run. Exits non-zero on any failure.
 set -euo pipefail
 
@@ -35,20 +37,23 @@ if ! diff -u examples/cpp/quickstart.cpp <(snippet bindings/cpp/README.md exampl
     exit 1
 fi
 
-build() { # OUT SRC
-    echo "+ $CXX ${CXXFLAGS[*]} $2 -o $BUILD/$1 ${LIBS[*]}"
-    "$CXX" "${CXXFLAGS[@]}" "$2" -o "$BUILD/$1" "${LIBS[@]}"
-}
-build test_presence tests/cpp/test_presence.cpp
-build quickstart examples/cpp/quickstart.cpp
-build lobby examples/cpp/lobby.cpp
-
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
-echo "+ quickstart"
-"$BUILD/quickstart"
-echo "+ lobby"
-"$BUILD/lobby"
-echo "+ test_presence"
-"$BUILD/test_presence"
+for mode in no-exceptions exceptions; do
+    MODE_FLAGS=()
+    if [[ $mode == no-exceptions ]]; then
+        MODE_FLAGS=(-fno-exceptions -fno-rtti)
+    fi
+    build() { # OUT SRC
+        echo "+ $CXX ${CXXFLAGS[*]} ${MODE_FLAGS[*]} $2 -o $BUILD/$1-$mode ${LIBS[*]}"
+        "$CXX" "${CXXFLAGS[@]}" "${MODE_FLAGS[@]}" "$2" -o "$BUILD/$1-$mode" "${LIBS[@]}"
+    }
+    build test_presence tests/cpp/test_presence.cpp
+    build quickstart examples/cpp/quickstart.cpp
+    build lobby examples/cpp/lobby.cpp
+    for program in quickstart lobby test_presence; do
+        echo "+ $program ($mode)"
+        "$BUILD/$program-$mode"
+    done
+done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build the C# runtime, tests and examples with Mono's mcs and run them with mono
-# against target/release/libpresence.so. Assumes `cargo build --release` has run.
-# Needs the Debian packages mono-mcs and mono-runtime. Exits non-zero on any failure.
+# Build the C# runtime, its NUnit tests (bindings/csharp/Tests, the same files Unity's Test
+# Framework runs) and the examples with Mono's mcs, then run them against
+# target/release/libpresence.so; the tests run under Debian's nunit-console (NUnit 2.6).
+# Assumes `cargo build --release` has run. Needs the Debian packages mono-mcs,
+# mono-runtime, nunit-console and libnewtonsoft-json-cil-dev. Exits non-zero on any failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -11,11 +13,21 @@ LIB="target/release/libpresence.so"
 BUILD="tests/csharp/build"
 MCS="${MCS:-mcs}"
 MONO="${MONO:-mono}"
-MCSFLAGS=(-warn:4 -warnaserror -nologo -debug)
+NUNIT="${NUNIT:-nunit-console}"
+NEWTONSOFT="${NEWTONSOFT:-/usr/lib/cli/Newtonsoft.Json-5.0/Newtonsoft.Json.dll}"
+NUNIT_FRAMEWORK="${NUNIT_FRAMEWORK:-/usr/lib/cli/nunit.framework-2.6.3/nunit.framework.dll}"
+MCSFLAGS=(-warn:4 -warnaserror -nologo -debug -unsafe -r:"$NEWTONSOFT")
+APT="apt-get install -y mono-mcs mono-runtime nunit-console libnewtonsoft-json-cil-dev"
 
-for tool in "$MCS" "$MONO"; do
+for tool in "$MCS" "$MONO" "$NUNIT"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "tests/csharp/run.sh: $tool not found (apt-get install -y mono-mcs mono-runtime)" >&2
+        echo "tests/csharp/run.sh: $tool not found ($APT)" >&2
+        exit 1
+    fi
+done
+for dll in "$NEWTONSOFT" "$NUNIT_FRAMEWORK"; do
+    if [[ ! -f "$dll" ]]; then
+        echo "tests/csharp/run.sh: $dll not found ($APT)" >&2
         exit 1
     fi
 done
@@ -49,18 +61,21 @@ compile() { # OUT ARGS...
 compile Presence.Runtime.dll -target:library "${RUNTIME[@]}"
 compile Presence.Runtime.Unity.dll -target:library -define:UNITY_5_3_OR_NEWER -define:UNITY_IOS \
     "${RUNTIME[@]}" tests/csharp/UnityStubs.cs
-compile Tests.exe "${RUNTIME[@]}" tests/csharp/Tests.cs
+compile Presence.Tests.dll -target:library -r:"$BUILD/Presence.Runtime.dll" -r:"$NUNIT_FRAMEWORK" \
+    bindings/csharp/Tests/Editor/*.cs
 compile QuickStart.exe "${RUNTIME[@]}" tests/csharp/UnityStubs.cs examples/csharp/QuickStart.cs \
     tests/csharp/QuickStartDriver.cs
 compile Lobby.exe "${RUNTIME[@]}" examples/csharp/Lobby.cs
 
 # DllImport("presence") resolves to libpresence.so beside the exe or on LD_LIBRARY_PATH.
-cp "$LIB" "$BUILD/"
+cp "$LIB" "$NEWTONSOFT" "$NUNIT_FRAMEWORK" "$BUILD/"
 export LD_LIBRARY_PATH="$ROOT/$BUILD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 echo "+ mono QuickStart.exe"
 "$MONO" --debug "$BUILD/QuickStart.exe"
 echo "+ mono Lobby.exe"
 "$MONO" --debug "$BUILD/Lobby.exe"
-echo "+ mono Tests.exe"
-"$MONO" --debug "$BUILD/Tests.exe"
+echo "+ $NUNIT Presence.Tests.dll"
+# nunit-console exits non-zero on any failure or error; the IL2CPP scan reads the sources.
+PRESENCE_CSHARP_RUNTIME="$ROOT/bindings/csharp/Runtime" \
+    "$NUNIT" -nologo -noshadow -labels -result="$BUILD/TestResult.xml" "$BUILD/Presence.Tests.dll"

@@ -41,6 +41,9 @@ pub struct MChan {
 }
 
 pub type OpResult = Result<Option<Value>, ErrorKind>;
+/// A user's presence as the views show it: (online to others, online in the own view,
+/// status, invisible).
+pub type Views = (bool, bool, Option<String>, bool);
 
 pub struct Model {
     pub cfg: Cfg,
@@ -211,10 +214,34 @@ impl Model {
         }
     }
 
-    /// A user event: host listeners, and every connection subscribed to the user.
-    pub fn emit_user(&mut self, ty: &'static str, u: &str) {
+    /// What the views show of `u`'s presence now.
+    pub fn views(&self, u: &str) -> Views {
+        let user = &self.users[u];
+        (self.public_online(u), self.connected(u), user.status.clone(), user.invisible)
+    }
+
+    /// `user.presence.changed` to every recipient whose view of `u` changed since `before`:
+    /// everyone subscribed when the public view changed, else host listeners and `u`'s own
+    /// subscribed connections when only the own view did.
+    pub fn presence_changed(&mut self, u: &str, before: Views) {
+        let after = self.views(u);
+        if after.0 != before.0 || after.2 != before.2 {
+            self.emit_user("user.presence.changed", u, false);
+        } else if after != before {
+            self.emit_user("user.presence.changed", u, true);
+        }
+    }
+
+    /// A user event: host listeners, and every connection subscribed to the user (only the
+    /// user's own connections when `own_only`).
+    pub fn emit_user(&mut self, ty: &'static str, u: &str, own_only: bool) {
         self.host.push(self.ev(ty, u, self.connected(u)));
-        let recipients: Vec<u64> = self.conns.keys().copied().filter(|&c| self.subs(c).contains(u)).collect();
+        let recipients: Vec<u64> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|&c| self.subs(c).contains(u) && (!own_only || self.conns[&c].user == u))
+            .collect();
         for c in recipients {
             let viewer = self.conns[&c].user.clone();
             let dv = Dv { ev: self.ev(ty, u, self.online_for(u, Some(&viewer))), own_view: viewer == u };
@@ -291,14 +318,14 @@ impl Model {
 
     /// Applies a user patch; answers (presence before, had live connections before,
     /// custom fields changed).
-    pub fn apply_patch(&mut self, p: &Patch) -> ((bool, Option<String>, bool), bool, bool) {
+    pub fn apply_patch(&mut self, p: &Patch) -> (Views, bool, bool) {
         let created = self.create_user(p.id);
         let had_conns = !self.live_conns(p.id).is_empty();
-        let user = &self.users[p.id];
         // A user the patch creates counts as already having the patched status and
         // visibility: creation alone emits nothing.
         let before = if created {
             (
+                false,
                 false,
                 match p.status {
                     Some(s) => s.map(str::to_owned),
@@ -307,7 +334,7 @@ impl Model {
                 p.invisible.unwrap_or(false),
             )
         } else {
-            (self.public_online(p.id), user.status.clone(), user.invisible)
+            self.views(p.id)
         };
         let now = self.now;
         let user = self.users.get_mut(p.id).unwrap();
@@ -324,6 +351,10 @@ impl Model {
         if let Some(i) = p.invisible {
             user.invisible = i;
         }
+        // Hiding ends an offline grace: it keeps online only users others saw online.
+        if user.invisible && !had_conns {
+            user.grace_until = None;
+        }
         let mut custom_changed = false;
         if let Some(n) = p.name {
             if user.name != n {
@@ -339,15 +370,8 @@ impl Model {
     }
 
     /// What a change to user `u` emits, compared with `before`.
-    pub fn user_changed(
-        &mut self,
-        u: &str,
-        before: (bool, Option<String>, bool),
-        had_conns: bool,
-        custom_changed: bool,
-    ) {
-        let (online_before, status_before, invisible_before) = before;
-        let flipped = self.users[u].invisible != invisible_before;
+    pub fn user_changed(&mut self, u: &str, before: Views, had_conns: bool, custom_changed: bool) {
+        let flipped = self.users[u].invisible != before.3;
         let connected_now = !self.live_conns(u).is_empty();
         // Going invisible while connected stamps the last visible moment; coming back while
         // connected stamps now. A user who was not connected before (connecting with
@@ -356,11 +380,9 @@ impl Model {
             let now = self.now;
             self.users.get_mut(u).unwrap().last_active = Some(now);
         }
-        if self.public_online(u) != online_before || self.users[u].status != status_before {
-            self.emit_user("user.presence.changed", u);
-        }
+        self.presence_changed(u, before);
         if custom_changed {
-            self.emit_user("user.updated", u);
+            self.emit_user("user.updated", u, false);
         }
         if flipped {
             let mut watched: Vec<(usize, String)> = self
@@ -416,7 +438,9 @@ impl Model {
         let Some(pos) = conn.watching.iter().position(|(w, _)| w == cid) else {
             return;
         };
-        conn.watching.remove(pos);
+        // The engine's watch list moves its last entry into the freed place (O(1) removal),
+        // which sets the order of a closing connection's watching.stop events.
+        conn.watching.swap_remove(pos);
         let u = conn.user.clone();
         if !self.user_watches(&u, cid) && !self.users[&u].invisible {
             let count = self.visible_watchers(cid).len() as u32;
@@ -430,7 +454,7 @@ impl Model {
             self.unwatch(c, &w);
         }
         let u = self.conns[&c].user.clone();
-        let online_before = self.public_online(&u);
+        let before = self.views(&u);
         self.conns.remove(&c);
         if self.live_conns(&u).is_empty() {
             let now = self.now;
@@ -439,13 +463,11 @@ impl Model {
             if !user.invisible {
                 user.last_active = Some(now);
             }
-            if grace > 0 {
+            if grace > 0 && !user.invisible {
                 user.grace_until = Some(now + grace);
             }
         }
-        if self.public_online(&u) != online_before {
-            self.emit_user("user.presence.changed", &u);
-        }
+        self.presence_changed(&u, before);
         let mut ev = self.ev("connection.closed", &u, self.connected(&u));
         ev.closed = Some((c, reason));
         self.host.push(ev);
@@ -530,7 +552,9 @@ impl Model {
         let ch = self.chans.remove(cid).ok_or(ErrorKind::NotFound)?;
         self.free_chan_idx.push(ch.idx);
         for conn in self.conns.values_mut() {
-            conn.watching.retain(|(w, _)| w != cid);
+            if let Some(pos) = conn.watching.iter().position(|(w, _)| w == cid) {
+                conn.watching.swap_remove(pos);
+            }
         }
         Ok(())
     }
@@ -564,11 +588,9 @@ impl Model {
             }
             let Some((_, kind, id, u)) = next else { break };
             if kind == 1 {
-                let before = self.public_online(&u);
+                let before = self.views(&u);
                 self.users.get_mut(&u).unwrap().grace_until = None;
-                if self.public_online(&u) != before {
-                    self.emit_user("user.presence.changed", &u);
-                }
+                self.presence_changed(&u, before);
             } else {
                 let deadline = self.conns[&id].last_seen + timeout;
                 if deadline <= now {

@@ -2,6 +2,9 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using System.IO;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Linq;
 
 namespace Presence
 {
@@ -19,6 +22,38 @@ namespace Presence
         public const string MemberRemoved = "member.removed";
         public const string ConnectionClosed = "connection.closed";
         public const string EngineOverflow = "engine.overflow";
+        public const string ClusterStatus = "cluster.status";
+
+        /// <summary>The type name of a native PRESENCE_EVENT_* kind (null if unknown).</summary>
+        internal static string Name(uint kind)
+        {
+            switch (kind)
+            {
+                case 1: return UserPresenceChanged;
+                case 2: return UserUpdated;
+                case 3: return UserWatchingStart;
+                case 4: return UserWatchingStop;
+                case 5: return MemberAdded;
+                case 6: return MemberRemoved;
+                case 7: return ConnectionClosed;
+                case 8: return EngineOverflow;
+                case 9: return ClusterStatus;
+                default: return null;
+            }
+        }
+
+        /// <summary>The reason name of a native PRESENCE_CLOSE_* value (null if unknown).</summary>
+        internal static string CloseReasonName(uint reason)
+        {
+            switch (reason)
+            {
+                case 1: return "disconnect";
+                case 2: return "timeout";
+                case 3: return "slow_consumer";
+                case 4: return "node_lost";
+                default: return null;
+            }
+        }
     }
 
     /// <summary>
@@ -35,7 +70,7 @@ namespace Presence
         };
 
         private readonly PresenceEngine _engine;
-        private Dictionary<string, object> _custom = new Dictionary<string, object>();
+        private JObject _custom = new JObject();
 
         internal User(PresenceEngine engine, string id)
         {
@@ -70,10 +105,11 @@ namespace Presence
         /// <summary>Last update time (UTC).</summary>
         public DateTime? UpdatedAt { get; private set; }
 
-        /// <summary>Custom fields (name, image, ...), as parsed by <see cref="MiniJson"/>.</summary>
-        public IDictionary<string, object> Custom { get { return _custom; } }
+        /// <summary>Custom fields (name, image, ...), as Newtonsoft.Json tokens.</summary>
+        public IDictionary<string, JToken> Custom { get { return _custom; } }
 
-        /// <summary>The JSON object this User was last updated from.</summary>
+        /// <summary>The JSON object of the last snapshot (GetUser, a query, a channel state)
+        /// this User was updated from; events update the typed properties only.</summary>
         public string Json { get; private set; }
 
         /// <summary>Seq of the last event applied to this object (0: none).</summary>
@@ -104,7 +140,7 @@ namespace Presence
 
         /// <summary>Apply a snapshot (a query answer) or an event's view (seq &gt; 0).
         /// Events older than the last applied one are ignored.</summary>
-        internal void Apply(Dictionary<string, object> view, string json, ulong seq)
+        internal void Apply(JObject view, string json, ulong seq)
         {
             if (seq != 0)
             {
@@ -112,8 +148,8 @@ namespace Presence
                 LastEventSeq = seq;
             }
             bool online = JsonValue.Bool(view, "online");
-            object invisible;
-            if (view.TryGetValue("invisible", out invisible) && invisible is bool)
+            JToken invisible;
+            if (view.TryGetValue("invisible", out invisible) && invisible.Type == JTokenType.Boolean)
             {
                 Invisible = (bool)invisible;
                 Online = online && !Invisible;
@@ -127,7 +163,7 @@ namespace Presence
             LastActive = JsonValue.Time(view, "last_active");
             CreatedAt = JsonValue.Time(view, "created_at");
             UpdatedAt = JsonValue.Time(view, "updated_at");
-            var custom = new Dictionary<string, object>();
+            var custom = new JObject();
             foreach (var kv in view)
             {
                 if (!Managed.Contains(kv.Key)) custom[kv.Key] = kv.Value;
@@ -135,6 +171,38 @@ namespace Presence
             _custom = custom;
             Json = json;
         }
+
+        /// <summary>Apply a typed event's view of this user. <paramref name="ownView"/>: the
+        /// view says whether the user is invisible. Events older than the last one are ignored.</summary>
+        internal void ApplyEvent(bool online, bool ownView, bool invisible, string status, DateTime? lastActive, ulong seq)
+        {
+            if (seq <= LastEventSeq) return;
+            LastEventSeq = seq;
+            if (ownView)
+            {
+                Invisible = invisible;
+                Online = online && !invisible;
+            }
+            else
+            {
+                Online = online;
+                if (online) Invisible = false;
+            }
+            Status = status;
+            if (lastActive.HasValue) LastActive = lastActive;
+        }
+
+        /// <summary>This user as a channel member (one object, reused by every member event).</summary>
+        internal Member AsMember
+        {
+            get
+            {
+                if (_member == null) _member = new Member(Id, this);
+                return _member;
+            }
+        }
+
+        private Member _member;
 
         internal void RaisePresenceChanged(bool isOnline, DateTime? lastActive)
         {
@@ -149,7 +217,7 @@ namespace Presence
         }
 
         /// <summary>Online as others see it, from one view.</summary>
-        internal static bool PublicOnline(Dictionary<string, object> view)
+        internal static bool PublicOnline(JObject view)
         {
             return JsonValue.Bool(view, "online") && !JsonValue.Bool(view, "invisible");
         }
@@ -163,7 +231,7 @@ namespace Presence
             "cid", "type", "id", "member_count", "created_at", "updated_at", "last_message_at",
         };
 
-        internal Channel(Dictionary<string, object> view)
+        internal Channel(JObject view)
         {
             Cid = JsonValue.String(view, "cid");
             Type = JsonValue.String(view, "type");
@@ -172,7 +240,7 @@ namespace Presence
             CreatedAt = JsonValue.Time(view, "created_at");
             UpdatedAt = JsonValue.Time(view, "updated_at");
             LastMessageAt = JsonValue.Time(view, "last_message_at");
-            var custom = new Dictionary<string, object>();
+            var custom = new JObject();
             foreach (var kv in view)
             {
                 if (!Managed.Contains(kv.Key)) custom[kv.Key] = kv.Value;
@@ -187,8 +255,8 @@ namespace Presence
         public DateTime? CreatedAt { get; private set; }
         public DateTime? UpdatedAt { get; private set; }
         public DateTime? LastMessageAt { get; private set; }
-        /// <summary>Custom fields.</summary>
-        public IDictionary<string, object> Custom { get; private set; }
+        /// <summary>Custom fields, as Newtonsoft.Json tokens.</summary>
+        public IDictionary<string, JToken> Custom { get; private set; }
 
         public override string ToString() { return Cid; }
     }
@@ -231,14 +299,31 @@ namespace Presence
         }
     }
 
-    /// <summary>One event, from a listener, a delivery or PollEvents.</summary>
+    /// <summary>One event, from a listener, a delivery or PollEvents. Built from the
+    /// engine's typed event without JSON; <see cref="GetJson"/> renders JSON on request.</summary>
     public sealed class PresenceEvent
     {
+        private readonly PresenceEngine _engine;
+        private readonly IntPtr _info;
+        private readonly IntPtr _batch;
+        private readonly uint _index;
+        private readonly long _generation;
+
+        internal PresenceEvent(PresenceEngine engine, IntPtr info, IntPtr batch, uint index, long generation)
+        {
+            _engine = engine;
+            _info = info;
+            _batch = batch;
+            _index = index;
+            _generation = generation;
+        }
+
         /// <summary>"user.presence.changed", ... (see <see cref="EventTypes"/>).</summary>
         public string Type { get; internal set; }
         /// <summary>Engine-wide, strictly increasing.</summary>
         public ulong Seq { get; internal set; }
-        public DateTime? CreatedAt { get; internal set; }
+        /// <summary>When the event happened (UTC).</summary>
+        public DateTime CreatedAt { get; internal set; }
         /// <summary>The recipient connection; 0 for host listeners.</summary>
         public ulong ConnectionId { get; internal set; }
         /// <summary>The user the event is about, or null.</summary>
@@ -249,22 +334,28 @@ namespace Presence
         public bool Online { get; internal set; }
         /// <summary>The user's last_active in this event, or null.</summary>
         public DateTime? LastActive { get; internal set; }
-        /// <summary>The registry User the event is about ("user", or the member's user), or null.</summary>
+        /// <summary>The registry User the event is about, or null.</summary>
         public User User { get; internal set; }
         /// <summary>member.added / member.removed: the member.</summary>
         public Member Member { get; internal set; }
-        public string ChannelType { get; internal set; }
-        public string ChannelId { get; internal set; }
+        /// <summary>The channel's type (the part of Cid before ':'), or null.</summary>
+        public string ChannelType { get { return Cid == null ? null : Cid.Substring(0, Cid.IndexOf(':')); } }
+        /// <summary>The channel's id (the part of Cid after ':'), or null.</summary>
+        public string ChannelId { get { return Cid == null ? null : Cid.Substring(Cid.IndexOf(':') + 1); } }
         /// <summary>user.watching.*: the channel's watcher count after the change.</summary>
         public int? WatcherCount { get; internal set; }
         /// <summary>connection.closed: the connection that ended.</summary>
         public ulong? ClosedConnectionId { get; internal set; }
-        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", ...</summary>
+        /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost".</summary>
         public string Reason { get; internal set; }
-        /// <summary>The whole event object, as JSON text.</summary>
-        public string Json { get; internal set; }
-        /// <summary>The whole event object, parsed.</summary>
-        public IDictionary<string, object> Data { get; internal set; }
+
+        /// <summary>The whole event as JSON, rendered now. Only inside the handler that
+        /// received the event, or for a polled event until the next PollEvents; otherwise
+        /// InvalidOperationException.</summary>
+        public string GetJson()
+        {
+            return _engine.EventJson(_info, _batch, _index, _generation);
+        }
 
         public override string ToString()
         {
@@ -272,7 +363,7 @@ namespace Presence
         }
     }
 
-    /// <summary>Typed reads of parsed JSON objects.</summary>
+    /// <summary>The engine's JSON through Newtonsoft.Json, and typed reads of parsed objects.</summary>
     internal static class JsonValue
     {
         private static readonly string[] TimeFormats =
@@ -281,55 +372,85 @@ namespace Presence
             "yyyy-MM-dd'T'HH:mm:ssK",
         };
 
-        internal static string String(IDictionary<string, object> d, string key)
+        /// <summary>Parse a JSON text, keeping timestamps as the strings the engine wrote.</summary>
+        internal static JToken Parse(string json)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) ? v as string : null;
+            using (var reader = new JsonTextReader(new StringReader(json)))
+            {
+                reader.DateParseHandling = DateParseHandling.None;
+                reader.FloatParseHandling = FloatParseHandling.Double;
+                JToken token = JToken.ReadFrom(reader);
+                if (reader.Read()) throw new JsonReaderException("trailing characters after the JSON value");
+                return token;
+            }
         }
 
-        internal static bool Bool(IDictionary<string, object> d, string key)
+        /// <summary>Parse a JSON object.</summary>
+        internal static JObject ParseObject(string json)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) && v is bool && (bool)v;
+            var obj = Parse(json) as JObject;
+            if (obj == null) throw new JsonReaderException("expected a JSON object");
+            return obj;
         }
 
-        internal static long Long(IDictionary<string, object> d, string key)
+        /// <summary>Compact JSON text of a value (strings, numbers, bools, lists, dictionaries, tokens).</summary>
+        internal static string Serialize(object value)
+        {
+            return JsonConvert.SerializeObject(value, Formatting.None);
+        }
+
+        internal static string Compact(JToken token)
+        {
+            return token.ToString(Formatting.None);
+        }
+
+        internal static string String(JObject d, string key)
+        {
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) && v.Type == JTokenType.String ? (string)v : null;
+        }
+
+        internal static bool Bool(JObject d, string key)
+        {
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) && v.Type == JTokenType.Boolean && (bool)v;
+        }
+
+        internal static long Long(JObject d, string key)
         {
             long? v = NullableLong(d, key);
             return v.HasValue ? v.Value : 0;
         }
 
-        internal static long? NullableLong(IDictionary<string, object> d, string key)
+        internal static long? NullableLong(JObject d, string key)
         {
-            object v;
-            if (d == null || !d.TryGetValue(key, out v) || v == null) return null;
-            if (v is long) return (long)v;
-            if (v is double) return (long)(double)v;
+            JToken v;
+            if (d == null || !d.TryGetValue(key, out v)) return null;
+            if (v.Type == JTokenType.Integer || v.Type == JTokenType.Float) return (long)v;
             return null;
         }
 
-        internal static ulong? NullableULong(IDictionary<string, object> d, string key)
+        internal static ulong? NullableULong(JObject d, string key)
         {
-            object v;
-            if (d == null || !d.TryGetValue(key, out v) || v == null) return null;
-            if (v is long) return unchecked((ulong)(long)v);
-            if (v is double) return (ulong)(double)v;
+            JToken v;
+            if (d == null || !d.TryGetValue(key, out v)) return null;
+            if (v.Type == JTokenType.Integer || v.Type == JTokenType.Float) return (ulong)v;
             return null;
         }
 
-        internal static Dictionary<string, object> Object(IDictionary<string, object> d, string key)
+        internal static JObject Object(JObject d, string key)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) ? v as Dictionary<string, object> : null;
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) ? v as JObject : null;
         }
 
-        internal static List<object> Array(IDictionary<string, object> d, string key)
+        internal static JArray Array(JObject d, string key)
         {
-            object v;
-            return d != null && d.TryGetValue(key, out v) ? v as List<object> : null;
+            JToken v;
+            return d != null && d.TryGetValue(key, out v) ? v as JArray : null;
         }
 
-        internal static DateTime? Time(IDictionary<string, object> d, string key)
+        internal static DateTime? Time(JObject d, string key)
         {
             return ParseTime(String(d, key));
         }

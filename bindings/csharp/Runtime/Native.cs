@@ -1,7 +1,8 @@
 // P/Invoke declarations of the engine's C ABI (include/presence.h).
 //
 // Portable marshalling only (Mono, IL2CPP, .NET): strings go in as NUL-terminated
-// UTF-8 byte[] (null -> NULL) and come out as IntPtr decoded here; C bool is
+// UTF-8 byte[] (null -> NULL) and come out as IntPtr decoded here in one pass over the
+// native bytes (no per-byte marshalling calls, no intermediate array); C bool is
 // marshalled as one byte; callbacks are a plain delegate type, never delegate*.
 using System;
 using System.Runtime.InteropServices;
@@ -34,21 +35,29 @@ namespace Presence
         Panic = 9,
     }
 
-    /// <summary>PresenceEventCallback: void (*)(void *user_data, const PresenceEvent *event).</summary>
+    /// <summary>PresenceEventInfoCallback: void (*)(void *user_data, const PresenceEventInfo *event).</summary>
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-    public delegate void PresenceEventCallback(IntPtr userData, IntPtr evt);
+    public delegate void PresenceEventInfoCallback(IntPtr userData, IntPtr info);
 
-    /// <summary>struct PresenceEvent, as laid out in C.</summary>
+    /// <summary>struct PresenceEventInfo, as laid out in C (read in place, never copied).</summary>
     [StructLayout(LayoutKind.Sequential)]
-    internal struct NativeEvent
+    internal struct NativeEventInfo
     {
-        public IntPtr Type;
+        public uint Kind;
         public ulong Seq;
         public ulong ConnectionId;
         public IntPtr UserId;
         public IntPtr Cid;
         public byte Online;
-        public IntPtr Json;
+        public byte Invisible;
+        public IntPtr Status;
+        public long LastActiveMs;
+        public long WatcherCount;
+        public uint CloseReason;
+        public long CreatedAtMs;
+        public ulong ClosedConnectionId;
+        public IntPtr TypeName;
+        public ulong Dropped;
     }
 
     internal static class NativeMethods
@@ -70,6 +79,7 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern void presence_engine_free(IntPtr engine);
 
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_connect(IntPtr e, byte[] userJson, out ulong conn);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_connect_user(IntPtr e, byte[] userId, out ulong conn);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_disconnect(IntPtr e, ulong conn);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_heartbeat(IntPtr e, ulong conn);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_upsert_user(IntPtr e, byte[] userJson);
@@ -87,8 +97,15 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_query_users(IntPtr e, ulong viewer, byte[] queryJson, out IntPtr json);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_query_channels(IntPtr e, ulong viewer, byte[] queryJson, out IntPtr json);
 
-        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_add_listener(IntPtr e, byte[] eventType, byte[] userId, PresenceEventCallback cb, IntPtr userData, out ulong id);
-        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_add_delivery_listener(IntPtr e, PresenceEventCallback cb, IntPtr userData, out ulong id);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_add_typed_listener(IntPtr e, byte[] eventType, byte[] userId, PresenceEventInfoCallback cb, IntPtr userData, IntPtr userDataFree, out ulong id);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_add_typed_delivery_listener(IntPtr e, PresenceEventInfoCallback cb, IntPtr userData, IntPtr userDataFree, out ulong id);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_event_info_json(IntPtr info, out IntPtr json);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_batch_new(out IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern void presence_batch_free(IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_batch(IntPtr e, ulong conn, uint max, IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern uint presence_batch_len(IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern IntPtr presence_batch_event(IntPtr batch, uint i);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_batch_event_json(IntPtr batch, uint i, out IntPtr json);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_remove_listener(IntPtr e, ulong id);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_events(IntPtr e, ulong conn, uint max, out IntPtr jsonArray);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_pump(IntPtr e, out uint delivered);
@@ -96,6 +113,7 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_tick(IntPtr e);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_set_time(IntPtr e, long unixMs);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_save(IntPtr e, byte[] path);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_cluster_status(IntPtr e, out IntPtr json);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_load(IntPtr e, byte[] path);
 
         /// <summary>NUL-terminated UTF-8 bytes; null stays null (a NULL pointer).</summary>
@@ -111,15 +129,34 @@ namespace Presence
         }
 
         /// <summary>Decode a NUL-terminated UTF-8 C string (NULL gives null).</summary>
-        internal static string FromUtf8(IntPtr p)
+        internal static unsafe string FromUtf8(IntPtr p)
         {
             if (p == IntPtr.Zero) return null;
+            byte* bytes = (byte*)p;
+            int len = Strlen(bytes);
+            return len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
+        }
+
+        /// <summary>Length of a NUL-terminated byte string.</summary>
+        internal static unsafe int Strlen(byte* s)
+        {
             int len = 0;
-            while (Marshal.ReadByte(p, len) != 0) len++;
-            if (len == 0) return string.Empty;
-            var bytes = new byte[len];
-            Marshal.Copy(p, bytes, 0, len);
-            return Encoding.UTF8.GetString(bytes);
+            while (s[len] != 0) len++;
+            return len;
+        }
+
+        /// <summary>The ABI version this binding was written against; the library must be
+        /// at least this (versions only add functions).</summary>
+        internal const uint RequiredAbiVersion = 2;
+
+        /// <summary>Throws when the loaded library is older than this binding.</summary>
+        internal static void CheckAbi(uint linked, uint required)
+        {
+            if (linked < required)
+                throw new PresenceException(PresenceResult.State,
+                    "the Presence C# binding needs ABI version " + required +
+                    " but the loaded presence library has ABI version " + linked +
+                    "; ship the native library that came with this package");
         }
 
         /// <summary>Decode then release a string the engine handed over.</summary>
@@ -128,6 +165,97 @@ namespace Presence
             if (p == IntPtr.Zero) return null;
             try { return FromUtf8(p); }
             finally { presence_string_free(p); }
+        }
+    }
+
+    /// <summary>
+    /// Native UTF-8 strings to managed strings, converted once: user ids, channel ids and
+    /// statuses repeat from event to event, so a hit answers the string made earlier
+    /// without allocating. Open addressing over a fixed table of 4096 entries (bounded
+    /// memory: when a string's 8 slots are taken, it replaces the one in its first slot);
+    /// one thread at a time.
+    /// </summary>
+    internal sealed unsafe class Utf8Cache
+    {
+        private const int Size = 4096; // a power of two
+        private const int Probes = 8;
+        private readonly byte[][] _keys = new byte[Size][];
+        private readonly string[] _values = new string[Size];
+        private readonly object[] _tags = new object[Size];
+        private int _lastSlot;
+
+        /// <summary>The string of a NUL-terminated UTF-8 string (NULL gives null).</summary>
+        internal string Get(IntPtr p)
+        {
+            if (p == IntPtr.Zero) return null;
+            byte* bytes = (byte*)p;
+            // Length and FNV-1a hash in one pass (each pass over the bytes counts under Mono).
+            uint hash = 2166136261;
+            int len = 0;
+            for (byte b = bytes[0]; b != 0; b = bytes[++len]) hash = (hash ^ b) * 16777619;
+            int home = (int)(hash & (Size - 1));
+            for (int probe = 0; probe < Probes; probe++)
+            {
+                int slot = (home + probe) & (Size - 1);
+                byte[] key = _keys[slot];
+                if (key == null) return Insert(slot, bytes, len);
+                if (Equal(key, bytes, len))
+                {
+                    _lastSlot = slot;
+                    return _values[slot];
+                }
+            }
+            return Insert(home, bytes, len);
+        }
+
+        /// <summary>What the caller attached to the string the last Get answered (null
+        /// until attached, and again once that entry is replaced).</summary>
+        internal object LastTag
+        {
+            get { return _tags[_lastSlot]; }
+            set { _tags[_lastSlot] = value; }
+        }
+
+        private static bool Equal(byte[] key, byte* bytes, int len)
+        {
+            if (key.Length != len) return false;
+            for (int i = 0; i < len; i++)
+            {
+                if (key[i] != bytes[i]) return false;
+            }
+            return true;
+        }
+
+        private string Insert(int slot, byte* bytes, int len)
+        {
+            var key = new byte[len];
+            for (int i = 0; i < len; i++) key[i] = bytes[i];
+            string value = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
+            _keys[slot] = key;
+            _values[slot] = value;
+            _tags[slot] = null;
+            _lastSlot = slot;
+            return value;
+        }
+    }
+
+    /// <summary>Owns a PresenceEventBatch*: ReleaseHandle calls presence_batch_free.</summary>
+    internal sealed class PresenceBatchHandle : SafeHandle
+    {
+        internal PresenceBatchHandle() : base(IntPtr.Zero, true)
+        {
+            IntPtr raw;
+            PresenceResult r = NativeMethods.presence_batch_new(out raw);
+            if (r != PresenceResult.Ok) throw new PresenceException(r, "presence_batch_new failed");
+            SetHandle(raw);
+        }
+
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+
+        protected override bool ReleaseHandle()
+        {
+            NativeMethods.presence_batch_free(handle);
+            return true;
         }
     }
 

@@ -71,7 +71,7 @@ namespace Presence
         public void UnsubscribeUser(string userId) { Engine.UnsubscribeUser(Id, userId); }
 
         /// <summary>Drain up to <paramref name="max"/> events queued for this connection.</summary>
-        public List<PresenceEvent> PollEvents(uint max = 1024) { return Engine.PollEvents(Id, max); }
+        public IList<PresenceEvent> PollEvents(uint max = 1024) { return Engine.PollEvents(Id, max); }
 
         /// <summary>Same as PollEvents, as the raw JSON array.</summary>
         public string PollEventsJson(uint max = 1024) { return Engine.PollEventsJson(Id, max); }

@@ -5,6 +5,8 @@ using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Threading;
 using AOT;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Linq;
 
 namespace Presence
 {
@@ -38,7 +40,7 @@ namespace Presence
     public sealed class PresenceEngine : IDisposable
     {
         // Kept in a static field so the delegate (and its native thunk) is never collected.
-        private static readonly PresenceEventCallback s_callback = OnNativeEvent;
+        private static readonly PresenceEventInfoCallback s_callback = OnNativeEvent;
         private static int s_liveGCHandles;
 
         private readonly PresenceEngineHandle _handle;
@@ -46,6 +48,16 @@ namespace Presence
         private readonly List<PresenceListener> _deferredFree = new List<PresenceListener>();
         private readonly Dictionary<string, User> _users = new Dictionary<string, User>();
         private readonly Dictionary<ulong, PresenceConnection> _connections = new Dictionary<ulong, PresenceConnection>();
+        private readonly Utf8Cache _strings = new Utf8Cache();
+        private static readonly PresenceEvent[] NoEvents = new PresenceEvent[0];
+        private PresenceBatchHandle _batch;
+        // The engine whose call is running on this thread (callbacks run inside calls), and
+        // the one that was before this engine's outermost call began.
+        [ThreadStatic] private static PresenceEngine t_calling;
+        private PresenceEngine _outerEngine;
+        // Events hand out native memory only while it lives: it changes when a handler
+        // returns and when the batch is refilled (PresenceEvent.GetJson checks it).
+        private long _generation;
         private PresenceListener _deliveryListener;
         private Action<PresenceEvent> _eventDelivered;
         private ExceptionDispatchInfo _pending;
@@ -57,6 +69,7 @@ namespace Presence
         /// object (null: defaults); "dispatch":"manual" is added unless it names a dispatch.</summary>
         public PresenceEngine(string configJson = null)
         {
+            NativeMethods.CheckAbi(NativeMethods.presence_abi_version(), NativeMethods.RequiredAbiVersion);
             string config = WithManualDispatch(configJson);
             IntPtr raw;
             PresenceResult r = NativeMethods.presence_engine_new(NativeMethods.Utf8(config), out raw);
@@ -135,7 +148,15 @@ namespace Presence
         /// {"id": userId, ...fields} (fields may hold "status", "invisible", custom ones).</summary>
         public PresenceConnection Connect(string userId, IDictionary<string, object> fields = null)
         {
-            return ConnectJson(UserJson(userId, fields));
+            if (fields != null) return ConnectJson(UserJson(userId, fields));
+            if (userId == null) throw new ArgumentNullException("userId");
+            byte[] id = NativeMethods.Utf8(userId);
+            ulong conn;
+            IntPtr h = Enter();
+            PresenceResult r;
+            try { r = NativeMethods.presence_connect_user(h, id, out conn); }
+            finally { Leave(); }
+            return Opened(r, conn, userId);
         }
 
         /// <summary>Open a connection from a user JSON object {"id":..., ...}.</summary>
@@ -147,12 +168,20 @@ namespace Presence
             PresenceResult r;
             try { r = NativeMethods.presence_connect(h, json, out id); }
             finally { Leave(); }
+            string userId = null;
+            if (r == PresenceResult.Ok)
+            {
+                try { userId = JsonValue.String(JsonValue.ParseObject(userJson), "id"); }
+                catch (JsonException) { }
+            }
+            return Opened(r, id, userId);
+        }
+
+        private PresenceConnection Opened(PresenceResult r, ulong id, string userId)
+        {
             PresenceConnection conn = null;
             if (r == PresenceResult.Ok)
             {
-                string userId = null;
-                try { userId = JsonValue.String(MiniJson.ParseObject(userJson), "id"); }
-                catch (FormatException) { }
                 conn = new PresenceConnection(this, id, userId);
                 _connections[id] = conn;
             }
@@ -238,7 +267,7 @@ namespace Presence
         public User GetUser(string userId, ulong viewer = 0)
         {
             string json = GetUserJson(userId, viewer);
-            return UserFromView(MiniJson.ParseObject(json), json, 0);
+            return UserFromView(JsonValue.ParseObject(json), json, 0);
         }
 
         /// <summary>The registry User for an id if this wrapper has seen it (no native call).</summary>
@@ -270,19 +299,19 @@ namespace Presence
             obj["type"] = type;
             obj["id"] = id;
             if (members != null) obj["members"] = new List<string>(members);
-            UpsertChannel(MiniJson.Serialize(obj));
+            UpsertChannel(JsonValue.Serialize(obj));
         }
 
         /// <summary>Add members (creating unknown users with only their id).</summary>
         public void AddMembers(string cid, params string[] userIds)
         {
-            AddMembersJson(cid, MiniJson.Serialize(userIds));
+            AddMembersJson(cid, JsonValue.Serialize(userIds));
         }
 
         /// <summary>Add members.</summary>
         public void AddMembers(string cid, IEnumerable<string> userIds)
         {
-            AddMembersJson(cid, MiniJson.Serialize(new List<string>(userIds)));
+            AddMembersJson(cid, JsonValue.Serialize(new List<string>(userIds)));
         }
 
         /// <summary>Add members given as a JSON array of user ids.</summary>
@@ -300,13 +329,13 @@ namespace Presence
         /// <summary>Remove members.</summary>
         public void RemoveMembers(string cid, params string[] userIds)
         {
-            RemoveMembersJson(cid, MiniJson.Serialize(userIds));
+            RemoveMembersJson(cid, JsonValue.Serialize(userIds));
         }
 
         /// <summary>Remove members.</summary>
         public void RemoveMembers(string cid, IEnumerable<string> userIds)
         {
-            RemoveMembersJson(cid, MiniJson.Serialize(new List<string>(userIds)));
+            RemoveMembersJson(cid, JsonValue.Serialize(new List<string>(userIds)));
         }
 
         /// <summary>Remove members given as a JSON array of user ids.</summary>
@@ -359,7 +388,7 @@ namespace Presence
         /// <summary>Watch a channel from a connection; answers the channel state.</summary>
         public ChannelState WatchChannel(ulong connectionId, string cid, bool presence = true)
         {
-            return StateFromView(MiniJson.ParseObject(WatchChannelJson(connectionId, cid, presence)));
+            return StateFromView(JsonValue.ParseObject(WatchChannelJson(connectionId, cid, presence)));
         }
 
         /// <summary>Stop watching a channel.</summary>
@@ -391,13 +420,13 @@ namespace Presence
         public List<User> QueryUsers(string queryJson, ulong viewer = 0)
         {
             var result = new List<User>();
-            var users = JsonValue.Array(MiniJson.ParseObject(QueryUsersJson(queryJson, viewer)), "users");
+            var users = JsonValue.Array(JsonValue.ParseObject(QueryUsersJson(queryJson, viewer)), "users");
             if (users != null)
             {
-                foreach (object u in users)
+                foreach (JToken u in users)
                 {
-                    var view = u as Dictionary<string, object>;
-                    if (view != null) result.Add(UserFromView(view, MiniJson.Serialize(view), 0));
+                    var view = u as JObject;
+                    if (view != null) result.Add(UserFromView(view, null, 0));
                 }
             }
             return result;
@@ -419,12 +448,12 @@ namespace Presence
         public List<ChannelState> QueryChannels(string queryJson, ulong viewer = 0)
         {
             var result = new List<ChannelState>();
-            var channels = JsonValue.Array(MiniJson.ParseObject(QueryChannelsJson(queryJson, viewer)), "channels");
+            var channels = JsonValue.Array(JsonValue.ParseObject(QueryChannelsJson(queryJson, viewer)), "channels");
             if (channels != null)
             {
-                foreach (object c in channels)
+                foreach (JToken c in channels)
                 {
-                    var view = c as Dictionary<string, object>;
+                    var view = c as JObject;
                     if (view != null) result.Add(StateFromView(view));
                 }
             }
@@ -459,20 +488,54 @@ namespace Presence
             return TakeChecked(r, s);
         }
 
-        /// <summary>Drain up to <paramref name="max"/> queued events of a connection.</summary>
-        public List<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
+        /// <summary>Drain up to <paramref name="max"/> queued events of a connection, typed,
+        /// through one reused native batch: no JSON, user ids converted once. With no events
+        /// it answers a shared empty list and allocates nothing; otherwise it allocates the
+        /// events and the list holding them.</summary>
+        public IList<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
         {
-            var result = new List<PresenceEvent>();
-            foreach (object e in MiniJson.ParseArray(PollEventsJson(connectionId, max)))
+            if (_batch == null) _batch = new PresenceBatchHandle();
+            IntPtr h = Enter();
+            PresenceResult r;
+            uint n = 0;
+            bool added = false;
+            try
             {
-                var data = e as Dictionary<string, object>;
-                if (data != null) result.Add(MakeEvent(data, MiniJson.Serialize(data), null));
+                _batch.DangerousAddRef(ref added);
+                IntPtr batch = _batch.DangerousGetHandle();
+                _generation++;
+                r = NativeMethods.presence_poll_batch(h, connectionId, max, batch);
+                if (r == PresenceResult.Ok) n = NativeMethods.presence_batch_len(batch);
+                if (n == 0)
+                {
+                    Check(r);
+                    return NoEvents;
+                }
+                var events = new PresenceEvent[n];
+                for (uint i = 0; i < n; i++)
+                    events[i] = MakeEvent(NativeMethods.presence_batch_event(batch, i), batch, i);
+                return events;
             }
-            return result;
+            finally
+            {
+                if (added) _batch.DangerousRelease();
+                Leave();
+            }
+        }
+
+        /// <summary>One frame of the engine: <see cref="Tick"/> (timeouts, offline grace,
+        /// last_active refresh) then <see cref="Pump"/> (this frame's events, raised on this
+        /// thread). Call it from a MonoBehaviour's Update(). Cost: what is due plus the
+        /// events delivered; with nothing due and nothing pending it is two native calls
+        /// and allocates nothing. Answers how many callbacks ran.</summary>
+        public int Update()
+        {
+            Tick();
+            return Pump();
         }
 
         /// <summary>Run the pending callbacks on this thread; answers how many ran.
-        /// Call it once per frame (Update()).</summary>
+        /// <see cref="Update"/> calls it after Tick.</summary>
         public int Pump()
         {
             IntPtr h = Enter();
@@ -522,6 +585,19 @@ namespace Presence
             try { r = NativeMethods.presence_save(h, p); }
             finally { Leave(); }
             Check(r);
+        }
+
+        /// <summary>Cluster mode: the link to the shared store as JSON
+        /// (<c>{"mode":"cluster","node_id","link":"up"|"down"|"fenced","nodes_alive","pending_writes","last_error"}</c>);
+        /// <c>{"mode":"single"}</c> without a <c>cluster</c> config.</summary>
+        public string ClusterStatusJson()
+        {
+            IntPtr h = Enter();
+            IntPtr s = IntPtr.Zero;
+            PresenceResult r;
+            try { r = NativeMethods.presence_cluster_status(h, out s); }
+            finally { Leave(); }
+            return TakeChecked(r, s);
         }
 
         /// <summary>Load users and channels (only while there are no connections).</summary>
@@ -631,9 +707,11 @@ namespace Presence
                 reg.GCHandle = GCHandle.Alloc(reg, GCHandleType.Weak);
                 Interlocked.Increment(ref s_liveGCHandles);
                 IntPtr userData = GCHandle.ToIntPtr(reg.GCHandle);
+                reg.UserData = userData;
+                // No user_data_free: the GCHandle is freed here, once no native call runs.
                 r = delivery
-                    ? NativeMethods.presence_add_delivery_listener(h, s_callback, userData, out id)
-                    : NativeMethods.presence_add_listener(h, type, user, s_callback, userData, out id);
+                    ? NativeMethods.presence_add_typed_delivery_listener(h, s_callback, userData, IntPtr.Zero, out id)
+                    : NativeMethods.presence_add_typed_listener(h, type, user, s_callback, userData, IntPtr.Zero, out id);
             }
             finally
             {
@@ -653,18 +731,20 @@ namespace Presence
             return reg;
         }
 
-        [MonoPInvokeCallback(typeof(PresenceEventCallback))]
-        private static void OnNativeEvent(IntPtr userData, IntPtr evt)
+        [MonoPInvokeCallback(typeof(PresenceEventInfoCallback))]
+        private static void OnNativeEvent(IntPtr userData, IntPtr info)
         {
             PresenceEngine engine = null;
             try
             {
-                if (userData == IntPtr.Zero || evt == IntPtr.Zero) return;
-                var reg = GCHandle.FromIntPtr(userData).Target as PresenceListener;
+                if (userData == IntPtr.Zero || info == IntPtr.Zero) return;
+                PresenceEngine calling = t_calling;
+                PresenceListener reg = calling != null ? calling.FindListener(userData) : null;
+                if (reg == null) reg = GCHandle.FromIntPtr(userData).Target as PresenceListener;
                 if (reg == null || reg.Removed) return;
                 engine = reg.Engine;
                 if (engine == null || engine._disposed) return;
-                engine.Deliver(reg, evt);
+                engine.Deliver(reg, info);
             }
             catch (Exception ex)
             {
@@ -673,11 +753,9 @@ namespace Presence
             }
         }
 
-        private void Deliver(PresenceListener reg, IntPtr evt)
+        private void Deliver(PresenceListener reg, IntPtr info)
         {
-            var native = (NativeEvent)Marshal.PtrToStructure(evt, typeof(NativeEvent));
-            string json = NativeMethods.FromUtf8(native.Json);
-            PresenceEvent ev = MakeEvent(MiniJson.ParseObject(json), json, native);
+            PresenceEvent ev = MakeEvent(info, IntPtr.Zero, 0);
             _callbackDepth++;
             try
             {
@@ -690,6 +768,7 @@ namespace Presence
             finally
             {
                 _callbackDepth--;
+                _generation++; // the native event is gone once the callback returns
             }
         }
 
@@ -700,38 +779,39 @@ namespace Presence
 
         private void DispatchHostEvent(PresenceEvent ev)
         {
-            switch (ev.Type)
+            // Type is always one of the EventTypes constants (EventTypes.Name answers them),
+            // so comparing references is exact, and cheaper than a switch on strings.
+            object type = ev.Type;
+            if (type == (object)EventTypes.UserPresenceChanged)
             {
-                case EventTypes.UserPresenceChanged:
-                    if (ev.User != null) ev.User.RaisePresenceChanged(ev.Online, ev.LastActive);
-                    Raise(UserPresenceChanged, ev);
-                    break;
-                case EventTypes.UserUpdated:
-                    if (ev.User != null) ev.User.RaiseUpdated();
-                    Raise(UserUpdated, ev);
-                    break;
-                case EventTypes.UserWatchingStart:
-                    Raise(UserWatchingStart, ev);
-                    break;
-                case EventTypes.UserWatchingStop:
-                    Raise(UserWatchingStop, ev);
-                    break;
-                case EventTypes.MemberAdded:
-                    Raise(MemberAdded, ev);
-                    break;
-                case EventTypes.MemberRemoved:
-                    Raise(MemberRemoved, ev);
-                    break;
-                case EventTypes.ConnectionClosed:
-                    PresenceConnection conn;
-                    if (ev.ClosedConnectionId.HasValue &&
-                        _connections.TryGetValue(ev.ClosedConnectionId.Value, out conn))
-                    {
-                        _connections.Remove(ev.ClosedConnectionId.Value);
-                        conn.OnClosed(ev.Reason);
-                    }
-                    Raise(ConnectionClosed, ev);
-                    break;
+                if (ev.User != null) ev.User.RaisePresenceChanged(ev.Online, ev.LastActive);
+                Raise(UserPresenceChanged, ev);
+            }
+            else if (type == (object)EventTypes.UserUpdated)
+            {
+                // Custom fields are not part of the typed event: refresh them (JSON, but
+                // only for this rare event, never for presence changes).
+                if (ev.User != null)
+                {
+                    UserFromView(JsonValue.ParseObject(GetUserJson(ev.User.Id)), null, 0);
+                    ev.User.RaiseUpdated();
+                }
+                Raise(UserUpdated, ev);
+            }
+            else if (type == (object)EventTypes.UserWatchingStart) Raise(UserWatchingStart, ev);
+            else if (type == (object)EventTypes.UserWatchingStop) Raise(UserWatchingStop, ev);
+            else if (type == (object)EventTypes.MemberAdded) Raise(MemberAdded, ev);
+            else if (type == (object)EventTypes.MemberRemoved) Raise(MemberRemoved, ev);
+            else if (type == (object)EventTypes.ConnectionClosed)
+            {
+                PresenceConnection conn;
+                if (ev.ClosedConnectionId.HasValue &&
+                    _connections.TryGetValue(ev.ClosedConnectionId.Value, out conn))
+                {
+                    _connections.Remove(ev.ClosedConnectionId.Value);
+                    conn.OnClosed(ev.Reason);
+                }
+                Raise(ConnectionClosed, ev);
             }
             Raise(EventReceived, ev);
         }
@@ -748,60 +828,68 @@ namespace Presence
             if (handler != null) handler(ev);
         }
 
-        private PresenceEvent MakeEvent(Dictionary<string, object> data, string json, NativeEvent? native)
+        private const long UnixEpochTicks = 621355968000000000;
+        private const long TicksPerMillisecond = 10000;
+
+        private static DateTime FromUnixMillis(long ms)
         {
-            var ev = new PresenceEvent
+            return new DateTime(UnixEpochTicks + ms * TicksPerMillisecond, DateTimeKind.Utc);
+        }
+
+        /// <summary>A PresenceEvent from a native PresenceEventInfo, read in place: no JSON,
+        /// strings and registry Users from the cache. Allocates the event only.</summary>
+        private unsafe PresenceEvent MakeEvent(IntPtr infoPtr, IntPtr batch, uint index)
+        {
+            NativeEventInfo* info = (NativeEventInfo*)infoPtr;
+            var ev = new PresenceEvent(this, infoPtr, batch, index, _generation)
             {
-                Type = JsonValue.String(data, "type"),
-                Seq = JsonValue.NullableULong(data, "seq") ?? 0,
-                CreatedAt = JsonValue.Time(data, "created_at"),
-                ConnectionId = JsonValue.NullableULong(data, "connection_id") ?? 0,
-                Cid = JsonValue.String(data, "cid"),
-                ChannelType = JsonValue.String(data, "channel_type"),
-                ChannelId = JsonValue.String(data, "channel_id"),
-                Reason = JsonValue.String(data, "reason"),
-                ClosedConnectionId = JsonValue.NullableULong(data, "closed_connection_id"),
-                Json = json,
-                Data = data,
+                Type = EventTypes.Name(info->Kind),
+                Seq = info->Seq,
+                CreatedAt = FromUnixMillis(info->CreatedAtMs),
+                ConnectionId = info->ConnectionId,
+                Cid = _strings.Get(info->Cid),
+                // Online as others see it: the host's own view folds invisible in.
+                Online = info->Online != 0 && info->Invisible == 0,
             };
-            long? watchers = JsonValue.NullableLong(data, "watcher_count");
-            if (watchers.HasValue) ev.WatcherCount = (int)watchers.Value;
-            if (native.HasValue)
+            string userId = _strings.Get(info->UserId);
+            ev.UserId = userId;
+            var user = _strings.LastTag as User;
+            if (userId != null && user == null)
             {
-                NativeEvent n = native.Value;
-                ev.Type = NativeMethods.FromUtf8(n.Type) ?? ev.Type;
-                ev.Seq = n.Seq;
-                ev.ConnectionId = n.ConnectionId;
-                ev.UserId = NativeMethods.FromUtf8(n.UserId);
-                ev.Cid = NativeMethods.FromUtf8(n.Cid) ?? ev.Cid;
-                ev.Online = n.Online != 0;
+                user = Registry(userId);
+                _strings.LastTag = user;
             }
-            Dictionary<string, object> userView = JsonValue.Object(data, "user");
-            Dictionary<string, object> memberView = JsonValue.Object(data, "member");
-            if (memberView != null)
+            if (info->LastActiveMs != long.MinValue) ev.LastActive = FromUnixMillis(info->LastActiveMs);
+            if (info->WatcherCount >= 0) ev.WatcherCount = (int)info->WatcherCount;
+            if (info->CloseReason != 0)
             {
-                string memberId = JsonValue.String(memberView, "user_id");
-                Dictionary<string, object> memberUser = JsonValue.Object(memberView, "user");
-                User user = memberUser != null ? UserFromView(memberUser, null, ev.Seq)
-                          : memberId != null ? Registry(memberId) : null;
-                ev.Member = new Member(memberId, user);
-                if (userView == null)
-                {
-                    ev.User = user;
-                    userView = memberUser;
-                }
+                ev.Reason = EventTypes.CloseReasonName(info->CloseReason);
+                ev.ClosedConnectionId = info->ClosedConnectionId;
             }
-            if (userView != null)
+            else if (user != null)
             {
-                if (ev.User == null) ev.User = UserFromView(userView, null, ev.Seq);
-                ev.Online = User.PublicOnline(userView);
-                ev.LastActive = JsonValue.Time(userView, "last_active");
-            }
-            if (ev.UserId == null)
-            {
-                ev.UserId = ev.User != null ? ev.User.Id : JsonValue.String(data, "user_id");
+                // Own views (the host's) say whether the user is invisible; public ones do not.
+                user.ApplyEvent(info->Online != 0, info->ConnectionId == 0, info->Invisible != 0,
+                                _strings.Get(info->Status), ev.LastActive, ev.Seq);
+                ev.User = user;
+                if ((object)ev.Type == (object)EventTypes.MemberAdded || (object)ev.Type == (object)EventTypes.MemberRemoved)
+                    ev.Member = user.AsMember;
             }
             return ev;
+        }
+
+        /// <summary>The event's JSON while its native memory lives.</summary>
+        internal string EventJson(IntPtr info, IntPtr batch, uint index, long generation)
+        {
+            if (generation != _generation || _disposed)
+                throw new InvalidOperationException(
+                    "PresenceEvent.GetJson() works only inside the handler, or until the next PollEvents for polled events");
+            IntPtr json;
+            PresenceResult r = batch != IntPtr.Zero
+                ? NativeMethods.presence_batch_event_json(batch, index, out json)
+                : NativeMethods.presence_event_info_json(info, out json);
+            if (r != PresenceResult.Ok) throw LastError(r);
+            return NativeMethods.FromUtf8(json);
         }
 
         internal User Registry(string id)
@@ -815,25 +903,25 @@ namespace Presence
             return user;
         }
 
-        internal User UserFromView(Dictionary<string, object> view, string json, ulong seq)
+        internal User UserFromView(JObject view, string json, ulong seq)
         {
             string id = JsonValue.String(view, "id");
             if (id == null) throw new FormatException("user object without an id");
             User user = Registry(id);
-            user.Apply(view, json ?? MiniJson.Serialize(view), seq);
+            user.Apply(view, json ?? JsonValue.Compact(view), seq);
             return user;
         }
 
-        internal ChannelState StateFromView(Dictionary<string, object> view)
+        internal ChannelState StateFromView(JObject view)
         {
-            var channel = new Channel(JsonValue.Object(view, "channel") ?? new Dictionary<string, object>());
+            var channel = new Channel(JsonValue.Object(view, "channel") ?? new JObject());
             var members = new List<Member>();
             var memberList = JsonValue.Array(view, "members");
             if (memberList != null)
             {
-                foreach (object m in memberList)
+                foreach (JToken m in memberList)
                 {
-                    var mv = m as Dictionary<string, object>;
+                    var mv = m as JObject;
                     if (mv == null) continue;
                     string memberId = JsonValue.String(mv, "user_id");
                     var uv = JsonValue.Object(mv, "user");
@@ -845,9 +933,9 @@ namespace Presence
             var watcherList = JsonValue.Array(view, "watchers");
             if (watcherList != null)
             {
-                foreach (object w in watcherList)
+                foreach (JToken w in watcherList)
                 {
-                    var wv = w as Dictionary<string, object>;
+                    var wv = w as JObject;
                     if (wv != null) watchers.Add(UserFromView(wv, null, 0));
                 }
             }
@@ -866,7 +954,7 @@ namespace Presence
                     if (kv.Key != "id") obj[kv.Key] = kv.Value;
                 }
             }
-            return MiniJson.Serialize(obj);
+            return JsonValue.Serialize(obj);
         }
 
         /// <summary>Add "dispatch":"manual" to a config object that names no dispatch,
@@ -874,10 +962,10 @@ namespace Presence
         internal static string WithManualDispatch(string configJson)
         {
             if (configJson == null || configJson.Trim().Length == 0) return "{\"dispatch\":\"manual\"}";
-            Dictionary<string, object> cfg;
-            try { cfg = MiniJson.ParseObject(configJson); }
-            catch (FormatException) { return configJson; } // let the engine report the error
-            if (cfg.ContainsKey("dispatch")) return configJson;
+            JObject cfg;
+            try { cfg = JsonValue.ParseObject(configJson); }
+            catch (JsonException) { return configJson; } // let the engine report the error
+            if (cfg.Property("dispatch") != null) return configJson;
             int brace = configJson.IndexOf('{');
             return configJson.Substring(0, brace + 1) + "\"dispatch\":\"manual\"" +
                    (cfg.Count > 0 ? "," : "") + configJson.Substring(brace + 1);
@@ -888,18 +976,40 @@ namespace Presence
             if (_disposed) throw new ObjectDisposedException("PresenceEngine");
             bool added = false;
             _handle.DangerousAddRef(ref added);
-            _callDepth++;
+            if (_callDepth++ == 0)
+            {
+                _outerEngine = t_calling;
+                t_calling = this;
+            }
             return _handle.DangerousGetHandle();
         }
 
         private void Leave()
         {
-            if (--_callDepth == 0 && _deferredFree.Count > 0)
+            if (--_callDepth == 0)
             {
-                foreach (var reg in _deferredFree) reg.FreeGCHandle();
-                _deferredFree.Clear();
+                t_calling = _outerEngine;
+                _outerEngine = null;
+                if (_deferredFree.Count > 0)
+                {
+                    foreach (var reg in _deferredFree) reg.FreeGCHandle();
+                    _deferredFree.Clear();
+                }
             }
             _handle.DangerousRelease();
+        }
+
+        /// <summary>This engine's live listener registered with <paramref name="userData"/>,
+        /// without going through the GCHandle (whose Target costs more than the rest of a
+        /// delivery under Mono).</summary>
+        private PresenceListener FindListener(IntPtr userData)
+        {
+            for (int i = 0; i < _listeners.Count; i++)
+            {
+                PresenceListener reg = _listeners[i];
+                if (reg.UserData == userData) return reg;
+            }
+            return null;
         }
 
         private static PresenceException LastError(PresenceResult r)
@@ -965,6 +1075,8 @@ namespace Presence
         internal PresenceEngine Engine { get; private set; }
         internal Action<PresenceEvent> Handler { get; private set; }
         internal GCHandle GCHandle;
+        /// <summary>The user_data given to the native listener (the GCHandle as a pointer).</summary>
+        internal IntPtr UserData;
 
         public void Dispose()
         {

@@ -83,8 +83,8 @@ fn custom_field_ops() {
     // An object whose keys have no '$' is a bare value.
     let q = uf(json!({"obj": {"a": 1}}));
     let r = Rec::new("x").j("obj", json!({"a": 1.0}));
-    assert!(q.matches(&r));
-    assert!(!q.matches(&Rec::new("y").j("obj", json!({"a": 2}))));
+    assert!(q.matches(&r, &mut 0));
+    assert!(!q.matches(&Rec::new("y").j("obj", json!({"a": 2})), &mut 0));
     // $ne / $nin: missing and other types match.
     assert_eq!(hits(&uf(json!({"level": {"$ne": 10}})), &u), ["bob", "carol"]);
     assert_eq!(hits(&uf(json!({"vip": {"$ne": true}})), &u), ["bob", "carol"]);
@@ -217,5 +217,5 @@ fn matches_unsized_record() {
     let q = uf(json!({"id": "alice"}));
     let u = users();
     let dynr: &dyn Record = &u[0];
-    assert!(q.matches(dynr));
+    assert!(q.matches(dynr, &mut 0));
 }

@@ -101,7 +101,7 @@ fn keys(recs: &[Rec]) -> Vec<&str> {
 }
 /// Keys of the records of `recs` matching `q`, in input order.
 fn hits<'a>(q: &Query, recs: &'a [Rec]) -> Vec<&'a str> {
-    recs.iter().filter(|r| q.matches(*r)).map(|r| r.key.as_str()).collect()
+    recs.iter().filter(|r| q.matches(*r, &mut 0)).map(|r| r.key.as_str()).collect()
 }
 
 fn users() -> Vec<Rec> {

@@ -1,65 +1,31 @@
-// Tests of bindings/csharp/Runtime against the real engine (libpresence.so).
-// Compiled by tests/csharp/run.sh with Mono's mcs together with the Runtime
-// sources (so internals such as PresenceEngine.LiveGCHandleCount are visible),
-// run with mono. Ends with "N passed, M failed"; exits non-zero on failure.
+// Tests of the Presence runtime against the real native engine, as NUnit tests: Unity's
+// Test Framework runs them in the editor (Window > General > Test Runner, EditMode), and
+// tests/csharp/run.sh runs the same file under Mono with nunit-console.
 using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Linq;
 using System.Runtime.CompilerServices;
+using Newtonsoft.Json.Linq;
+using NUnit.Framework;
 using Presence;
 
-public static class Tests
+[TestFixture]
+public class PresenceEngineTests
 {
-    private static int s_passed;
-    private static int s_failed;
-
     private const long Start = 1546867062375; // 2019-01-07T13:17:42.375Z
     private static readonly DateTime StartTime = new DateTime(2019, 1, 7, 13, 17, 42, 375, DateTimeKind.Utc);
 
-    private static void Check(bool condition, string what = "",
-                              [CallerLineNumber] int line = 0, [CallerFilePath] string file = "")
+    private static void Check(bool condition, string what = "")
     {
-        if (condition)
-        {
-            s_passed++;
-        }
-        else
-        {
-            s_failed++;
-            Console.Error.WriteLine("{0}:{1}: CHECK failed {2}", Path.GetFileName(file), line, what);
-        }
+        Assert.IsTrue(condition, what);
     }
 
-    private static void Throws(PresenceResult expected, Action action,
-                               [CallerLineNumber] int line = 0, [CallerFilePath] string file = "")
+    private static void Throws(PresenceResult expected, TestDelegate action)
     {
-        try
-        {
-            action();
-            s_failed++;
-            Console.Error.WriteLine("{0}:{1}: expected PresenceException {2}, nothing thrown",
-                Path.GetFileName(file), line, expected);
-        }
-        catch (PresenceException e)
-        {
-            if (e.Code == expected && !string.IsNullOrEmpty(e.Message))
-            {
-                s_passed++;
-            }
-            else
-            {
-                s_failed++;
-                Console.Error.WriteLine("{0}:{1}: expected {2}, got {3}: {4}",
-                    Path.GetFileName(file), line, expected, e.Code, e.Message);
-            }
-        }
-        catch (Exception e)
-        {
-            s_failed++;
-            Console.Error.WriteLine("{0}:{1}: expected PresenceException {2}, got {3}",
-                Path.GetFileName(file), line, expected, e);
-        }
+        var e = Assert.Throws<PresenceException>(action);
+        Assert.AreEqual(expected, e.Code, e.Message);
+        Assert.IsNotEmpty(e.Message);
     }
 
     private static string Manual(string extra = null, long start = Start)
@@ -76,21 +42,30 @@ public static class Tests
 
     // ---------------------------------------------------------------------
 
-    private static void TestVersionAndJson()
+    [Test]
+    public void VersionAndJson()
     {
         Check(!string.IsNullOrEmpty(PresenceEngine.Version), "Version");
         Check(PresenceEngine.AbiVersion >= 1, "AbiVersion");
         Check(PresenceEngine.ResultName(PresenceResult.NotFound) == "PRESENCE_ERR_NOT_FOUND", "ResultName");
         Check(PresenceEngine.ResultName(PresenceResult.Ok) == "PRESENCE_OK", "ResultName ok");
 
-        var parsed = MiniJson.ParseObject("{\"a\":[1,2.5,\"x\\n\\u00e9\",true,null,{\"b\":-3}],\"c\":\"\"}");
-        var a = (List<object>)parsed["a"];
-        Check((long)a[0] == 1 && (double)a[1] == 2.5 && (string)a[2] == "x\n\u00e9", "MiniJson values");
-        Check((bool)a[3] && a[4] == null && (long)((Dictionary<string, object>)a[5])["b"] == -3, "MiniJson nested");
-        Check(MiniJson.Serialize(parsed) == "{\"a\":[1,2.5,\"x\\n\u00e9\",true,null,{\"b\":-3}],\"c\":\"\"}", "MiniJson round trip");
-        bool bad = false;
-        try { MiniJson.Parse("{\"a\":}"); } catch (FormatException) { bad = true; }
-        Check(bad, "MiniJson rejects bad input");
+        // Timestamps stay the strings the engine wrote (Newtonsoft would turn them into DateTime).
+        JObject parsed = JsonValue.ParseObject("{\"t\":\"2019-01-07T13:17:42.375Z\",\"a\":[1,2.5]}");
+        Check(JsonValue.String(parsed, "t") == "2019-01-07T13:17:42.375Z", "timestamp kept as text");
+        Check(JsonValue.Time(parsed, "t") == StartTime, "timestamp parsed");
+        Check(JsonValue.Compact(parsed) == "{\"t\":\"2019-01-07T13:17:42.375Z\",\"a\":[1,2.5]}", "round trip");
+        Assert.Throws<Newtonsoft.Json.JsonReaderException>(() => JsonValue.ParseObject("{\"a\":}"));
+        Assert.Throws<Newtonsoft.Json.JsonReaderException>(() => JsonValue.ParseObject("{} {}"));
+        Assert.Throws<Newtonsoft.Json.JsonReaderException>(() => JsonValue.ParseObject("[1]"));
+
+        // A library older than the binding is refused with a message naming both versions.
+        var old = Assert.Throws<PresenceException>(() => NativeMethods.CheckAbi(1, 2));
+        Check(old.Code == PresenceResult.State, "ABI mismatch code");
+        StringAssert.Contains("needs ABI version 2", old.Message);
+        StringAssert.Contains("has ABI version 1", old.Message);
+        NativeMethods.CheckAbi(2, 2);
+        NativeMethods.CheckAbi(3, 2);
 
         Check(PresenceEngine.WithManualDispatch(null) == "{\"dispatch\":\"manual\"}", "merge null");
         Check(PresenceEngine.WithManualDispatch("{}") == "{\"dispatch\":\"manual\"}", "merge empty");
@@ -98,7 +73,8 @@ public static class Tests
         Check(PresenceEngine.WithManualDispatch("{\"dispatch\":\"immediate\"}") == "{\"dispatch\":\"immediate\"}", "merge keeps dispatch");
     }
 
-    private static void TestErrors()
+    [Test]
+    public void Errors()
     {
         Throws(PresenceResult.Json, () => new PresenceEngine("{not json"));
         try
@@ -137,7 +113,8 @@ public static class Tests
         }
     }
 
-    private static void TestUsers()
+    [Test]
+    public void Users()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
@@ -198,7 +175,8 @@ public static class Tests
         }
     }
 
-    private static void TestChannelsAndQueries()
+    [Test]
+    public void ChannelsAndQueries()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
@@ -260,7 +238,8 @@ public static class Tests
         }
     }
 
-    private static void TestEvents()
+    [Test]
+    public void Events()
     {
         using (var engine = new PresenceEngine(Manual("\"connection_timeout_ms\":30000")))
         {
@@ -305,14 +284,16 @@ public static class Tests
             Check(alice.Online && alice.Status == "hi" && (string)alice.Custom["name"] == "Alice", "registry updated by events");
 
             // PollEvents: typed, in seq order, same registry objects.
-            List<PresenceEvent> polled = bob.PollEvents();
+            IList<PresenceEvent> polled = bob.PollEvents();
             Check(polled.Count >= 2, "polled " + polled.Count);
             for (int i = 1; i < polled.Count; i++) Check(polled[i].Seq > polled[i - 1].Seq, "seq order");
             PresenceEvent p = polled.FirstOrDefault(e => e.Type == EventTypes.UserPresenceChanged && e.UserId == "alice");
             Check(p != null && p.ConnectionId == bob.Id && p.Online && ReferenceEquals(p.User, alice), "polled presence");
-            Check(p != null && p.CreatedAt == StartTime && p.LastActive == StartTime && p.Json.Contains("\"connection_id\":"), "polled fields");
-            Check(p != null && p.Data.ContainsKey("user"), "polled Data");
+            Check(p != null && p.CreatedAt == StartTime && p.LastActive == StartTime && p.GetJson().Contains("\"connection_id\":" + bob.Id), "polled fields");
+            Check(p != null && p.GetJson().Contains("\"user\":{\"id\":\"alice\""), "JSON on request");
             Check(bob.PollEventsJson() == "[]", "queue drained");
+            Check(bob.PollEvents().Count == 0, "nothing more");
+            Assert.Throws<InvalidOperationException>(() => p.GetJson(), "JSON of a polled event after the next poll");
 
             // Delivery: engine.EventDelivered and connection.EventReceived.
             var delivered = new List<PresenceEvent>();
@@ -398,17 +379,18 @@ public static class Tests
         }
     }
 
-    private static void TestInvisibleAndClock()
+    [Test]
+    public void InvisibleAndClock()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
             engine.UpsertChannel("lobby", "main", new[] { "alice", "bob", "carol" });
             PresenceConnection bob = engine.Connect("bob");
             bob.WatchChannel("lobby:main");
-            List<PresenceEvent> own = bob.PollEvents();
+            IList<PresenceEvent> own = bob.PollEvents();
             Check(own.Count == 1 && own[0].Type == EventTypes.UserWatchingStart && own[0].UserId == "bob", "bob's own watching start");
             PresenceConnection alice = engine.Connect("alice", Fields("status", "Looking for group"));
-            List<PresenceEvent> events = bob.PollEvents();
+            IList<PresenceEvent> events = bob.PollEvents();
             Check(events.Count == 1 && events[0].Type == EventTypes.UserPresenceChanged && events[0].UserId == "alice" && events[0].Online, "bob sees alice");
             Check(events.Count == 1 && events[0].User.Status == "Looking for group", "status in event");
 
@@ -423,13 +405,17 @@ public static class Tests
             Check(bob.QueryUsers("{\"filter_conditions\":{\"online\":true}}").All(u => u.Id != "carol"), "not in online query");
             Check(carol.WatchChannel("lobby:main").WatcherCount == 1, "invisible watcher not counted");
             engine.Pump();
+            // Host listeners see own views, where the invisible connect was a change too (online
+            // to others stayed false); each visibility flip is one more.
+            int seen = changes.Count;
+            Check(changes.All(online => !online), "nothing shows carol online while invisible");
             carolUser.MarkVisible();
             engine.Pump();
-            Check(changes.Count == 1 && changes[0], "visible: online change");
+            Check(changes.Count == seen + 1 && changes[seen], "visible: online change");
             Check(bob.PollEvents().Any(e => e.UserId == "carol" && e.Online), "bob sees carol online");
             carolUser.MarkInvisible();
             engine.Pump();
-            Check(changes.Count == 2 && !changes[1] && !carolUser.Online && carolUser.Invisible, "invisible: offline change");
+            Check(changes.Count == seen + 2 && !changes[seen + 1] && !carolUser.Online && carolUser.Invisible, "invisible: offline change");
             Check(bob.PollEvents().Any(e => e.UserId == "carol" && !e.Online), "bob sees carol offline");
 
             // Manual clock: last_active refreshes after 15 minutes, without events.
@@ -452,7 +438,8 @@ public static class Tests
         }
     }
 
-    private static void TestSaveLoad()
+    [Test]
+    public void SaveLoad()
     {
         string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
@@ -467,6 +454,7 @@ public static class Tests
                 engine.Save(path);
                 Check(File.Exists(path), "saved");
                 Throws(PresenceResult.State, () => engine.Load(path));
+                Check(engine.ClusterStatusJson() == "{\"mode\":\"single\"}", "single mode");
                 c.Disconnect();
             }
             using (PresenceEngine engine = PresenceEngine.Create(Manual()))
@@ -485,7 +473,8 @@ public static class Tests
         }
     }
 
-    private static void TestHandlerExceptions()
+    [Test]
+    public void HandlerExceptions()
     {
         using (var engine = new PresenceEngine(Manual()))
         {
@@ -521,7 +510,8 @@ public static class Tests
         }
     }
 
-    private static void TestDisposal()
+    [Test]
+    public void Disposal()
     {
         int baseline = PresenceEngine.LiveGCHandleCount;
         var engine = new PresenceEngine(Manual());
@@ -567,43 +557,90 @@ public static class Tests
         Check(PresenceEngine.LiveGCHandleCount == baseline, "finalizer frees GCHandles: " + (PresenceEngine.LiveGCHandleCount - baseline));
     }
 
+    // Unity developers count garbage per frame: an idle frame (nothing due, nothing queued)
+    // allocates no managed memory at all, with handlers attached and connections open.
+    [Test]
+    public void IdleFramesAllocateNothing()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            int calls = 0;
+            engine.UserPresenceChanged += e => calls++;
+            engine.EventDelivered += e => calls++;
+            engine.UpsertChannel("lobby", "main", new[] { "me", "friend" });
+            PresenceConnection me = engine.Connect("me");
+            me.WatchChannel("lobby:main");
+            engine.Connect("friend");
+            engine.Update(); // deliver what the setup caused, warm every path up
+            engine.Update();
+            int before = calls;
+            long start = GC.GetAllocatedBytesForCurrentThread();
+            for (int frame = 0; frame < 10000; frame++) engine.Update();
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - start;
+            Assert.AreEqual(0, allocated, "bytes allocated over 10,000 idle frames");
+            Assert.AreEqual(before, calls, "idle frames raise no events");
+        }
+    }
+
+    // With events, a frame allocates the delivered events' own objects and nothing per
+    // event beyond them: no JSON, no strings (user ids come from the cache).
+    [Test]
+    public void EventsAllocateOnlyTheirOwnObjects()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            const int Users = 500;
+            long received = 0, online = 0;
+            engine.EventReceived += e => received++;
+            engine.UserPresenceChanged += e => { if (e.UserId != null && e.Online) online++; };
+            PresenceConnection watcher = engine.Connect("watcher");
+            var ids = new string[Users];
+            for (int i = 0; i < Users; i++) ids[i] = "user-" + i;
+            engine.UpsertChannel("lobby", "all", ids);
+            watcher.WatchChannel("lobby:all");
+            var conns = new PresenceConnection[Users];
+            for (int i = 0; i < Users; i++) conns[i] = engine.Connect(ids[i]);
+            engine.Update(); // first sight of every id fills the string cache
+            watcher.PollEvents();
+            for (int i = 0; i < Users; i++) conns[i].Disconnect();
+            for (int i = 0; i < Users; i++) conns[i] = engine.Connect(ids[i]);
+
+            long receivedBefore = received, onlineBefore = online;
+            long start = GC.GetAllocatedBytesForCurrentThread();
+            engine.Update();
+            long pumpBytes = GC.GetAllocatedBytesForCurrentThread() - start;
+            long pumped = received - receivedBefore;
+            start = GC.GetAllocatedBytesForCurrentThread();
+            IList<PresenceEvent> polled = watcher.PollEvents(100000);
+            long pollBytes = GC.GetAllocatedBytesForCurrentThread() - start;
+
+            // Per user: offline, connection.closed, online again.
+            Assert.AreEqual(3 * Users, pumped, "host events pumped");
+            Assert.AreEqual(Users, online - onlineBefore, "online events handled");
+            Assert.AreEqual(2 * Users, polled.Count, "offline+online deliveries polled");
+            // A PresenceEvent is one object of 176 bytes on 64-bit Mono: nothing else per
+            // event (and, when polling, the array holding the events).
+            const long PerEvent = 192;
+            Assert.LessOrEqual(pumpBytes, PerEvent * pumped, "bytes per pumped event: " + pumpBytes / (double)pumped);
+            Assert.LessOrEqual(pollBytes, (PerEvent + 8) * polled.Count + 64,
+                               "bytes per polled event: " + pollBytes / (double)polled.Count);
+            Console.WriteLine("managed bytes per event: pumped {0:F1}, polled {1:F1}",
+                              pumpBytes / (double)pumped, pollBytes / (double)polled.Count);
+            Assert.AreEqual("user-0", polled[0].UserId);
+            Assert.AreSame(polled[0].UserId, polled[Users].UserId, "a user id is converted once");
+            long idle = GC.GetAllocatedBytesForCurrentThread();
+            int left = watcher.PollEvents().Count;
+            long emptyPollBytes = GC.GetAllocatedBytesForCurrentThread() - idle;
+            Assert.AreEqual(0, left);
+            Assert.AreEqual(0, emptyPollBytes, "an empty poll allocates nothing");
+        }
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void MakeGarbageEngine()
     {
         var e = new PresenceEngine();
         e.AddListener(null, null, ev => { });
         e.Connect("ghost");
-    }
-
-    public static int Main()
-    {
-        var tests = new KeyValuePair<string, Action>[]
-        {
-            new KeyValuePair<string, Action>("version_and_json", TestVersionAndJson),
-            new KeyValuePair<string, Action>("errors", TestErrors),
-            new KeyValuePair<string, Action>("users", TestUsers),
-            new KeyValuePair<string, Action>("channels_and_queries", TestChannelsAndQueries),
-            new KeyValuePair<string, Action>("events", TestEvents),
-            new KeyValuePair<string, Action>("invisible_and_clock", TestInvisibleAndClock),
-            new KeyValuePair<string, Action>("save_load", TestSaveLoad),
-            new KeyValuePair<string, Action>("handler_exceptions", TestHandlerExceptions),
-            new KeyValuePair<string, Action>("disposal", TestDisposal),
-        };
-        foreach (var t in tests)
-        {
-            int before = s_failed;
-            try
-            {
-                t.Value();
-            }
-            catch (Exception e)
-            {
-                s_failed++;
-                Console.Error.WriteLine("{0}: unexpected {1}", t.Key, e);
-            }
-            Console.WriteLine("{0} {1}", s_failed == before ? "ok  " : "FAIL", t.Key);
-        }
-        Console.WriteLine("{0} passed, {1} failed", s_passed, s_failed);
-        return s_failed == 0 ? 0 : 1;
     }
 }

@@ -1,0 +1,40 @@
+-- Closes, in one shard, every connection of a dead node incarnation and fences that
+-- incarnation there, so its late writes are refused. Idempotent: a second run finds
+-- nothing left to close.
+-- KEYS: 1 shard log, 2 shard sequence, 3 shard fence, 4 the incarnation's connections
+-- ARGV: 1 node, 2 incarnation, 3 log retention, 4 user key prefix, 5 time of the reap
+local node, inc = ARGV[1], ARGV[2]
+local fenced = redis.call('HGET', KEYS[3], node)
+if not fenced or tonumber(fenced) < tonumber(inc) then
+  redis.call('HSET', KEYS[3], node, inc)
+end
+local conns = redis.call('HGETALL', KEYS[4])
+local by_user, order = {}, {}
+for i = 1, #conns, 2 do
+  local uid = conns[i + 1]
+  if not by_user[uid] then
+    by_user[uid] = {}
+    order[#order + 1] = uid
+  end
+  table.insert(by_user[uid], conns[i])
+end
+-- In user id order, so every run (and the in-memory model) logs the same sequence.
+table.sort(order)
+local count = 'c:' .. node .. '#' .. inc
+for _, uid in ipairs(order) do
+  local key = ARGV[4] .. uid
+  redis.call('HDEL', key, count)
+  local connected = false
+  for _, k in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(k, 1, 2) == 'c:' then
+      connected = true
+    end
+  end
+  -- The last connection anywhere went with the node: last seen now, if visible.
+  if not connected and redis.call('HGET', key, 'i') ~= '1' then
+    raise_last_active(key, ARGV[5])
+  end
+  append(key, KEYS[1], KEYS[2], ARGV[3], uid, {'lost', node .. ' ' .. table.concat(by_user[uid], ',')})
+end
+redis.call('DEL', KEYS[4])
+return #order

@@ -1,0 +1,282 @@
+//! The store's scripts as plain Rust over in-memory maps, statement for statement, for
+//! the deterministic simulation (no Redis, virtual time, controllable failures).
+use super::store::{
+    member, shard_of, Beat, Entry, RawEntry, Registration, Store, StoreError, StoreResult, StoredChange,
+    SHARDS,
+};
+use crate::replication::{ConnectionChange, Delta};
+use crate::time::Millis;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// What the store accepted, in its order: the simulation's one reference engine replays it.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    /// A delta written by a node incarnation (`node#n`).
+    Delta(String, Delta),
+    /// A dead incarnation reaped at a time.
+    Reaped(String, Millis),
+}
+
+#[derive(Default)]
+struct Shard {
+    users: BTreeMap<String, BTreeMap<String, String>>,
+    log: Vec<(u64, RawEntry)>,
+    seq: u64,
+    fence: HashMap<String, u64>,
+    epoch: Option<String>,
+    /// Per incarnation: connection id -> user id.
+    connections: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// The shared data of one simulated store.
+pub struct MemoryData {
+    shards: Vec<Shard>,
+    leases: BTreeMap<String, Millis>,
+    epoch: Option<String>,
+    incarnations: u64,
+    locks: HashMap<String, Millis>,
+    /// The store's clock.
+    pub now: Millis,
+    /// Entries kept per shard log.
+    pub retention: usize,
+    /// While set, every call answers `Down`.
+    pub down: bool,
+    pub history: Vec<Applied>,
+}
+
+impl MemoryData {
+    pub fn new(retention: usize) -> Self {
+        MemoryData {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            leases: BTreeMap::new(),
+            epoch: None,
+            incarnations: 0,
+            locks: HashMap::new(),
+            now: 0,
+            retention,
+            down: false,
+            history: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, shard: usize, uid: &str, written: RawEntry) {
+        let retention = self.retention;
+        let s = &mut self.shards[shard];
+        let user = s.users.get_mut(uid).expect("appending for a stored user");
+        let version = user.get("v").map_or(0, |v| v.parse::<u64>().unwrap()) + 1;
+        user.insert("v".into(), version.to_string());
+        let counts: Vec<String> =
+            user.iter().filter_map(|(k, v)| k.strip_prefix("c:").map(|m| format!("{m}={v}"))).collect();
+        let mut entry: RawEntry = vec![
+            ("u".into(), uid.into()),
+            ("v".into(), version.to_string()),
+            ("ca".into(), user.get("ca").cloned().unwrap_or_default()),
+            ("la".into(), user.get("la").cloned().unwrap_or_default()),
+            ("c".into(), counts.join(",")),
+        ];
+        entry.extend(written);
+        s.seq += 1;
+        s.log.push((s.seq, entry));
+        if s.log.len() > retention {
+            let drop = s.log.len() - retention;
+            s.log.drain(..drop);
+        }
+    }
+
+    fn write_one(&mut self, node: &str, registration: &Registration, delta: &Delta) -> StoreResult<()> {
+        let inc = registration.incarnation;
+        let shard = shard_of(&delta.user);
+        let uid = delta.user.to_string();
+        let s = &mut self.shards[shard];
+        if s.epoch.as_deref() != Some(registration.epoch.as_str()) {
+            return Err(StoreError::Lost);
+        }
+        if s.fence.get(node).is_some_and(|&f| f >= inc) {
+            return Err(StoreError::Fenced);
+        }
+        let count = format!("c:{}", member(node, inc));
+        let existed = s.users.contains_key(&uid);
+        let user = s.users.entry(uid.clone()).or_default();
+        if !existed {
+            user.insert("ca".into(), delta.at.to_string());
+        }
+        let conns = s.connections.entry(member(node, inc)).or_default();
+        match delta.connection {
+            // Counted once however often announced, as in the script.
+            Some(ConnectionChange::Opened(c)) if conns.insert(c.0.to_string(), uid.clone()).is_none() => {
+                add_count(user, &count, 1);
+            }
+            Some(ConnectionChange::Closed(c)) if conns.remove(&c.0.to_string()).is_some() => {
+                add_count(user, &count, -1);
+            }
+            _ => {}
+        }
+        if let Some(at) = delta.last_active {
+            raise_last_active(user, at);
+        }
+        let mut written = RawEntry::new();
+        if !delta.only_if_absent || !existed {
+            for (field, value) in &delta.fields {
+                let name = field.store_name();
+                match value {
+                    Some(v) => {
+                        user.insert(name.clone(), v.clone());
+                        written.push((format!("={name}"), v.clone()));
+                    }
+                    None => {
+                        user.remove(&name);
+                        written.push((format!("-{name}"), String::new()));
+                    }
+                }
+            }
+        }
+        self.append(shard, &uid, written);
+        self.history.push(Applied::Delta(member(node, inc), delta.clone()));
+        Ok(())
+    }
+
+    fn reap_shard(&mut self, shard: usize, node: &str, inc: u64, now: Millis) {
+        let m = member(node, inc);
+        let s = &mut self.shards[shard];
+        let fence = s.fence.entry(node.to_string()).or_insert(0);
+        *fence = (*fence).max(inc);
+        let conns = s.connections.remove(&m).unwrap_or_default();
+        let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (c, uid) in conns {
+            by_user.entry(uid).or_default().push(c);
+        }
+        for (uid, ids) in by_user {
+            let user = self.shards[shard].users.get_mut(&uid).expect("a connection's user is stored");
+            user.remove(&format!("c:{m}"));
+            let connected = user.keys().any(|k| k.starts_with("c:"));
+            if !connected && user.get("i").map(String::as_str) != Some("1") {
+                raise_last_active(user, now);
+            }
+            self.append(shard, &uid, vec![("lost".into(), format!("{node} {}", ids.join(",")))]);
+        }
+    }
+}
+
+/// Adds `by` to a connection count, removing the field when it reaches zero.
+fn add_count(user: &mut BTreeMap<String, String>, key: &str, by: i64) {
+    let n = user.get(key).map_or(0, |v| v.parse::<i64>().unwrap()) + by;
+    if n > 0 {
+        user.insert(key.to_string(), n.to_string());
+    } else {
+        user.remove(key);
+    }
+}
+
+fn raise_last_active(user: &mut BTreeMap<String, String>, at: Millis) {
+    if user.get("la").is_none_or(|la| la.parse::<Millis>().unwrap() < at) {
+        user.insert("la".into(), at.to_string());
+    }
+}
+
+/// One node's handle on a shared [`MemoryData`].
+#[derive(Clone)]
+pub struct MemoryStore(pub Arc<Mutex<MemoryData>>);
+
+impl MemoryStore {
+    fn data(&self) -> StoreResult<std::sync::MutexGuard<'_, MemoryData>> {
+        let data = self.0.lock().unwrap();
+        if data.down {
+            return Err(StoreError::Down("simulated outage".into()));
+        }
+        Ok(data)
+    }
+}
+
+impl Store for MemoryStore {
+    fn register(&mut self, node: &str, lease_ms: u64, fresh_epoch: &str) -> StoreResult<Registration> {
+        let mut d = self.data()?;
+        d.incarnations += 1;
+        let inc = d.incarnations;
+        let expiry = d.now + lease_ms as Millis;
+        d.leases.insert(member(node, inc), expiry);
+        let epoch = d.epoch.get_or_insert_with(|| fresh_epoch.to_string()).clone();
+        for shard in &mut d.shards {
+            shard.epoch.get_or_insert_with(|| epoch.clone());
+        }
+        Ok(Registration { incarnation: inc, epoch })
+    }
+
+    fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat> {
+        let mut d = self.data()?;
+        if d.epoch.as_deref() != Some(epoch) {
+            return Ok(Beat::EpochChanged);
+        }
+        let now = d.now;
+        match d.leases.get(member) {
+            Some(&expiry) if expiry >= now => {}
+            _ => return Ok(Beat::Fenced),
+        }
+        d.leases.insert(member.to_string(), now + lease_ms as Millis);
+        let alive = d.leases.values().filter(|&&e| e >= now).count() as u32;
+        let expired = d.leases.iter().filter(|(_, &e)| e < now).map(|(m, _)| m.clone()).take(16).collect();
+        Ok(Beat::Renewed { alive, expired, now })
+    }
+
+    fn write(
+        &mut self,
+        node: &str,
+        registration: &Registration,
+        deltas: &[Delta],
+    ) -> (usize, StoreResult<()>) {
+        let mut d = match self.data() {
+            Ok(d) => d,
+            Err(e) => return (0, Err(e)),
+        };
+        for (i, delta) in deltas.iter().enumerate() {
+            if let Err(e) = d.write_one(node, registration, delta) {
+                return (i, Err(e));
+            }
+        }
+        (deltas.len(), Ok(()))
+    }
+
+    fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>> {
+        let d = self.data()?;
+        let mut out = Vec::new();
+        for (shard, s) in d.shards.iter().enumerate() {
+            for (seq, raw) in s.log.iter().filter(|(seq, _)| *seq > cursors[shard]).take(max) {
+                out.push(Entry { shard, seq: *seq, change: StoredChange::parse(None, raw, false)? });
+            }
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, shard: usize) -> StoreResult<(u64, Vec<StoredChange>)> {
+        let d = self.data()?;
+        let s = &d.shards[shard];
+        let users = s
+            .users
+            .iter()
+            .map(|(uid, h)| {
+                let raw: RawEntry = h.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                StoredChange::parse(Some(uid), &raw, true)
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((s.seq, users))
+    }
+
+    fn reap(&mut self, m: &str, now: Millis, lock_ms: u64) -> StoreResult<bool> {
+        let mut d = self.data()?;
+        let store_now = d.now;
+        if d.locks.get(m).is_some_and(|&until| until > store_now) {
+            return Ok(false);
+        }
+        d.locks.insert(m.to_string(), store_now + lock_ms as Millis);
+        let (node, inc) = m.rsplit_once('#').expect("a member names its incarnation");
+        let inc: u64 = inc.parse().expect("an incarnation is a number");
+        for shard in 0..SHARDS {
+            d.reap_shard(shard, node, inc, now);
+        }
+        d.history.push(Applied::Reaped(m.to_string(), now));
+        if d.leases.get(m).is_some_and(|&e| e < store_now) {
+            d.leases.remove(m);
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,288 @@
+//! [`Store`] over one Redis (or Valkey) connection with the `redis` crate's synchronous
+//! client. Any error drops the connection (a timed-out reply could otherwise arrive as the
+//! answer to a later command); the next call connects again and loads the scripts.
+use super::store::{
+    member, shard_of, write_args, Beat, Entry, Keys, RawEntry, Registration, Store, StoreError, StoreResult,
+    StoredChange, SHARDS,
+};
+use crate::replication::Delta;
+use crate::time::Millis;
+use redis::{Connection, Value};
+use std::time::Duration;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+/// The scripts, each loaded once per connection and called by hash.
+struct Scripts {
+    write: redis::Script,
+    reap: redis::Script,
+    snapshot: redis::Script,
+    meta: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let shard_script = |body: &str| redis::Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            write: shard_script(include_str!("lua/write.lua")),
+            reap: shard_script(include_str!("lua/reap.lua")),
+            snapshot: redis::Script::new(include_str!("lua/snapshot.lua")),
+            meta: redis::Script::new(include_str!("lua/meta.lua")),
+        }
+    }
+    fn all(&self) -> [&redis::Script; 4] {
+        [&self.write, &self.reap, &self.snapshot, &self.meta]
+    }
+}
+
+/// See the module documentation.
+pub struct RedisStore {
+    client: redis::Client,
+    connection: Option<Connection>,
+    keys: Keys,
+    scripts: Scripts,
+    retention: u64,
+    timeout: Duration,
+}
+
+fn down(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Down(e.to_string())
+}
+
+fn text(v: &Value) -> StoreResult<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(down),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        Value::Okay => Ok("OK".into()),
+        other => Err(StoreError::Down(format!("unexpected store reply {other:?}"))),
+    }
+}
+
+fn items(v: &Value) -> StoreResult<&[Value]> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Ok(a),
+        Value::Nil => Ok(&[]),
+        other => Err(StoreError::Down(format!("expected an array from the store, got {other:?}"))),
+    }
+}
+
+fn pairs(v: &Value) -> StoreResult<RawEntry> {
+    let flat = items(v)?;
+    flat.chunks(2)
+        .map(|kv| match kv {
+            [k, v] => Ok((text(k)?, text(v)?)),
+            _ => Err(StoreError::Down("odd field list from the store".into())),
+        })
+        .collect()
+}
+
+impl RedisStore {
+    /// A store at `url` (not connected yet). `timeout` bounds every round trip, so a paused
+    /// or unreachable store turns into `Down` instead of a stall.
+    pub fn new(url: &str, namespace: &str, retention: u64, timeout: Duration) -> crate::Result<Self> {
+        let client =
+            redis::Client::open(url).map_err(|e| crate::Error::invalid(format!("cluster.redis_url: {e}")))?;
+        Ok(RedisStore {
+            client,
+            connection: None,
+            keys: Keys::new(namespace),
+            scripts: Scripts::new(),
+            retention,
+            timeout,
+        })
+    }
+
+    fn connection(&mut self) -> StoreResult<&mut Connection> {
+        if self.connection.is_none() {
+            let mut c = self.client.get_connection_with_timeout(self.timeout).map_err(down)?;
+            c.set_read_timeout(Some(self.timeout)).map_err(down)?;
+            c.set_write_timeout(Some(self.timeout)).map_err(down)?;
+            for script in self.scripts.all() {
+                script.load(&mut c).map_err(down)?;
+            }
+            self.connection = Some(c);
+        }
+        Ok(self.connection.as_mut().expect("connected above"))
+    }
+
+    /// Runs a command or pipeline; any failure drops the connection.
+    fn run<T>(&mut self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> StoreResult<T> {
+        let result = f(self.connection()?);
+        if result.is_err() {
+            self.connection = None;
+        }
+        result.map_err(down)
+    }
+
+    fn meta(&mut self, op: &str, who: &str, lease_ms: u64, epoch: &str) -> StoreResult<Value> {
+        let keys = [self.keys.leases(), self.keys.epoch(), self.keys.incarnations()];
+        let hash = self.scripts.meta.get_hash().to_string();
+        self.run(|c| {
+            redis::cmd("EVALSHA")
+                .arg(&hash)
+                .arg(3)
+                .arg(&keys)
+                .arg(op)
+                .arg(who)
+                .arg(lease_ms)
+                .arg(epoch)
+                .query(c)
+        })
+    }
+
+    fn shard_call(&mut self, hash: &str, keys: &[String], args: &[String]) -> StoreResult<Value> {
+        self.run(|c| redis::cmd("EVALSHA").arg(hash).arg(keys.len()).arg(keys).arg(args).query(c))
+    }
+
+    fn write_keys(&self, node: &str, incarnation: u64, user: &str) -> [String; 7] {
+        let shard = shard_of(user);
+        [
+            self.keys.user(user),
+            self.keys.log(shard),
+            self.keys.seq(shard),
+            self.keys.users(shard),
+            self.keys.fence(shard),
+            self.keys.node_connections(shard, &member(node, incarnation)),
+            self.keys.shard_epoch(shard),
+        ]
+    }
+}
+
+impl Store for RedisStore {
+    fn register(&mut self, node: &str, lease_ms: u64, fresh_epoch: &str) -> StoreResult<Registration> {
+        let answer = self.meta("register", node, lease_ms, fresh_epoch)?;
+        let registration = match items(&answer)? {
+            [inc, epoch, _now] => {
+                Registration { incarnation: text(inc)?.parse().map_err(down)?, epoch: text(epoch)? }
+            }
+            _ => return Err(StoreError::Down("malformed registration answer".into())),
+        };
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("SET").arg(self.keys.shard_epoch(shard)).arg(&registration.epoch).arg("NX").ignore();
+        }
+        self.run(|c| pipe.query::<()>(c))?;
+        Ok(registration)
+    }
+
+    fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat> {
+        let answer = self.meta("beat", member, lease_ms, epoch)?;
+        let answer = items(&answer)?;
+        match answer.first().map(text).transpose()?.as_deref() {
+            Some("epoch") => Ok(Beat::EpochChanged),
+            Some("fenced") => Ok(Beat::Fenced),
+            Some("ok") if answer.len() == 4 => Ok(Beat::Renewed {
+                alive: text(&answer[1])?.parse().map_err(down)?,
+                expired: items(&answer[2])?.iter().map(text).collect::<StoreResult<_>>()?,
+                now: text(&answer[3])?.parse().map_err(down)?,
+            }),
+            _ => Err(StoreError::Down("malformed lease answer".into())),
+        }
+    }
+
+    fn write(
+        &mut self,
+        node: &str,
+        registration: &Registration,
+        deltas: &[Delta],
+    ) -> (usize, StoreResult<()>) {
+        let hash = self.scripts.write.get_hash().to_string();
+        let mut pipe = redis::pipe();
+        for delta in deltas {
+            let keys = self.write_keys(node, registration.incarnation, &delta.user);
+            let args = write_args(node, registration, self.retention, delta);
+            pipe.cmd("EVALSHA").arg(&hash).arg(keys.len()).arg(&keys[..]).arg(args);
+        }
+        let answers: Vec<Value> = match self.run(|c| pipe.query(c)) {
+            Ok(a) => a,
+            Err(e) => return (0, Err(e)),
+        };
+        for (i, answer) in answers.iter().enumerate() {
+            let refusal = items(answer).ok().and_then(|a| a.first()).and_then(|v| text(v).ok());
+            // Deltas after a refused one were refused too (same incarnation, same epoch),
+            // except in other shards: they are written again after registering anew, and
+            // the write script is idempotent for connections.
+            match refusal.as_deref() {
+                Some("fenced") => return (i, Err(StoreError::Fenced)),
+                Some("epoch") => return (i, Err(StoreError::Lost)),
+                _ => {}
+            }
+        }
+        (deltas.len(), Ok(()))
+    }
+
+    fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>> {
+        let logs: Vec<String> = (0..SHARDS).map(|s| self.keys.log(s)).collect();
+        let ids: Vec<String> = cursors.iter().map(|n| format!("0-{n}")).collect();
+        // Not BLOCK: Redis checks blocking timeouts only about every 100 ms (its `hz`), and
+        // writes would wait behind a blocked read; the link thread paces idle polls itself.
+        let answer: Value = self.run(|c| {
+            redis::cmd("XREAD").arg("COUNT").arg(max).arg("STREAMS").arg(&logs).arg(&ids).query(c)
+        })?;
+        let mut out = Vec::new();
+        for stream in items(&answer)? {
+            let [name, entries] = items(stream)? else {
+                return Err(StoreError::Down("malformed stream reply".into()));
+            };
+            let name = text(name)?;
+            let shard =
+                logs.iter().position(|l| *l == name).ok_or_else(|| down("reply names an unknown log"))?;
+            for entry in items(entries)? {
+                let [id, fields] = items(entry)? else {
+                    return Err(StoreError::Down("malformed stream entry".into()));
+                };
+                let id = text(id)?;
+                let seq =
+                    id.strip_prefix("0-").and_then(|n| n.parse().ok()).ok_or_else(|| down("entry id"))?;
+                out.push(Entry { shard, seq, change: StoredChange::parse(None, &pairs(fields)?, false)? });
+            }
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, shard: usize) -> StoreResult<(u64, Vec<StoredChange>)> {
+        let hash = self.scripts.snapshot.get_hash().to_string();
+        let keys = [self.keys.users(shard), self.keys.seq(shard)];
+        let answer = self.shard_call(&hash, &keys, &[self.keys.user_prefix(shard)])?;
+        let answer = items(&answer)?;
+        let seq = answer.first().map(text).transpose()?.unwrap_or_default().parse().map_err(down)?;
+        let users = answer[1..]
+            .chunks(2)
+            .map(|pair| match pair {
+                [uid, hash] => StoredChange::parse(Some(&text(uid)?), &pairs(hash)?, true),
+                _ => Err(StoreError::Down("odd snapshot reply".into())),
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok((seq, users))
+    }
+
+    fn reap(&mut self, dead: &str, now: Millis, lock_ms: u64) -> StoreResult<bool> {
+        let lock = self.keys.reap_lock(dead);
+        let locked: Value =
+            self.run(|c| redis::cmd("SET").arg(&lock).arg(1).arg("NX").arg("PX").arg(lock_ms).query(c))?;
+        if locked == Value::Nil {
+            return Ok(false);
+        }
+        let (node, inc) = dead.rsplit_once('#').ok_or_else(|| down("lease member without incarnation"))?;
+        let hash = self.scripts.reap.get_hash().to_string();
+        for shard in 0..SHARDS {
+            let keys = [
+                self.keys.log(shard),
+                self.keys.seq(shard),
+                self.keys.fence(shard),
+                self.keys.node_connections(shard, dead),
+            ];
+            let args = [
+                node.to_string(),
+                inc.to_string(),
+                self.retention.to_string(),
+                self.keys.user_prefix(shard),
+                now.to_string(),
+            ];
+            self.shard_call(&hash, &keys, &args)?;
+        }
+        self.meta("forget", dead, 0, "")?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,275 @@
+//! What the link needs from the shared store, the key layout, and the entry format both
+//! store implementations speak (Redis, and the in-memory model the simulation runs).
+use crate::event::ConnectionId;
+use crate::replication::{ConnectionChange, Delta, Field, FieldWrite};
+use crate::time::Millis;
+use std::fmt;
+
+/// Users are spread over this many shards; each shard has its own log and its own
+/// hash-tag slot. Every node of a deployment must agree on it, so it is fixed.
+pub const SHARDS: usize = 16;
+
+/// The shard of a user: FNV-1a of the id, stable across processes and versions.
+pub fn shard_of(user: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % SHARDS as u64) as usize
+}
+
+/// Key names under a namespace. Shard keys carry the tag `{s<k>}`, node leases the tag
+/// `{m}`, so every script touches one slot.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    namespace: String,
+}
+
+impl Keys {
+    pub fn new(namespace: &str) -> Self {
+        Keys { namespace: namespace.to_string() }
+    }
+    fn shard_key(&self, shard: usize, rest: &str) -> String {
+        format!("{}:{{s{shard}}}:{rest}", self.namespace)
+    }
+    /// Prefix of user hashes in a shard; the user id follows.
+    pub fn user_prefix(&self, shard: usize) -> String {
+        self.shard_key(shard, "u:")
+    }
+    pub fn user(&self, user: &str) -> String {
+        format!("{}{user}", self.user_prefix(shard_of(user)))
+    }
+    pub fn log(&self, shard: usize) -> String {
+        self.shard_key(shard, "log")
+    }
+    pub fn seq(&self, shard: usize) -> String {
+        self.shard_key(shard, "seq")
+    }
+    pub fn users(&self, shard: usize) -> String {
+        self.shard_key(shard, "users")
+    }
+    pub fn fence(&self, shard: usize) -> String {
+        self.shard_key(shard, "fence")
+    }
+    /// The epoch a shard takes writes under; set by registering nodes, gone with the data.
+    pub fn shard_epoch(&self, shard: usize) -> String {
+        self.shard_key(shard, "epoch")
+    }
+    /// Connections of one node incarnation whose users live in `shard`.
+    pub fn node_connections(&self, shard: usize, member: &str) -> String {
+        self.shard_key(shard, &format!("conns:{member}"))
+    }
+    pub fn leases(&self) -> String {
+        format!("{}:{{m}}:leases", self.namespace)
+    }
+    pub fn epoch(&self) -> String {
+        format!("{}:{{m}}:epoch", self.namespace)
+    }
+    pub fn incarnations(&self) -> String {
+        format!("{}:{{m}}:incarnations", self.namespace)
+    }
+    pub fn reap_lock(&self, member: &str) -> String {
+        format!("{}:{{m}}:reaping:{member}", self.namespace)
+    }
+}
+
+/// A node incarnation as the store names it: `node#incarnation`.
+pub fn member(node: &str, incarnation: u64) -> String {
+    format!("{node}#{incarnation}")
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreError {
+    /// The store cannot be reached or answered out of line; retry later.
+    Down(String),
+    /// This incarnation was declared dead; its writes are refused.
+    Fenced,
+    /// The store no longer holds the epoch this node registered under: it lost its data.
+    Lost,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Down(why) => write!(f, "store unavailable: {why}"),
+            StoreError::Fenced => f.write_str("this node was declared dead and is fenced"),
+            StoreError::Lost => f.write_str("the shared store lost its data"),
+        }
+    }
+}
+
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// A new incarnation of this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub incarnation: u64,
+    pub epoch: String,
+}
+
+/// The answer to a lease renewal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Beat {
+    Renewed {
+        /// Live leases, this node's included.
+        alive: u32,
+        /// Expired leases (`node#incarnation`) waiting to be reaped.
+        expired: Vec<String>,
+        /// The store's clock.
+        now: Millis,
+    },
+    /// The lease expired or was reaped.
+    Fenced,
+    /// The store no longer holds the epoch this node registered under: it lost its data.
+    EpochChanged,
+}
+
+/// One log entry or snapshot row: field names and values as the store holds them.
+pub type RawEntry = Vec<(String, String)>;
+
+/// One change to one user, read from a shard's log or snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChange {
+    pub user: String,
+    pub version: u64,
+    pub created_at: Millis,
+    pub last_active: Option<Millis>,
+    pub fields: Vec<FieldWrite>,
+    /// From a snapshot: `fields` is everything the user has.
+    pub full: bool,
+    /// Live connections per node incarnation (`node#incarnation`).
+    pub connections: Vec<(String, u32)>,
+    /// A dead node and the connections of it this change closed.
+    pub lost: Option<(String, Vec<ConnectionId>)>,
+}
+
+impl StoredChange {
+    /// Connections held by nodes other than `node` (any of its incarnations).
+    pub fn connections_elsewhere(&self, node: &str) -> u32 {
+        self.connections
+            .iter()
+            .filter(|(m, _)| m.rsplit_once('#').map_or(m.as_str(), |(n, _)| n) != node)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Reads a log entry (`full` false) or a user hash from a snapshot (`full` true).
+    pub fn parse(user: Option<&str>, raw: &RawEntry, full: bool) -> StoreResult<StoredChange> {
+        let bad = |what: &str| StoreError::Down(format!("malformed store entry: {what}"));
+        let num = |s: &str| s.parse::<i64>().map_err(|_| bad("a number field is not a number"));
+        let mut change = StoredChange {
+            user: user.unwrap_or_default().to_string(),
+            version: 0,
+            created_at: 0,
+            last_active: None,
+            fields: Vec::new(),
+            full,
+            connections: Vec::new(),
+            lost: None,
+        };
+        for (name, value) in raw {
+            match name.as_str() {
+                "u" => change.user = value.clone(),
+                "v" => change.version = num(value)? as u64,
+                "ca" if !value.is_empty() => change.created_at = num(value)?,
+                "la" if !value.is_empty() => change.last_active = Some(num(value)?),
+                "c" => {
+                    for part in value.split(',').filter(|p| !p.is_empty()) {
+                        let (m, n) = part.rsplit_once('=').ok_or_else(|| bad("connection count"))?;
+                        change.connections.push((m.to_string(), num(n)? as u32));
+                    }
+                }
+                "lost" => {
+                    let (node, ids) = value.split_once(' ').ok_or_else(|| bad("lost connections"))?;
+                    let ids = ids
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| num(p).map(|n| ConnectionId(n as u64)))
+                        .collect::<StoreResult<Vec<_>>>()?;
+                    change.lost = Some((node.to_string(), ids));
+                }
+                other if full => {
+                    if let Some(m) = other.strip_prefix("c:") {
+                        change.connections.push((m.to_string(), num(value)? as u32));
+                    } else if let Some(field) = Field::from_store_name(other) {
+                        change.fields.push((field, Some(value.clone())));
+                    }
+                }
+                other => {
+                    if let Some(field) = other.strip_prefix('=').and_then(Field::from_store_name) {
+                        change.fields.push((field, Some(value.clone())));
+                    } else if let Some(field) = other.strip_prefix('-').and_then(Field::from_store_name) {
+                        change.fields.push((field, None));
+                    }
+                }
+            }
+        }
+        if change.user.is_empty() {
+            return Err(bad("no user"));
+        }
+        Ok(change)
+    }
+}
+
+/// A log entry: the shard's sequence number and the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub shard: usize,
+    pub seq: u64,
+    pub change: StoredChange,
+}
+
+/// The arguments of the write script after the keys (see `lua/write.lua`).
+pub fn write_args(node: &str, registration: &Registration, retention: u64, delta: &Delta) -> Vec<String> {
+    let conn = |want_open: bool| match delta.connection {
+        Some(ConnectionChange::Opened(c)) if want_open => c.0.to_string(),
+        Some(ConnectionChange::Closed(c)) if !want_open => c.0.to_string(),
+        _ => String::new(),
+    };
+    let mut args = vec![
+        node.to_string(),
+        registration.incarnation.to_string(),
+        retention.to_string(),
+        delta.user.to_string(),
+        delta.at.to_string(),
+        delta.last_active.map(|t| t.to_string()).unwrap_or_default(),
+        conn(true),
+        conn(false),
+        if delta.only_if_absent { "1" } else { "0" }.to_string(),
+        registration.epoch.clone(),
+    ];
+    for (field, value) in &delta.fields {
+        args.push(field.store_name());
+        args.push(value.clone().unwrap_or_default());
+        args.push(if value.is_some() { "1" } else { "0" }.to_string());
+    }
+    args
+}
+
+/// The shared store as the link uses it. Every call is one round trip or a pipeline.
+pub trait Store {
+    /// Takes a new incarnation for `node` with a fresh lease; sets the epoch if the store
+    /// has none (`fresh_epoch`), answering the one in force, and makes every shard that
+    /// has no epoch take writes under it.
+    fn register(&mut self, node: &str, lease_ms: u64, fresh_epoch: &str) -> StoreResult<Registration>;
+    /// Renews the lease of `member` if it is still alive and the epoch still holds.
+    fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat>;
+    /// Applies deltas in order, stopping at the first refused one; answers how many were
+    /// applied (all of them, or fewer with `Fenced` or `Lost` for the rest).
+    fn write(
+        &mut self,
+        node: &str,
+        registration: &Registration,
+        deltas: &[Delta],
+    ) -> (usize, StoreResult<()>);
+    /// Log entries after `cursors[shard]` in every shard, at most `max` per shard, without
+    /// waiting when there are none.
+    fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>>;
+    /// Every user of a shard and the shard's sequence number at that moment.
+    fn snapshot(&mut self, shard: usize) -> StoreResult<(u64, Vec<StoredChange>)>;
+    /// Reaps a dead incarnation in every shard, under a lock so that one node does it at a
+    /// time; answers false when another node holds the lock.
+    fn reap(&mut self, member: &str, now: Millis, lock_ms: u64) -> StoreResult<bool>;
+}

@@ -1,0 +1,147 @@
+//! Replication (cluster mode), the link's side: handing the recorded deltas over, and
+//! `apply_remote` for what other nodes changed, emitting what one engine would have.
+use super::replication::flag;
+use super::{OptMillis, Recipients, State};
+use crate::event::{CloseReason, EventKind};
+use crate::replication::{ConnectionChange, Delta, Field, RemoteChange};
+use crate::time::Millis;
+use crate::user::CustomFields;
+use serde_json::Value;
+use std::sync::Arc;
+
+impl State {
+    /// Moves the deltas recorded since the last call into `into`, in order. Cost: O(deltas).
+    pub fn take_deltas(&mut self, into: &mut Vec<Delta>) {
+        if let Some(deltas) = &mut self.replication {
+            into.append(deltas);
+        }
+    }
+
+    /// Applies one change made elsewhere, as the store ordered it, emitting what one engine
+    /// would have emitted for it: presence and `user.updated` events by comparing the user
+    /// before and after, and `connection.closed` (`node_lost`) for each connection of a dead
+    /// node that the change closed. A change at or below the version this node holds is
+    /// already applied and changes nothing. Cost: O(fields + subscribers of the user).
+    pub fn apply_remote(&mut self, now: Millis, change: &RemoteChange) {
+        let (u, created) = self.get_or_create_user(&change.user, change.created_at);
+        let held = self.users[u as usize].version;
+        if !created && (change.version < held || (change.version == held && !change.full)) {
+            return;
+        }
+        let mut before = self.presence_before(u);
+        let user = &mut self.users[u as usize];
+        user.version = change.version;
+        user.remote_connections = change.remote_connections;
+        if change.created_at != 0 {
+            user.created_at = change.created_at;
+        }
+        if let Some(at) = change.last_active {
+            if user.last_active.get().is_none_or(|la| la < at) {
+                user.last_active = OptMillis(at);
+            }
+        }
+        let mut custom = user.custom.as_deref().cloned().unwrap_or_default();
+        let old_custom = custom.clone();
+        if change.full {
+            user.status = None;
+            user.invisible = false;
+            custom.clear();
+        }
+        for (field, value) in &change.fields {
+            match field {
+                Field::Status => user.status = value.as_deref().map(Arc::from),
+                Field::Invisible => user.invisible = value.as_deref() == Some("1"),
+                Field::UpdatedAt => {
+                    if let Some(t) = value.as_deref().and_then(|v| v.parse().ok()) {
+                        user.updated_at = t;
+                    }
+                }
+                Field::Custom(name) => match value.as_deref().map(serde_json::from_str::<Value>) {
+                    Some(Ok(v)) => {
+                        custom.insert(name.clone(), v);
+                    }
+                    // A value that is not JSON was not written by an engine: ignore it.
+                    Some(Err(_)) => {}
+                    None => {
+                        custom.shift_remove(name);
+                    }
+                },
+            }
+        }
+        let custom_changed = custom != old_custom;
+        if custom_changed {
+            user.custom = (!custom.is_empty()).then(|| Arc::new(custom as CustomFields));
+        }
+        if created {
+            // Creation alone emits nothing, as with a local upsert.
+            before.status = user.status.clone();
+            before.invisible = user.invisible;
+        }
+        self.user_changed(now, u, before, custom_changed && !created);
+        for &connection in &change.lost {
+            let user = self.users[u as usize].snapshot();
+            self.emit(
+                now,
+                EventKind::ConnectionClosed { connection, user, reason: CloseReason::NodeLost },
+                u,
+                Recipients::Nobody,
+            );
+        }
+        self.settle(now);
+    }
+
+    /// Forgets every user's store version (the store lost its data and counts anew).
+    /// Cost: O(users).
+    pub fn forget_versions(&mut self) {
+        for user in &mut self.users {
+            user.version = 0;
+        }
+    }
+
+    /// Deltas that re-create this node's part of the store: one per live connection and,
+    /// with `users`, one per user with all its shared fields, written only where the
+    /// store lacks the user. Cost: O(connections), plus O(users × fields) with `users`.
+    pub fn announcement(&self, now: Millis, users: bool) -> Vec<Delta> {
+        let mut deltas = Vec::new();
+        if users {
+            for user in &self.users {
+                let mut delta = Delta::new(user.id.clone(), user.created_at);
+                delta.only_if_absent = true;
+                delta.last_active = user.last_active.get();
+                delta.fields.push((Field::Status, user.status.as_deref().map(str::to_string)));
+                delta.fields.push((Field::Invisible, Some(flag(user.invisible))));
+                delta.fields.push((Field::UpdatedAt, Some(user.updated_at.to_string())));
+                for (name, value) in user.custom.iter().flat_map(|c| c.iter()) {
+                    delta.fields.push((Field::Custom(name.clone()), Some(value.to_string())));
+                }
+                deltas.push(delta);
+            }
+        }
+        for conn in self.connections.iter().flatten() {
+            let user = &self.users[conn.user as usize];
+            let mut delta = Delta::new(user.id.clone(), now);
+            delta.connection = Some(ConnectionChange::Opened(conn.id));
+            delta.last_active = user.last_active.get();
+            deltas.push(delta);
+        }
+        deltas
+    }
+
+    /// Reports the cluster link's state to host listeners (`cluster.status`). Cost: O(1).
+    pub fn cluster_status(&mut self, now: Millis, status: &'static str, node_id: Arc<str>) {
+        self.seq += 1;
+        let event =
+            Arc::new(crate::event::Event::new(self.seq, now, EventKind::ClusterStatus { status, node_id }));
+        if self.record_events {
+            self.outbox.push(super::Outgoing::Event(event));
+        }
+    }
+}
+
+#[cfg(test)]
+impl State {
+    /// Every user id, for the simulation's comparisons.
+    pub fn user_ids(&self) -> Vec<String> {
+        self.users.iter().map(|u| u.id.to_string()).collect()
+    }
+}

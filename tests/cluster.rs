@@ -1,0 +1,590 @@
+//! Cluster mode against a real `redis-server` the tests start on a free loopback port:
+//! presence merged across nodes, node loss (SIGKILL) and fencing, store restarts and
+//! pauses, readers that fall behind the log, ordering, invisibility, and random
+//! operations on three node processes compared with one engine.
+#![cfg(feature = "cluster")]
+mod common;
+#[path = "../src/cluster/testing.rs"]
+mod redis_server;
+
+use common::Rng;
+use presence::{ConnectionId, Engine, Event, EventKind, ListenerFilter, View};
+use redis_server::{start_redis, RedisServer};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const HEARTBEAT_MS: u64 = 100;
+const LEASE_MS: u64 = 600;
+
+/// A cluster config with `heartbeat_ms` 100 and the given lease; `extra` adds keys to the
+/// `cluster` object (`,"stream_retention":10`).
+fn cluster_config(server_url: &str, node: &str, namespace: &str, lease_ms: u64, extra: &str) -> String {
+    format!(
+        r#"{{"cluster":{{"redis_url":"{server_url}","node_id":"{node}","namespace":"{namespace}",
+        "heartbeat_ms":{HEARTBEAT_MS},"lease_ms":{lease_ms}{extra}}}}}"#
+    )
+}
+
+/// One test with nodes at a time: leases of 600 ms must not expire because a dozen
+/// servers and node processes compete for two cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Polls `f` until it holds; fails with `what` after `within`.
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn link(engine: &Engine) -> String {
+    engine.cluster_status()["link"].as_str().unwrap().to_string()
+}
+
+/// An engine in cluster mode (lease 600 ms) whose link is up.
+fn node(server: &RedisServer, name: &str, namespace: &str) -> Engine {
+    linked(&cluster_config(&server.url(), name, namespace, LEASE_MS, ""))
+}
+
+fn linked(config: &str) -> Engine {
+    let engine = Engine::from_json(Some(config)).unwrap();
+    wait_until("the node is linked", Duration::from_secs(10), || link(&engine) == "up");
+    engine
+}
+
+fn public_online(engine: &Engine, viewer: ConnectionId, user: &str) -> Option<bool> {
+    engine.get_user(viewer, user).ok().map(|u| u["online"] == true)
+}
+
+fn presence_lines(engine: &Engine, c: ConnectionId) -> Vec<String> {
+    engine
+        .poll_events(c, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|d| d.event.type_name() == "user.presence.changed")
+        .map(|d| format!("{} {}", d.user_id(), if d.online() { "online" } else { "offline" }))
+        .collect()
+}
+
+/// A subscriber connection on `engine` following `user` (who must be known there).
+fn follower(engine: &Engine, name: &str, user: &str) -> ConnectionId {
+    let c = engine.connect_json(&format!(r#"{{"id":"{name}"}}"#)).unwrap();
+    wait_until(&format!("{user} is known"), Duration::from_secs(5), || engine.user(user).is_ok());
+    let q = format!(r#"{{"filter_conditions":{{"id":"{user}"}},"presence":true}}"#);
+    engine.query_users(c, &q).unwrap();
+    c
+}
+
+#[test]
+fn the_first_connection_anywhere_brings_a_user_online_and_the_last_takes_them_offline() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let (a, b) = (node(&server, "a", "merge"), node(&server, "b", "merge"));
+    a.upsert_user_json(r#"{"id":"alice"}"#).unwrap();
+    let on_a = follower(&a, "fa", "alice");
+    let on_b = follower(&b, "fb", "alice");
+
+    let alice_a = a.connect_json(r#"{"id":"alice"}"#).unwrap();
+    wait_until("b sees alice online", Duration::from_secs(5), || {
+        public_online(&b, on_b, "alice") == Some(true)
+    });
+    let alice_b = b.connect_json(r#"{"id":"alice"}"#).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(presence_lines(&a, on_a), ["alice online"]);
+    assert_eq!(presence_lines(&b, on_b), ["alice online"]);
+
+    // Closing one of two connections emits nothing anywhere.
+    a.disconnect(alice_a).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(public_online(&a, on_a, "alice"), Some(true));
+    assert_eq!(presence_lines(&a, on_a), Vec::<String>::new());
+    assert_eq!(presence_lines(&b, on_b), Vec::<String>::new());
+
+    // Closing the last emits exactly one offline on each node.
+    b.disconnect(alice_b).unwrap();
+    wait_until("a sees alice offline", Duration::from_secs(5), || {
+        public_online(&a, on_a, "alice") == Some(false)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(presence_lines(&a, on_a), ["alice offline"]);
+    assert_eq!(presence_lines(&b, on_b), ["alice offline"]);
+}
+
+#[test]
+fn a_thousand_status_changes_arrive_in_order() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let (a, b) = (node(&server, "a", "order"), node(&server, "b", "order"));
+    a.connect_json(r#"{"id":"alice"}"#).unwrap();
+    wait_until("b knows alice", Duration::from_secs(5), || b.user("alice").is_ok());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    b.add_listener(ListenerFilter::user("alice"), move |e: &Event| {
+        if let EventKind::PresenceChanged { user } = &e.kind {
+            s.lock().unwrap().push(user.status.as_deref().unwrap_or_default().to_string());
+        }
+    })
+    .unwrap();
+    for i in 0..1000 {
+        a.set_status("alice", Some(&format!("s{i}"))).unwrap();
+    }
+    wait_until("b saw the last status", Duration::from_secs(20), || {
+        seen.lock().unwrap().last().map(String::as_str) == Some("s999")
+    });
+    let expected: Vec<String> = (0..1000).map(|i| format!("s{i}")).collect();
+    assert_eq!(*seen.lock().unwrap(), expected);
+}
+
+#[test]
+fn an_invisible_user_is_offline_on_every_node() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let (a, b) = (node(&server, "a", "invisible"), node(&server, "b", "invisible"));
+    a.upsert_user_json(r#"{"id":"alice","invisible":true}"#).unwrap();
+    let on_b = follower(&b, "fb", "alice");
+    wait_until("b knows alice is invisible", Duration::from_secs(5), || {
+        b.user("alice").is_ok_and(|u| u.invisible)
+    });
+    let alice = a.connect_json(r#"{"id":"alice"}"#).unwrap();
+    wait_until("b counts alice's connection", Duration::from_secs(5), || {
+        b.user("alice").is_ok_and(|u| u.online(View::Own))
+    });
+    // Own view (the host) knows she is connected; everyone else sees her offline.
+    assert_eq!(public_online(&b, on_b, "alice"), Some(false));
+    let online = b.query_users(on_b, r#"{"filter_conditions":{"online":true}}"#).unwrap();
+    let ids: Vec<&str> =
+        online["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["fb"]);
+    assert_eq!(presence_lines(&b, on_b), Vec::<String>::new());
+
+    // Becoming visible on a shows her online on b, once.
+    a.set_invisible("alice", false).unwrap();
+    wait_until("b sees alice", Duration::from_secs(5), || public_online(&b, on_b, "alice") == Some(true));
+    a.disconnect(alice).unwrap();
+    wait_until("b sees alice leave", Duration::from_secs(5), || {
+        public_online(&b, on_b, "alice") == Some(false)
+    });
+    assert_eq!(presence_lines(&b, on_b), ["alice online", "alice offline"]);
+}
+
+/// A node in a child process (this test binary, running `child_node`), driven by lines
+/// on its stdin.
+struct ChildNode {
+    process: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl ChildNode {
+    fn start(server: &RedisServer, name: &str, namespace: &str) -> ChildNode {
+        ChildNode::start_config(&cluster_config(&server.url(), name, namespace, LEASE_MS, ""))
+    }
+
+    fn start_config(config: &str) -> ChildNode {
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "child_node", "--nocapture", "--test-threads=1"])
+            .env("PRESENCE_CHILD_CONFIG", config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = process.stdin.take().unwrap();
+        let output = BufReader::new(process.stdout.take().unwrap());
+        let mut child = ChildNode { process, input, output };
+        assert_eq!(child.answer(), "ready");
+        child
+    }
+
+    /// The next line that is an answer (the test harness prints its own lines too).
+    fn answer(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            assert!(self.output.read_line(&mut line).unwrap() > 0, "child node exited");
+            // libtest may print "test child_node ... " on the same line first.
+            if let Some((_, answer)) = line.trim_end_matches(['\r', '\n']).split_once("child: ") {
+                return answer.to_string();
+            }
+        }
+    }
+
+    fn call(&mut self, command: &str) -> String {
+        writeln!(self.input, "{command}").unwrap();
+        self.answer()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.process.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The child side of [`ChildNode`]: does nothing unless started by a test.
+#[test]
+#[ignore = "runs only as a child process of the cluster tests"]
+fn child_node() {
+    let Ok(config) = std::env::var("PRESENCE_CHILD_CONFIG") else { return };
+    let engine = Engine::from_json(Some(&config)).unwrap();
+    wait_until("the child is linked", Duration::from_secs(10), || link(&engine) == "up");
+    println!("child: ready");
+    let mut connections = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["connect", user] => {
+                let c = engine.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
+                connections.push(c);
+                c.0.to_string()
+            }
+            ["disconnect", id] => {
+                let c = ConnectionId(id.parse().unwrap());
+                engine.disconnect(c).map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
+            }
+            ["status", user, text] => engine
+                .set_status(user, Some(text))
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            ["invisible", user, on] => engine
+                .set_invisible(user, *on == "1")
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            ["dump"] => dump(&engine),
+            ["link"] => link(&engine),
+            _ => format!("unknown command {line:?}"),
+        };
+        println!("child: {answer}");
+    }
+}
+
+/// Every user as the host sees them, one line, sorted: id, connected, public online,
+/// status, invisible, custom fields.
+fn dump(engine: &Engine) -> String {
+    let all = engine
+        .query_users(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"id","direction":1}]}"#)
+        .unwrap();
+    let mut out = Vec::new();
+    for u in all["users"].as_array().unwrap() {
+        let id = u["id"].as_str().unwrap();
+        let snap = engine.user(id).unwrap();
+        out.push(format!(
+            "{id}:{}:{}:{}:{}:{}",
+            snap.online(View::Own),
+            snap.online(View::Public),
+            snap.status.as_deref().unwrap_or("-"),
+            snap.invisible,
+            snap.custom.as_ref().map_or("{}".to_string(), |c| serde_json::to_string(&**c).unwrap())
+        ));
+    }
+    out.join(",")
+}
+
+#[test]
+fn a_killed_node_s_users_go_offline_everywhere_with_node_lost() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let a = node(&server, "a", "kill");
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let c = closes.clone();
+    a.add_listener(ListenerFilter::event_type("connection.closed"), move |e: &Event| {
+        if let EventKind::ConnectionClosed { reason, .. } = &e.kind {
+            c.lock().unwrap().push(format!("{} {}", e.user_id().unwrap(), reason.as_str()));
+        }
+    })
+    .unwrap();
+    let mut child = ChildNode::start(&server, "b", "kill");
+    child.call("connect bob");
+    child.call("connect bob");
+    let on_a = follower(&a, "fa", "bob");
+    wait_until("a sees bob online", Duration::from_secs(5), || public_online(&a, on_a, "bob") == Some(true));
+    presence_lines(&a, on_a);
+
+    child.signal("-KILL");
+    let killed = Instant::now();
+    wait_until("a sees bob offline", Duration::from_secs(10), || {
+        public_online(&a, on_a, "bob") == Some(false)
+    });
+    let took = killed.elapsed();
+    eprintln!("kill to offline: {} ms (lease {LEASE_MS} ms, heartbeat {HEARTBEAT_MS} ms)", took.as_millis());
+    // Within lease + heartbeat, with room for a loaded machine.
+    assert!(took < Duration::from_millis(LEASE_MS + HEARTBEAT_MS + 1500), "took {took:?}");
+    assert_eq!(presence_lines(&a, on_a), ["bob offline"]);
+    assert_eq!(*closes.lock().unwrap(), ["bob node_lost", "bob node_lost"]);
+    // The dead incarnation's keys are gone.
+    wait_until("the dead lease is dropped", Duration::from_secs(5), || {
+        server.command(&["ZCARD", "kill:{m}:leases"]).as_deref() == Some(":1")
+    });
+    let shard_keys = server.command(&["KEYS", "kill:*conns:b#*"]);
+    assert_eq!(shard_keys.as_deref(), Some("*0"));
+}
+
+#[test]
+fn a_node_that_returns_after_being_declared_dead_is_fenced_and_converges() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let a = node(&server, "a", "fence");
+    let mut child = ChildNode::start(&server, "b", "fence");
+    child.call("connect bob");
+    let on_a = follower(&a, "fa", "bob");
+    wait_until("a sees bob online", Duration::from_secs(5), || public_online(&a, on_a, "bob") == Some(true));
+
+    // Frozen past its lease: the others reap it.
+    child.signal("-STOP");
+    wait_until("a sees bob offline", Duration::from_secs(10), || {
+        public_online(&a, on_a, "bob") == Some(false)
+    });
+    // Thawed: its old incarnation is refused, it takes a new one and re-announces bob.
+    child.signal("-CONT");
+    wait_until("a sees bob again", Duration::from_secs(10), || public_online(&a, on_a, "bob") == Some(true));
+    assert_eq!(child.call("status bob back"), "ok");
+    wait_until("a sees the status", Duration::from_secs(5), || {
+        a.user("bob").is_ok_and(|u| u.status.as_deref() == Some("back"))
+    });
+    // Offline when reaped, online when re-announced, then the status change.
+    assert_eq!(presence_lines(&a, on_a), ["bob offline", "bob online", "bob online"]);
+    assert_eq!(child.call("dump"), dump(&a));
+}
+
+/// Statuses of `cluster.status` events seen by host listeners of `engine` from now on.
+fn link_events(engine: &Engine) -> Arc<Mutex<Vec<String>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    engine
+        .add_listener(ListenerFilter::event_type("cluster.status"), move |e: &Event| {
+            if let EventKind::ClusterStatus { status, .. } = &e.kind {
+                s.lock().unwrap().push(status.to_string());
+            }
+        })
+        .unwrap();
+    seen
+}
+
+#[test]
+fn a_store_restarted_without_its_data_is_refilled_by_the_nodes() {
+    let _serial = serial();
+    let Some(mut server) = start_redis() else { return };
+    let (a, b) = (node(&server, "a", "restart"), node(&server, "b", "restart"));
+    let statuses = link_events(&a);
+    a.connect_json(r#"{"id":"alice","status":"here","level":7}"#).unwrap();
+    b.connect_json(r#"{"id":"bob"}"#).unwrap();
+    wait_until("both know both", Duration::from_secs(5), || {
+        dump(&a) == dump(&b) && dump(&a).contains("bob:true")
+    });
+    let before = dump(&a);
+
+    server.restart_empty();
+    wait_until("alice is back in the store", Duration::from_secs(10), || {
+        server.command(&["EXISTS", &format!("restart:{{s{}}}:u:alice", shard_of("alice"))]).as_deref()
+            == Some(":1")
+    });
+    wait_until("both converge again", Duration::from_secs(10), || dump(&a) == before && dump(&b) == before);
+    assert_eq!(b.user("alice").unwrap().custom.as_ref().unwrap()["level"], 7);
+    wait_until("a reports the link up", Duration::from_secs(5), || link(&a) == "up");
+    let seen = statuses.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("down"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("up"), "{seen:?}");
+}
+
+/// The shard of a user, as the link computes it (FNV-1a of the id, 16 shards).
+fn shard_of(user: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % 16
+}
+
+#[test]
+fn a_paused_store_loses_no_sticky_write() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    // A lease longer than the pause: the nodes come back without being fenced.
+    let a = linked(&cluster_config(&server.url(), "a", "pause", 5000, ""));
+    let b = linked(&cluster_config(&server.url(), "b", "pause", 5000, ""));
+    let statuses = link_events(&a);
+    a.connect_json(r#"{"id":"alice"}"#).unwrap();
+    wait_until("b knows alice", Duration::from_secs(5), || b.user("alice").is_ok());
+
+    assert_eq!(server.command(&["CLIENT", "PAUSE", "1500", "ALL"]).as_deref(), Some("+OK"));
+    wait_until("a notices", Duration::from_secs(5), || link(&a) == "down");
+    a.set_status("alice", Some("written while paused")).unwrap();
+    wait_until("the write waits", Duration::from_secs(5), || {
+        a.cluster_status()["pending_writes"].as_u64().is_some_and(|n| n >= 1)
+    });
+    wait_until("b sees the write", Duration::from_secs(10), || {
+        b.user("alice").is_ok_and(|u| u.status.as_deref() == Some("written while paused"))
+    });
+    wait_until("a is up again", Duration::from_secs(5), || link(&a) == "up");
+    assert_eq!(*statuses.lock().unwrap(), ["down", "up"]);
+    assert_eq!(a.cluster_status()["pending_writes"], 0);
+}
+
+#[test]
+fn a_reader_paused_past_the_log_retention_rebuilds_from_a_snapshot() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    // Small stream nodes so that trimming to the retention is close to exact.
+    assert_eq!(server.command(&["CONFIG", "SET", "stream-node-max-entries", "4"]).as_deref(), Some("+OK"));
+    // A lease longer than the reader's pause, a log of about 10 entries per shard.
+    let config = |n: &str| cluster_config(&server.url(), n, "retention", 10_000, r#","stream_retention":10"#);
+    let a = linked(&config("a"));
+    let mut child = ChildNode::start_config(&config("b"));
+    a.connect_json(r#"{"id":"alice"}"#).unwrap();
+    wait_until("b knows alice", Duration::from_secs(5), || child.call("dump").contains("alice"));
+
+    child.signal("-STOP");
+    // The custom field is written first: its log entry is trimmed away by the statuses
+    // after it, so only a snapshot can tell b about it.
+    a.upsert_user_json(r#"{"id":"alice","level":1}"#).unwrap();
+    for i in 0..300 {
+        a.set_status("alice", Some(&format!("s{i}"))).unwrap();
+    }
+    let shard = shard_of("alice");
+    let (log, seq) = (format!("retention:{{s{shard}}}:log"), format!("retention:{{s{shard}}}:seq"));
+    let number = |reply: Option<String>| reply.unwrap().trim_start_matches(':').parse::<u64>().unwrap();
+    wait_until("the store has every change", Duration::from_secs(10), || {
+        number(server.command(&["INCRBY", &seq, "0"])) >= 302
+    });
+    let kept = number(server.command(&["XLEN", &log]));
+    assert!(kept < 100, "the log kept {kept} entries; the reader must have fallen behind");
+    child.signal("-CONT");
+    wait_until("b converges", Duration::from_secs(10), || child.call("dump") == dump(&a));
+    assert!(dump(&a).contains(r#"alice:true:true:s299:false:{"level":1}"#), "{}", dump(&a));
+}
+
+#[test]
+fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let mut nodes: Vec<ChildNode> =
+        ["n0", "n1", "n2"].iter().map(|n| ChildNode::start(&server, n, "random")).collect();
+    let single = Engine::from_json(None).unwrap();
+    let mut rng = Rng::seeded();
+    eprintln!("random operations seeded with {}", rng.0);
+    // (node, connection id on that node, connection on the single engine, user)
+    let mut open: Vec<(usize, String, ConnectionId, String)> = Vec::new();
+    let started = Instant::now();
+    let mut ops = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let user = format!("u{}", rng.below(12));
+        // Sticky writes of a user go through one node, so their order is the order issued.
+        let owner = shard_of(&user) as usize % 3;
+        // Fewer connections per user than one engine's max_connections_per_user.
+        let held = open.iter().filter(|(_, _, _, u)| *u == user).count();
+        match rng.below(5) {
+            0 | 1 if held < 20 => {
+                let n = rng.below(3);
+                let id = nodes[n].call(&format!("connect {user}"));
+                let c = single.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
+                open.push((n, id, c, user));
+            }
+            2 if !open.is_empty() => {
+                let (n, id, c, _) = open.swap_remove(rng.below(open.len()));
+                assert_eq!(nodes[n].call(&format!("disconnect {id}")), "ok");
+                single.disconnect(c).unwrap();
+            }
+            3 => {
+                let text = format!("s{}", rng.below(5));
+                let answer = nodes[owner].call(&format!("status {user} {text}"));
+                if answer == "ok" {
+                    single.set_status(&user, Some(&text)).unwrap();
+                }
+            }
+            _ => {
+                let on = rng.below(2) == 1;
+                let answer = nodes[owner].call(&format!("invisible {user} {}", u8::from(on)));
+                if answer == "ok" {
+                    single.set_invisible(&user, on).unwrap();
+                }
+            }
+        }
+        ops += 1;
+    }
+    let expected = dump(&single);
+    for node in &mut nodes {
+        wait_until("every node answers like one engine", Duration::from_secs(10), || {
+            node.call("dump") == expected
+        });
+    }
+    eprintln!("{ops} random operations on 3 node processes converged");
+}
+
+/// A loopback URL where nothing listens.
+fn unreachable_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("redis://127.0.0.1:{port}/0")
+}
+
+#[test]
+fn an_unreachable_store_is_reported_and_local_service_goes_on() {
+    let engine =
+        Engine::from_json(Some(&cluster_config(&unreachable_url(), "a", "away", LEASE_MS, ""))).unwrap();
+    let statuses = link_events(&engine);
+    let alice = engine.connect_json(r#"{"id":"alice"}"#).unwrap();
+    wait_until("the failure is reported", Duration::from_secs(5), || {
+        engine.cluster_status()["last_error"].as_str().is_some_and(|e| e.contains("store unavailable"))
+    });
+    let status = engine.cluster_status();
+    assert_eq!(
+        (status["mode"].as_str(), status["node_id"].as_str(), status["link"].as_str()),
+        (Some("cluster"), Some("a"), Some("down"))
+    );
+    assert!(engine.user("alice").unwrap().online(View::Public));
+    assert!(!statuses.lock().unwrap().iter().any(|s| s == "up"), "{:?}", statuses.lock().unwrap());
+    engine.disconnect(alice).unwrap();
+    // The store is the source of truth in cluster mode: load is refused.
+    let err = engine.load("/nonexistent/snapshot.json").unwrap_err();
+    assert_eq!(err.kind(), presence::ErrorKind::State);
+    assert!(err.message().contains("cluster mode"), "{}", err.message());
+}
+
+#[test]
+fn sticky_writes_past_the_bound_answer_state_while_the_store_is_away() {
+    let config = cluster_config(&unreachable_url(), "a", "bound", LEASE_MS, r#","max_pending_writes":3"#);
+    let engine = Engine::from_json(Some(&config)).unwrap();
+    engine.upsert_user_json(r#"{"id":"alice"}"#).unwrap();
+    for i in 0..2 {
+        engine.set_status("alice", Some(&format!("s{i}"))).unwrap();
+    }
+    wait_until("three writes wait", Duration::from_secs(5), || {
+        engine.cluster_status()["pending_writes"] == 3
+    });
+    let err = engine.set_status("alice", Some("one too many")).unwrap_err();
+    assert_eq!(err.kind(), presence::ErrorKind::State);
+    assert!(err.message().contains("max_pending_writes 3"), "{}", err.message());
+    assert_eq!(engine.user("alice").unwrap().status.as_deref(), Some("s1"));
+    // Connections are never refused: they are what the node serves locally.
+    engine.connect_json(r#"{"id":"bob"}"#).unwrap();
+}
+
+#[test]
+fn cluster_config_names_are_checked() {
+    for (node, namespace, why) in
+        [("a b", "ns", "node_id"), ("a", "n{s}", "namespace"), ("", "ns", "node_id")]
+    {
+        let config = cluster_config(&unreachable_url(), node, namespace, LEASE_MS, "");
+        let err = Engine::from_json(Some(&config)).err().expect("refused");
+        assert_eq!(err.kind(), presence::ErrorKind::Invalid, "{node:?} {namespace:?}");
+        assert!(err.message().contains(why), "{}", err.message());
+    }
+    let lease_too_short = cluster_config(&unreachable_url(), "a", "ns", 50, "");
+    assert_eq!(
+        Engine::from_json(Some(&lease_too_short)).err().map(|e| e.kind()),
+        Some(presence::ErrorKind::Invalid)
+    );
+    let typo = r#"{"cluster":{"redis_url":"redis://127.0.0.1:1/0","node_id":"a","leese_ms":5}}"#;
+    assert_eq!(Engine::from_json(Some(typo)).err().map(|e| e.kind()), Some(presence::ErrorKind::Json));
+}

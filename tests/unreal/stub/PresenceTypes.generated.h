@@ -1,0 +1,1 @@
+// Empty: Unreal's header tool generates this; the stand-in build needs none.
