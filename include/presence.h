@@ -398,7 +398,10 @@ void presence_string_free(char *s);
  * `config_json` may be NULL; it is borrowed for the call only. `out` is required and
  * receives the new engine on success; the caller owns it and releases it with
  * `presence_engine_free`. Errors: NULL (`out`), UTF8, JSON (a typo in a key, a wrong
- * type), INVALID (a zero limit, a negative start time). Any thread.
+ * type), INVALID (a zero limit, a `start_time_ms` outside 0 to 253402300799999, that is
+ * 1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z, the range of every time the
+ * engine holds). `max_snapshot_bytes` (default 1073741824) bounds the file
+ * `presence_load` reads. Any thread.
  */
 enum PresenceResult presence_engine_new(const char *config_json, struct PresenceEngine **out);
 
@@ -827,14 +830,20 @@ enum PresenceResult presence_tick(struct PresenceEngine *engine);
 
 /**
  * Moves a manual clock (`"clock": "manual"`) to `unix_ms`, in Unix milliseconds; apply
- * what became due with `presence_tick`. Errors: NULL (`engine`), STATE (a system clock,
- * or time moving backwards). Any thread, including from a callback.
+ * what became due with `presence_tick`. Errors: NULL (`engine`), INVALID (`unix_ms`
+ * outside 0 to 253402300799999, that is 1970-01-01T00:00:00.000Z to
+ * 9999-12-31T23:59:59.999Z, the range of every time the engine holds), STATE (a system
+ * clock, or time moving backwards). Any thread, including from a callback.
  */
 enum PresenceResult presence_set_time(struct PresenceEngine *engine, int64_t unix_ms);
 
 /**
  * Writes users and channels to the file at `path` (a UTF-8 path) atomically: a crash
- * mid-save leaves the previous file intact.
+ * mid-save leaves the previous file intact. The temporary file beside it gets an
+ * unpredictable name and is created exclusively, never through a symlink. `path` must
+ * name a regular file or nothing: a folder, device, FIFO or symlink there answers IO and
+ * is left alone. The engine is locked only while the records are gathered (no copy of
+ * their data); the file is written after the lock is released.
  *
  * `engine` and `path` are required; `path` is borrowed for the call. Errors: NULL, UTF8,
  * IO. Any thread.
@@ -843,11 +852,15 @@ enum PresenceResult presence_save(struct PresenceEngine *engine, const char *pat
 
 /**
  * Replaces every user and channel with those saved at `path` (a UTF-8 path); every
- * loaded user starts offline. Allowed only while the engine has no connections. On error
- * the engine is unchanged.
+ * loaded user starts offline (a user still inside the offline grace gets the
+ * `user.presence.changed` its expiry would emit). Allowed only while the engine has no
+ * connections. Only a regular file is read, without blocking on a FIFO, of at most the
+ * config's `max_snapshot_bytes` (default 1 GiB); it is parsed as it is read, in memory
+ * proportional to it, before the engine is locked. On error the engine is unchanged.
  *
  * `engine` and `path` are required; `path` is borrowed for the call. Errors: NULL, UTF8,
- * IO (unreadable file), JSON (not a snapshot), STATE (connections open). Any thread.
+ * IO (unreadable, or not a regular file), LIMIT (larger than `max_snapshot_bytes`), JSON
+ * (not a snapshot, or a value in it breaks a rule), STATE (connections open). Any thread.
  */
 enum PresenceResult presence_load(struct PresenceEngine *engine, const char *path);
 

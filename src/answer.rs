@@ -45,6 +45,14 @@ pub struct ChannelSnapshot {
 impl Serialize for ChannelSnapshot {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
+        self.serialize_fields(&mut m)?;
+        m.end()
+    }
+}
+
+impl ChannelSnapshot {
+    /// Writes the channel's fields into a map being serialized, so a caller can add more.
+    pub(crate) fn serialize_fields<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
         m.serialize_entry("cid", &*self.cid)?;
         m.serialize_entry("type", &self.cid[..self.type_len])?;
         m.serialize_entry("id", &self.cid[self.type_len + 1..])?;
@@ -57,7 +65,7 @@ impl Serialize for ChannelSnapshot {
         for (k, v) in self.custom.iter().flat_map(|c| c.iter()) {
             m.serialize_entry(k, v)?;
         }
-        m.end()
+        Ok(())
     }
 }
 

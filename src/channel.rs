@@ -1,6 +1,6 @@
 //! Channels: `cid` validation and channel input.
 use crate::error::{Error, Result};
-use crate::time::{parse_millis, Millis};
+use crate::time::{check_millis, parse_millis, Millis};
 use crate::user::validate_user_id;
 use serde_json::Value;
 
@@ -59,10 +59,13 @@ pub struct ChannelPatch {
 }
 
 impl ChannelPatch {
-    /// Checks the rules a typed patch may break: the cid, member ids and custom field
-    /// names. Cost: O(size of the patch).
+    /// Checks the rules a typed patch may break: the cid, member ids, custom field names
+    /// and the range of `last_message_at`. Cost: O(size of the patch).
     pub fn validate(&self) -> Result<usize> {
         let type_len = parse_cid(&self.cid)?;
+        if let Some(Some(t)) = self.last_message_at {
+            check_millis("channel: last_message_at", t)?;
+        }
         for id in &self.members {
             validate_user_id(id)?;
         }

@@ -1,6 +1,6 @@
 //! Engine configuration, parsed from JSON with unknown keys rejected so typos fail loudly.
 use crate::error::{Error, Result};
-use crate::time::Millis;
+use crate::time::{check_millis, Millis};
 use serde::Deserialize;
 
 /// Where time comes from.
@@ -39,8 +39,9 @@ pub struct Config {
     /// simulations and tests. Timers (timeouts, offline grace, `last_active` refresh) run only
     /// inside `tick` either way.
     pub clock: Clock,
-    /// Integer, Unix time in milliseconds; default `0` (1970-01-01T00:00:00.000Z); must be
-    /// at least 0.
+    /// Integer, Unix time in milliseconds; default `0` (1970-01-01T00:00:00.000Z); range 0
+    /// to 253402300799999 (9999-12-31T23:59:59.999Z), the range of every time the engine
+    /// holds.
     ///
     /// The time a `"manual"` clock starts at. Ignored with the system clock.
     pub start_time_ms: Millis,
@@ -95,6 +96,13 @@ pub struct Config {
     /// The largest `limit` a query may ask for; a larger one answers `LIMIT`. A query without
     /// `limit` gets `min(30, query_limit_max)` results at most.
     pub query_limit_max: u32,
+    /// Integer, bytes; default `1073741824` (1 GiB); range 1 to 18446744073709551615.
+    ///
+    /// The largest snapshot file `load` reads. A larger file answers `LIMIT` before anything
+    /// is read, and a file that grows while it is read stops being read at this size. The
+    /// file is parsed as it is read, so `load` needs memory in proportion to the file, not
+    /// to this limit.
+    pub max_snapshot_bytes: u64,
 }
 
 impl Default for Config {
@@ -110,6 +118,7 @@ impl Default for Config {
             max_subscriptions_per_connection: 10_000,
             connection_queue_capacity: 1024,
             query_limit_max: 100,
+            max_snapshot_bytes: 1 << 30,
         }
     }
 }
@@ -139,8 +148,9 @@ impl Config {
         if self.query_limit_max == 0 {
             return Err(Error::invalid("config: query_limit_max must be > 0"));
         }
-        if self.start_time_ms < 0 {
-            return Err(Error::invalid("config: start_time_ms must be >= 0"));
+        check_millis("config: start_time_ms", self.start_time_ms)?;
+        if self.max_snapshot_bytes == 0 {
+            return Err(Error::invalid("config: max_snapshot_bytes must be > 0"));
         }
         Ok(())
     }

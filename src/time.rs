@@ -1,23 +1,50 @@
 //! Timestamps: milliseconds since the Unix epoch, rendered as RFC 3339 UTC with
 //! millisecond precision and a `Z` suffix (`2019-01-07T13:17:42.375Z`).
+//!
+//! The engine holds only times from [`MIN_MILLIS`] (1970-01-01T00:00:00.000Z) to
+//! [`MAX_MILLIS`] (9999-12-31T23:59:59.999Z): every time that comes in (`set_time`,
+//! `start_time_ms`, timestamp fields in any offset, snapshot files) is checked against
+//! that range at the door and answers `INVALID` outside it, so everything the engine
+//! holds renders as exactly the instant it is and survives `save` then `load`.
 use crate::error::{Error, Result};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
-/// Renders `ms` as `2019-01-07T13:17:42.375Z`. Cost: O(1).
-pub fn format_millis(ms: Millis) -> String {
-    match civil(ms) {
-        Some(bytes) => String::from_utf8(bytes.to_vec()).expect("ASCII"),
-        None => match DateTime::<Utc>::from_timestamp_millis(ms) {
-            Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
-            None => String::from("1970-01-01T00:00:00.000Z"),
-        },
+/// The earliest time the engine holds: 1970-01-01T00:00:00.000Z.
+pub const MIN_MILLIS: Millis = 0;
+/// The latest time the engine holds: 9999-12-31T23:59:59.999Z, the last instant with a
+/// four-digit year in UTC.
+pub const MAX_MILLIS: Millis = 253_402_300_799_999;
+
+/// Answers `ms` when it lies in the supported range, `INVALID` naming `what` otherwise.
+/// Cost: O(1).
+pub fn check_millis(what: &str, ms: Millis) -> Result<Millis> {
+    if (MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(Error::invalid(format!(
+            "{what} {ms} is outside the supported time range {MIN_MILLIS}..={MAX_MILLIS} \
+             (1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z)"
+        )))
     }
 }
 
-/// A timestamp that serializes as [`format_millis`] renders it, without allocating.
+/// Renders `ms` as `2019-01-07T13:17:42.375Z`. Cost: O(1).
+///
+/// # Panics
+/// When `ms` is outside [`MIN_MILLIS`]..=[`MAX_MILLIS`]: such a time has no four-digit
+/// rendering, and the engine never holds one.
+pub fn format_millis(ms: Millis) -> String {
+    match civil(ms) {
+        Some(bytes) => String::from_utf8(bytes.to_vec()).expect("ASCII"),
+        None => panic!("{ms} ms is outside the supported time range"),
+    }
+}
+
+/// A timestamp that serializes as [`format_millis`] renders it, without allocating. A
+/// time outside the supported range is a serialization error, never another instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub Millis);
 
@@ -25,17 +52,17 @@ impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match civil(self.0) {
             Some(bytes) => s.serialize_str(std::str::from_utf8(&bytes).expect("ASCII")),
-            None => s.serialize_str(&format_millis(self.0)),
+            None => {
+                Err(serde::ser::Error::custom(format!("{} ms is outside the supported time range", self.0)))
+            }
         }
     }
 }
 
-/// `ms` as the 24 ASCII bytes of `YYYY-MM-DDTHH:MM:SS.mmmZ`, for years 1970..=9999 (the
-/// rest goes through chrono). Hand-rolled (days-to-civil) because every rendered user
-/// carries three timestamps.
+/// `ms` as the 24 ASCII bytes of `YYYY-MM-DDTHH:MM:SS.mmmZ`, for the supported range
+/// only. Hand-rolled (days-to-civil) because every rendered user carries three timestamps.
 fn civil(ms: Millis) -> Option<[u8; 24]> {
-    const MAX: Millis = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    if !(0..=MAX).contains(&ms) {
+    if !(MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
         return None;
     }
     let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
@@ -72,19 +99,23 @@ fn civil(ms: Millis) -> Option<[u8; 24]> {
     Some(out)
 }
 
-/// Parses an RFC 3339 timestamp (any offset) into milliseconds. Cost: O(len).
+/// Parses an RFC 3339 timestamp (any offset) into milliseconds; `INVALID` when it does not
+/// parse or names an instant outside the supported range in UTC (for instance
+/// `9999-12-31T23:59:59.999-01:00`). Cost: O(len).
 pub fn parse_millis(s: &str) -> Result<Millis> {
-    DateTime::parse_from_rfc3339(s)
+    let ms = DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| Error::invalid(format!("'{s}' is not an RFC 3339 timestamp: {e}")))
+        .map_err(|e| Error::invalid(format!("'{s}' is not an RFC 3339 timestamp: {e}")))?;
+    check_millis(&format!("timestamp '{s}' ="), ms)
 }
 
-/// The system clock in milliseconds. Reads `SystemTime` directly: chrono's `Utc::now` was
-/// most of the cost of a heartbeat.
+/// The system clock in milliseconds, held to the supported range (a clock set before 1970
+/// reads as 1970). Reads `SystemTime` directly: chrono's `Utc::now` was most of the cost
+/// of a heartbeat.
 pub fn system_now() -> Millis {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as Millis,
-        Err(before_epoch) => -(before_epoch.duration().as_millis() as Millis),
+        Ok(d) => (d.as_millis().min(MAX_MILLIS as u128)) as Millis,
+        Err(_) => MIN_MILLIS,
     }
 }
 
@@ -100,7 +131,40 @@ mod tests {
     }
 
     #[test]
+    fn only_the_supported_range_comes_in() {
+        use crate::error::ErrorKind::Invalid;
+        assert_eq!(parse_millis("1970-01-01T00:00:00Z").unwrap(), MIN_MILLIS);
+        assert_eq!(parse_millis("9999-12-31T23:59:59.999Z").unwrap(), MAX_MILLIS);
+        assert_eq!(parse_millis("1970-01-01T01:00:00+01:00").unwrap(), MIN_MILLIS);
+        assert_eq!(parse_millis("9999-12-31T22:59:59.999-01:00").unwrap(), MAX_MILLIS);
+        for outside in [
+            "9999-12-31T23:59:59.999-01:00",
+            "0000-01-01T00:00:00+01:00",
+            "1969-12-31T23:59:59.999Z",
+            "1970-01-01T00:59:59.999+01:00",
+        ] {
+            let e = parse_millis(outside).unwrap_err();
+            assert_eq!(e.kind(), Invalid, "{outside}");
+            assert!(e.message().contains("outside the supported time range"), "{}", e.message());
+        }
+        assert_eq!(check_millis("t", MAX_MILLIS + 1).unwrap_err().kind(), Invalid);
+        assert_eq!(check_millis("t", -1).unwrap_err().kind(), Invalid);
+        assert_eq!(check_millis("t", i64::MAX).unwrap_err().kind(), Invalid);
+    }
+
+    #[test]
+    fn rendering_has_no_fallback() {
+        assert_eq!(format_millis(MAX_MILLIS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_millis(MIN_MILLIS), "1970-01-01T00:00:00.000Z");
+        for outside in [i64::MAX, MAX_MILLIS + 1, -1, i64::MIN] {
+            assert!(serde_json::to_string(&Timestamp(outside)).is_err(), "{outside}");
+            assert!(std::panic::catch_unwind(|| format_millis(outside)).is_err(), "{outside}");
+        }
+    }
+
+    #[test]
     fn fast_formatter_agrees_with_chrono() {
+        use chrono::{SecondsFormat, Utc};
         let chrono_fmt = |ms: Millis| {
             DateTime::<Utc>::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(SecondsFormat::Millis, true)
         };
@@ -115,6 +179,5 @@ mod tests {
         for ms in samples {
             assert_eq!(format_millis(ms), chrono_fmt(ms), "{ms}");
         }
-        assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 }

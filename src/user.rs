@@ -234,26 +234,47 @@ pub struct UserView<'a> {
 
 impl Serialize for UserView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let u = self.user;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", &*u.id)?;
-        m.serialize_entry("online", &u.online(self.view))?;
-        if let Some(status) = &u.status {
-            m.serialize_entry("status", &**status)?;
-        }
-        if let Some(t) = u.last_active {
-            m.serialize_entry("last_active", &Timestamp(t))?;
-        }
-        if self.view == View::Own {
-            m.serialize_entry("invisible", &u.invisible)?;
-        }
-        m.serialize_entry("created_at", &Timestamp(u.created_at))?;
-        m.serialize_entry("updated_at", &Timestamp(u.updated_at))?;
-        for (k, v) in u.custom.iter().flat_map(|c| c.iter()) {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
+        serialize_user(s, self.user, Some(self.user.online(self.view)), self.view == View::Own)
     }
+}
+
+/// A user as a snapshot file stores it: the own view without `online` (everyone loads
+/// offline).
+pub(crate) struct StoredUser<'a>(pub &'a UserSnapshot);
+
+impl Serialize for StoredUser<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_user(s, self.0, None, true)
+    }
+}
+
+/// The fields of `u` in their fixed order, with `online` and `invisible` as asked.
+fn serialize_user<S: Serializer>(
+    s: S,
+    u: &UserSnapshot,
+    online: Option<bool>,
+    invisible: bool,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(None)?;
+    m.serialize_entry("id", &*u.id)?;
+    if let Some(online) = online {
+        m.serialize_entry("online", &online)?;
+    }
+    if let Some(status) = &u.status {
+        m.serialize_entry("status", &**status)?;
+    }
+    if let Some(t) = u.last_active {
+        m.serialize_entry("last_active", &Timestamp(t))?;
+    }
+    if invisible {
+        m.serialize_entry("invisible", &u.invisible)?;
+    }
+    m.serialize_entry("created_at", &Timestamp(u.created_at))?;
+    m.serialize_entry("updated_at", &Timestamp(u.updated_at))?;
+    for (k, v) in u.custom.iter().flat_map(|c| c.iter()) {
+        m.serialize_entry(k, v)?;
+    }
+    m.end()
 }
 
 #[cfg(test)]

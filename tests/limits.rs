@@ -465,9 +465,10 @@ fn typed_channel_custom_fields_cannot_shadow_managed_fields() {
 // Time at the edge of the range
 
 /// Found by fuzzing (fuzz/fuzz_targets/config_json.rs): with a connected visible user,
-/// `set_time(i64::MAX)` then `tick()` never returns — the last_active refresh timer is
-/// re-armed at `now.saturating_add(refresh)` = `i64::MAX`, which is due again at once, so
-/// `tick` loops forever holding the engine lock. Runs on a thread so a hang fails the test.
+/// `set_time(i64::MAX)` then `tick()` never returned — the last_active refresh timer was
+/// re-armed at `now.saturating_add(refresh)` = `i64::MAX`, due again at once, so `tick`
+/// looped forever holding the engine lock. The end of time is now `MAX_MILLIS`; the test
+/// runs there, on a thread so a hang fails it.
 #[test]
 fn tick_at_the_end_of_time_returns() {
     for config in
@@ -479,9 +480,9 @@ fn tick_at_the_end_of_time_returns() {
             let e = Engine::from_json(Some(&owned)).unwrap();
             let c = e.connect_json(r#"{"id":"a"}"#).unwrap();
             e.connect_json(r#"{"id":"b"}"#).unwrap();
-            e.set_time(i64::MAX - 5).unwrap();
+            e.set_time(presence::time::MAX_MILLIS - 5).unwrap();
             e.tick();
-            e.set_time(i64::MAX).unwrap();
+            e.set_time(presence::time::MAX_MILLIS).unwrap();
             e.tick();
             let _ = e.disconnect(c);
             e.tick();
@@ -489,6 +490,6 @@ fn tick_at_the_end_of_time_returns() {
             tx.send(v).unwrap();
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(10));
-        assert!(got.is_ok(), "{config}: tick at i64::MAX did not return within 10 s");
+        assert!(got.is_ok(), "{config}: tick at the end of time did not return within 10 s");
     }
 }

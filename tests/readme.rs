@@ -54,7 +54,9 @@ struct Block {
     commands: Vec<String>,
 }
 
-/// The `sh` blocks of a markdown file, without the README's test command.
+/// The `sh` blocks of a markdown file, without the README's test command. Commands that
+/// run until stopped (presence-server) are shown in `console` blocks with a `$` prompt
+/// instead; the server's own tests start the binary that command builds.
 fn sh_blocks(path: &Path) -> Vec<Block> {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut blocks = Vec::new();

@@ -138,7 +138,10 @@ impl UserRecord {
         self.connected() && !self.invisible
     }
     fn snapshot(&self) -> Arc<UserSnapshot> {
-        Arc::new(UserSnapshot {
+        Arc::new(self.fields())
+    }
+    fn fields(&self) -> UserSnapshot {
+        UserSnapshot {
             id: self.id.clone(),
             status: self.status.clone(),
             custom: self.custom.clone(),
@@ -147,7 +150,7 @@ impl UserRecord {
             last_active: self.last_active.get(),
             created_at: self.created_at,
             updated_at: self.updated_at,
-        })
+        }
     }
 }
 

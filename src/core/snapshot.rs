@@ -1,26 +1,28 @@
 //! What a snapshot holds, as plain data: the core hands out users and channels to save and
 //! accepts loaded ones entry by entry. The file format lives in `crate::persist`.
 use super::channels::channel_snapshot;
-use super::{ChannelRecord, OptMillis, State};
+use super::{OptMillis, State, UserIdx};
 use crate::answer::ChannelSnapshot;
 use crate::channel::ChannelPatch;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::time::Millis;
 use crate::user::{merge_custom, UserPatch, UserSnapshot};
-use std::sync::Arc;
 
-/// Users and channels to save.
+/// Users and channels to save, taken under the lock: the records' shared parts (ids,
+/// status, custom fields) are reference-counted, not copied.
 pub(crate) struct Saved {
     /// In creation order.
-    pub users: Vec<Arc<UserSnapshot>>,
-    /// Sorted by cid.
+    pub users: Vec<UserSnapshot>,
+    /// In no particular order; the file format sorts them.
     pub channels: Vec<SavedChannel>,
 }
 
 pub(crate) struct SavedChannel {
     pub channel: ChannelSnapshot,
-    /// Member ids, sorted.
-    pub members: Vec<Arc<str>>,
+    /// Members as positions in `Saved::users`, in no particular order: copying them is a
+    /// memcpy, where taking their ids would touch every member's id under the lock.
+    pub members: Vec<u32>,
 }
 
 /// A saved user: their fields, and the times the engine manages.
@@ -76,40 +78,49 @@ impl Restore {
     }
 }
 
+impl Restore {
+    /// An empty state to fill, with the engine's config. Cost: O(1).
+    pub fn new(config: Config) -> Restore {
+        let mut fresh = State::new(config);
+        fresh.record_events = false;
+        fresh.record_deliveries = false;
+        Restore(fresh)
+    }
+}
+
 impl State {
-    /// Users and channels to save. Cost: O(users + channels log channels + members); the
-    /// user data itself is shared, not copied.
+    /// Users and channels to save. Cost: O(users + channels) reference-count increments
+    /// and a copy of each channel's member positions; nothing is sorted or rendered here.
     pub fn save(&self) -> Saved {
-        let users = self.users.iter().map(|u| u.snapshot()).collect();
-        let mut channels: Vec<&ChannelRecord> = self.channels.iter().flatten().collect();
-        channels.sort_by(|a, b| a.cid.cmp(&b.cid));
-        let channels = channels
-            .into_iter()
-            .map(|ch| {
-                let mut members: Vec<Arc<str>> =
-                    ch.members.iter().map(|&u| self.users[u as usize].id.clone()).collect();
-                members.sort_unstable();
-                SavedChannel { channel: channel_snapshot(ch), members }
-            })
+        let users = self.users.iter().map(|u| u.fields()).collect();
+        let channels = self
+            .channels
+            .iter()
+            .flatten()
+            .map(|ch| SavedChannel { channel: channel_snapshot(ch), members: ch.members.clone() })
             .collect();
         Saved { users, channels }
     }
 
-    /// Replaces every user and channel with those `fill` adds to a [`Restore`]; all users
-    /// start offline. Allowed only without connections. On error nothing changes.
-    /// Cost: O(what `fill` adds).
-    pub fn load(&mut self, fill: impl FnOnce(&mut Restore) -> Result<()>) -> Result<()> {
+    /// Replaces every user and channel with those of `restore`; all users start offline.
+    /// Allowed only without connections (`STATE`; nothing changes then). A user still inside
+    /// the offline grace leaves it first, with the events its expiry would emit, so that
+    /// whoever follows events ends with the same view as `get_user`. Cost: O(users in grace
+    /// + the size of the replaced state, freed).
+    pub fn replace(&mut self, now: Millis, restore: Restore) -> Result<()> {
         if !self.connection_slots.is_empty() {
             return Err(Error::state(format!(
                 "load needs an engine without connections; {} are open",
                 self.connection_slots.len()
             )));
         }
-        let mut fresh = State::new(self.config.clone());
-        fresh.record_events = false;
-        fresh.record_deliveries = false;
-        let mut restore = Restore(fresh);
-        fill(&mut restore)?;
+        for u in 0..self.users.len() as UserIdx {
+            if self.users[u as usize].grace_until != OptMillis::NONE {
+                let before = self.presence_before(u);
+                self.users[u as usize].grace_until = OptMillis::NONE;
+                self.user_changed(now, u, before, false);
+            }
+        }
         let Restore(fresh) = restore;
         self.users = fresh.users;
         self.user_index = fresh.user_index;

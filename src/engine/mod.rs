@@ -9,12 +9,12 @@ pub use listeners::{ListenerFilter, ListenerId};
 use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 use crate::channel::{parse_user_ids_json, ChannelPatch};
 use crate::config::{Clock, Config, Dispatch};
-use crate::core::{Outgoing, State};
+use crate::core::{Outgoing, Restore, State};
 use crate::error::{Error, Result};
 use crate::event::{ConnectionId, Delivery};
 use crate::persist;
 use crate::query::{Query, Target};
-use crate::time::{system_now, Millis};
+use crate::time::{check_millis, system_now, Millis};
 use crate::user::{UserPatch, UserSnapshot};
 use listeners::Listener;
 use parking_lot::{Mutex, ReentrantMutex};
@@ -356,12 +356,14 @@ impl Engine {
         });
     }
 
-    /// Moves the manual clock to `unix_ms` (never backwards). Cost: O(1); apply what became
-    /// due with [`Engine::tick`].
+    /// Moves the manual clock to `unix_ms` (never backwards: `STATE`; outside
+    /// [`crate::time::MIN_MILLIS`]..=[`crate::time::MAX_MILLIS`]: `INVALID`). Cost: O(1);
+    /// apply what became due with [`Engine::tick`].
     pub fn set_time(&self, unix_ms: Millis) -> Result<()> {
         if self.config.clock != Clock::Manual {
             return Err(Error::state("set_time needs \"clock\": \"manual\""));
         }
+        check_millis("set_time:", unix_ms)?;
         let mut inner = self.inner.lock();
         if unix_ms < inner.now {
             return Err(Error::state(format!(
@@ -375,20 +377,33 @@ impl Engine {
 
     // ----- persistence -----
 
-    /// Writes users and channels to `path` atomically (temporary file in the same folder,
-    /// fsync, rename, fsync of the folder). Cost: O(everything), the lock held only while
-    /// the records are gathered (the document is rendered after it is released).
+    /// Writes users and channels to `path` atomically (temporary file with an unpredictable
+    /// name in the same folder, fsync, rename, fsync of the folder). `path` must name a
+    /// regular file or nothing: a folder, device, FIFO or symlink answers `IO` and is left
+    /// alone. Cost under the lock: O(users + channels) reference-count increments and a copy
+    /// of each channel's member positions, about 0.2 µs per user (mostly cache misses); the
+    /// document is sorted, rendered and streamed to the file after the lock is released, in
+    /// memory O(users + channels) beyond the shared data.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let saved = self.inner.lock().state.save();
-        persist::save(path.as_ref(), &saved)
+        persist::save(path.as_ref(), saved)
     }
 
     /// Replaces users and channels with those saved at `path`; everyone starts offline.
-    /// Only while no connection is open. On error the engine is unchanged.
-    /// Cost: O(size of the file).
+    /// Only while no connection is open (`STATE`). Only a regular file is read (`IO`
+    /// otherwise, without blocking on a FIFO), of at most [`Config::max_snapshot_bytes`]
+    /// (`LIMIT`). The file is parsed and the new state built before the lock is taken;
+    /// the lock is held only to swap it in. A user still inside the offline grace leaves it
+    /// first with the events its expiry emits. On error the engine is unchanged.
+    /// Cost: O(size of the file), memory proportional to it.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<()> {
-        let doc = persist::read_document(path.as_ref())?;
-        persist::format::load(&mut self.inner.lock().state, &doc)
+        let open = self.inner.lock().state.connection_count();
+        if open > 0 {
+            return Err(Error::state(format!("load needs an engine without connections; {open} are open")));
+        }
+        let mut restore = Restore::new(self.config.clone());
+        persist::load(path.as_ref(), self.config.max_snapshot_bytes, &mut restore)?;
+        self.run(|s, now| s.replace(now, restore))
     }
 
     /// Numbers of users, connections and channels. Cost: O(1).

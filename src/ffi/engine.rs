@@ -150,7 +150,10 @@ pub unsafe extern "C" fn presence_string_free(s: *mut c_char) {
 /// `config_json` may be NULL; it is borrowed for the call only. `out` is required and
 /// receives the new engine on success; the caller owns it and releases it with
 /// `presence_engine_free`. Errors: NULL (`out`), UTF8, JSON (a typo in a key, a wrong
-/// type), INVALID (a zero limit, a negative start time). Any thread.
+/// type), INVALID (a zero limit, a `start_time_ms` outside 0 to 253402300799999, that is
+/// 1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z, the range of every time the
+/// engine holds). `max_snapshot_bytes` (default 1073741824) bounds the file
+/// `presence_load` reads. Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn presence_engine_new(
     config_json: *const c_char,

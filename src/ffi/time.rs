@@ -15,8 +15,10 @@ pub unsafe extern "C" fn presence_tick(engine: *mut PresenceEngine) -> PresenceR
 }
 
 /// Moves a manual clock (`"clock": "manual"`) to `unix_ms`, in Unix milliseconds; apply
-/// what became due with `presence_tick`. Errors: NULL (`engine`), STATE (a system clock,
-/// or time moving backwards). Any thread, including from a callback.
+/// what became due with `presence_tick`. Errors: NULL (`engine`), INVALID (`unix_ms`
+/// outside 0 to 253402300799999, that is 1970-01-01T00:00:00.000Z to
+/// 9999-12-31T23:59:59.999Z, the range of every time the engine holds), STATE (a system
+/// clock, or time moving backwards). Any thread, including from a callback.
 #[no_mangle]
 pub unsafe extern "C" fn presence_set_time(engine: *mut PresenceEngine, unix_ms: i64) -> PresenceResult {
     call("presence_set_time", || {

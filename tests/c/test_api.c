@@ -512,6 +512,10 @@ static void test_time(void) {
   EXPECT_OK(presence_heartbeat(e, c));
   EXPECT_ERR(presence_set_time(e, 4999), PRESENCE_ERR_STATE, "presence_set_time: time cannot move backwards");
   EXPECT_ERR(presence_set_time(NULL, 6000), PRESENCE_ERR_NULL, "presence_set_time: engine is NULL");
+  /* The supported time range ends at 9999-12-31T23:59:59.999Z; the clock stays put. */
+  EXPECT_ERR(presence_set_time(e, 253402300800000LL), PRESENCE_ERR_INVALID, "outside the supported time range");
+  EXPECT_ERR(presence_set_time(e, INT64_MAX), PRESENCE_ERR_INVALID, "outside the supported time range");
+  EXPECT_OK(presence_set_time(e, 5000)); /* still 5000: the refused times moved nothing */
   EXPECT_ERR(presence_tick(NULL), PRESENCE_ERR_NULL, "presence_tick: engine is NULL");
   EXPECT_OK(presence_set_time(e, 9000));
   EXPECT_OK(presence_tick(e));

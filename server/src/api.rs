@@ -1,0 +1,240 @@
+//! HTTP routes: the WebSocket upgrade, the backend API, health, metrics, the dev token
+//! endpoint and the web page.
+use crate::socket::{self, close, Closing};
+use crate::App;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use presence::{Error, ErrorKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+const STYLE_CSS: &str = include_str!("../static/style.css");
+
+/// Request bodies of the backend API above this size are refused with 413.
+const API_BODY_LIMIT: usize = 1 << 20;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
+        .route(
+            "/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }),
+        )
+        .route("/connect", get(connect))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/dev/token", get(dev_token))
+        .route("/api/users", post(upsert_users))
+        .route("/api/users/{id}", get(get_user))
+        .route("/api/channels", post(upsert_channel))
+        .route("/api/channels/{cid}/members", post(members).delete(members))
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        .with_state(app)
+}
+
+#[derive(Deserialize)]
+struct ConnectParams {
+    token: Option<String>,
+}
+
+/// Upgrades every request, refused ones included, so that each refusal reaches the client
+/// as an error frame and a close code rather than a bare HTTP status a browser hides.
+async fn connect(
+    State(app): State<Arc<App>>,
+    Query(params): Query<ConnectParams>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let admitted = match (origin, params.token) {
+        (Some(origin), _) if !origin_allowed(&app.config.allowed_origins, origin) => Err(Closing::refuse(
+            close::ORIGIN,
+            "origin_not_allowed",
+            format!("origin {origin} is not allowed"),
+        )),
+        (_, None) => Err(Closing::refuse(close::UNAUTHORIZED, "invalid_token", "missing token")),
+        (_, Some(token)) => {
+            app.keys.verify(&token).map_err(|e| Closing::refuse(close::UNAUTHORIZED, "invalid_token", e))
+        }
+    };
+    let max = app.config.max_message_bytes;
+    // Small buffers: a socket costs its buffers' size whether or not it is busy.
+    upgrade
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |ws| socket::serve(app, ws, admitted))
+}
+
+fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    allowed.is_empty() || allowed.iter().any(|a| a == origin)
+}
+
+/// An error answer of the HTTP API: `{"code", "message"}` with a matching status.
+struct ApiError(StatusCode, &'static str, String);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let (status, code) = match e.kind() {
+            ErrorKind::Json => (StatusCode::BAD_REQUEST, "bad_request"),
+            ErrorKind::Invalid | ErrorKind::Utf8 | ErrorKind::Null => (StatusCode::BAD_REQUEST, "invalid"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::Limit => (StatusCode::TOO_MANY_REQUESTS, "limit"),
+            ErrorKind::State => (StatusCode::CONFLICT, "state"),
+            ErrorKind::Io | ErrorKind::Panic => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError(status, code, e.message().to_owned())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"code": self.1, "message": self.2}))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The backend's routes need `Authorization: Bearer <api_secret>`.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if crate::auth::secrets_match(given.as_bytes(), app.config.api_secret.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API secret".into()))
+    }
+}
+
+/// Parses a body as JSON here (rather than with axum's extractor) so a bad body gets the
+/// same `{"code", "message"}` answer as every other error.
+fn parse_body(body: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+/// `POST /api/users`: one user object or an array of them, each upserted in turn.
+async fn upsert_users(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> ApiResult {
+    authorize(&app, &headers)?;
+    let users = match parse_body(&body)? {
+        Value::Array(users) => users,
+        user => vec![user],
+    };
+    for user in &users {
+        app.engine.upsert_user_json(&user.to_string())?;
+    }
+    Ok(Json(json!({"upserted": users.len()})))
+}
+
+/// `GET /api/users/{id}`: the user in the own view.
+async fn get_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authorize(&app, &headers)?;
+    Ok(Json(app.engine.get_user(presence::ConnectionId::HOST, &id)?))
+}
+
+/// `POST /api/channels`: engine channel JSON (`type`, `id`, `members`, custom fields).
+async fn upsert_channel(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> ApiResult {
+    authorize(&app, &headers)?;
+    app.engine.upsert_channel_json(&parse_body(&body)?.to_string())?;
+    Ok(Json(json!({})))
+}
+
+fn member_ids(body: &str) -> Result<String, ApiError> {
+    match parse_body(body)?.get("user_ids") {
+        Some(ids @ Value::Array(_)) => Ok(ids.to_string()),
+        _ => Err(ApiError(StatusCode::BAD_REQUEST, "bad_request", "expected {\"user_ids\": [...]}".into())),
+    }
+}
+
+/// `POST /api/channels/{cid}/members` with `{"user_ids": [...]}` adds members; `DELETE`
+/// with the same body removes them.
+async fn members(
+    State(app): State<Arc<App>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(cid): Path<String>,
+    body: String,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let ids = member_ids(&body)?;
+    if method == Method::DELETE {
+        app.engine.remove_members_json(&cid, &ids)?;
+    } else {
+        app.engine.add_members_json(&cid, &ids)?;
+    }
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct TokenParams {
+    user_id: String,
+}
+
+/// `GET /dev/token?user_id=...`: a 24-hour token for anyone. Only with `dev_tokens`.
+async fn dev_token(State(app): State<Arc<App>>, Query(params): Query<TokenParams>) -> ApiResult {
+    if !app.config.dev_tokens {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", "dev tokens are disabled".into()));
+    }
+    presence::user::validate_user_id(&params.user_id)?;
+    Ok(Json(json!({"user_id": params.user_id, "token": app.keys.sign(&params.user_id, 24 * 3600)})))
+}
+
+/// Prometheus text format.
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let (users, connections, channels) = app.engine.counts();
+    let m = &app.metrics;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric("presence_connections", "gauge", "Open WebSocket connections.", app.links.read().len() as u64);
+    metric("presence_engine_connections", "gauge", "Connections the engine holds.", connections as u64);
+    metric(
+        "presence_online_users",
+        "gauge",
+        "Users online in the public view.",
+        app.online.lock().len() as u64,
+    );
+    metric("presence_users", "gauge", "Users the engine knows.", users as u64);
+    metric("presence_channels", "gauge", "Channels the engine knows.", channels as u64);
+    let opened = m.connections_opened.load(Ordering::Relaxed);
+    metric("presence_connections_opened_total", "counter", "Connections accepted.", opened);
+    let delivered = m.events_delivered.load(Ordering::Relaxed);
+    metric("presence_events_delivered_total", "counter", "Events written to sockets.", delivered);
+    let received = m.messages_received.load(Ordering::Relaxed);
+    metric("presence_messages_received_total", "counter", "Client messages received.", received);
+    let drops = m.slow_consumers.load(Ordering::Relaxed);
+    metric(
+        "presence_queue_drops_total",
+        "counter",
+        "Connections closed because their queue overflowed.",
+        drops,
+    );
+    let timeouts = m.timeouts.load(Ordering::Relaxed);
+    metric("presence_timeouts_total", "counter", "Connections closed for missing heartbeats.", timeouts);
+    metric("presence_cluster_mode", "gauge", "1 when linked to a cluster store, 0 single-node.", 0);
+    let _ = writeln!(out, "# HELP presence_refused_total Sockets refused or closed by a limit, by reason.");
+    let _ = writeln!(out, "# TYPE presence_refused_total counter");
+    let mut refused: Vec<_> = m.refused.lock().iter().map(|(k, v)| (*k, *v)).collect();
+    refused.sort();
+    for (reason, count) in refused {
+        let _ = writeln!(out, "presence_refused_total{{reason=\"{reason}\"}} {count}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
