@@ -186,8 +186,8 @@ async fn a_killed_server_s_users_go_offline_on_the_others() {
     carol.close().await;
 }
 
-#[test]
-fn without_redis_a_server_serves_locally_and_reports_the_link_down() {
+#[tokio::test]
+async fn without_redis_a_server_serves_its_own_clients_and_reports_the_link_down() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let server = Server::start(json!({"cluster": {
         "redis_url": format!("redis://127.0.0.1:{port}/0"), "node_id": "alone",
@@ -195,8 +195,34 @@ fn without_redis_a_server_serves_locally_and_reports_the_link_down() {
     assert_eq!(server.metric("presence_cluster_mode"), 1);
     assert_eq!(server.metric("presence_cluster_status{node_id=\"alone\",link=\"down\"}"), 1);
     assert_eq!(server.metric("presence_cluster_status{node_id=\"alone\",link=\"up\"}"), 0);
-    let (status, _) = server.api("POST", "/api/users", Some(json!({"id": "alice", "status": "here"})));
-    assert_eq!(status, 200);
-    let (_, alice) = server.api("GET", "/api/users/alice", None);
-    assert_eq!(alice["status"], "here");
+    let mut bob = server.watcher("bob", "team:red").await;
+    let mut alice = server.client("alice").await;
+    assert_eq!(presence(&bob.next_event().await), ("alice".into(), true, Value::Null));
+    assert_eq!(alice.ok("set_status", json!({"status": "here"})).await["status"], "here");
+    assert_eq!(presence(&bob.next_event().await), ("alice".into(), true, json!("here")));
+    wait_until("the writes wait for the store", Duration::from_secs(5), || {
+        server.metric("presence_cluster_pending_writes") > 0
+    })
+    .await;
+    alice.close().await;
+    bob.close().await;
+}
+
+#[test]
+fn a_bad_cluster_section_stops_the_server_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.json");
+    let config = json!({
+        "jwt_secret": common::JWT_SECRET, "api_secret": common::API_SECRET,
+        "cluster": {"redis_url": "redis://127.0.0.1:1/0", "node_id": "not a name"},
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_presence-server"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("engine config") && stderr.contains("node_id"), "{stderr}");
 }
