@@ -123,7 +123,10 @@ impl ServerConfig {
                 Some(Value::Object(cluster)) => {
                     cluster.insert("node_id".into(), Value::String(v));
                 }
-                _ => return Err("PRESENCE_NODE_ID: there is no cluster section to set it in".into()),
+                _ => return Err(
+                    "PRESENCE_NODE_ID: set the cluster section (the file's cluster or PRESENCE_CLUSTER) too"
+                        .into(),
+                ),
             }
         }
         Ok(())
@@ -236,7 +239,7 @@ mod tests {
                 "redis_url": "redis://127.0.0.1:6379/0", "node_id": "game-2", "lease_ms": 5000}})
         );
         let err = load(&[], env(&[("PRESENCE_NODE_ID", "a")])).unwrap_err();
-        assert!(err.contains("no cluster section"), "{err}");
+        assert!(err.contains("set the cluster section"), "{err}");
         assert!(load(&[], env(&[("PRESENCE_CLUSTER", "{")])).unwrap_err().starts_with("PRESENCE_CLUSTER:"));
         let both = [("PRESENCE_CLUSTER", cluster), ("PRESENCE_ENGINE", r#"{"cluster": {}}"#)];
         assert!(load(&[], env(&both)).unwrap_err().contains("not in both"));
