@@ -15,9 +15,9 @@ const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2000;
 
 /// One test at a time: two servers and a redis-server each, on a small machine.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
 }
 
 /// A server in cluster mode as node `node`, with the `team:red` channel of every test server.
@@ -87,7 +87,7 @@ async fn answered(client: &mut Client) -> Value {
 
 #[tokio::test]
 async fn a_client_on_one_server_follows_a_user_on_the_other() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(redis) = start_redis() else { return };
     let (a, b) = pair(&redis, "follow").await;
     assert_eq!(a.metric("presence_cluster_mode"), 1);
@@ -144,7 +144,7 @@ async fn a_client_on_one_server_follows_a_user_on_the_other() {
 
 #[tokio::test]
 async fn a_killed_server_s_users_go_offline_on_the_others() {
-    let _serial = serial();
+    let _serial = serial().await;
     let Some(redis) = start_redis() else { return };
     let (a, mut b) = pair(&redis, "kill").await;
     // Channels and memberships are per server: the backend tells each of them.
