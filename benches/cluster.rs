@@ -201,14 +201,14 @@ fn kill_row(url: &str, sizes: &Sizes) {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while a.user(&user).map_or(true, |u| !u.online(View::Public)) {
+        while a.get_user(ConnectionId::HOST, &user).map_or(true, |u| !u.user.online(View::Public)) {
             assert!(Instant::now() < deadline, "the victim did not come online");
             std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().unwrap();
         let killed = Instant::now();
         child.wait().unwrap();
-        while a.user(&user).is_ok_and(|u| u.online(View::Public)) {
+        while a.get_user(ConnectionId::HOST, &user).is_ok_and(|u| u.user.online(View::Public)) {
             assert!(killed.elapsed() < Duration::from_secs(30), "the victim did not go offline");
             std::thread::sleep(Duration::from_millis(2));
         }

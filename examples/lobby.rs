@@ -189,7 +189,7 @@ fn main() -> presence::Result<()> {
     println!("== {} players tonight; a lobby bot watches lobby:main with presence ==", players.len());
     calling("connect_json");
     let bot = engine.connect_json(r#"{"id":"lobby_bot","status":"watching"}"#)?;
-    engine.watch_channel(bot, "lobby:main", true)?;
+    engine.start_watching(bot, "lobby:main", true)?;
     let mut bot_received = 0usize;
     let mut storm_done = false;
     let end = EVENING + 6 * 60 * MINUTE;
@@ -253,7 +253,7 @@ fn main() -> presence::Result<()> {
                 }
             }
             let hidden = within(p.hides, now);
-            if engine.user(&p.name)?.invisible != hidden {
+            if engine.get_user(ConnectionId::HOST, &p.name)?.user.invisible != hidden {
                 calling("set_invisible");
                 engine.set_invisible(&p.name, hidden)?;
             }
@@ -286,7 +286,7 @@ fn main() -> presence::Result<()> {
     let mut by_state: BTreeMap<bool, usize> = BTreeMap::new();
     players.sort_by(|a, b| a.name.cmp(&b.name));
     for (row, p) in players.iter().enumerate() {
-        let user = engine.user(&p.name)?;
+        let user = engine.get_user(ConnectionId::HOST, &p.name)?.user;
         let online = user.online(View::Public);
         *by_state.entry(online).or_default() += 1;
         if !long && row >= SHORT_TABLE {

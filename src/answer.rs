@@ -1,10 +1,31 @@
-//! Answers to reads (`get_user`, `watch_channel`, queries) as plain values taken under the
-//! lock and serialized after it is released, straight into the output string.
+//! Answers to reads (`get_user`, `watch_channel`, queries) as plain values taken under
+//! the lock and serialized after it is released, straight into the output string.
+//! [`Answer`] is the one step that renders any of them as JSON.
 use crate::event::Member;
 use crate::time::{Millis, Timestamp};
 use crate::user::{CustomFields, UserSnapshot, UserView, View};
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 use std::sync::Arc;
+
+/// JSON rendering of a read's answer, the same for every answer: the text the C ABI
+/// hands out, or a [`Value`] to inspect. Cost: O(size of the answer).
+pub trait Answer: Serialize {
+    /// The answer as JSON text.
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("answers always serialize")
+    }
+
+    /// The answer as a JSON value.
+    fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("answers always serialize")
+    }
+}
+
+impl Answer for ViewedUser {}
+impl Answer for ChannelState {}
+impl Answer for UsersAnswer {}
+impl Answer for ChannelsAnswer {}
 
 /// A user as one viewer is entitled to see them.
 #[derive(Debug, Clone)]

@@ -12,12 +12,12 @@
 //! order mark, bidirectional overrides), so two ids that render alike are one id.
 //!
 //! ```
-//! use presence::{ConnectionId, Engine, View};
+//! use presence::{Answer, ConnectionId, Engine, View};
 //!
 //! let engine = Engine::from_json(Some(r#"{"clock":"manual","start_time_ms":1546867062375}"#))?;
 //! engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
 //! let bob = engine.connect_json(r#"{"id":"bob"}"#)?;
-//! engine.watch_channel(bob, "team:red", true)?;
+//! engine.start_watching(bob, "team:red", true)?;
 //! let alice = engine.connect_json(r#"{"id":"alice","status":"in lobby"}"#)?;
 //!
 //! // bob's queue holds his own watching.start, then alice coming online.
@@ -26,10 +26,11 @@
 //!
 //! // Invisible: offline to bob, still connected in alice's own view.
 //! engine.set_invisible("alice", true)?;
-//! assert_eq!(engine.get_user(bob, "alice")?["online"], false);
-//! assert_eq!(engine.get_user(alice, "alice")?["online"], true);
-//! assert!(engine.user("alice")?.online(View::Own));
-//! assert_eq!(engine.get_user(ConnectionId::HOST, "alice")?["last_active"], "2019-01-07T13:17:42.375Z");
+//! assert!(!engine.get_user(bob, "alice")?.user.online(View::Public));
+//! assert!(engine.get_user(alice, "alice")?.user.online(View::Own));
+//! // Every answer renders as JSON in one step.
+//! assert_eq!(engine.get_user(bob, "alice")?.to_value()["online"], false);
+//! assert_eq!(engine.get_user(ConnectionId::HOST, "alice")?.to_value()["last_active"], "2019-01-07T13:17:42.375Z");
 //! # Ok::<(), presence::Error>(())
 //! ```
 // Every public item (module, type, field, variant, function, constant) has a doc comment;
@@ -52,7 +53,7 @@ mod replication;
 pub mod time;
 pub mod user;
 
-pub use answer::{ChannelSnapshot, ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
+pub use answer::{Answer, ChannelSnapshot, ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 pub use channel::ChannelPatch;
 pub use config::{Clock, ClusterConfig, Config, Dispatch, QueryBudget};
 pub use crossbeam_channel::Receiver;

@@ -8,7 +8,7 @@ mod common;
 mod redis_server;
 
 use common::Rng;
-use presence::{ConnectionId, Engine, Event, EventKind, ListenerFilter, View};
+use presence::{Answer, ConnectionId, Engine, Event, EventKind, ListenerFilter, View};
 use redis_server::{start_redis, RedisServer};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -59,7 +59,7 @@ fn linked(config: &str) -> Engine {
 }
 
 fn public_online(engine: &Engine, viewer: ConnectionId, user: &str) -> Option<bool> {
-    engine.get_user(viewer, user).ok().map(|u| u["online"] == true)
+    engine.get_user(viewer, user).ok().map(|u| u.to_value()["online"] == true)
 }
 
 fn presence_lines(engine: &Engine, c: ConnectionId) -> Vec<String> {
@@ -75,7 +75,9 @@ fn presence_lines(engine: &Engine, c: ConnectionId) -> Vec<String> {
 /// A subscriber connection on `engine` following `user` (who must be known there).
 fn follower(engine: &Engine, name: &str, user: &str) -> ConnectionId {
     let c = engine.connect_json(&format!(r#"{{"id":"{name}"}}"#)).unwrap();
-    wait_until(&format!("{user} is known"), Duration::from_secs(5), || engine.user(user).is_ok());
+    wait_until(&format!("{user} is known"), Duration::from_secs(5), || {
+        engine.get_user(ConnectionId::HOST, user).is_ok()
+    });
     let q = format!(r#"{{"filter_conditions":{{"id":"{user}"}},"presence":true}}"#);
     engine.query_users(c, &q).unwrap();
     c
@@ -122,7 +124,7 @@ fn a_thousand_status_changes_arrive_in_order() {
     let Some(server) = start_redis() else { return };
     let (a, b) = (node(&server, "a", "order"), node(&server, "b", "order"));
     a.connect_json(r#"{"id":"alice"}"#).unwrap();
-    wait_until("b knows alice", Duration::from_secs(5), || b.user("alice").is_ok());
+    wait_until("b knows alice", Duration::from_secs(5), || b.get_user(ConnectionId::HOST, "alice").is_ok());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     b.add_listener(ListenerFilter::user("alice"), move |e: &Event| {
@@ -149,15 +151,15 @@ fn an_invisible_user_is_offline_on_every_node() {
     a.upsert_user_json(r#"{"id":"alice","invisible":true}"#).unwrap();
     let on_b = follower(&b, "fb", "alice");
     wait_until("b knows alice is invisible", Duration::from_secs(5), || {
-        b.user("alice").is_ok_and(|u| u.invisible)
+        b.get_user(ConnectionId::HOST, "alice").is_ok_and(|u| u.user.invisible)
     });
     let alice = a.connect_json(r#"{"id":"alice"}"#).unwrap();
     wait_until("b counts alice's connection", Duration::from_secs(5), || {
-        b.user("alice").is_ok_and(|u| u.online(View::Own))
+        b.get_user(ConnectionId::HOST, "alice").is_ok_and(|u| u.user.online(View::Own))
     });
     // Own view (the host) knows she is connected; everyone else sees her offline.
     assert_eq!(public_online(&b, on_b, "alice"), Some(false));
-    let online = b.query_users(on_b, r#"{"filter_conditions":{"online":true}}"#).unwrap();
+    let online = b.query_users(on_b, r#"{"filter_conditions":{"online":true}}"#).unwrap().to_value();
     let ids: Vec<&str> =
         online["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["fb"]);
@@ -274,11 +276,12 @@ fn child_node() {
 fn dump(engine: &Engine) -> String {
     let all = engine
         .query_users(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"id","direction":1}]}"#)
-        .unwrap();
+        .unwrap()
+        .to_value();
     let mut out = Vec::new();
     for u in all["users"].as_array().unwrap() {
         let id = u["id"].as_str().unwrap();
-        let snap = engine.user(id).unwrap();
+        let snap = engine.get_user(ConnectionId::HOST, id).unwrap().user;
         out.push(format!(
             "{id}:{}:{}:{}:{}:{}",
             snap.online(View::Own),
@@ -350,7 +353,7 @@ fn a_node_that_returns_after_being_declared_dead_is_fenced_and_converges() {
     wait_until("a sees bob again", Duration::from_secs(10), || public_online(&a, on_a, "bob") == Some(true));
     assert_eq!(child.call("status bob back"), "ok");
     wait_until("a sees the status", Duration::from_secs(5), || {
-        a.user("bob").is_ok_and(|u| u.status.as_deref() == Some("back"))
+        a.get_user(ConnectionId::HOST, "bob").is_ok_and(|u| u.user.status.as_deref() == Some("back"))
     });
     // Offline when reaped, online when re-announced, then the status change.
     assert_eq!(presence_lines(&a, on_a), ["bob offline", "bob online", "bob online"]);
@@ -390,7 +393,7 @@ fn a_store_restarted_without_its_data_is_refilled_by_the_nodes() {
             == Some(":1")
     });
     wait_until("both converge again", Duration::from_secs(10), || dump(&a) == before && dump(&b) == before);
-    assert_eq!(b.user("alice").unwrap().custom.as_ref().unwrap()["level"], 7);
+    assert_eq!(b.get_user(ConnectionId::HOST, "alice").unwrap().user.custom.as_ref().unwrap()["level"], 7);
     wait_until("a reports the link up", Duration::from_secs(5), || link(&a) == "up");
     let seen = statuses.lock().unwrap().clone();
     assert_eq!(seen.first().map(String::as_str), Some("down"), "{seen:?}");
@@ -416,7 +419,7 @@ fn a_paused_store_loses_no_sticky_write() {
     let b = linked(&cluster_config(&server.url(), "b", "pause", 5000, ""));
     let statuses = link_events(&a);
     a.connect_json(r#"{"id":"alice"}"#).unwrap();
-    wait_until("b knows alice", Duration::from_secs(5), || b.user("alice").is_ok());
+    wait_until("b knows alice", Duration::from_secs(5), || b.get_user(ConnectionId::HOST, "alice").is_ok());
 
     assert_eq!(server.command(&["CLIENT", "PAUSE", "1500", "ALL"]).as_deref(), Some("+OK"));
     wait_until("a notices", Duration::from_secs(5), || link(&a) == "down");
@@ -425,7 +428,8 @@ fn a_paused_store_loses_no_sticky_write() {
         a.cluster_status()["pending_writes"].as_u64().is_some_and(|n| n >= 1)
     });
     wait_until("b sees the write", Duration::from_secs(10), || {
-        b.user("alice").is_ok_and(|u| u.status.as_deref() == Some("written while paused"))
+        b.get_user(ConnectionId::HOST, "alice")
+            .is_ok_and(|u| u.user.status.as_deref() == Some("written while paused"))
     });
     wait_until("a is up again", Duration::from_secs(5), || link(&a) == "up");
     assert_eq!(*statuses.lock().unwrap(), ["down", "up"]);
@@ -542,7 +546,7 @@ fn an_unreachable_store_is_reported_and_local_service_goes_on() {
         (status["mode"].as_str(), status["node_id"].as_str(), status["link"].as_str()),
         (Some("cluster"), Some("a"), Some("down"))
     );
-    assert!(engine.user("alice").unwrap().online(View::Public));
+    assert!(engine.get_user(ConnectionId::HOST, "alice").unwrap().user.online(View::Public));
     assert!(!statuses.lock().unwrap().iter().any(|s| s == "up"), "{:?}", statuses.lock().unwrap());
     engine.disconnect(alice).unwrap();
     // The store is the source of truth in cluster mode: load is refused.
@@ -565,7 +569,7 @@ fn sticky_writes_past_the_bound_answer_state_while_the_store_is_away() {
     let err = engine.set_status("alice", Some("one too many")).unwrap_err();
     assert_eq!(err.kind(), presence::ErrorKind::State);
     assert!(err.message().contains("max_pending_writes 3"), "{}", err.message());
-    assert_eq!(engine.user("alice").unwrap().status.as_deref(), Some("s1"));
+    assert_eq!(engine.get_user(ConnectionId::HOST, "alice").unwrap().user.status.as_deref(), Some("s1"));
     // Connections are never refused: they are what the node serves locally.
     engine.connect_json(r#"{"id":"bob"}"#).unwrap();
 }

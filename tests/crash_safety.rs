@@ -14,7 +14,7 @@ mod common;
 
 use common::Rng;
 use presence::Counts;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -86,14 +86,18 @@ fn load_generation(path: &Path) -> Result<u64, String> {
     if (users, connections, channels) != (USERS + 2, 0, CHANNELS + 1) {
         return Err(format!("wrong counts {:?}", (users, connections, channels)));
     }
-    let gen_of_user = |id: &str| e.get_user(ConnectionId::HOST, id).unwrap()["gen"].as_u64().unwrap();
-    let meta = e.query_channels(ConnectionId::HOST, r#"{"filter_conditions": {"cid": "meta:gen"}}"#).unwrap();
+    let gen_of_user =
+        |id: &str| e.get_user(ConnectionId::HOST, id).unwrap().to_value()["gen"].as_u64().unwrap();
+    let meta = e
+        .query_channels(ConnectionId::HOST, r#"{"filter_conditions": {"cid": "meta:gen"}}"#)
+        .unwrap()
+        .to_value();
     let gen_of_channel = meta["channels"][0]["channel"]["gen"].as_u64().unwrap();
     let (first, last) = (gen_of_user("first"), gen_of_user("last"));
     if first != last || first != gen_of_channel {
         return Err(format!("mixed snapshot: first {first}, channel {gen_of_channel}, last {last}"));
     }
-    let sample = e.get_user(ConnectionId::HOST, "user01234").unwrap();
+    let sample = e.get_user(ConnectionId::HOST, "user01234").unwrap().to_value();
     if sample["online"] != json!(false) || sample["status"] != json!("here") {
         return Err(format!("bad user {sample}"));
     }
@@ -280,8 +284,8 @@ fn populated() -> (Engine, String, tempfile::TempDir) {
 
 fn dump(e: &Engine) -> Value {
     json!({
-        "users": e.query_users(ConnectionId::HOST, r#"{"sort": {"id": 1}, "limit": 100}"#).unwrap(),
-        "channels": e.query_channels(ConnectionId::HOST, r#"{"sort": {"cid": 1}, "limit": 100}"#).unwrap(),
+        "users": e.query_users(ConnectionId::HOST, r#"{"sort": {"id": 1}, "limit": 100}"#).unwrap().to_value(),
+        "channels": e.query_channels(ConnectionId::HOST, r#"{"sort": {"cid": 1}, "limit": 100}"#).unwrap().to_value(),
         "counts": format!("{:?}", e.counts()),
     })
 }
@@ -532,5 +536,5 @@ fn load_needs_an_engine_without_connections_and_changes_nothing_otherwise() {
     e.load(dir.path().join("good.json")).unwrap();
     // Everyone starts offline; dave (not in the file) is gone.
     assert_eq!(e.get_user(ConnectionId::HOST, "dave").unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(e.get_user(ConnectionId::HOST, "carol").unwrap()["online"], json!(false));
+    assert_eq!(e.get_user(ConnectionId::HOST, "carol").unwrap().to_value()["online"], json!(false));
 }

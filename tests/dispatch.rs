@@ -193,7 +193,7 @@ fn a_delivery_listener_added_late_sees_only_later_deliveries() {
     let e = manual_engine(r#""dispatch":"manual""#);
     e.upsert_channel_json(r#"{"type":"t","id":"x","members":["a","b"]}"#).unwrap();
     let b = e.connect_json(r#"{"id":"b"}"#).unwrap();
-    e.watch_channel(b, "t:x", true).unwrap();
+    e.start_watching(b, "t:x", true).unwrap();
     e.connect_json(r#"{"id":"a"}"#).unwrap();
     let deliveries = common::Deliveries::attach(&e);
     e.set_status("a", Some("later")).unwrap();
@@ -243,7 +243,7 @@ fn a_subscribed_receiver_gets_the_connections_deliveries_in_order() {
     let e = manual_engine(r#""connection_queue_capacity":4"#);
     e.upsert_channel_json(r#"{"type":"t","id":"x","members":["a","b"]}"#).unwrap();
     let b = e.connect_json(r#"{"id":"b"}"#).unwrap();
-    e.watch_channel(b, "t:x", true).unwrap();
+    e.start_watching(b, "t:x", true).unwrap();
     let rx = e.subscribe(b).unwrap();
     // What was queued before subscribing comes first.
     assert_eq!(rx.try_recv().unwrap().event.type_name(), "user.watching.start");
@@ -264,7 +264,7 @@ fn a_receiver_that_is_not_drained_closes_its_connection_as_a_slow_consumer() {
     e.upsert_channel_json(r#"{"type":"t","id":"x","members":["a","b"]}"#).unwrap();
     let b = e.connect_json(r#"{"id":"b"}"#).unwrap();
     let rx = e.subscribe(b).unwrap();
-    e.watch_channel(b, "t:x", true).unwrap();
+    e.start_watching(b, "t:x", true).unwrap();
     let a = e.connect_json(r#"{"id":"a"}"#).unwrap();
     let closed = Recorder::attach_filtered(&e, ListenerFilter::event_type("connection.closed"));
     e.set_status("a", Some("one too many")).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use common::{manual_engine, Recorder, MINUTE};
 use presence::error::MAX_MESSAGE_BYTES;
 use presence::ffi::{presence_engine_free, presence_engine_new, presence_get_user, presence_last_error};
-use presence::{ConnectionId, Counts, ErrorKind};
+use presence::{Answer, ConnectionId, Counts, ErrorKind};
 use std::ffi::{CStr, CString};
 use std::ptr;
 
@@ -27,7 +27,7 @@ fn errors_quote_a_huge_id_in_a_few_hundred_bytes() {
     assert_bounded(err.message(), HUGE);
     for err in [
         e.set_invisible(&id, true).unwrap_err(),
-        e.watch_channel(ConnectionId(1), &format!("team:{id}"), false).unwrap_err(),
+        e.start_watching(ConnectionId(1), &format!("team:{id}"), false).unwrap_err(),
         e.upsert_user_json(&format!(r#"{{"id":"a {id}"}}"#)).unwrap_err(),
         e.stop_watching(ConnectionId(1), &id).unwrap_err(),
     ] {
@@ -109,18 +109,18 @@ fn durations_beyond_i64_mean_never_and_never_wrap() {
         let host = Recorder::attach(&e);
         let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
         e.connect_json(r#"{"id":"bob"}"#).unwrap();
-        let last_active = e.get_user(ConnectionId::HOST, "alice").unwrap()["last_active"].clone();
+        let last_active = e.get_user(ConnectionId::HOST, "alice").unwrap().to_value()["last_active"].clone();
         e.tick().unwrap();
         e.set_time(FAR).unwrap();
         e.tick().unwrap();
         // No timeout, no refresh.
         assert_eq!(e.counts().connections, 2, "{never}: a connection was closed");
-        assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["last_active"], last_active);
+        assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap().to_value()["last_active"], last_active);
         // A grace without end: still online after the last connection closed.
         e.disconnect(alice).unwrap();
         e.set_time(FAR + 365 * 24 * 60 * MINUTE).unwrap();
         e.tick().unwrap();
-        assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["online"], true, "{never}");
+        assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap().to_value()["online"], true, "{never}");
         assert_eq!(
             host.take(),
             [
@@ -143,7 +143,7 @@ fn a_deadline_that_overflows_the_clock_is_never() {
     e.tick().unwrap();
     e.disconnect(alice).unwrap();
     e.tick().unwrap();
-    assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["online"], true);
+    assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap().to_value()["online"], true);
 }
 
 #[test]

@@ -13,7 +13,8 @@
 use presence::channel::ChannelPatch;
 use presence::Counts;
 use presence::{
-    CloseReason, ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, ListenerFilter, UserPatch,
+    Answer, CloseReason, ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, ListenerFilter,
+    UserPatch,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -115,8 +116,8 @@ fn a_queue_that_is_never_drained_closes_its_connection_at_capacity() {
     e.connect_json(r#"{"id":"busy"}"#).unwrap();
     let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:x","members":["busy","lazy","other"]}"#).unwrap();
-    e.watch_channel(lazy, "team:x", true).unwrap();
-    e.watch_channel(other, "team:x", true).unwrap();
+    e.start_watching(lazy, "team:x", true).unwrap();
+    e.start_watching(other, "team:x", true).unwrap();
     e.poll_events(lazy, usize::MAX).unwrap();
     e.poll_events(other, usize::MAX).unwrap();
     rec.take_events();
@@ -139,7 +140,7 @@ fn a_queue_that_is_never_drained_closes_its_connection_at_capacity() {
     // Closed as a slow consumer; the queue is gone.
     let err = e.poll_events(lazy, usize::MAX).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert_eq!(e.get_user(ConnectionId::HOST, "lazy").unwrap()["online"], json!(false));
+    assert_eq!(e.get_user(ConnectionId::HOST, "lazy").unwrap().to_value()["online"], json!(false));
     assert_eq!(e.counts().connections, 2);
     let events = rec.take_events();
     let closed: Vec<_> = events
@@ -184,7 +185,7 @@ fn an_undrained_connection_never_holds_more_than_capacity_under_a_flood() {
     let reader = e.connect_json(r#"{"id":"reader"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:flood","members":["talker"]}"#).unwrap();
     for &c in sleepers.iter().chain([&reader]) {
-        e.watch_channel(c, "team:flood", true).unwrap();
+        e.start_watching(c, "team:flood", true).unwrap();
     }
     e.upsert_user_json(r#"{"id":"talker"}"#).unwrap();
     let mut max_seen = 0;
@@ -208,7 +209,7 @@ fn capacity_zero_disables_queues_without_closing_anyone() {
     let (e, rec) = engine(json!({"connection_queue_capacity": 0}));
     let a = e.connect_json(r#"{"id":"a"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:x","members":["b"]}"#).unwrap();
-    e.watch_channel(a, "team:x", true).unwrap();
+    e.start_watching(a, "team:x", true).unwrap();
     rec.take_deliveries();
     for i in 0..5000 {
         e.set_status("b", Some(&i.to_string())).unwrap();
@@ -228,7 +229,7 @@ fn max_connections_per_user() {
     let (e, rec) = engine(json!({"max_connections_per_user": 2}));
     let watcher = e.connect_json(r#"{"id":"w"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:x","members":["a"]}"#).unwrap();
-    e.watch_channel(watcher, "team:x", true).unwrap();
+    e.start_watching(watcher, "team:x", true).unwrap();
     let a1 = e.connect_json(r#"{"id":"a","status":"one"}"#).unwrap();
     let a2 = e.connect_json(r#"{"id":"a"}"#).unwrap();
     e.poll_events(watcher, usize::MAX).unwrap();
@@ -255,25 +256,25 @@ fn max_subscriptions_per_connection_via_watch_channel() {
     let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:big","members":["m1","m2","m3","m4"]}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:small","members":["m1","m2"]}"#).unwrap();
-    e.watch_channel(other, "team:big", false).unwrap();
+    e.start_watching(other, "team:big", false).unwrap();
     e.poll_events(other, usize::MAX).unwrap();
     let conns = [c, other];
     assert_limit_changes_nothing(&e, &rec, &conns, "watch 4 members with presence", || {
-        e.watch_channel_state(c, "team:big", true)
+        e.watch_channel(c, "team:big", true)
     });
     // Not watching at all: no watching.start reached `other`, and no subscription exists.
     assert!(e.poll_events(other, usize::MAX).unwrap().is_empty());
     assert!(probe_subscriptions(&e, c, &["m1", "m2", "m3", "m4"], "p1").is_empty());
     // Within the limit it works; upgrading a presence-less watch is checked too.
-    e.watch_channel(c, "team:small", true).unwrap();
-    e.watch_channel(c, "team:big", false).unwrap();
+    e.start_watching(c, "team:small", true).unwrap();
+    e.start_watching(c, "team:big", false).unwrap();
     assert_limit_changes_nothing(&e, &rec, &conns, "upgrade a watch to presence", || {
-        e.watch_channel(c, "team:big", true)
+        e.start_watching(c, "team:big", true)
     });
     assert_eq!(probe_subscriptions(&e, c, &["m1", "m2", "m3", "m4"], "p2"), set(&["m1", "m2"]));
     // Exactly at the limit is fine.
     e.upsert_channel_json(r#"{"cid":"team:three","members":["m1","m2","m3"]}"#).unwrap();
-    e.watch_channel(c, "team:three", true).unwrap();
+    e.start_watching(c, "team:three", true).unwrap();
     assert_eq!(probe_subscriptions(&e, c, &["m1", "m2", "m3", "m4"], "p3"), set(&["m1", "m2", "m3"]));
 }
 
@@ -307,8 +308,8 @@ fn max_subscriptions_per_connection_via_query_channels() {
     let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:a","members":["m1","m2"]}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:b","members":["m3","m4"]}"#).unwrap();
-    e.watch_channel(other, "team:a", false).unwrap();
-    e.watch_channel(other, "team:b", false).unwrap();
+    e.start_watching(other, "team:a", false).unwrap();
+    e.start_watching(other, "team:b", false).unwrap();
     e.poll_events(other, usize::MAX).unwrap();
     // Together the two channels have 4 members: neither channel may end up watched.
     for watch in [false, true] {
@@ -330,8 +331,8 @@ fn max_subscriptions_per_connection_via_add_members_and_upsert_channel() {
     let c = e.connect_json(r#"{"id":"viewer"}"#).unwrap();
     let plain = e.connect_json(r#"{"id":"plain"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:a","members":["m1","m2"]}"#).unwrap();
-    e.watch_channel(c, "team:a", true).unwrap();
-    e.watch_channel(plain, "team:a", false).unwrap();
+    e.start_watching(c, "team:a", true).unwrap();
+    e.start_watching(plain, "team:a", false).unwrap();
     e.poll_events(c, usize::MAX).unwrap();
     e.poll_events(plain, usize::MAX).unwrap();
     let conns = [c, plain];
@@ -368,9 +369,9 @@ fn query_limit_max() {
     }
     assert!(probe_subscriptions(&e, c, &["u1", "u2"], "p").is_empty());
     // Without a limit the default is capped at the maximum instead of failing.
-    let got = e.query_users(c, "{}").unwrap();
+    let got = e.query_users(c, "{}").unwrap().to_value();
     assert_eq!(got["users"].as_array().unwrap().len(), 5);
-    assert_eq!(e.query_users(c, r#"{"limit": 5}"#).unwrap()["users"].as_array().unwrap().len(), 5);
+    assert_eq!(e.query_users(c, r#"{"limit": 5}"#).unwrap().to_value()["users"].as_array().unwrap().len(), 5);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -426,10 +427,10 @@ fn typed_user_custom_fields_cannot_shadow_managed_fields() {
             "online" | "invisible" => json!(true),
             _ => json!("2020-01-01T00:00:00.000Z"),
         };
-        let before = e.get_user(observer, "ghost").unwrap();
+        let before = e.get_user(observer, "ghost").unwrap().to_value();
         let typed = UserPatch { custom: vec![(key.to_string(), Some(value))], ..UserPatch::id("ghost") };
         let result = e.upsert_user(&typed);
-        let seen = e.get_user(observer, "ghost").unwrap();
+        let seen = e.get_user(observer, "ghost").unwrap().to_value();
         if result.as_ref().map_err(|e| e.kind()) != Err(ErrorKind::Invalid) {
             problems.push(format!("custom {key:?}: {result:?}; observer saw {before} then {seen}"));
         }
@@ -453,8 +454,10 @@ fn typed_channel_custom_fields_cannot_shadow_managed_fields() {
         };
         let result = e.upsert_channel(&patch);
         if result.as_ref().map_err(|e| e.kind()) != Err(ErrorKind::Invalid) {
-            let state =
-                e.query_channels(ConnectionId::HOST, r#"{"filter_conditions":{"cid":"team:a"}}"#).unwrap();
+            let state = e
+                .query_channels(ConnectionId::HOST, r#"{"filter_conditions":{"cid":"team:a"}}"#)
+                .unwrap()
+                .to_value();
             problems
                 .push(format!("custom {key:?}: {result:?}; channel now {}", state["channels"][0]["channel"]));
         }
@@ -487,7 +490,7 @@ fn tick_at_the_end_of_time_returns() {
             e.tick().unwrap();
             let _ = e.disconnect(c);
             e.tick().unwrap();
-            let v = e.get_user(ConnectionId::HOST, "a").unwrap();
+            let v = e.get_user(ConnectionId::HOST, "a").unwrap().to_value();
             tx.send(v).unwrap();
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(10));

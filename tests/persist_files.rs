@@ -6,7 +6,7 @@
 mod common;
 
 use common::manual_engine;
-use presence::{ConnectionId, Engine, ErrorKind, UserPatch};
+use presence::{Answer, ConnectionId, Engine, ErrorKind, UserPatch};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -55,7 +55,7 @@ fn save_does_not_follow_symlinks_planted_at_guessable_temporary_names() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     let loaded = manual_engine("");
     loaded.load(&target).unwrap();
-    assert_eq!(loaded.get_user(ConnectionId::HOST, "alice").unwrap()["color"], "red");
+    assert_eq!(loaded.get_user(ConnectionId::HOST, "alice").unwrap().to_value()["color"], "red");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -126,7 +126,7 @@ fn load_reads_only_a_regular_file_and_never_blocks() {
         let message = within_10s(what, move || {
             let e = engine_with_data();
             let message = io_error(e.load(&target));
-            assert!(e.user("alice").is_ok(), "the engine changed");
+            assert!(e.get_user(ConnectionId::HOST, "alice").is_ok(), "the engine changed");
             message
         });
         assert!(message.contains(what), "{message}");
@@ -142,14 +142,14 @@ fn load_refuses_a_file_over_max_snapshot_bytes_before_parsing() {
 
     let exact = manual_engine(&format!(r#""max_snapshot_bytes":{size}"#));
     exact.load(&path).unwrap();
-    assert!(exact.user("bob").is_ok());
+    assert!(exact.get_user(ConnectionId::HOST, "bob").is_ok());
 
     let small = manual_engine(&format!(r#""max_snapshot_bytes":{}"#, size - 1));
     small.upsert_user(&UserPatch::id("kept")).unwrap();
     let e = small.load(&path).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Limit, "{}", e.message());
     assert!(e.message().contains("max_snapshot_bytes"), "{}", e.message());
-    assert!(small.user("kept").is_ok());
+    assert!(small.get_user(ConnectionId::HOST, "kept").is_ok());
 
     let zero = Engine::from_json(Some(r#"{"max_snapshot_bytes":0}"#)).err().unwrap();
     assert_eq!(zero.kind(), ErrorKind::Invalid);
@@ -176,7 +176,7 @@ fn load_checks_the_document_head_before_the_data() {
         let err = e.load(&path).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Json, "{text}: {}", err.message());
         assert!(err.message().contains(expected), "{text}: {}", err.message());
-        assert!(e.user("alice").is_ok());
+        assert!(e.get_user(ConnectionId::HOST, "alice").is_ok());
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use chrono::{FixedOffset, SecondsFormat, TimeZone};
 use common::{manual_engine, Recorder, MINUTE};
 use presence::time::{MAX_MILLIS, MIN_MILLIS};
-use presence::{ConnectionId, Engine, ErrorKind, UserPatch};
+use presence::{Answer, ConnectionId, Engine, ErrorKind, UserPatch};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -170,14 +170,16 @@ fn picture(e: &Engine) -> (Vec<Value>, Value) {
     let users = USERS
         .iter()
         .filter_map(|id| e.get_user(ConnectionId::HOST, id).ok())
-        .map(|mut u| {
+        .map(|u| {
+            let mut u = u.to_value();
             u.as_object_mut().unwrap().remove("online");
             u
         })
         .collect();
     let mut channels = e
         .query_channels(ConnectionId::HOST, r#"{"filter_conditions":{},"sort":{"cid":1},"limit":100}"#)
-        .unwrap();
+        .unwrap()
+        .to_value();
     for ch in channels["channels"].as_array_mut().unwrap() {
         let members = ch["members"].as_array().unwrap().iter().map(|m| m["user_id"].clone()).collect();
         ch["members"] = Value::Array(members);
@@ -211,7 +213,7 @@ proptest! {
         prop_assert_eq!(picture(&loaded), picture(&e));
         for id in USERS {
             if let Ok(u) = loaded.get_user(ConnectionId::HOST, id) {
-                prop_assert_eq!(&u["online"], &json!(false), "{} loads offline", id);
+                prop_assert_eq!(&u.to_value()["online"], &json!(false), "{} loads offline", id);
             }
         }
         loaded.save(&second).unwrap();
@@ -262,5 +264,5 @@ fn load_during_an_offline_grace_emits_the_offline_event() {
     events.take();
     e.load(&with_users).unwrap();
     assert_eq!(events.take(), ["user.presence.changed alice offline"]);
-    assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["online"], false);
+    assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap().to_value()["online"], false);
 }

@@ -4,12 +4,12 @@ mod common;
 
 use common::*;
 use presence::Counts;
-use presence::{ConnectionId, Engine, ErrorKind, ListenerFilter, UserPatch};
+use presence::{Answer, ConnectionId, Engine, ErrorKind, ListenerFilter, UserPatch};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
 fn public_view(e: &Engine, viewer: ConnectionId, id: &str) -> Value {
-    e.get_user(viewer, id).unwrap()
+    e.get_user(viewer, id).unwrap().to_value()
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn invisible_in_the_connect_payload_means_no_public_online_event() {
     let e = manual_engine("");
     e.upsert_channel_json(r#"{"type":"room","id":"r","members":["ghost"]}"#).unwrap();
     let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
-    e.watch_channel(other, "room:r", true).unwrap();
+    e.start_watching(other, "room:r", true).unwrap();
     e.poll_events(other, 100).unwrap();
     let rec = Recorder::attach(&e);
     let c = e.connect_json(r#"{"id":"ghost","invisible":true}"#).unwrap();
@@ -117,7 +117,7 @@ fn setting_invisible_while_offline_tells_only_own_views() {
     let e = manual_engine("");
     e.upsert_channel_json(r#"{"type":"room","id":"r","members":["a"]}"#).unwrap();
     let other = e.connect_json(r#"{"id":"other"}"#).unwrap();
-    e.watch_channel(other, "room:r", true).unwrap();
+    e.start_watching(other, "room:r", true).unwrap();
     e.poll_events(other, 100).unwrap();
     let rec = Recorder::attach(&e);
     e.set_invisible("a", true).unwrap();
@@ -287,7 +287,7 @@ fn custom_fields_emit_user_updated_and_merge_at_the_top_level() {
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].type_name(), "user.updated");
     assert_eq!(
-        e.get_user(HOST, "alice").unwrap(),
+        e.get_user(HOST, "alice").unwrap().to_value(),
         json!({"id":"alice","online":false,"status":"hi","invisible":false,
                "created_at":"2019-01-07T13:17:42.375Z","updated_at":"2019-01-07T13:17:43.375Z","name":"Alice B."})
     );
@@ -296,7 +296,7 @@ fn custom_fields_emit_user_updated_and_merge_at_the_top_level() {
     // Connecting with only the id keeps every field.
     e.set_invisible("alice", true).unwrap();
     e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    let own = e.get_user(HOST, "alice").unwrap();
+    let own = e.get_user(HOST, "alice").unwrap().to_value();
     assert_eq!(
         (own["name"].clone(), own["status"].clone(), own["invisible"].clone()),
         (json!("Alice B."), json!("hi"), json!(true))
@@ -317,11 +317,11 @@ fn user_json_has_exactly_the_documented_fields() {
     let c = e.connect_json(r#"{"id":"alice","status":"hi","name":"Alice"}"#).unwrap();
     let other = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     assert_eq!(
-        e.get_user(other, "alice").unwrap().to_string(),
+        e.get_user(other, "alice").unwrap().to_value().to_string(),
         r#"{"id":"alice","online":true,"status":"hi","last_active":"2019-01-07T13:17:42.375Z","created_at":"2019-01-07T13:17:42.375Z","updated_at":"2019-01-07T13:17:42.375Z","name":"Alice"}"#
     );
     assert_eq!(
-        e.get_user(c, "alice").unwrap().to_string(),
+        e.get_user(c, "alice").unwrap().to_value().to_string(),
         r#"{"id":"alice","online":true,"status":"hi","last_active":"2019-01-07T13:17:42.375Z","invisible":false,"created_at":"2019-01-07T13:17:42.375Z","updated_at":"2019-01-07T13:17:42.375Z","name":"Alice"}"#
     );
 }
@@ -388,7 +388,7 @@ fn immediate_dispatch_runs_before_the_call_returns_and_reentrant_events_follow_i
             e.set_status("bob", Some("alice is here")).unwrap();
             // The nested call's event is not delivered inside this callback.
             assert_eq!(l.lock().unwrap().len(), 2);
-            assert_eq!(e.get_user(HOST, "bob").unwrap()["status"], "alice is here");
+            assert_eq!(e.get_user(HOST, "bob").unwrap().to_value()["status"], "alice is here");
         }
     })
     .unwrap();
@@ -465,7 +465,11 @@ fn bad_input_answers_the_right_error_and_changes_nothing() {
     let err = e.connect_json(r#"{"id":"a","status":"changed"}"#).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Limit);
     assert!(err.message().contains("max_connections_per_user"));
-    assert_eq!(e.get_user(HOST, "a").unwrap()["status"], "ok", "a refused connect changes nothing");
+    assert_eq!(
+        e.get_user(HOST, "a").unwrap().to_value()["status"],
+        "ok",
+        "a refused connect changes nothing"
+    );
     assert_eq!(e.counts().connections, 2);
 
     e.set_time(T0 + 10).unwrap();
@@ -496,14 +500,14 @@ fn typed_api_matches_the_json_one() {
     patch.status = Some(Some("ready".into()));
     patch.custom.push(("level".into(), Some(json!(7))));
     let c = e.connect(&patch).unwrap();
-    let user = e.user("alice").unwrap();
+    let user = e.get_user(ConnectionId::HOST, "alice").unwrap().user;
     assert_eq!(&*user.id, "alice");
     assert!(user.online(presence::View::Public));
     assert_eq!(user.status.as_deref(), Some("ready"));
     assert_eq!(user.last_active, Some(T0));
     assert_eq!(user.custom.as_ref().unwrap()["level"], 7);
     e.disconnect(c).unwrap();
-    assert!(!e.user("alice").unwrap().online(presence::View::Own));
+    assert!(!e.get_user(ConnectionId::HOST, "alice").unwrap().user.online(presence::View::Own));
 }
 
 #[test]
@@ -521,9 +525,9 @@ fn save_then_load_gives_back_every_user_field_all_offline() {
     let restored = manual_engine("");
     restored.load(&path).unwrap();
     for id in ["alice", "ghost", "never"] {
-        let mut expected = e.get_user(HOST, id).unwrap();
+        let mut expected = e.get_user(HOST, id).unwrap().to_value();
         expected["online"] = json!(false);
-        assert_eq!(restored.get_user(HOST, id).unwrap(), expected, "{id}");
+        assert_eq!(restored.get_user(HOST, id).unwrap().to_value(), expected, "{id}");
     }
     assert_eq!(restored.counts(), Counts { users: 3, connections: 0, channels: 0 });
     let err = e.load(&path).unwrap_err();

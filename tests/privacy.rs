@@ -19,7 +19,7 @@
 mod common;
 
 use common::{record_all, DeliveryLog, HostLog};
-use presence::{ConnectionId, Delivery, Engine, Event, EventKind, View};
+use presence::{Answer, ConnectionId, Delivery, Engine, Event, EventKind, View};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
@@ -161,7 +161,7 @@ impl Harness {
         USERS
             .iter()
             .filter_map(|u| {
-                let v = self.engine.get_user(ConnectionId::HOST, u).ok()?;
+                let v = self.engine.get_user(ConnectionId::HOST, u).ok()?.to_value();
                 Some((
                     u.to_string(),
                     Truth {
@@ -248,19 +248,19 @@ impl Harness {
         match op {
             Op::Watch(l, cid, presence) => {
                 let c = self.conn(*l);
-                let state = e.watch_channel_state(ConnectionId(c), cid, *presence).ok()?;
+                let state = e.watch_channel(ConnectionId(c), cid, *presence).ok()?;
                 self.watching.get_mut(&c).unwrap().insert(cid.to_string());
                 Some((c, json!({"channels": [state]})))
             }
             Op::QueryUsers(l, presence) => {
                 let c = self.conn(*l);
                 let q = json!({"filter_conditions": {"online": true}, "presence": presence});
-                Some((c, e.query_users(ConnectionId(c), &q.to_string()).ok()?))
+                Some((c, e.query_users(ConnectionId(c), &q.to_string()).ok()?.to_value()))
             }
             Op::QueryChannels(l, presence, watch) => {
                 let c = self.conn(*l);
                 let q = json!({"presence": presence, "watch": watch});
-                let v = e.query_channels(ConnectionId(c), &q.to_string()).ok()?;
+                let v = e.query_channels(ConnectionId(c), &q.to_string()).ok()?.to_value();
                 if *presence || *watch {
                     for ch in v["channels"].as_array().unwrap() {
                         let cid = str_of(&ch["channel"], "cid").unwrap();
@@ -384,7 +384,8 @@ impl Harness {
             self.check_observer(*c, observer_user, &before, &what)?;
         }
         // The host's channel view must agree on counts too.
-        let channels = self.engine.query_channels(ConnectionId::HOST, r#"{"limit": 100}"#).unwrap();
+        let channels =
+            self.engine.query_channels(ConnectionId::HOST, r#"{"limit": 100}"#).unwrap().to_value();
         for state in channels["channels"].as_array().unwrap() {
             let n = state["watchers"].as_array().unwrap().len() as u64;
             prop_assert_eq!(state["watcher_count"].as_u64(), Some(n), "{}: host watcher_count", what);
@@ -498,7 +499,7 @@ impl Harness {
     ) -> Result<(), TestCaseError> {
         let viewer = ConnectionId(c);
         for u in self.truth.keys().cloned().collect::<Vec<_>>() {
-            let v = self.engine.get_user(viewer, &u).unwrap();
+            let v = self.engine.get_user(viewer, &u).unwrap().to_value();
             self.check_user_view(observer_user, &v, before, &format!("{what} get_user({c})"))?;
         }
         let online_for =
@@ -511,7 +512,7 @@ impl Harness {
         {
             for f in filters {
                 let q = format!(r#"{{"filter_conditions": {f}, "limit": 100}}"#);
-                let got = self.engine.query_users(viewer, &q).unwrap();
+                let got = self.engine.query_users(viewer, &q).unwrap().to_value();
                 let ids: BTreeSet<String> =
                     got["users"].as_array().unwrap().iter().map(|v| str_of(v, "id").unwrap()).collect();
                 prop_assert_eq!(&ids, expected, "{}: query {} as {}", what, f, c);
@@ -519,7 +520,7 @@ impl Harness {
             }
         }
         self.check_sorts(c, observer_user, before, what)?;
-        let channels = self.engine.query_channels(viewer, r#"{"limit": 100}"#).unwrap();
+        let channels = self.engine.query_channels(viewer, r#"{"limit": 100}"#).unwrap().to_value();
         self.check_channels(c, &channels, before, &format!("{what} query_channels({c})"))
     }
 
@@ -538,7 +539,7 @@ impl Harness {
             r#"{"last_active": 1}"#,
         ] {
             let q = format!(r#"{{"sort": {sort}, "limit": 100}}"#);
-            let got = self.engine.query_users(ConnectionId(c), &q).unwrap();
+            let got = self.engine.query_users(ConnectionId(c), &q).unwrap().to_value();
             let rows = got["users"].as_array().unwrap().clone();
             for v in &rows {
                 self.check_user_view(observer_user, v, before, &format!("{what} sort {sort}"))?;
@@ -619,10 +620,10 @@ fn connect_with_invisible_true_does_not_move_last_active() {
     let e = Engine::from_json(Some(r#"{"clock":"manual","start_time_ms":1000}"#)).unwrap();
     e.upsert_user_json(r#"{"id":"a"}"#).unwrap();
     let b = e.connect_json(r#"{"id":"b"}"#).unwrap();
-    let seen_before = e.get_user(b, "a").unwrap();
+    let seen_before = e.get_user(b, "a").unwrap().to_value();
     e.set_time(5000).unwrap();
     e.connect_json(r#"{"id":"a","invisible":true}"#).unwrap();
-    let seen_after = e.get_user(b, "a").unwrap();
+    let seen_after = e.get_user(b, "a").unwrap().to_value();
     assert_eq!(seen_after["online"], json!(false));
     assert_eq!(
         seen_after.get("last_active"),
@@ -630,8 +631,10 @@ fn connect_with_invisible_true_does_not_move_last_active() {
         "b saw a's last_active move while a connected invisibly: before {seen_before}, after {seen_after}"
     );
     // The same through a query sorted on last_active and through events.
-    let got =
-        e.query_users(b, r#"{"filter_conditions": {"id": "a", "last_active": {"$exists": true}}}"#).unwrap();
+    let got = e
+        .query_users(b, r#"{"filter_conditions": {"id": "a", "last_active": {"$exists": true}}}"#)
+        .unwrap()
+        .to_value();
     assert_eq!(got["users"], json!([]), "a must not have gained a last_active");
 }
 
@@ -644,21 +647,21 @@ fn last_active_is_frozen_while_invisible() {
     let b = e.connect_json(r#"{"id":"b"}"#).unwrap();
     let a1 = e.connect_json(r#"{"id":"a"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:x","members":["a","b"]}"#).unwrap();
-    e.watch_channel(b, "team:x", true).unwrap();
+    e.start_watching(b, "team:x", true).unwrap();
     e.set_time(2000).unwrap();
     e.set_invisible("a", true).unwrap();
-    let frozen = e.get_user(b, "a").unwrap()["last_active"].clone();
+    let frozen = e.get_user(b, "a").unwrap().to_value()["last_active"].clone();
     for t in [3000, 4000, 5000] {
         e.set_time(t).unwrap();
         e.tick().unwrap();
         let a2 = e.connect_json(r#"{"id":"a"}"#).unwrap();
         e.set_status("a", Some(&format!("s{t}"))).unwrap();
         e.disconnect(a2).unwrap();
-        assert_eq!(e.get_user(b, "a").unwrap()["last_active"], frozen);
-        assert_eq!(e.get_user(b, "a").unwrap()["online"], json!(false));
+        assert_eq!(e.get_user(b, "a").unwrap().to_value()["last_active"], frozen);
+        assert_eq!(e.get_user(b, "a").unwrap().to_value()["online"], json!(false));
     }
     e.disconnect(a1).unwrap();
-    assert_eq!(e.get_user(b, "a").unwrap()["last_active"], frozen);
+    assert_eq!(e.get_user(b, "a").unwrap().to_value()["last_active"], frozen);
     for d in e.poll_events(b, usize::MAX).unwrap() {
         let v = d.to_value();
         if d.user_id() == "a" {

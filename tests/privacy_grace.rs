@@ -14,7 +14,7 @@
 mod common;
 
 use common::{manual_engine, record_all, DeliveryLog, HostLog};
-use presence::{ConnectionId, Engine, EventKind, View};
+use presence::{Answer, ConnectionId, Engine, EventKind, View};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::collections::BTreeMap;
@@ -72,7 +72,7 @@ impl Harness {
             )
             .unwrap();
         let observer = engine.connect_json(r#"{"id":"observer"}"#).unwrap();
-        engine.watch_channel(observer, "room:all", true).unwrap();
+        engine.start_watching(observer, "room:all", true).unwrap();
         let (host, deliveries) = record_all(&engine);
         let mut h =
             Harness { engine, observer, host, deliveries, live: BTreeMap::new(), seen: BTreeMap::new() };
@@ -84,12 +84,13 @@ impl Harness {
         let online_q = self
             .engine
             .query_users(self.observer, r#"{"filter_conditions": {"online": true}, "limit": 100}"#)
-            .unwrap();
+            .unwrap()
+            .to_value();
         USERS
             .iter()
             .map(|&u| {
-                let public = self.engine.get_user(self.observer, u).unwrap();
-                let own = self.engine.get_user(ConnectionId::HOST, u).unwrap();
+                let public = self.engine.get_user(self.observer, u).unwrap().to_value();
+                let own = self.engine.get_user(ConnectionId::HOST, u).unwrap().to_value();
                 let in_query = online_q["users"].as_array().unwrap().iter().any(|v| v["id"] == u);
                 assert_eq!(in_query, public["online"], "{u}: get_user and the online query disagree");
                 let seen = Seen {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::manual_engine;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 use serde_json::json;
 
 const HOST: ConnectionId = ConnectionId::HOST;
@@ -15,7 +15,7 @@ fn users(e: &Engine, n: usize, name: impl Fn(usize) -> String) {
     }
 }
 
-fn limit_naming(result: presence::Result<serde_json::Value>, key: &str) {
+fn limit_naming<T: std::fmt::Debug>(result: presence::Result<T>, key: &str) {
     let err = result.expect_err("a query over budget was answered");
     assert_eq!(err.kind(), ErrorKind::Limit, "{}", err.message());
     assert!(err.message().contains(&format!("query_budget.{key}")), "{}", err.message());
@@ -51,7 +51,10 @@ fn each_size_bound_answers_limit_and_the_bound_itself_passes() {
     limit_naming(e.query_users(HOST, &query(json!({"$or": conds(64)}))), "max_clauses");
     // Depth 8: seven nested $and around one condition.
     let nest = |levels: usize| (0..levels).fold(json!({"id": "u000000"}), |f, _| json!({"$and": [f]}));
-    assert_eq!(e.query_users(HOST, &query(nest(7))).unwrap()["users"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        e.query_users(HOST, &query(nest(7))).unwrap().to_value()["users"].as_array().unwrap().len(),
+        1
+    );
     limit_naming(e.query_users(HOST, &query(nest(8))), "max_depth");
     let text = |n: usize| -> Vec<serde_json::Value> {
         (0..n).map(|i| json!({"name": {"$autocomplete": format!("q{i}")}})).collect()
@@ -60,7 +63,7 @@ fn each_size_bound_answers_limit_and_the_bound_itself_passes() {
     limit_naming(e.query_users(HOST, &query(json!({"$or": text(9)}))), "max_text_clauses");
     let ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("u{i:06}")).collect() };
     assert_eq!(
-        e.query_users(HOST, &query(json!({"id": {"$in": ids(1000)}}))).unwrap()["users"]
+        e.query_users(HOST, &query(json!({"id": {"$in": ids(1000)}}))).unwrap().to_value()["users"]
             .as_array()
             .unwrap()
             .len(),
@@ -89,7 +92,7 @@ fn work_counts_records_examined_through_the_indexes() {
     assert!(err.message().contains("examine 101 records at 4 work units each (404)"), "{}", err.message());
     // Named through the index, only the named users count.
     let by_id = query(json!({"id": {"$in": ["u000001", "u000002"]}, "online": false}));
-    assert_eq!(e.query_users(HOST, &by_id).unwrap()["users"].as_array().unwrap().len(), 2);
+    assert_eq!(e.query_users(HOST, &by_id).unwrap().to_value()["users"].as_array().unwrap().len(), 2);
     // Channels: the whole set, or the memberships of the named members.
     for c in 0..50 {
         e.upsert_channel_json(
@@ -107,7 +110,10 @@ fn work_counts_records_examined_through_the_indexes() {
     limit_naming(e.query_channels(HOST, &all), "max_work");
     // members $in: 1 + 1 + 2 units, + 2 for the sort: 6 per channel.
     let of = |u: &str| query(json!({"members": {"$in": [u]}}));
-    assert_eq!(e.query_channels(HOST, &of("u000000")).unwrap()["channels"].as_array().unwrap().len(), 30);
+    assert_eq!(
+        e.query_channels(HOST, &of("u000000")).unwrap().to_value()["channels"].as_array().unwrap().len(),
+        30
+    );
     limit_naming(e.query_channels(HOST, &of("u000001")), "max_work");
 }
 
@@ -124,7 +130,7 @@ fn scanning_long_text_stops_when_the_work_runs_out() {
     assert!(e.query_users(HOST, &query(json!({"name": {"$contains": "zzz"}}))).is_ok());
     // Short names fit too.
     let short = query(json!({"id": {"$in": ["s0", "s1"]}, "name": {"$autocomplete": "sho"}}));
-    assert_eq!(e.query_users(HOST, &short).unwrap()["users"].as_array().unwrap().len(), 2);
+    assert_eq!(e.query_users(HOST, &short).unwrap().to_value()["users"].as_array().unwrap().len(), 2);
 }
 
 fn users_with_short_names(e: &Engine) {
@@ -150,7 +156,8 @@ fn a_refused_query_subscribes_and_watches_nothing() {
     e.set_status("u000000", Some("busy")).unwrap();
     assert!(e.poll_events(viewer, 100).unwrap().is_empty(), "the refused queries subscribed the viewer");
     assert_eq!(
-        e.query_channels(HOST, &query(json!({"cid": "team:red"}))).unwrap()["channels"][0]["watcher_count"],
+        e.query_channels(HOST, &query(json!({"cid": "team:red"}))).unwrap().to_value()["channels"][0]
+            ["watcher_count"],
         0
     );
 }

@@ -16,7 +16,7 @@
 mod common;
 
 use common::Rng;
-use presence::{ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, ListenerFilter};
+use presence::{Answer, ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, ListenerFilter};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -227,7 +227,7 @@ impl Worker {
     fn watch(&mut self, i: usize) -> Result<(), presence::Error> {
         let ch = self.any_cid();
         let presence = self.rng.below(2) == 0;
-        let state = self.e.watch_channel_state(self.owned[i].id, &ch, presence)?;
+        let state = self.e.watch_channel(self.owned[i].id, &ch, presence)?.to_value();
         *self.owned[i].watching.entry(ch).or_insert(false) |= presence;
         if state["watcher_count"].as_u64().unwrap() as usize != state["watchers"].as_array().unwrap().len() {
             self.problems.push(format!("watch answer inconsistent: {state}"));
@@ -238,7 +238,7 @@ impl Worker {
     fn query_users(&mut self, i: usize) -> Result<(), presence::Error> {
         let ids: Vec<String> = (0..3).map(|_| self.any_user()).collect();
         let q = json!({"filter_conditions": {"id": {"$in": ids}}, "presence": true});
-        let v = self.e.query_users(self.owned[i].id, &q.to_string())?;
+        let v = self.e.query_users(self.owned[i].id, &q.to_string())?.to_value();
         for u in v["users"].as_array().unwrap() {
             self.owned[i].direct.insert(u["id"].as_str().unwrap().to_owned());
         }
@@ -248,7 +248,7 @@ impl Worker {
     fn query_channels(&mut self, i: usize) -> Result<(), presence::Error> {
         let presence = self.rng.below(2) == 0;
         let q = json!({"filter_conditions": {"cid": {"$in": [self.any_cid()]}}, "presence": presence, "watch": true});
-        let v = self.e.query_channels(self.owned[i].id, &q.to_string())?;
+        let v = self.e.query_channels(self.owned[i].id, &q.to_string())?.to_value();
         for ch in v["channels"].as_array().unwrap() {
             let c = ch["channel"]["cid"].as_str().unwrap().to_owned();
             *self.owned[i].watching.entry(c).or_insert(false) |= presence;
@@ -456,7 +456,7 @@ fn check_online(e: &Engine, live: &[&Owned], problems: &mut Vec<String>) -> BTre
     let mut invisible: BTreeMap<String, bool> = BTreeMap::new();
     for i in 0..USERS {
         let u = user(i);
-        let Ok(own) = e.get_user(ConnectionId::HOST, &u) else { continue };
+        let Ok(own) = e.get_user(ConnectionId::HOST, &u).map(|a| a.to_value()) else { continue };
         let connected = live.iter().any(|c| c.user == u);
         let inv = own["invisible"].as_bool().unwrap();
         invisible.insert(u.clone(), inv);
@@ -465,7 +465,7 @@ fn check_online(e: &Engine, live: &[&Owned], problems: &mut Vec<String>) -> BTre
         }
         if let Some((obs, obs_user)) = &observer {
             if *obs_user != u {
-                let public = e.get_user(*obs, &u).unwrap();
+                let public = e.get_user(*obs, &u).unwrap().to_value();
                 if public["online"].as_bool() != Some(connected && !inv) {
                     problems.push(format!(
                         "{u}: public online={} but connected={connected} invisible={inv}",
@@ -623,7 +623,8 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
     let closed = observers.streams.lock().unwrap().closed.clone();
     let live = live_connections(&e, &results, &closed);
     let invisible = check_online(&e, &live, &mut problems);
-    let channels = e.query_channels(ConnectionId::HOST, r#"{"sort": {"cid": 1}, "limit": 100}"#).unwrap();
+    let channels =
+        e.query_channels(ConnectionId::HOST, r#"{"sort": {"cid": 1}, "limit": 100}"#).unwrap().to_value();
     let channels = channels["channels"].as_array().unwrap();
     check_watchers(channels, &live, &invisible, &mut problems);
     observers.probing.store(true, Ordering::SeqCst);

@@ -6,7 +6,7 @@ mod common;
 use common::{manual_engine, T0};
 use presence::channel::ChannelPatch;
 use presence::time::{MAX_MILLIS, MIN_MILLIS};
-use presence::{ConnectionId, Engine, ErrorKind, UserPatch};
+use presence::{Answer, ConnectionId, Engine, ErrorKind, UserPatch};
 
 const OUTSIDE: [&str; 4] = [
     "9999-12-31T23:59:59.999-01:00", // year 10000 in UTC
@@ -31,7 +31,7 @@ fn set_time_outside_the_range_is_invalid_and_moves_nothing() {
     }
     e.set_time(MAX_MILLIS).unwrap();
     e.upsert_user(&UserPatch::id("late")).unwrap();
-    let user = e.get_user(ConnectionId::HOST, "late").unwrap();
+    let user = e.get_user(ConnectionId::HOST, "late").unwrap().to_value();
     assert_eq!(user["created_at"], "9999-12-31T23:59:59.999Z");
 }
 
@@ -54,7 +54,7 @@ fn start_time_outside_the_range_is_invalid() {
 fn last_message_at_outside_the_range_is_invalid_in_json_and_typed() {
     let e = manual_engine("");
     e.upsert_channel_json(r#"{"cid":"team:red","last_message_at":"2019-01-07T13:17:42.375Z"}"#).unwrap();
-    let before = e.query_channels_json(ConnectionId::HOST, r#"{"filter_conditions":{}}"#).unwrap();
+    let before = e.query_channels(ConnectionId::HOST, r#"{"filter_conditions":{}}"#).unwrap().to_json();
     for t in OUTSIDE {
         invalid(e.upsert_channel_json(&format!(r#"{{"cid":"team:red","last_message_at":"{t}"}}"#)));
         invalid(e.upsert_channel_json(&format!(r#"{{"cid":"team:new","last_message_at":"{t}"}}"#)));
@@ -64,7 +64,10 @@ fn last_message_at_outside_the_range_is_invalid_in_json_and_typed() {
             ChannelPatch { cid: "team:red".into(), last_message_at: Some(Some(t)), ..Default::default() };
         invalid(e.upsert_channel(&patch));
     }
-    assert_eq!(e.query_channels_json(ConnectionId::HOST, r#"{"filter_conditions":{}}"#).unwrap(), before);
+    assert_eq!(
+        e.query_channels(ConnectionId::HOST, r#"{"filter_conditions":{}}"#).unwrap().to_json(),
+        before
+    );
     assert_eq!(e.counts().channels, 1, "no channel was created by a rejected upsert");
 }
 
@@ -83,10 +86,12 @@ fn the_edges_survive_save_and_load() {
 
     let loaded = manual_engine("");
     loaded.load(&path).unwrap();
-    let user = loaded.get_user(ConnectionId::HOST, "u").unwrap();
+    let user = loaded.get_user(ConnectionId::HOST, "u").unwrap().to_value();
     assert_eq!(user["last_active"], "9999-12-31T23:59:59.999Z");
-    let channels =
-        loaded.query_channels(ConnectionId::HOST, r#"{"filter_conditions":{},"sort":{"cid":1}}"#).unwrap();
+    let channels = loaded
+        .query_channels(ConnectionId::HOST, r#"{"filter_conditions":{},"sort":{"cid":1}}"#)
+        .unwrap()
+        .to_value();
     let times: Vec<&str> = channels["channels"]
         .as_array()
         .unwrap()
@@ -113,6 +118,6 @@ fn a_snapshot_with_a_time_outside_the_range_is_rejected_whole() {
         let err = e.load(&path).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Json, "{}", err.message());
         assert!(err.message().contains("outside the supported time range"), "{}", err.message());
-        assert!(e.user("kept").is_ok());
+        assert!(e.get_user(ConnectionId::HOST, "kept").is_ok());
     }
 }

@@ -158,7 +158,7 @@ fn typed_listeners_add_no_allocation_per_event() {
     };
     engine.upsert_channel(&patch).unwrap();
     let watcher = engine.connect(&UserPatch::id("watcher")).unwrap();
-    engine.watch_channel(watcher, "team:red", true).unwrap();
+    engine.start_watching(watcher, "team:red", true).unwrap();
     engine.add_delivery_listener(|_| {});
     engine.add_listener(ListenerFilter::all(), |_| {}).unwrap();
     let rust_churn = || {

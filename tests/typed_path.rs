@@ -347,7 +347,7 @@ impl Op {
                 )
                 .is_ok()
             }
-            Op::Watch(conn, cid, p) => e.watch_channel(ConnectionId(*conn), cid, *p).is_ok(),
+            Op::Watch(conn, cid, p) => e.start_watching(ConnectionId(*conn), cid, *p).is_ok(),
             Op::StopWatching(conn, cid) => e.stop_watching(ConnectionId(*conn), cid).is_ok(),
             Op::RemoveMember(cid, u) => e.remove_members(cid, std::slice::from_ref(u)).is_ok(),
             Op::QueryPresence(conn) => e

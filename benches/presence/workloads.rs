@@ -8,7 +8,7 @@ use crate::rng::{Rng, Scatter, Zipf};
 use crate::{alloc, Params};
 use presence::channel::ChannelPatch;
 use presence::Counts;
-use presence::{Clock, Config, ConnectionId, Engine, UserPatch};
+use presence::{Answer, Clock, Config, ConnectionId, Engine, UserPatch};
 use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -180,7 +180,7 @@ fn churn_engine(w: &Churn, ops: &[Op]) -> Duration {
         match op.kind {
             HEARTBEAT => w.eng.heartbeat(w.econns[k]).expect("heartbeat"),
             GET_USER => {
-                black_box(w.eng.get_user(HOST, &w.ids[k]).expect("get_user"));
+                black_box(w.eng.get_user(HOST, &w.ids[k]).expect("get_user").to_value());
             }
             _ => w.eng.set_status(&w.ids[w.online_users[k]], Some(STATUSES[i & 3])).expect("set_status"),
         }
@@ -247,7 +247,7 @@ fn w1_heartbeat_churn(p: &Params, r: &mut Report) -> Churn {
         }
         // The engine answered sane values after the churn.
         let any = &w.ids[w.online_users[0]];
-        let v = w.eng.get_user(HOST, any).expect("get_user");
+        let v = w.eng.get_user(HOST, any).expect("get_user").to_value();
         check(v["id"] == any.as_str() && v["online"] == true, || format!("get_user after churn: {v}"));
         // Nothing due: the refresh is 15 minutes away.
         let k = p.w1_idle_ticks;
@@ -357,7 +357,7 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
     // millisecond may sort differently in the two worlds), the engine's sorted by
     // last_active descending with missing values last.
     for i in 0..4.min(Q) {
-        let v = w.eng.query_users(HOST, &user_json[i]).expect("query_users");
+        let v = w.eng.query_users(HOST, &user_json[i]).expect("query_users").to_value();
         let users = v["users"].as_array().expect("users array");
         let b = w.base.query_users(&user_ids[i], 100);
         let mut engine_ids: Vec<&str> = users.iter().filter_map(|u| u["id"].as_str()).collect();
@@ -373,7 +373,7 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
         check(users.len() == b.len() && engine_ids == base_ids && sorted, || {
             format!("query_users: engine {} rows, baseline {}, sorted {sorted}", users.len(), b.len())
         });
-        let v = w.eng.query_channels(HOST, &member_json[i]).expect("query_channels");
+        let v = w.eng.query_channels(HOST, &member_json[i]).expect("query_channels").to_value();
         let chans = v["channels"].as_array().expect("channels array");
         let b = w.base.query_channels(&member_ids[i], 30);
         check(
@@ -392,7 +392,7 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
     for _ in 0..p.rounds {
         let (d, _) = timed(|| {
             for i in 0..k {
-                black_box(w.eng.query_users(HOST, &user_json[i % Q]).expect("query"));
+                black_box(w.eng.query_users(HOST, &user_json[i % Q]).expect("query").to_value());
             }
         });
         de = de.min(d);
@@ -413,7 +413,7 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
     for _ in 0..p.rounds {
         let (d, _) = timed(|| {
             for i in 0..k {
-                black_box(w.eng.query_channels(HOST, &member_json[i % Q]).expect("query"));
+                black_box(w.eng.query_channels(HOST, &member_json[i % Q]).expect("query").to_value());
             }
         });
         de = de.min(d);
@@ -475,13 +475,13 @@ fn w4_budget(p: &Params, r: &mut Report, w: &Churn, rng: &mut Rng, perm: &mut [u
     });
     let rows: [(&str, &dyn Fn()); 4] = [
         ("id $in 1000 ids, $nor of 40 conditions, 8 sort keys (passes)", &|| {
-            black_box(w.eng.query_users_answer(HOST, &widest).expect("widest query passes"));
+            black_box(w.eng.query_users(HOST, &widest).expect("widest query passes"));
         }),
         ("query_channels members $in 100 ids (passes)", &|| {
-            black_box(w.eng.query_channels_answer(HOST, &by_members).expect("members query passes"));
+            black_box(w.eng.query_channels(HOST, &by_members).expect("members query passes"));
         }),
         ("$or of 5000 $autocomplete (refused: LIMIT)", &|| {
-            let answer = w.eng.query_users_answer(HOST, &refused[0]);
+            let answer = w.eng.query_users(HOST, &refused[0]);
             check(answer.as_ref().err().map(|e| e.kind()) == Some(presence::ErrorKind::Limit), || {
                 "refused".into()
             });
@@ -489,7 +489,7 @@ fn w4_budget(p: &Params, r: &mut Report, w: &Churn, rng: &mut Rng, perm: &mut [u
         ("full scan of every user (refused: LIMIT past 25k users)", &|| {
             // 4 units per user: the record, one condition, the default sort key.
             let refused_here = n as u64 * 4 > presence::QueryBudget::default().max_work;
-            let answer = w.eng.query_users_answer(HOST, &refused[1]);
+            let answer = w.eng.query_users(HOST, &refused[1]);
             check(
                 answer.as_ref().err().map(|e| e.kind()) == refused_here.then_some(presence::ErrorKind::Limit),
                 || format!("full scan of {n} users: {:?}", answer.as_ref().err()),
@@ -577,8 +577,8 @@ fn w5_timers(p: &Params, r: &mut Report) {
         format!("{due} timers due in {steps} steps of 1% of {n}")
     });
     // The engine refreshed the first user at the first step and left the last alone.
-    let first = eng.user(&user_id(0)).expect("user").last_active;
-    let last = eng.user(&user_id(n - 1)).expect("user").last_active;
+    let first = eng.get_user(HOST, &user_id(0)).expect("user").user.last_active;
+    let last = eng.get_user(HOST, &user_id(n - 1)).expect("user").user.last_active;
     check(first == Some(first_step) && last == Some(at(n - 1)), || {
         format!("last_active after refresh: first {first:?}, last {last:?}")
     });
@@ -636,7 +636,7 @@ fn storm_engine(
     for &u in users {
         let conn = eng.connect(&patches[u]).expect("connect");
         for &ch in &user_channels[u] {
-            eng.watch_channel(conn, &cids[ch], true).expect("watch");
+            eng.start_watching(conn, &cids[ch], true).expect("watch");
         }
         eng.disconnect(conn).expect("disconnect");
     }
@@ -722,7 +722,7 @@ fn w2_storm(p: &Params, r: &mut Report) {
         for &u in &background {
             let conn = eng.connect(&patches[u]).expect("connect");
             for &ch in &user_channels[u] {
-                eng.watch_channel(conn, &cids[ch], true).expect("watch");
+                eng.start_watching(conn, &cids[ch], true).expect("watch");
             }
             econns.push(conn);
         }
@@ -1253,7 +1253,7 @@ fn teardown_world(n: usize) -> (Engine, ConnectionId, Vec<String>) {
     let watcher = eng.connect(&UserPatch::id("watcher")).expect("connect");
     for cid in &cids {
         eng.upsert_channel(&shared_channel(cid)).expect("upsert_channel");
-        eng.watch_channel(watcher, cid, true).expect("watch");
+        eng.start_watching(watcher, cid, true).expect("watch");
     }
     (eng, watcher, cids)
 }

@@ -2,10 +2,10 @@
 //! stays consistent (watcher counts match watcher lists, member counts match members).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 
 fn check(e: &Engine) {
-    let all = e.query_channels(ConnectionId::HOST, r#"{"limit":100}"#).unwrap();
+    let all = e.query_channels(ConnectionId::HOST, r#"{"limit":100}"#).unwrap().to_value();
     for ch in all["channels"].as_array().unwrap() {
         let members = ch["members"].as_array().unwrap().len() as u64;
         assert_eq!(ch["channel"]["member_count"].as_u64(), Some(members), "{ch}");
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let e = Engine::from_json(Some(r#"{"max_subscriptions_per_connection":4}"#)).unwrap();
     let c = e.connect_json(r#"{"id":"w"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"t:x","members":["a"]}"#).unwrap();
-    e.watch_channel(c, "t:x", true).unwrap();
+    e.start_watching(c, "t:x", true).unwrap();
     let ok = |r: presence::Result<()>, what: &str| {
         if let Err(err) = r {
             assert!(
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     ok(e.remove_members_json("t:x", text), "remove_members");
     check(&e);
     // The text as a cid.
-    ok(e.watch_channel(c, text, true), "watch");
+    ok(e.start_watching(c, text, true), "watch");
     ok(e.stop_watching(c, text), "stop_watching");
     ok(e.delete_channel(text), "delete_channel");
     check(&e);

@@ -2,7 +2,7 @@
 //! built from it works (connect, watch, query, time, tick) without panicking.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
             let c = engine.connect_json(r#"{"id":"a","status":"s"}"#);
             let _ = engine.upsert_channel_json(r#"{"cid":"t:x","members":["a","b"]}"#);
             if let Ok(c) = c {
-                let _ = engine.watch_channel_state(c, "t:x", true);
+                let _ = engine.watch_channel(c, "t:x", true);
                 let _ = engine.query_users(c, r#"{"presence":true}"#);
                 let _ = engine.poll_events(c, usize::MAX);
             }
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
             // The end of the supported range exercises saturation of every timer.
             let _ = engine.set_time(presence::time::MAX_MILLIS);
             engine.tick();
-            let _ = engine.get_user(ConnectionId::HOST, "a").unwrap();
+            let _ = engine.get_user(ConnectionId::HOST, "a").unwrap().to_value();
         }
     }
 });

@@ -3,13 +3,13 @@
 //! same state.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 
 fn dump(e: &Engine) -> String {
     format!(
         "{}{}",
-        e.query_users(ConnectionId::HOST, r#"{"sort":{"id":1},"limit":100}"#).unwrap(),
-        e.query_channels(ConnectionId::HOST, r#"{"sort":{"cid":1},"limit":100}"#).unwrap()
+        e.query_users(ConnectionId::HOST, r#"{"sort":{"id":1},"limit":100}"#).unwrap().to_value(),
+        e.query_channels(ConnectionId::HOST, r#"{"sort":{"cid":1},"limit":100}"#).unwrap().to_value()
     )
 }
 

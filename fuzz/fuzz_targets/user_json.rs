@@ -2,14 +2,14 @@
 //! Json/Invalid/Limit, and every accepted user renders and round-trips through a view.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let e = Engine::from_json(Some(r#"{"clock":"manual","max_connections_per_user":3}"#)).unwrap();
     let observer = e.connect_json(r#"{"id":"observer"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"t:x","members":["observer"]}"#).unwrap();
-    e.watch_channel(observer, "t:x", true).unwrap();
+    e.start_watching(observer, "t:x", true).unwrap();
     for (i, result) in [
         e.upsert_user_json(text).map(|_| ()),
         e.connect_json(text).map(|_| ()),
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(own) = e.get_user(ConnectionId::HOST, id) {
         assert_eq!(own["id"], serde_json::json!(id), "rendered id differs: {own}");
         let _ = e.add_members("t:x", &[id.to_string()]);
-        let public = e.get_user(observer, id).unwrap();
+        let public = e.get_user(observer, id).unwrap().to_value();
         assert!(public.get("invisible").is_none() || id == "observer", "{public}");
         if own["invisible"] == serde_json::json!(true) && id != "observer" {
             assert_eq!(public["online"], serde_json::json!(false), "{public}");

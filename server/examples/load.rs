@@ -7,7 +7,7 @@
 //! `cargo build --release -p presence-server && cargo run --release -p presence-server --example load`
 //! Options: `--clients N` (2000), `--members N` (50), `--seconds S` (10), `--changes-per-second R` (10).
 use futures_util::{SinkExt, StreamExt};
-use presence::Engine;
+use presence::{Answer, Engine};
 use presence_server::auth::Keys;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -191,7 +191,7 @@ fn in_process(o: &Options) -> InProcess {
     let connects_per_s = o.clients as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
     for &c in &connections {
-        engine.watch_channel_state_json(c, CID, true).unwrap();
+        engine.watch_channel(c, CID, true).unwrap().to_json();
     }
     let watches_per_s = o.clients as f64 / start.elapsed().as_secs_f64();
     for &c in &connections {

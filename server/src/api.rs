@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use presence::{Error, ErrorKind};
+use presence::{Answer, Error, ErrorKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -145,7 +145,7 @@ async fn upsert_users(State(app): State<Arc<App>>, headers: HeaderMap, body: Str
 /// `GET /api/users/{id}`: the user in the own view.
 async fn get_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     authorize(&app, &headers)?;
-    Ok(Json(app.engine.get_user(presence::ConnectionId::HOST, &id)?))
+    Ok(Json(app.engine.get_user(presence::ConnectionId::HOST, &id)?.to_value()))
 }
 
 /// `POST /api/channels`: engine channel JSON (`type`, `id`, `members`, custom fields).

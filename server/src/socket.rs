@@ -3,6 +3,7 @@
 use crate::{App, Link};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
+use presence::Answer as _;
 use presence::{CloseReason, ConnectionId, ErrorKind};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
@@ -170,7 +171,7 @@ async fn session(
     link: &Link,
 ) -> End {
     let engine = &app.engine;
-    let me = engine.get_user(connection, user_id).unwrap_or(Value::Null);
+    let me = engine.get_user(connection, user_id).map_or(Value::Null, |u| u.to_value());
     let hello = json!({"type": "connection.ok", "connection_id": connection.0, "me": me});
     if socket.send(text(hello.to_string())).await.is_err() {
         return End::Gone;
@@ -324,7 +325,7 @@ fn object_field(request: &Value, name: &str) -> Result<Map<String, Value>, (&'st
 /// The user's own changes answer the user as their own connection now sees them.
 fn answer(app: &App, connection: ConnectionId, user_id: &str, request: &Value) -> Answer {
     let engine = &app.engine;
-    let me = || engine.get_user(connection, user_id);
+    let me = || engine.get_user(connection, user_id).map(|u| u.to_value());
     let kind = string_field(request, "type")?;
     let result = match kind {
         "watch" => {
@@ -332,18 +333,18 @@ fn answer(app: &App, connection: ConnectionId, user_id: &str, request: &Value) -
                 None => true,
                 Some(v) => v.as_bool().ok_or(("bad_request", "'presence' must be a boolean".to_string()))?,
             };
-            engine.watch_channel_state(connection, string_field(request, "cid")?, presence)
+            engine.watch_channel(connection, string_field(request, "cid")?, presence).map(|a| a.to_value())
         }
         "stop_watching" => {
             engine.stop_watching(connection, string_field(request, "cid")?).map(|()| json!({}))
         }
-        "query_users" => {
-            engine.query_users(connection, &Value::Object(object_field(request, "query")?).to_string())
-        }
-        "query_channels" => {
-            engine.query_channels(connection, &Value::Object(object_field(request, "query")?).to_string())
-        }
-        "get_user" => engine.get_user(connection, string_field(request, "user_id")?),
+        "query_users" => engine
+            .query_users(connection, &Value::Object(object_field(request, "query")?).to_string())
+            .map(|a| a.to_value()),
+        "query_channels" => engine
+            .query_channels(connection, &Value::Object(object_field(request, "query")?).to_string())
+            .map(|a| a.to_value()),
+        "get_user" => engine.get_user(connection, string_field(request, "user_id")?).map(|u| u.to_value()),
         "set_status" => match field(request, "status")? {
             Value::Null => engine.set_status(user_id, None),
             Value::String(status) => engine.set_status(user_id, Some(status)),

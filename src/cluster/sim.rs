@@ -185,7 +185,7 @@ fn answers(state: &State) -> Vec<String> {
         .user_ids()
         .into_iter()
         .map(|id| {
-            let u = state.user_snapshot(&id).unwrap();
+            let u = state.get_user(ConnectionId::HOST, &id).unwrap().user;
             format!(
                 "{id} own:{} public:{} status:{:?} invisible:{} custom:{:?} created:{}",
                 u.online(View::Own),

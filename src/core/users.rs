@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
 use crate::replication::Field;
 use crate::time::Millis;
-use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
+use crate::user::{merge_custom, validate_status, CustomFields, UserPatch};
 use std::sync::Arc;
 
 impl State {
@@ -187,11 +187,6 @@ impl State {
         let viewer = self.viewer(viewer)?;
         let u = self.user_idx(user_id)?;
         Ok(self.viewed(viewer, u))
-    }
-
-    /// The user's snapshot (own view data), for the typed Rust API. Cost: O(1).
-    pub fn user_snapshot(&self, user_id: &str) -> Result<Arc<UserSnapshot>> {
-        Ok(self.users[self.user_idx(user_id)? as usize].snapshot())
     }
 
     pub(super) fn viewed(&self, viewer: Viewer, u: UserIdx) -> ViewedUser {

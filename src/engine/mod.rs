@@ -19,7 +19,7 @@ use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::persist;
 use crate::query::{Query, Target};
 use crate::time::{check_millis, system_now, Millis};
-use crate::user::{UserPatch, UserSnapshot};
+use crate::user::UserPatch;
 use dispatch::Dispatcher;
 use listeners::Registry;
 use parking_lot::{Mutex, MutexGuard};
@@ -122,14 +122,6 @@ pub struct Shared {
     /// Cluster mode: the link thread, woken when a command recorded deltas so that they
     /// leave at once instead of at its next poll.
     link_thread: std::sync::OnceLock<std::thread::Thread>,
-}
-
-fn to_value(answer: &impl serde::Serialize) -> Value {
-    serde_json::to_value(answer).expect("answers always serialize")
-}
-
-fn to_json(answer: &impl serde::Serialize) -> String {
-    serde_json::to_string(answer).expect("answers always serialize")
 }
 
 impl std::ops::Deref for Engine {
@@ -335,25 +327,10 @@ impl Engine {
     }
 
     /// The user in the view `viewer` is entitled to (`ConnectionId::HOST`: the host, own
-    /// view). Cost: O(1) under the lock; [`Engine::get_user`] and [`Engine::get_user_json`]
-    /// render it afterwards in O(size of the user).
-    pub fn get_user_answer(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
+    /// view). Cost: O(1) under the lock; rendering with [`Answer`](crate::Answer) happens afterwards in
+    /// O(size of the user).
+    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
         self.lock()?.state.get_user(viewer, user_id)
-    }
-
-    /// [`Engine::get_user_answer`] as JSON. Cost: O(size of the user).
-    pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<Value> {
-        self.get_user_answer(viewer, user_id).map(|a| to_value(&a))
-    }
-
-    /// [`Engine::get_user_answer`] as JSON text. Cost: O(size of the user).
-    pub fn get_user_json(&self, viewer: ConnectionId, user_id: &str) -> Result<String> {
-        self.get_user_answer(viewer, user_id).map(|a| to_json(&a))
-    }
-
-    /// The user's current data (own view). Cost: O(1).
-    pub fn user(&self, user_id: &str) -> Result<Arc<UserSnapshot>> {
-        self.lock()?.state.user_snapshot(user_id)
     }
 
     // ----- channels -----
@@ -399,37 +376,18 @@ impl Engine {
     }
 
     /// Makes a connection watch a channel (with presence subscriptions to its members when
-    /// `presence`). Cost: O(members) with presence, O(1) without.
-    pub fn watch_channel(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<()> {
-        self.run(|s, now| s.watch_channel(now, connection, cid, presence, false)).map(|_| ())
-    }
-
-    /// [`Engine::watch_channel`], answering the channel state (members and watchers in the
-    /// views this connection may see). Cost: O(members log members).
-    pub fn watch_channel_answer(
-        &self,
-        connection: ConnectionId,
-        cid: &str,
-        presence: bool,
-    ) -> Result<ChannelState> {
+    /// `presence`) and answers the channel state: members and watchers in the views this
+    /// connection may see. Cost: O(members log members) under the lock; rendering with
+    /// [`Answer`](crate::Answer) happens afterwards in O(members).
+    pub fn watch_channel(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<ChannelState> {
         self.run(|s, now| s.watch_channel(now, connection, cid, presence, true))
             .map(|state| state.expect("a rendering watch answers a state"))
     }
 
-    /// [`Engine::watch_channel_answer`] as JSON: `{"channel", "members", "watcher_count",
-    /// "watchers"}`. Cost: as [`Engine::watch_channel_answer`], plus rendering O(members).
-    pub fn watch_channel_state(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<Value> {
-        self.watch_channel_answer(connection, cid, presence).map(|a| to_value(&a))
-    }
-
-    /// [`Engine::watch_channel_answer`] as JSON text. Cost: as that, plus rendering O(members).
-    pub fn watch_channel_state_json(
-        &self,
-        connection: ConnectionId,
-        cid: &str,
-        presence: bool,
-    ) -> Result<String> {
-        self.watch_channel_answer(connection, cid, presence).map(|a| to_json(&a))
+    /// [`Engine::watch_channel`] without the answer, for callers that do not read it.
+    /// Cost: O(members) with presence, O(1) without.
+    pub fn start_watching(&self, connection: ConnectionId, cid: &str, presence: bool) -> Result<()> {
+        self.run(|s, now| s.watch_channel(now, connection, cid, presence, false)).map(|_| ())
     }
 
     /// Stops watching (a no-op when not watching). Cost: O(members) with presence, O(1)
@@ -443,41 +401,22 @@ impl Engine {
         self.run(|s, _| s.unsubscribe_user(connection, user_id))
     }
 
-    /// Stream-style user query. With `"presence": true` the viewer is
-    /// subscribed to every user returned. Cost: O(k) for `id $in` naming k ids, O(users) for
-    /// other filters, plus sorting the matches; rendering happens after the lock.
-    pub fn query_users_answer(&self, viewer: ConnectionId, query_json: &str) -> Result<UsersAnswer> {
+    /// Stream-style user query: `{"users": [...]}`. With `"presence": true` the viewer is
+    /// subscribed to every user returned. Cost: O(k) for `id $in` naming k ids, O(users)
+    /// for other filters, plus sorting the matches; rendering with [`Answer`](crate::Answer) happens after
+    /// the lock, in O(page).
+    pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<UsersAnswer> {
         let query = Query::parse(Target::Users, query_json, self.config.query_limit_max as usize)?;
         self.run(|s, _| s.query_users(viewer, &query))
     }
 
-    /// [`Engine::query_users_answer`] as JSON: `{"users": [...]}`. Cost: as that, plus rendering the page.
-    pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
-        self.query_users_answer(viewer, query_json).map(|a| to_value(&a))
-    }
-
-    /// [`Engine::query_users_answer`] as JSON text. Cost: as that, plus rendering the page.
-    pub fn query_users_json(&self, viewer: ConnectionId, query_json: &str) -> Result<String> {
-        self.query_users_answer(viewer, query_json).map(|a| to_json(&a))
-    }
-
-    /// Stream-style channel query. With `"watch": true` or `"presence": true` the viewer
-    /// watches every channel returned. Cost: O(k) for `cid $in`, O(memberships) for
-    /// `members $in`, O(channels) otherwise, plus sorting; rendering happens after the lock.
-    pub fn query_channels_answer(&self, viewer: ConnectionId, query_json: &str) -> Result<ChannelsAnswer> {
+    /// Stream-style channel query: `{"channels": [...]}`. With `"watch": true` or
+    /// `"presence": true` the viewer watches every channel returned. Cost: O(k) for
+    /// `cid $in`, O(memberships) for `members $in`, O(channels) otherwise, plus sorting;
+    /// rendering with [`Answer`](crate::Answer) happens after the lock, in O(page).
+    pub fn query_channels(&self, viewer: ConnectionId, query_json: &str) -> Result<ChannelsAnswer> {
         let query = Query::parse(Target::Channels, query_json, self.config.query_limit_max as usize)?;
         self.run(|s, now| s.query_channels(now, viewer, &query))
-    }
-
-    /// [`Engine::query_channels_answer`] as JSON: `{"channels": [...]}`. Cost: as that, plus
-    /// rendering the page.
-    pub fn query_channels(&self, viewer: ConnectionId, query_json: &str) -> Result<Value> {
-        self.query_channels_answer(viewer, query_json).map(|a| to_value(&a))
-    }
-
-    /// [`Engine::query_channels_answer`] as JSON text. Cost: as that, plus rendering the page.
-    pub fn query_channels_json(&self, viewer: ConnectionId, query_json: &str) -> Result<String> {
-        self.query_channels_answer(viewer, query_json).map(|a| to_json(&a))
     }
 
     // ----- events -----

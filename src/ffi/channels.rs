@@ -1,6 +1,7 @@
 //! Channels: membership and watching.
 use super::support::{self, call, str_arg, write_string};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
+use crate::answer::Answer;
 use crate::event::ConnectionId;
 use std::os::raw::c_char;
 
@@ -101,9 +102,9 @@ pub unsafe extern "C" fn presence_watch_channel(
         let e = unsafe { support::engine(engine) }?;
         let cid = unsafe { str_arg(cid, "cid") }?;
         if out_state_json.is_null() {
-            e.watch_channel(ConnectionId(conn), cid, presence)
+            e.start_watching(ConnectionId(conn), cid, presence)
         } else {
-            let state = e.watch_channel_state_json(ConnectionId(conn), cid, presence)?;
+            let state = e.watch_channel(ConnectionId(conn), cid, presence)?.to_json();
             unsafe { write_string(out_state_json, state) }
         }
     })

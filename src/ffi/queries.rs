@@ -1,6 +1,7 @@
 //! Queries over users and channels.
 use super::support::{self, call, non_null, str_arg, write_string};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
+use crate::answer::Answer;
 use crate::event::ConnectionId;
 use std::os::raw::c_char;
 
@@ -26,7 +27,7 @@ pub unsafe extern "C" fn presence_query_users(
         let e = unsafe { support::engine(engine) }?;
         let query = unsafe { str_arg(query_json, "query_json") }?;
         let out = non_null(out_json, "out_json")?;
-        let result = e.query_users_json(ConnectionId(viewer), query)?;
+        let result = e.query_users(ConnectionId(viewer), query)?.to_json();
         unsafe { write_string(out, result) }
     })
 }
@@ -51,7 +52,7 @@ pub unsafe extern "C" fn presence_query_channels(
         let e = unsafe { support::engine(engine) }?;
         let query = unsafe { str_arg(query_json, "query_json") }?;
         let out = non_null(out_json, "out_json")?;
-        let result = e.query_channels_json(ConnectionId(viewer), query)?;
+        let result = e.query_channels(ConnectionId(viewer), query)?.to_json();
         unsafe { write_string(out, result) }
     })
 }

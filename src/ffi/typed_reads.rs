@@ -76,7 +76,7 @@ pub unsafe extern "C" fn presence_get_user_presence(
         let e = unsafe { support::engine(engine) }?;
         let user_id = unsafe { str_arg(user_id, "user_id") }?;
         let out = non_null(out, "out")?;
-        let viewed = e.get_user_answer(ConnectionId(viewer), user_id)?;
+        let viewed = e.get_user(ConnectionId(viewer), user_id)?;
         let user = &viewed.user;
         let text = user.status.as_deref().unwrap_or("");
         if !status.is_null() && status_capacity > 0 {

@@ -1,6 +1,7 @@
 //! Users and their connections.
 use super::support::{self, call, non_null, opt_str_arg, str_arg, write_string};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
+use crate::answer::Answer;
 use crate::event::ConnectionId;
 use std::os::raw::c_char;
 
@@ -131,7 +132,7 @@ pub unsafe extern "C" fn presence_get_user(
         let e = unsafe { support::engine(engine) }?;
         let id = unsafe { str_arg(user_id, "user_id") }?;
         let out = non_null(out_json, "out_json")?;
-        let user = e.get_user_json(ConnectionId(viewer), id)?;
+        let user = e.get_user(ConnectionId(viewer), id)?.to_json();
         unsafe { write_string(out, user) }
     })
 }

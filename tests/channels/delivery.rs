@@ -14,11 +14,11 @@ fn delivery_listener_and_queues_agree_and_follow_seq_order() {
     let rec = Recorder::attach(&e);
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let carol = e.connect_json(r#"{"id":"carol"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     e.query_users(carol, r#"{"filter_conditions":{"id":"alice"},"presence":true}"#).unwrap();
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(carol, "team:red", false).unwrap();
-    e.watch_channel(alice, "team:red", false).unwrap();
+    e.start_watching(carol, "team:red", false).unwrap();
+    e.start_watching(alice, "team:red", false).unwrap();
     e.set_status("alice", Some("a")).unwrap();
     e.upsert_user_json(r#"{"id":"alice","name":"A"}"#).unwrap();
     e.add_members("team:red", &strings(&["dave"])).unwrap();
@@ -103,13 +103,13 @@ fn a_queue_that_overflows_closes_its_connection_as_a_slow_consumer() {
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice"]}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let carol = e.connect_json(r#"{"id":"carol"}"#).unwrap();
-    e.watch_channel(carol, "team:red", false).unwrap();
+    e.start_watching(carol, "team:red", false).unwrap();
     e.query_users(carol, r#"{"filter_conditions":{"id":"alice"},"presence":true}"#).unwrap();
     assert_eq!(poll(&e, carol), [to(carol, "user.watching.start carol online")]);
     let rec = Recorder::attach(&e);
     let d = Deliveries::attach(&e);
 
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
     e.set_status("alice", Some("1")).unwrap();
     assert_eq!(
@@ -164,7 +164,7 @@ fn capacity_zero_disables_queues_but_delivery_listeners_still_get_everything() {
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice"]}"#).unwrap();
     let d = Deliveries::attach(&e);
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
     for i in 0..50 {
         e.set_status("alice", Some(&i.to_string())).unwrap();
@@ -185,8 +185,8 @@ fn connection_closed_reaches_host_listeners_only() {
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let a1 = e.connect_json(r#"{"id":"alice"}"#).unwrap();
     let a2 = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
-    e.watch_channel(a2, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
+    e.start_watching(a2, "team:red", true).unwrap();
     e.query_users(a2, r#"{"filter_conditions":{"id":"alice"},"presence":true}"#).unwrap();
     poll(&e, bob);
     poll(&e, a2);
@@ -204,7 +204,7 @@ fn a_delivery_callback_may_call_the_engine_and_its_events_follow_in_seq_order() 
     let e = Arc::new(manual_engine(""));
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice"]}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     poll(&e, bob);
     let d = Deliveries::attach(&e);
     let weak = Arc::downgrade(&e);
@@ -240,9 +240,9 @@ fn with_manual_dispatch_queues_fill_at_once_and_pump_delivers_the_same_in_seq_or
     let d = Deliveries::attach(&e);
     let rec = Recorder::attach(&e);
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(alice, "team:red", false).unwrap();
+    e.start_watching(alice, "team:red", false).unwrap();
     e.remove_members("team:red", &strings(&["alice"])).unwrap();
     e.set_status("alice", Some("gone")).unwrap();
     let queued = e.poll_events(bob, 100).unwrap();
@@ -285,8 +285,8 @@ fn watching_stop_and_member_removed_deliveries_as_json() {
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     e.set_time(T0 + MINUTE).unwrap();
     let alice = e.connect_json(r#"{"id":"alice","status":"ready"}"#).unwrap();
-    e.watch_channel(bob, "game-1:lobby_A", false).unwrap();
-    e.watch_channel(alice, "game-1:lobby_A", false).unwrap();
+    e.start_watching(bob, "game-1:lobby_A", false).unwrap();
+    e.start_watching(alice, "game-1:lobby_A", false).unwrap();
     poll(&e, bob);
     e.set_time(T0 + 2 * MINUTE).unwrap();
     e.stop_watching(alice, "game-1:lobby_A").unwrap();

@@ -2,7 +2,7 @@
 //! stages: each test replays the stages before the one it is named after.
 use crate::common::views::*;
 use crate::common::*;
-use presence::{ConnectionId, Engine};
+use presence::{Answer, ConnectionId, Engine};
 use serde_json::{json, Value};
 
 /// Ghost is a member of team:red and watches it from `g1`; bob watches team:red and
@@ -24,11 +24,11 @@ impl Story {
         e.upsert_channel_json(r#"{"type":"team","id":"blue","members":["bob"]}"#).unwrap();
         let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
         let carol = e.connect_json(r#"{"id":"carol"}"#).unwrap();
-        e.watch_channel(bob, "team:red", true).unwrap();
-        e.watch_channel(bob, "team:blue", true).unwrap();
+        e.start_watching(bob, "team:red", true).unwrap();
+        e.start_watching(bob, "team:blue", true).unwrap();
         e.query_users(carol, r#"{"filter_conditions":{"id":"ghost"},"presence":true}"#).unwrap();
         let g1 = e.connect_json(r#"{"id":"ghost"}"#).unwrap();
-        e.watch_channel(g1, "team:red", false).unwrap();
+        e.start_watching(g1, "team:red", false).unwrap();
         assert_eq!(
             poll(&e, bob),
             [
@@ -71,7 +71,7 @@ impl Story {
         let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
         e.set_status("ghost", Some("secret")).unwrap();
         let g2 = e.connect_json(r#"{"id":"ghost"}"#).unwrap();
-        e.watch_channel(g2, "team:blue", false).unwrap();
+        e.start_watching(g2, "team:blue", false).unwrap();
         e.upsert_user_json(r#"{"id":"ghost","level":9}"#).unwrap();
         let bob_saw = e.poll_events(bob, 10).unwrap();
         assert_eq!(
@@ -105,12 +105,12 @@ impl Story {
     fn read_as_others(self) -> Story {
         let (e, bob, carol, g1, g2) = (&self.e, self.bob, self.carol, self.g1, self.g2.unwrap());
         let public = Story::public();
-        assert_eq!(e.get_user(bob, "ghost").unwrap(), public);
+        assert_eq!(e.get_user(bob, "ghost").unwrap().to_value(), public);
         assert_eq!(
-            e.get_user(g2, "ghost").unwrap(),
+            e.get_user(g2, "ghost").unwrap().to_value(),
             with(public.clone(), json!({"online":true,"invisible":true}))
         );
-        let users = |viewer, q: Value| ids(&e.query_users(viewer, &q.to_string()).unwrap());
+        let users = |viewer, q: Value| ids(&e.query_users(viewer, &q.to_string()).unwrap().to_value());
         assert_eq!(
             users(bob, json!({"filter_conditions":{"online":true},"sort":{"id":1}})),
             ["alice", "bob", "carol"]
@@ -124,15 +124,16 @@ impl Story {
             users(bob, json!({"filter_conditions":{"last_active":{"$gt":at_min(5)}},"sort":{"id":1}})),
             ["alice", "bob", "carol"]
         );
-        let found = e.query_users(bob, r#"{"filter_conditions":{"id":{"$in":["ghost"]}}}"#).unwrap();
+        let found =
+            e.query_users(bob, r#"{"filter_conditions":{"id":{"$in":["ghost"]}}}"#).unwrap().to_value();
         assert_eq!(found, json!({ "users": [public.clone()] }));
-        let red =
-            &e.query_channels(bob, r#"{"filter_conditions":{"cid":"team:red"}}"#).unwrap()["channels"][0];
+        let red = &e.query_channels(bob, r#"{"filter_conditions":{"cid":"team:red"}}"#).unwrap().to_value()
+            ["channels"][0];
         assert_eq!(watcher_ids(red), ["bob"]);
         assert_eq!(red["watcher_count"], 1);
         assert_eq!(red["members"][2], member(public));
         for viewer in [carol, bob] {
-            let blue = e.watch_channel_state(viewer, "team:blue", false).unwrap();
+            let blue = e.watch_channel(viewer, "team:blue", false).unwrap().to_value();
             assert_eq!(watcher_ids(&blue), ["bob", "carol"], "ghost watches team:blue from g2");
             assert_eq!(blue["watcher_count"], 2);
         }
@@ -185,7 +186,7 @@ fn leaving_while_invisible_is_silent_and_coming_back_is_stamped_now() {
     e.disconnect(s.g2.unwrap()).unwrap();
     assert!(poll(e, bob).is_empty());
     assert!(poll(e, carol).is_empty());
-    assert_eq!(e.get_user(bob, "ghost").unwrap(), Story::public());
+    assert_eq!(e.get_user(bob, "ghost").unwrap().to_value(), Story::public());
     let g3 = e.connect_json(r#"{"id":"ghost"}"#).unwrap();
     assert!(poll(e, bob).is_empty());
 

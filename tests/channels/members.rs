@@ -3,7 +3,7 @@
 use crate::common::views::*;
 use crate::common::*;
 use presence::Counts;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 
 #[test]
@@ -19,8 +19,8 @@ fn upsert_channel_creates_the_channel_and_its_missing_members() {
         "membership events are emitted even without watchers (host listeners see all)"
     );
     // "a" did not exist: created with only its id. "b" is untouched.
-    assert_eq!(e.get_user(HOST, "a").unwrap(), own(user("a"), false));
-    assert_eq!(e.get_user(HOST, "b").unwrap(), own(with(user("b"), json!({"name":"Bee"})), false));
+    assert_eq!(e.get_user(HOST, "a").unwrap().to_value(), own(user("a"), false));
+    assert_eq!(e.get_user(HOST, "b").unwrap().to_value(), own(with(user("b"), json!({"name":"Bee"})), false));
     assert_eq!(
         host_state(&e, "team:red"),
         json!({
@@ -145,8 +145,8 @@ fn cid_validation_and_unknown_channels() {
     {
         let json = json!({ "cid": bad }).to_string();
         assert_eq!(kind(e.upsert_channel_json(&json)), ErrorKind::Invalid, "{bad:?}");
-        assert_eq!(kind(e.watch_channel(c, bad, false)), ErrorKind::Invalid, "{bad:?}");
-        assert_eq!(kind(e.watch_channel_state(c, bad, true)), ErrorKind::Invalid, "{bad:?}");
+        assert_eq!(kind(e.start_watching(c, bad, false)), ErrorKind::Invalid, "{bad:?}");
+        assert_eq!(kind(e.watch_channel(c, bad, true)), ErrorKind::Invalid, "{bad:?}");
         assert_eq!(kind(e.stop_watching(c, bad)), ErrorKind::Invalid, "{bad:?}");
         assert_eq!(kind(e.delete_channel(bad)), ErrorKind::Invalid, "{bad:?}");
         assert_eq!(kind(e.add_members(bad, &[])), ErrorKind::Invalid, "{bad:?}");
@@ -155,15 +155,15 @@ fn cid_validation_and_unknown_channels() {
     e.upsert_channel_json(r#"{"type":"a-z_0-9","id":"Ünïcødé.!"}"#).unwrap();
     assert_eq!(e.counts().channels, 2);
     for unknown in ["t:none", "team:red"] {
+        assert_eq!(kind(e.start_watching(c, unknown, false)), ErrorKind::NotFound);
         assert_eq!(kind(e.watch_channel(c, unknown, false)), ErrorKind::NotFound);
-        assert_eq!(kind(e.watch_channel_state(c, unknown, false)), ErrorKind::NotFound);
         assert_eq!(kind(e.stop_watching(c, unknown)), ErrorKind::NotFound);
         assert_eq!(kind(e.delete_channel(unknown)), ErrorKind::NotFound);
     }
     // Unknown connections.
-    assert_eq!(kind(e.watch_channel(ConnectionId(99), &ok_id, false)), ErrorKind::NotFound);
+    assert_eq!(kind(e.start_watching(ConnectionId(99), &ok_id, false)), ErrorKind::NotFound);
     assert_eq!(kind(e.stop_watching(ConnectionId(99), &ok_id)), ErrorKind::NotFound);
-    assert_eq!(kind(e.watch_channel(HOST, &ok_id, false)), ErrorKind::NotFound, "the host cannot watch");
+    assert_eq!(kind(e.start_watching(HOST, &ok_id, false)), ErrorKind::NotFound, "the host cannot watch");
 }
 
 #[test]
@@ -179,7 +179,8 @@ fn a_user_may_be_a_member_of_many_channels() {
                 HOST,
                 &json!({"filter_conditions":{"members":{"$in":[who]}},"sort":{"cid":1}}).to_string(),
             )
-            .unwrap();
+            .unwrap()
+            .to_value();
         cids(&v)
     };
     assert_eq!(q("a"), ["team:blue", "team:green", "team:red"]);
@@ -261,7 +262,7 @@ impl SavedAndLoaded {
         e.disconnect(c).unwrap();
         let before: Vec<Value> =
             ["team:red", "team:blue", "dm:empty"].iter().map(|cid| host_state(&e, cid)).collect();
-        let all_before = e.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap();
+        let all_before = e.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap().to_value();
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("presence.json");
@@ -284,7 +285,7 @@ fn save_then_load_gives_back_channels_with_members_and_custom_fields() {
     for (cid, state) in ["team:red", "team:blue", "dm:empty"].iter().zip(before) {
         assert_eq!(&host_state(loaded, cid), state, "{cid}");
     }
-    assert_eq!(&loaded.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap(), all_before);
+    assert_eq!(&loaded.query_channels(HOST, r#"{"sort":{"cid":1}}"#).unwrap().to_value(), all_before);
     assert_eq!(
         before[0]["channel"],
         json!({"cid":"team:red","type":"team","id":"red","member_count":3,"created_at":T0S,
@@ -304,14 +305,23 @@ fn save_then_load_gives_back_channels_with_members_and_custom_fields() {
 fn a_loaded_engine_is_fully_wired_member_index_watching_and_presence_routes() {
     let SavedAndLoaded { before, loaded, path, .. } = &SavedAndLoaded::new();
     let by_member = |id: &str| {
-        cids(&loaded.query_channels(HOST, &json!({"filter_conditions":{"members":id}}).to_string()).unwrap())
+        cids(
+            &loaded
+                .query_channels(HOST, &json!({"filter_conditions":{"members":id}}).to_string())
+                .unwrap()
+                .to_value(),
+        )
     };
     assert_eq!(by_member("carol"), ["team:red", "team:blue"]);
     assert_eq!(by_member("zed"), Vec::<String>::new());
     let dave = loaded.connect_json(r#"{"id":"dave"}"#).unwrap();
-    loaded.watch_channel(dave, "team:red", true).unwrap();
+    loaded.start_watching(dave, "team:red", true).unwrap();
     let bob = loaded.connect_json(r#"{"id":"bob"}"#).unwrap();
-    assert_eq!(loaded.get_user(dave, "bob").unwrap()["online"], false, "bob's invisible flag was saved");
+    assert_eq!(
+        loaded.get_user(dave, "bob").unwrap().to_value()["online"],
+        false,
+        "bob's invisible flag was saved"
+    );
     let alice = loaded.connect_json(r#"{"id":"alice"}"#).unwrap();
     assert_eq!(
         poll(loaded, dave),

@@ -3,7 +3,7 @@
 use crate::common::views::*;
 use crate::common::*;
 use presence::time::format_millis;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 
 /// Five users with distinct created_at, custom fields, last_active and online flags:
@@ -39,8 +39,9 @@ fn user_queries_support_every_operator_and_field() {
     let e = manual_engine("");
     let ann = user_fixture(&e);
     let q = |filter: Value| -> Vec<String> {
-        let v = e.query_users(ann, &json!({ "filter_conditions": filter }).to_string()).unwrap();
-        let via_host = e.query_users(HOST, &json!({ "filter_conditions": filter }).to_string()).unwrap();
+        let v = e.query_users(ann, &json!({ "filter_conditions": filter }).to_string()).unwrap().to_value();
+        let via_host =
+            e.query_users(HOST, &json!({ "filter_conditions": filter }).to_string()).unwrap().to_value();
         assert_eq!(ids(&v), ids(&via_host), "no invisible user here: every viewer agrees on {filter}");
         ids(&v)
     };
@@ -88,7 +89,7 @@ fn user_queries_sort_in_both_forms_with_missing_values_last_and_ties_by_id() {
     let e = manual_engine("");
     let ann = user_fixture(&e);
     let q = |sort: Value| -> Vec<String> {
-        ids(&e.query_users(ann, &json!({ "sort": sort }).to_string()).unwrap())
+        ids(&e.query_users(ann, &json!({ "sort": sort }).to_string()).unwrap().to_value())
     };
     assert_eq!(q(json!([{"field": "age", "direction": 1}])), ["bob", "ann", "dee", "cyd", "eve"]);
     assert_eq!(q(json!({"age": 1})), ["bob", "ann", "dee", "cyd", "eve"]);
@@ -114,7 +115,7 @@ fn user_queries_page_with_offset_and_limit() {
     let e = manual_engine("");
     let ann = user_fixture(&e);
     let q = |extra: &str| -> presence::Result<Vec<String>> {
-        e.query_users(ann, &format!(r#"{{"sort":{{"id":1}}{extra}}}"#)).map(|v| ids(&v))
+        e.query_users(ann, &format!(r#"{{"sort":{{"id":1}}{extra}}}"#)).map(|v| ids(&v.to_value()))
     };
     assert_eq!(q(r#","limit":2"#).unwrap(), ["ann", "bob"]);
     assert_eq!(q(r#","limit":2,"offset":2"#).unwrap(), ["cyd", "dee"]);
@@ -136,18 +137,18 @@ fn user_queries_page_with_offset_and_limit() {
     for i in 0..45 {
         big.upsert_user_json(&json!({ "id": format!("u{i:02}") }).to_string()).unwrap();
     }
-    assert_eq!(ids(&big.query_users(HOST, "{}").unwrap()).len(), 30);
-    assert_eq!(ids(&big.query_users(HOST, r#"{"limit":40}"#).unwrap()).len(), 40);
+    assert_eq!(ids(&big.query_users(HOST, "{}").unwrap().to_value()).len(), 30);
+    assert_eq!(ids(&big.query_users(HOST, r#"{"limit":40}"#).unwrap().to_value()).len(), 40);
     assert_eq!(kind(big.query_users(HOST, r#"{"limit":41}"#)), ErrorKind::Limit);
     assert_eq!(
-        ids(&big.query_users(HOST, r#"{"offset":40,"sort":{"id":-1}}"#).unwrap()),
+        ids(&big.query_users(HOST, r#"{"offset":40,"sort":{"id":-1}}"#).unwrap().to_value()),
         ["u04", "u03", "u02", "u01", "u00"]
     );
     let small = manual_engine(r#""query_limit_max":3"#);
     for i in 0..5 {
         small.upsert_user_json(&json!({ "id": format!("u{i}") }).to_string()).unwrap();
     }
-    assert_eq!(ids(&small.query_users(HOST, "{}").unwrap()).len(), 3);
+    assert_eq!(ids(&small.query_users(HOST, "{}").unwrap().to_value()).len(), 3);
     assert_eq!(kind(small.query_users(HOST, r#"{"limit":4}"#)), ErrorKind::Limit);
 }
 
@@ -224,8 +225,8 @@ fn channel_fixture(e: &Engine) {
 
 /// The cids `query` answers to `viewer`, checked to be what the host gets too.
 fn channel_query(e: &Engine, viewer: ConnectionId, query: Value) -> Vec<String> {
-    let v = e.query_channels(viewer, &query.to_string()).unwrap();
-    assert_eq!(cids(&v), cids(&e.query_channels(HOST, &query.to_string()).unwrap()));
+    let v = e.query_channels(viewer, &query.to_string()).unwrap().to_value();
+    assert_eq!(cids(&v), cids(&e.query_channels(HOST, &query.to_string()).unwrap().to_value()));
     cids(&v)
 }
 
@@ -310,7 +311,7 @@ fn channel_query_answers_render_members_and_watchers_for_the_viewer() {
     e.set_time(T0 + 5 * MINUTE).unwrap();
     let ann = e.connect_json(r#"{"id":"ann"}"#).unwrap();
     let cyd = e.connect_json(r#"{"id":"cyd"}"#).unwrap();
-    e.watch_channel(cyd, "dm:ann-cyd", false).unwrap();
+    e.start_watching(cyd, "dm:ann-cyd", false).unwrap();
     let query = r#"{"filter_conditions":{"members":{"$in":["cyd"]}}}"#;
     let m5 = at_min(5);
     let m2 = at_min(2);
@@ -319,21 +320,21 @@ fn channel_query_answers_render_members_and_watchers_for_the_viewer() {
     let channel = json!({"cid":"dm:ann-cyd","type":"dm","id":"ann-cyd","member_count":2,"created_at":m2,"updated_at":m2});
     let answer = |members: Value, watchers: Value| json!({"channels":[{"channel":channel.clone(),"members":members,"watcher_count":1,"watchers":watchers}]});
     assert_eq!(
-        e.query_channels(ann, query).unwrap(),
+        e.query_channels(ann, query).unwrap().to_value(),
         answer(
             json!([member(own(ann_user.clone(), false)), member(cyd_user.clone())]),
             json!([cyd_user.clone()])
         )
     );
     assert_eq!(
-        e.query_channels(cyd, query).unwrap(),
+        e.query_channels(cyd, query).unwrap().to_value(),
         answer(
             json!([member(ann_user.clone()), member(own(cyd_user.clone(), false))]),
             json!([own(cyd_user.clone(), false)])
         )
     );
     assert_eq!(
-        e.query_channels(HOST, query).unwrap(),
+        e.query_channels(HOST, query).unwrap().to_value(),
         answer(
             json!([member(own(ann_user, false)), member(own(cyd_user.clone(), false))]),
             json!([own(cyd_user, false)])
@@ -349,7 +350,7 @@ fn online_in_user_queries_depends_on_the_viewer() {
     let ghost = e.connect_json(r#"{"id":"ghost","invisible":true}"#).unwrap();
     let q = |viewer: ConnectionId, filter: Value| -> Vec<String> {
         let query = json!({"filter_conditions": filter, "sort": {"id": 1}}).to_string();
-        ids(&e.query_users(viewer, &query).unwrap())
+        ids(&e.query_users(viewer, &query).unwrap().to_value())
     };
     assert_eq!(q(bob, json!({"online": true})), ["bob"], "invisible never matches online for others");
     assert_eq!(q(bob, json!({"online": false})), ["ghost", "off"]);
@@ -364,15 +365,17 @@ fn online_in_user_queries_depends_on_the_viewer() {
                 viewer,
                 r#"{"sort":[{"field":"online","direction":-1},{"field":"id","direction":1}]}"#,
             )
-            .unwrap())
+            .unwrap()
+            .to_value())
     };
     assert_eq!(sorted(bob), ["bob", "ghost", "off"]);
     assert_eq!(sorted(ghost), ["bob", "ghost", "off"]);
-    let by_online_asc = |viewer| ids(&e.query_users(viewer, r#"{"sort":{"online":1}}"#).unwrap());
+    let by_online_asc = |viewer| ids(&e.query_users(viewer, r#"{"sort":{"online":1}}"#).unwrap().to_value());
     assert_eq!(by_online_asc(bob), ["ghost", "off", "bob"]);
     assert_eq!(by_online_asc(ghost), ["off", "bob", "ghost"]);
     let seen = |viewer| {
-        e.query_users(viewer, r#"{"filter_conditions":{"id":"ghost"}}"#).unwrap()["users"][0].clone()
+        e.query_users(viewer, r#"{"filter_conditions":{"id":"ghost"}}"#).unwrap().to_value()["users"][0]
+            .clone()
     };
     assert_eq!(seen(bob), json!({"id":"ghost","online":false,"created_at":T0S,"updated_at":T0S}));
     assert_eq!(
@@ -423,7 +426,7 @@ fn assert_user_index_answers_like_a_scan(
     let eqs: Vec<Value> = keys.iter().map(|id| json!({ "id": id })).collect();
     let run = |filter: Value| {
         let q = json!({"filter_conditions": filter, "sort": sort, "limit": 100, "offset": offset});
-        e.query_users(viewer, &q.to_string()).unwrap()
+        e.query_users(viewer, &q.to_string()).unwrap().to_value()
     };
     let pairs = [
         (json!({"id": {"$in": keys}}), json!({"$or": eqs})),
@@ -450,7 +453,7 @@ fn assert_channel_index_answers_like_a_scan(
     let member_eqs: Vec<Value> = keys.iter().map(|id| json!({ "members": id })).collect();
     let run = |filter: Value| {
         let q = json!({"filter_conditions": filter, "limit": 100, "offset": offset});
-        e.query_channels(viewer, &q.to_string()).unwrap()
+        e.query_channels(viewer, &q.to_string()).unwrap().to_value()
     };
     let channel_keys: Vec<String> = keys.iter().map(|k| format!("team:c{}", &k[1..])).collect();
     let channel_eqs: Vec<Value> = channel_keys.iter().map(|c| json!({ "cid": c })).collect();
@@ -475,7 +478,8 @@ fn assert_channel_index_answers_like_a_scan(
 fn channels_of(e: &Engine, id: &str) -> Vec<String> {
     cids(
         &e.query_channels(HOST, &json!({"filter_conditions":{"members":id},"limit":100}).to_string())
-            .unwrap(),
+            .unwrap()
+            .to_value(),
     )
 }
 
@@ -483,7 +487,7 @@ fn channels_of(e: &Engine, id: &str) -> Vec<String> {
 fn channels_with_members(e: &Engine) -> Vec<String> {
     let all: Vec<String> = (0..60).map(|i| format!("u{i:02}")).collect();
     let q = json!({"filter_conditions":{"members":{"$in":all}},"limit":100});
-    cids(&e.query_channels(HOST, &q.to_string()).unwrap())
+    cids(&e.query_channels(HOST, &q.to_string()).unwrap().to_value())
 }
 
 #[test]
@@ -513,7 +517,8 @@ fn indexed_id_and_member_filters_answer_like_an_equivalent_scan() {
     assert_eq!(
         ids(&e
             .query_users(HOST, &json!({"filter_conditions":{"id":{"$in":all}},"limit":100}).to_string())
-            .unwrap())
+            .unwrap()
+            .to_value())
         .len(),
         60
     );

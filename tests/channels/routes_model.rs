@@ -2,7 +2,7 @@
 //! watches what.
 use crate::common::views::*;
 use crate::common::*;
-use presence::{ConnectionId, Engine, ErrorKind, View};
+use presence::{Answer, ConnectionId, Engine, ErrorKind, View};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -170,11 +170,11 @@ impl Run {
 
     fn watch(&mut self, c: ConnectionId, cid: String, presence: bool) {
         if self.m.members.contains_key(&cid) {
-            let state = self.e.watch_channel_state(c, &cid, presence).unwrap();
+            let state = self.e.watch_channel(c, &cid, presence).unwrap().to_value();
             *self.m.watching.get_mut(&c).unwrap().entry(cid).or_insert(false) |= presence;
             assert_eq!(state["watcher_count"], state["watchers"].as_array().unwrap().len());
         } else {
-            assert_eq!(kind(self.e.watch_channel(c, &cid, presence)), ErrorKind::NotFound);
+            assert_eq!(kind(self.e.start_watching(c, &cid, presence)), ErrorKind::NotFound);
         }
     }
 
@@ -184,7 +184,7 @@ impl Run {
         let presence = self.rng.below(2) == 0;
         let q =
             json!({"filter_conditions": {"cid": {"$in": wanted}}, "presence": presence, "watch": !presence});
-        let got = cids(&self.e.query_channels(c, &q.to_string()).unwrap());
+        let got = cids(&self.e.query_channels(c, &q.to_string()).unwrap().to_value());
         let expected: BTreeSet<String> =
             wanted.into_iter().filter(|w| self.m.members.contains_key(w)).collect();
         assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), expected);
@@ -197,7 +197,7 @@ impl Run {
     fn query_users(&mut self, c: ConnectionId) {
         let wanted: Vec<String> = (0..3).map(|_| self.pick(true)).collect();
         let q = json!({"filter_conditions": {"id": {"$in": wanted}}, "presence": true});
-        let got = ids(&self.e.query_users(c, &q.to_string()).unwrap());
+        let got = ids(&self.e.query_users(c, &q.to_string()).unwrap().to_value());
         self.m.direct.get_mut(&c).unwrap().extend(got);
     }
 

@@ -3,7 +3,7 @@
 //! subscription limit.
 use crate::common::views::*;
 use crate::common::*;
-use presence::{ConnectionId, Delivery, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Delivery, Engine, ErrorKind};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ fn route_1_watch_with_presence_covers_current_and_future_members_until_stop() {
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice"]}"#).unwrap();
     e.upsert_user_json(r#"{"id":"carol"}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     assert_eq!(poll(&e, bob), [to(bob, "user.watching.start bob online")]);
 
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
@@ -48,15 +48,15 @@ fn route_1_watch_with_presence_covers_current_and_future_members_until_stop() {
     e.set_status("dave", Some("x")).unwrap();
     assert!(poll(&e, bob).is_empty());
     // Watching again without presence gives watcher events but no presence.
-    e.watch_channel(bob, "team:red", false).unwrap();
+    e.start_watching(bob, "team:red", false).unwrap();
     e.set_status("dave", Some("y")).unwrap();
     assert_eq!(poll(&e, bob), [to(bob, "user.watching.start bob online")]);
     // Upgrading the watch to presence subscribes.
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     e.set_status("dave", Some("z")).unwrap();
     assert_eq!(poll(&e, bob), [to(bob, "user.presence.changed dave online")]);
     // Watching again without presence never removes it.
-    e.watch_channel(bob, "team:red", false).unwrap();
+    e.start_watching(bob, "team:red", false).unwrap();
     e.disconnect(dave).unwrap();
     assert_eq!(poll(&e, bob), [to(bob, "user.presence.changed dave offline")]);
 }
@@ -67,8 +67,8 @@ fn route_1_ends_when_the_watching_connection_closes() {
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice"]}"#).unwrap();
     let b1 = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let b2 = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    e.watch_channel(b1, "team:red", true).unwrap();
-    e.watch_channel(b2, "team:red", true).unwrap();
+    e.start_watching(b1, "team:red", true).unwrap();
+    e.start_watching(b2, "team:red", true).unwrap();
     let d = Deliveries::attach(&e);
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
     assert_eq!(
@@ -92,14 +92,15 @@ fn route_2_query_channels_with_presence_watches_and_subscribes() {
     let d = Deliveries::attach(&e);
     let answer = e
         .query_channels(bob, r#"{"filter_conditions":{"type":"team"},"sort":{"cid":1},"presence":true}"#)
-        .unwrap();
+        .unwrap()
+        .to_value();
     assert_eq!(cids(&answer), ["team:blue", "team:red"]);
     // The answer is the state after watching: bob is a watcher of both.
     for state in answer["channels"].as_array().unwrap() {
         assert_eq!(watcher_ids(state), ["bob"]);
         assert_eq!(state["watcher_count"], 1);
     }
-    assert_eq!(answer["channels"][1], e.watch_channel_state(bob, "team:red", false).unwrap());
+    assert_eq!(answer["channels"][1], e.watch_channel(bob, "team:red", false).unwrap().to_value());
     assert_eq!(
         d.take(),
         [to(bob, "user.watching.start bob online"), to(bob, "user.watching.start bob online")]
@@ -133,16 +134,16 @@ fn query_channels_with_watch_only_watches_without_subscribing() {
     let e = manual_engine("");
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice"]}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    let answer = e.query_channels(bob, r#"{"watch":true}"#).unwrap();
+    let answer = e.query_channels(bob, r#"{"watch":true}"#).unwrap().to_value();
     assert_eq!(answer["channels"][0]["watcher_count"], 1);
     assert_eq!(poll(&e, bob), [to(bob, "user.watching.start bob online")]);
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
     assert!(poll(&e, bob).is_empty(), "watch without presence: no presence events");
-    e.watch_channel(alice, "team:red", false).unwrap();
+    e.start_watching(alice, "team:red", false).unwrap();
     assert_eq!(poll(&e, bob), [to(bob, "user.watching.start alice online")]);
     // A plain query neither watches nor subscribes.
     let carol = e.connect_json(r#"{"id":"carol"}"#).unwrap();
-    let plain = e.query_channels(carol, "{}").unwrap();
+    let plain = e.query_channels(carol, "{}").unwrap().to_value();
     assert_eq!(plain["channels"][0]["watcher_count"], 2);
     assert!(poll(&e, carol).is_empty());
     e.disconnect(alice).unwrap();
@@ -161,7 +162,8 @@ fn route_3_query_users_with_presence_until_unsubscribe_or_disconnect() {
             bob,
             r#"{"filter_conditions":{"id":{"$in":["alice","carol","dave"]}},"sort":{"id":1},"limit":2,"presence":true}"#,
         )
-        .unwrap();
+        .unwrap()
+        .to_value();
     assert_eq!(ids(&answer), ["alice", "carol"]);
     assert!(poll(&e, bob).is_empty(), "subscribing emits nothing");
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
@@ -201,7 +203,7 @@ fn a_user_reached_by_several_routes_is_delivered_once_and_each_route_holds_on_it
     e.upsert_channel_json(r#"{"type":"team","id":"blue","members":["alice"]}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     e.query_channels(bob, r#"{"filter_conditions":{"cid":"team:blue"},"presence":true}"#).unwrap();
     e.query_users(bob, r#"{"filter_conditions":{"id":"alice"},"presence":true}"#).unwrap();
     poll(&e, bob);
@@ -230,7 +232,7 @@ fn a_user_reached_by_several_routes_is_delivered_once_and_each_route_holds_on_it
         "the direct route holds after the member left"
     );
     // unsubscribe_user never ends a channel route.
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     e.unsubscribe_user(bob, "alice").unwrap();
     change(&e);
     assert_eq!(
@@ -252,8 +254,8 @@ fn presence_subscription_to_oneself_and_views_per_recipient_in_the_same_event() 
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#).unwrap();
     let alice = e.connect_json(r#"{"id":"alice","status":"here"}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    e.watch_channel(alice, "team:red", true).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
+    e.start_watching(alice, "team:red", true).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
     let d = Deliveries::attach(&e);
     e.set_time(T0 + MINUTE).unwrap();
     e.set_invisible("alice", true).unwrap();
@@ -327,8 +329,8 @@ impl LimitFixture {
     fn at_the_limit() -> LimitFixture {
         let f = LimitFixture::new();
         let (e, bob) = (&f.e, f.bob);
-        e.watch_channel(bob, "team:small", true).unwrap();
-        e.watch_channel(bob, "team:pair", true).unwrap();
+        e.start_watching(bob, "team:small", true).unwrap();
+        e.start_watching(bob, "team:pair", true).unwrap();
         e.query_users(bob, r#"{"filter_conditions":{"id":{"$in":["m1","m3"]}},"presence":true}"#).unwrap();
         e.query_channels(
             bob,
@@ -351,15 +353,15 @@ impl LimitFixture {
 fn watching_with_presence_over_the_limit_answers_limit_and_a_plain_watch_stays() {
     let f = LimitFixture::new();
     let (e, bob) = (&f.e, f.bob);
+    assert_eq!(kind(e.start_watching(bob, "team:big", true)), ErrorKind::Limit);
     assert_eq!(kind(e.watch_channel(bob, "team:big", true)), ErrorKind::Limit);
-    assert_eq!(kind(e.watch_channel_state(bob, "team:big", true)), ErrorKind::Limit);
     f.unchanged();
     assert_eq!(host_state(e, "team:big")["watcher_count"], 0, "not watching");
     // Watching without presence needs no subscription; upgrading it is refused and keeps the watch.
-    e.watch_channel(bob, "team:big", false).unwrap();
+    e.start_watching(bob, "team:big", false).unwrap();
     assert_eq!(f.d.take(), [to(bob, "user.watching.start bob online")]);
     f.rec.take();
-    assert_eq!(kind(e.watch_channel(bob, "team:big", true)), ErrorKind::Limit);
+    assert_eq!(kind(e.start_watching(bob, "team:big", true)), ErrorKind::Limit);
     e.set_status("m1", Some("x")).unwrap();
     f.rec.take();
     assert!(f.d.take().is_empty(), "still no presence subscription");
@@ -407,7 +409,8 @@ fn queries_with_presence_over_the_limit_answer_limit_and_plain_queries_never_do(
     assert_eq!(
         ids(&e
             .query_users(bob, r#"{"filter_conditions":{"id":{"$in":["m4","m1"]}},"sort":{"id":1}}"#)
-            .unwrap()),
+            .unwrap()
+            .to_value()),
         ["m1", "m4"]
     );
 }
@@ -420,7 +423,7 @@ fn leaving_a_route_frees_room_and_each_connection_has_its_own_budget() {
     e.unsubscribe_user(bob, "m3").unwrap();
     e.query_users(bob, r#"{"filter_conditions":{"id":"m4"},"presence":true}"#).unwrap();
     let b2 = e.connect_json(r#"{"id":"bob"}"#).unwrap();
-    e.watch_channel(b2, "team:small", true).unwrap();
+    e.start_watching(b2, "team:small", true).unwrap();
     f.rec.take();
     f.d.take();
     e.disconnect(f.m4).unwrap();
@@ -439,14 +442,14 @@ fn subscription_limit_counts_distinct_users_across_the_channels_of_one_query() {
     };
     assert_eq!(kind(q(&["team:a", "team:b", "team:c"])), ErrorKind::Limit);
     assert_eq!(host_state(&e, "team:a")["watcher_count"], 0, "all or nothing");
-    assert_eq!(cids(&q(&["team:a", "team:b"]).unwrap()).len(), 2, "m2 counts once: 3 in all");
+    assert_eq!(cids(&q(&["team:a", "team:b"]).unwrap().to_value()).len(), 2, "m2 counts once: 3 in all");
     assert_eq!(kind(q(&["team:c"])), ErrorKind::Limit);
     assert_eq!(kind(e.add_members_json("team:a", r#"["x","x"]"#)), ErrorKind::Limit);
     e.add_members("team:a", &strings(&["m3", "m2"])).unwrap();
     // A member that joins by watching itself counts like any other user.
     let w = e.connect_json(r#"{"id":"m4"}"#).unwrap();
     e.upsert_channel_json(r#"{"cid":"team:d","members":["m4","m5","m6"]}"#).unwrap();
-    e.watch_channel(w, "team:d", true).unwrap();
+    e.start_watching(w, "team:d", true).unwrap();
     assert_eq!(kind(e.add_members("team:d", &strings(&["m7"]))), ErrorKind::Limit);
     assert_eq!(host_state(&e, "team:d")["channel"]["member_count"], 3);
 }

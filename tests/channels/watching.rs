@@ -2,8 +2,8 @@
 //! and last connections come and go, turn invisible, or the channel is deleted.
 use crate::common::views::*;
 use crate::common::*;
-use presence::Counts;
 use presence::ErrorKind;
+use presence::{Answer, Counts};
 use serde_json::json;
 
 #[test]
@@ -14,8 +14,8 @@ fn watch_channel_state_answers_sorted_members_and_visible_watchers() {
     let zoe = e.connect_json(r#"{"id":"zoe"}"#).unwrap();
     e.set_time(T0 + MINUTE).unwrap();
     let bob = e.connect_json(r#"{"id":"bob","status":"ready"}"#).unwrap();
-    e.watch_channel(zoe, "team:red", false).unwrap();
-    let state = e.watch_channel_state(bob, "team:red", true).unwrap();
+    e.start_watching(zoe, "team:red", false).unwrap();
+    let state = e.watch_channel(bob, "team:red", true).unwrap().to_value();
     let m1 = at_min(1);
     let zoe_public = with(user("zoe"), json!({"online":true,"last_active":T0S}));
     let bob_own = json!({"id":"bob","online":true,"status":"ready","last_active":m1,"invisible":false,
@@ -31,12 +31,12 @@ fn watch_channel_state_answers_sorted_members_and_visible_watchers() {
         })
     );
     // Watching without asking for the answer, and watching again, are both idempotent.
-    e.watch_channel(bob, "team:red", true).unwrap();
-    let again = e.watch_channel_state(bob, "team:red", false).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
+    let again = e.watch_channel(bob, "team:red", false).unwrap().to_value();
     assert_eq!(again, state);
     // A watcher who is not a member shows up in watchers but not in members.
     let eve = e.connect_json(r#"{"id":"eve"}"#).unwrap();
-    let seen_by_eve = e.watch_channel_state(eve, "team:red", false).unwrap();
+    let seen_by_eve = e.watch_channel(eve, "team:red", false).unwrap().to_value();
     assert_eq!(seen_by_eve["watcher_count"], 3);
     assert_eq!(watcher_ids(&seen_by_eve), ["bob", "eve", "zoe"]);
     assert_eq!(seen_by_eve["members"].as_array().unwrap().len(), 3);
@@ -54,9 +54,9 @@ fn watching_start_and_stop_follow_the_first_and_last_connection_of_a_user() {
     let rec = Recorder::attach(&e);
     let d = Deliveries::attach(&e);
 
-    e.watch_channel(bob, "team:red", false).unwrap();
+    e.start_watching(bob, "team:red", false).unwrap();
     assert_eq!(d.take(), [to(bob, "user.watching.start bob online")], "the new watcher is told too");
-    e.watch_channel(a1, "team:red", false).unwrap();
+    e.start_watching(a1, "team:red", false).unwrap();
     let raw = d.take_raw();
     let mut lines: Vec<_> = raw.iter().map(describe_delivery).collect();
     lines.sort();
@@ -76,7 +76,7 @@ fn watching_start_and_stop_follow_the_first_and_last_connection_of_a_user() {
     assert_eq!(rec.take(), ["user.watching.start bob online", "user.watching.start alice online"]);
 
     // A second connection of the same user: no event, no change of watcher_count.
-    e.watch_channel(a2, "team:red", false).unwrap();
+    e.start_watching(a2, "team:red", false).unwrap();
     assert!(d.take().is_empty());
     assert_eq!(host_state(&e, "team:red")["watcher_count"], 2);
     e.stop_watching(a1, "team:red").unwrap();
@@ -109,8 +109,8 @@ fn disconnecting_the_last_connection_stops_watching_before_going_offline() {
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice"]}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
-    e.watch_channel(alice, "team:red", false).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
+    e.start_watching(alice, "team:red", false).unwrap();
     poll(&e, bob);
     let rec = Recorder::attach(&e);
     e.disconnect(alice).unwrap();
@@ -137,10 +137,10 @@ fn going_invisible_stops_watching_everywhere_and_coming_back_starts_again() {
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let a1 = e.connect_json(r#"{"id":"alice"}"#).unwrap();
     let a2 = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(bob, "team:red", false).unwrap();
-    e.watch_channel(a1, "team:red", false).unwrap();
-    e.watch_channel(a2, "team:red", false).unwrap();
-    e.watch_channel(a2, "team:blue", false).unwrap();
+    e.start_watching(bob, "team:red", false).unwrap();
+    e.start_watching(a1, "team:red", false).unwrap();
+    e.start_watching(a2, "team:red", false).unwrap();
+    e.start_watching(a2, "team:blue", false).unwrap();
     let d = Deliveries::attach(&e);
     let rec = Recorder::attach(&e);
 
@@ -162,7 +162,7 @@ fn going_invisible_stops_watching_everywhere_and_coming_back_starts_again() {
     ];
     want.sort();
     assert_eq!(got, want, "others see her offline, her own connections see the own view");
-    let seen_by_bob = e.watch_channel_state(bob, "team:red", false).unwrap();
+    let seen_by_bob = e.watch_channel(bob, "team:red", false).unwrap().to_value();
     assert_eq!(watcher_ids(&seen_by_bob), ["bob"]);
     assert_eq!(seen_by_bob["watcher_count"], 1);
     assert_eq!(watcher_ids(&host_state(&e, "team:blue")), Vec::<String>::new());
@@ -170,7 +170,7 @@ fn going_invisible_stops_watching_everywhere_and_coming_back_starts_again() {
     d.take();
     // Watching and stopping while invisible: silent.
     let a3 = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(a3, "team:red", false).unwrap();
+    e.start_watching(a3, "team:red", false).unwrap();
     e.stop_watching(a1, "team:red").unwrap();
     e.stop_watching(a2, "team:blue").unwrap();
     assert!(d.take().is_empty());
@@ -198,8 +198,8 @@ fn member_events_reach_the_watchers_in_the_view_each_is_entitled_to() {
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let carol = e.connect_json(r#"{"id":"carol"}"#).unwrap();
     let outsider = e.connect_json(r#"{"id":"dan"}"#).unwrap();
-    e.watch_channel(bob, "team:red", false).unwrap();
-    e.watch_channel(carol, "team:red", false).unwrap();
+    e.start_watching(bob, "team:red", false).unwrap();
+    e.start_watching(carol, "team:red", false).unwrap();
     poll(&e, bob);
     poll(&e, carol);
     let d = Deliveries::attach(&e);
@@ -235,8 +235,8 @@ fn delete_channel_ends_watching_and_membership_silently() {
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#).unwrap();
     let bob = e.connect_json(r#"{"id":"bob"}"#).unwrap();
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
-    e.watch_channel(bob, "team:red", true).unwrap();
-    e.watch_channel(alice, "team:red", false).unwrap();
+    e.start_watching(bob, "team:red", true).unwrap();
+    e.start_watching(alice, "team:red", false).unwrap();
     poll(&e, bob);
     let rec = Recorder::attach(&e);
     let d = Deliveries::attach(&e);
@@ -244,7 +244,7 @@ fn delete_channel_ends_watching_and_membership_silently() {
     assert!(rec.take().is_empty(), "no events");
     assert!(d.take().is_empty());
     assert_eq!(e.counts(), Counts { users: 2, connections: 2, channels: 0 });
-    assert_eq!(kind(e.watch_channel_state(bob, "team:red", false)), ErrorKind::NotFound);
+    assert_eq!(kind(e.watch_channel(bob, "team:red", false)), ErrorKind::NotFound);
     // Bob's presence subscription through the channel is gone.
     e.set_status("alice", Some("away")).unwrap();
     assert_eq!(rec.take(), ["user.presence.changed alice online"]);

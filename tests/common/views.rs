@@ -1,6 +1,6 @@
 //! Expected JSON views of users and channels, and readers of query answers.
 use super::{HOST, T0S};
-use presence::Engine;
+use presence::{Answer, Engine};
 use serde_json::{json, Value};
 
 /// A user never connected, created at `T0`, in the public view.
@@ -48,7 +48,8 @@ pub fn cids(v: &Value) -> Vec<String> {
 
 /// The state of one channel as the host sees it.
 pub fn host_state(e: &Engine, cid: &str) -> Value {
-    let v = e.query_channels(HOST, &json!({"filter_conditions": {"cid": cid}}).to_string()).unwrap();
+    let v =
+        e.query_channels(HOST, &json!({"filter_conditions": {"cid": cid}}).to_string()).unwrap().to_value();
     let list = v["channels"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{cid} not found: {v}");
     list[0].clone()

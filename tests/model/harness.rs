@@ -6,7 +6,7 @@ use crate::ops::{Bad, Cfg, ChanFilter, ChanSort, Conn, Op, UserFilter, UserSort,
 use crate::reference::{Model, OpResult, Patch};
 use crate::USERS;
 use presence::Counts;
-use presence::{ConnectionId, Delivery, Engine, ErrorKind, Event, View};
+use presence::{Answer, ConnectionId, Delivery, Engine, ErrorKind, Event, View};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Map, Value};
@@ -162,13 +162,21 @@ impl Harness {
             Op::QueryUsers { viewer, filter, sort, limit, presence } => {
                 let v = self.viewer(*viewer);
                 let query = user_query_json(filter, *sort, *limit, *presence);
-                let got = self.engine.query_users(ConnectionId(v), &query).map(Some).map_err(kind);
+                let got = self
+                    .engine
+                    .query_users(ConnectionId(v), &query)
+                    .map(|a| Some(a.to_value()))
+                    .map_err(kind);
                 (got, self.model_query_users(v, filter, *sort, *limit, *presence))
             }
             Op::QueryChannels { viewer, filter, sort, limit, presence, watch } => {
                 let v = self.viewer(*viewer);
                 let query = channel_query_json(filter, *sort, *limit, *presence, *watch);
-                let got = self.engine.query_channels(ConnectionId(v), &query).map(Some).map_err(kind);
+                let got = self
+                    .engine
+                    .query_channels(ConnectionId(v), &query)
+                    .map(|a| Some(a.to_value()))
+                    .map_err(kind);
                 (got, self.model_query_channels(v, filter, *sort, *limit, *presence, *watch))
             }
             Op::Advance(ms) => {
@@ -198,7 +206,7 @@ impl Harness {
                 ErrorKind::Invalid,
             ),
             Bad::WatchBadCid(c) => {
-                (e.watch_channel(ConnectionId(self.conn(*c)), "Team:x", true), ErrorKind::Invalid)
+                (e.start_watching(ConnectionId(self.conn(*c)), "Team:x", true), ErrorKind::Invalid)
             }
             Bad::AddMembersUnknownChannel => {
                 (e.add_members_json("team:zz", r#"["u0"]"#), ErrorKind::NotFound)
@@ -285,7 +293,10 @@ impl Harness {
             }
             Op::Watch { conn, cid, presence } => {
                 let c = self.conn(*conn);
-                let got = e.watch_channel_state(ConnectionId(c), cid, *presence).map(Some).map_err(kind);
+                let got = e
+                    .watch_channel(ConnectionId(c), cid, *presence)
+                    .map(|a| Some(a.to_value()))
+                    .map_err(kind);
                 let want = if !self.model.chans.contains_key(*cid) || !self.live(c) {
                     Err(ErrorKind::NotFound)
                 } else {
@@ -520,7 +531,7 @@ impl Harness {
     fn check_views(&self, at: &str) -> Result<(), TestCaseError> {
         let (e, m) = (&self.engine, &self.model);
         for u in USERS {
-            let got = e.get_user(ConnectionId::HOST, u);
+            let got = e.get_user(ConnectionId::HOST, u).map(|a| a.to_value());
             match m.users.contains_key(u) {
                 true => prop_assert_eq!(got.ok(), Some(m.render_user(u, None)), "host view of {} {}", u, at),
                 false => prop_assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::NotFound)),
@@ -533,7 +544,8 @@ impl Harness {
         for (c, viewer) in &live {
             let got = e
                 .query_users(ConnectionId(*c), r#"{"sort":{"id":1},"limit":100}"#)
-                .map_err(|err| TestCaseError::fail(format!("query as {c}: {err} {at}")))?;
+                .map_err(|err| TestCaseError::fail(format!("query as {c}: {err} {at}")))?
+                .to_value();
             let want =
                 json!({"users": m.users.keys().map(|u| m.render_user(u, Some(viewer))).collect::<Vec<_>>()});
             prop_assert_eq!(got, want, "views of connection {} ({}) {}", c, viewer, at);
@@ -541,7 +553,7 @@ impl Harness {
         if let Some((c, viewer)) = live.first() {
             // One per-user lookup through a connection too.
             for u in m.users.keys() {
-                let got = e.get_user(ConnectionId(*c), u).ok();
+                let got = e.get_user(ConnectionId(*c), u).ok().map(|a| a.to_value());
                 prop_assert_eq!(got, Some(m.render_user(u, Some(viewer))), "get_user {} as {} {}", u, c, at);
             }
         }
@@ -553,7 +565,8 @@ impl Harness {
         let (e, m) = (&self.engine, &self.model);
         let got = e
             .query_channels(ConnectionId::HOST, r#"{"sort":{"cid":1},"limit":100}"#)
-            .map_err(|err| TestCaseError::fail(format!("query_channels: {err}")))?;
+            .map_err(|err| TestCaseError::fail(format!("query_channels: {err}")))?
+            .to_value();
         let want =
             json!({"channels": m.chans.keys().map(|c| m.render_channel_state(c, None)).collect::<Vec<_>>()});
         prop_assert_eq!(got, want, "channels {}", at);
