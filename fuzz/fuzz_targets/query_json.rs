@@ -3,7 +3,7 @@
 //! limit; an invisible user never matches `online` for another viewer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use presence::{ConnectionId, Engine, ErrorKind};
+use presence::{Answer, ConnectionId, Engine, ErrorKind};
 use std::sync::OnceLock;
 
 fn engine() -> &'static (Engine, ConnectionId) {
@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
     let (e, viewer) = engine();
     for who in [ConnectionId::HOST, *viewer] {
         match e.query_users(who, text) {
-            Ok(v) => {
+            Ok(answer) => {
+                let v = answer.to_value();
                 let users = v["users"].as_array().expect("users array");
                 assert!(users.len() <= 100);
                 if who != ConnectionId::HOST {
@@ -54,7 +55,8 @@ fuzz_target!(|data: &[u8]| {
             ),
         }
         match e.query_channels(who, text) {
-            Ok(v) => {
+            Ok(answer) => {
+                let v = answer.to_value();
                 let chans = v["channels"].as_array().expect("channels array");
                 assert!(chans.len() <= 100);
             }

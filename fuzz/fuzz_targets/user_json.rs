@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else { return };
     let Some(id) = v.get("id").and_then(|i| i.as_str()) else { return };
-    if let Ok(own) = e.get_user(ConnectionId::HOST, id) {
+    if let Ok(own) = e.get_user(ConnectionId::HOST, id).map(|u| u.to_value()) {
         assert_eq!(own["id"], serde_json::json!(id), "rendered id differs: {own}");
         let _ = e.add_members("t:x", &[id.to_string()]);
         let public = e.get_user(observer, id).unwrap().to_value();

@@ -327,8 +327,8 @@ impl Engine {
     }
 
     /// The user in the view `viewer` is entitled to (`ConnectionId::HOST`: the host, own
-    /// view). Cost: O(1) under the lock; rendering with [`Answer`](crate::Answer) happens afterwards in
-    /// O(size of the user).
+    /// view). Cost: O(1) under the lock; rendering with [`Answer`](crate::Answer) happens
+    /// afterwards in O(size of the user).
     pub fn get_user(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
         self.lock()?.state.get_user(viewer, user_id)
     }
@@ -403,8 +403,8 @@ impl Engine {
 
     /// Stream-style user query: `{"users": [...]}`. With `"presence": true` the viewer is
     /// subscribed to every user returned. Cost: O(k) for `id $in` naming k ids, O(users)
-    /// for other filters, plus sorting the matches; rendering with [`Answer`](crate::Answer) happens after
-    /// the lock, in O(page).
+    /// for other filters, plus sorting the matches; rendering with [`Answer`](crate::Answer)
+    /// happens after the lock, in O(page).
     pub fn query_users(&self, viewer: ConnectionId, query_json: &str) -> Result<UsersAnswer> {
         let query = Query::parse(Target::Users, query_json, self.config.query_limit_max as usize)?;
         self.run(|s, _| s.query_users(viewer, &query))

@@ -100,7 +100,7 @@ impl Story {
         self
     }
 
-    /// get_user, query_users (filters and sorts), query_channels and watch_channel_state:
+    /// get_user, query_users (filters and sorts), query_channels and watch_channel:
     /// offline to others, online to herself, a member shown offline, never a watcher.
     fn read_as_others(self) -> Story {
         let (e, bob, carol, g1, g2) = (&self.e, self.bob, self.carol, self.g1, self.g2.unwrap());

@@ -7,7 +7,7 @@ use presence::{Answer, Counts};
 use serde_json::json;
 
 #[test]
-fn watch_channel_state_answers_sorted_members_and_visible_watchers() {
+fn watch_channel_answers_sorted_members_and_visible_watchers() {
     let e = manual_engine("");
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["zoe","bob","amy"],"color":"red"}"#)
         .unwrap();
