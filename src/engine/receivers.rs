@@ -29,7 +29,7 @@ impl Engine {
     /// engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
     /// let bob = engine.connect(&UserPatch::id("bob"))?;
     /// let inbox = engine.subscribe(bob)?;
-    /// engine.watch_channel(bob, "team:red", true)?;
+    /// engine.start_watching(bob, "team:red", true)?;
     /// engine.connect(&UserPatch::id("alice"))?;
     /// // bob's own watching.start, then alice coming online.
     /// let first = inbox.recv_timeout(Duration::from_secs(1)).expect("bob watching");
