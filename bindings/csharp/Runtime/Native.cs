@@ -104,7 +104,10 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern void presence_batch_free(IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_batch(IntPtr e, ulong conn, uint max, IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern uint presence_batch_len(IntPtr batch);
-        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern IntPtr presence_batch_event(IntPtr batch, uint i);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern IntPtr presence_batch_events(IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_host_queue_new(IntPtr e, byte[] eventType, byte[] userId, out IntPtr queue);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_host_queue_poll(IntPtr queue, uint max, IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern void presence_host_queue_free(IntPtr queue);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_batch_event_json(IntPtr batch, uint i, out IntPtr json);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_remove_listener(IntPtr e, ulong id);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_events(IntPtr e, ulong conn, uint max, out IntPtr jsonArray);
@@ -255,6 +258,24 @@ namespace Presence
         protected override bool ReleaseHandle()
         {
             NativeMethods.presence_batch_free(handle);
+            return true;
+        }
+    }
+
+    /// <summary>Owns a PresenceHostQueue* (every host event, unfiltered): ReleaseHandle
+    /// calls presence_host_queue_free.</summary>
+    internal sealed class PresenceHostQueueHandle : SafeHandle
+    {
+        internal PresenceHostQueueHandle(IntPtr queue) : base(IntPtr.Zero, true)
+        {
+            SetHandle(queue);
+        }
+
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+
+        protected override bool ReleaseHandle()
+        {
+            NativeMethods.presence_host_queue_free(handle);
             return true;
         }
     }
