@@ -325,6 +325,19 @@ typedef struct PresenceEventInfo {
    * For "engine.overflow": how many host deliveries were discarded; 0 for other events.
    */
   uint64_t dropped;
+  /**
+   * The length of `user_id` in bytes, without the NUL; 0 when it is NULL. (The lengths
+   * spare hosts a scan of each string: views, hashing, comparing.)
+   */
+  uint32_t user_id_len;
+  /**
+   * The length of `cid` in bytes, without the NUL; 0 when it is NULL.
+   */
+  uint32_t cid_len;
+  /**
+   * The length of `status` in bytes, without the NUL; 0 when it is NULL.
+   */
+  uint32_t status_len;
 } PresenceEventInfo;
 
 /**

@@ -88,6 +88,13 @@ pub struct PresenceEventInfo {
     pub type_name: *const c_char,
     /// For "engine.overflow": how many host deliveries were discarded; 0 for other events.
     pub dropped: u64,
+    /// The length of `user_id` in bytes, without the NUL; 0 when it is NULL. (The lengths
+    /// spare hosts a scan of each string: views, hashing, comparing.)
+    pub user_id_len: u32,
+    /// The length of `cid` in bytes, without the NUL; 0 when it is NULL.
+    pub cid_len: u32,
+    /// The length of `status` in bytes, without the NUL; 0 when it is NULL.
+    pub status_len: u32,
 }
 
 /// Bytes of NUL-terminated copies of the strings an info points at: the user id, the
@@ -179,6 +186,9 @@ fn describe(
         closed_connection_id,
         type_name: event.kind.type_name_nul().as_ptr().cast(),
         dropped,
+        user_id_len: user.map_or(0, |u| u.id.len() as u32),
+        cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
+        status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
     }
 }
 

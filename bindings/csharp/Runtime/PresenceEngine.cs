@@ -958,10 +958,10 @@ namespace Presence
             ev.Seq = info->Seq;
             ev.CreatedAt = FromUnixMillis(info->CreatedAtMs);
             ev.ConnectionId = info->ConnectionId;
-            ev.Cid = _strings.Get(info->Cid);
+            ev.Cid = _strings.Get(info->Cid, info->CidLen);
             // Online as others see it: the host's own view folds invisible in.
             ev.Online = info->Online != 0 && info->Invisible == 0;
-            string userId = _strings.Get(info->UserId);
+            string userId = _strings.Get(info->UserId, info->UserIdLen);
             ev.UserId = userId;
             var user = _strings.LastTag as User;
             if (userId != null && user == null)
@@ -980,7 +980,7 @@ namespace Presence
             {
                 // Own views (the host's) say whether the user is invisible; public ones do not.
                 user.ApplyEvent(info->Online != 0, info->ConnectionId == 0, info->Invisible != 0,
-                                _strings.Get(info->Status), ev.LastActive, ev.Seq);
+                                _strings.Get(info->Status, info->StatusLen), ev.LastActive, ev.Seq);
                 ev.User = user;
                 if ((object)ev.Type == (object)EventTypes.MemberAdded || (object)ev.Type == (object)EventTypes.MemberRemoved)
                     ev.Member = user.AsMember;
