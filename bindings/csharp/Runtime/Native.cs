@@ -179,24 +179,29 @@ namespace Presence
     /// statuses repeat from event to event, so a hit answers the string made earlier
     /// without allocating. Open addressing over a fixed table of 4096 entries (bounded
     /// memory: when a string's 8 slots are taken, it replaces the one in its first slot);
-    /// one thread at a time. Each slot keeps the key's length and first 16 bytes inline
-    /// in flat arrays, so a lookup of a short id (the common case) compares two numbers
-    /// without touching a per-key object: under Mono those memory reads, not the
-    /// arithmetic, are what a lookup costs.
+    /// one thread at a time. Each slot is one struct holding the key's length and first
+    /// 16 bytes inline, so a lookup of a short id (the common case) reads one cache line
+    /// and compares numbers, without touching a per-key object: under Mono those memory
+    /// reads, not the arithmetic, are what a lookup costs.
     /// </summary>
     internal sealed unsafe class Utf8Cache
     {
         private const int Size = 4096; // a power of two
         private const int Probes = 8;
         private const int Inline = 16;
-        private readonly int[] _lengths = new int[Size];
-        private readonly ulong[] _head = new ulong[Size];
-        private readonly ulong[] _next = new ulong[Size];
-        /// <summary>The bytes past the first 16 (null for shorter keys).</summary>
-        private readonly byte[][] _rest = new byte[Size][];
-        /// <summary>Null marks a free slot.</summary>
-        private readonly string[] _values = new string[Size];
-        private readonly object[] _tags = new object[Size];
+        private struct Entry
+        {
+            internal ulong Head;
+            internal ulong Next;
+            internal int Length;
+            /// <summary>Null marks a free slot.</summary>
+            internal string Value;
+            internal object Tag;
+            /// <summary>The bytes past the first 16 (null for shorter keys).</summary>
+            internal byte[] Rest;
+        }
+
+        private readonly Entry[] _entries = new Entry[Size];
         private int _lastSlot;
 
         // Unaligned 8-byte reads are only safe on 64-bit targets (32-bit ARM may fault).
@@ -221,13 +226,13 @@ namespace Presence
             for (int probe = 0; probe < Probes; probe++)
             {
                 int slot = (home + probe) & (Size - 1);
-                string value = _values[slot];
-                if (value == null) return Insert(slot, bytes, len, head, next);
-                if (_lengths[slot] == len && _head[slot] == head && _next[slot] == next &&
-                    (len <= Inline || RestEqual(_rest[slot], bytes, len)))
+                Entry[] entries = _entries;
+                if (entries[slot].Value == null) return Insert(slot, bytes, len, head, next);
+                if (entries[slot].Head == head && entries[slot].Length == len && entries[slot].Next == next &&
+                    (len <= Inline || RestEqual(entries[slot].Rest, bytes, len)))
                 {
                     _lastSlot = slot;
-                    return value;
+                    return entries[slot].Value;
                 }
             }
             return Insert(home, bytes, len, head, next);
@@ -257,8 +262,8 @@ namespace Presence
         /// until attached, and again once that entry is replaced).</summary>
         internal object LastTag
         {
-            get { return _tags[_lastSlot]; }
-            set { _tags[_lastSlot] = value; }
+            get { return _entries[_lastSlot].Tag; }
+            set { _entries[_lastSlot].Tag = value; }
         }
 
         private string Insert(int slot, byte* bytes, int len, ulong head, ulong next)
@@ -270,12 +275,7 @@ namespace Presence
                 for (int i = Inline; i < len; i++) rest[i - Inline] = bytes[i];
             }
             string value = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
-            _lengths[slot] = len;
-            _head[slot] = head;
-            _next[slot] = next;
-            _rest[slot] = rest;
-            _values[slot] = value;
-            _tags[slot] = null;
+            _entries[slot] = new Entry { Head = head, Next = next, Length = len, Value = value, Rest = rest };
             _lastSlot = slot;
             return value;
         }
