@@ -437,7 +437,9 @@ pub unsafe extern "C" fn presence_host_queue_poll(
         b.host = true;
         while b.deliveries.len() < max as usize {
             match q.events.try_recv() {
-                Ok(event) => b.deliveries.push(Delivery { event, connection: ConnectionId(0), view: View::Own }),
+                Ok(event) => {
+                    b.deliveries.push(Delivery { event, connection: ConnectionId(0), view: View::Own })
+                }
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
                 Err(crossbeam_channel::TryRecvError::Disconnected) if b.deliveries.is_empty() => {
                     return Err(Error::state(
