@@ -497,13 +497,19 @@ impl State {
         }
     }
 
-    /// Closes every connection whose queue overflowed during the command.
+    /// Closes every connection whose queue overflowed during the command, in ascending
+    /// connection id, round by round (closing one can overflow others): the order, and so
+    /// which events the survivors get, never depends on hash-map iteration order.
     fn settle(&mut self, now: Millis) {
         // `overflowed` holds slots marked during this command, and no command opens a
         // connection after marking one, so none of them can have been reused yet.
-        while let Some(c) = self.overflowed.pop() {
-            if self.connections[c as usize].is_some() {
-                self.close_connection(now, c, CloseReason::SlowConsumer);
+        while !self.overflowed.is_empty() {
+            let mut round = std::mem::take(&mut self.overflowed);
+            round.sort_unstable_by_key(|&c| self.connections[c as usize].as_ref().map(|r| r.id));
+            for c in round {
+                if self.connections[c as usize].is_some() {
+                    self.close_connection(now, c, CloseReason::SlowConsumer);
+                }
             }
         }
     }
