@@ -260,6 +260,19 @@ fn child_node() {
                 .set_invisible(user, *on == "1")
                 .map(|_| "ok".to_string())
                 .unwrap_or_else(|e| e.to_string()),
+            ["watch", user, cid] => {
+                let c = engine.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
+                connections.push(c);
+                engine.watch_channel(c, cid, false).map(|_| c.0.to_string()).unwrap_or_else(|e| e.to_string())
+            }
+            ["channel", cid] => {
+                let known = engine.query_channels(
+                    ConnectionId::HOST,
+                    &format!(r#"{{"filter_conditions":{{"cid":"{cid}"}}}}"#),
+                );
+                if known.unwrap()["channels"].as_array().unwrap().is_empty() { "unknown" } else { "known" }
+                    .to_string()
+            }
             ["dump"] => dump(&engine),
             ["link"] => link(&engine),
             _ => format!("unknown command {line:?}"),
@@ -288,6 +301,121 @@ fn dump(engine: &Engine) -> String {
         ));
     }
     out.join(",")
+}
+
+/// A channel as the host of `engine` sees it: members, watchers, watcher count and custom
+/// fields (`None`: unknown there).
+fn channel_line(engine: &Engine, cid: &str) -> Option<String> {
+    let q = format!(r#"{{"filter_conditions":{{"cid":"{cid}"}}}}"#);
+    let answer = engine.query_channels_answer(ConnectionId::HOST, &q).unwrap();
+    let state = answer.channels.first()?;
+    let ids = |v: &[presence::answer::ViewedUser]| {
+        v.iter().map(|u| u.user.id.to_string()).collect::<Vec<_>>().join(" ")
+    };
+    Some(format!(
+        "members [{}] watchers [{}] count {} custom {}",
+        ids(&state.members),
+        ids(&state.watchers),
+        state.watcher_count,
+        state.channel.custom.as_ref().map_or("{}".to_string(), |c| serde_json::to_string(&**c).unwrap())
+    ))
+}
+
+/// The watching and member events `c` received: `type user count`.
+fn channel_events(engine: &Engine, c: ConnectionId) -> Vec<String> {
+    engine
+        .poll_events(c, 10_000)
+        .unwrap()
+        .iter()
+        .filter_map(|d| match &d.event.kind {
+            EventKind::WatchingStart { user, watcher_count, .. } => {
+                Some(format!("start {} {watcher_count}", user.id))
+            }
+            EventKind::WatchingStop { user, watcher_count, .. } => {
+                Some(format!("stop {} {watcher_count}", user.id))
+            }
+            EventKind::MemberAdded { user, .. } => Some(format!("added {}", user.id)),
+            EventKind::MemberRemoved { user, .. } => Some(format!("removed {}", user.id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn channels_members_and_watchers_are_shared_by_every_node() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let (a, b) = (node(&server, "a", "channels"), node(&server, "b", "channels"));
+    a.upsert_channel_json(r#"{"cid":"team:red","members":["alice","bob"],"topic":"raid"}"#).unwrap();
+    let expected = r#"members [alice bob] watchers [] count 0 custom {"topic":"raid"}"#;
+    wait_until("b knows the channel", Duration::from_secs(5), || {
+        channel_line(&b, "team:red").as_deref() == Some(expected)
+    });
+
+    // A watcher on b counts on a, and a's watchers hear of it.
+    let dave = a.connect_json(r#"{"id":"dave"}"#).unwrap();
+    a.watch_channel(dave, "team:red", false).unwrap();
+    let carol = b.connect_json(r#"{"id":"carol"}"#).unwrap();
+    wait_until("b counts dave", Duration::from_secs(5), || {
+        channel_line(&b, "team:red").is_some_and(|l| l.contains("count 1"))
+    });
+    b.watch_channel(carol, "team:red", false).unwrap();
+    let both = r#"members [alice bob] watchers [carol dave] count 2 custom {"topic":"raid"}"#;
+    wait_until("a counts carol", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some(both)
+    });
+    assert_eq!(channel_line(&b, "team:red").as_deref(), Some(both));
+
+    // Members removed on b leave on a, with the event a's watchers would get locally.
+    b.remove_members("team:red", &["bob".to_string()]).unwrap();
+    wait_until("a sees bob leave", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").is_some_and(|l| l.starts_with("members [alice]"))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(channel_events(&a, dave), ["start dave 1", "start carol 2", "removed bob"]);
+
+    // carol stops watching on b: dave hears it on a.
+    b.stop_watching(carol, "team:red").unwrap();
+    wait_until("a counts one watcher", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").is_some_and(|l| l.contains("count 1"))
+    });
+    assert_eq!(channel_events(&a, dave), ["stop carol 1"]);
+
+    // A deletion on b ends the channel everywhere, a's watcher included.
+    b.delete_channel("team:red").unwrap();
+    wait_until("a forgets the channel", Duration::from_secs(5), || channel_line(&a, "team:red").is_none());
+    assert_eq!(channel_line(&b, "team:red"), None);
+    let keys = server.command(&["KEYS", "channels:*ch:*"]);
+    assert_eq!(keys.as_deref(), Some("*0"), "the channel's hash is deleted");
+}
+
+#[test]
+fn a_killed_node_s_watchers_leave_every_channel() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let a = node(&server, "a", "killwatch");
+    a.upsert_channel_json(r#"{"cid":"team:blue","members":["erin"]}"#).unwrap();
+    let dave = a.connect_json(r#"{"id":"dave"}"#).unwrap();
+    a.watch_channel(dave, "team:blue", false).unwrap();
+    let mut child = ChildNode::start(&server, "b", "killwatch");
+    wait_until("b knows the channel", Duration::from_secs(5), || child.call("channel team:blue") == "known");
+    child.call("watch frank team:blue");
+    child.call("watch frank team:blue");
+    wait_until("a counts frank", Duration::from_secs(5), || {
+        channel_line(&a, "team:blue").is_some_and(|l| l.contains("watchers [dave frank] count 2"))
+    });
+
+    child.signal("-KILL");
+    wait_until("frank stops watching on a", Duration::from_secs(10), || {
+        channel_line(&a, "team:blue").is_some_and(|l| l.contains("watchers [dave] count 1"))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(channel_events(&a, dave), ["start dave 1", "start frank 2", "stop frank 1"]);
+    // The dead incarnation's watch lists are gone, and so are its watchers in the hash.
+    wait_until("the dead lease is dropped", Duration::from_secs(5), || {
+        server.command(&["ZCARD", "killwatch:{m}:leases"]).as_deref() == Some(":1")
+    });
+    assert_eq!(server.command(&["KEYS", "killwatch:*watches:b#*"]).as_deref(), Some("*0"));
 }
 
 #[test]

@@ -76,19 +76,25 @@ impl State {
     /// watcher and, when visible, emits `user.watching.start`. O(1).
     fn start_watching(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) {
         let u = self.conn(c).user;
-        let visible = !self.users[u as usize].invisible;
         let pos = self.conn(c).watching.len() as u32;
+        self.channel_mut(ch).watchers.insert(c, Watcher { presence, pos });
+        self.conn_mut(c).watching.push(ch);
+        let (connection, cid) = (self.conn(c).id, self.channel(ch).cid.clone());
+        self.replicate_watch(&cid, now, connection, u, true);
+        self.watcher_added(now, ch, u);
+    }
+
+    /// One more connection of user `u` (on this node or another) watches channel `ch`: the
+    /// user's first counts them as a watcher and, when visible, emits `user.watching.start`.
+    /// O(1).
+    pub(super) fn watcher_added(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
+        let visible = !self.users[u as usize].invisible;
         let channel = self.channel_mut(ch);
-        channel.watchers.insert(c, Watcher { presence, pos });
         let count = channel.watching_users.entry(u).or_insert(0);
         *count += 1;
-        let first = *count == 1;
-        if first && visible {
+        if *count == 1 && visible {
             channel.visible_watchers += 1;
-        }
-        let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-        self.conn_mut(c).watching.push(ch);
-        if first && visible {
+            let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
             let user = self.users[u as usize].snapshot();
             self.emit(
                 now,
@@ -96,6 +102,29 @@ impl State {
                 u,
                 Recipients::WatchersOf(ch),
             );
+        }
+    }
+
+    /// One connection of user `u` (on this node or another) no longer watches channel `ch`:
+    /// the user's last stops counting and, when visible, emits `user.watching.stop`. O(1).
+    pub(super) fn watcher_removed(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
+        let visible = !self.users[u as usize].invisible;
+        let channel = self.channel_mut(ch);
+        let count = channel.watching_users.get_mut(&u).expect("watcher counted");
+        *count -= 1;
+        if *count == 0 {
+            channel.watching_users.remove(&u);
+            if visible {
+                channel.visible_watchers -= 1;
+                let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
+                let user = self.users[u as usize].snapshot();
+                self.emit(
+                    now,
+                    EventKind::WatchingStop { channel: channel_ref, user, watcher_count },
+                    u,
+                    Recipients::WatchersOf(ch),
+                );
+            }
         }
     }
 
@@ -130,24 +159,9 @@ impl State {
                 self.unsubscribe(c, m, false);
             }
         }
-        let visible = !self.users[u as usize].invisible;
-        let channel = self.channel_mut(ch);
-        let count = channel.watching_users.get_mut(&u).expect("watcher counted");
-        *count -= 1;
-        if *count == 0 {
-            channel.watching_users.remove(&u);
-            if visible {
-                channel.visible_watchers -= 1;
-                let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-                let user = self.users[u as usize].snapshot();
-                self.emit(
-                    now,
-                    EventKind::WatchingStop { channel: channel_ref, user, watcher_count },
-                    u,
-                    Recipients::WatchersOf(ch),
-                );
-            }
-        }
+        let (connection, cid) = (self.conn(c).id, self.channel(ch).cid.clone());
+        self.replicate_watch(&cid, now, connection, u, false);
+        self.watcher_removed(now, ch, u);
     }
 
     /// A user's visibility flipped: adjust `watcher_count` of every channel they watch and
@@ -157,6 +171,7 @@ impl State {
         let visible = !user.invisible;
         let mut watched: Vec<ChannelIdx> =
             user.connections.iter().flat_map(|&c| self.conn(c).watching.iter().copied()).collect();
+        watched.extend(self.remote_watched.get(&u).into_iter().flat_map(|chs| chs.keys().copied()));
         watched.sort_unstable();
         watched.dedup();
         for ch in watched {

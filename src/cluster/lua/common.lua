@@ -33,3 +33,16 @@ local function raise_last_active(user_key, at)
     redis.call('HSET', user_key, 'la', at)
   end
 end
+
+-- Records a change of one channel: appends an entry to the shard's log naming the channel
+-- (`ch`), its created_at and what the change did (`op` and its fields). Answers {n}.
+local function log_channel(log, seq, retention, cid, ca, written)
+  local n = redis.call('INCR', seq)
+  redis.call('XADD', log, 'MAXLEN', '~', retention, '0-' .. n, 'ch', cid, 'ca', ca, unpack(written))
+  return {n}
+end
+
+-- Splits a watcher field `w:<member>:<connection>` into member and connection.
+local function split_watcher(field)
+  return string.match(field, '^w:(.*):(%d+)$')
+end
