@@ -463,17 +463,31 @@ fn a_node_that_returns_after_being_declared_dead_is_fenced_and_converges() {
     let a = node(&server, "a", "fence");
     let mut child = ChildNode::start(&server, "b", "fence");
     child.call("connect bob");
+    a.upsert_channel_json(r#"{"cid":"team:red"}"#).unwrap();
+    wait_until("b knows the channel", Duration::from_secs(5), || child.call("channel team:red") == "known");
+    child.call("watch bob team:red");
     let on_a = follower(&a, "fa", "bob");
     wait_until("a sees bob online", Duration::from_secs(5), || public_online(&a, on_a, "bob") == Some(true));
+    let watched = "members [] watchers [bob] count 1 custom {}";
+    wait_until("a counts bob", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some(watched)
+    });
 
     // Frozen past its lease: the others reap it.
     child.signal("-STOP");
     wait_until("a sees bob offline", Duration::from_secs(10), || {
         public_online(&a, on_a, "bob") == Some(false)
     });
-    // Thawed: its old incarnation is refused, it takes a new one and re-announces bob.
+    wait_until("a no longer counts bob", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some("members [] watchers [] count 0 custom {}")
+    });
+    // Thawed: its old incarnation is refused, it takes a new one and re-announces bob and
+    // his watch.
     child.signal("-CONT");
     wait_until("a sees bob again", Duration::from_secs(10), || public_online(&a, on_a, "bob") == Some(true));
+    wait_until("a counts bob again", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some(watched)
+    });
     assert_eq!(child.call("status bob back"), "ok");
     wait_until("a sees the status", Duration::from_secs(5), || {
         a.user("bob").is_ok_and(|u| u.status.as_deref() == Some("back"))
@@ -502,9 +516,15 @@ fn a_store_restarted_without_its_data_is_refilled_by_the_nodes() {
     let (a, b) = (node(&server, "a", "restart"), node(&server, "b", "restart"));
     let statuses = link_events(&a);
     a.connect_json(r#"{"id":"alice","status":"here","level":7}"#).unwrap();
-    b.connect_json(r#"{"id":"bob"}"#).unwrap();
+    let bob = b.connect_json(r#"{"id":"bob"}"#).unwrap();
+    a.upsert_channel_json(r#"{"cid":"team:red","members":["alice","carol"],"topic":"raid"}"#).unwrap();
+    wait_until("b knows the channel", Duration::from_secs(5), || channel_line(&b, "team:red").is_some());
+    b.watch_channel(bob, "team:red", false).unwrap();
+    let channel = r#"members [alice carol] watchers [bob] count 1 custom {"topic":"raid"}"#;
     wait_until("both know both", Duration::from_secs(5), || {
-        dump(&a) == dump(&b) && dump(&a).contains("bob:true")
+        dump(&a) == dump(&b)
+            && dump(&a).contains("bob:true")
+            && channel_line(&a, "team:red").as_deref() == Some(channel)
     });
     let before = dump(&a);
 
@@ -514,6 +534,16 @@ fn a_store_restarted_without_its_data_is_refilled_by_the_nodes() {
             == Some(":1")
     });
     wait_until("both converge again", Duration::from_secs(10), || dump(&a) == before && dump(&b) == before);
+    // The channel, its members and b's watcher are re-announced too.
+    wait_until("the channel is back in the store", Duration::from_secs(10), || {
+        let key = format!("restart:{{s{}}}:ch:team:red", shard_of("team:red"));
+        server.command(&["HGET", &key, "f:topic"]).as_deref() == Some("$6")
+    });
+    for node in [&a, &b] {
+        wait_until("the channel converges", Duration::from_secs(10), || {
+            channel_line(node, "team:red").as_deref() == Some(channel)
+        });
+    }
     assert_eq!(b.user("alice").unwrap().custom.as_ref().unwrap()["level"], 7);
     wait_until("a reports the link up", Duration::from_secs(5), || link(&a) == "up");
     let seen = statuses.lock().unwrap().clone();

@@ -295,7 +295,6 @@ pub(crate) struct State {
     /// Cluster mode: watches of this node's connections that a channel deletion read from
     /// the store ended while the connection's own watch was still on its way there (with
     /// the presence flag); the watch comes back when the store confirms it.
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     dropped_watches: HashMap<(ConnectionId, Arc<str>), bool>,
     /// Record events for host listeners in the outbox.
     pub record_events: bool,

@@ -79,9 +79,23 @@ impl State {
         let pos = self.conn(c).watching.len() as u32;
         self.channel_mut(ch).watchers.insert(c, Watcher { presence, pos });
         self.conn_mut(c).watching.push(ch);
+        self.forget_dropped_watch(c, ch, false);
         let (connection, cid) = (self.conn(c).id, self.channel(ch).cid.clone());
         self.replicate_watch(&cid, now, connection, u, true);
         self.watcher_added(now, ch, u);
+    }
+
+    /// Cluster mode: connection `c` now watches channel `ch` again, or stops watching it,
+    /// by its own command, so a watch a deletion ended (see `dropped_watches`) must not come
+    /// back; a stop is also sent, as the store may still hold the watch. O(1).
+    fn forget_dropped_watch(&mut self, c: Slot, ch: ChannelIdx, stop: bool) {
+        if self.dropped_watches.is_empty() {
+            return;
+        }
+        let (connection, u, cid) = (self.conn(c).id, self.conn(c).user, self.channel(ch).cid.clone());
+        if self.dropped_watches.remove(&(connection, cid.clone())).is_some() && stop {
+            self.replicate_watch(&cid, 0, connection, u, false);
+        }
     }
 
     /// One more connection of user `u` (on this node or another) watches channel `ch`: the
@@ -141,6 +155,7 @@ impl State {
 
     pub(super) fn unwatch(&mut self, now: Millis, c: Slot, ch: ChannelIdx) {
         let Some(Watcher { presence, pos }) = self.channel_mut(ch).watchers.remove(&c) else {
+            self.forget_dropped_watch(c, ch, true);
             return;
         };
         self.remove_watching(c, pos);
