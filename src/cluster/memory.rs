@@ -1,10 +1,10 @@
 //! The store's scripts as plain Rust over in-memory maps, statement for statement, for
 //! the deterministic simulation (no Redis, virtual time, controllable failures).
 use super::store::{
-    member, shard_of, Beat, Entry, RawEntry, Registration, Snapshot, Store, StoreError, StoreResult, Stored,
-    StoredChange, StoredChannel, SHARDS,
+    member, op_name, shard_of, Beat, Entry, RawEntry, Registration, Snapshot, Store, StoreError, StoreResult,
+    Stored, StoredChange, StoredChannel, SHARDS,
 };
-use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, UserDelta};
+use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, FieldWrite, UserDelta};
 use crate::time::Millis;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -127,14 +127,7 @@ impl MemoryData {
             let at = delta.at.to_string();
             s.channels.insert(cid.clone(), BTreeMap::from([("ca".into(), at.clone()), ("ua".into(), at)]));
         };
-        let op = match &delta.op {
-            ChannelOp::Upsert { .. } => "up",
-            ChannelOp::RemoveMembers(_) => "rm",
-            ChannelOp::Delete => "del",
-            ChannelOp::Watch { start: true, .. } => "ws",
-            ChannelOp::Watch { start: false, .. } => "we",
-        };
-        let mut written: RawEntry = vec![("op".into(), op.into())];
+        let mut written: RawEntry = vec![("op".into(), op_name(&delta.op).into())];
         match &delta.op {
             ChannelOp::Upsert { fields, members, only_if_absent } => {
                 if existed && *only_if_absent {
@@ -144,19 +137,7 @@ impl MemoryData {
                     create(s);
                 }
                 let channel = s.channels.get_mut(&cid).expect("created above");
-                for (field, value) in fields {
-                    let name = field.store_name();
-                    match value {
-                        Some(v) => {
-                            channel.insert(name.clone(), v.clone());
-                            written.push((format!("={name}"), v.clone()));
-                        }
-                        None => {
-                            channel.remove(&name);
-                            written.push((format!("-{name}"), String::new()));
-                        }
-                    }
-                }
+                write_fields(channel, fields, &mut written);
                 for m in members {
                     if channel.insert(format!("m:{m}"), "1".into()).is_none() {
                         written.push((format!("+m:{m}"), String::new()));
@@ -247,19 +228,7 @@ impl MemoryData {
         }
         let mut written = RawEntry::new();
         if !delta.only_if_absent || !existed {
-            for (field, value) in &delta.fields {
-                let name = field.store_name();
-                match value {
-                    Some(v) => {
-                        user.insert(name.clone(), v.clone());
-                        written.push((format!("={name}"), v.clone()));
-                    }
-                    None => {
-                        user.remove(&name);
-                        written.push((format!("-{name}"), String::new()));
-                    }
-                }
-            }
+            write_fields(user, &delta.fields, &mut written);
         }
         self.append(shard, &uid, written);
         self.history.push(Applied::Delta(member(node, inc), Delta::User(delta.clone())));
@@ -304,6 +273,23 @@ impl MemoryData {
             if written.len() > 1 {
                 let ca = channel.get("ca").cloned().unwrap_or_default();
                 self.append_channel(shard, &cid, ca, written);
+            }
+        }
+    }
+}
+
+/// Writes or removes fields of a hash, logging each as `=<name>` or `-<name>`.
+fn write_fields(hash: &mut BTreeMap<String, String>, fields: &[FieldWrite], written: &mut RawEntry) {
+    for (field, value) in fields {
+        let name = field.store_name();
+        match value {
+            Some(v) => {
+                hash.insert(name.clone(), v.clone());
+                written.push((format!("={name}"), v.clone()));
+            }
+            None => {
+                hash.remove(&name);
+                written.push((format!("-{name}"), String::new()));
             }
         }
     }

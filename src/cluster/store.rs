@@ -402,12 +402,28 @@ pub fn write_args(node: &str, registration: &Registration, retention: u64, delta
         if delta.only_if_absent { "1" } else { "0" }.to_string(),
         registration.epoch.clone(),
     ];
-    for (field, value) in &delta.fields {
+    push_field_args(&mut args, &delta.fields);
+    args
+}
+
+/// Fields written as script arguments: (name, value, `1` set | `0` remove) triples.
+fn push_field_args(args: &mut Vec<String>, fields: &[FieldWrite]) {
+    for (field, value) in fields {
         args.push(field.store_name());
         args.push(value.clone().unwrap_or_default());
         args.push(if value.is_some() { "1" } else { "0" }.to_string());
     }
-    args
+}
+
+/// The operation of a channel change as the channel script and its log entries name it.
+pub fn op_name(op: &ChannelOp) -> &'static str {
+    match op {
+        ChannelOp::Upsert { .. } => "up",
+        ChannelOp::RemoveMembers(_) => "rm",
+        ChannelOp::Delete => "del",
+        ChannelOp::Watch { start: true, .. } => "ws",
+        ChannelOp::Watch { start: false, .. } => "we",
+    }
 }
 
 /// The arguments of the channel script after the keys (see `lua/channel.lua`).
@@ -418,20 +434,13 @@ pub fn channel_args(
     watches_prefix: &str,
     delta: &ChannelDelta,
 ) -> Vec<String> {
-    let op = match &delta.op {
-        ChannelOp::Upsert { .. } => "up",
-        ChannelOp::RemoveMembers(_) => "rm",
-        ChannelOp::Delete => "del",
-        ChannelOp::Watch { start: true, .. } => "ws",
-        ChannelOp::Watch { start: false, .. } => "we",
-    };
     let mut args = vec![
         node.to_string(),
         registration.incarnation.to_string(),
         retention.to_string(),
         delta.cid.to_string(),
         delta.at.to_string(),
-        op.to_string(),
+        op_name(&delta.op).to_string(),
         registration.epoch.clone(),
         watches_prefix.to_string(),
     ];
@@ -439,11 +448,7 @@ pub fn channel_args(
         ChannelOp::Upsert { fields, members, only_if_absent } => {
             args.push(if *only_if_absent { "1" } else { "0" }.to_string());
             args.push(fields.len().to_string());
-            for (field, value) in fields {
-                args.push(field.store_name());
-                args.push(value.clone().unwrap_or_default());
-                args.push(if value.is_some() { "1" } else { "0" }.to_string());
-            }
+            push_field_args(&mut args, fields);
             args.extend(members.iter().map(|m| m.to_string()));
         }
         ChannelOp::RemoveMembers(members) => args.extend(members.iter().map(|m| m.to_string())),

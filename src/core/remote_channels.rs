@@ -169,18 +169,21 @@ impl State {
         for id in watchers {
             *want.entry(self.get_or_create_user(id, now).0).or_default() += 1;
         }
-        let have: Vec<(UserIdx, u32)> = self
-            .channel(ch)
-            .watching_users
-            .keys()
-            .filter_map(|u| self.remote_watched.get(u).and_then(|chs| chs.get(&ch)).map(|&n| (*u, n)))
-            .collect();
-        for (u, n) in have {
+        for (u, n) in self.remote_watchers_of(ch) {
             *want.entry(u).or_default() -= i64::from(n);
         }
         for (u, by) in want {
             self.remote_watchers_changed(now, ch, u, by);
         }
+    }
+
+    /// The users watching channel `ch` from other nodes, with their watching connections.
+    /// O(users watching).
+    fn remote_watchers_of(&self, ch: ChannelIdx) -> Vec<(UserIdx, u32)> {
+        let watching = self.channel(ch).watching_users.keys();
+        watching
+            .filter_map(|u| self.remote_watched.get(u).and_then(|chs| chs.get(&ch)).map(|&n| (*u, n)))
+            .collect()
     }
 
     /// Adds (`by` > 0) or removes watching connections of user `u` on other nodes, one
@@ -296,13 +299,7 @@ impl State {
     /// O(members × presence watchers + watchers).
     fn clear_channel(&mut self, ch: ChannelIdx, drop: impl Fn(ConnectionId) -> bool) -> bool {
         self.drop_own_watchers(ch, drop);
-        let remote: Vec<(UserIdx, u32)> = self
-            .channel(ch)
-            .watching_users
-            .keys()
-            .filter_map(|u| self.remote_watched.get(u).and_then(|chs| chs.get(&ch)).map(|&n| (*u, n)))
-            .collect();
-        for (u, n) in remote {
+        for (u, n) in self.remote_watchers_of(ch) {
             self.remote_watchers_changed_silently(ch, u, n);
         }
         let channel = self.channel_mut(ch);

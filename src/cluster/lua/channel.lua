@@ -12,12 +12,9 @@
 -- `w:<node#incarnation>:<connection>` -> user id. Answers {n} for a logged change,
 -- {'skip'} for a change that changed nothing, {'epoch'} or {'fenced'} when refused.
 local node, inc, cid, op = ARGV[1], ARGV[2], ARGV[4], ARGV[6]
-if redis.call('GET', KEYS[6]) ~= ARGV[7] then
-  return {'epoch'}
-end
-local fenced = redis.call('HGET', KEYS[5], node)
-if fenced and tonumber(fenced) >= tonumber(inc) then
-  return {'fenced'}
+local refused = refusal(KEYS[6], ARGV[7], KEYS[5], node, inc)
+if refused then
+  return refused
 end
 local me = node .. '#' .. inc
 local existed = redis.call('EXISTS', KEYS[1]) == 1

@@ -46,3 +46,17 @@ end
 local function split_watcher(field)
   return string.match(field, '^w:(.*):(%d+)$')
 end
+
+-- Refuses a write of an incarnation of a store that lost its data (or a node that has not
+-- noticed yet: it must register anew first) and of a fenced incarnation. Answers the
+-- refusal, or nil.
+local function refusal(epoch_key, epoch, fence_key, node, inc)
+  if redis.call('GET', epoch_key) ~= epoch then
+    return {'epoch'}
+  end
+  local fenced = redis.call('HGET', fence_key, node)
+  if fenced and tonumber(fenced) >= tonumber(inc) then
+    return {'fenced'}
+  end
+  return nil
+end
