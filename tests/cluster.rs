@@ -1,7 +1,8 @@
 //! Cluster mode against a real `redis-server` the tests start on a free loopback port:
 //! presence merged across nodes, node loss (SIGKILL) and fencing, store restarts and
-//! pauses, readers that fall behind the log, ordering, invisibility, and random
-//! operations on three node processes compared with one engine.
+//! pauses, readers that fall behind the log, ordering, invisibility, channels, members and
+//! watchers shared by every node, and random operations on three node processes compared
+//! with one engine.
 #![cfg(feature = "cluster")]
 mod common;
 #[path = "../src/cluster/testing.rs"]
@@ -265,6 +266,18 @@ fn child_node() {
                 connections.push(c);
                 engine.watch_channel(c, cid, false).map(|_| c.0.to_string()).unwrap_or_else(|e| e.to_string())
             }
+            ["create", cid] => engine
+                .upsert_channel_json(&format!(r#"{{"cid":"{cid}"}}"#))
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            ["members", cid, op, ids @ ..] => {
+                let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+                let done = match *op {
+                    "add" => engine.add_members(cid, &ids),
+                    _ => engine.remove_members(cid, &ids),
+                };
+                done.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
+            }
             ["channel", cid] => {
                 let known = engine.query_channels(
                     ConnectionId::HOST,
@@ -282,7 +295,7 @@ fn child_node() {
 }
 
 /// Every user as the host sees them, one line, sorted: id, connected, public online,
-/// status, invisible, custom fields.
+/// status, invisible, custom fields; then every channel (members, watchers, count).
 fn dump(engine: &Engine) -> String {
     let all = engine
         .query_users(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"id","direction":1}]}"#)
@@ -299,6 +312,13 @@ fn dump(engine: &Engine) -> String {
             snap.invisible,
             snap.custom.as_ref().map_or("{}".to_string(), |c| serde_json::to_string(&**c).unwrap())
         ));
+    }
+    let channels = engine
+        .query_channels_answer(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"cid","direction":1}]}"#)
+        .unwrap();
+    for state in &channels.channels {
+        let cid = &state.channel.cid;
+        out.push(format!("{cid}: {}", channel_line(engine, cid).unwrap()));
     }
     out.join(",")
 }
@@ -623,9 +643,23 @@ fn a_reader_paused_past_the_log_retention_rebuilds_from_a_snapshot() {
 fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
     let _serial = serial();
     let Some(server) = start_redis() else { return };
-    let mut nodes: Vec<ChildNode> =
-        ["n0", "n1", "n2"].iter().map(|n| ChildNode::start(&server, n, "random")).collect();
-    let single = Engine::from_json(None).unwrap();
+    // Nobody polls: without queues, watchers are not closed as slow consumers.
+    let unqueued = |name: &str| {
+        let config = cluster_config(&server.url(), name, "random", LEASE_MS, "");
+        ChildNode::start_config(&format!(r#"{{"connection_queue_capacity":0,{}"#, &config[1..]))
+    };
+    let mut nodes: Vec<ChildNode> = ["n0", "n1", "n2"].into_iter().map(unqueued).collect();
+    let single = Engine::from_json(Some(r#"{"connection_queue_capacity":0}"#)).unwrap();
+    let cids = ["room:a", "room:b", "room:c"];
+    for cid in cids {
+        assert_eq!(nodes[0].call(&format!("create {cid}")), "ok");
+        single.upsert_channel_json(&format!(r#"{{"cid":"{cid}"}}"#)).unwrap();
+    }
+    for node in &mut nodes {
+        wait_until("every node knows the channels", Duration::from_secs(5), || {
+            cids.iter().all(|cid| node.call(&format!("channel {cid}")) == "known")
+        });
+    }
     let mut rng = Rng::seeded();
     eprintln!("random operations seeded with {}", rng.0);
     // (node, connection id on that node, connection on the single engine, user)
@@ -638,7 +672,27 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         let owner = shard_of(&user) as usize % 3;
         // Fewer connections per user than one engine's max_connections_per_user.
         let held = open.iter().filter(|(_, _, _, u)| *u == user).count();
-        match rng.below(5) {
+        let cid = cids[rng.below(3)];
+        // Member changes of a channel go through one node too.
+        let channel_owner = shard_of(cid) as usize % 3;
+        match rng.below(8) {
+            5 => {
+                if nodes[channel_owner].call(&format!("members {cid} add {user}")) == "ok" {
+                    single.add_members(cid, &[user.clone()]).unwrap();
+                }
+            }
+            6 => {
+                if nodes[channel_owner].call(&format!("members {cid} remove {user}")) == "ok" {
+                    single.remove_members(cid, &[user.clone()]).unwrap();
+                }
+            }
+            7 if held < 20 => {
+                let n = rng.below(3);
+                let id = nodes[n].call(&format!("watch {user} {cid}"));
+                let c = single.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
+                single.watch_channel(c, cid, false).unwrap();
+                open.push((n, id, c, user));
+            }
             0 | 1 if held < 20 => {
                 let n = rng.below(3);
                 let id = nodes[n].call(&format!("connect {user}"));
@@ -668,6 +722,7 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         ops += 1;
     }
     let expected = dump(&single);
+    assert!(expected.contains("room:a: members"), "channels are compared: {expected}");
     for node in &mut nodes {
         wait_until("every node answers like one engine", Duration::from_secs(10), || {
             node.call("dump") == expected
