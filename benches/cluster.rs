@@ -67,7 +67,8 @@ fn latencies(from: &Engine, to: &Engine, samples: usize, prefix: &str) -> Vec<Du
                 let _ = tx.send((user.id.to_string(), Instant::now()));
             }
         }
-    });
+    })
+    .expect("a known event type");
     let mut out = Vec::with_capacity(samples);
     for i in 0..samples {
         let id = format!("{prefix}{i}");

@@ -130,7 +130,11 @@ fn main() {
     loaded.load(&path).unwrap();
     let load_time = Times { wall: t.elapsed(), cpu: thread_cpu() - cpu };
     let load_peak = peak() - before;
-    assert_eq!(loaded.counts(), (users, 0, channels), "the snapshot loads back complete");
+    assert_eq!(
+        loaded.counts(),
+        presence::Counts { users, connections: 0, channels },
+        "the snapshot loads back complete"
+    );
 
     if !full {
         println!("persist smoke run: {users} users saved and loaded back");

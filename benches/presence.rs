@@ -17,6 +17,8 @@
 mod alloc;
 #[path = "presence/baseline.rs"]
 mod baseline;
+#[path = "presence/dispatch.rs"]
+mod dispatch;
 #[path = "presence/report.rs"]
 mod report;
 #[path = "presence/rng.rs"]
@@ -68,6 +70,8 @@ pub struct Params {
     pub w8_changes: usize,
     /// Channel counts N for the teardown rows (the last is compared with the first).
     pub w9_sizes: Vec<usize>,
+    pub w10_deliveries: usize,
+    pub w10_listeners: usize,
 }
 
 impl Params {
@@ -106,6 +110,8 @@ impl Params {
                 w8_drain_rounds: 2,
                 w8_changes: 200,
                 w9_sizes: vec![100, 1000],
+                w10_deliveries: 2000,
+                w10_listeners: 100,
             };
         }
         let s = |n: usize, min: usize| ((n as f64 * scale).round() as usize).max(min);
@@ -145,6 +151,8 @@ impl Params {
             w8_drain_rounds: 30,
             w8_changes: s(200_000, 2000),
             w9_sizes: vec![s(10_000, 100), s(100_000, 1000)],
+            w10_deliveries: s(2_000_000, 20_000),
+            w10_listeners: 10_000,
         }
     }
 }
@@ -164,8 +172,8 @@ fn main() {
             .split(',')
             .filter(|w| !w.trim().is_empty())
             .map(|w| match w.trim().parse::<u8>() {
-                Ok(n @ 1..=9) => n,
-                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=9, got {v:?}"),
+                Ok(n @ 1..=10) => n,
+                _ => panic!("PRESENCE_BENCH_ONLY lists workloads 1..=10, got {v:?}"),
             })
             .collect();
     }

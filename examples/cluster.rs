@@ -69,18 +69,20 @@ fn run_node(name: &str, url: &str) {
     );
     let engine = Engine::from_json(Some(&config)).expect("cluster config");
     let me = name.to_string();
-    engine.add_listener(ListenerFilter::all(), move |e| match &e.kind {
-        EventKind::PresenceChanged { user } => println!(
-            "[{me}] {} is {}",
-            user.id,
-            if user.online(presence::View::Public) { "online" } else { "offline" }
-        ),
-        EventKind::ConnectionClosed { user, reason, connection } => {
-            println!("[{me}] connection {connection} of {} closed: {}", user.id, reason.as_str())
-        }
-        EventKind::ClusterStatus { status, .. } => println!("[{me}] link {status}"),
-        _ => {}
-    });
+    engine
+        .add_listener(ListenerFilter::all(), move |e| match &e.kind {
+            EventKind::PresenceChanged { user } => println!(
+                "[{me}] {} is {}",
+                user.id,
+                if user.online(presence::View::Public) { "online" } else { "offline" }
+            ),
+            EventKind::ConnectionClosed { user, reason, connection } => {
+                println!("[{me}] connection {connection} of {} closed: {}", user.id, reason.as_str())
+            }
+            EventKind::ClusterStatus { status, .. } => println!("[{me}] link {status}"),
+            _ => {}
+        })
+        .expect("listen to every event");
     let mut held = Vec::new();
     for line in BufReader::new(std::io::stdin()).lines() {
         let line = line.unwrap();

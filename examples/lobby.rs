@@ -157,19 +157,19 @@ fn main() -> presence::Result<()> {
     let per_kind: Mutex<BTreeMap<(&str, &str), u32>> = Mutex::new(BTreeMap::new());
     engine.add_listener(ListenerFilter::all(), move |event| {
         let (kind, line) = match &event.kind {
-            EventKind::PresenceChanged { .. } => {
+            EventKind::PresenceChanged { user } => {
                 count.fetch_add(1, Ordering::Relaxed);
-                let user = event.user();
                 let seen = if user.online(View::Public) { "online " } else { "offline" };
                 let status = user.status.as_deref().map(|s| format!("  status: {s}")).unwrap_or_default();
                 let hidden =
                     if user.invisible && user.connected { "  (invisible, still connected)" } else { "" };
                 (seen, format!("{:<14} {seen}{status}{hidden}", user.id))
             }
-            EventKind::ConnectionClosed { connection, reason, .. } if *reason != CloseReason::Disconnect => (
-                "closed",
-                format!("{:<14} connection {connection} closed: {}", event.user().id, reason.as_str()),
-            ),
+            EventKind::ConnectionClosed { connection, reason, user }
+                if *reason != CloseReason::Disconnect =>
+            {
+                ("closed", format!("{:<14} connection {connection} closed: {}", user.id, reason.as_str()))
+            }
             _ => return,
         };
         let call = CALL.with(Cell::get);
@@ -181,7 +181,7 @@ fn main() -> presence::Result<()> {
         } else {
             skipped.fetch_add(1, Ordering::Relaxed);
         }
-    });
+    })?;
 
     let ids: Vec<String> = players.iter().map(|p| p.name.clone()).collect();
     engine.upsert_channel_json(r#"{"type":"lobby","id":"main","name":"Main lobby"}"#)?;
@@ -264,7 +264,7 @@ fn main() -> presence::Result<()> {
             }
         }
         calling("tick");
-        engine.tick();
+        engine.tick()?;
         engine.heartbeat(bot)?;
         loop {
             let batch = engine.poll_events(bot, 256)?;

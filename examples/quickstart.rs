@@ -5,9 +5,11 @@ fn main() -> presence::Result<()> {
     let engine = Engine::from_json(Some(r#"{"clock":"manual","start_time_ms":1546867062375}"#))?;
     let changes = ListenerFilter::event_type("user.presence.changed");
     engine.add_listener(changes, |event| {
-        let state = if event.user().online(View::Public) { "online" } else { "offline" };
-        println!("{} is now {state}", event.user_id());
-    });
+        if let Some(user) = event.user() {
+            let state = if user.online(View::Public) { "online" } else { "offline" };
+            println!("{} is now {state}", user.id);
+        }
+    })?;
     engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
     let bob = engine.connect_json(r#"{"id":"bob"}"#)?;
     // bob follows the presence of every member of the team.

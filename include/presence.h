@@ -223,14 +223,15 @@ typedef struct PresenceEvent {
 /**
  * A callback. `user_data` is the pointer given at registration, passed back untouched;
  * `event` is valid only during the call. Callbacks run on the thread that caused the
- * events (immediate dispatch; when two threads race, whichever dispatches first delivers
- * the events of both, in order) or that calls `presence_pump` (manual dispatch), never
- * while the engine holds its lock, never concurrently with another callback of the same
- * engine, in `seq` order. A callback may call any function of the engine except
- * `presence_engine_free` on it; events it causes are delivered after the current one.
- * While it runs, a call on another thread that emits events waits for the dispatch to
- * finish, so a callback must not block waiting for another thread that calls into the
- * same engine (for example on a host mutex that thread holds): that would deadlock.
+ * events (immediate dispatch; if another thread is delivering at that moment, that
+ * thread delivers them, in order, and the call returns without waiting) or that calls
+ * `presence_pump` (manual dispatch), never while the engine holds its lock, never
+ * concurrently with another callback of the same engine, in `seq` order. A call delivers
+ * at most what it caused plus a bounded number more (1024 items); the rest waits for the
+ * next call or `presence_pump`. A callback may call any function of the engine except
+ * `presence_engine_free` on it (refused, see there); events it causes are delivered after
+ * the current one. No call waits for another thread's callbacks, except
+ * `presence_remove_listener` for a call of the listener it removes.
  * It must not longjmp out of the callback, and must not let a C++ exception escape it
  * (wrap its body in try/catch): an exception reaching the engine aborts the process.
  */
@@ -311,6 +312,10 @@ typedef struct PresenceEventInfo {
    * The event type's name ("user.presence.changed", ...), a static string.
    */
   const char *type_name;
+  /**
+   * For "engine.overflow": how many host deliveries were discarded; 0 for other events.
+   */
+  uint64_t dropped;
 } PresenceEventInfo;
 
 /**
@@ -409,8 +414,10 @@ enum PresenceResult presence_engine_new(const char *config_json, struct Presence
 /**
  * Destroys an engine and every listener registered on it (their `user_data` is not
  * touched: it stays the caller's to release). NULL is accepted and ignored. No other
- * thread may be using the engine, and it must not be called from one of the engine's own
- * callbacks; the handle is invalid afterwards.
+ * thread may be using the engine. Called from one of the engine's own callbacks it
+ * refuses: the engine stays alive and usable, and `presence_last_error` on the calling
+ * thread says why (free it after the callback returns). The handle is invalid
+ * afterwards otherwise.
  */
 void presence_engine_free(struct PresenceEngine *engine);
 
@@ -646,9 +653,11 @@ enum PresenceResult presence_add_delivery_listener(struct PresenceEngine *engine
 
 /**
  * Removes a listener. Once this returns its callback is never called again, even for an
- * event being dispatched right now (if another thread is inside the callback, this waits
- * for that call to return); a callback may remove itself. The listener's `user_data` is
- * the caller's to release afterwards.
+ * event being dispatched right now: if another thread is inside this listener's callback,
+ * this waits for that one call to return (never for other callbacks, never from inside
+ * a callback of this engine). A callback may remove itself. The listener's `user_data`
+ * is the caller's to release afterwards. Where waiting could deadlock (the caller holds
+ * a lock the callback takes), use `presence_remove_listener_nowait`.
  *
  * Errors: NULL (`engine`), NOT_FOUND (an unknown or already removed id, or 0). Any
  * thread, including from a callback.
@@ -679,6 +688,18 @@ enum PresenceResult presence_poll_events(struct PresenceEngine *engine,
  * of callbacks that ran. Errors: NULL (`engine`). Any thread.
  */
 enum PresenceResult presence_pump(struct PresenceEngine *engine, uint32_t *out_delivered);
+
+/**
+ * Removes a listener without waiting (ABI version 2): no call of it starts after this
+ * returns, but a call already running on another thread may still be running; it is the
+ * last. Safe to call while holding a lock the callback takes. Release `user_data` only
+ * once that call can no longer be running (for example after the next dispatch ends).
+ *
+ * Errors: NULL (`engine`), NOT_FOUND (an unknown or already removed id, or 0). Any
+ * thread, including from a callback.
+ */
+enum PresenceResult presence_remove_listener_nowait(struct PresenceEngine *engine,
+                                                    PresenceListenerId id);
 
 /**
  * Creates an empty batch (it allocates as it first fills). `out` is required and
@@ -825,7 +846,8 @@ enum PresenceResult presence_get_user_presence(struct PresenceEngine *engine,
 
 /**
  * Applies everything due at the engine's current time: heartbeat timeouts, offline-grace
- * expiry and `last_active` refresh. Errors: NULL (`engine`). Any thread, including from
+ * expiry and `last_active` refresh. Errors: NULL (`engine`), STATE (a poisoned engine).
+ * Any thread, including from
  * a callback.
  */
 enum PresenceResult presence_tick(struct PresenceEngine *engine);

@@ -137,6 +137,15 @@ pub struct Config {
     /// file is parsed as it is read, so `load` needs memory in proportion to the file, not
     /// to this limit.
     pub max_snapshot_bytes: u64,
+    /// Integer, items; default `65536`; range 1 to 4294967295.
+    ///
+    /// How many host deliveries (calls of host and delivery listeners) may wait for dispatch:
+    /// in manual dispatch until the next `pump`, in immediate dispatch past a call's delivery
+    /// budget. When more are waiting, the oldest are discarded, and the next dispatch first
+    /// delivers one `engine.overflow` event (host listeners only) with `dropped`, the number
+    /// discarded, so nothing is dropped silently. It also bounds an `events` receiver: a
+    /// consumer that falls this far behind is cut off. Per-connection queues are not affected.
+    pub pending_dispatch_capacity: u32,
     /// Object or absent (default: absent, a single engine).
     ///
     /// Cluster mode: several engines share one presence through Redis or Valkey. Keys:
@@ -293,6 +302,7 @@ impl Default for Config {
             query_limit_max: 100,
             query_budget: QueryBudget::default(),
             max_snapshot_bytes: 1 << 30,
+            pending_dispatch_capacity: 65_536,
             cluster: None,
         }
     }
@@ -322,6 +332,9 @@ impl Config {
         }
         if self.query_limit_max == 0 {
             return Err(Error::invalid("config: query_limit_max must be > 0"));
+        }
+        if self.pending_dispatch_capacity == 0 {
+            return Err(Error::invalid("config: pending_dispatch_capacity must be > 0"));
         }
         check_millis("config: start_time_ms", self.start_time_ms)?;
         if self.max_snapshot_bytes == 0 {

@@ -131,6 +131,13 @@ pub enum EventKind {
         /// Why it ended.
         reason: CloseReason,
     },
+    /// Host deliveries waiting for dispatch passed `pending_dispatch_capacity`; the
+    /// oldest `dropped` were discarded. Host listeners only; its `seq` is that of the
+    /// newest discarded event, so each listener's stream stays in `seq` order.
+    EngineOverflow {
+        /// How many host deliveries were discarded.
+        dropped: u64,
+    },
     /// Cluster mode, host listeners only: the link to the shared store went `up` or
     /// `down`, or this node was declared dead and re-announced itself (`fenced`).
     ClusterStatus {
@@ -141,42 +148,19 @@ pub enum EventKind {
     },
 }
 
-/// The user of events about no user (`cluster.status`): the empty id, never a real one.
-fn no_user() -> &'static UserSnapshot {
-    static NO_USER: std::sync::OnceLock<UserSnapshot> = std::sync::OnceLock::new();
-    NO_USER.get_or_init(|| UserSnapshot {
-        id: Arc::from(""),
-        status: None,
-        custom: None,
-        invisible: false,
-        connected: false,
-        last_active: None,
-        created_at: 0,
-        updated_at: 0,
-    })
-}
-
 /// The one list of event types: each `EventKind` variant, its stable number and its wire
-/// name, then the types numbered here whose events are emitted elsewhere (they carry no
-/// `EventKind` payload of their own yet). `EventKind::TYPES`, `type_name` and
-/// `type_number` come from here (a variant missing from the list does not build); a test
-/// checks the bindings' lists against it.
+/// name. `EventKind::TYPES`, `type_name` and `type_number` come from here (a variant missing
+/// from the list does not build); a test checks the bindings' lists against it.
 macro_rules! event_types {
-    (
-        $($kind:ident = $number:literal, $name:literal;)*
-        [numbered only] $($other_number:literal, $other_name:literal;)*
-        [then] $($later:ident = $later_number:literal, $later_name:literal;)*
-    ) => {
+    ($($kind:ident = $number:literal, $name:literal;)*) => {
         impl EventKind {
             /// Every event type as (stable number, wire name), in numeric order.
-            pub const TYPES: &'static [(u32, &'static str)] =
-                &[$(($number, $name),)* $(($other_number, $other_name),)* $(($later_number, $later_name),)*];
+            pub const TYPES: &'static [(u32, &'static str)] = &[$(($number, $name),)*];
 
             /// The wire name, such as `user.presence.changed`.
             pub fn type_name(&self) -> &'static str {
                 match self {
                     $(EventKind::$kind { .. } => $name,)*
-                    $(EventKind::$later { .. } => $later_name,)*
                 }
             }
 
@@ -184,7 +168,6 @@ macro_rules! event_types {
             pub(crate) fn type_name_nul(&self) -> &'static str {
                 match self {
                     $(EventKind::$kind { .. } => concat!($name, "\0"),)*
-                    $(EventKind::$later { .. } => concat!($later_name, "\0"),)*
                 }
             }
 
@@ -192,7 +175,6 @@ macro_rules! event_types {
             pub fn type_number(&self) -> u32 {
                 match self {
                     $(EventKind::$kind { .. } => $number,)*
-                    $(EventKind::$later { .. } => $later_number,)*
                 }
             }
         }
@@ -207,9 +189,7 @@ event_types! {
     MemberAdded = 5, "member.added";
     MemberRemoved = 6, "member.removed";
     ConnectionClosed = 7, "connection.closed";
-    [numbered only]
-    8, "engine.overflow";
-    [then]
+    EngineOverflow = 8, "engine.overflow";
     ClusterStatus = 9, "cluster.status";
 }
 
@@ -342,9 +322,9 @@ impl Event {
         self.kind.type_name()
     }
 
-    /// The user the event is about; for `cluster.status`, which is about no user, a user
-    /// with the empty id.
-    pub fn user(&self) -> &UserSnapshot {
+    /// The user the event is about; `None` only for events about the engine itself
+    /// (`engine.overflow`, `cluster.status`), which reach host listeners only: every delivery has a user.
+    pub fn user(&self) -> Option<&UserSnapshot> {
         match &self.kind {
             EventKind::PresenceChanged { user }
             | EventKind::UserUpdated { user }
@@ -352,14 +332,14 @@ impl Event {
             | EventKind::WatchingStop { user, .. }
             | EventKind::MemberAdded { user, .. }
             | EventKind::MemberRemoved { user, .. }
-            | EventKind::ConnectionClosed { user, .. } => user,
-            EventKind::ClusterStatus { .. } => no_user(),
+            | EventKind::ConnectionClosed { user, .. } => Some(user),
+            EventKind::EngineOverflow { .. } | EventKind::ClusterStatus { .. } => None,
         }
     }
 
-    /// The id of the user the event is about (empty for `cluster.status`).
-    pub fn user_id(&self) -> &str {
-        &self.user().id
+    /// The id of the user the event is about (see [`Event::user`]).
+    pub fn user_id(&self) -> Option<&str> {
+        self.user().map(|u| &*u.id)
     }
 
     /// The channel the event is about, if any.
@@ -435,6 +415,9 @@ impl Serialize for EventView<'_> {
                 m.serialize_entry("user_id", &*u.id)?;
                 m.serialize_entry("reason", reason.as_str())?;
             }
+            EventKind::EngineOverflow { dropped } => {
+                m.serialize_entry("dropped", dropped)?;
+            }
             EventKind::ClusterStatus { status, node_id } => {
                 m.serialize_entry("status", status)?;
                 m.serialize_entry("node_id", &**node_id)?;
@@ -469,9 +452,18 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The user the delivered event is about: every delivery has one (events about the
+    /// engine itself reach host listeners only).
+    pub fn user(&self) -> &UserSnapshot {
+        self.event.user().expect("deliveries are made of events about a user")
+    }
+    /// The id of [`Delivery::user`].
+    pub fn user_id(&self) -> &str {
+        &self.user().id
+    }
     /// The user's `online` flag as the recipient sees it.
     pub fn online(&self) -> bool {
-        self.event.user().online(self.view)
+        self.user().online(self.view)
     }
     /// The delivered event as JSON, with `connection_id`.
     pub fn to_value(&self) -> Value {

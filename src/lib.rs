@@ -52,8 +52,11 @@ mod replication;
 pub mod time;
 pub mod user;
 
+pub use answer::{ChannelSnapshot, ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
+pub use channel::ChannelPatch;
 pub use config::{Clock, ClusterConfig, Config, Dispatch, QueryBudget};
-pub use engine::{Engine, ListenerFilter, ListenerId};
+pub use crossbeam_channel::Receiver;
+pub use engine::{Counts, Engine, ListenerFilter, ListenerId, ListenerPanics, EXTRA_ITEMS};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
 pub use user::{UserPatch, UserSnapshot, View};

@@ -69,7 +69,7 @@ fn presence_lines(engine: &Engine, c: ConnectionId) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|d| d.event.type_name() == "user.presence.changed")
-        .map(|d| format!("{} {}", d.event.user_id(), if d.online() { "online" } else { "offline" }))
+        .map(|d| format!("{} {}", d.user_id(), if d.online() { "online" } else { "offline" }))
         .collect()
 }
 
@@ -130,7 +130,8 @@ fn a_thousand_status_changes_arrive_in_order() {
         if let EventKind::PresenceChanged { user } = &e.kind {
             s.lock().unwrap().push(user.status.as_deref().unwrap_or_default().to_string());
         }
-    });
+    })
+    .unwrap();
     for i in 0..1000 {
         a.set_status("alice", Some(&format!("s{i}"))).unwrap();
     }
@@ -447,9 +448,10 @@ fn a_killed_node_s_users_go_offline_everywhere_with_node_lost() {
     let c = closes.clone();
     a.add_listener(ListenerFilter::event_type("connection.closed"), move |e: &Event| {
         if let EventKind::ConnectionClosed { reason, .. } = &e.kind {
-            c.lock().unwrap().push(format!("{} {}", e.user_id(), reason.as_str()));
+            c.lock().unwrap().push(format!("{} {}", e.user_id().unwrap(), reason.as_str()));
         }
-    });
+    })
+    .unwrap();
     let mut child = ChildNode::start(&server, "b", "kill");
     child.call("connect bob");
     child.call("connect bob");
@@ -521,11 +523,13 @@ fn a_node_that_returns_after_being_declared_dead_is_fenced_and_converges() {
 fn link_events(engine: &Engine) -> Arc<Mutex<Vec<String>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    engine.add_listener(ListenerFilter::event_type("cluster.status"), move |e: &Event| {
-        if let EventKind::ClusterStatus { status, .. } = &e.kind {
-            s.lock().unwrap().push(status.to_string());
-        }
-    });
+    engine
+        .add_listener(ListenerFilter::event_type("cluster.status"), move |e: &Event| {
+            if let EventKind::ClusterStatus { status, .. } = &e.kind {
+                s.lock().unwrap().push(status.to_string());
+            }
+        })
+        .unwrap();
     seen
 }
 
@@ -752,6 +756,7 @@ fn an_unreachable_store_is_reported_and_local_service_goes_on() {
         (Some("cluster"), Some("a"), Some("down"))
     );
     assert!(engine.user("alice").unwrap().online(View::Public));
+    assert!(!statuses.lock().unwrap().iter().any(|s| s == "up"), "{:?}", statuses.lock().unwrap());
     engine.disconnect(alice).unwrap();
     // The store is the source of truth in cluster mode: load is refused.
     let err = engine.load("/nonexistent/snapshot.json").unwrap_err();

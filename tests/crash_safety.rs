@@ -13,6 +13,7 @@
 mod common;
 
 use common::Rng;
+use presence::Counts;
 use presence::{ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -81,7 +82,7 @@ fn temp_file_exists(dir: &Path) -> bool {
 fn load_generation(path: &Path) -> Result<u64, String> {
     let e = Engine::from_json(None).unwrap();
     e.load(path).map_err(|err| format!("load failed: {err}"))?;
-    let (users, connections, channels) = e.counts();
+    let Counts { users, connections, channels } = e.counts();
     if (users, connections, channels) != (USERS + 2, 0, CHANNELS + 1) {
         return Err(format!("wrong counts {:?}", (users, connections, channels)));
     }
@@ -473,7 +474,7 @@ fn random_byte_corruption_never_half_loads() {
             Ok(()) => {
                 loaded += 1;
                 // Whatever loaded is a usable engine.
-                let (_, connections, _) = target.counts();
+                let connections = target.counts().connections;
                 assert_eq!(connections, 0);
                 target.connect_json(r#"{"id":"probe"}"#).unwrap();
             }

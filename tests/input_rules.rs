@@ -6,7 +6,7 @@ mod common;
 use common::{manual_engine, Recorder, MINUTE};
 use presence::error::MAX_MESSAGE_BYTES;
 use presence::ffi::{presence_engine_free, presence_engine_new, presence_get_user, presence_last_error};
-use presence::{ConnectionId, ErrorKind};
+use presence::{ConnectionId, Counts, ErrorKind};
 use std::ffi::{CStr, CString};
 use std::ptr;
 
@@ -90,7 +90,7 @@ fn ids_with_format_characters_are_invalid_everywhere() {
         }
     }
     // Nothing was created: one user, one channel.
-    assert_eq!(e.counts(), (1, 1, 1));
+    assert_eq!(e.counts(), Counts { users: 1, connections: 1, channels: 1 });
     // Letters from other scripts and emoji without joiners stay valid.
     for id in ["Ålice", "игрок", "プレイヤー", "😀"] {
         e.connect_json(&serde_json::json!({"id": id}).to_string()).unwrap();
@@ -110,16 +110,16 @@ fn durations_beyond_i64_mean_never_and_never_wrap() {
         let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
         e.connect_json(r#"{"id":"bob"}"#).unwrap();
         let last_active = e.get_user(ConnectionId::HOST, "alice").unwrap()["last_active"].clone();
-        e.tick();
+        e.tick().unwrap();
         e.set_time(FAR).unwrap();
-        e.tick();
+        e.tick().unwrap();
         // No timeout, no refresh.
-        assert_eq!(e.counts().1, 2, "{never}: a connection was closed");
+        assert_eq!(e.counts().connections, 2, "{never}: a connection was closed");
         assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["last_active"], last_active);
         // A grace without end: still online after the last connection closed.
         e.disconnect(alice).unwrap();
         e.set_time(FAR + 365 * 24 * 60 * MINUTE).unwrap();
-        e.tick();
+        e.tick().unwrap();
         assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["online"], true, "{never}");
         assert_eq!(
             host.take(),
@@ -140,9 +140,9 @@ fn a_deadline_that_overflows_the_clock_is_never() {
     );
     let alice = e.connect_json(r#"{"id":"alice"}"#).unwrap();
     e.set_time(FAR).unwrap();
-    e.tick();
+    e.tick().unwrap();
     e.disconnect(alice).unwrap();
-    e.tick();
+    e.tick().unwrap();
     assert_eq!(e.get_user(ConnectionId::HOST, "alice").unwrap()["online"], true);
 }
 

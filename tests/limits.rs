@@ -11,6 +11,7 @@
 //!   before and after.
 //! - Input rules hold for the typed Rust API as well as for JSON.
 use presence::channel::ChannelPatch;
+use presence::Counts;
 use presence::{
     CloseReason, ConnectionId, Delivery, Engine, ErrorKind, Event, EventKind, ListenerFilter, UserPatch,
 };
@@ -32,7 +33,7 @@ fn engine(config: Value) -> (Engine, Recorder) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let deliveries = Arc::new(Mutex::new(Vec::new()));
     let ev = events.clone();
-    e.add_listener(ListenerFilter::all(), move |x| ev.lock().unwrap().push(Arc::new(x.clone())));
+    e.add_listener(ListenerFilter::all(), move |x| ev.lock().unwrap().push(Arc::new(x.clone()))).unwrap();
     let dv = deliveries.clone();
     e.add_delivery_listener(move |d| dv.lock().unwrap().push(d.clone()));
     (e, Recorder { events, deliveries })
@@ -61,7 +62,7 @@ fn dump(e: &Engine, conns: &[ConnectionId]) -> Value {
             })
         })
         .collect();
-    let (users, connections, channels) = e.counts();
+    let Counts { users, connections, channels } = e.counts();
     json!({"views": views, "counts": [users, connections, channels]})
 }
 
@@ -76,7 +77,7 @@ fn probe_subscriptions(e: &Engine, c: ConnectionId, users: &[&str], tag: &str) -
         .unwrap()
         .into_iter()
         .filter(|d| d.event.type_name() == "user.presence.changed")
-        .map(|d| d.event.user_id().to_owned())
+        .map(|d| d.user_id().to_owned())
         .collect()
 }
 
@@ -132,14 +133,14 @@ fn a_queue_that_is_never_drained_closes_its_connection_at_capacity() {
     assert_eq!(peek.len(), 1);
     // One slot free again; fill it, then overflow.
     e.set_status("busy", Some("fill")).unwrap();
-    assert_eq!(e.counts().1, 3, "still open at exactly capacity");
+    assert_eq!(e.counts().connections, 3, "still open at exactly capacity");
     e.set_status("busy", Some("overflow")).unwrap();
 
     // Closed as a slow consumer; the queue is gone.
     let err = e.poll_events(lazy, usize::MAX).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(e.get_user(ConnectionId::HOST, "lazy").unwrap()["online"], json!(false));
-    assert_eq!(e.counts().1, 2);
+    assert_eq!(e.counts().connections, 2);
     let events = rec.take_events();
     let closed: Vec<_> = events
         .iter()
@@ -198,7 +199,7 @@ fn an_undrained_connection_never_holds_more_than_capacity_under_a_flood() {
     for &c in &sleepers {
         assert_eq!(e.poll_events(c, 1).unwrap_err().kind(), ErrorKind::NotFound);
     }
-    assert_eq!(e.counts().1, 1, "only the reader is left");
+    assert_eq!(e.counts().connections, 1, "only the reader is left");
     assert!(e.poll_events(reader, usize::MAX).is_ok());
 }
 
@@ -213,7 +214,7 @@ fn capacity_zero_disables_queues_without_closing_anyone() {
         e.set_status("b", Some(&i.to_string())).unwrap();
     }
     assert!(e.poll_events(a, usize::MAX).unwrap().is_empty());
-    assert_eq!(e.counts().1, 1);
+    assert_eq!(e.counts().connections, 1);
     // Delivery callbacks still see everything.
     let ds = rec.take_deliveries();
     assert_eq!(ds.iter().filter(|d| d.connection == a).count(), 5000);
@@ -481,11 +482,11 @@ fn tick_at_the_end_of_time_returns() {
             let c = e.connect_json(r#"{"id":"a"}"#).unwrap();
             e.connect_json(r#"{"id":"b"}"#).unwrap();
             e.set_time(presence::time::MAX_MILLIS - 5).unwrap();
-            e.tick();
+            e.tick().unwrap();
             e.set_time(presence::time::MAX_MILLIS).unwrap();
-            e.tick();
+            e.tick().unwrap();
             let _ = e.disconnect(c);
-            e.tick();
+            e.tick().unwrap();
             let v = e.get_user(ConnectionId::HOST, "a").unwrap();
             tx.send(v).unwrap();
         });

@@ -130,7 +130,7 @@ fn apply(e: &Engine, op: &Op, open: &mut Vec<ConnectionId>, now: &mut i64) {
                 Err(err) => assert!(t < *now && err.kind() == ErrorKind::State, "{t}: {err}"),
             }
         }
-        Op::Tick => e.tick(),
+        Op::Tick => e.tick().unwrap(),
         Op::Channel { cid, members, last_message_at, custom } => {
             let mut body =
                 json!({"cid": CIDS[*cid], "members": members.iter().map(|&u| USERS[u]).collect::<Vec<_>>()});
@@ -248,7 +248,7 @@ fn load_during_an_offline_grace_emits_the_offline_event() {
     e.load(&path).unwrap();
     assert_eq!(events.take(), ["user.presence.changed alice offline", "user.presence.changed bob offline"]);
     e.set_time(e.now() + MINUTE).unwrap();
-    e.tick();
+    e.tick().unwrap();
     assert!(events.take().is_empty(), "no grace expires after the load");
 
     // Loading back a snapshot that holds them: the host's view and get_user agree.

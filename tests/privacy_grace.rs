@@ -133,7 +133,7 @@ impl Harness {
                 // The observer stays alive whatever the timeout.
                 e.heartbeat(self.observer).unwrap();
             }
-            Op::Tick => e.tick(),
+            Op::Tick => e.tick().unwrap(),
         }
     }
 
@@ -160,7 +160,7 @@ impl Harness {
             );
             let to_observer: Vec<bool> = delivered
                 .iter()
-                .filter(|d| d.connection == self.observer && d.event.user_id() == u)
+                .filter(|d| d.connection == self.observer && d.user_id() == u)
                 .filter(|d| d.event.type_name() == "user.presence.changed")
                 .map(|d| d.online())
                 .collect();
@@ -169,8 +169,9 @@ impl Harness {
             prop_assert_eq!(to_observer, want, "{}: events to the observer", what);
             let to_host: Vec<(bool, bool)> = host
                 .iter()
-                .filter(|ev| ev.user_id() == u && ev.type_name() == "user.presence.changed")
-                .map(|ev| (ev.user().online(View::Own), ev.user().invisible))
+                .filter(|ev| ev.user_id() == Some(u) && ev.type_name() == "user.presence.changed")
+                .filter_map(|ev| ev.user())
+                .map(|user| (user.online(View::Own), user.invisible))
                 .collect();
             let own_changed = (a.own_online, a.invisible) != (b.own_online, b.invisible);
             let want: Vec<(bool, bool)> =

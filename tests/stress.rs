@@ -196,7 +196,7 @@ impl Worker {
             }),
             14 => self.pick_conn().map_or(Ok(()), |i| self.poll(i)),
             _ => {
-                e.tick();
+                e.tick().unwrap();
                 Ok(())
             }
         }
@@ -307,30 +307,35 @@ fn attach_listeners(e: &Arc<Engine>) -> Observers {
             {
                 let mut s = streams.lock().unwrap();
                 s.host_seqs.push(ev.seq);
+                if ev.user().is_none() {
+                    s.problems.push(format!("unexpected {:?} at {}", ev.kind, ev.seq));
+                }
                 if let EventKind::ConnectionClosed { connection, reason, .. } = &ev.kind {
                     s.closed.insert(connection.0);
                     *s.close_reasons.entry(reason.as_str()).or_default() += 1;
                 }
             }
             if let Some(e) = weak.upgrade() {
-                let _ = e.get_user(ConnectionId::HOST, ev.user_id());
-                if ev.seq % 97 == 0 && ev.user_id() != "echo" {
+                let _ = e.get_user(ConnectionId::HOST, ev.user_id().unwrap_or("echo"));
+                if ev.seq % 97 == 0 && ev.user_id() != Some("echo") {
                     let _ = e.set_status("echo", Some(&ev.seq.to_string()));
                 }
                 reentrant.fetch_add(1, Ordering::Relaxed);
             }
             busy.store(false, Ordering::SeqCst);
-        });
+        })
+        .unwrap();
     }
     {
         let streams = streams.clone();
         e.add_listener(ListenerFilter::user("u0"), move |ev: &Event| {
             let mut s = streams.lock().unwrap();
-            if ev.user_id() != "u0" {
-                s.problems.push(format!("filtered listener got {}", ev.user_id()));
+            if ev.user_id() != Some("u0") {
+                s.problems.push(format!("filtered listener got {:?}", ev.user_id()));
             }
             s.filtered_seqs.push(ev.seq);
-        });
+        })
+        .unwrap();
     }
     {
         let (weak, streams, reentrant, busy, probing) =
@@ -345,7 +350,7 @@ fn attach_listeners(e: &Arc<Engine>) -> Observers {
                 s.delivery_global.push(d.event.seq);
             }
             if let Some(e) = weak.upgrade() {
-                let _ = e.get_user(d.connection, d.event.user_id());
+                let _ = e.get_user(d.connection, d.user_id());
                 if d.event.seq % 13 == 0 && !probing.load(Ordering::SeqCst) {
                     let _ = e.poll_events(d.connection, 1);
                 }
@@ -377,7 +382,7 @@ fn run_threads(e: &Arc<Engine>, run_for: Duration, pump: bool) -> Vec<WorkerResu
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         doing[THREADS].store(1, Ordering::Relaxed);
-                        let id = e.add_listener(ListenerFilter::event_type("user.updated"), |_| {});
+                        let id = e.add_listener(ListenerFilter::event_type("user.updated"), |_| {}).unwrap();
                         std::thread::yield_now();
                         e.remove_listener(id).unwrap();
                     }
@@ -430,7 +435,7 @@ fn live_connections<'a>(e: &Engine, results: &'a [WorkerResult], closed: &BTreeS
         results.iter().flat_map(|r| r.owned.iter()).filter(|c| !closed.contains(&c.id.0)).collect();
     live.sort_by_key(|c| c.id);
     assert_eq!(
-        e.counts().1,
+        e.counts().connections,
         live.len(),
         "live connections: engine vs bookkeeping (closed: {})",
         closed.len()
@@ -536,15 +541,13 @@ fn check_subscriptions(
         e.set_status(u, Some("probe")).unwrap();
     }
     if pump {
-        e.pump();
+        drain(e);
     }
     let mut reached: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for c in live {
         for d in e.poll_events(c.id, usize::MAX).unwrap() {
-            if d.event.type_name() == "user.presence.changed"
-                && d.event.user().status.as_deref() == Some("probe")
-            {
-                reached.entry(c.id.0).or_default().insert(d.event.user_id().to_owned());
+            if d.event.type_name() == "user.presence.changed" && d.user().status.as_deref() == Some("probe") {
+                reached.entry(c.id.0).or_default().insert(d.user_id().to_owned());
             }
         }
     }
@@ -567,7 +570,9 @@ fn check_subscriptions(
     }
 }
 
-/// seq: host stream strictly increasing and gap-free (nothing lost), every other stream
+/// seq: host stream strictly increasing and gap-free (nothing lost: the workloads set
+/// `pending_dispatch_capacity` above what eight threads can leave waiting, so no
+/// `engine.overflow` may appear), every other stream
 /// strictly increasing (per recipient), the global delivery stream never going back.
 fn check_seq_streams(s: &Streams, problems: &mut Vec<String>) {
     let host = &s.host_seqs;
@@ -590,14 +595,21 @@ fn check_seq_streams(s: &Streams, problems: &mut Vec<String>) {
     }
 }
 
+/// Pumps until nothing is waiting for dispatch.
+fn drain(e: &Engine) {
+    while e.pump() > 0 {}
+}
+
 fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
     let e = Arc::new(Engine::from_json(Some(config)).unwrap());
     let observers = attach_listeners(&e);
     e.upsert_user_json(r#"{"id":"echo"}"#).unwrap();
     let results = run_threads(&e, run_for, pump);
-    if pump {
-        e.pump();
-    }
+    // No call waits for another thread's callbacks, so in either mode what the last
+    // calls left (past a dispatching thread's budget) waits for a pump.
+    drain(&e);
+    let panics = e.listener_panics();
+    assert_eq!(panics.count, 0, "listener panics: {:?}", panics.last_message);
 
     let mut problems: Vec<String> = Vec::new();
     let ops: u64 = results.iter().map(|r| r.ops).sum();
@@ -636,7 +648,7 @@ fn run_workload(config: &str, run_for: Duration, pump: bool) -> Summary {
 #[test]
 fn eight_threads_with_reentrant_listeners_immediate_dispatch() {
     let s = run_workload(
-        r#"{"connection_queue_capacity": 128, "max_connections_per_user": 8, "max_subscriptions_per_connection": 14}"#,
+        r#"{"connection_queue_capacity": 128, "max_connections_per_user": 8, "max_subscriptions_per_connection": 14, "pending_dispatch_capacity": 100000000}"#,
         Duration::from_millis(1800),
         false,
     );
@@ -646,7 +658,7 @@ fn eight_threads_with_reentrant_listeners_immediate_dispatch() {
 #[test]
 fn eight_threads_with_reentrant_listeners_manual_dispatch() {
     let s = run_workload(
-        r#"{"dispatch": "manual", "connection_queue_capacity": 128, "max_connections_per_user": 8, "connection_timeout_ms": 20}"#,
+        r#"{"dispatch": "manual", "connection_queue_capacity": 128, "max_connections_per_user": 8, "connection_timeout_ms": 20, "pending_dispatch_capacity": 100000000}"#,
         Duration::from_millis(1200),
         true,
     );
@@ -692,6 +704,7 @@ fn a_removed_listener_is_never_called_again() {
                 }
                 calls.fetch_add(1, Ordering::SeqCst);
             })
+            .unwrap()
         };
         while calls.load(Ordering::SeqCst) == 0 && started.elapsed() < Duration::from_secs(5) {
             std::thread::yield_now();

@@ -65,7 +65,7 @@ fn last_message_at_outside_the_range_is_invalid_in_json_and_typed() {
         invalid(e.upsert_channel(&patch));
     }
     assert_eq!(e.query_channels_json(ConnectionId::HOST, r#"{"filter_conditions":{}}"#).unwrap(), before);
-    assert_eq!(e.counts().2, 1, "no channel was created by a rejected upsert");
+    assert_eq!(e.counts().channels, 1, "no channel was created by a rejected upsert");
 }
 
 #[test]

@@ -160,7 +160,7 @@ fn typed_listeners_add_no_allocation_per_event() {
     let watcher = engine.connect(&UserPatch::id("watcher")).unwrap();
     engine.watch_channel(watcher, "team:red", true).unwrap();
     engine.add_delivery_listener(|_| {});
-    engine.add_listener(ListenerFilter::all(), |_| {});
+    engine.add_listener(ListenerFilter::all(), |_| {}).unwrap();
     let rust_churn = || {
         for id in &members {
             let conn = engine.connect(&UserPatch::id(id.as_str())).unwrap();

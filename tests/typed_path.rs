@@ -55,7 +55,7 @@ unsafe extern "C-unwind" fn typed_listener(user_data: *mut c_void, event: *const
 /// The info's fields as text, to compare with what the reference derives from the event.
 fn describe_info(i: &PresenceEventInfo) -> String {
     format!(
-        "kind={} seq={} to={} user={:?} cid={:?} online={} invisible={} status={:?} last_active={} watchers={} reason={} at={} closed={} type={}",
+        "kind={} seq={} to={} user={:?} cid={:?} online={} invisible={} status={:?} last_active={} watchers={} reason={} at={} closed={} type={} dropped={}",
         i.kind,
         i.seq,
         i.connection_id,
@@ -70,6 +70,7 @@ fn describe_info(i: &PresenceEventInfo) -> String {
         i.created_at_ms,
         i.closed_connection_id,
         text(i.type_name),
+        i.dropped,
     )
 }
 
@@ -77,23 +78,24 @@ fn describe_info(i: &PresenceEventInfo) -> String {
 fn expected_info(event: &Event, to: u64, view: View) -> String {
     use presence::EventKind::*;
     let user = event.user();
-    let (watchers, reason, closed) = match &event.kind {
+    let (watchers, reason, closed, dropped) = match &event.kind {
         WatchingStart { watcher_count, .. } | WatchingStop { watcher_count, .. } => {
-            (*watcher_count as i64, 0, 0)
+            (*watcher_count as i64, 0, 0, 0)
         }
-        ConnectionClosed { connection, reason, .. } => (-1, *reason as u32, connection.0),
-        _ => (-1, 0, 0),
+        ConnectionClosed { connection, reason, .. } => (-1, *reason as u32, connection.0, 0),
+        EngineOverflow { dropped } => (-1, 0, 0, *dropped),
+        _ => (-1, 0, 0, 0),
     };
     format!(
-        "kind={} seq={} to={to} user={:?} cid={:?} online={} invisible={} status={:?} last_active={} watchers={watchers} reason={reason} at={} closed={closed} type={}",
+        "kind={} seq={} to={to} user={:?} cid={:?} online={} invisible={} status={:?} last_active={} watchers={watchers} reason={reason} at={} closed={closed} type={} dropped={dropped}",
         event.kind.type_number(),
         event.seq,
-        Some(user.id.to_string()),
+        user.map(|u| u.id.to_string()),
         event.channel().map(|c| c.cid.to_string()),
-        user.online(view),
-        view == View::Own && user.invisible,
-        user.status.as_deref().map(str::to_owned),
-        user.last_active.unwrap_or(i64::MIN),
+        user.is_some_and(|u| u.online(view)),
+        view == View::Own && user.is_some_and(|u| u.invisible),
+        user.and_then(|u| u.status.as_deref()).map(str::to_owned),
+        user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
         event.created_at,
         event.type_name(),
     )
@@ -154,10 +156,13 @@ impl Engines {
             ));
         }
         let host = reference_seen[0].clone();
-        reference.add_listener(ListenerFilter::all(), move |e| {
-            let line = format!("{} {}", reference_json(e, View::Own, None), expected_info(e, 0, View::Own));
-            host.lock().unwrap().push(line);
-        });
+        reference
+            .add_listener(ListenerFilter::all(), move |e| {
+                let line =
+                    format!("{} {}", reference_json(e, View::Own, None), expected_info(e, 0, View::Own));
+                host.lock().unwrap().push(line);
+            })
+            .unwrap();
         let deliveries = reference_seen[1].clone();
         reference.add_delivery_listener(move |d: &Delivery| {
             let json = reference_json(&d.event, d.view, Some(d.connection));
@@ -350,7 +355,7 @@ impl Op {
                 .is_ok(),
             Op::Advance(ms) => {
                 let moved = e.set_time(T0 + *ms).is_ok();
-                e.tick();
+                e.tick().unwrap();
                 moved
             }
         }

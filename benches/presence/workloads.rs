@@ -7,6 +7,7 @@ use crate::report::{count, Cell, Report, Target};
 use crate::rng::{Rng, Scatter, Zipf};
 use crate::{alloc, Params};
 use presence::channel::ChannelPatch;
+use presence::Counts;
 use presence::{Clock, Config, ConnectionId, Engine, UserPatch};
 use std::hint::black_box;
 use std::sync::OnceLock;
@@ -51,6 +52,9 @@ pub fn run_all(p: &Params, r: &mut Report) {
     }
     if on(9) {
         w9_teardown(p, r);
+    }
+    if on(10) {
+        crate::dispatch::w10_dispatch(p, r);
     }
 }
 
@@ -129,7 +133,9 @@ fn build_churn(n: usize) -> Churn {
         econns.push(eng.connect(&UserPatch::id(ids[u].as_str())).expect("connect"));
         bconns.push(base.connect(&ids[u], now_ms()));
     }
-    check(eng.counts() == (n, online, 0), || format!("churn world counts {:?}", eng.counts()));
+    check(eng.counts() == Counts { users: n, connections: online, channels: 0 }, || {
+        format!("churn world counts {:?}", eng.counts())
+    });
     Churn { n, ids, online_users, eng, econns, base, bconns }
 }
 
@@ -250,7 +256,7 @@ fn w1_heartbeat_churn(p: &Params, r: &mut Report) -> Churn {
             de = de.min(
                 timed(|| {
                     for _ in 0..k {
-                        w.eng.tick();
+                        w.eng.tick().unwrap();
                     }
                 })
                 .0,
@@ -323,7 +329,7 @@ fn w4_queries(p: &Params, r: &mut Report, mut w: Churn) {
         }
         w.eng.upsert_channel(&ChannelPatch { cid, members, ..Default::default() }).expect("upsert_channel");
     }
-    check(w.eng.counts().2 == channels, || format!("channels {:?}", w.eng.counts()));
+    check(w.eng.counts().channels == channels, || format!("channels {:?}", w.eng.counts()));
     const Q: usize = 64;
     let user_sets: Vec<Vec<u32>> = (0..Q).map(|_| rng.distinct(&mut perm, 100.min(n)).to_vec()).collect();
     let member_sets: Vec<Vec<u32>> = (0..Q).map(|_| rng.distinct(&mut perm, 3).to_vec()).collect();
@@ -532,7 +538,7 @@ fn w5_timers(p: &Params, r: &mut Report) {
         de = de.min(
             timed(|| {
                 for _ in 0..k {
-                    eng.tick();
+                    eng.tick().unwrap();
                 }
             })
             .0,
@@ -561,7 +567,7 @@ fn w5_timers(p: &Params, r: &mut Report) {
             first_step = t;
         }
         eng.set_time(t).expect("set_time");
-        de += timed(|| eng.tick()).0;
+        de += timed(|| eng.tick().unwrap()).0;
         let (d, n_due) = timed(|| base.tick(t));
         db += d;
         due += n_due;
@@ -778,7 +784,7 @@ fn w2_storm(p: &Params, r: &mut Report) {
             best_b = (cyc, ns_per(d, events), events as f64 / cycle_users.len() as f64);
         }
     }
-    check(eng.counts().1 == online && base.connection_count() == online, || {
+    check(eng.counts().connections == online && base.connection_count() == online, || {
         format!("connections after the storm: {:?}", eng.counts())
     });
     check(total_e > 0 && total_b > 0, || {
@@ -962,7 +968,7 @@ fn w6_memory(p: &Params, r: &mut Report) {
         eng.upsert_user(&UserPatch::id(id.as_str())).expect("upsert_user");
     }
     let (eb, ek) = window.stop();
-    check(eng.counts().0 == n, || "users registered".into());
+    check(eng.counts().users == n, || "users registered".into());
     drop(eng);
     let mut base = Baseline::new(900_000, 1024);
     let window = alloc::Window::start();
@@ -1010,7 +1016,9 @@ fn w6_memory(p: &Params, r: &mut Report) {
     }
     let (ecb, eck) = window.stop();
     let (eb, ek) = (emb + ecb, emk + eck);
-    check(eng.counts() == (n, n, channels), || format!("online world counts {:?}", eng.counts()));
+    check(eng.counts() == Counts { users: n, connections: n, channels }, || {
+        format!("online world counts {:?}", eng.counts())
+    });
     drop(eng);
     let mut base = Baseline::new(900_000, 1024);
     for cid in &cids {
@@ -1264,14 +1272,14 @@ fn w9_teardown(p: &Params, r: &mut Report) {
             let (eng, watcher, cids) = teardown_world(n);
             let (d, ()) = timed(|| eng.disconnect(watcher).expect("disconnect"));
             disconnect = disconnect.min(ns_per(d, n));
-            check(eng.counts().1 == 0, || "the watcher is gone".into());
+            check(eng.counts().connections == 0, || "the watcher is gone".into());
             let (d, ()) = timed(|| {
                 for cid in &cids {
                     eng.delete_channel(cid).expect("delete_channel");
                 }
             });
             delete = delete.min(ns_per(d, n));
-            check(eng.counts().2 == 0, || "every channel deleted".into());
+            check(eng.counts().channels == 0, || "every channel deleted".into());
             let patches: Vec<ChannelPatch> = cids.iter().map(|cid| shared_channel(cid)).collect();
             let (d, ()) = timed(|| {
                 for patch in &patches {

@@ -28,12 +28,12 @@
 //   JSON only when asked. Engine::poll drains a connection's queue into a reused
 //   presence::Batch, which allocates nothing in steady state.
 // * Listeners are RAII tokens (presence::Listener): destroying one (or reset()) removes
-//   its C listener; the engine frees the callback (user_data_free) once the listener is
-//   gone. Destroying a token from inside its own callback is allowed. The C removal
-//   waits for a call of that listener running on another thread, so do not destroy a
-//   token while holding a lock its callback takes, on a thread other than the one
-//   running the callback (see docs/cpp.md). A token must not outlive its Engine on
-//   another thread; on the same thread its destructor sees that the engine is gone.
+//   its C listener without waiting (presence_remove_listener_nowait), so it never
+//   deadlocks, from inside its own callback or under a lock the callback takes; the
+//   engine frees the callback (user_data_free) once no call of it is running.
+//   reset_and_wait() also waits for a call running on another thread (see docs/cpp.md).
+//   A token must not outlive its Engine on another thread; on the same thread its
+//   destructor sees that the engine is gone.
 // * Event handlers must not throw. When exceptions are enabled the trampoline catches
 //   whatever a handler throws (nothing crosses into C) and keeps the first one per
 //   thread; the outermost wrapper call that ran the handlers answers a Result that is
@@ -1020,17 +1020,16 @@ public:
     Listener &operator=(const Listener &) = delete;
     ~Listener() { reset(); }
 
-    /// Remove the listener now (idempotent).
-    void reset() noexcept {
-        if (id_ != 0) {
-            if (auto alive = alive_.lock()) {
-                (void)presence_remove_listener(engine_, id_);
-            }
-        }
-        engine_ = nullptr;
-        alive_.reset();
-        id_ = 0;
-    }
+    /// Remove the listener now (idempotent), without waiting: no call of it starts after
+    /// this returns, but one already running on another thread may finish afterwards (the
+    /// engine frees the callback once it has). So it never deadlocks, even when the caller
+    /// holds a lock the callback takes. The destructor does this.
+    void reset() noexcept { remove(&presence_remove_listener_nowait); }
+
+    /// Remove the listener and wait for a call of it running on another thread to return:
+    /// afterwards the callback is certainly not running. Never call it while holding a lock
+    /// the callback takes (that is what reset() is for).
+    void reset_and_wait() noexcept { remove(&presence_remove_listener); }
 
     /// The C listener id (0 when empty).
     [[nodiscard]] ListenerId id() const noexcept { return id_; }
@@ -1041,6 +1040,17 @@ private:
     friend class Engine;
     Listener(PresenceEngine *engine, std::weak_ptr<void> alive, ListenerId id) noexcept
         : engine_(engine), alive_(std::move(alive)), id_(id) {}
+
+    void remove(PresenceResult (*remove_fn)(PresenceEngine *, PresenceListenerId)) noexcept {
+        if (id_ != 0) {
+            if (auto alive = alive_.lock()) {
+                (void)remove_fn(engine_, id_);
+            }
+        }
+        engine_ = nullptr;
+        alive_.reset();
+        id_ = 0;
+    }
 
     PresenceEngine *engine_ = nullptr;
     std::weak_ptr<void> alive_;

@@ -197,7 +197,7 @@ async fn dev_token(State(app): State<Arc<App>>, Query(params): Query<TokenParams
 
 /// Prometheus text format.
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let (users, connections, channels) = app.engine.counts();
+    let presence::Counts { users, connections, channels } = app.engine.counts();
     let m = &app.metrics;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {

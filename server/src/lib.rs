@@ -85,34 +85,37 @@ impl App {
             }
         });
         let weak = Arc::downgrade(&app);
-        app.engine.add_listener(ListenerFilter::event_type("connection.closed"), move |e| {
-            let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) =
-                (weak.upgrade(), &e.kind)
-            else {
-                return;
-            };
-            match reason {
-                CloseReason::SlowConsumer => app.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed),
-                CloseReason::Timeout => app.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
-                CloseReason::Disconnect | CloseReason::NodeLost => 0,
-            };
-            let link = app.links.read().get(connection).cloned();
-            if let Some(link) = link {
-                *link.reason.lock() = Some(*reason);
-                link.closed.notify_one();
-            }
-        });
+        app.engine
+            .add_listener(ListenerFilter::event_type("connection.closed"), move |e| {
+                let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) =
+                    (weak.upgrade(), &e.kind)
+                else {
+                    return;
+                };
+                match reason {
+                    CloseReason::SlowConsumer => app.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed),
+                    CloseReason::Timeout => app.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
+                    CloseReason::Disconnect | CloseReason::NodeLost => 0,
+                };
+                let link = app.links.read().get(connection).cloned();
+                if let Some(link) = link {
+                    *link.reason.lock() = Some(*reason);
+                    link.closed.notify_one();
+                }
+            })
+            .map_err(|e| format!("listener: {e}"))?;
         let weak = Arc::downgrade(&app);
-        app.engine.add_listener(ListenerFilter::event_type("user.presence.changed"), move |e| {
-            let Some(app) = weak.upgrade() else { return };
-            let user = e.user();
-            let mut online = app.online.lock();
-            if user.online(View::Public) {
-                online.insert(user.id.clone());
-            } else {
-                online.remove(&user.id);
-            }
-        });
+        app.engine
+            .add_listener(ListenerFilter::event_type("user.presence.changed"), move |e| {
+                let (Some(app), Some(user)) = (weak.upgrade(), e.user()) else { return };
+                let mut online = app.online.lock();
+                if user.online(View::Public) {
+                    online.insert(user.id.clone());
+                } else {
+                    online.remove(&user.id);
+                }
+            })
+            .map_err(|e| format!("listener: {e}"))?;
         Ok(app)
     }
 }
@@ -130,7 +133,8 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            ticker.engine.tick();
+            // Only a poisoned engine fails here, and every other call reports that too.
+            let _ = ticker.engine.tick();
         }
     });
     axum::serve(listener, api::router(app)).await

@@ -8,6 +8,7 @@ use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
 use crate::replication::ConnectionChange;
 use crate::time::Millis;
 use crate::user::UserPatch;
+use crossbeam_channel::Sender;
 use hashbrown::HashMap;
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -36,6 +37,7 @@ impl State {
             watching: Vec::new(),
             subscriptions: HashMap::new(),
             queue: VecDeque::new(),
+            sink: None,
             overflowed: false,
         };
         let c = place(&mut self.connections, &mut self.free_slots, record);
@@ -118,6 +120,19 @@ impl State {
             u,
             Recipients::Nobody,
         );
+    }
+
+    /// Sends the connection's deliveries to `sink` from now on, starting with those
+    /// already queued (they fit: the sink has the queue's capacity). Replaces an earlier
+    /// sink, whose receiver then sees the channel disconnected. Cost: O(queued).
+    pub fn attach_sink(&mut self, c: ConnectionId, sink: Sender<Delivery>) -> Result<()> {
+        let c = self.slot(c)?;
+        let conn = self.conn_mut(c);
+        for delivery in conn.queue.drain(..) {
+            sink.try_send(delivery).expect("a fresh sink holds a full queue");
+        }
+        conn.sink = Some(sink);
+        Ok(())
     }
 
     /// Drains up to `max` queued deliveries of a connection, oldest first. Cost: O(max).

@@ -28,6 +28,7 @@ use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, Event
 use crate::replication::Delta;
 use crate::time::Millis;
 use crate::user::{CustomFields, UserSnapshot, View};
+use crossbeam_channel::{Sender, TrySendError};
 use hashbrown::{HashMap, HashTable};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -47,6 +48,16 @@ type Slot = u32;
 pub(crate) enum Outgoing {
     Event(Arc<Event>),
     Delivery(Delivery),
+}
+
+impl Outgoing {
+    /// The `seq` of its event.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Outgoing::Event(e) => e.seq,
+            Outgoing::Delivery(d) => d.event.seq,
+        }
+    }
 }
 
 /// Who is asking: the host (own views of everyone) or a connection.
@@ -196,8 +207,35 @@ struct ConnectionRecord {
     watching: Vec<ChannelIdx>,
     subscriptions: HashMap<UserIdx, Subscription>,
     queue: VecDeque<Delivery>,
+    /// Where the connection's deliveries go instead of `queue` while its receiver lives
+    /// (`Engine::subscribe`); bounded by the same capacity.
+    sink: Option<Sender<Delivery>>,
     /// The queue overflowed; the connection closes when the command settles.
     overflowed: bool,
+}
+
+impl ConnectionRecord {
+    /// Queues a delivery in the sink, or in `queue` when there is no live sink; answers
+    /// false when the queue or sink is full.
+    #[inline]
+    fn enqueue(&mut self, delivery: Delivery, capacity: usize) -> bool {
+        if let Some(sink) = &self.sink {
+            match sink.try_send(delivery) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(_)) => return false,
+                // The receiver was dropped: the subscription ends, the queue takes over.
+                Err(TrySendError::Disconnected(back)) => {
+                    self.sink = None;
+                    return self.enqueue(back, capacity);
+                }
+            }
+        }
+        if self.queue.len() >= capacity {
+            return false;
+        }
+        self.queue.push_back(delivery);
+        true
+    }
 }
 
 struct ChannelRecord {
@@ -345,6 +383,11 @@ impl State {
     /// Takes the events and deliveries emitted since the last call, in `seq` order.
     pub fn take_outbox(&mut self) -> Vec<Outgoing> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// The `seq` of the latest event emitted (0 before the first).
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     pub fn user_count(&self) -> usize {
@@ -502,13 +545,12 @@ impl FanOut<'_> {
         }
         let view = if conn.user == self.subject { View::Own } else { View::Public };
         let connection = conn.id;
-        if self.capacity > 0 {
-            if conn.queue.len() >= self.capacity {
-                conn.overflowed = true;
-                self.overflowed.push(c);
-                return;
-            }
-            conn.queue.push_back(Delivery { event: self.event.clone(), connection, view });
+        if self.capacity > 0
+            && !conn.enqueue(Delivery { event: self.event.clone(), connection, view }, self.capacity)
+        {
+            conn.overflowed = true;
+            self.overflowed.push(c);
+            return;
         }
         if self.record {
             self.outbox.push(Outgoing::Delivery(Delivery { event: self.event.clone(), connection, view }));

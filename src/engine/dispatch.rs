@@ -1,71 +1,224 @@
-//! Dispatch: delivering the outbox to listeners after the lock is released, in `seq`
-//! order, never concurrently, and without losing items when a callback panics.
-use super::listeners::Callback;
-use super::Shared;
+//! Dispatch: delivering the outbox to listeners after the lock is released.
+//!
+//! The rules, and how they hold:
+//! - Callbacks never run concurrently: one thread at a time holds the dispatch token.
+//! - No thread waits for another thread's callbacks: a thread that finds the token taken
+//!   leaves its items in the outbox and returns; the holder delivers them, or, past its
+//!   budget, the next call or `pump` does.
+//! - Order: the outbox is in `seq` order and is delivered from the front, so every
+//!   listener sees its events in `seq` order.
+//! - Bounded work per call: a run delivers at most what its own call queued plus
+//!   [`EXTRA_ITEMS`] more (events that callbacks cause, or other threads' leftovers).
+//!   Calls made from inside a callback never dispatch themselves (the token is taken), so
+//!   re-entry is one level deep, and a callback that emits on every call cannot hold a
+//!   thread forever.
+//! - A panicking Rust listener is caught per call, counted, and its message kept for
+//!   [`Engine::listener_panics`]; delivery goes on with the next listener.
+use super::listeners::{Callback, Listener, ListenerId};
+use super::{Engine, Shared};
 use crate::core::Outgoing;
-use std::cell::Cell;
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use crate::error::panic_message;
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Items taken from the outbox for delivery. If a callback panics, what was not delivered
-/// goes back to the front of the outbox, so nothing is lost.
-struct Batch<'a> {
-    engine: &'a Shared,
-    items: VecDeque<Outgoing>,
+/// How many outbox items a dispatch run may deliver beyond those its own call queued.
+pub const EXTRA_ITEMS: usize = 1024;
+/// Outbox items taken per lock.
+const CHUNK: usize = 256;
+
+thread_local! {
+    /// Addresses of the engines whose callbacks this thread is running.
+    static DISPATCHING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        if !self.items.is_empty() {
-            let mut inner = self.engine.inner.lock();
-            let mut later = std::mem::replace(&mut inner.outbox, std::mem::take(&mut self.items));
-            inner.outbox.append(&mut later);
-        }
+/// What listener panics an engine has caught.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerPanics {
+    /// How many listener calls panicked since the engine was created.
+    pub count: u64,
+    /// The message of the latest one (with the listener id), if any.
+    pub last_message: Option<String>,
+}
+
+#[derive(Default)]
+pub(super) struct Dispatcher {
+    /// Held by the one thread delivering; others only ever try to take it.
+    token: Mutex<Scratch>,
+    /// Items that calls finding the token taken left to its holder (their own items).
+    handed: std::sync::atomic::AtomicUsize,
+    /// The listener whose callback is running (0: none), for `remove_listener` to wait on.
+    calling: AtomicU64,
+    panics: Mutex<ListenerPanics>,
+}
+
+/// Buffers reused from run to run, so steady-state dispatch does not allocate.
+#[derive(Default)]
+struct Scratch {
+    items: Vec<Outgoing>,
+    calls: Vec<(u32, Arc<Listener>)>,
+}
+
+/// Marks this thread as running the callbacks of one engine while alive.
+struct Running(usize);
+
+impl Running {
+    fn enter(engine: &Shared) -> Running {
+        let key = engine.key();
+        DISPATCHING.with(|d| d.borrow_mut().push(key));
+        Running(key)
     }
 }
 
-/// Resets the dispatching flag even when a callback panics.
-struct DispatchGuard<'a>(&'a Cell<bool>);
-
-impl Drop for DispatchGuard<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.0.set(false);
+        DISPATCHING.with(|d| {
+            let mut d = d.borrow_mut();
+            if let Some(at) = d.iter().rposition(|&k| k == self.0) {
+                d.remove(at);
+            }
+        });
     }
 }
 
 impl Shared {
-    /// Delivers everything in the outbox, in order, unless this thread is already doing
-    /// so further up its stack. Answers how many callbacks ran. The outbox is taken a batch
-    /// at a time (one lock, one listener snapshot per batch); events that callbacks cause
-    /// form the next batch.
-    pub(super) fn dispatch(&self) -> u32 {
-        let flag = self.dispatching.lock();
-        if flag.get() {
-            return 0;
-        }
-        flag.set(true);
-        let _reset = DispatchGuard(&flag);
+    fn key(&self) -> usize {
+        self as *const Shared as usize
+    }
+
+    /// Whether the calling thread is inside a callback of this engine.
+    pub(crate) fn dispatching_here(&self) -> bool {
+        let key = self.key();
+        DISPATCHING.with(|d| d.borrow().contains(&key))
+    }
+
+    /// Delivers up to `budget` outbox items, from the front, unless another thread (or
+    /// this one, further up its stack) is delivering. Answers how many callbacks ran.
+    pub(super) fn dispatch(&self, mut budget: usize) -> u32 {
         let mut delivered = 0u32;
         loop {
-            let mut batch = Batch { engine: self, items: std::mem::take(&mut self.inner.lock().outbox) };
-            if batch.items.is_empty() {
+            let Some(mut scratch) = self.dispatcher.token.try_lock() else {
+                // Another thread's holder delivers what this call caused on top of its own
+                // budget; what callbacks cause (token held further up this thread's stack)
+                // stays within the extra bound.
+                if !self.dispatching_here() {
+                    self.dispatcher.handed.fetch_add(budget.saturating_sub(EXTRA_ITEMS), Ordering::SeqCst);
+                }
+                return delivered;
+            };
+            let running = Running::enter(self);
+            loop {
+                if budget == 0 {
+                    budget = self.dispatcher.handed.swap(0, Ordering::SeqCst);
+                    if budget == 0 {
+                        break;
+                    }
+                }
+                let taken = self.take_items(&mut scratch.items, budget.min(CHUNK));
+                if taken == 0 {
+                    break;
+                }
+                budget -= taken;
+                delivered = delivered.saturating_add(self.deliver(&mut scratch));
+            }
+            drop(running);
+            drop(scratch);
+            // Items queued by a thread that found the token taken just before it was
+            // released would otherwise wait for the next call.
+            budget += self.dispatcher.handed.swap(0, Ordering::SeqCst);
+            if budget == 0 || self.inner.lock().outbox.is_empty() {
                 return delivered;
             }
-            let listeners = self.listeners.lock().clone();
-            while let Some(item) = batch.items.pop_front() {
-                for listener in listeners.iter() {
-                    let _call = listener.in_call.lock();
-                    if listener.removed.load(Ordering::Acquire) {
-                        continue;
-                    }
-                    match (&listener.callback, &item) {
-                        (Callback::Host(filter, f), Outgoing::Event(e)) if filter.matches(e) => f(e),
-                        (Callback::Delivery(f), Outgoing::Delivery(d)) => f(d),
-                        _ => continue,
-                    }
-                    delivered = delivered.saturating_add(1);
+        }
+    }
+
+    /// Moves up to `max` items from the front of the outbox into `items`, after the
+    /// `engine.overflow` event if deliveries were discarded.
+    fn take_items(&self, items: &mut Vec<Outgoing>, max: usize) -> usize {
+        let mut inner = self.inner.lock();
+        let overflow = inner.take_overflow(self.config.clock);
+        let overflowed = overflow.is_some() as usize;
+        items.extend(overflow);
+        let n = (max - overflowed).min(inner.outbox.len());
+        items.extend(inner.outbox.drain(..n));
+        n + overflowed
+    }
+
+    /// Calls the listeners of the items in `scratch`, in order, then clears it.
+    fn deliver(&self, scratch: &mut Scratch) -> u32 {
+        let Scratch { items, calls } = scratch;
+        {
+            let registry = self.listeners.lock();
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Outgoing::Event(e) => registry.host_calls(e, i as u32, calls),
+                    Outgoing::Delivery(d) => registry.delivery_calls(d, i as u32, calls),
                 }
             }
         }
+        let mut ran = 0u32;
+        for (i, listener) in calls.drain(..) {
+            ran += u32::from(self.call(&listener, &items[i as usize]));
+        }
+        items.clear();
+        ran
+    }
+
+    /// Calls one listener unless it was removed; a panic is caught and recorded.
+    fn call(&self, listener: &Listener, item: &Outgoing) -> bool {
+        // Announce the call before checking `removed` (and `remove_listener` sets `removed`
+        // before reading `calling`), so a remover either sees this call or stops it.
+        self.dispatcher.calling.store(listener.id.0, Ordering::SeqCst);
+        let called = !listener.removed.load(Ordering::SeqCst);
+        if called {
+            let outcome = catch_unwind(AssertUnwindSafe(|| match (&listener.callback, item) {
+                (Callback::Host(_, f), Outgoing::Event(e)) => f(e),
+                (Callback::Delivery(f), Outgoing::Delivery(d)) => {
+                    f(d);
+                    true
+                }
+                _ => true,
+            }));
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = self.unregister(listener.id);
+                }
+                Err(payload) => self.record_panic(listener.id, payload.as_ref()),
+            }
+        }
+        self.dispatcher.calling.store(0, Ordering::SeqCst);
+        called
+    }
+
+    fn record_panic(&self, id: ListenerId, payload: &(dyn std::any::Any + Send)) {
+        let message = panic_message(payload);
+        let mut panics = self.dispatcher.panics.lock();
+        panics.count += 1;
+        panics.last_message = Some(format!("listener {} panicked: {message}", id.0));
+    }
+
+    /// Waits until listener `id` is not running on another thread.
+    pub(super) fn wait_out_call(&self, id: ListenerId) {
+        let mut spins = 0u32;
+        while self.dispatcher.calling.load(Ordering::SeqCst) == id.0 {
+            if spins < 64 {
+                std::thread::yield_now();
+                spins += 1;
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// How many listener calls panicked, and the latest message. A panicking listener
+    /// never fails the call that caused its event: the change stays committed and the
+    /// other listeners still get the event. Cost: O(1).
+    pub fn listener_panics(&self) -> ListenerPanics {
+        self.dispatcher.panics.lock().clone()
     }
 }

@@ -1,15 +1,21 @@
 //! Listeners: host callbacks for events (with a filter) and delivery callbacks for each
 //! (event, recipient connection); adding and removing them, and telling the core what to
 //! record for them.
-use super::Engine;
+//!
+//! The registry indexes host listeners by the user their filter names, so an event costs
+//! the listeners that can match it, not every listener; adding or removing one is
+//! O(log listeners). Each listener remembers the `seq` current when it was added and is
+//! only ever handed later events.
+use super::{Engine, Shared};
 use crate::error::{Error, Result};
-use crate::event::{Delivery, Event};
-use parking_lot::ReentrantMutex;
+use crate::event::{Delivery, Event, EventKind};
+use crate::user::validate_user_id;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Identifies a listener for removal; never 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(pub u64);
 
 /// Which events a host listener receives. `None` matches anything.
@@ -34,13 +40,34 @@ impl ListenerFilter {
     pub fn user(id: impl Into<String>) -> Self {
         ListenerFilter { event_type: None, user_id: Some(id.into()) }
     }
-    pub(super) fn matches(&self, event: &Event) -> bool {
+
+    /// `INVALID` for a filter that could never match: an unknown event type (the message
+    /// names the known ones) or a user id the engine would never accept.
+    pub(super) fn validate(&self) -> Result<()> {
+        if let Some(t) = self.event_type.as_deref() {
+            if !EventKind::TYPES.iter().any(|&(_, name)| name == t) {
+                let known: Vec<&str> = EventKind::TYPES.iter().map(|&(_, name)| name).collect();
+                let shown: String = t.chars().take(64).collect();
+                let cut = if shown.len() < t.len() { format!(" ({} bytes)", t.len()) } else { String::new() };
+                return Err(Error::invalid(format!(
+                    "unknown event type {shown:?}{cut}; known types: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        if let Some(u) = self.user_id.as_deref() {
+            validate_user_id(u).map_err(|e| Error::invalid(format!("user id filter: {}", e.message())))?;
+        }
+        Ok(())
+    }
+
+    fn matches_type(&self, event: &Event) -> bool {
         self.event_type.as_deref().is_none_or(|t| t == event.type_name())
-            && self.user_id.as_deref().is_none_or(|u| u == event.user_id())
     }
 }
 
-type EventCallback = Box<dyn Fn(&Event) + Send + Sync>;
+/// Answers whether the listener stays registered.
+type EventCallback = Box<dyn Fn(&Arc<Event>) -> bool + Send + Sync>;
 type DeliveryCallback = Box<dyn Fn(&Delivery) + Send + Sync>;
 
 pub(super) enum Callback {
@@ -49,74 +76,195 @@ pub(super) enum Callback {
 }
 
 pub(super) struct Listener {
-    id: ListenerId,
-    /// Set on removal so a snapshot taken before it never calls the listener again.
+    pub(super) id: ListenerId,
+    /// The `seq` current when the listener was added: it sees only later events.
+    pub(super) after_seq: u64,
+    /// Set on removal so a call already collected for dispatch is skipped.
     pub(super) removed: AtomicBool,
-    /// Held around each call (checked `removed` inside), so `remove_listener` can wait
-    /// out a call in flight on another thread. Re-entrant: a callback may remove itself.
-    pub(super) in_call: ReentrantMutex<()>,
     pub(super) callback: Callback,
 }
 
+impl Listener {
+    /// Whether this listener is to be called for `item`'s event.
+    pub(super) fn wants(&self, event: &Event) -> bool {
+        event.seq > self.after_seq
+            && match &self.callback {
+                Callback::Host(filter, _) => filter.matches_type(event),
+                Callback::Delivery(_) => true,
+            }
+    }
+}
+
+/// Listeners in the order they were added.
+type Ordered = BTreeMap<ListenerId, Arc<Listener>>;
+
+/// Every listener of an engine, indexed for dispatch.
+#[derive(Default)]
+pub(super) struct Registry {
+    /// Which list each listener is in, for removal.
+    by_id: HashMap<ListenerId, Option<Arc<str>>>,
+    /// Host listeners without a user filter.
+    any_user: Ordered,
+    /// Host listeners with a user filter, by that user.
+    by_user: HashMap<Arc<str>, Ordered>,
+    deliveries: Ordered,
+}
+
+impl Registry {
+    fn insert(&mut self, listener: Arc<Listener>) {
+        let id = listener.id;
+        let user = match &listener.callback {
+            Callback::Host(ListenerFilter { user_id: Some(u), .. }, _) => Some(Arc::<str>::from(u.as_str())),
+            _ => None,
+        };
+        match (&listener.callback, &user) {
+            (Callback::Host(..), Some(u)) => {
+                self.by_user.entry(u.clone()).or_default().insert(id, listener);
+            }
+            (Callback::Host(..), None) => {
+                self.any_user.insert(id, listener);
+            }
+            (Callback::Delivery(_), _) => {
+                self.deliveries.insert(id, listener);
+            }
+        }
+        self.by_id.insert(id, user);
+    }
+
+    fn remove(&mut self, id: ListenerId) -> Option<Arc<Listener>> {
+        let user = self.by_id.remove(&id)?;
+        let removed = match user {
+            Some(u) => {
+                let bucket = self.by_user.get_mut(&u).expect("a user-filtered listener has its bucket");
+                let removed = bucket.remove(&id);
+                if bucket.is_empty() {
+                    self.by_user.remove(&u);
+                }
+                removed
+            }
+            None => self.any_user.remove(&id).or_else(|| self.deliveries.remove(&id)),
+        };
+        removed.inspect(|l| l.removed.store(true, Ordering::SeqCst))
+    }
+
+    pub(super) fn has_host_listeners(&self) -> bool {
+        !self.any_user.is_empty() || !self.by_user.is_empty()
+    }
+
+    pub(super) fn has_delivery_listeners(&self) -> bool {
+        !self.deliveries.is_empty()
+    }
+
+    /// Appends to `calls` the host listeners that want `event`, in the order they were
+    /// added, tagged with `item`. Cost: O(listeners without a user filter + listeners of
+    /// the event's user).
+    pub(super) fn host_calls(&self, event: &Event, item: u32, calls: &mut Vec<(u32, Arc<Listener>)>) {
+        let mut any = self.any_user.values().peekable();
+        let mut mine =
+            event.user_id().and_then(|u| self.by_user.get(u)).into_iter().flat_map(|b| b.values()).peekable();
+        loop {
+            let next = match (any.peek(), mine.peek()) {
+                (Some(a), Some(m)) if m.id < a.id => mine.next(),
+                (Some(_), _) => any.next(),
+                (None, Some(_)) => mine.next(),
+                (None, None) => return,
+            };
+            let listener = next.expect("peeked");
+            if listener.wants(event) {
+                calls.push((item, listener.clone()));
+            }
+        }
+    }
+
+    /// Appends to `calls` the delivery listeners that want `delivery`. Cost: O(delivery
+    /// listeners).
+    pub(super) fn delivery_calls(
+        &self,
+        delivery: &Delivery,
+        item: u32,
+        calls: &mut Vec<(u32, Arc<Listener>)>,
+    ) {
+        for listener in self.deliveries.values() {
+            if listener.wants(&delivery.event) {
+                calls.push((item, listener.clone()));
+            }
+        }
+    }
+}
+
 impl Engine {
-    fn add(&self, callback: Callback) -> ListenerId {
+    pub(super) fn add(&self, callback: Callback) -> ListenerId {
         let id = ListenerId(self.next_listener.fetch_add(1, Ordering::Relaxed));
-        let mut listeners = self.listeners.lock();
-        let mut next: Vec<Arc<Listener>> = listeners.as_ref().clone();
-        next.push(Arc::new(Listener {
+        let mut registry = self.listeners.lock();
+        // The seq is read and the recording switched on under the state lock, so the
+        // listener gets exactly the events committed after this point.
+        let mut inner = self.inner.lock();
+        let listener = Arc::new(Listener {
             id,
+            after_seq: inner.state.seq(),
             removed: AtomicBool::new(false),
-            in_call: ReentrantMutex::new(()),
             callback,
-        }));
-        *listeners = Arc::new(next);
-        self.update_recording(&listeners);
+        });
+        registry.insert(listener);
+        inner.state.record_events = registry.has_host_listeners();
+        inner.state.record_deliveries = registry.has_delivery_listeners();
         id
     }
 
-    /// Tells the core which kinds of outgoing items anyone listens for, so an engine without
-    /// listeners does not queue them.
-    fn update_recording(&self, listeners: &[Arc<Listener>]) {
-        let events = listeners.iter().any(|l| matches!(l.callback, Callback::Host(..)));
-        let deliveries = listeners.iter().any(|l| matches!(l.callback, Callback::Delivery(..)));
-        let mut inner = self.inner.lock();
-        inner.state.record_events = events;
-        inner.state.record_deliveries = deliveries;
-    }
-
     /// Calls `callback` for every event matching `filter` emitted from now on, with the
-    /// own view of users. Cost: O(listeners).
+    /// own view of users. `INVALID` for an unknown event type (the message names the known
+    /// ones) or a user id that could never be valid. Cost: O(log listeners).
     pub fn add_listener(
         &self,
         filter: ListenerFilter,
         callback: impl Fn(&Event) + Send + Sync + 'static,
-    ) -> ListenerId {
-        self.add(Callback::Host(filter, Box::new(callback)))
+    ) -> Result<ListenerId> {
+        filter.validate()?;
+        Ok(self.add(Callback::Host(
+            filter,
+            Box::new(move |event: &Arc<Event>| {
+                callback(event);
+                true
+            }),
+        )))
     }
 
-    /// Calls `callback` once per (event, recipient connection). Cost: O(listeners).
+    /// Calls `callback` once per (event, recipient connection) for events emitted from now
+    /// on. Cost: O(log listeners).
     pub fn add_delivery_listener(&self, callback: impl Fn(&Delivery) + Send + Sync + 'static) -> ListenerId {
         self.add(Callback::Delivery(Box::new(callback)))
     }
 
-    /// Removes a listener; it is never called again once this returns (even for an event
-    /// being dispatched right now on another thread: this waits for such a call to end).
-    /// Cost: O(listeners).
+    /// Removes a listener. Once this returns the listener is never called again: if its
+    /// callback is running on another thread right now, this waits for that one call to
+    /// return (and for nothing else). Called from inside a callback of this engine it never
+    /// waits (the call in progress on this thread, if it is the listener's own, finishes
+    /// normally). Use [`Engine::remove_listener_nowait`] where waiting could deadlock, for
+    /// example while holding a lock the callback takes. Cost: O(log listeners), plus the
+    /// wait.
     pub fn remove_listener(&self, id: ListenerId) -> Result<()> {
-        let found = {
-            let mut listeners = self.listeners.lock();
-            let Some(found) = listeners.iter().find(|l| l.id == id).cloned() else {
-                return Err(Error::not_found(format!("unknown listener {}", id.0)));
-            };
-            found.removed.store(true, Ordering::Release);
-            let next: Vec<Arc<Listener>> = listeners.iter().filter(|l| l.id != id).cloned().collect();
-            *listeners = Arc::new(next);
-            self.update_recording(&listeners);
-            found
-        };
-        // Wait out a call in flight on another thread (without holding the listener list,
-        // which that call may need); from inside the listener's own call this returns at once.
-        drop(found.in_call.lock());
+        self.unregister(id)?;
+        if !self.dispatching_here() {
+            self.wait_out_call(id);
+        }
         Ok(())
+    }
+
+    /// Removes a listener without waiting: it is never called again after a call already
+    /// running on another thread (if any) returns. Cost: O(log listeners).
+    pub fn remove_listener_nowait(&self, id: ListenerId) -> Result<()> {
+        self.unregister(id).map(drop)
+    }
+}
+
+impl Shared {
+    pub(super) fn unregister(&self, id: ListenerId) -> Result<Arc<Listener>> {
+        let mut registry = self.listeners.lock();
+        let found =
+            registry.remove(id).ok_or_else(|| Error::not_found(format!("unknown listener {}", id.0)))?;
+        let mut inner = self.inner.lock();
+        inner.state.record_events = registry.has_host_listeners();
+        inner.state.record_deliveries = registry.has_delivery_listeners();
+        Ok(found)
     }
 }

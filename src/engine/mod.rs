@@ -5,7 +5,9 @@
 mod cluster;
 mod dispatch;
 mod listeners;
+mod receivers;
 
+pub use dispatch::{ListenerPanics, EXTRA_ITEMS};
 pub use listeners::{ListenerFilter, ListenerId};
 
 use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
@@ -13,19 +15,31 @@ use crate::channel::{parse_user_ids_json, ChannelPatch};
 use crate::config::{Clock, Config, Dispatch};
 use crate::core::{Outgoing, Restore, State};
 use crate::error::{Error, Result};
-use crate::event::{ConnectionId, Delivery};
+use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::persist;
 use crate::query::{Query, Target};
 use crate::time::{check_millis, system_now, Millis};
 use crate::user::{UserPatch, UserSnapshot};
-use listeners::Listener;
-use parking_lot::{Mutex, ReentrantMutex};
+use dispatch::Dispatcher;
+use listeners::Registry;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
-use std::cell::Cell;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+
+/// How many users, live connections and channels an engine holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Users known to the engine, online or not.
+    pub users: usize,
+    /// Live connections.
+    pub connections: usize,
+    /// Channels.
+    pub channels: usize,
+}
 
 struct Inner {
     state: State,
@@ -33,9 +47,37 @@ struct Inner {
     outbox: VecDeque<Outgoing>,
     /// Manual clock time, or the last system time seen (so time never moves backwards).
     now: Millis,
+    /// Host deliveries discarded from the front of `outbox` since the last dispatch (past
+    /// `pending_dispatch_capacity`), and the `seq` of the newest of them.
+    discarded: u64,
+    discarded_seq: u64,
+    /// Set when a command panicked: its change may be half-applied, so every later call
+    /// answers `STATE`.
+    poisoned: bool,
 }
 
 impl Inner {
+    /// Discards the oldest host deliveries beyond `capacity`, counting them for the
+    /// `engine.overflow` event that the next dispatch delivers first.
+    fn bound_outbox(&mut self, capacity: usize) {
+        let excess = self.outbox.len().saturating_sub(capacity);
+        if let Some(newest) = self.outbox.drain(..excess).next_back() {
+            self.discarded += excess as u64;
+            self.discarded_seq = newest.seq();
+        }
+    }
+
+    /// The `engine.overflow` event for what was discarded, if anything was.
+    fn take_overflow(&mut self, clock: Clock) -> Option<Outgoing> {
+        if self.discarded == 0 {
+            return None;
+        }
+        let dropped = std::mem::take(&mut self.discarded);
+        let created_at = self.now(clock);
+        let kind = EventKind::EngineOverflow { dropped };
+        Some(Outgoing::Event(Arc::new(Event::new(self.discarded_seq, created_at, kind))))
+    }
+
     fn now(&mut self, clock: Clock) -> Millis {
         if clock == Clock::System {
             self.now = self.now.max(system_now());
@@ -47,10 +89,16 @@ impl Inner {
 /// A presence engine. Thread-safe: every method takes `&self`; share it with `Arc`.
 ///
 /// State changes happen inside a short critical section; callbacks run afterwards, never
-/// under the lock, never concurrently, in `seq` order. With [`Dispatch::Immediate`] they
-/// run on a thread calling into the engine before that call returns (normally the one
-/// whose call caused them; when two threads race, whichever dispatches first delivers
-/// both in order). With [`Dispatch::Manual`] they run only inside [`Engine::pump`].
+/// under the lock, never concurrently, in `seq` order. With [`Dispatch::Immediate`] a call
+/// delivers what it caused before it returns, on its own thread, unless another thread is
+/// delivering at that moment: then that thread delivers it, and the call returns without
+/// waiting for anyone's callbacks. A call delivers at most what it caused plus
+/// [`EXTRA_ITEMS`] more (what callbacks caused, what other threads left); anything beyond
+/// waits for the next call or [`Engine::pump`]. With [`Dispatch::Manual`] callbacks run
+/// only inside [`Engine::pump`].
+///
+/// If a command panics (an internal bug), the panic propagates from that call and the
+/// engine is poisoned: every later call answers [`ErrorKind::State`](crate::ErrorKind).
 ///
 /// In cluster mode the engine also runs one background thread, the link to the shared
 /// store; changes from other nodes are applied and dispatched on it like local ones.
@@ -65,11 +113,12 @@ pub struct Engine {
 pub struct Shared {
     config: Config,
     inner: Mutex<Inner>,
-    listeners: Mutex<Arc<Vec<Arc<Listener>>>>,
+    listeners: Mutex<Registry>,
     next_listener: AtomicU64,
-    /// Held (re-entrantly) by the dispatching thread; the flag marks an active loop so a
-    /// callback that calls back into the engine leaves its events to the outer loop.
-    dispatching: ReentrantMutex<Cell<bool>>,
+    dispatcher: Dispatcher,
+    /// Makes the next command panic, to test poisoning.
+    #[cfg(test)]
+    panic_next: std::sync::atomic::AtomicBool,
     /// Cluster mode: the link thread, woken when a command recorded deltas so that they
     /// leave at once instead of at its next poll.
     link_thread: std::sync::OnceLock<std::thread::Thread>,
@@ -107,10 +156,19 @@ impl Engine {
         };
         let shared = Arc::new(Shared {
             config,
-            inner: Mutex::new(Inner { state, outbox: VecDeque::new(), now }),
-            listeners: Mutex::new(Arc::new(Vec::new())),
+            inner: Mutex::new(Inner {
+                state,
+                outbox: VecDeque::new(),
+                now,
+                discarded: 0,
+                discarded_seq: 0,
+                poisoned: false,
+            }),
+            listeners: Mutex::new(Registry::default()),
             next_listener: AtomicU64::new(1),
-            dispatching: ReentrantMutex::new(Cell::new(false)),
+            dispatcher: Dispatcher::default(),
+            #[cfg(test)]
+            panic_next: std::sync::atomic::AtomicBool::new(false),
             link_thread: std::sync::OnceLock::new(),
         });
         #[cfg(feature = "cluster")]
@@ -164,34 +222,65 @@ impl Engine {
 }
 
 impl Shared {
+    /// The state lock, unless a command panicked under it earlier.
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        let inner = self.inner.lock();
+        if inner.poisoned {
+            return Err(Error::state(
+                "the engine is poisoned: an earlier call panicked inside it and may have left its state half-changed",
+            ));
+        }
+        Ok(inner)
+    }
+
     /// Runs one command under the lock, queues what it emitted, then dispatches (immediate
-    /// mode) after the lock is released.
+    /// mode) after the lock is released. A panicking command poisons the engine and
+    /// propagates.
     fn run<T>(&self, command: impl FnOnce(&mut State, Millis) -> Result<T>) -> Result<T> {
-        let (result, pending) = {
-            let mut inner = self.inner.lock();
+        let (result, queued) = {
+            let mut inner = self.lock()?;
             let now = inner.now(self.config.clock);
-            let result = command(&mut inner.state, now);
+            let state = &mut inner.state;
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if self.panic_next.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    panic!("a command failed inside the engine");
+                }
+                command(state, now)
+            }));
+            let result = match outcome {
+                Ok(result) => result,
+                Err(payload) => {
+                    inner.poisoned = true;
+                    drop(inner);
+                    resume_unwind(payload);
+                }
+            };
             if let Some(link) = self.link_thread.get() {
                 if inner.state.has_deltas() {
                     link.unpark();
                 }
             }
             let emitted = inner.state.take_outbox();
-            if inner.outbox.is_empty() {
-                inner.outbox = VecDeque::from(emitted);
-            } else {
-                inner.outbox.extend(emitted);
-            }
-            (result, !inner.outbox.is_empty())
+            let queued = emitted.len();
+            inner.outbox.extend(emitted);
+            inner.bound_outbox(self.config.pending_dispatch_capacity as usize);
+            (result, queued)
         };
-        if pending && self.config.dispatch == Dispatch::Immediate {
-            self.dispatch();
+        if queued > 0 && self.config.dispatch == Dispatch::Immediate {
+            self.dispatch(queued + EXTRA_ITEMS);
         }
         result
     }
 }
 
 impl Engine {
+    /// Makes the next command panic inside the lock, as an internal bug would.
+    #[cfg(test)]
+    pub(crate) fn panic_in_next_command(&self) {
+        self.panic_next.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     // ----- users -----
 
     /// Upserts the user and opens a connection. Cost: O(input + subscribers of the user).
@@ -216,7 +305,7 @@ impl Engine {
 
     /// Records a sign of life for `connection_timeout_ms`. Cost: O(1).
     pub fn heartbeat(&self, connection: ConnectionId) -> Result<()> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock()?;
         let now = inner.now(self.config.clock);
         inner.state.heartbeat(now, connection)
     }
@@ -249,7 +338,7 @@ impl Engine {
     /// view). Cost: O(1) under the lock; [`Engine::get_user`] and [`Engine::get_user_json`]
     /// render it afterwards in O(size of the user).
     pub fn get_user_answer(&self, viewer: ConnectionId, user_id: &str) -> Result<ViewedUser> {
-        self.inner.lock().state.get_user(viewer, user_id)
+        self.lock()?.state.get_user(viewer, user_id)
     }
 
     /// [`Engine::get_user_answer`] as JSON. Cost: O(size of the user).
@@ -264,7 +353,7 @@ impl Engine {
 
     /// The user's current data (own view). Cost: O(1).
     pub fn user(&self, user_id: &str) -> Result<Arc<UserSnapshot>> {
-        self.inner.lock().state.user_snapshot(user_id)
+        self.lock()?.state.user_snapshot(user_id)
     }
 
     // ----- channels -----
@@ -399,7 +488,7 @@ impl Engine {
 
     /// Drains up to `max` events from a connection's queue, oldest first. Cost: O(max).
     pub fn poll_events(&self, connection: ConnectionId, max: usize) -> Result<Vec<Delivery>> {
-        self.inner.lock().state.poll(connection, max)
+        self.lock()?.state.poll(connection, max)
     }
 
     /// [`Engine::poll_events`] into a vector the caller reuses: moves up to `max` events
@@ -411,25 +500,28 @@ impl Engine {
         max: usize,
         out: &mut Vec<Delivery>,
     ) -> Result<usize> {
-        self.inner.lock().state.poll_into(connection, max, out)
+        self.lock()?.state.poll_into(connection, max, out)
     }
 
-    /// Runs the callbacks of every event waiting for dispatch, on this thread; answers how
-    /// many callbacks ran. In immediate mode there is normally nothing waiting. Called from
-    /// inside a callback it answers 0 (the outer loop delivers). Cost: O(events × listeners).
+    /// Runs, on this thread, the callbacks of the events waiting for dispatch when it is
+    /// called, plus at most [`EXTRA_ITEMS`] more that callbacks cause; answers how many
+    /// callbacks ran. In immediate mode there is normally little waiting. Answers 0 from
+    /// inside a callback, and while another thread is delivering (that thread delivers).
+    /// Cost: O(events × matching listeners).
     pub fn pump(&self) -> u32 {
-        self.dispatch()
+        let waiting = self.inner.lock().outbox.len();
+        self.dispatch(waiting + EXTRA_ITEMS)
     }
 
     // ----- time -----
 
-    /// Applies timeouts, grace expiry and last_active refresh that are due.
-    /// Cost: O(d log n) for d due timers; O(1) when nothing is due.
-    pub fn tick(&self) {
-        let _ = self.run(|s, now| {
+    /// Applies timeouts, grace expiry and last_active refresh that are due. Fails only on
+    /// a poisoned engine. Cost: O(d log n) for d due timers; O(1) when nothing is due.
+    pub fn tick(&self) -> Result<()> {
+        self.run(|s, now| {
             s.tick(now);
             Ok(())
-        });
+        })
     }
 
     /// Moves the manual clock to `unix_ms` (never backwards: `STATE`; outside
@@ -440,7 +532,7 @@ impl Engine {
             return Err(Error::state("set_time needs \"clock\": \"manual\""));
         }
         check_millis("set_time:", unix_ms)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock()?;
         if unix_ms < inner.now {
             return Err(Error::state(format!(
                 "time cannot move backwards: now {}, asked {unix_ms}",
@@ -461,7 +553,7 @@ impl Engine {
     /// document is sorted, rendered and streamed to the file after the lock is released, in
     /// memory O(users + channels) beyond the shared data.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let saved = self.inner.lock().state.save();
+        let saved = self.lock()?.state.save();
         persist::save(path.as_ref(), saved)
     }
 
@@ -478,7 +570,7 @@ impl Engine {
                 "load is not allowed in cluster mode: the shared store is the source of truth",
             ));
         }
-        let open = self.inner.lock().state.connection_count();
+        let open = self.lock()?.state.connection_count();
         if open > 0 {
             return Err(Error::state(format!("load needs an engine without connections; {open} are open")));
         }
@@ -487,9 +579,13 @@ impl Engine {
         self.run(|s, now| s.replace(now, restore))
     }
 
-    /// Numbers of users, connections and channels. Cost: O(1).
-    pub fn counts(&self) -> (usize, usize, usize) {
+    /// Numbers of users, connections and channels (also of a poisoned engine). Cost: O(1).
+    pub fn counts(&self) -> Counts {
         let inner = self.inner.lock();
-        (inner.state.user_count(), inner.state.connection_count(), inner.state.channel_count())
+        Counts {
+            users: inner.state.user_count(),
+            connections: inner.state.connection_count(),
+            channels: inner.state.channel_count(),
+        }
     }
 }

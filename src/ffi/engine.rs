@@ -171,8 +171,10 @@ pub unsafe extern "C" fn presence_engine_new(
 
 /// Destroys an engine and every listener registered on it (their `user_data` is not
 /// touched: it stays the caller's to release). NULL is accepted and ignored. No other
-/// thread may be using the engine, and it must not be called from one of the engine's own
-/// callbacks; the handle is invalid afterwards.
+/// thread may be using the engine. Called from one of the engine's own callbacks it
+/// refuses: the engine stays alive and usable, and `presence_last_error` on the calling
+/// thread says why (free it after the callback returns). The handle is invalid
+/// afterwards otherwise.
 #[no_mangle]
 pub unsafe extern "C" fn presence_engine_free(engine: *mut PresenceEngine) {
     if engine.is_null() {
@@ -180,6 +182,11 @@ pub unsafe extern "C" fn presence_engine_free(engine: *mut PresenceEngine) {
     }
     let _ = call("presence_engine_free", || {
         // SAFETY: a live handle from `presence_engine_new`, by contract not used elsewhere.
+        if unsafe { &*engine }.engine.dispatching_here() {
+            return Err(crate::Error::state(
+                "called from inside one of the engine's own callbacks; the engine stays alive",
+            ));
+        }
         drop(unsafe { Box::from_raw(engine) });
         Ok(())
     });

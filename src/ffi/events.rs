@@ -35,14 +35,15 @@ pub struct PresenceEvent {
 
 /// A callback. `user_data` is the pointer given at registration, passed back untouched;
 /// `event` is valid only during the call. Callbacks run on the thread that caused the
-/// events (immediate dispatch; when two threads race, whichever dispatches first delivers
-/// the events of both, in order) or that calls `presence_pump` (manual dispatch), never
-/// while the engine holds its lock, never concurrently with another callback of the same
-/// engine, in `seq` order. A callback may call any function of the engine except
-/// `presence_engine_free` on it; events it causes are delivered after the current one.
-/// While it runs, a call on another thread that emits events waits for the dispatch to
-/// finish, so a callback must not block waiting for another thread that calls into the
-/// same engine (for example on a host mutex that thread holds): that would deadlock.
+/// events (immediate dispatch; if another thread is delivering at that moment, that
+/// thread delivers them, in order, and the call returns without waiting) or that calls
+/// `presence_pump` (manual dispatch), never while the engine holds its lock, never
+/// concurrently with another callback of the same engine, in `seq` order. A call delivers
+/// at most what it caused plus a bounded number more (1024 items); the rest waits for the
+/// next call or `presence_pump`. A callback may call any function of the engine except
+/// `presence_engine_free` on it (refused, see there); events it causes are delivered after
+/// the current one. No call waits for another thread's callbacks, except
+/// `presence_remove_listener` for a call of the listener it removes.
 /// It must not longjmp out of the callback, and must not let a C++ exception escape it
 /// (wrap its body in try/catch): an exception reaching the engine aborts the process.
 pub type PresenceEventCallback =
@@ -71,15 +72,12 @@ impl CCallback {
     /// engine's dispatch loop.
     fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
         let mut json = take_buffer();
-        let len = event.user_id().len() + 1 + event.channel().map_or(0, |c| c.cid.len() + 1);
+        let len = event.user_id().map_or(0, |u| u.len() + 1) + event.channel().map_or(0, |c| c.cid.len() + 1);
         with_room(len, |mut strings| {
             let built = catch_unwind(AssertUnwindSafe(|| {
                 let rendered = event.rendered(view);
-                // Events about no user (cluster.status) have the empty id: NULL in C.
-                let user_id = match event.user_id() {
-                    "" => std::ptr::null(),
-                    id => strings.push(id),
-                };
+                // Events about no user (engine.overflow, cluster.status): NULL in C.
+                let user_id = event.user_id().map_or(std::ptr::null(), |id| strings.push(id));
                 let cid = event.channel().map_or(std::ptr::null(), |c| strings.push(&c.cid));
                 let json = match recipient {
                     None => rendered.c_str().as_ptr(),
@@ -95,7 +93,7 @@ impl CCallback {
                     connection_id: recipient.map_or(0, |c| c.0),
                     user_id,
                     cid,
-                    online: event.user().online(view),
+                    online: event.user().is_some_and(|u| u.online(view)),
                     json,
                 }
             }));
@@ -144,7 +142,7 @@ pub unsafe extern "C" fn presence_add_listener(
         let filter =
             ListenerFilter { event_type: event_type.map(str::to_owned), user_id: user_id.map(str::to_owned) };
         let callback = CCallback { function, user_data };
-        let id = e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None));
+        let id = e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?;
         unsafe { out.write(id.0) };
         Ok(())
     })
@@ -177,9 +175,11 @@ pub unsafe extern "C" fn presence_add_delivery_listener(
 }
 
 /// Removes a listener. Once this returns its callback is never called again, even for an
-/// event being dispatched right now (if another thread is inside the callback, this waits
-/// for that call to return); a callback may remove itself. The listener's `user_data` is
-/// the caller's to release afterwards.
+/// event being dispatched right now: if another thread is inside this listener's callback,
+/// this waits for that one call to return (never for other callbacks, never from inside
+/// a callback of this engine). A callback may remove itself. The listener's `user_data`
+/// is the caller's to release afterwards. Where waiting could deadlock (the caller holds
+/// a lock the callback takes), use `presence_remove_listener_nowait`.
 ///
 /// Errors: NULL (`engine`), NOT_FOUND (an unknown or already removed id, or 0). Any
 /// thread, including from a callback.
@@ -243,5 +243,23 @@ pub unsafe extern "C" fn presence_pump(
             unsafe { out_delivered.write(delivered) };
         }
         Ok(())
+    })
+}
+
+/// Removes a listener without waiting (ABI version 2): no call of it starts after this
+/// returns, but a call already running on another thread may still be running; it is the
+/// last. Safe to call while holding a lock the callback takes. Release `user_data` only
+/// once that call can no longer be running (for example after the next dispatch ends).
+///
+/// Errors: NULL (`engine`), NOT_FOUND (an unknown or already removed id, or 0). Any
+/// thread, including from a callback.
+#[no_mangle]
+pub unsafe extern "C" fn presence_remove_listener_nowait(
+    engine: *mut PresenceEngine,
+    id: PresenceListenerId,
+) -> PresenceResult {
+    call("presence_remove_listener_nowait", || {
+        let e = unsafe { support::engine(engine) }?;
+        e.remove_listener_nowait(ListenerId(id))
     })
 }

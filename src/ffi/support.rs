@@ -5,7 +5,6 @@ use super::engine::code;
 use super::{PresenceEngine, PresenceResult};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
-use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
@@ -49,15 +48,7 @@ pub(crate) fn last_error_ptr() -> *const c_char {
 }
 
 /// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
-}
+pub(crate) use crate::error::panic_message;
 
 /// Runs the body of exported function `function` behind the panic boundary, turning its
 /// outcome into a `PresenceResult` and recording the message of any failure.

@@ -18,26 +18,29 @@ fn new_engine() -> *mut PresenceEngine {
 }
 
 #[test]
-fn a_panic_becomes_presence_err_panic_and_the_engine_stays_usable() {
+fn a_panicking_listener_leaves_the_call_successful_and_is_reported() {
     let e = new_engine();
     let engine = unsafe { &(*e).engine };
     let calls = Arc::new(AtomicU32::new(0));
     let seen = calls.clone();
     // A listener (Rust, so it may panic) that panics on its first event only.
-    engine.add_listener(ListenerFilter::all(), move |_| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            panic!("listener exploded");
-        }
-    });
+    engine
+        .add_listener(ListenerFilter::all(), move |_| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("listener exploded");
+            }
+        })
+        .unwrap();
     let mut conn = 0;
     let r = unsafe { presence_connect(e, c"{\"id\":\"a\"}".as_ptr(), &mut conn) };
-    assert_eq!(r, PresenceResult::PRESENCE_ERR_PANIC);
-    let msg = last_error();
-    assert!(msg.starts_with("presence_connect: internal error"), "{msg}");
-    assert!(msg.contains("listener exploded"), "{msg}");
-    assert_eq!(conn, 0, "out-parameters are written only on success");
+    assert_eq!(r, PresenceResult::PRESENCE_OK, "the change committed, so the call succeeds");
+    assert_ne!(conn, 0, "the connection id is not lost");
+    let panics = engine.listener_panics();
+    assert_eq!(panics.count, 1);
+    let message = panics.last_message.unwrap();
+    assert!(message.contains("listener exploded") && message.starts_with("listener 1 panicked"), "{message}");
 
-    // The connection was made before the listener ran; the engine goes on working.
+    // The listener keeps getting later events; the engine goes on working.
     let r = unsafe { presence_set_status(e, c"a".as_ptr(), c"back".as_ptr()) };
     assert_eq!(r, PresenceResult::PRESENCE_OK);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -48,6 +51,55 @@ fn a_panic_becomes_presence_err_panic_and_the_engine_stays_usable() {
     assert!(user.contains("\"online\":true"), "{user}");
     assert!(user.contains("\"status\":\"back\""), "{user}");
     unsafe { presence_string_free(json) };
+    unsafe { presence_engine_free(e) };
+}
+
+#[test]
+fn a_panicking_command_answers_panic_then_state_from_then_on() {
+    let e = new_engine();
+    let mut conn = 0;
+    assert_eq!(unsafe { presence_connect_user_json(e, "a", &mut conn) }, PresenceResult::PRESENCE_OK);
+    unsafe { &(*e).engine }.panic_in_next_command();
+    let r = unsafe { presence_set_status(e, c"a".as_ptr(), c"x".as_ptr()) };
+    assert_eq!(r, PresenceResult::PRESENCE_ERR_PANIC);
+    assert!(last_error().contains("internal error"), "{}", last_error());
+    let mut json = ptr::null_mut();
+    let r = unsafe { presence_get_user(e, 0, c"a".as_ptr(), &mut json) };
+    assert_eq!(r, PresenceResult::PRESENCE_ERR_STATE);
+    assert!(last_error().contains("poisoned"), "{}", last_error());
+    assert_eq!(unsafe { presence_disconnect(e, conn) }, PresenceResult::PRESENCE_ERR_STATE);
+    assert_eq!(unsafe { presence_tick(e) }, PresenceResult::PRESENCE_ERR_STATE);
+    assert!(json.is_null(), "out-parameters are written only on success");
+    unsafe { presence_engine_free(e) };
+}
+
+unsafe fn presence_connect_user_json(e: *mut PresenceEngine, id: &str, out: &mut u64) -> PresenceResult {
+    let json = std::ffi::CString::new(format!("{{\"id\":\"{id}\"}}")).unwrap();
+    unsafe { presence_connect(e, json.as_ptr(), out) }
+}
+
+#[test]
+fn freeing_an_engine_inside_its_own_callback_is_refused() {
+    let e = new_engine();
+    struct Handle(*mut PresenceEngine);
+    unsafe impl Send for Handle {}
+    unsafe impl Sync for Handle {}
+    let handle = Handle(e);
+    let refusal = Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = refusal.clone();
+    unsafe { &(*e).engine }
+        .add_listener(ListenerFilter::all(), move |_| {
+            let h = &handle;
+            unsafe { presence_engine_free(h.0) };
+            *seen.lock().unwrap() = last_error();
+        })
+        .unwrap();
+    let mut conn = 0;
+    assert_eq!(unsafe { presence_connect_user_json(e, "a", &mut conn) }, PresenceResult::PRESENCE_OK);
+    let message = refusal.lock().unwrap().clone();
+    assert!(message.starts_with("presence_engine_free: called from inside"), "{message}");
+    // Still alive and usable.
+    assert_eq!(unsafe { presence_disconnect(e, conn) }, PresenceResult::PRESENCE_OK);
     unsafe { presence_engine_free(e) };
 }
 
@@ -80,4 +132,26 @@ fn the_last_error_is_per_thread_and_survives_success() {
 fn messages_with_nul_bytes_survive() {
     support::set_last_error("f", "a\0b");
     assert_eq!(last_error(), "f: a\\0b");
+}
+
+#[test]
+fn remove_listener_nowait_removes_and_answers_not_found_the_second_time() {
+    unsafe extern "C-unwind" fn count(user_data: *mut std::ffi::c_void, _: *const PresenceEvent) {
+        unsafe { &*(user_data as *const AtomicU32) }.fetch_add(1, Ordering::SeqCst);
+    }
+    let e = new_engine();
+    let calls = AtomicU32::new(0);
+    let mut id = 0;
+    let user_data = &calls as *const AtomicU32 as *mut std::ffi::c_void;
+    let r = unsafe { presence_add_listener(e, ptr::null(), ptr::null(), Some(count), user_data, &mut id) };
+    assert_eq!(r, PresenceResult::PRESENCE_OK);
+    let mut conn = 0;
+    assert_eq!(unsafe { presence_connect_user_json(e, "a", &mut conn) }, PresenceResult::PRESENCE_OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(unsafe { presence_remove_listener_nowait(e, id) }, PresenceResult::PRESENCE_OK);
+    assert_eq!(unsafe { presence_disconnect(e, conn) }, PresenceResult::PRESENCE_OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "never called after removal");
+    assert_eq!(unsafe { presence_remove_listener_nowait(e, id) }, PresenceResult::PRESENCE_ERR_NOT_FOUND);
+    assert_eq!(last_error(), format!("presence_remove_listener_nowait: unknown listener {id}"));
+    unsafe { presence_engine_free(e) };
 }

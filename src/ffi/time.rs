@@ -3,14 +3,14 @@ use super::support::{self, call};
 use super::{PresenceEngine, PresenceResult};
 
 /// Applies everything due at the engine's current time: heartbeat timeouts, offline-grace
-/// expiry and `last_active` refresh. Errors: NULL (`engine`). Any thread, including from
+/// expiry and `last_active` refresh. Errors: NULL (`engine`), STATE (a poisoned engine).
+/// Any thread, including from
 /// a callback.
 #[no_mangle]
 pub unsafe extern "C" fn presence_tick(engine: *mut PresenceEngine) -> PresenceResult {
     call("presence_tick", || {
         let e = unsafe { support::engine(engine) }?;
-        e.tick();
-        Ok(())
+        e.tick()
     })
 }
 

@@ -86,16 +86,15 @@ pub struct PresenceEventInfo {
     pub closed_connection_id: PresenceConnectionId,
     /// The event type's name ("user.presence.changed", ...), a static string.
     pub type_name: *const c_char,
+    /// For "engine.overflow": how many host deliveries were discarded; 0 for other events.
+    pub dropped: u64,
 }
 
 /// Bytes of NUL-terminated copies of the strings an info points at: the user id, the
 /// channel and the status.
 pub(super) fn strings_len(event: &Event) -> usize {
-    let user = event.user();
-    user.id.len()
-        + 1
+    event.user().map_or(0, |u| u.id.len() + 1 + u.status.as_ref().map_or(0, |s| s.len() + 1))
         + event.channel().map_or(0, |c| c.cid.len() + 1)
-        + user.status.as_ref().map_or(0, |s| s.len() + 1)
 }
 
 /// Room for NUL-terminated copies of strings, handing out pointers that stay valid as
@@ -151,33 +150,35 @@ fn describe(
     strings: &mut Strings,
 ) -> PresenceEventInfo {
     let user = event.user();
-    let (watcher_count, close_reason, closed_connection_id) = match &event.kind {
+    let (watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
         EventKind::WatchingStart { watcher_count, .. } | EventKind::WatchingStop { watcher_count, .. } => {
-            (i64::from(*watcher_count), 0, 0)
+            (i64::from(*watcher_count), 0, 0, 0)
         }
-        EventKind::ConnectionClosed { connection, reason, .. } => (-1, *reason as u32, connection.0),
+        EventKind::ConnectionClosed { connection, reason, .. } => (-1, *reason as u32, connection.0, 0),
+        EventKind::EngineOverflow { dropped } => (-1, 0, 0, *dropped),
         EventKind::PresenceChanged { .. }
         | EventKind::UserUpdated { .. }
         | EventKind::MemberAdded { .. }
         | EventKind::MemberRemoved { .. }
-        | EventKind::ClusterStatus { .. } => (-1, 0, 0),
+        | EventKind::ClusterStatus { .. } => (-1, 0, 0, 0),
     };
     PresenceEventInfo {
         kind: event.kind.type_number(),
         seq: event.seq,
         connection_id: recipient,
-        // Events about no user (cluster.status) have the empty id: NULL in C.
-        user_id: if user.id.is_empty() { ptr::null() } else { strings.push(&user.id) },
+        // Events about no user (engine.overflow, cluster.status): NULL in C.
+        user_id: user.map_or(ptr::null(), |u| strings.push(&u.id)),
         cid: event.channel().map_or(ptr::null(), |c| strings.push(&c.cid)),
-        online: user.online(view),
-        invisible: view == View::Own && user.invisible,
-        status: user.status.as_deref().map_or(ptr::null(), |s| strings.push(s)),
-        last_active_ms: user.last_active.unwrap_or(i64::MIN),
+        online: user.is_some_and(|u| u.online(view)),
+        invisible: view == View::Own && user.is_some_and(|u| u.invisible),
+        status: user.and_then(|u| u.status.as_deref()).map_or(ptr::null(), |s| strings.push(s)),
+        last_active_ms: user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
         watcher_count,
         close_reason,
         created_at_ms: event.created_at,
         closed_connection_id,
         type_name: event.kind.type_name_nul().as_ptr().cast(),
+        dropped,
     }
 }
 
@@ -485,7 +486,7 @@ fn add_typed(
         let callback = TypedCallback { function, user_data: user_data.clone() };
         let id = match filter {
             Some(filter) => {
-                e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))
+                e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?
             }
             None => e.add_delivery_listener(move |d: &Delivery| {
                 callback.invoke(&d.event, d.view, Some(d.connection))

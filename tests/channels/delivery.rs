@@ -123,7 +123,7 @@ fn a_queue_that_overflows_closes_its_connection_as_a_slow_consumer() {
     );
     e.set_status("alice", Some("2")).unwrap();
     assert_eq!(poll(&e, carol), [to(carol, "user.presence.changed alice online")]);
-    assert_eq!(e.counts().1, 3, "bob's queue is full (4 entries) but has not overflowed");
+    assert_eq!(e.counts().connections, 3, "bob's queue is full (4 entries) but has not overflowed");
     rec.take();
     d.take();
 
@@ -151,7 +151,7 @@ fn a_queue_that_overflows_closes_its_connection_as_a_slow_consumer() {
         [to(carol, "user.presence.changed alice online"), to(carol, "user.watching.stop bob online")]
     );
     assert_eq!(kind(e.poll_events(bob, 10)), ErrorKind::NotFound);
-    assert_eq!(e.counts().1, 2);
+    assert_eq!(e.counts().connections, 2);
     assert_eq!(host_state(&e, "team:red")["watcher_count"], 1);
     // Nothing more reaches bob: alice's next change goes to carol only.
     e.disconnect(alice).unwrap();
@@ -175,7 +175,7 @@ fn capacity_zero_disables_queues_but_delivery_listeners_still_get_everything() {
     assert_eq!(got[0], to(bob, "user.watching.start bob online"));
     assert_eq!(got[52], to(bob, "user.presence.changed alice offline"));
     assert!(e.poll_events(bob, 100).unwrap().is_empty());
-    assert_eq!(e.counts().1, 1, "no queue, no overflow: bob stays connected");
+    assert_eq!(e.counts().connections, 1, "no queue, no overflow: bob stays connected");
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn a_delivery_callback_may_call_the_engine_and_its_events_follow_in_seq_order() 
         // Greet every new member, from inside the callback.
         if x.event.type_name() == "member.added" {
             let e = weak.upgrade().unwrap();
-            e.set_status(x.event.user_id(), Some("welcome")).unwrap();
+            e.set_status(x.user_id(), Some("welcome")).unwrap();
         }
     });
     e.add_members("team:red", &strings(&["carol", "dave"])).unwrap();

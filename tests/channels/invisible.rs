@@ -93,7 +93,7 @@ impl Story {
         );
         // Refreshes do not move her last_active while invisible; others' do.
         e.set_time(T0 + 20 * MINUTE).unwrap();
-        e.tick();
+        e.tick().unwrap();
         assert!(poll(e, bob).is_empty());
         self.alice = Some(alice);
         self.g2 = Some(g2);

@@ -2,6 +2,7 @@
 //! surviving save and load.
 use crate::common::views::*;
 use crate::common::*;
+use presence::Counts;
 use presence::{ConnectionId, Engine, ErrorKind};
 use serde_json::{json, Value};
 
@@ -11,7 +12,7 @@ fn upsert_channel_creates_the_channel_and_its_missing_members() {
     e.upsert_user_json(r#"{"id":"b","name":"Bee"}"#).unwrap();
     let rec = Recorder::attach(&e);
     e.upsert_channel_json(r#"{"type":"team","id":"red","members":["a","b"],"color":"red"}"#).unwrap();
-    assert_eq!(e.counts(), (2, 0, 1));
+    assert_eq!(e.counts(), Counts { users: 2, connections: 0, channels: 1 });
     assert_eq!(
         rec.take(),
         ["member.added a offline", "member.added b offline"],
@@ -38,7 +39,7 @@ fn upsert_channel_creates_the_channel_and_its_missing_members() {
         host_state(&e, "dm:a-b")["channel"],
         json!({"cid":"dm:a-b","type":"dm","id":"a-b","member_count":0,"created_at":T0S,"updated_at":T0S})
     );
-    assert_eq!(e.counts(), (2, 0, 3));
+    assert_eq!(e.counts(), Counts { users: 2, connections: 0, channels: 3 });
 }
 
 #[test]
@@ -75,7 +76,7 @@ fn upsert_adds_members_never_removes_and_merges_custom_fields() {
     );
     assert_eq!(kind(e.upsert_channel_json(r#"{"cid":"team:red","members":"a"}"#)), ErrorKind::Json);
     assert_eq!(kind(e.upsert_channel_json(r#"{"cid":"team:red""#)), ErrorKind::Json);
-    assert_eq!(e.counts(), (3, 0, 1), "user \"ok\" was not created");
+    assert_eq!(e.counts(), Counts { users: 3, connections: 0, channels: 1 }, "user \"ok\" was not created");
     assert_eq!(host_state(&e, "team:red")["channel"]["member_count"], 3);
     assert!(rec.take().is_empty());
 }
@@ -91,7 +92,7 @@ fn add_and_remove_members_with_their_error_cases() {
     assert_eq!(rec.take(), ["member.added b offline", "member.added c offline"]);
     e.add_members("team:red", &strings(&["d"])).unwrap();
     assert_eq!(rec.take(), ["member.added d offline"]);
-    assert_eq!(e.counts(), (5, 0, 1));
+    assert_eq!(e.counts(), Counts { users: 5, connections: 0, channels: 1 });
 
     // Unknown user: NotFound, nothing removed (not even the valid ids before it).
     assert_eq!(kind(e.remove_members_json("team:red", r#"["a","nobody"]"#)), ErrorKind::NotFound);
@@ -107,7 +108,11 @@ fn add_and_remove_members_with_their_error_cases() {
     assert_eq!(rec.take(), ["member.removed d offline"]);
     let members = member_ids(&host_state(&e, "team:red"));
     assert_eq!(members, ["b"]);
-    assert_eq!(e.counts(), (5, 0, 1), "removing members never deletes users");
+    assert_eq!(
+        e.counts(),
+        Counts { users: 5, connections: 0, channels: 1 },
+        "removing members never deletes users"
+    );
 
     // Malformed input.
     assert_eq!(kind(e.add_members_json("team:red", "[1]")), ErrorKind::Json);
@@ -116,7 +121,11 @@ fn add_and_remove_members_with_their_error_cases() {
     assert_eq!(kind(e.add_members_json("team:red", r#"["new1","a b"]"#)), ErrorKind::Invalid);
     assert_eq!(kind(e.add_members("team:red", &strings(&["new2", ""]))), ErrorKind::Invalid);
     assert_eq!(kind(e.remove_members_json("team:red", "{}")), ErrorKind::Json);
-    assert_eq!(e.counts(), (5, 0, 1), "a rejected add creates no user");
+    assert_eq!(
+        e.counts(),
+        Counts { users: 5, connections: 0, channels: 1 },
+        "a rejected add creates no user"
+    );
     // Bad and unknown channels.
     assert_eq!(kind(e.add_members("Team:red", &strings(&["a"]))), ErrorKind::Invalid);
     assert_eq!(kind(e.add_members("team:blue", &strings(&["a"]))), ErrorKind::NotFound);
@@ -144,7 +153,7 @@ fn cid_validation_and_unknown_channels() {
     }
     e.upsert_channel_json(&json!({ "cid": ok_id }).to_string()).unwrap();
     e.upsert_channel_json(r#"{"type":"a-z_0-9","id":"Ünïcødé.!"}"#).unwrap();
-    assert_eq!(e.counts().2, 2);
+    assert_eq!(e.counts().channels, 2);
     for unknown in ["t:none", "team:red"] {
         assert_eq!(kind(e.watch_channel(c, unknown, false)), ErrorKind::NotFound);
         assert_eq!(kind(e.watch_channel_state(c, unknown, false)), ErrorKind::NotFound);
@@ -180,7 +189,11 @@ fn a_user_may_be_a_member_of_many_channels() {
     e.delete_channel("team:red").unwrap();
     assert_eq!(q("a"), ["team:green"]);
     assert_eq!(q("red"), Vec::<String>::new());
-    assert_eq!(e.counts(), (4, 0, 2), "deleting a channel keeps its users");
+    assert_eq!(
+        e.counts(),
+        Counts { users: 4, connections: 0, channels: 2 },
+        "deleting a channel keeps its users"
+    );
 }
 
 #[test]
@@ -215,7 +228,7 @@ fn channel_fields_last_message_at_and_cid_consistency() {
         ErrorKind::Invalid,
         "5 KiB of custom data at most"
     );
-    assert_eq!(e.counts().2, 1);
+    assert_eq!(e.counts().channels, 1);
     assert!(host_state(&e, "team:red")["channel"].get("blob").is_none());
 }
 
@@ -263,7 +276,11 @@ impl SavedAndLoaded {
 #[test]
 fn save_then_load_gives_back_channels_with_members_and_custom_fields() {
     let SavedAndLoaded { before, all_before, loaded, .. } = &SavedAndLoaded::new();
-    assert_eq!(loaded.counts(), (3, 0, 3), "the load replaced what was there");
+    assert_eq!(
+        loaded.counts(),
+        Counts { users: 3, connections: 0, channels: 3 },
+        "the load replaced what was there"
+    );
     for (cid, state) in ["team:red", "team:blue", "dm:empty"].iter().zip(before) {
         assert_eq!(&host_state(loaded, cid), state, "{cid}");
     }

@@ -244,7 +244,7 @@ impl Run {
             .iter()
             .map(|ev| {
                 let ch = ev.channel().map(|c| c.cid.to_string()).unwrap_or_default();
-                (ev.type_name().to_string(), ev.user_id().to_string(), ch)
+                (ev.type_name().to_string(), ev.user_id().unwrap().to_string(), ch)
             })
             .collect();
         let mut want = want;
@@ -259,10 +259,12 @@ impl Run {
             let expected = match ev.channel() {
                 _ if ev.type_name() == "connection.closed" => Vec::new(),
                 Some(ch) => m.watchers(&ch.cid),
-                None if own_only.contains(ev.user_id()) => {
-                    m.subscribers(ev.user_id()).into_iter().filter(|c| m.conns[c] == ev.user_id()).collect()
-                }
-                None => m.subscribers(ev.user_id()),
+                None if own_only.contains(ev.user_id().unwrap()) => m
+                    .subscribers(ev.user_id().unwrap())
+                    .into_iter()
+                    .filter(|c| Some(m.conns[c].as_str()) == ev.user_id())
+                    .collect(),
+                None => m.subscribers(ev.user_id().unwrap()),
             };
             assert_eq!(to, expected, "{at}: recipients of {}", describe(ev));
             if let Some(ch) = ev.channel().filter(|_| ev.type_name().starts_with("user.watching")) {
@@ -270,7 +272,7 @@ impl Run {
             }
         }
         for x in &deliveries {
-            let own_user = m.conns[&x.connection] == x.event.user_id();
+            let own_user = m.conns[&x.connection] == x.user_id();
             assert_eq!(x.view == View::Own, own_user, "{at}: view of {}", describe_delivery(x));
         }
         assert_eq!(

@@ -2,6 +2,7 @@
 //! and last connections come and go, turn invisible, or the channel is deleted.
 use crate::common::views::*;
 use crate::common::*;
+use presence::Counts;
 use presence::ErrorKind;
 use serde_json::json;
 
@@ -242,7 +243,7 @@ fn delete_channel_ends_watching_and_membership_silently() {
     e.delete_channel("team:red").unwrap();
     assert!(rec.take().is_empty(), "no events");
     assert!(d.take().is_empty());
-    assert_eq!(e.counts(), (2, 2, 0));
+    assert_eq!(e.counts(), Counts { users: 2, connections: 2, channels: 0 });
     assert_eq!(kind(e.watch_channel_state(bob, "team:red", false)), ErrorKind::NotFound);
     // Bob's presence subscription through the channel is gone.
     e.set_status("alice", Some("away")).unwrap();

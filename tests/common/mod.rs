@@ -50,7 +50,7 @@ impl Recorder {
     pub fn attach_filtered(engine: &Engine, filter: ListenerFilter) -> Recorder {
         let r = Recorder::default();
         let events = r.0.clone();
-        engine.add_listener(filter, move |e| events.lock().unwrap().push(e.clone()));
+        engine.add_listener(filter, move |e| events.lock().unwrap().push(e.clone())).unwrap();
         r
     }
     /// Takes what was recorded so far as `"type user online"` lines (own view).
@@ -64,14 +64,14 @@ impl Recorder {
 
 /// `"user.presence.changed alice online"`: the type, the user and `online` in the own view.
 pub fn describe(e: &Event) -> String {
-    let online = if e.user().online(View::Own) { "online" } else { "offline" };
-    format!("{} {} {}", e.type_name(), e.user_id(), online)
+    let online = if e.user().is_some_and(|u| u.online(View::Own)) { "online" } else { "offline" };
+    format!("{} {} {}", e.type_name(), e.user_id().unwrap_or("-"), online)
 }
 
 /// `"#2 user.presence.changed alice offline"`: recipient, type, user, `online` as seen.
 pub fn describe_delivery(d: &Delivery) -> String {
     let online = if d.online() { "online" } else { "offline" };
-    format!("#{} {} {} {}", d.connection.0, d.event.type_name(), d.event.user_id(), online)
+    format!("#{} {} {} {}", d.connection.0, d.event.type_name(), d.user_id(), online)
 }
 
 /// `"#<conn> <rest>"`, the shape of [`describe_delivery`].
@@ -156,7 +156,7 @@ pub type DeliveryLog = Arc<Mutex<Vec<Delivery>>>;
 pub fn record_all(engine: &Engine) -> (HostLog, DeliveryLog) {
     let (host, deliveries) = (HostLog::default(), DeliveryLog::default());
     let h = host.clone();
-    engine.add_listener(ListenerFilter::all(), move |e| h.lock().unwrap().push(Arc::new(e.clone())));
+    engine.add_listener(ListenerFilter::all(), move |e| h.lock().unwrap().push(Arc::new(e.clone()))).unwrap();
     let d = deliveries.clone();
     engine.add_delivery_listener(move |x| d.lock().unwrap().push(x.clone()));
     (host, deliveries)

@@ -5,7 +5,11 @@
 #include "presence.hpp"
 
 #include <cstdio>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -558,6 +562,53 @@ void test_batch_poll() {
     OK(e.disconnect(twin));
 }
 
+// Destroying a token while holding a lock its callback is waiting for, on another
+// thread: the token's removal must not wait for that callback (a deadlock otherwise).
+void test_token_destroyed_under_the_callbacks_lock() {
+    auto e = make_engine(manual_config());
+    std::mutex lock;
+    std::atomic<bool> in_callback{false};
+    std::atomic<int> calls{0};
+    presence::Listener token = OK(e.add_listener("user.presence.changed", std::nullopt, [&](const presence::Event &) {
+        in_callback = true;
+        std::lock_guard<std::mutex> guard(lock);
+        ++calls;
+    }));
+    OK(e.upsert_user(R"({"id":"alice"})"));
+    std::atomic<bool> done{false};
+    std::thread watchdog([&] {
+        for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (!done) {
+            std::fprintf(stderr, "token_destroyed_under_the_callbacks_lock: deadlocked\n");
+            std::_Exit(1);
+        }
+    });
+    {
+        std::unique_lock<std::mutex> held(lock);
+        std::thread other([&] { (void)e.set_status("alice", "x"); }); // its callback waits for `lock`
+        while (!in_callback) std::this_thread::yield();
+        token.reset(); // must return although the callback is running, blocked on `lock`
+        held.unlock();
+        other.join();
+    }
+    done = true;
+    watchdog.join();
+    CHECK(calls == 1);
+    OK(e.set_status("alice", "y"));
+    CHECK(calls == 1); // removed: no call after reset()
+
+    // reset_and_wait from the dispatching thread's own callback is allowed too.
+    presence::Listener self;
+    int self_calls = 0;
+    self = OK(e.add_listener("user.presence.changed", std::nullopt, [&](const presence::Event &) {
+        ++self_calls;
+        self.reset_and_wait();
+    }));
+    OK(e.set_status("alice", "z"));
+    OK(e.set_status("alice", "w"));
+    CHECK(self_calls == 1);
+}
+
 void test_manual_dispatch_and_poll() {
     auto e = make_engine(manual_config(kStart, "\"dispatch\":\"manual\""));
     std::vector<Recorded> host, delivered;
@@ -798,6 +849,7 @@ int main() {
         {"listeners", test_listeners},
         {"typed_event_fields", test_typed_event_fields},
         {"batch_poll", test_batch_poll},
+        {"token_destroyed_under_the_callbacks_lock", test_token_destroyed_under_the_callbacks_lock},
         {"manual_dispatch_and_poll", test_manual_dispatch_and_poll},
         {"presence_scenario", test_presence_scenario},
         {"save_load", test_save_load},

@@ -5,6 +5,7 @@ use crate::observed::{dv_of, ev_of, unordered, Dv, Ev};
 use crate::ops::{Bad, Cfg, ChanFilter, ChanSort, Conn, Op, UserFilter, UserSort, Viewer};
 use crate::reference::{Model, OpResult, Patch};
 use crate::USERS;
+use presence::Counts;
 use presence::{ConnectionId, Delivery, Engine, ErrorKind, Event, View};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -175,7 +176,7 @@ impl Harness {
                 (done(self.engine.set_time(self.model.now)), Ok(None))
             }
             Op::Tick => {
-                self.engine.tick();
+                self.engine.tick().unwrap();
                 self.model.tick();
                 (Ok(None), Ok(None))
             }
@@ -556,7 +557,12 @@ impl Harness {
         let want =
             json!({"channels": m.chans.keys().map(|c| m.render_channel_state(c, None)).collect::<Vec<_>>()});
         prop_assert_eq!(got, want, "channels {}", at);
-        prop_assert_eq!(e.counts(), (m.users.len(), m.conns.len(), m.chans.len()), "counts {}", at);
+        prop_assert_eq!(
+            e.counts(),
+            Counts { users: m.users.len(), connections: m.conns.len(), channels: m.chans.len() },
+            "counts {}",
+            at
+        );
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ pub struct Dv {
 }
 
 pub fn ev_of(event: &Event, view: View) -> Ev {
-    let user = event.user();
+    let user = event.user().expect("the model sees events about users only");
     let (watcher_count, closed) = match &event.kind {
         EventKind::WatchingStart { watcher_count, .. } | EventKind::WatchingStop { watcher_count, .. } => {
             (Some(*watcher_count), None)

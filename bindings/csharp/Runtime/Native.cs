@@ -57,6 +57,7 @@ namespace Presence
         public long CreatedAtMs;
         public ulong ClosedConnectionId;
         public IntPtr TypeName;
+        public ulong Dropped;
     }
 
     internal static class NativeMethods

@@ -1,0 +1,50 @@
+//! Receivers: a connection's events, or the host's, as `crossbeam_channel` receivers that
+//! work with `select!`, `recv_timeout` and iteration.
+use super::listeners::Callback;
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::event::{ConnectionId, Delivery, Event};
+use crate::ListenerFilter;
+use crossbeam_channel::Receiver;
+use std::sync::Arc;
+
+impl Engine {
+    /// The connection's deliveries as a channel, in `seq` order, starting with those
+    /// already queued: the receiver takes the place of its queue (and of
+    /// [`Engine::poll_events`]) while it lives. Deliveries reach it as the change commits,
+    /// without a callback, in either dispatch mode. The queue's bound holds: a receiver
+    /// holding `connection_queue_capacity` undrained deliveries when another arrives closes
+    /// the connection with reason `slow_consumer`, and then sees the channel disconnected.
+    /// Dropping the receiver ends the subscription (the queue takes over again); closing
+    /// the connection disconnects it after the last delivery; subscribing again replaces
+    /// the previous receiver. `STATE` when queues are disabled
+    /// (`connection_queue_capacity` 0). Cost: O(queued); then one channel send per
+    /// delivery.
+    pub fn subscribe(&self, connection: ConnectionId) -> Result<Receiver<Delivery>> {
+        let capacity = self.config.connection_queue_capacity as usize;
+        if capacity == 0 {
+            return Err(Error::state("subscribe needs connection queues (connection_queue_capacity is 0)"));
+        }
+        let (sink, receiver) = crossbeam_channel::bounded(capacity);
+        self.lock()?.state.attach_sink(connection, sink)?;
+        Ok(receiver)
+    }
+
+    /// Every event matching `filter` from now on, as a channel (own views, as host
+    /// listeners see them), delivered through dispatch like a host listener (in manual
+    /// mode, inside `pump`). Bounded by `pending_dispatch_capacity`: a consumer that falls
+    /// that far behind is cut off (its receiver sees the channel disconnected after the
+    /// last event it got), so nothing is dropped silently. Dropping the receiver ends the
+    /// subscription at the next event. `INVALID` for a filter that could never match.
+    /// Cost: O(log listeners); then one channel send per matching event.
+    pub fn events(&self, filter: ListenerFilter) -> Result<Receiver<Arc<Event>>> {
+        filter.validate()?;
+        let (sender, receiver) = crossbeam_channel::bounded(self.config.pending_dispatch_capacity as usize);
+        // A full or dropped receiver ends the listener (the callback answers false).
+        self.add(Callback::Host(
+            filter,
+            Box::new(move |event: &Arc<Event>| sender.try_send(event.clone()).is_ok()),
+        ));
+        Ok(receiver)
+    }
+}
