@@ -102,11 +102,14 @@ impl State {
         self.settle(now);
     }
 
-    /// Forgets every user's store version (the store lost its data and counts anew).
-    /// Cost: O(users).
+    /// Forgets every user's and channel's store version (the store lost its data and
+    /// counts anew). Cost: O(users + channels).
     pub fn forget_versions(&mut self) {
         for user in &mut self.users {
             user.version = 0;
+        }
+        for channel in self.channels.iter_mut().flatten() {
+            channel.version = 0;
         }
     }
 

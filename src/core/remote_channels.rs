@@ -100,8 +100,9 @@ impl State {
             }
         };
         if kept {
-            let channel = self.channel_mut(ch);
-            channel.version = channel.version.max(change.version);
+            // Only a snapshot can lower it: the one this node rebuilds from after the store
+            // lost its data.
+            self.channel_mut(ch).version = change.version;
         }
         self.settle(now);
     }
