@@ -682,12 +682,12 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         match rng.below(8) {
             5 => {
                 if nodes[channel_owner].call(&format!("members {cid} add {user}")) == "ok" {
-                    single.add_members(cid, &[user.clone()]).unwrap();
+                    single.add_members(cid, std::slice::from_ref(&user)).unwrap();
                 }
             }
             6 => {
                 if nodes[channel_owner].call(&format!("members {cid} remove {user}")) == "ok" {
-                    single.remove_members(cid, &[user.clone()]).unwrap();
+                    single.remove_members(cid, std::slice::from_ref(&user)).unwrap();
                 }
             }
             7 if held < 20 => {
