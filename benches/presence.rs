@@ -186,7 +186,7 @@ fn main() {
     let elapsed = started.elapsed();
     if full {
         println!(
-            "presence-engine benchmark (issue 6), scale {scale}, {:.0} s; ratio = engine cost / baseline cost (1.0 = the floor)\n",
+            "presence-engine benchmark, scale {scale}, {:.0} s; ratio = engine cost / baseline cost (1.0 = the floor)\n",
             elapsed.as_secs_f64()
         );
         print!("{}", report.table());

@@ -1,7 +1,8 @@
 //! Workload 10: the typed Rust paths from a change to its consumer. `subscribe` receivers
 //! drained on the same thread and on a second thread, a Rust delivery listener, and a
 //! host listener filtered by user among 1 and among many listeners (the filter must cost
-//! O(1): the row's baseline is the same listener alone, measured in the same run).
+//! O(1): the row's baseline is the same listener alone, measured in the same run), and the
+//! cost of adding a listener when 80,000 exist against adding the first ones.
 use crate::report::{count, Cell, Report, Target};
 use crate::workloads::{check, ns_per, progress, T0};
 use crate::Params;
@@ -60,6 +61,7 @@ pub fn w10_dispatch(p: &Params, r: &mut Report) {
     receiver_two_threads(p, r, reps);
     delivery_listener(p, r, reps);
     filtered_host_listener(p, r, reps);
+    listener_adds(r);
 }
 
 /// Status changes fanned out to `WIDTH` receivers, drained on the same thread, against
@@ -226,5 +228,43 @@ fn filtered_host_listener(p: &Params, r: &mut Report, reps: usize) {
         Cell::ns(ns_per(among, reps), "change"),
         Cell::ns(ns_per(alone, reps), "change"),
         Target::RatioAtMost(1.5),
+    );
+}
+
+/// Listeners registered before the last batch of adds is timed (80,000 once took 53 s when
+/// every add copied the whole list).
+const MANY_LISTENERS: usize = 80_000;
+/// Adds timed at each end.
+const ADD_BATCH: usize = 1000;
+
+/// Adding listeners once `MANY_LISTENERS` exist, against adding the first `ADD_BATCH`
+/// (the ratio is the growth from an empty registry: map depth and cache misses).
+fn listener_adds(r: &mut Report) {
+    let eng = engine(0);
+    let add = |from: usize| {
+        let t = Instant::now();
+        for i in from..from + ADD_BATCH {
+            let filter =
+                if i % 2 == 0 { ListenerFilter::user(format!("u{i}")) } else { ListenerFilter::all() };
+            eng.add_listener(filter, |_| {}).expect("listener");
+        }
+        t.elapsed()
+    };
+    let first = add(0);
+    for i in ADD_BATCH..MANY_LISTENERS {
+        eng.add_listener(ListenerFilter::user(format!("u{i}")), |_| {}).expect("listener");
+    }
+    let last = add(MANY_LISTENERS);
+    r.add(
+        format!(
+            "10 add_listener with {} listeners registered, half user-filtered (base: the first {})",
+            count(MANY_LISTENERS),
+            count(ADD_BATCH)
+        ),
+        Cell::ns(ns_per(last, ADD_BATCH), "add"),
+        Cell::ns(ns_per(first, ADD_BATCH), "add"),
+        // Cheap at any count: O(log n) map inserts, far from the copy of the whole list an
+        // add once made (53 s for 80,000, about 0.66 ms per add on average).
+        Target::EngineNsBelow(10_000.0),
     );
 }

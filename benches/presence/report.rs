@@ -121,7 +121,7 @@ impl Report {
 
     /// The table as Markdown with aligned columns.
     pub fn table(&self) -> String {
-        let header = ["workload", "engine", "baseline", "ratio engine/baseline (cost)", "issue target"];
+        let header = ["workload", "engine", "baseline", "ratio engine/baseline (cost)", "target"];
         // Rows grouped by workload number (the first word of the name), in run order within.
         let mut rows: Vec<&Row> = self.rows.iter().collect();
         rows.sort_by_key(|r| {

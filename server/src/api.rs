@@ -228,7 +228,34 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     );
     let timeouts = m.timeouts.load(Ordering::Relaxed);
     metric("presence_timeouts_total", "counter", "Connections closed for missing heartbeats.", timeouts);
-    metric("presence_cluster_mode", "gauge", "1 when linked to a cluster store, 0 single-node.", 0);
+    let cluster = app.engine.cluster_status();
+    let clustered = cluster["mode"] == "cluster";
+    metric("presence_cluster_mode", "gauge", "1 in cluster mode, 0 single-node.", u64::from(clustered));
+    if clustered {
+        let number = |key: &str| cluster[key].as_u64().unwrap_or(0);
+        metric(
+            "presence_cluster_nodes_alive",
+            "gauge",
+            "Live nodes, as the last lease renewal saw them.",
+            number("nodes_alive"),
+        );
+        metric(
+            "presence_cluster_pending_writes",
+            "gauge",
+            "Changes waiting for the store to answer.",
+            number("pending_writes"),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP presence_cluster_status Link to the cluster store: 1 for the state it is in.\n\
+             # TYPE presence_cluster_status gauge"
+        );
+        let node = cluster["node_id"].as_str().unwrap_or_default();
+        for link in ["up", "down", "fenced"] {
+            let value = u8::from(cluster["link"] == link);
+            let _ = writeln!(out, "presence_cluster_status{{node_id=\"{node}\",link=\"{link}\"}} {value}");
+        }
+    }
     let _ = writeln!(out, "# HELP presence_refused_total Sockets refused or closed by a limit, by reason.");
     let _ = writeln!(out, "# TYPE presence_refused_total counter");
     let mut refused: Vec<_> = m.refused.lock().iter().map(|(k, v)| (*k, *v)).collect();

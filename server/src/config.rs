@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub close_timeout_ms: u64,
     /// The engine's own configuration (its JSON keys).
     pub engine: Value,
+    /// The engine's `cluster` section, passed to the engine as is: with it, several
+    /// servers pointed at one Redis share presence.
+    pub cluster: Option<Value>,
     /// Channels (engine channel JSON) created at start, such as a demo room.
     pub channels: Vec<Value>,
 }
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             ping_interval_ms: 10_000,
             close_timeout_ms: 5_000,
             engine: json!({"connection_timeout_ms": 30_000}),
+            cluster: None,
             channels: Vec::new(),
         }
     }
@@ -111,7 +115,33 @@ impl ServerConfig {
         if let Some(v) = var("PRESENCE_ENGINE") {
             self.engine = serde_json::from_str(&v).map_err(|e| format!("PRESENCE_ENGINE: {e}"))?;
         }
+        if let Some(v) = var("PRESENCE_CLUSTER") {
+            self.cluster = Some(serde_json::from_str(&v).map_err(|e| format!("PRESENCE_CLUSTER: {e}"))?);
+        }
+        if let Some(v) = var("PRESENCE_NODE_ID") {
+            match &mut self.cluster {
+                Some(Value::Object(cluster)) => {
+                    cluster.insert("node_id".into(), Value::String(v));
+                }
+                _ => return Err(
+                    "PRESENCE_NODE_ID: set the cluster section (the file's cluster or PRESENCE_CLUSTER) too"
+                        .into(),
+                ),
+            }
+        }
         Ok(())
+    }
+
+    /// The engine's configuration with the `cluster` section in it.
+    pub fn engine_config(&self) -> Result<Value, String> {
+        let mut engine = self.engine.clone();
+        let Some(cluster) = &self.cluster else { return Ok(engine) };
+        let Value::Object(keys) = &mut engine else { return Err("engine: must be a JSON object".into()) };
+        if keys.contains_key("cluster") {
+            return Err("cluster: set it at the top level or in engine, not in both".into());
+        }
+        keys.insert("cluster".into(), cluster.clone());
+        Ok(engine)
     }
 
     /// Refuses settings that would make the server unsafe or useless.
@@ -131,7 +161,7 @@ impl ServerConfig {
         if self.ping_interval_ms == 0 {
             return Err("ping_interval_ms must be > 0".into());
         }
-        Ok(())
+        self.engine_config().map(drop)
     }
 }
 
@@ -168,7 +198,8 @@ pub const USAGE: &str = "usage: presence-server [--config FILE.json] [--addr HOS
 Without a config file the development settings apply (well-known secrets, /dev/token on).
 Environment: PRESENCE_CONFIG, PRESENCE_ADDR, PRESENCE_JWT_SECRET, PRESENCE_API_SECRET,
 PRESENCE_DEV_TOKENS, PRESENCE_ALLOWED_ORIGINS, PRESENCE_MAX_MESSAGE_BYTES,
-PRESENCE_MESSAGES_PER_SECOND, PRESENCE_ENGINE (engine config JSON).";
+PRESENCE_MESSAGES_PER_SECOND, PRESENCE_ENGINE (engine config JSON), PRESENCE_CLUSTER
+(the engine's cluster section as JSON), PRESENCE_NODE_ID (the cluster section's node_id).";
 
 #[cfg(test)]
 mod tests {
@@ -192,6 +223,26 @@ mod tests {
         assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
         let args = ["--addr".to_string(), "127.0.0.1:0".to_string()];
         assert_eq!(load(&args, env(&vars)).unwrap().0.addr, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn the_cluster_section_reaches_the_engine_config_as_is() {
+        let (config, _) = load(&[], env(&[])).unwrap();
+        assert!(config.engine_config().unwrap().get("cluster").is_none(), "single-node by default");
+        let cluster = r#"{"redis_url": "redis://127.0.0.1:6379/0", "node_id": "a", "lease_ms": 5000}"#;
+        let (config, _) =
+            load(&[], env(&[("PRESENCE_CLUSTER", cluster), ("PRESENCE_NODE_ID", "game-2")])).unwrap();
+        let engine = config.engine_config().unwrap();
+        assert_eq!(
+            engine,
+            json!({"connection_timeout_ms": 30_000, "cluster": {
+                "redis_url": "redis://127.0.0.1:6379/0", "node_id": "game-2", "lease_ms": 5000}})
+        );
+        let err = load(&[], env(&[("PRESENCE_NODE_ID", "a")])).unwrap_err();
+        assert!(err.contains("set the cluster section"), "{err}");
+        assert!(load(&[], env(&[("PRESENCE_CLUSTER", "{")])).unwrap_err().starts_with("PRESENCE_CLUSTER:"));
+        let both = [("PRESENCE_CLUSTER", cluster), ("PRESENCE_ENGINE", r#"{"cluster": {}}"#)];
+        assert!(load(&[], env(&both)).unwrap_err().contains("not in both"));
     }
 
     #[test]

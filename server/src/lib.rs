@@ -59,8 +59,8 @@ impl App {
     /// Builds the engine from the config, creates the configured channels, and installs
     /// the listeners that feed sockets and metrics.
     pub fn new(config: ServerConfig) -> Result<Arc<App>, String> {
-        let engine =
-            Engine::from_json(Some(&config.engine.to_string())).map_err(|e| format!("engine config: {e}"))?;
+        let engine = Engine::from_json(Some(&config.engine_config()?.to_string()))
+            .map_err(|e| format!("engine config: {e}"))?;
         if engine.config().connection_queue_capacity == 0 {
             return Err(
                 "engine config: connection_queue_capacity must be > 0 (sockets drain the queues)".into()
@@ -95,7 +95,9 @@ impl App {
                 match reason {
                     CloseReason::SlowConsumer => app.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed),
                     CloseReason::Timeout => app.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
-                    CloseReason::Disconnect | CloseReason::NodeLost => 0,
+                    CloseReason::Disconnect => 0,
+                    // The id is the dead node's, and may equal the id of a socket of this server.
+                    CloseReason::NodeLost => return,
                 };
                 let link = app.links.read().get(connection).cloned();
                 if let Some(link) = link {

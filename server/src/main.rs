@@ -25,6 +25,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let cluster = app.engine.cluster_status();
+    if let Some(node) = cluster["node_id"].as_str() {
+        eprintln!("presence-server: cluster mode, node {node} (link state in /metrics)");
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     if let Err(e) = runtime.block_on(presence_server::run(app)) {
         eprintln!("presence-server: {e}");

@@ -20,6 +20,24 @@ impl Engine {
     /// the previous receiver. `STATE` when queues are disabled
     /// (`connection_queue_capacity` 0). Cost: O(queued); then one channel send per
     /// delivery.
+    ///
+    /// ```
+    /// use presence::{Engine, UserPatch};
+    /// use std::time::Duration;
+    ///
+    /// let engine = Engine::from_json(None)?;
+    /// engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
+    /// let bob = engine.connect(&UserPatch::id("bob"))?;
+    /// let inbox = engine.subscribe(bob)?;
+    /// engine.watch_channel(bob, "team:red", true)?;
+    /// engine.connect(&UserPatch::id("alice"))?;
+    /// // bob's own watching.start, then alice coming online.
+    /// let first = inbox.recv_timeout(Duration::from_secs(1)).expect("bob watching");
+    /// assert_eq!(first.event.type_name(), "user.watching.start");
+    /// let second = inbox.recv_timeout(Duration::from_secs(1)).expect("alice online");
+    /// assert_eq!((second.event.type_name(), second.user_id(), second.online()), ("user.presence.changed", "alice", true));
+    /// # Ok::<(), presence::Error>(())
+    /// ```
     pub fn subscribe(&self, connection: ConnectionId) -> Result<Receiver<Delivery>> {
         let capacity = self.config.connection_queue_capacity as usize;
         if capacity == 0 {

@@ -127,7 +127,13 @@ impl Server {
         (status, response.into_json().unwrap_or(Value::Null))
     }
 
-    /// The value of one unlabelled metric.
+    /// Stops the server process with SIGKILL: no close frames, no goodbye to anyone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    /// The value of one metric; `name` includes the labels, if any, as `/metrics` prints them.
     pub fn metric(&self, name: &str) -> u64 {
         let text = ureq::get(&self.url("/metrics")).call().unwrap().into_string().unwrap();
         text.lines()
