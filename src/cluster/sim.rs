@@ -379,3 +379,39 @@ fn every_node_converges_to_one_engine() {
         }
     }
 }
+
+/// A watch ended by a deletion read from the store comes back when the store confirms the
+/// connection's later watch: node a watches, unwatches and watches again while node b's
+/// deletion lands between the first watch and the rest in the store.
+#[test]
+fn a_watch_a_deletion_ended_comes_back_when_the_store_confirms_it() {
+    let data = Arc::new(Mutex::new(MemoryData::new(1000)));
+    let (mut a, mut b) = (SimNode::start("a", &data, 1_000, 1), SimNode::start("b", &data, 1_000, 2));
+    let x = {
+        let mut state = a.replica.state.borrow_mut();
+        state
+            .upsert_channel(1_000, &ChannelPatch { cid: "room:r".into(), ..ChannelPatch::default() })
+            .unwrap();
+        let x = state.connect(1_000, &UserPatch::id("x")).unwrap();
+        state.watch_channel(1_000, x, "room:r", true, false).unwrap();
+        x
+    };
+    a.step(1_001);
+    b.step(1_002);
+    b.replica.state.borrow_mut().delete_channel("room:r").unwrap();
+    {
+        let mut state = a.replica.state.borrow_mut();
+        state.stop_watching(1_003, x, "room:r").unwrap();
+        state.watch_channel(1_003, x, "room:r", true, false).unwrap();
+    }
+    b.step(1_004);
+    for now in 1_005..1_010 {
+        a.step(now);
+        b.step(now);
+    }
+    let expected = answers(&reference(&data.lock().unwrap().history));
+    let watched = r#"room:r members:[] watchers:["x"] count:1"#;
+    assert!(expected.iter().any(|l| l.starts_with(watched)), "{expected:?}");
+    assert_eq!(answers(&a.replica.state.borrow()), expected);
+    assert_eq!(answers(&b.replica.state.borrow()), expected);
+}
