@@ -176,6 +176,15 @@ typedef struct PresenceEngine PresenceEngine;
 typedef struct PresenceEventBatch PresenceEventBatch;
 
 /**
+ * A host queue: the events a host listener with the same filters would receive, kept in
+ * order until the host drains them into a batch, so a host that handles many events per
+ * frame crosses into its own code once per batch instead of once per event. Opaque:
+ * created by `presence_host_queue_new`, owned by the caller until
+ * `presence_host_queue_free`; it does not keep the engine alive.
+ */
+typedef struct PresenceHostQueue PresenceHostQueue;
+
+/**
  * A connection id: engine-assigned, never 0, never reused within an engine's life. As a
  * viewer, 0 means the host itself (own view of every user).
  */
@@ -316,6 +325,19 @@ typedef struct PresenceEventInfo {
    * For "engine.overflow": how many host deliveries were discarded; 0 for other events.
    */
   uint64_t dropped;
+  /**
+   * The length of `user_id` in bytes, without the NUL; 0 when it is NULL. (The lengths
+   * spare hosts a scan of each string: views, hashing, comparing.)
+   */
+  uint32_t user_id_len;
+  /**
+   * The length of `cid` in bytes, without the NUL; 0 when it is NULL.
+   */
+  uint32_t cid_len;
+  /**
+   * The length of `status` in bytes, without the NUL; 0 when it is NULL.
+   */
+  uint32_t status_len;
 } PresenceEventInfo;
 
 /**
@@ -743,8 +765,18 @@ const struct PresenceEventInfo *presence_batch_event(const struct PresenceEventB
                                                      uint32_t index);
 
 /**
+ * The events of `batch` as one array of `presence_batch_len` structs (index 0 is the
+ * oldest), or NULL when the batch is empty or NULL: the same structs
+ * `presence_batch_event` answers one at a time, for hosts that walk the batch without a
+ * call per event. Valid until the batch is refilled or freed. Any thread using the
+ * batch; never fails.
+ */
+const struct PresenceEventInfo *presence_batch_events(const struct PresenceEventBatch *batch);
+
+/**
  * Event `index` of `batch` as JSON, exactly as `presence_poll_events` renders a queued
- * event (with `connection_id`). Rendered on the first request and kept: the string is
+ * event (with `connection_id`), or for a batch filled by `presence_host_queue_poll` as a
+ * host listener receives it (without). Rendered on the first request and kept: the string is
  * owned by the batch (never free it) and stays valid until the batch is refilled or
  * freed. Each event's JSON in each view is rendered once and shared by every recipient.
  * Cost: O(size of the event) on the first request for an index, O(1) after.
@@ -755,6 +787,48 @@ const struct PresenceEventInfo *presence_batch_event(const struct PresenceEventB
 enum PresenceResult presence_batch_event_json(struct PresenceEventBatch *batch,
                                               uint32_t index,
                                               const char **out_json);
+
+/**
+ * Creates a host queue: from now on every event matching the filters (as for
+ * `presence_add_typed_listener`: own views, `connection_id` 0) is queued for it as
+ * dispatch reaches it (with `"dispatch":"manual"`, inside `presence_pump`), in `seq`
+ * order, until `presence_host_queue_poll` moves them into a batch. Nothing is rendered.
+ * The queue holds at most `pending_dispatch_capacity` undrained events: one more cuts it
+ * off (see `presence_host_queue_poll`), so nothing is dropped silently.
+ *
+ * `event_type` and `user_id` may be NULL (no filter) and are copied; `engine` and `out`
+ * are required; `*out` is owned by the caller (`presence_host_queue_free`). Cost:
+ * O(log listeners); then one queue push per matching event. Errors: NULL, UTF8, INVALID
+ * (a filter that could never match). Any thread, including from a callback.
+ */
+enum PresenceResult presence_host_queue_new(struct PresenceEngine *engine,
+                                            const char *event_type,
+                                            const char *user_id,
+                                            struct PresenceHostQueue **out);
+
+/**
+ * Clears `batch` (invalidating every pointer it handed out), then moves up to `max` of
+ * the queue's events into it, oldest first, in `seq` order, as host views
+ * (`connection_id` 0; `presence_batch_event_json` renders them as host listeners receive
+ * them). Reusing one batch allocates nothing in steady state, as with
+ * `presence_poll_batch`. Cost: O(events moved); it never takes the engine's lock.
+ *
+ * `queue` and `batch` are required. Errors: NULL; STATE once the queue is empty and was
+ * cut off, because it held `pending_dispatch_capacity` undrained events when another
+ * arrived or because its engine was freed (every event it got before was handed out
+ * first; free it and create another). On error the batch is left empty. One thread at a
+ * time per queue and per batch, any thread, including from a callback.
+ */
+enum PresenceResult presence_host_queue_poll(struct PresenceHostQueue *queue,
+                                             uint32_t max,
+                                             struct PresenceEventBatch *batch);
+
+/**
+ * Releases a host queue and the events still in it; the engine stops queueing for it
+ * at its next event. NULL is accepted and ignored. Any thread, before or after the
+ * engine is freed, but not while another thread uses the queue.
+ */
+void presence_host_queue_free(struct PresenceHostQueue *queue);
 
 /**
  * Registers a typed host listener: as `presence_add_listener` (same filters, own views,

@@ -176,3 +176,38 @@ fn typed_listeners_add_no_allocation_per_event() {
         calls.get() / 2
     );
 }
+
+#[test]
+fn draining_a_host_queue_into_a_reused_batch_allocates_nothing() {
+    let e = engine();
+    let users = 100;
+    let ids = member_ids(users);
+    let mut queue = ptr::null_mut();
+    ok(unsafe { presence_host_queue_new(e, c"user.presence.changed".as_ptr(), ptr::null(), &mut queue) });
+    let mut batch = ptr::null_mut();
+    ok(unsafe { presence_batch_new(&mut batch) });
+    // Warm up: the batch grows to the largest drain once.
+    churn(e, &ids);
+    ok(unsafe { presence_host_queue_poll(queue, 1000, batch) });
+    for _ in 0..5 {
+        churn(e, &ids);
+        let mut seen = 0;
+        let n = allocations(|| {
+            ok(unsafe { presence_host_queue_poll(queue, 1000, batch) });
+            let events = unsafe { presence_batch_events(batch) };
+            for i in 0..unsafe { presence_batch_len(batch) } as usize {
+                let info = unsafe { &*events.add(i) };
+                assert_eq!(info.kind, PRESENCE_EVENT_USER_PRESENCE_CHANGED);
+                assert_eq!(info.user_id_len as usize, ids[i / 2].as_bytes().len());
+                seen += 1;
+            }
+        });
+        assert_eq!(seen, 2 * users, "each user came online and went offline");
+        assert_eq!(n, 0, "allocations while draining {seen} events from a host queue");
+    }
+    unsafe {
+        presence_host_queue_free(queue);
+        presence_batch_free(batch);
+        presence_engine_free(e);
+    }
+}

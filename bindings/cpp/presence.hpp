@@ -758,6 +758,11 @@ static_assert(kinds_in_order(), "kind_names must list PRESENCE_EVENT_* as 1, 2, 
     return s ? std::string_view(s) : std::string_view();
 }
 
+/// A string of known length from a PresenceEventInfo (no scan for the NUL); empty for NULL.
+[[nodiscard]] inline std::string_view view(const char *s, std::uint32_t len) noexcept {
+    return s ? std::string_view(s, len) : std::string_view();
+}
+
 } // namespace detail
 
 /// The kind of an event type name (unknown for names this header does not know).
@@ -805,8 +810,8 @@ public:
 
     /// A typed view of `info`; `batch`/`index` name where JSON is rendered from (none in a callback).
     Event(const PresenceEventInfo &info, PresenceEventBatch *batch = nullptr, std::uint32_t index = 0) noexcept
-        : seq(info.seq), connection_id(info.connection_id), user_id(detail::view(info.user_id)),
-          cid(detail::view(info.cid)), online(info.online), invisible(info.invisible),
+        : seq(info.seq), connection_id(info.connection_id), user_id(detail::view(info.user_id, info.user_id_len)),
+          cid(detail::view(info.cid, info.cid_len)), online(info.online), invisible(info.invisible),
           watcher_count(info.watcher_count), close_reason(detail::close_reason_name(info.close_reason)),
           closed_connection_id(info.closed_connection_id), created_at_ms(info.created_at_ms),
           info_(&info), batch_(batch), index_(index) {
@@ -818,7 +823,7 @@ public:
         } else {
             type = detail::view(info.type_name);
         }
-        if (info.status != nullptr) status = std::string_view(info.status);
+        if (info.status != nullptr) status = std::string_view(info.status, info.status_len);
         if (info.last_active_ms != INT64_MIN) last_active_ms = info.last_active_ms;
     }
 

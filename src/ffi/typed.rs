@@ -88,6 +88,13 @@ pub struct PresenceEventInfo {
     pub type_name: *const c_char,
     /// For "engine.overflow": how many host deliveries were discarded; 0 for other events.
     pub dropped: u64,
+    /// The length of `user_id` in bytes, without the NUL; 0 when it is NULL. (The lengths
+    /// spare hosts a scan of each string: views, hashing, comparing.)
+    pub user_id_len: u32,
+    /// The length of `cid` in bytes, without the NUL; 0 when it is NULL.
+    pub cid_len: u32,
+    /// The length of `status` in bytes, without the NUL; 0 when it is NULL.
+    pub status_len: u32,
 }
 
 /// Bytes of NUL-terminated copies of the strings an info points at: the user id, the
@@ -179,6 +186,9 @@ fn describe(
         closed_connection_id,
         type_name: event.kind.type_name_nul().as_ptr().cast(),
         dropped,
+        user_id_len: user.map_or(0, |u| u.id.len() as u32),
+        cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
+        status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
     }
 }
 
@@ -196,6 +206,9 @@ pub struct PresenceEventBatch {
     /// Per position: that event's JSON with a NUL once asked for, empty before. Kept
     /// across refills so their room is reused.
     json: Vec<Vec<u8>>,
+    /// Filled from a host queue: the events are host views, rendered without
+    /// `connection_id` (their `connection` is 0).
+    host: bool,
 }
 
 /// A batch handle checked for NULL.
@@ -206,6 +219,7 @@ fn batch<'a>(b: *mut PresenceEventBatch) -> Result<&'a mut PresenceEventBatch, E
 
 impl PresenceEventBatch {
     fn clear(&mut self) {
+        self.host = false;
         self.deliveries.clear();
         self.infos.clear();
         for text in &mut self.json {
@@ -242,6 +256,7 @@ pub unsafe extern "C" fn presence_batch_new(out: *mut *mut PresenceEventBatch) -
             infos: Vec::new(),
             strings: Vec::new(),
             json: Vec::new(),
+            host: false,
         };
         unsafe { out.write(Box::into_raw(Box::new(b))) };
         Ok(())
@@ -306,8 +321,23 @@ pub unsafe extern "C" fn presence_batch_event(
     unsafe { batch.as_ref() }.and_then(|b| b.infos.get(index as usize)).map_or(ptr::null(), |i| i as *const _)
 }
 
+/// The events of `batch` as one array of `presence_batch_len` structs (index 0 is the
+/// oldest), or NULL when the batch is empty or NULL: the same structs
+/// `presence_batch_event` answers one at a time, for hosts that walk the batch without a
+/// call per event. Valid until the batch is refilled or freed. Any thread using the
+/// batch; never fails.
+#[no_mangle]
+pub unsafe extern "C" fn presence_batch_events(batch: *const PresenceEventBatch) -> *const PresenceEventInfo {
+    // SAFETY: NULL or a live batch by the caller's contract.
+    match unsafe { batch.as_ref() } {
+        Some(b) if !b.infos.is_empty() => b.infos.as_ptr(),
+        _ => ptr::null(),
+    }
+}
+
 /// Event `index` of `batch` as JSON, exactly as `presence_poll_events` renders a queued
-/// event (with `connection_id`). Rendered on the first request and kept: the string is
+/// event (with `connection_id`), or for a batch filled by `presence_host_queue_poll` as a
+/// host listener receives it (without). Rendered on the first request and kept: the string is
 /// owned by the batch (never free it) and stays valid until the batch is refilled or
 /// freed. Each event's JSON in each view is rendered once and shared by every recipient.
 /// Cost: O(size of the event) on the first request for an index, O(1) after.
@@ -331,11 +361,119 @@ pub unsafe extern "C" fn presence_batch_event_json(
         };
         let text = &mut b.json[index as usize];
         if text.is_empty() {
-            d.write_json(text);
+            if b.host {
+                d.event.rendered(d.view).write(None, text);
+            } else {
+                d.write_json(text);
+            }
             text.push(0);
         }
         unsafe { out.write(text.as_ptr().cast()) };
         Ok(())
+    })
+}
+
+// ----- host queues -----
+
+/// A host queue: the events a host listener with the same filters would receive, kept in
+/// order until the host drains them into a batch, so a host that handles many events per
+/// frame crosses into its own code once per batch instead of once per event. Opaque:
+/// created by `presence_host_queue_new`, owned by the caller until
+/// `presence_host_queue_free`; it does not keep the engine alive.
+pub struct PresenceHostQueue {
+    events: crossbeam_channel::Receiver<Arc<Event>>,
+}
+
+/// Creates a host queue: from now on every event matching the filters (as for
+/// `presence_add_typed_listener`: own views, `connection_id` 0) is queued for it as
+/// dispatch reaches it (with `"dispatch":"manual"`, inside `presence_pump`), in `seq`
+/// order, until `presence_host_queue_poll` moves them into a batch. Nothing is rendered.
+/// The queue holds at most `pending_dispatch_capacity` undrained events: one more cuts it
+/// off (see `presence_host_queue_poll`), so nothing is dropped silently.
+///
+/// `event_type` and `user_id` may be NULL (no filter) and are copied; `engine` and `out`
+/// are required; `*out` is owned by the caller (`presence_host_queue_free`). Cost:
+/// O(log listeners); then one queue push per matching event. Errors: NULL, UTF8, INVALID
+/// (a filter that could never match). Any thread, including from a callback.
+#[no_mangle]
+pub unsafe extern "C" fn presence_host_queue_new(
+    engine: *mut PresenceEngine,
+    event_type: *const c_char,
+    user_id: *const c_char,
+    out: *mut *mut PresenceHostQueue,
+) -> PresenceResult {
+    call("presence_host_queue_new", || {
+        let e = unsafe { support::engine(engine) }?;
+        let filter = unsafe { filter_arg(event_type, user_id) }?;
+        let out = non_null(out, "out")?;
+        let events = e.events(filter)?;
+        unsafe { out.write(Box::into_raw(Box::new(PresenceHostQueue { events }))) };
+        Ok(())
+    })
+}
+
+/// Clears `batch` (invalidating every pointer it handed out), then moves up to `max` of
+/// the queue's events into it, oldest first, in `seq` order, as host views
+/// (`connection_id` 0; `presence_batch_event_json` renders them as host listeners receive
+/// them). Reusing one batch allocates nothing in steady state, as with
+/// `presence_poll_batch`. Cost: O(events moved); it never takes the engine's lock.
+///
+/// `queue` and `batch` are required. Errors: NULL; STATE once the queue is empty and was
+/// cut off, because it held `pending_dispatch_capacity` undrained events when another
+/// arrived or because its engine was freed (every event it got before was handed out
+/// first; free it and create another). On error the batch is left empty. One thread at a
+/// time per queue and per batch, any thread, including from a callback.
+#[no_mangle]
+pub unsafe extern "C" fn presence_host_queue_poll(
+    queue: *mut PresenceHostQueue,
+    max: u32,
+    batch: *mut PresenceEventBatch,
+) -> PresenceResult {
+    call("presence_host_queue_poll", || {
+        // SAFETY: a live queue by the caller's contract.
+        let q = non_null(queue, "queue").map(|q| unsafe { &*q })?;
+        let b = self::batch(batch)?;
+        b.clear();
+        b.host = true;
+        while b.deliveries.len() < max as usize {
+            match q.events.try_recv() {
+                Ok(event) => {
+                    b.deliveries.push(Delivery { event, connection: ConnectionId(0), view: View::Own })
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) if b.deliveries.is_empty() => {
+                    return Err(Error::state(
+                        "the host queue was cut off (it fell pending_dispatch_capacity events behind, or its engine was freed): free it and create another",
+                    ));
+                }
+                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+            }
+        }
+        b.describe_all();
+        Ok(())
+    })
+}
+
+/// Releases a host queue and the events still in it; the engine stops queueing for it
+/// at its next event. NULL is accepted and ignored. Any thread, before or after the
+/// engine is freed, but not while another thread uses the queue.
+#[no_mangle]
+pub unsafe extern "C" fn presence_host_queue_free(queue: *mut PresenceHostQueue) {
+    if queue.is_null() {
+        return;
+    }
+    let _ = call("presence_host_queue_free", || {
+        // SAFETY: a live queue from `presence_host_queue_new`, by contract not used elsewhere.
+        drop(unsafe { Box::from_raw(queue) });
+        Ok(())
+    });
+}
+
+/// The filters of a host listener or queue; NULL means no filter.
+unsafe fn filter_arg(event_type: *const c_char, user_id: *const c_char) -> Result<ListenerFilter, Error> {
+    Ok(ListenerFilter {
+        event_type: unsafe { opt_str_arg(event_type, "event_type") }?.map(str::to_owned),
+        user_id: unsafe { opt_str_arg(user_id, "user_id") }?.map(str::to_owned),
     })
 }
 
@@ -470,10 +608,7 @@ fn add_typed(
     call(function, || {
         let e = unsafe { support::engine(engine) }?;
         let filter = match filter {
-            Some((event_type, user_id)) => Some(ListenerFilter {
-                event_type: unsafe { opt_str_arg(event_type, "event_type") }?.map(str::to_owned),
-                user_id: unsafe { opt_str_arg(user_id, "user_id") }?.map(str::to_owned),
-            }),
+            Some((event_type, user_id)) => Some(unsafe { filter_arg(event_type, user_id) }?),
             None => None,
         };
         let function = cb.ok_or_else(|| null("cb"))?;

@@ -1,7 +1,7 @@
 /* The typed event path (ABI version 2): presence_connect_user, batches, typed listeners
  * with user_data finalizers and presence_event_info_json. Each function's success path and
  * error paths (result code, message, out-parameters untouched on failure), every field of
- * PresenceEventInfo, pointer lifetimes, and how often finalizers run. */
+ * PresenceEventInfo, pointer lifetimes, how often finalizers run, and host queues. */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
@@ -481,6 +481,96 @@ static void test_threads(void) {
   presence_engine_free(shared);
 }
 
+/* Host queues: what a typed host listener with the same filters receives, drained into a
+ * batch; presence_batch_events walks it without a call per event. */
+static void test_host_queues(void) {
+  PresenceEngine *e = new_engine(
+      "{\"dispatch\":\"manual\",\"clock\":\"manual\",\"start_time_ms\":1546867062375,"
+      "\"pending_dispatch_capacity\":4}");
+  PresenceHostQueue *all = NULL, *bob_only = NULL, *untouched = (PresenceHostQueue *)&all;
+  EXPECT_ERR(presence_host_queue_new(NULL, NULL, NULL, &all), PRESENCE_ERR_NULL,
+             "presence_host_queue_new: engine is NULL");
+  EXPECT_ERR(presence_host_queue_new(e, NULL, NULL, NULL), PRESENCE_ERR_NULL,
+             "presence_host_queue_new: out is NULL");
+  EXPECT_ERR(presence_host_queue_new(e, BAD_UTF8, NULL, &untouched), PRESENCE_ERR_UTF8,
+             "event_type is not valid UTF-8");
+  EXPECT_ERR(presence_host_queue_new(e, "user.nope", NULL, &untouched), PRESENCE_ERR_INVALID,
+             "unknown event type \"user.nope\"");
+  CHECK(untouched == (PresenceHostQueue *)&all);
+  EXPECT_OK(presence_host_queue_new(e, NULL, NULL, &all));
+  EXPECT_OK(presence_host_queue_new(e, "user.presence.changed", "bob", &bob_only));
+  presence_host_queue_free(NULL); /* accepted */
+
+  PresenceEventBatch *b = NULL;
+  EXPECT_OK(presence_batch_new(&b));
+  CHECK(presence_batch_events(b) == NULL && presence_batch_events(NULL) == NULL);
+  EXPECT_ERR(presence_host_queue_poll(NULL, 10, b), PRESENCE_ERR_NULL, "queue is NULL");
+  EXPECT_ERR(presence_host_queue_poll(all, 10, NULL), PRESENCE_ERR_NULL, "batch is NULL");
+
+  PresenceConnectionId alice = connect_id(e, "alice");
+  connect_id(e, "bob");
+  EXPECT_OK(presence_set_status(e, "bob", "away"));
+  /* Manual dispatch: nothing reaches a queue before presence_pump. */
+  EXPECT_OK(presence_host_queue_poll(all, 10, b));
+  CHECK(presence_batch_len(b) == 0 && presence_batch_events(b) == NULL);
+  uint32_t pumped = 0;
+  EXPECT_OK(presence_pump(e, &pumped));
+
+  /* Two at a time, oldest first, as host views. */
+  EXPECT_OK(presence_host_queue_poll(all, 2, b));
+  CHECK(presence_batch_len(b) == 2);
+  const PresenceEventInfo *events = presence_batch_events(b);
+  CHECK(events != NULL && events == presence_batch_event(b, 0) && events + 1 == presence_batch_event(b, 1));
+  CHECK(events[0].kind == PRESENCE_EVENT_USER_PRESENCE_CHANGED && same(events[0].user_id, "alice"));
+  CHECK(events[0].connection_id == 0 && events[0].online == 1);
+  CHECK(events[1].kind == PRESENCE_EVENT_USER_PRESENCE_CHANGED && same(events[1].user_id, "bob"));
+  CHECK(events[0].seq < events[1].seq);
+  const char *json = NULL;
+  EXPECT_OK(presence_batch_event_json(b, 0, &json));
+  CHECK_CONTAINS(json, "\"type\":\"user.presence.changed\"");
+  CHECK_LACKS(json, "connection_id"); /* as a host listener receives it */
+  EXPECT_OK(presence_host_queue_poll(all, 10, b));
+  CHECK(presence_batch_len(b) == 1);
+  events = presence_batch_events(b);
+  CHECK(events != NULL && same(events[0].user_id, "bob") && same(events[0].status, "away"));
+  EXPECT_OK(presence_host_queue_poll(all, 10, b));
+  CHECK(presence_batch_len(b) == 0);
+
+  /* The filtered queue got only bob's two presence changes. */
+  EXPECT_OK(presence_host_queue_poll(bob_only, 10, b));
+  CHECK(presence_batch_len(b) == 2);
+  events = presence_batch_events(b);
+  CHECK(events != NULL && same(events[0].user_id, "bob") && same(events[1].user_id, "bob"));
+  CHECK(events[0].status == NULL && same(events[1].status, "away"));
+
+  /* A batch filled from a connection afterwards renders connection_id again. */
+  EXPECT_OK(presence_poll_batch(e, alice, 10, b));
+
+  /* Past pending_dispatch_capacity (4) undrained events, the queue is cut off: what it
+   * got comes out first, then STATE. The filtered queue, drained, keeps working. */
+  for (int i = 0; i < 6; i++) {
+    EXPECT_OK(presence_set_status(e, "alice", (i % 2) ? "a" : "b"));
+    EXPECT_OK(presence_pump(e, &pumped));
+  }
+  EXPECT_OK(presence_host_queue_poll(all, 10, b));
+  CHECK(presence_batch_len(b) == 4);
+  EXPECT_ERR(presence_host_queue_poll(all, 10, b), PRESENCE_ERR_STATE, "the host queue was cut off");
+  CHECK(presence_batch_len(b) == 0);
+  EXPECT_OK(presence_host_queue_poll(bob_only, 10, b));
+  CHECK(presence_batch_len(b) == 0);
+  presence_host_queue_free(all);
+
+  /* A queue outlives its engine: then it reports being cut off. */
+  EXPECT_OK(presence_set_status(e, "bob", "back"));
+  EXPECT_OK(presence_pump(e, &pumped));
+  presence_engine_free(e);
+  EXPECT_OK(presence_host_queue_poll(bob_only, 10, b));
+  CHECK(presence_batch_len(b) == 1);
+  EXPECT_ERR(presence_host_queue_poll(bob_only, 10, b), PRESENCE_ERR_STATE, "its engine was freed");
+  presence_host_queue_free(bob_only);
+  presence_batch_free(b);
+}
+
 int main(void) {
   test_constants();
   test_threads();
@@ -488,5 +578,6 @@ int main(void) {
   test_connect_user();
   test_batches();
   test_typed_listeners();
+  test_host_queues();
   return finish();
 }

@@ -300,22 +300,50 @@ namespace Presence
     }
 
     /// <summary>One event, from a listener, a delivery or PollEvents. Built from the
-    /// engine's typed event without JSON; <see cref="GetJson"/> renders JSON on request.</summary>
+    /// engine's typed event without JSON; <see cref="GetJson"/> renders JSON on request.
+    ///
+    /// What you may keep: with "dispatch":"manual" (the default), the handlers of
+    /// PresenceEngine's own events (UserPresenceChanged ... EventReceived) all receive one
+    /// reused PresenceEvent per engine, overwritten by the next event: read it in the
+    /// handler, keep its values (strings, User, DateTime) or a <see cref="Clone"/>.
+    /// Listeners (AddListener, AddDeliveryListener, EventDelivered,
+    /// PresenceConnection.EventReceived) and PollEvents hand out events of their own.</summary>
     public sealed class PresenceEvent
     {
         private readonly PresenceEngine _engine;
-        private readonly IntPtr _info;
-        private readonly IntPtr _batch;
-        private readonly uint _index;
-        private readonly long _generation;
+        private IntPtr _info;
+        private IntPtr _batch;
+        private uint _index;
+        private long _generation;
 
-        internal PresenceEvent(PresenceEngine engine, IntPtr info, IntPtr batch, uint index, long generation)
+        internal PresenceEvent(PresenceEngine engine)
         {
             _engine = engine;
+        }
+
+        /// <summary>Point the event at a native PresenceEventInfo (in <paramref name="batch"/>
+        /// at <paramref name="index"/>, or a callback's when batch is zero) and clear every
+        /// optional field, so a reused event carries nothing over from the previous one.</summary>
+        internal void Reset(IntPtr info, IntPtr batch, uint index, long generation)
+        {
             _info = info;
             _batch = batch;
             _index = index;
             _generation = generation;
+            LastActive = null;
+            User = null;
+            Member = null;
+            WatcherCount = null;
+            ClosedConnectionId = null;
+            Reason = null;
+        }
+
+        /// <summary>A copy to keep: the handlers of PresenceEngine's events receive one
+        /// reused PresenceEvent, overwritten by the next event. The copy's GetJson() works
+        /// as long as the original's would.</summary>
+        public PresenceEvent Clone()
+        {
+            return (PresenceEvent)MemberwiseClone();
         }
 
         /// <summary>"user.presence.changed", ... (see <see cref="EventTypes"/>).</summary>

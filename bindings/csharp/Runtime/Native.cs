@@ -58,6 +58,9 @@ namespace Presence
         public ulong ClosedConnectionId;
         public IntPtr TypeName;
         public ulong Dropped;
+        public uint UserIdLen;
+        public uint CidLen;
+        public uint StatusLen;
     }
 
     internal static class NativeMethods
@@ -104,7 +107,10 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern void presence_batch_free(IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_batch(IntPtr e, ulong conn, uint max, IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern uint presence_batch_len(IntPtr batch);
-        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern IntPtr presence_batch_event(IntPtr batch, uint i);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern IntPtr presence_batch_events(IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_host_queue_new(IntPtr e, byte[] eventType, byte[] userId, out IntPtr queue);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_host_queue_poll(IntPtr queue, uint max, IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern void presence_host_queue_free(IntPtr queue);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_batch_event_json(IntPtr batch, uint i, out IntPtr json);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_remove_listener(IntPtr e, ulong id);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_events(IntPtr e, ulong conn, uint max, out IntPtr jsonArray);
@@ -173,67 +179,103 @@ namespace Presence
     /// statuses repeat from event to event, so a hit answers the string made earlier
     /// without allocating. Open addressing over a fixed table of 4096 entries (bounded
     /// memory: when a string's 8 slots are taken, it replaces the one in its first slot);
-    /// one thread at a time.
+    /// one thread at a time. Each slot is one struct holding the key's length and first
+    /// 16 bytes inline, so a lookup of a short id (the common case) reads one cache line
+    /// and compares numbers, without touching a per-key object: under Mono those memory
+    /// reads, not the arithmetic, are what a lookup costs.
     /// </summary>
     internal sealed unsafe class Utf8Cache
     {
         private const int Size = 4096; // a power of two
         private const int Probes = 8;
-        private readonly byte[][] _keys = new byte[Size][];
-        private readonly string[] _values = new string[Size];
-        private readonly object[] _tags = new object[Size];
+        private const int Inline = 16;
+        private struct Entry
+        {
+            internal ulong Head;
+            internal ulong Next;
+            internal int Length;
+            /// <summary>Null marks a free slot.</summary>
+            internal string Value;
+            internal object Tag;
+            /// <summary>The bytes past the first 16 (null for shorter keys).</summary>
+            internal byte[] Rest;
+        }
+
+        private readonly Entry[] _entries = new Entry[Size];
         private int _lastSlot;
 
-        /// <summary>The string of a NUL-terminated UTF-8 string (NULL gives null).</summary>
-        internal string Get(IntPtr p)
+        // Unaligned 8-byte reads are only safe on 64-bit targets (32-bit ARM may fault).
+        private static readonly bool WordReads = IntPtr.Size == 8;
+
+        /// <summary>The string of <paramref name="length"/> UTF-8 bytes at <paramref name="p"/>
+        /// (NULL gives null).</summary>
+        internal string Get(IntPtr p, uint length)
         {
             if (p == IntPtr.Zero) return null;
             byte* bytes = (byte*)p;
-            // Length and FNV-1a hash in one pass (each pass over the bytes counts under Mono).
-            uint hash = 2166136261;
-            int len = 0;
-            for (byte b = bytes[0]; b != 0; b = bytes[++len]) hash = (hash ^ b) * 16777619;
+            int len = (int)length;
+            ulong head = Word(bytes, len);
+            ulong next = len > 8 ? Word(bytes + 8, len - 8) : 0;
+            ulong hash = (head ^ (ulong)len) * 0x9E3779B97F4A7C15UL ^ next;
+            for (int i = Inline; i < len; i++) hash = (hash ^ bytes[i]) * 1099511628211UL;
+            // Mix the high bits down: the table indexes with the low ones.
+            hash ^= hash >> 33;
+            hash *= 0xff51afd7ed558ccdUL;
+            hash ^= hash >> 33;
             int home = (int)(hash & (Size - 1));
             for (int probe = 0; probe < Probes; probe++)
             {
                 int slot = (home + probe) & (Size - 1);
-                byte[] key = _keys[slot];
-                if (key == null) return Insert(slot, bytes, len);
-                if (Equal(key, bytes, len))
+                Entry[] entries = _entries;
+                if (entries[slot].Value == null) return Insert(slot, bytes, len, head, next);
+                if (entries[slot].Head == head && entries[slot].Length == len && entries[slot].Next == next &&
+                    (len <= Inline || RestEqual(entries[slot].Rest, bytes, len)))
                 {
                     _lastSlot = slot;
-                    return _values[slot];
+                    return entries[slot].Value;
                 }
             }
-            return Insert(home, bytes, len);
+            return Insert(home, bytes, len, head, next);
+        }
+
+        /// <summary>Up to 8 bytes (fewer when <paramref name="len"/> is smaller) as a
+        /// number, zero-padded.</summary>
+        private static ulong Word(byte* bytes, int len)
+        {
+            if (len >= 8 && WordReads) return *(ulong*)bytes;
+            ulong word = 0;
+            int n = len < 8 ? len : 8;
+            for (int i = 0; i < n; i++) word |= (ulong)bytes[i] << (8 * i);
+            return word;
+        }
+
+        private static bool RestEqual(byte[] rest, byte* bytes, int len)
+        {
+            for (int i = Inline; i < len; i++)
+            {
+                if (rest[i - Inline] != bytes[i]) return false;
+            }
+            return true;
         }
 
         /// <summary>What the caller attached to the string the last Get answered (null
         /// until attached, and again once that entry is replaced).</summary>
         internal object LastTag
         {
-            get { return _tags[_lastSlot]; }
-            set { _tags[_lastSlot] = value; }
+            get { return _entries[_lastSlot].Tag; }
+            set { _entries[_lastSlot].Tag = value; }
         }
 
-        private static bool Equal(byte[] key, byte* bytes, int len)
+        private string Insert(int slot, byte* bytes, int len, ulong head, ulong next)
         {
-            if (key.Length != len) return false;
-            for (int i = 0; i < len; i++)
+            byte[] rest = null;
+            if (len > Inline)
             {
-                if (key[i] != bytes[i]) return false;
+                rest = new byte[len - Inline];
+                for (int i = Inline; i < len; i++) rest[i - Inline] = bytes[i];
             }
-            return true;
-        }
-
-        private string Insert(int slot, byte* bytes, int len)
-        {
-            var key = new byte[len];
-            for (int i = 0; i < len; i++) key[i] = bytes[i];
             string value = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
-            _keys[slot] = key;
-            _values[slot] = value;
-            _tags[slot] = null;
+            _entries[slot] = new Entry { Head = head, Next = next, Length = len, Value = value, Rest = rest };
             _lastSlot = slot;
             return value;
         }
@@ -255,6 +297,24 @@ namespace Presence
         protected override bool ReleaseHandle()
         {
             NativeMethods.presence_batch_free(handle);
+            return true;
+        }
+    }
+
+    /// <summary>Owns a PresenceHostQueue* (every host event, unfiltered): ReleaseHandle
+    /// calls presence_host_queue_free.</summary>
+    internal sealed class PresenceHostQueueHandle : SafeHandle
+    {
+        internal PresenceHostQueueHandle(IntPtr queue) : base(IntPtr.Zero, true)
+        {
+            SetHandle(queue);
+        }
+
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+
+        protected override bool ReleaseHandle()
+        {
+            NativeMethods.presence_host_queue_free(handle);
             return true;
         }
     }

@@ -51,6 +51,12 @@ namespace Presence
         private readonly Utf8Cache _strings = new Utf8Cache();
         private static readonly PresenceEvent[] NoEvents = new PresenceEvent[0];
         private PresenceBatchHandle _batch;
+        // Manual dispatch: host events are queued natively during presence_pump and drained
+        // per batch after it, into one reused event (no native-to-managed call per event).
+        private PresenceHostQueueHandle _hostQueue;
+        private PresenceBatchHandle _hostBatch;
+        private PresenceEvent _hostEvent;
+        private bool _draining;
         // The engine whose call is running on this thread (callbacks run inside calls), and
         // the one that was before this engine's outermost call began.
         [ThreadStatic] private static PresenceEngine t_calling;
@@ -77,7 +83,8 @@ namespace Presence
             _handle = new PresenceEngineHandle(raw);
             try
             {
-                Register(null, null, false, DispatchHostEvent);
+                if (IsManualDispatch(config)) OpenHostQueue();
+                else Register(null, null, false, DispatchHostEvent);
             }
             catch
             {
@@ -492,7 +499,7 @@ namespace Presence
         /// through one reused native batch: no JSON, user ids converted once. With no events
         /// it answers a shared empty list and allocates nothing; otherwise it allocates the
         /// events and the list holding them.</summary>
-        public IList<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
+        public unsafe IList<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
         {
             if (_batch == null) _batch = new PresenceBatchHandle();
             IntPtr h = Enter();
@@ -512,8 +519,8 @@ namespace Presence
                     return NoEvents;
                 }
                 var events = new PresenceEvent[n];
-                for (uint i = 0; i < n; i++)
-                    events[i] = MakeEvent(NativeMethods.presence_batch_event(batch, i), batch, i);
+                var info = (NativeEventInfo*)NativeMethods.presence_batch_events(batch);
+                for (uint i = 0; i < n; i++) events[i] = MakeEvent((IntPtr)(info + i), batch, i);
                 return events;
             }
             finally
@@ -534,17 +541,88 @@ namespace Presence
             return Pump();
         }
 
-        /// <summary>Run the pending callbacks on this thread; answers how many ran.
-        /// <see cref="Update"/> calls it after Tick.</summary>
+        /// <summary>Raise the pending events on this thread; answers how many native
+        /// deliveries ran (each listener's call, and each event queued for PresenceEngine's
+        /// own events). <see cref="Update"/> calls it after Tick.
+        /// With "dispatch":"manual" (the default), listeners run first (in seq order), then
+        /// PresenceEngine's own events are raised from a native queue drained in batches
+        /// of up to 1024 (one native call per batch, nothing allocated per event). Cost:
+        /// O(events delivered). A Pump() called from a handler runs the listeners and
+        /// leaves the draining to the outer Pump().</summary>
         public int Pump()
         {
             IntPtr h = Enter();
             uint delivered;
             PresenceResult r;
-            try { r = NativeMethods.presence_pump(h, out delivered); }
+            PresenceException cutOff = null;
+            try
+            {
+                r = NativeMethods.presence_pump(h, out delivered);
+                if (r == PresenceResult.Ok && _hostQueue != null && !_draining)
+                {
+                    PresenceResult drained = DrainHostQueue();
+                    if (drained != PresenceResult.Ok) cutOff = ReopenHostQueue(drained);
+                }
+            }
             finally { Leave(); }
+            if (cutOff != null) throw cutOff;
             Check(r);
             return (int)delivered;
+        }
+
+        private const uint HostBatchSize = 1024;
+
+        /// <summary>Raise every queued host event through the one reused _hostEvent. Runs
+        /// inside Enter/Leave; the handles are ref-counted so a Dispose from a handler
+        /// frees them only after the loop.</summary>
+        private unsafe PresenceResult DrainHostQueue()
+        {
+            bool queueAdded = false, batchAdded = false;
+            PresenceHostQueueHandle queueHandle = _hostQueue;
+            PresenceBatchHandle batchHandle = _hostBatch;
+            _draining = true;
+            try
+            {
+                queueHandle.DangerousAddRef(ref queueAdded);
+                batchHandle.DangerousAddRef(ref batchAdded);
+                IntPtr queue = queueHandle.DangerousGetHandle();
+                IntPtr batch = batchHandle.DangerousGetHandle();
+                while (!_disposed)
+                {
+                    _generation++;
+                    PresenceResult r = NativeMethods.presence_host_queue_poll(queue, HostBatchSize, batch);
+                    if (r != PresenceResult.Ok) return r;
+                    uint n = NativeMethods.presence_batch_len(batch);
+                    if (n == 0) return PresenceResult.Ok;
+                    var info = (NativeEventInfo*)NativeMethods.presence_batch_events(batch);
+                    for (uint i = 0; i < n && !_disposed; i++)
+                    {
+                        FillEvent(_hostEvent, (IntPtr)(info + i), batch, i);
+                        try { DispatchHostEvent(_hostEvent); }
+                        catch (Exception ex) { StorePending(ex); }
+                        _generation++; // GetJson belongs to the handler that got the event
+                    }
+                }
+                return PresenceResult.Ok;
+            }
+            finally
+            {
+                _draining = false;
+                if (batchAdded) batchHandle.DangerousRelease();
+                if (queueAdded) queueHandle.DangerousRelease();
+            }
+        }
+
+        /// <summary>The host queue was cut off (it fell pending_dispatch_capacity events
+        /// behind within one Pump; every event it got was raised): open a new queue so the
+        /// next frame works again, and answer the error for Pump to throw.</summary>
+        private PresenceException ReopenHostQueue(PresenceResult failure)
+        {
+            PresenceException error = LastError(failure);
+            _hostQueue.Dispose();
+            _hostQueue = null;
+            if (!_disposed) OpenHostQueue();
+            return error;
         }
 
         // ---- time and persistence ---------------------------------------------
@@ -652,6 +730,9 @@ namespace Presence
             _listeners.Clear();
             if (disposing)
             {
+                if (_hostQueue != null) _hostQueue.Dispose(); // likewise, after a drain in progress
+                if (_hostBatch != null) _hostBatch.Dispose();
+                if (_batch != null) _batch.Dispose();
                 _handle.Dispose(); // with a call in progress, SafeHandle frees it when that call ends
                 foreach (var conn in _connections.Values) conn.IsOpen = false;
                 _connections.Clear();
@@ -691,6 +772,28 @@ namespace Presence
         {
             if (_deliveryListener == null)
                 _deliveryListener = Register(null, null, true, DispatchDelivery);
+        }
+
+        /// <summary>The native host queue Pump() drains (manual dispatch only: otherwise
+        /// events are raised by the dispatching call, through a listener).</summary>
+        private void OpenHostQueue()
+        {
+            IntPtr h = Enter();
+            PresenceResult r;
+            IntPtr queue;
+            try { r = NativeMethods.presence_host_queue_new(h, null, null, out queue); }
+            finally { Leave(); }
+            Check(r);
+            _hostQueue = new PresenceHostQueueHandle(queue);
+            if (_hostBatch == null) _hostBatch = new PresenceBatchHandle();
+            if (_hostEvent == null) _hostEvent = new PresenceEvent(this);
+        }
+
+        /// <summary>Whether a config (after WithManualDispatch) asks for "dispatch":"manual".</summary>
+        private static bool IsManualDispatch(string config)
+        {
+            try { return JsonValue.String(JsonValue.ParseObject(config), "dispatch") == "manual"; }
+            catch (JsonException) { return false; }
         }
 
         private PresenceListener Register(string eventType, string userId, bool delivery, Action<PresenceEvent> handler)
@@ -836,22 +939,29 @@ namespace Presence
             return new DateTime(UnixEpochTicks + ms * TicksPerMillisecond, DateTimeKind.Utc);
         }
 
-        /// <summary>A PresenceEvent from a native PresenceEventInfo, read in place: no JSON,
-        /// strings and registry Users from the cache. Allocates the event only.</summary>
-        private unsafe PresenceEvent MakeEvent(IntPtr infoPtr, IntPtr batch, uint index)
+        /// <summary>A new PresenceEvent from a native PresenceEventInfo (see FillEvent).</summary>
+        private PresenceEvent MakeEvent(IntPtr infoPtr, IntPtr batch, uint index)
+        {
+            var ev = new PresenceEvent(this);
+            FillEvent(ev, infoPtr, batch, index);
+            return ev;
+        }
+
+        /// <summary>Fill <paramref name="ev"/> from a native PresenceEventInfo, read in place:
+        /// no JSON, strings and registry Users from the cache. Allocates nothing once the
+        /// strings and the user are cached.</summary>
+        private unsafe void FillEvent(PresenceEvent ev, IntPtr infoPtr, IntPtr batch, uint index)
         {
             NativeEventInfo* info = (NativeEventInfo*)infoPtr;
-            var ev = new PresenceEvent(this, infoPtr, batch, index, _generation)
-            {
-                Type = EventTypes.Name(info->Kind),
-                Seq = info->Seq,
-                CreatedAt = FromUnixMillis(info->CreatedAtMs),
-                ConnectionId = info->ConnectionId,
-                Cid = _strings.Get(info->Cid),
-                // Online as others see it: the host's own view folds invisible in.
-                Online = info->Online != 0 && info->Invisible == 0,
-            };
-            string userId = _strings.Get(info->UserId);
+            ev.Reset(infoPtr, batch, index, _generation);
+            ev.Type = EventTypes.Name(info->Kind);
+            ev.Seq = info->Seq;
+            ev.CreatedAt = FromUnixMillis(info->CreatedAtMs);
+            ev.ConnectionId = info->ConnectionId;
+            ev.Cid = _strings.Get(info->Cid, info->CidLen);
+            // Online as others see it: the host's own view folds invisible in.
+            ev.Online = info->Online != 0 && info->Invisible == 0;
+            string userId = _strings.Get(info->UserId, info->UserIdLen);
             ev.UserId = userId;
             var user = _strings.LastTag as User;
             if (userId != null && user == null)
@@ -870,12 +980,11 @@ namespace Presence
             {
                 // Own views (the host's) say whether the user is invisible; public ones do not.
                 user.ApplyEvent(info->Online != 0, info->ConnectionId == 0, info->Invisible != 0,
-                                _strings.Get(info->Status), ev.LastActive, ev.Seq);
+                                _strings.Get(info->Status, info->StatusLen), ev.LastActive, ev.Seq);
                 ev.User = user;
                 if ((object)ev.Type == (object)EventTypes.MemberAdded || (object)ev.Type == (object)EventTypes.MemberRemoved)
                     ev.Member = user.AsMember;
             }
-            return ev;
         }
 
         /// <summary>The event's JSON while its native memory lives.</summary>

@@ -252,7 +252,7 @@ public class PresenceEngineTests
             engine.MemberAdded += e => types.Add("added:" + e.Member.UserId + ":" + e.Cid);
             engine.MemberRemoved += e => types.Add("removed:" + e.Member.UserId + ":" + e.Cid);
             engine.ConnectionClosed += e => types.Add("closed:" + e.ClosedConnectionId + ":" + e.Reason);
-            engine.EventReceived += seen.Add;
+            engine.EventReceived += e => seen.Add(e.Clone());
 
             engine.UpsertChannel("lobby", "main", new[] { "alice" });
             PresenceConnection bob = engine.Connect("bob");
@@ -515,14 +515,14 @@ public class PresenceEngineTests
     {
         int baseline = PresenceEngine.LiveGCHandleCount;
         var engine = new PresenceEngine(Manual());
-        Check(PresenceEngine.LiveGCHandleCount == baseline + 1, "host listener GCHandle");
+        Check(PresenceEngine.LiveGCHandleCount == baseline, "host events come from a queue, without a GCHandle");
         int calls = 0;
         engine.EventReceived += e => calls++;
         PresenceListener extra = engine.AddListener(null, null, e => calls++);
         engine.EventDelivered += e => calls++;
-        Check(PresenceEngine.LiveGCHandleCount == baseline + 3, "3 GCHandles: " + (PresenceEngine.LiveGCHandleCount - baseline));
+        Check(PresenceEngine.LiveGCHandleCount == baseline + 2, "2 GCHandles: " + (PresenceEngine.LiveGCHandleCount - baseline));
         extra.Dispose();
-        Check(PresenceEngine.LiveGCHandleCount == baseline + 2, "listener Dispose frees its GCHandle");
+        Check(PresenceEngine.LiveGCHandleCount == baseline + 1, "listener Dispose frees its GCHandle");
         PresenceConnection c = engine.Connect("alice");
         engine.Pump();
         Check(calls == 1, "one host event");
@@ -557,6 +557,67 @@ public class PresenceEngineTests
         Check(PresenceEngine.LiveGCHandleCount == baseline, "finalizer frees GCHandles: " + (PresenceEngine.LiveGCHandleCount - baseline));
     }
 
+    // Manual dispatch: Pump runs the listeners, then raises the engine's own events from a
+    // native queue through one reused PresenceEvent; Clone() keeps one.
+    [Test]
+    public void PumpedEventsReuseOneObject()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            var kept = new List<PresenceEvent>();
+            var order = new List<string>();
+            PresenceEvent first = null;
+            string json = null;
+            engine.UserPresenceChanged += e =>
+            {
+                if (first == null) { first = e; json = e.GetJson(); }
+                kept.Add(e.Clone());
+                order.Add("event:" + e.UserId);
+            };
+            engine.AddListener(null, null, e => order.Add("listener:" + e.UserId));
+            engine.Connect("a");
+            engine.Connect("b");
+            Check(engine.Pump() == 4, "2 listener calls and 2 events");
+            Check(string.Join(",", order.ToArray()) == "listener:a,listener:b,event:a,event:b", "listeners first: " + string.Join(",", order.ToArray()));
+            Check(kept.Count == 2 && kept[0].UserId == "a" && kept[1].UserId == "b" && kept[0].Seq < kept[1].Seq, "clones keep their values");
+            Check(ReferenceEquals(first.UserId, "b") || first.UserId == "b", "the handed-out object was reused for the next event");
+            Check(json != null && json.Contains("\"type\":\"user.presence.changed\"") && !json.Contains("connection_id"), "host JSON inside the handler: " + json);
+            Assert.Throws<InvalidOperationException>(() => kept[0].GetJson(), "JSON after the handler returned");
+
+            // A handler that pumps: the inner Pump runs the listeners, the outer one drains.
+            int nested = 0;
+            engine.UserUpdated += e => { nested++; engine.SetStatus("a", "from handler"); engine.Pump(); };
+            engine.UpsertUser("a", Fields("x", 1));
+            order.Clear();
+            engine.Pump();
+            Check(nested == 1, "user.updated once");
+            Check(order.Contains("event:a"), "the inner Pump's event raised by the outer drain: " + string.Join(",", order.ToArray()));
+        }
+    }
+
+    // A queue that falls pending_dispatch_capacity events behind within one Pump is cut off:
+    // Pump raises what it got, throws, and the next frame works again.
+    [Test]
+    public void HostQueueCutOff()
+    {
+        using (var engine = new PresenceEngine(Manual("\"pending_dispatch_capacity\":4")))
+        {
+            int raised = 0;
+            engine.UserPresenceChanged += e => raised++;
+            // A listener that causes an event for every one it sees overfills the queue.
+            int flips = 0;
+            engine.AddListener(EventTypes.UserPresenceChanged, "a", e => { if (flips++ < 8) engine.SetStatus("a", "s" + flips); });
+            engine.Connect("a");
+            var ex = Assert.Throws<PresenceException>(() => engine.Pump());
+            Check(ex.Code == PresenceResult.State && ex.Message.Contains("cut off"), "cut off: " + ex.Message);
+            Check(raised == 4, "the events the queue got were raised: " + raised);
+            raised = 0;
+            engine.Connect("b");
+            engine.Pump();
+            Check(raised >= 1, "a new queue after the cut-off");
+        }
+    }
+
     // Unity developers count garbage per frame: an idle frame (nothing due, nothing queued)
     // allocates no managed memory at all, with handlers attached and connections open.
     [Test]
@@ -582,8 +643,9 @@ public class PresenceEngineTests
         }
     }
 
-    // With events, a frame allocates the delivered events' own objects and nothing per
-    // event beyond them: no JSON, no strings (user ids come from the cache).
+    // With events, Pump allocates nothing (one reused event, strings and users from the
+    // cache, no JSON); PollEvents allocates the polled events' own objects and nothing
+    // per event beyond them.
     [Test]
     public void EventsAllocateOnlyTheirOwnObjects()
     {
@@ -618,10 +680,10 @@ public class PresenceEngineTests
             Assert.AreEqual(3 * Users, pumped, "host events pumped");
             Assert.AreEqual(Users, online - onlineBefore, "online events handled");
             Assert.AreEqual(2 * Users, polled.Count, "offline+online deliveries polled");
+            Assert.AreEqual(0, pumpBytes, "bytes allocated pumping " + pumped + " events");
             // A PresenceEvent is one object of 176 bytes on 64-bit Mono: nothing else per
-            // event (and, when polling, the array holding the events).
+            // polled event (but the array holding the events).
             const long PerEvent = 192;
-            Assert.LessOrEqual(pumpBytes, PerEvent * pumped, "bytes per pumped event: " + pumpBytes / (double)pumped);
             Assert.LessOrEqual(pollBytes, (PerEvent + 8) * polled.Count + 64,
                                "bytes per polled event: " + pollBytes / (double)polled.Count);
             Console.WriteLine("managed bytes per event: pumped {0:F1}, polled {1:F1}",
