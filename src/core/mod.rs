@@ -10,6 +10,8 @@ mod connections;
 mod queries;
 #[cfg(feature = "cluster")]
 mod remote;
+#[cfg(feature = "cluster")]
+mod remote_channels;
 mod replication;
 mod snapshot;
 mod subscriptions;
@@ -245,12 +247,15 @@ struct ChannelRecord {
     last_message_at: Option<Millis>,
     members: Vec<UserIdx>,
     member_pos: HashMap<UserIdx, Member>,
-    /// Watching connections.
+    /// Watching connections of this node.
     watchers: HashMap<Slot, Watcher>,
-    /// Connections watching, counted per user.
+    /// Connections watching (of this node and, in cluster mode, of others), counted per user.
     watching_users: HashMap<UserIdx, u32>,
     /// Distinct visible users among the watchers.
     visible_watchers: u32,
+    /// Cluster mode: the store's sequence number of the last change applied here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    version: u64,
 }
 
 /// Where a member sits: in the channel's `members`, and in the user's `memberships`.
@@ -322,6 +327,13 @@ pub(crate) struct State {
     overflowed: Vec<Slot>,
     /// Cluster mode: what this node changed, for the shared store (`None`: not replicating).
     replication: Option<Vec<Delta>>,
+    /// Cluster mode: per user, the channels watched by connections on other nodes and how
+    /// many of those connections watch each (they count in `watching_users` too).
+    remote_watched: HashMap<UserIdx, HashMap<ChannelIdx, u32>>,
+    /// Cluster mode: watches of this node's connections that a channel deletion read from
+    /// the store ended while the connection's own watch was still on its way there (with
+    /// the presence flag); the watch comes back when the store confirms it.
+    dropped_watches: HashMap<(ConnectionId, Arc<str>), bool>,
     /// Record events for host listeners in the outbox.
     pub record_events: bool,
     /// Record deliveries for delivery listeners in the outbox.
@@ -361,6 +373,8 @@ impl State {
             outbox: Vec::new(),
             overflowed: Vec::new(),
             replication: None,
+            remote_watched: HashMap::new(),
+            dropped_watches: HashMap::new(),
             record_events: true,
             record_deliveries: true,
         }
