@@ -14,6 +14,8 @@ pub enum Field {
     Invisible,
     /// Decimal Unix milliseconds.
     UpdatedAt,
+    /// A channel's `last_message_at`: decimal Unix milliseconds.
+    LastMessageAt,
     /// A custom field; its value is compact JSON.
     Custom(String),
 }
@@ -26,6 +28,7 @@ impl Field {
             Field::Status => "s".into(),
             Field::Invisible => "i".into(),
             Field::UpdatedAt => "ua".into(),
+            Field::LastMessageAt => "lm".into(),
             Field::Custom(name) => format!("f:{name}"),
         }
     }
@@ -36,6 +39,7 @@ impl Field {
             "s" => Some(Field::Status),
             "i" => Some(Field::Invisible),
             "ua" => Some(Field::UpdatedAt),
+            "lm" => Some(Field::LastMessageAt),
             _ => name.strip_prefix("f:").map(|n| Field::Custom(n.to_string())),
         }
     }
@@ -51,10 +55,17 @@ pub enum ConnectionChange {
     Closed(ConnectionId),
 }
 
-/// One change this node made to one user: what the store applies atomically in one
-/// script call.
+/// One change this node made, to one user or one channel: what the store applies
+/// atomically in one script call.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delta {
+pub enum Delta {
+    User(UserDelta),
+    Channel(ChannelDelta),
+}
+
+/// One change this node made to one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserDelta {
     pub user: Arc<str>,
     /// When the change happened (the user's `created_at` if the store does not know them).
     pub at: Millis,
@@ -68,11 +79,94 @@ pub struct Delta {
     pub only_if_absent: bool,
 }
 
-impl Delta {
+impl UserDelta {
     /// A delta about `user` at `at` that changes nothing yet.
     pub fn new(user: Arc<str>, at: Millis) -> Self {
-        Delta { user, at, last_active: None, connection: None, fields: Vec::new(), only_if_absent: false }
+        UserDelta { user, at, last_active: None, connection: None, fields: Vec::new(), only_if_absent: false }
     }
+}
+
+/// One change this node made to one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelDelta {
+    pub cid: Arc<str>,
+    /// When the change happened (the channel's `created_at` if it creates the channel).
+    pub at: Millis,
+    pub op: ChannelOp,
+}
+
+/// What a [`ChannelDelta`] does in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelOp {
+    /// Creates the channel if the store lacks it, writes `fields` (custom fields,
+    /// `last_message_at`, `updated_at`) and adds `members`. With `only_if_absent` nothing
+    /// happens where the store has the channel (re-announcing after the store lost data).
+    Upsert { fields: Vec<FieldWrite>, members: Vec<Arc<str>>, only_if_absent: bool },
+    /// Removes members; nothing where the store lacks the channel.
+    RemoveMembers(Vec<Arc<str>>),
+    /// Deletes the channel with its members and watchers.
+    Delete,
+    /// A connection of this node (of `user`) started or stopped watching. A start where
+    /// the store lacks the channel (deleted elsewhere meanwhile) creates it empty: this
+    /// node's connection still watches it.
+    Watch { connection: ConnectionId, user: Arc<str>, start: bool },
+}
+
+/// One change made elsewhere, as the store ordered it.
+#[cfg(feature = "cluster")]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Remote {
+    User(RemoteChange),
+    Channel(RemoteChannel),
+}
+
+/// One change to one channel as the store ordered it.
+#[cfg(feature = "cluster")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteChannel {
+    pub cid: Arc<str>,
+    /// The shard's sequence number of the change (channel versions are those numbers, so
+    /// they keep increasing when a channel is deleted and created again).
+    pub version: u64,
+    pub created_at: Millis,
+    pub change: ChannelChange,
+}
+
+/// What happened to a channel, as [`RemoteChannel`] carries it.
+#[cfg(feature = "cluster")]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelChange {
+    /// Created or merged: fields written, members added.
+    Upsert {
+        fields: Vec<FieldWrite>,
+        added: Vec<Arc<str>>,
+    },
+    Removed(Vec<Arc<str>>),
+    /// Deleted; `own_watchers` are this node's connections that watched it in the store then.
+    Deleted {
+        own_watchers: Vec<ConnectionId>,
+    },
+    /// A connection of another node (of `user`) started or stopped watching.
+    Watch {
+        user: Arc<str>,
+        start: bool,
+    },
+    /// A connection of this node started watching, as this node wrote it.
+    OwnWatch {
+        connection: ConnectionId,
+    },
+    /// Watchers that went with a dead node: the user of each lost connection.
+    Lost(Vec<Arc<str>>),
+    /// The whole channel from a snapshot: every field, every member, the user of each
+    /// watching connection of other nodes, and this node's watching connections.
+    Full {
+        fields: Vec<FieldWrite>,
+        members: Vec<Arc<str>>,
+        watchers: Vec<Arc<str>>,
+        own_watchers: Vec<ConnectionId>,
+    },
+    /// A snapshot of the channel's shard does not have it.
+    Absent,
 }
 
 /// One change to one user as the store ordered it.

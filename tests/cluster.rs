@@ -1,7 +1,8 @@
 //! Cluster mode against a real `redis-server` the tests start on a free loopback port:
 //! presence merged across nodes, node loss (SIGKILL) and fencing, store restarts and
-//! pauses, readers that fall behind the log, ordering, invisibility, and random
-//! operations on three node processes compared with one engine.
+//! pauses, readers that fall behind the log, ordering, invisibility, channels, members and
+//! watchers shared by every node, and random operations on three node processes compared
+//! with one engine.
 #![cfg(feature = "cluster")]
 mod common;
 #[path = "../src/cluster/testing.rs"]
@@ -263,6 +264,33 @@ fn child_node() {
                 .set_invisible(user, *on == "1")
                 .map(|_| "ok".to_string())
                 .unwrap_or_else(|e| e.to_string()),
+            ["watch", user, cid] => {
+                let c = engine.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
+                connections.push(c);
+                engine
+                    .start_watching(c, cid, false)
+                    .map(|_| c.0.to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            }
+            ["create", cid] => engine
+                .upsert_channel_json(&format!(r#"{{"cid":"{cid}"}}"#))
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            ["members", cid, op, ids @ ..] => {
+                let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+                let done = match *op {
+                    "add" => engine.add_members(cid, &ids),
+                    _ => engine.remove_members(cid, &ids),
+                };
+                done.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
+            }
+            ["channel", cid] => {
+                let known = engine.query_channels(
+                    ConnectionId::HOST,
+                    &format!(r#"{{"filter_conditions":{{"cid":"{cid}"}}}}"#),
+                );
+                if known.unwrap().channels.is_empty() { "unknown" } else { "known" }.to_string()
+            }
             ["dump"] => dump(&engine),
             ["link"] => link(&engine),
             _ => format!("unknown command {line:?}"),
@@ -272,7 +300,7 @@ fn child_node() {
 }
 
 /// Every user as the host sees them, one line, sorted: id, connected, public online,
-/// status, invisible, custom fields.
+/// status, invisible, custom fields; then every channel (members, watchers, count).
 fn dump(engine: &Engine) -> String {
     let all = engine
         .query_users(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"id","direction":1}]}"#)
@@ -291,7 +319,129 @@ fn dump(engine: &Engine) -> String {
             snap.custom.as_ref().map_or("{}".to_string(), |c| serde_json::to_string(&**c).unwrap())
         ));
     }
+    let channels = engine
+        .query_channels(ConnectionId::HOST, r#"{"limit":100,"sort":[{"field":"cid","direction":1}]}"#)
+        .unwrap();
+    for state in &channels.channels {
+        let cid = &state.channel.cid;
+        out.push(format!("{cid}: {}", channel_line(engine, cid).unwrap()));
+    }
     out.join(",")
+}
+
+/// A channel as the host of `engine` sees it: members, watchers, watcher count and custom
+/// fields (`None`: unknown there).
+fn channel_line(engine: &Engine, cid: &str) -> Option<String> {
+    let q = format!(r#"{{"filter_conditions":{{"cid":"{cid}"}}}}"#);
+    let answer = engine.query_channels(ConnectionId::HOST, &q).unwrap();
+    let state = answer.channels.first()?;
+    let ids = |v: &[presence::answer::ViewedUser]| {
+        v.iter().map(|u| u.user.id.to_string()).collect::<Vec<_>>().join(" ")
+    };
+    Some(format!(
+        "members [{}] watchers [{}] count {} custom {}",
+        ids(&state.members),
+        ids(&state.watchers),
+        state.watcher_count,
+        state.channel.custom.as_ref().map_or("{}".to_string(), |c| serde_json::to_string(&**c).unwrap())
+    ))
+}
+
+/// The watching and member events `c` received: `type user count`.
+fn channel_events(engine: &Engine, c: ConnectionId) -> Vec<String> {
+    engine
+        .poll_events(c, 10_000)
+        .unwrap()
+        .iter()
+        .filter_map(|d| match &d.event.kind {
+            EventKind::WatchingStart { user, watcher_count, .. } => {
+                Some(format!("start {} {watcher_count}", user.id))
+            }
+            EventKind::WatchingStop { user, watcher_count, .. } => {
+                Some(format!("stop {} {watcher_count}", user.id))
+            }
+            EventKind::MemberAdded { user, .. } => Some(format!("added {}", user.id)),
+            EventKind::MemberRemoved { user, .. } => Some(format!("removed {}", user.id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn channels_members_and_watchers_are_shared_by_every_node() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let (a, b) = (node(&server, "a", "channels"), node(&server, "b", "channels"));
+    a.upsert_channel_json(r#"{"cid":"team:red","members":["alice","bob"],"topic":"raid"}"#).unwrap();
+    let expected = r#"members [alice bob] watchers [] count 0 custom {"topic":"raid"}"#;
+    wait_until("b knows the channel", Duration::from_secs(5), || {
+        channel_line(&b, "team:red").as_deref() == Some(expected)
+    });
+
+    // A watcher on b counts on a, and a's watchers hear of it.
+    let dave = a.connect_json(r#"{"id":"dave"}"#).unwrap();
+    a.start_watching(dave, "team:red", false).unwrap();
+    let carol = b.connect_json(r#"{"id":"carol"}"#).unwrap();
+    wait_until("b counts dave", Duration::from_secs(5), || {
+        channel_line(&b, "team:red").is_some_and(|l| l.contains("count 1"))
+    });
+    b.start_watching(carol, "team:red", false).unwrap();
+    let both = r#"members [alice bob] watchers [carol dave] count 2 custom {"topic":"raid"}"#;
+    wait_until("a counts carol", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some(both)
+    });
+    assert_eq!(channel_line(&b, "team:red").as_deref(), Some(both));
+
+    // Members removed on b leave on a, with the event a's watchers would get locally.
+    b.remove_members("team:red", &["bob".to_string()]).unwrap();
+    wait_until("a sees bob leave", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").is_some_and(|l| l.starts_with("members [alice]"))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(channel_events(&a, dave), ["start dave 1", "start carol 2", "removed bob"]);
+
+    // carol stops watching on b: dave hears it on a.
+    b.stop_watching(carol, "team:red").unwrap();
+    wait_until("a counts one watcher", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").is_some_and(|l| l.contains("count 1"))
+    });
+    assert_eq!(channel_events(&a, dave), ["stop carol 1"]);
+
+    // A deletion on b ends the channel everywhere, a's watcher included.
+    b.delete_channel("team:red").unwrap();
+    wait_until("a forgets the channel", Duration::from_secs(5), || channel_line(&a, "team:red").is_none());
+    assert_eq!(channel_line(&b, "team:red"), None);
+    let keys = server.command(&["KEYS", "channels:*ch:*"]);
+    assert_eq!(keys.as_deref(), Some("*0"), "the channel's hash is deleted");
+}
+
+#[test]
+fn a_killed_node_s_watchers_leave_every_channel() {
+    let _serial = serial();
+    let Some(server) = start_redis() else { return };
+    let a = node(&server, "a", "killwatch");
+    a.upsert_channel_json(r#"{"cid":"team:blue","members":["erin"]}"#).unwrap();
+    let dave = a.connect_json(r#"{"id":"dave"}"#).unwrap();
+    a.start_watching(dave, "team:blue", false).unwrap();
+    let mut child = ChildNode::start(&server, "b", "killwatch");
+    wait_until("b knows the channel", Duration::from_secs(5), || child.call("channel team:blue") == "known");
+    child.call("watch frank team:blue");
+    child.call("watch frank team:blue");
+    wait_until("a counts frank", Duration::from_secs(5), || {
+        channel_line(&a, "team:blue").is_some_and(|l| l.contains("watchers [dave frank] count 2"))
+    });
+
+    child.signal("-KILL");
+    wait_until("frank stops watching on a", Duration::from_secs(10), || {
+        channel_line(&a, "team:blue").is_some_and(|l| l.contains("watchers [dave] count 1"))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(channel_events(&a, dave), ["start dave 1", "start frank 2", "stop frank 1"]);
+    // The dead incarnation's watch lists are gone, and so are its watchers in the hash.
+    wait_until("the dead lease is dropped", Duration::from_secs(5), || {
+        server.command(&["ZCARD", "killwatch:{m}:leases"]).as_deref() == Some(":1")
+    });
+    assert_eq!(server.command(&["KEYS", "killwatch:*watches:b#*"]).as_deref(), Some("*0"));
 }
 
 #[test]
@@ -340,17 +490,31 @@ fn a_node_that_returns_after_being_declared_dead_is_fenced_and_converges() {
     let a = node(&server, "a", "fence");
     let mut child = ChildNode::start(&server, "b", "fence");
     child.call("connect bob");
+    a.upsert_channel_json(r#"{"cid":"team:red"}"#).unwrap();
+    wait_until("b knows the channel", Duration::from_secs(5), || child.call("channel team:red") == "known");
+    child.call("watch bob team:red");
     let on_a = follower(&a, "fa", "bob");
     wait_until("a sees bob online", Duration::from_secs(5), || public_online(&a, on_a, "bob") == Some(true));
+    let watched = "members [] watchers [bob] count 1 custom {}";
+    wait_until("a counts bob", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some(watched)
+    });
 
     // Frozen past its lease: the others reap it.
     child.signal("-STOP");
     wait_until("a sees bob offline", Duration::from_secs(10), || {
         public_online(&a, on_a, "bob") == Some(false)
     });
-    // Thawed: its old incarnation is refused, it takes a new one and re-announces bob.
+    wait_until("a no longer counts bob", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some("members [] watchers [] count 0 custom {}")
+    });
+    // Thawed: its old incarnation is refused, it takes a new one and re-announces bob and
+    // his watch.
     child.signal("-CONT");
     wait_until("a sees bob again", Duration::from_secs(10), || public_online(&a, on_a, "bob") == Some(true));
+    wait_until("a counts bob again", Duration::from_secs(5), || {
+        channel_line(&a, "team:red").as_deref() == Some(watched)
+    });
     assert_eq!(child.call("status bob back"), "ok");
     wait_until("a sees the status", Duration::from_secs(5), || {
         a.get_user(ConnectionId::HOST, "bob").is_ok_and(|u| u.user.status.as_deref() == Some("back"))
@@ -381,9 +545,15 @@ fn a_store_restarted_without_its_data_is_refilled_by_the_nodes() {
     let (a, b) = (node(&server, "a", "restart"), node(&server, "b", "restart"));
     let statuses = link_events(&a);
     a.connect_json(r#"{"id":"alice","status":"here","level":7}"#).unwrap();
-    b.connect_json(r#"{"id":"bob"}"#).unwrap();
+    let bob = b.connect_json(r#"{"id":"bob"}"#).unwrap();
+    a.upsert_channel_json(r#"{"cid":"team:red","members":["alice","carol"],"topic":"raid"}"#).unwrap();
+    wait_until("b knows the channel", Duration::from_secs(5), || channel_line(&b, "team:red").is_some());
+    b.start_watching(bob, "team:red", false).unwrap();
+    let channel = r#"members [alice carol] watchers [bob] count 1 custom {"topic":"raid"}"#;
     wait_until("both know both", Duration::from_secs(5), || {
-        dump(&a) == dump(&b) && dump(&a).contains("bob:true")
+        dump(&a) == dump(&b)
+            && dump(&a).contains("bob:true")
+            && channel_line(&a, "team:red").as_deref() == Some(channel)
     });
     let before = dump(&a);
 
@@ -393,6 +563,16 @@ fn a_store_restarted_without_its_data_is_refilled_by_the_nodes() {
             == Some(":1")
     });
     wait_until("both converge again", Duration::from_secs(10), || dump(&a) == before && dump(&b) == before);
+    // The channel, its members and b's watcher are re-announced too.
+    wait_until("the channel is back in the store", Duration::from_secs(10), || {
+        let key = format!("restart:{{s{}}}:ch:team:red", shard_of("team:red"));
+        server.command(&["HGET", &key, "f:topic"]).as_deref() == Some("$6")
+    });
+    for node in [&a, &b] {
+        wait_until("the channel converges", Duration::from_secs(10), || {
+            channel_line(node, "team:red").as_deref() == Some(channel)
+        });
+    }
     assert_eq!(b.get_user(ConnectionId::HOST, "alice").unwrap().user.custom.as_ref().unwrap()["level"], 7);
     wait_until("a reports the link up", Duration::from_secs(5), || link(&a) == "up");
     let seen = statuses.lock().unwrap().clone();
@@ -473,9 +653,23 @@ fn a_reader_paused_past_the_log_retention_rebuilds_from_a_snapshot() {
 fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
     let _serial = serial();
     let Some(server) = start_redis() else { return };
-    let mut nodes: Vec<ChildNode> =
-        ["n0", "n1", "n2"].iter().map(|n| ChildNode::start(&server, n, "random")).collect();
-    let single = Engine::from_json(None).unwrap();
+    // Nobody polls: without queues, watchers are not closed as slow consumers.
+    let unqueued = |name: &str| {
+        let config = cluster_config(&server.url(), name, "random", LEASE_MS, "");
+        ChildNode::start_config(&format!(r#"{{"connection_queue_capacity":0,{}"#, &config[1..]))
+    };
+    let mut nodes: Vec<ChildNode> = ["n0", "n1", "n2"].into_iter().map(unqueued).collect();
+    let single = Engine::from_json(Some(r#"{"connection_queue_capacity":0}"#)).unwrap();
+    let cids = ["room:a", "room:b", "room:c"];
+    for cid in cids {
+        assert_eq!(nodes[0].call(&format!("create {cid}")), "ok");
+        single.upsert_channel_json(&format!(r#"{{"cid":"{cid}"}}"#)).unwrap();
+    }
+    for node in &mut nodes {
+        wait_until("every node knows the channels", Duration::from_secs(5), || {
+            cids.iter().all(|cid| node.call(&format!("channel {cid}")) == "known")
+        });
+    }
     let mut rng = Rng::seeded();
     eprintln!("random operations seeded with {}", rng.0);
     // (node, connection id on that node, connection on the single engine, user)
@@ -488,7 +682,27 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         let owner = shard_of(&user) as usize % 3;
         // Fewer connections per user than one engine's max_connections_per_user.
         let held = open.iter().filter(|(_, _, _, u)| *u == user).count();
-        match rng.below(5) {
+        let cid = cids[rng.below(3)];
+        // Member changes of a channel go through one node too.
+        let channel_owner = shard_of(cid) as usize % 3;
+        match rng.below(8) {
+            5 => {
+                if nodes[channel_owner].call(&format!("members {cid} add {user}")) == "ok" {
+                    single.add_members(cid, std::slice::from_ref(&user)).unwrap();
+                }
+            }
+            6 => {
+                if nodes[channel_owner].call(&format!("members {cid} remove {user}")) == "ok" {
+                    single.remove_members(cid, std::slice::from_ref(&user)).unwrap();
+                }
+            }
+            7 if held < 20 => {
+                let n = rng.below(3);
+                let id = nodes[n].call(&format!("watch {user} {cid}"));
+                let c = single.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
+                single.start_watching(c, cid, false).unwrap();
+                open.push((n, id, c, user));
+            }
             0 | 1 if held < 20 => {
                 let n = rng.below(3);
                 let id = nodes[n].call(&format!("connect {user}"));
@@ -518,10 +732,26 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         ops += 1;
     }
     let expected = dump(&single);
+    assert!(expected.contains("room:a: members"), "channels are compared: {expected}");
     for node in &mut nodes {
-        wait_until("every node answers like one engine", Duration::from_secs(10), || {
-            node.call("dump") == expected
-        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = node.call("dump");
+            if got == expected {
+                break;
+            }
+            let only = |a: &str, b: &str| -> Vec<String> {
+                let b: Vec<&str> = b.split(',').collect();
+                a.split(',').filter(|x| !b.contains(x)).map(str::to_string).collect()
+            };
+            assert!(
+                Instant::now() < deadline,
+                "a node differs from one engine: it alone has {:?}, it lacks {:?}",
+                only(&got, &expected),
+                only(&expected, &got)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     eprintln!("{ops} random operations on 3 node processes converged");
 }

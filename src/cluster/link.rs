@@ -2,8 +2,14 @@
 //! [`Link::step`]: it keeps the node's lease, writes what the node changed, reads what the
 //! others changed, reaps dead nodes, and recovers from outages, fencing and data loss.
 //! It is generic over the [`Store`], so the simulation drives the same code as Redis.
-use super::store::{member, Beat, Entry, Registration, Store, StoreError, StoreResult, StoredChange, SHARDS};
-use crate::replication::{ConnectionChange, Delta, RemoteChange};
+use super::store::{
+    member, shard_of, Beat, Entry, Registration, Store, StoreError, StoreResult, Stored, StoredChange,
+    StoredChannel, StoredOp, StoredWatch, SHARDS,
+};
+use crate::event::ConnectionId;
+use crate::replication::{
+    ChannelChange, ChannelDelta, ChannelOp, ConnectionChange, Delta, Remote, RemoteChange, RemoteChannel,
+};
 use crate::time::Millis;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -45,12 +51,15 @@ pub trait Replica {
     /// Moves the deltas this node made since the last call into `into`, in order.
     fn take_deltas(&self, into: &mut Vec<Delta>);
     /// Applies changes made elsewhere, in the store's order, and delivers their events.
-    fn apply_remote(&self, changes: Vec<RemoteChange>);
+    fn apply_remote(&self, changes: Vec<Remote>);
+    /// The cids of every channel this node knows.
+    fn channel_ids(&self) -> Vec<Arc<str>>;
     /// Forgets the store versions of every user: the store lost its data and counts anew.
     fn forget_versions(&self);
-    /// Deltas that re-create this node's part of the store: one per live connection and,
-    /// with `users`, every user's shared fields (written only where the store lacks them).
-    fn announcement(&self, users: bool) -> Vec<Delta>;
+    /// Deltas that re-create this node's part of the store: one per live connection and
+    /// per watch and, with `shared`, every user's and channel's shared fields (written only
+    /// where the store lacks them).
+    fn announcement(&self, shared: bool) -> Vec<Delta>;
     /// The link changed state.
     fn link_changed(&self, status: LinkStatus);
 }
@@ -172,26 +181,52 @@ impl<S: Store> Link<S> {
 
     /// Queues a delta. While the link is down an open and a close of the same connection
     /// cancel out (the open stays as a bare change of its user only if nothing earlier
-    /// waits for that user, so a user created meanwhile still reaches the store), which
-    /// keeps what waits bounded by the live connections and the users touched. Cost: O(1)
-    /// while up, O(pending) per close while down.
+    /// waits for that user, so a user created meanwhile still reaches the store), and so do
+    /// a start and a stop of the same watch, which keeps what waits bounded by the live
+    /// connections, their watches and the users and channels touched. Cost: O(1) while up,
+    /// O(pending) per close or stop while down.
     fn enqueue(&mut self, delta: Delta, up: bool) {
-        if let (false, Some(ConnectionChange::Closed(c))) = (up, delta.connection) {
-            let opened = self.pending.iter().rposition(|d| d.connection == Some(ConnectionChange::Opened(c)));
-            if let Some(pos) =
-                opened.filter(|&p| self.pending[p].fields.is_empty() && delta.fields.is_empty())
-            {
-                if self.pending.iter().take(pos).any(|d| d.user == delta.user) {
+        if !up && self.cancelled(&delta) {
+            return;
+        }
+        self.pending.push_back(delta);
+    }
+
+    /// Whether `delta` cancels out against what waits (see [`Link::enqueue`]).
+    fn cancelled(&mut self, delta: &Delta) -> bool {
+        match delta {
+            Delta::User(delta) => {
+                let Some(ConnectionChange::Closed(c)) = delta.connection else { return false };
+                let opened = self.pending.iter().rposition(
+                    |d| matches!(d, Delta::User(d) if d.connection == Some(ConnectionChange::Opened(c))),
+                );
+                let bare_open = |d: &Delta| matches!(d, Delta::User(d) if d.fields.is_empty());
+                let Some(pos) = opened.filter(|&p| bare_open(&self.pending[p]) && delta.fields.is_empty())
+                else {
+                    return false;
+                };
+                if self.pending.iter().take(pos).any(|d| matches!(d, Delta::User(d) if d.user == delta.user))
+                {
                     self.pending.remove(pos);
-                } else {
-                    let bare = &mut self.pending[pos];
+                } else if let Delta::User(bare) = &mut self.pending[pos] {
                     bare.connection = None;
                     bare.last_active = delta.last_active.or(bare.last_active);
                 }
-                return;
+                true
             }
+            Delta::Channel(ChannelDelta {
+                cid,
+                op: ChannelOp::Watch { connection, start: false, .. },
+                ..
+            }) => {
+                let started = self.pending.iter().rposition(|d| {
+                    matches!(d, Delta::Channel(d) if d.cid == *cid
+                        && matches!(d.op, ChannelOp::Watch { connection: c, start: true, .. } if c == *connection))
+                });
+                started.map(|pos| self.pending.remove(pos)).is_some()
+            }
+            Delta::Channel(_) => false,
         }
-        self.pending.push_back(delta);
     }
 
     /// Answers whether log entries were read.
@@ -287,7 +322,7 @@ impl<S: Store> Link<S> {
                 continue;
             }
             self.cursors[shard] = seq;
-            changes.push(self.remote(change));
+            changes.extend(self.remote(change, seq));
         }
         if !changes.is_empty() {
             replica.apply_remote(changes);
@@ -298,17 +333,40 @@ impl<S: Store> Link<S> {
         Ok(read)
     }
 
+    /// Replaces what this node holds of a shard by a snapshot of it: every user and
+    /// channel in it, and the channels this node knows there that the store no longer has.
     fn rebuild(&mut self, replica: &dyn Replica, shard: usize) -> StoreResult<()> {
-        let (seq, users) = self.store.snapshot(shard)?;
-        let changes: Vec<RemoteChange> = users.into_iter().map(|u| self.remote(u)).collect();
+        let snapshot = self.store.snapshot(shard)?;
+        let mut changes: Vec<Remote> =
+            snapshot.users.into_iter().map(|u| Remote::User(self.remote_user(u))).collect();
+        let known: Vec<Arc<str>> =
+            replica.channel_ids().into_iter().filter(|cid| shard_of(cid) == shard).collect();
+        let stored: std::collections::HashSet<String> =
+            snapshot.channels.iter().map(|c| c.cid.clone()).collect();
+        changes.extend(snapshot.channels.into_iter().filter_map(|c| self.remote_channel(c, snapshot.seq)));
+        changes.extend(known.into_iter().filter(|cid| !stored.contains(&**cid)).map(|cid| {
+            Remote::Channel(RemoteChannel {
+                cid,
+                version: snapshot.seq,
+                created_at: 0,
+                change: ChannelChange::Absent,
+            })
+        }));
         if !changes.is_empty() {
             replica.apply_remote(changes);
         }
-        self.cursors[shard] = seq;
+        self.cursors[shard] = snapshot.seq;
         Ok(())
     }
 
-    fn remote(&self, change: StoredChange) -> RemoteChange {
+    fn remote(&self, change: Stored, seq: u64) -> Option<Remote> {
+        match change {
+            Stored::User(change) => Some(Remote::User(self.remote_user(change))),
+            Stored::Channel(change) => self.remote_channel(change, seq),
+        }
+    }
+
+    fn remote_user(&self, change: StoredChange) -> RemoteChange {
         let node = &self.settings.node;
         let remote_connections = change.connections_elsewhere(node);
         let lost = match change.lost {
@@ -325,6 +383,50 @@ impl<S: Store> Link<S> {
             remote_connections,
             lost,
         }
+    }
+
+    /// A channel change as this node applies it: watches of its own connections (of any of
+    /// its incarnations) are told apart from the others'; `None` when nothing is left.
+    fn remote_channel(&self, change: StoredChannel, version: u64) -> Option<Remote> {
+        let node = self.settings.node.as_str();
+        let own = |w: &StoredWatch| w.node() == node;
+        let split = |watchers: Vec<StoredWatch>| -> (Vec<ConnectionId>, Vec<Arc<str>>) {
+            let (mine, others): (Vec<_>, Vec<_>) = watchers.into_iter().partition(own);
+            (
+                mine.into_iter().map(|w| w.connection).collect(),
+                others.into_iter().map(|w| w.user.into()).collect(),
+            )
+        };
+        let users = |ids: Vec<String>| ids.into_iter().map(Arc::from).collect::<Vec<Arc<str>>>();
+        let change_kind = match change.op {
+            StoredOp::Upsert { fields, added } => ChannelChange::Upsert { fields, added: users(added) },
+            StoredOp::Removed(ids) => ChannelChange::Removed(users(ids)),
+            StoredOp::Deleted(watchers) => ChannelChange::Deleted { own_watchers: split(watchers).0 },
+            StoredOp::Watch { watch, start } if own(&watch) => {
+                if !start {
+                    return None;
+                }
+                ChannelChange::OwnWatch { connection: watch.connection }
+            }
+            StoredOp::Watch { watch, start } => ChannelChange::Watch { user: watch.user.into(), start },
+            StoredOp::Lost(watchers) => {
+                let (_, lost) = split(watchers);
+                if lost.is_empty() {
+                    return None;
+                }
+                ChannelChange::Lost(lost)
+            }
+            StoredOp::Full { fields, members, watchers } => {
+                let (own_watchers, watchers) = split(watchers);
+                ChannelChange::Full { fields, members: users(members), watchers, own_watchers }
+            }
+        };
+        Some(Remote::Channel(RemoteChannel {
+            cid: change.cid.into(),
+            version,
+            created_at: change.created_at,
+            change: change_kind,
+        }))
     }
 
     fn report(&mut self, replica: &dyn Replica, status: LinkStatus, error: Option<String>) {

@@ -1,10 +1,10 @@
 //! The store's scripts as plain Rust over in-memory maps, statement for statement, for
 //! the deterministic simulation (no Redis, virtual time, controllable failures).
 use super::store::{
-    member, shard_of, Beat, Entry, RawEntry, Registration, Store, StoreError, StoreResult, StoredChange,
-    SHARDS,
+    member, op_name, shard_of, Beat, Entry, RawEntry, Registration, Snapshot, Store, StoreError, StoreResult,
+    Stored, StoredChange, StoredChannel, SHARDS,
 };
-use crate::replication::{ConnectionChange, Delta};
+use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, FieldWrite, UserDelta};
 use crate::time::Millis;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,9 @@ struct Shard {
     epoch: Option<String>,
     /// Per incarnation: connection id -> user id.
     connections: HashMap<String, BTreeMap<String, String>>,
+    channels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per incarnation: `<connection>:<cid>` of its watches.
+    watches: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// The shared data of one simulated store.
@@ -61,7 +64,6 @@ impl MemoryData {
     }
 
     fn append(&mut self, shard: usize, uid: &str, written: RawEntry) {
-        let retention = self.retention;
         let s = &mut self.shards[shard];
         let user = s.users.get_mut(uid).expect("appending for a stored user");
         let version = user.get("v").map_or(0, |v| v.parse::<u64>().unwrap()) + 1;
@@ -76,6 +78,30 @@ impl MemoryData {
             ("c".into(), counts.join(",")),
         ];
         entry.extend(written);
+        self.log(shard, entry);
+    }
+
+    /// Refuses a write of an incarnation that is fenced or registered under another epoch.
+    fn admit(&self, shard: usize, node: &str, registration: &Registration) -> StoreResult<()> {
+        let s = &self.shards[shard];
+        if s.epoch.as_deref() != Some(registration.epoch.as_str()) {
+            return Err(StoreError::Lost);
+        }
+        if s.fence.get(node).is_some_and(|&f| f >= registration.incarnation) {
+            return Err(StoreError::Fenced);
+        }
+        Ok(())
+    }
+
+    fn append_channel(&mut self, shard: usize, cid: &str, ca: String, written: RawEntry) {
+        let mut entry: RawEntry = vec![("ch".into(), cid.into()), ("ca".into(), ca)];
+        entry.extend(written);
+        self.log(shard, entry);
+    }
+
+    fn log(&mut self, shard: usize, entry: RawEntry) {
+        let retention = self.retention;
+        let s = &mut self.shards[shard];
         s.seq += 1;
         s.log.push((s.seq, entry));
         if s.log.len() > retention {
@@ -84,17 +110,102 @@ impl MemoryData {
         }
     }
 
-    fn write_one(&mut self, node: &str, registration: &Registration, delta: &Delta) -> StoreResult<()> {
+    /// `lua/channel.lua`.
+    fn write_channel(
+        &mut self,
+        node: &str,
+        registration: &Registration,
+        delta: &ChannelDelta,
+    ) -> StoreResult<()> {
+        let shard = shard_of(&delta.cid);
+        self.admit(shard, node, registration)?;
+        let me = member(node, registration.incarnation);
+        let cid = delta.cid.to_string();
+        let s = &mut self.shards[shard];
+        let existed = s.channels.contains_key(&cid);
+        let create = |s: &mut Shard| {
+            let at = delta.at.to_string();
+            s.channels.insert(cid.clone(), BTreeMap::from([("ca".into(), at.clone()), ("ua".into(), at)]));
+        };
+        let mut written: RawEntry = vec![("op".into(), op_name(&delta.op).into())];
+        match &delta.op {
+            ChannelOp::Upsert { fields, members, only_if_absent } => {
+                if existed && *only_if_absent {
+                    return Ok(());
+                }
+                if !existed {
+                    create(s);
+                }
+                let channel = s.channels.get_mut(&cid).expect("created above");
+                write_fields(channel, fields, &mut written);
+                for m in members {
+                    if channel.insert(format!("m:{m}"), "1".into()).is_none() {
+                        written.push((format!("+m:{m}"), String::new()));
+                    }
+                }
+            }
+            ChannelOp::Watch { connection, user, start: true } => {
+                if !existed {
+                    create(s);
+                }
+                let field = format!("w:{me}:{}", connection.0);
+                let channel = s.channels.get_mut(&cid).expect("created above");
+                if channel.insert(field.clone(), user.to_string()).is_some() {
+                    return Ok(());
+                }
+                s.watches
+                    .entry(me.clone())
+                    .or_default()
+                    .insert(format!("{}:{cid}", connection.0), "1".into());
+                written.push((field, user.to_string()));
+            }
+            _ if !existed => return Ok(()),
+            ChannelOp::Watch { connection, start: false, .. } => {
+                let field = format!("w:{me}:{}", connection.0);
+                let channel = s.channels.get_mut(&cid).expect("exists");
+                let Some(uid) = channel.remove(&field) else { return Ok(()) };
+                if let Some(w) = s.watches.get_mut(&me) {
+                    w.remove(&format!("{}:{cid}", connection.0));
+                }
+                written.push((field, uid));
+            }
+            ChannelOp::RemoveMembers(members) => {
+                let channel = s.channels.get_mut(&cid).expect("exists");
+                for m in members {
+                    if channel.remove(&format!("m:{m}")).is_some() {
+                        written.push((format!("-m:{m}"), String::new()));
+                    }
+                }
+            }
+            ChannelOp::Delete => {
+                let channel = s.channels.remove(&cid).expect("exists");
+                for (field, uid) in &channel {
+                    if let Some((m, conn)) = field.strip_prefix("w:").and_then(|w| w.rsplit_once(':')) {
+                        if let Some(w) = s.watches.get_mut(m) {
+                            w.remove(&format!("{conn}:{cid}"));
+                        }
+                        written.push((field.clone(), uid.clone()));
+                    }
+                }
+                let ca = channel.get("ca").cloned().unwrap_or_default();
+                self.append_channel(shard, &cid, ca, written);
+                self.history.push(Applied::Delta(me, Delta::Channel(delta.clone())));
+                return Ok(());
+            }
+        }
+        let ca = s.channels[&cid].get("ca").cloned().unwrap_or_default();
+        self.append_channel(shard, &cid, ca, written);
+        self.history.push(Applied::Delta(me, Delta::Channel(delta.clone())));
+        Ok(())
+    }
+
+    /// `lua/write.lua`.
+    fn write_user(&mut self, node: &str, registration: &Registration, delta: &UserDelta) -> StoreResult<()> {
         let inc = registration.incarnation;
         let shard = shard_of(&delta.user);
         let uid = delta.user.to_string();
+        self.admit(shard, node, registration)?;
         let s = &mut self.shards[shard];
-        if s.epoch.as_deref() != Some(registration.epoch.as_str()) {
-            return Err(StoreError::Lost);
-        }
-        if s.fence.get(node).is_some_and(|&f| f >= inc) {
-            return Err(StoreError::Fenced);
-        }
         let count = format!("c:{}", member(node, inc));
         let existed = s.users.contains_key(&uid);
         let user = s.users.entry(uid.clone()).or_default();
@@ -117,22 +228,10 @@ impl MemoryData {
         }
         let mut written = RawEntry::new();
         if !delta.only_if_absent || !existed {
-            for (field, value) in &delta.fields {
-                let name = field.store_name();
-                match value {
-                    Some(v) => {
-                        user.insert(name.clone(), v.clone());
-                        written.push((format!("={name}"), v.clone()));
-                    }
-                    None => {
-                        user.remove(&name);
-                        written.push((format!("-{name}"), String::new()));
-                    }
-                }
-            }
+            write_fields(user, &delta.fields, &mut written);
         }
         self.append(shard, &uid, written);
-        self.history.push(Applied::Delta(member(node, inc), delta.clone()));
+        self.history.push(Applied::Delta(member(node, inc), Delta::User(delta.clone())));
         Ok(())
     }
 
@@ -154,6 +253,44 @@ impl MemoryData {
                 raise_last_active(user, now);
             }
             self.append(shard, &uid, vec![("lost".into(), format!("{node} {}", ids.join(",")))]);
+        }
+        let watches = self.shards[shard].watches.remove(&m).unwrap_or_default();
+        let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for key in watches.keys() {
+            let (conn, cid) = key.split_once(':').expect("a watch names connection and channel");
+            by_channel.entry(cid.to_string()).or_default().push(conn.to_string());
+        }
+        for (cid, mut conns) in by_channel {
+            conns.sort();
+            let mut written: RawEntry = vec![("op".into(), "lost".into())];
+            let Some(channel) = self.shards[shard].channels.get_mut(&cid) else { continue };
+            for conn in conns {
+                let field = format!("w:{m}:{conn}");
+                if let Some(uid) = channel.remove(&field) {
+                    written.push((field, uid));
+                }
+            }
+            if written.len() > 1 {
+                let ca = channel.get("ca").cloned().unwrap_or_default();
+                self.append_channel(shard, &cid, ca, written);
+            }
+        }
+    }
+}
+
+/// Writes or removes fields of a hash, logging each as `=<name>` or `-<name>`.
+fn write_fields(hash: &mut BTreeMap<String, String>, fields: &[FieldWrite], written: &mut RawEntry) {
+    for (field, value) in fields {
+        let name = field.store_name();
+        match value {
+            Some(v) => {
+                hash.insert(name.clone(), v.clone());
+                written.push((format!("={name}"), v.clone()));
+            }
+            None => {
+                hash.remove(&name);
+                written.push((format!("-{name}"), String::new()));
+            }
         }
     }
 }
@@ -229,7 +366,11 @@ impl Store for MemoryStore {
             Err(e) => return (0, Err(e)),
         };
         for (i, delta) in deltas.iter().enumerate() {
-            if let Err(e) = d.write_one(node, registration, delta) {
+            let written = match delta {
+                Delta::User(delta) => d.write_user(node, registration, delta),
+                Delta::Channel(delta) => d.write_channel(node, registration, delta),
+            };
+            if let Err(e) = written {
                 return (i, Err(e));
             }
         }
@@ -241,24 +382,29 @@ impl Store for MemoryStore {
         let mut out = Vec::new();
         for (shard, s) in d.shards.iter().enumerate() {
             for (seq, raw) in s.log.iter().filter(|(seq, _)| *seq > cursors[shard]).take(max) {
-                out.push(Entry { shard, seq: *seq, change: StoredChange::parse(None, raw, false)? });
+                out.push(Entry { shard, seq: *seq, change: Stored::parse(raw)? });
             }
         }
         Ok(out)
     }
 
-    fn snapshot(&mut self, shard: usize) -> StoreResult<(u64, Vec<StoredChange>)> {
+    fn snapshot(&mut self, shard: usize) -> StoreResult<Snapshot> {
         let d = self.data()?;
         let s = &d.shards[shard];
+        let raw = |h: &BTreeMap<String, String>| -> RawEntry {
+            h.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
         let users = s
             .users
             .iter()
-            .map(|(uid, h)| {
-                let raw: RawEntry = h.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                StoredChange::parse(Some(uid), &raw, true)
-            })
+            .map(|(uid, h)| StoredChange::parse(Some(uid), &raw(h), true))
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok((s.seq, users))
+        let channels = s
+            .channels
+            .iter()
+            .map(|(cid, h)| StoredChannel::parse(Some(cid), &raw(h), true))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Snapshot { seq: s.seq, users, channels })
     }
 
     fn reap(&mut self, m: &str, now: Millis, lock_ms: u64) -> StoreResult<bool> {

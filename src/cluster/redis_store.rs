@@ -2,8 +2,8 @@
 //! client. Any error drops the connection (a timed-out reply could otherwise arrive as the
 //! answer to a later command); the next call connects again and loads the scripts.
 use super::store::{
-    member, shard_of, write_args, Beat, Entry, Keys, RawEntry, Registration, Store, StoreError, StoreResult,
-    StoredChange, SHARDS,
+    channel_args, member, shard_of, write_args, Beat, Entry, Keys, RawEntry, Registration, Snapshot, Store,
+    StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
 };
 use crate::replication::Delta;
 use crate::time::Millis;
@@ -15,6 +15,7 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// The scripts, each loaded once per connection and called by hash.
 struct Scripts {
     write: redis::Script,
+    channel: redis::Script,
     reap: redis::Script,
     snapshot: redis::Script,
     meta: redis::Script,
@@ -25,13 +26,14 @@ impl Scripts {
         let shard_script = |body: &str| redis::Script::new(&format!("{COMMON}\n{body}"));
         Scripts {
             write: shard_script(include_str!("lua/write.lua")),
+            channel: shard_script(include_str!("lua/channel.lua")),
             reap: shard_script(include_str!("lua/reap.lua")),
             snapshot: redis::Script::new(include_str!("lua/snapshot.lua")),
             meta: redis::Script::new(include_str!("lua/meta.lua")),
         }
     }
-    fn all(&self) -> [&redis::Script; 4] {
-        [&self.write, &self.reap, &self.snapshot, &self.meta]
+    fn all(&self) -> [&redis::Script; 5] {
+        [&self.write, &self.channel, &self.reap, &self.snapshot, &self.meta]
     }
 }
 
@@ -147,6 +149,19 @@ impl RedisStore {
             self.keys.shard_epoch(shard),
         ]
     }
+
+    fn channel_keys(&self, node: &str, incarnation: u64, cid: &str) -> [String; 7] {
+        let shard = shard_of(cid);
+        [
+            self.keys.channel(cid),
+            self.keys.log(shard),
+            self.keys.seq(shard),
+            self.keys.channels(shard),
+            self.keys.fence(shard),
+            self.keys.shard_epoch(shard),
+            self.keys.node_watches(shard, &member(node, incarnation)),
+        ]
+    }
 }
 
 impl Store for RedisStore {
@@ -187,12 +202,26 @@ impl Store for RedisStore {
         registration: &Registration,
         deltas: &[Delta],
     ) -> (usize, StoreResult<()>) {
-        let hash = self.scripts.write.get_hash().to_string();
+        let (user_script, channel_script) =
+            (self.scripts.write.get_hash().to_string(), self.scripts.channel.get_hash().to_string());
         let mut pipe = redis::pipe();
         for delta in deltas {
-            let keys = self.write_keys(node, registration.incarnation, &delta.user);
-            let args = write_args(node, registration, self.retention, delta);
-            pipe.cmd("EVALSHA").arg(&hash).arg(keys.len()).arg(&keys[..]).arg(args);
+            let (hash, keys, args) = match delta {
+                Delta::User(d) => (
+                    &user_script,
+                    self.write_keys(node, registration.incarnation, &d.user),
+                    write_args(node, registration, self.retention, d),
+                ),
+                Delta::Channel(d) => {
+                    let prefix = self.keys.watches_prefix(shard_of(&d.cid));
+                    (
+                        &channel_script,
+                        self.channel_keys(node, registration.incarnation, &d.cid),
+                        channel_args(node, registration, self.retention, &prefix, d),
+                    )
+                }
+            };
+            pipe.cmd("EVALSHA").arg(hash).arg(keys.len()).arg(&keys[..]).arg(args);
         }
         let answers: Vec<Value> = match self.run(|c| pipe.query(c)) {
             Ok(a) => a,
@@ -235,26 +264,36 @@ impl Store for RedisStore {
                 let id = text(id)?;
                 let seq =
                     id.strip_prefix("0-").and_then(|n| n.parse().ok()).ok_or_else(|| down("entry id"))?;
-                out.push(Entry { shard, seq, change: StoredChange::parse(None, &pairs(fields)?, false)? });
+                out.push(Entry { shard, seq, change: Stored::parse(&pairs(fields)?)? });
             }
         }
         Ok(out)
     }
 
-    fn snapshot(&mut self, shard: usize) -> StoreResult<(u64, Vec<StoredChange>)> {
+    fn snapshot(&mut self, shard: usize) -> StoreResult<Snapshot> {
         let hash = self.scripts.snapshot.get_hash().to_string();
-        let keys = [self.keys.users(shard), self.keys.seq(shard)];
-        let answer = self.shard_call(&hash, &keys, &[self.keys.user_prefix(shard)])?;
-        let answer = items(&answer)?;
-        let seq = answer.first().map(text).transpose()?.unwrap_or_default().parse().map_err(down)?;
-        let users = answer[1..]
+        let keys = [self.keys.users(shard), self.keys.seq(shard), self.keys.channels(shard)];
+        let args = [self.keys.user_prefix(shard), self.keys.channel_prefix(shard)];
+        let answer = self.shard_call(&hash, &keys, &args)?;
+        let [seq, users, channels] = items(&answer)? else {
+            return Err(StoreError::Down("malformed snapshot reply".into()));
+        };
+        let odd = || StoreError::Down("odd snapshot reply".into());
+        let users = items(users)?
             .chunks(2)
             .map(|pair| match pair {
                 [uid, hash] => StoredChange::parse(Some(&text(uid)?), &pairs(hash)?, true),
-                _ => Err(StoreError::Down("odd snapshot reply".into())),
+                _ => Err(odd()),
             })
             .collect::<StoreResult<_>>()?;
-        Ok((seq, users))
+        let channels = items(channels)?
+            .chunks(2)
+            .map(|pair| match pair {
+                [cid, hash] => StoredChannel::parse(Some(&text(cid)?), &pairs(hash)?, true),
+                _ => Err(odd()),
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Snapshot { seq: text(seq)?.parse().map_err(down)?, users, channels })
     }
 
     fn reap(&mut self, dead: &str, now: Millis, lock_ms: u64) -> StoreResult<bool> {
@@ -272,6 +311,7 @@ impl Store for RedisStore {
                 self.keys.seq(shard),
                 self.keys.fence(shard),
                 self.keys.node_connections(shard, dead),
+                self.keys.node_watches(shard, dead),
             ];
             let args = [
                 node.to_string(),
@@ -279,6 +319,7 @@ impl Store for RedisStore {
                 self.retention.to_string(),
                 self.keys.user_prefix(shard),
                 now.to_string(),
+                self.keys.channel_prefix(shard),
             ];
             self.shard_call(&hash, &keys, &args)?;
         }

@@ -2,15 +2,17 @@
 //! link state machine) over the in-memory model of the store, with random operations,
 //! random delays (a node steps its link only now and then), crashes and restarts, store
 //! outages and a short log retention (so readers fall behind and rebuild from snapshots).
-//! After quiescence every live node must answer like one engine that applied every change
-//! the store accepted, in the store's order.
+//! Operations touch users, connections, channels, members and watches. After quiescence
+//! every live node must answer like one engine that applied every change the store
+//! accepted, in the store's order.
 use super::link::{Link, LinkSettings, LinkShared, LinkStatus, Replica};
 use super::memory::{Applied, MemoryData, MemoryStore};
 use super::testing::Rng;
+use crate::channel::ChannelPatch;
 use crate::config::Config;
 use crate::core::State;
 use crate::event::ConnectionId;
-use crate::replication::{ConnectionChange, Delta, Field, RemoteChange};
+use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, Remote, UserDelta};
 use crate::time::Millis;
 use crate::user::{UserPatch, View};
 use serde_json::Value;
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 const HEARTBEAT_MS: u64 = 100;
 const LEASE_MS: u64 = 400;
 const USERS: u64 = 8;
+const CHANNELS: u64 = 4;
 
 /// The core of one node as the link sees it.
 struct SimReplica {
@@ -33,12 +36,15 @@ impl Replica for SimReplica {
     fn take_deltas(&self, into: &mut Vec<Delta>) {
         self.state.borrow_mut().take_deltas(into);
     }
-    fn apply_remote(&self, changes: Vec<RemoteChange>) {
+    fn apply_remote(&self, changes: Vec<Remote>) {
         let mut state = self.state.borrow_mut();
         for change in &changes {
-            state.apply_remote(self.now.get(), change);
+            state.apply(self.now.get(), change);
         }
         state.take_outbox();
+    }
+    fn channel_ids(&self) -> Vec<Arc<str>> {
+        self.state.borrow().channel_ids()
     }
     fn forget_versions(&self) {
         self.state.borrow_mut().forget_versions();
@@ -90,10 +96,47 @@ fn user_name(rng: &mut Rng) -> String {
     format!("u{}", rng.below(USERS))
 }
 
+fn channel_name(rng: &mut Rng) -> String {
+    format!("room:c{}", rng.below(CHANNELS))
+}
+
+/// One random operation on a live node's channels; refused ones (an unknown channel or
+/// user) change nothing.
+fn operate_channel(rng: &mut Rng, state: &mut State, connections: &[ConnectionId], now: Millis) {
+    let cid = channel_name(rng);
+    let _ = match rng.below(7) {
+        0 | 1 => {
+            let mut patch = ChannelPatch { cid, ..ChannelPatch::default() };
+            for _ in 0..rng.below(3) {
+                patch.members.push(user_name(rng));
+            }
+            if rng.chance(40) {
+                patch.custom.push(("topic".into(), rng.chance(80).then(|| Value::from(rng.below(5)))));
+            }
+            if rng.chance(20) {
+                patch.last_message_at = Some(rng.chance(80).then_some(now));
+            }
+            state.upsert_channel(now, &patch)
+        }
+        2 => state.add_members(now, &cid, &[user_name(rng)]),
+        3 => state.remove_members(now, &cid, &[user_name(rng)]),
+        4 => state.delete_channel(&cid),
+        _ if connections.is_empty() => Ok(()),
+        5 => {
+            let c = connections[rng.below(connections.len() as u64) as usize];
+            state.watch_channel(now, c, &cid, rng.chance(50), false).map(|_| ())
+        }
+        _ => {
+            let c = connections[rng.below(connections.len() as u64) as usize];
+            state.stop_watching(now, c, &cid)
+        }
+    };
+}
+
 /// One random operation on a live node.
 fn operate(rng: &mut Rng, node: &mut SimNode, now: Millis) {
     let mut state = node.replica.state.borrow_mut();
-    match rng.below(6) {
+    match rng.below(10) {
         0 | 1 => {
             let mut patch = UserPatch::id(user_name(rng));
             if rng.chance(20) {
@@ -117,12 +160,13 @@ fn operate(rng: &mut Rng, node: &mut SimNode, now: Millis) {
             patch.invisible = Some(rng.chance(40));
             state.upsert_user(now, &patch).unwrap();
         }
-        _ => {
+        5 => {
             let mut patch = UserPatch::id(user_name(rng));
             let value = rng.chance(80).then(|| Value::from(rng.below(10)));
             patch.custom.push(("level".into(), value));
             state.upsert_user(now, &patch).unwrap();
         }
+        _ => operate_channel(rng, &mut state, &node.connections, now),
     }
     state.take_outbox();
 }
@@ -135,35 +179,9 @@ fn reference(history: &[Applied]) -> State {
     let mut open: HashMap<(String, u64), ConnectionId> = HashMap::new();
     for applied in history {
         match applied {
-            Applied::Delta(member, delta) => {
-                let mut patch = UserPatch::id(delta.user.to_string());
-                for (field, value) in &delta.fields {
-                    match field {
-                        Field::Status => patch.status = Some(value.clone()),
-                        Field::Invisible => patch.invisible = Some(value.as_deref() == Some("1")),
-                        Field::Custom(name) => patch
-                            .custom
-                            .push((name.clone(), value.as_deref().map(|v| serde_json::from_str(v).unwrap()))),
-                        Field::UpdatedAt => {}
-                    }
-                }
-                match delta.connection {
-                    // The store counts a connection once, however often it is announced.
-                    Some(ConnectionChange::Opened(c)) if open.contains_key(&(member.clone(), c.0)) => {
-                        single.upsert_user(delta.at, &patch).unwrap();
-                    }
-                    Some(ConnectionChange::Opened(c)) => {
-                        let id = single.connect(delta.at, &patch).unwrap();
-                        open.insert((member.clone(), c.0), id);
-                    }
-                    Some(ConnectionChange::Closed(c)) => {
-                        single.upsert_user(delta.at, &patch).unwrap();
-                        if let Some(id) = open.remove(&(member.clone(), c.0)) {
-                            single.disconnect(delta.at, id).unwrap();
-                        }
-                    }
-                    None => single.upsert_user(delta.at, &patch).unwrap(),
-                }
+            Applied::Delta(member, Delta::User(delta)) => replay_user(&mut single, &mut open, member, delta),
+            Applied::Delta(member, Delta::Channel(delta)) => {
+                replay_channel(&mut single, &open, member, delta)
             }
             Applied::Reaped(member, at) => {
                 let lost: Vec<(String, u64)> = open.keys().filter(|(m, _)| m == member).cloned().collect();
@@ -176,6 +194,87 @@ fn reference(history: &[Applied]) -> State {
         single.take_outbox();
     }
     single
+}
+
+type Open = HashMap<(String, u64), ConnectionId>;
+
+fn replay_user(single: &mut State, open: &mut Open, member: &str, delta: &UserDelta) {
+    let mut patch = UserPatch::id(delta.user.to_string());
+    for (field, value) in &delta.fields {
+        match field {
+            Field::Status => patch.status = Some(value.clone()),
+            Field::Invisible => patch.invisible = Some(value.as_deref() == Some("1")),
+            Field::Custom(name) => {
+                patch.custom.push((name.clone(), value.as_deref().map(|v| serde_json::from_str(v).unwrap())))
+            }
+            Field::UpdatedAt | Field::LastMessageAt => {}
+        }
+    }
+    let key = |c: ConnectionId| (member.to_string(), c.0);
+    match delta.connection {
+        // The store counts a connection once, however often it is announced.
+        Some(ConnectionChange::Opened(c)) if open.contains_key(&key(c)) => {
+            single.upsert_user(delta.at, &patch).unwrap();
+        }
+        Some(ConnectionChange::Opened(c)) => {
+            let id = single.connect(delta.at, &patch).unwrap();
+            open.insert(key(c), id);
+        }
+        Some(ConnectionChange::Closed(c)) => {
+            single.upsert_user(delta.at, &patch).unwrap();
+            if let Some(id) = open.remove(&key(c)) {
+                single.disconnect(delta.at, id).unwrap();
+            }
+        }
+        None => single.upsert_user(delta.at, &patch).unwrap(),
+    }
+}
+
+/// Replays a channel change the store accepted (a change it skipped is not in the history).
+fn replay_channel(single: &mut State, open: &Open, member: &str, delta: &ChannelDelta) {
+    let cid = delta.cid.to_string();
+    let upsert = |single: &mut State, patch: &ChannelPatch| single.upsert_channel(delta.at, patch).unwrap();
+    match &delta.op {
+        ChannelOp::Upsert { fields, members, .. } => {
+            let mut patch = ChannelPatch { cid, ..ChannelPatch::default() };
+            patch.members = members.iter().map(|m| m.to_string()).collect();
+            for (field, value) in fields {
+                match field {
+                    Field::Custom(name) => patch
+                        .custom
+                        .push((name.clone(), value.as_deref().map(|v| serde_json::from_str(v).unwrap()))),
+                    Field::LastMessageAt => {
+                        patch.last_message_at = Some(value.as_deref().map(|v| v.parse().unwrap()))
+                    }
+                    _ => {}
+                }
+            }
+            upsert(single, &patch);
+        }
+        ChannelOp::RemoveMembers(ids) => {
+            let known: Vec<String> = ids
+                .iter()
+                .filter(|id| single.get_user(ConnectionId::HOST, id).is_ok())
+                .map(|id| id.to_string())
+                .collect();
+            single.remove_members(delta.at, &cid, &known).unwrap();
+        }
+        ChannelOp::Delete => single.delete_channel(&cid).unwrap(),
+        ChannelOp::Watch { connection, start, .. } => {
+            // A watch of a channel deleted meanwhile creates it, as the store does (also
+            // for a connection whose opening the store never took, written after the node
+            // took a new incarnation).
+            if *start && !single.channel_ids().iter().any(|c| **c == *cid) {
+                upsert(single, &ChannelPatch { cid: cid.clone(), ..ChannelPatch::default() });
+            }
+            let Some(&id) = open.get(&(member.to_string(), connection.0)) else { return };
+            if *start {
+                single.watch_channel(delta.at, id, &cid, false, false).unwrap();
+            } else {
+                single.stop_watching(delta.at, id, &cid).unwrap();
+            }
+        }
+    }
 }
 
 /// What a host asking about every user would see: id, own-view online, public online,
@@ -198,6 +297,7 @@ fn answers(state: &State) -> Vec<String> {
         })
         .collect();
     all.sort();
+    all.extend(state.channel_answers());
     all
 }
 
@@ -281,4 +381,40 @@ fn every_node_converges_to_one_engine() {
             panic!("simulation case {seed} failed: {why}");
         }
     }
+}
+
+/// A watch ended by a deletion read from the store comes back when the store confirms the
+/// connection's later watch: node a watches, unwatches and watches again while node b's
+/// deletion lands between the first watch and the rest in the store.
+#[test]
+fn a_watch_a_deletion_ended_comes_back_when_the_store_confirms_it() {
+    let data = Arc::new(Mutex::new(MemoryData::new(1000)));
+    let (mut a, mut b) = (SimNode::start("a", &data, 1_000, 1), SimNode::start("b", &data, 1_000, 2));
+    let x = {
+        let mut state = a.replica.state.borrow_mut();
+        state
+            .upsert_channel(1_000, &ChannelPatch { cid: "room:r".into(), ..ChannelPatch::default() })
+            .unwrap();
+        let x = state.connect(1_000, &UserPatch::id("x")).unwrap();
+        state.watch_channel(1_000, x, "room:r", true, false).unwrap();
+        x
+    };
+    a.step(1_001);
+    b.step(1_002);
+    b.replica.state.borrow_mut().delete_channel("room:r").unwrap();
+    {
+        let mut state = a.replica.state.borrow_mut();
+        state.stop_watching(1_003, x, "room:r").unwrap();
+        state.watch_channel(1_003, x, "room:r", true, false).unwrap();
+    }
+    b.step(1_004);
+    for now in 1_005..1_010 {
+        a.step(now);
+        b.step(now);
+    }
+    let expected = answers(&reference(&data.lock().unwrap().history));
+    let watched = r#"room:r members:[] watchers:["x"] count:1"#;
+    assert!(expected.iter().any(|l| l.starts_with(watched)), "{expected:?}");
+    assert_eq!(answers(&a.replica.state.borrow()), expected);
+    assert_eq!(answers(&b.replica.state.borrow()), expected);
 }

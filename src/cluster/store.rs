@@ -1,7 +1,7 @@
 //! What the link needs from the shared store, the key layout, and the entry format both
 //! store implementations speak (Redis, and the in-memory model the simulation runs).
 use crate::event::ConnectionId;
-use crate::replication::{ConnectionChange, Delta, Field, FieldWrite};
+use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Field, FieldWrite, UserDelta};
 use crate::time::Millis;
 use std::fmt;
 
@@ -9,10 +9,10 @@ use std::fmt;
 /// hash-tag slot. Every node of a deployment must agree on it, so it is fixed.
 pub const SHARDS: usize = 16;
 
-/// The shard of a user: FNV-1a of the id, stable across processes and versions.
-pub fn shard_of(user: &str) -> usize {
+/// The shard of a user id or a cid: FNV-1a of it, stable across processes and versions.
+pub fn shard_of(key: &str) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in user.bytes() {
+    for b in key.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -39,6 +39,25 @@ impl Keys {
     }
     pub fn user(&self, user: &str) -> String {
         format!("{}{user}", self.user_prefix(shard_of(user)))
+    }
+    /// Prefix of channel hashes in a shard; the cid follows.
+    pub fn channel_prefix(&self, shard: usize) -> String {
+        self.shard_key(shard, "ch:")
+    }
+    pub fn channel(&self, cid: &str) -> String {
+        format!("{}{cid}", self.channel_prefix(shard_of(cid)))
+    }
+    /// Cids of a shard, for snapshots.
+    pub fn channels(&self, shard: usize) -> String {
+        self.shard_key(shard, "channels")
+    }
+    /// Prefix of the watch lists of node incarnations in a shard; the member follows.
+    pub fn watches_prefix(&self, shard: usize) -> String {
+        self.shard_key(shard, "watches:")
+    }
+    /// Watches of one node incarnation on channels in `shard` (`<connection>:<cid>`).
+    pub fn node_watches(&self, shard: usize, member: &str) -> String {
+        format!("{}{member}", self.watches_prefix(shard))
     }
     pub fn log(&self, shard: usize) -> String {
         self.shard_key(shard, "log")
@@ -148,11 +167,7 @@ pub struct StoredChange {
 impl StoredChange {
     /// Connections held by nodes other than `node` (any of its incarnations).
     pub fn connections_elsewhere(&self, node: &str) -> u32 {
-        self.connections
-            .iter()
-            .filter(|(m, _)| m.rsplit_once('#').map_or(m.as_str(), |(n, _)| n) != node)
-            .map(|(_, n)| *n)
-            .sum()
+        self.connections.iter().filter(|(m, _)| node_of(m) != node).map(|(_, n)| *n).sum()
     }
 
     /// Reads a log entry (`full` false) or a user hash from a snapshot (`full` true).
@@ -213,16 +228,163 @@ impl StoredChange {
     }
 }
 
+/// One watching connection as the store names it: field `w:<member>:<connection>`,
+/// value the user id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredWatch {
+    /// The node incarnation (`node#incarnation`).
+    pub member: String,
+    pub connection: ConnectionId,
+    pub user: String,
+}
+
+impl StoredWatch {
+    /// Reads a `w:` field (`name` without the prefix) and its value.
+    fn parse(name: &str, user: &str) -> StoreResult<StoredWatch> {
+        let bad = || StoreError::Down("malformed store entry: a watcher".into());
+        let (member, connection) = name.rsplit_once(':').ok_or_else(bad)?;
+        let connection = ConnectionId(connection.parse().map_err(|_| bad())?);
+        Ok(StoredWatch { member: member.to_string(), connection, user: user.to_string() })
+    }
+
+    /// The node of the incarnation.
+    pub fn node(&self) -> &str {
+        node_of(&self.member)
+    }
+}
+
+/// The node of a `node#incarnation` member.
+pub fn node_of(member: &str) -> &str {
+    member.rsplit_once('#').map_or(member, |(n, _)| n)
+}
+
+/// What happened to a channel, read from a shard's log or snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredOp {
+    /// Created or merged: fields written, members newly added.
+    Upsert {
+        fields: Vec<FieldWrite>,
+        added: Vec<String>,
+    },
+    /// Members removed.
+    Removed(Vec<String>),
+    /// Deleted, with the watchers it had.
+    Deleted(Vec<StoredWatch>),
+    Watch {
+        watch: StoredWatch,
+        start: bool,
+    },
+    /// Watchers of a dead node incarnation, removed by reaping.
+    Lost(Vec<StoredWatch>),
+    /// From a snapshot: everything the channel has.
+    Full {
+        fields: Vec<FieldWrite>,
+        members: Vec<String>,
+        watchers: Vec<StoredWatch>,
+    },
+}
+
+/// One change to one channel, read from a shard's log or snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChannel {
+    pub cid: String,
+    pub created_at: Millis,
+    pub op: StoredOp,
+}
+
+impl StoredChannel {
+    /// Reads a log entry (`full` false) or a channel hash from a snapshot (`full` true).
+    pub fn parse(cid: Option<&str>, raw: &RawEntry, full: bool) -> StoreResult<StoredChannel> {
+        let bad = |what: &str| StoreError::Down(format!("malformed store entry: {what}"));
+        let (mut cid, mut created_at, mut op) = (cid.unwrap_or_default().to_string(), 0, "");
+        let (mut fields, mut members, mut removed, mut watchers) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (name, value) in raw {
+            match name.as_str() {
+                "ch" => cid = value.clone(),
+                "op" => op = value.as_str(),
+                "ca" if !value.is_empty() => {
+                    created_at = value.parse().map_err(|_| bad("a number field is not a number"))?
+                }
+                _ => {
+                    if let Some(w) = name.strip_prefix("w:") {
+                        watchers.push(StoredWatch::parse(w, value)?);
+                    } else if let Some(m) =
+                        name.strip_prefix("+m:").or(name.strip_prefix("m:").filter(|_| full))
+                    {
+                        members.push(m.to_string());
+                    } else if let Some(m) = name.strip_prefix("-m:") {
+                        removed.push(m.to_string());
+                    } else if full {
+                        if let Some(field) = Field::from_store_name(name) {
+                            fields.push((field, Some(value.clone())));
+                        }
+                    } else if let Some(field) = name.strip_prefix('=').and_then(Field::from_store_name) {
+                        fields.push((field, Some(value.clone())));
+                    } else if let Some(field) = name.strip_prefix('-').and_then(Field::from_store_name) {
+                        fields.push((field, None));
+                    }
+                }
+            }
+        }
+        if cid.is_empty() {
+            return Err(bad("no channel"));
+        }
+        let one_watch = |start: bool, watchers: Vec<StoredWatch>| match <[StoredWatch; 1]>::try_from(watchers)
+        {
+            Ok([watch]) => Ok(StoredOp::Watch { watch, start }),
+            Err(_) => Err(bad("a watch names one watcher")),
+        };
+        let op = match (full, op) {
+            (true, _) => StoredOp::Full { fields, members, watchers },
+            (false, "up") => StoredOp::Upsert { fields, added: members },
+            (false, "rm") => StoredOp::Removed(removed),
+            (false, "del") => StoredOp::Deleted(watchers),
+            (false, "ws") => one_watch(true, watchers)?,
+            (false, "we") => one_watch(false, watchers)?,
+            (false, "lost") => StoredOp::Lost(watchers),
+            _ => return Err(bad("unknown channel change")),
+        };
+        Ok(StoredChannel { cid, created_at, op })
+    }
+}
+
+/// A change read from a log, to a user or a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    User(StoredChange),
+    Channel(StoredChannel),
+}
+
+impl Stored {
+    /// Reads a log entry: a channel's names its cid (`ch`), a user's its id (`u`).
+    pub fn parse(raw: &RawEntry) -> StoreResult<Stored> {
+        if raw.iter().any(|(k, _)| k == "ch") {
+            StoredChannel::parse(None, raw, false).map(Stored::Channel)
+        } else {
+            StoredChange::parse(None, raw, false).map(Stored::User)
+        }
+    }
+}
+
 /// A log entry: the shard's sequence number and the change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub shard: usize,
     pub seq: u64,
-    pub change: StoredChange,
+    pub change: Stored,
+}
+
+/// Everything a shard holds, read atomically, and its sequence number at that moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub users: Vec<StoredChange>,
+    pub channels: Vec<StoredChannel>,
 }
 
 /// The arguments of the write script after the keys (see `lua/write.lua`).
-pub fn write_args(node: &str, registration: &Registration, retention: u64, delta: &Delta) -> Vec<String> {
+pub fn write_args(node: &str, registration: &Registration, retention: u64, delta: &UserDelta) -> Vec<String> {
     let conn = |want_open: bool| match delta.connection {
         Some(ConnectionChange::Opened(c)) if want_open => c.0.to_string(),
         Some(ConnectionChange::Closed(c)) if !want_open => c.0.to_string(),
@@ -240,10 +402,61 @@ pub fn write_args(node: &str, registration: &Registration, retention: u64, delta
         if delta.only_if_absent { "1" } else { "0" }.to_string(),
         registration.epoch.clone(),
     ];
-    for (field, value) in &delta.fields {
+    push_field_args(&mut args, &delta.fields);
+    args
+}
+
+/// Fields written as script arguments: (name, value, `1` set | `0` remove) triples.
+fn push_field_args(args: &mut Vec<String>, fields: &[FieldWrite]) {
+    for (field, value) in fields {
         args.push(field.store_name());
         args.push(value.clone().unwrap_or_default());
         args.push(if value.is_some() { "1" } else { "0" }.to_string());
+    }
+}
+
+/// The operation of a channel change as the channel script and its log entries name it.
+pub fn op_name(op: &ChannelOp) -> &'static str {
+    match op {
+        ChannelOp::Upsert { .. } => "up",
+        ChannelOp::RemoveMembers(_) => "rm",
+        ChannelOp::Delete => "del",
+        ChannelOp::Watch { start: true, .. } => "ws",
+        ChannelOp::Watch { start: false, .. } => "we",
+    }
+}
+
+/// The arguments of the channel script after the keys (see `lua/channel.lua`).
+pub fn channel_args(
+    node: &str,
+    registration: &Registration,
+    retention: u64,
+    watches_prefix: &str,
+    delta: &ChannelDelta,
+) -> Vec<String> {
+    let mut args = vec![
+        node.to_string(),
+        registration.incarnation.to_string(),
+        retention.to_string(),
+        delta.cid.to_string(),
+        delta.at.to_string(),
+        op_name(&delta.op).to_string(),
+        registration.epoch.clone(),
+        watches_prefix.to_string(),
+    ];
+    match &delta.op {
+        ChannelOp::Upsert { fields, members, only_if_absent } => {
+            args.push(if *only_if_absent { "1" } else { "0" }.to_string());
+            args.push(fields.len().to_string());
+            push_field_args(&mut args, fields);
+            args.extend(members.iter().map(|m| m.to_string()));
+        }
+        ChannelOp::RemoveMembers(members) => args.extend(members.iter().map(|m| m.to_string())),
+        ChannelOp::Delete => {}
+        ChannelOp::Watch { connection, user, .. } => {
+            args.push(connection.0.to_string());
+            args.push(user.to_string());
+        }
     }
     args
 }
@@ -262,13 +475,13 @@ pub trait Store {
         &mut self,
         node: &str,
         registration: &Registration,
-        deltas: &[Delta],
+        deltas: &[crate::replication::Delta],
     ) -> (usize, StoreResult<()>);
     /// Log entries after `cursors[shard]` in every shard, at most `max` per shard, without
     /// waiting when there are none.
     fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>>;
-    /// Every user of a shard and the shard's sequence number at that moment.
-    fn snapshot(&mut self, shard: usize) -> StoreResult<(u64, Vec<StoredChange>)>;
+    /// Every user and channel of a shard and the shard's sequence number at that moment.
+    fn snapshot(&mut self, shard: usize) -> StoreResult<Snapshot>;
     /// Reaps a dead incarnation in every shard, under a lock so that one node does it at a
     /// time; answers false when another node holds the lock.
     fn reap(&mut self, member: &str, now: Millis, lock_ms: u64) -> StoreResult<bool>;

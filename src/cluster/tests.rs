@@ -2,10 +2,10 @@
 //! the model leave the same logs and the same snapshots.
 use super::memory::{MemoryData, MemoryStore};
 use super::redis_store::RedisStore;
-use super::store::{Registration, Store, StoreError, SHARDS};
+use super::store::{Registration, Store, StoreError, Stored, StoredChannel, StoredOp, SHARDS};
 use super::testing::{start_redis, Rng};
 use crate::event::ConnectionId;
-use crate::replication::{ConnectionChange, Delta, Field};
+use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, UserDelta};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,8 +15,47 @@ fn random_delta(
     node: usize,
     next_conn: &mut u64,
 ) -> Delta {
+    if rng.chance(40) {
+        Delta::Channel(random_channel_delta(rng, open, node))
+    } else {
+        Delta::User(random_user_delta(rng, open, node, next_conn))
+    }
+}
+
+fn random_channel_delta(rng: &mut Rng, open: &[(usize, u64, String)], node: usize) -> ChannelDelta {
+    let cid: Arc<str> = format!("room:{}", rng.below(6)).into();
+    let user = |rng: &mut Rng| -> Arc<str> { format!("user-{}", rng.below(12)).into() };
+    let op = match rng.below(6) {
+        0 | 1 => ChannelOp::Upsert {
+            fields: vec![
+                (Field::Custom("topic".into()), (rng.below(3) > 0).then(|| rng.below(9).to_string())),
+                (Field::LastMessageAt, Some(rng.below(5000).to_string())),
+            ],
+            members: (0..rng.below(3)).map(|_| user(rng)).collect(),
+            only_if_absent: rng.chance(10),
+        },
+        2 => ChannelOp::RemoveMembers(vec![user(rng), user(rng)]),
+        3 => ChannelOp::Delete,
+        _ => match open.iter().filter(|(n, _, _)| *n == node).nth(rng.below(3) as usize) {
+            Some((_, c, u)) => ChannelOp::Watch {
+                connection: ConnectionId(*c),
+                user: u.as_str().into(),
+                start: rng.chance(60),
+            },
+            None => ChannelOp::Delete,
+        },
+    };
+    ChannelDelta { cid, at: 1_000 + rng.below(1000) as i64, op }
+}
+
+fn random_user_delta(
+    rng: &mut Rng,
+    open: &mut Vec<(usize, u64, String)>,
+    node: usize,
+    next_conn: &mut u64,
+) -> UserDelta {
     let user: Arc<str> = format!("user-{}", rng.below(12)).into();
-    let mut delta = Delta::new(user.clone(), 1_000 + rng.below(1000) as i64);
+    let mut delta = UserDelta::new(user.clone(), 1_000 + rng.below(1000) as i64);
     match rng.below(4) {
         0 => {
             *next_conn += 1;
@@ -39,6 +78,19 @@ fn random_delta(
     delta
 }
 
+/// Hash field order differs between Redis and the model; puts lists in one order.
+fn sort_channel(change: &mut StoredChannel) {
+    match &mut change.op {
+        StoredOp::Full { fields, members, watchers } => {
+            fields.sort();
+            members.sort();
+            watchers.sort();
+        }
+        StoredOp::Deleted(watchers) | StoredOp::Lost(watchers) => watchers.sort(),
+        _ => {}
+    }
+}
+
 #[test]
 fn redis_scripts_match_the_in_memory_model() {
     let Some(server) = start_redis() else { return };
@@ -56,7 +108,7 @@ fn redis_scripts_match_the_in_memory_model() {
         registrations.push(r);
     }
     let (mut open, mut next_conn) = (Vec::new(), 0);
-    for _ in 0..400 {
+    for _ in 0..1000 {
         let node = rng.below(3) as usize;
         let delta = random_delta(&mut rng, &mut open, node, &mut next_conn);
         let r = redis.write(nodes[node], &registrations[node], std::slice::from_ref(&delta));
@@ -85,9 +137,14 @@ fn redis_scripts_match_the_in_memory_model() {
     // Hash field order differs between Redis and the model; the sets must not.
     let normalized = |mut entries: Vec<super::store::Entry>| {
         for e in &mut entries {
-            e.change.connections.sort();
-            if let Some((_, ids)) = &mut e.change.lost {
-                ids.sort();
+            match &mut e.change {
+                Stored::User(change) => {
+                    change.connections.sort();
+                    if let Some((_, ids)) = &mut change.lost {
+                        ids.sort();
+                    }
+                }
+                Stored::Channel(change) => sort_channel(change),
             }
         }
         entries
@@ -98,18 +155,27 @@ fn redis_scripts_match_the_in_memory_model() {
     for (r, m) in from_redis.iter().zip(&from_model) {
         assert_eq!(r, m);
     }
-    assert!(from_redis.iter().any(|e| e.change.lost.is_some()), "reaping logged lost connections");
+    let logged = |what: fn(&Stored) -> bool| from_redis.iter().any(|e| what(&e.change));
+    assert!(logged(|c| matches!(c, Stored::User(u) if u.lost.is_some())), "reaping logged lost connections");
+    assert!(logged(
+        |c| matches!(c, Stored::Channel(ch) if matches!(&ch.op, StoredOp::Lost(w) if !w.is_empty()))
+    ));
+    assert!(logged(
+        |c| matches!(c, Stored::Channel(ch) if matches!(&ch.op, StoredOp::Deleted(w) if !w.is_empty()))
+    ));
     for shard in 0..SHARDS {
-        let (rs, mut ru) = redis.snapshot(shard).unwrap();
-        let (ms, mut mu) = model.snapshot(shard).unwrap();
-        assert_eq!(rs, ms);
-        ru.sort_by(|a, b| a.user.cmp(&b.user));
-        mu.sort_by(|a, b| a.user.cmp(&b.user));
-        for u in ru.iter_mut().chain(mu.iter_mut()) {
-            u.fields.sort();
-            u.connections.sort();
+        let mut r = redis.snapshot(shard).unwrap();
+        let mut m = model.snapshot(shard).unwrap();
+        for snapshot in [&mut r, &mut m] {
+            snapshot.users.sort_by(|a, b| a.user.cmp(&b.user));
+            for u in &mut snapshot.users {
+                u.fields.sort();
+                u.connections.sort();
+            }
+            snapshot.channels.sort_by(|a, b| a.cid.cmp(&b.cid));
+            snapshot.channels.iter_mut().for_each(sort_channel);
         }
-        assert_eq!(ru, mu);
+        assert_eq!(r, m);
     }
     assert_eq!(data.lock().unwrap().retention, 1000);
 }

@@ -5,9 +5,11 @@ use crate::answer::ChannelSnapshot;
 use crate::channel::ChannelPatch;
 use crate::error::Result;
 use crate::event::EventKind;
+use crate::replication::{ChannelOp, Field, FieldWrite};
 use crate::time::Millis;
 use crate::user::{merge_custom, validate_user_id};
 use hashbrown::{HashMap, HashSet};
+use serde_json::Value;
 use std::sync::Arc;
 
 impl State {
@@ -35,13 +37,19 @@ impl State {
         if changed && existing.is_some() {
             channel.updated_at = now;
         }
+        let (cid, updated_at) = (channel.cid.clone(), channel.updated_at);
+        self.replicate_channel(&cid, now, || ChannelOp::Upsert {
+            fields: channel_fields(patch, changed.then_some(updated_at)),
+            members: patch.members.iter().map(|m| Arc::from(m.as_str())).collect(),
+            only_if_absent: false,
+        });
         self.add_member_ids(now, ch, &patch.members);
         self.settle(now);
         Ok(())
     }
 
     /// Adds an empty channel named by a validated `cid`. O(1) amortized.
-    fn create_channel(&mut self, now: Millis, cid: &str, type_len: usize) -> ChannelIdx {
+    pub(super) fn create_channel(&mut self, now: Millis, cid: &str, type_len: usize) -> ChannelIdx {
         let cid: Arc<str> = Arc::from(cid);
         let record = ChannelRecord {
             cid: cid.clone(),
@@ -55,6 +63,7 @@ impl State {
             watchers: HashMap::new(),
             watching_users: HashMap::new(),
             visible_watchers: 0,
+            version: 0,
         };
         let ch = place(&mut self.channels, &mut self.free_channels, record);
         self.channel_index.insert(cid, ch);
@@ -91,7 +100,7 @@ impl State {
         }
     }
 
-    fn add_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
+    pub(super) fn add_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
         let memberships = &mut self.users[u as usize].memberships;
         let channel = self.channels[ch as usize].as_mut().expect("channel index points at a live channel");
         if channel.member_pos.contains_key(&u) {
@@ -110,20 +119,11 @@ impl State {
         self.emit(now, EventKind::MemberAdded { channel: channel_ref, user }, u, Recipients::WatchersOf(ch));
     }
 
-    fn remove_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
-        let channel = self.channel_mut(ch);
-        let Some(member) = channel.member_pos.remove(&u) else {
+    pub(super) fn remove_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
+        let Some(presence_watchers) = self.unlink_member(ch, u) else {
             return;
         };
-        channel.members.swap_remove(member.pos as usize);
-        if let Some(&moved) = channel.members.get(member.pos as usize) {
-            if let Some(m) = channel.member_pos.get_mut(&moved) {
-                m.pos = member.pos;
-            }
-        }
-        let presence_watchers = presence_watchers(channel);
-        let channel_ref = channel.reference();
-        self.remove_membership(u, member.membership);
+        let channel_ref = self.channel(ch).reference();
         let user = self.users[u as usize].snapshot();
         self.emit(
             now,
@@ -136,6 +136,30 @@ impl State {
         }
     }
 
+    /// Removes a member without an event (the channel is going away).
+    #[cfg(feature = "cluster")]
+    pub(super) fn remove_member_silently(&mut self, ch: ChannelIdx, u: UserIdx) {
+        for c in self.unlink_member(ch, u).unwrap_or_default() {
+            self.unsubscribe(c, u, false);
+        }
+    }
+
+    /// Takes user `u` out of channel `ch`'s members, answering the connections subscribed to
+    /// the user through watching the channel with presence (`None`: not a member).
+    fn unlink_member(&mut self, ch: ChannelIdx, u: UserIdx) -> Option<Vec<Slot>> {
+        let channel = self.channel_mut(ch);
+        let member = channel.member_pos.remove(&u)?;
+        channel.members.swap_remove(member.pos as usize);
+        if let Some(&moved) = channel.members.get(member.pos as usize) {
+            if let Some(m) = channel.member_pos.get_mut(&moved) {
+                m.pos = member.pos;
+            }
+        }
+        let presence_watchers = presence_watchers(channel);
+        self.remove_membership(u, member.membership);
+        Some(presence_watchers)
+    }
+
     /// Adds members (creating unknown users with only their id), each emitting
     /// `member.added`. Cost: O(ids × presence watchers of the channel).
     pub fn add_members(&mut self, now: Millis, cid: &str, ids: &[String]) -> Result<()> {
@@ -144,6 +168,12 @@ impl State {
             validate_user_id(id)?;
         }
         self.check_member_limits(ch, ids)?;
+        let cid = self.channel(ch).cid.clone();
+        self.replicate_channel(&cid, now, || ChannelOp::Upsert {
+            fields: Vec::new(),
+            members: ids.iter().map(|m| Arc::from(m.as_str())).collect(),
+            only_if_absent: false,
+        });
         self.add_member_ids(now, ch, ids);
         self.settle(now);
         Ok(())
@@ -155,6 +185,10 @@ impl State {
     pub fn remove_members(&mut self, now: Millis, cid: &str, ids: &[String]) -> Result<()> {
         let ch = self.channel_idx(cid)?;
         let users = ids.iter().map(|id| self.user_idx(id)).collect::<Result<Vec<_>>>()?;
+        let cid = self.channel(ch).cid.clone();
+        self.replicate_channel(&cid, now, || {
+            ChannelOp::RemoveMembers(ids.iter().map(|m| Arc::from(m.as_str())).collect())
+        });
         for u in users {
             self.remove_member(now, ch, u);
         }
@@ -168,6 +202,8 @@ impl State {
     pub fn delete_channel(&mut self, cid: &str) -> Result<()> {
         let ch = self.channel_idx(cid)?;
         let channel = self.channels[ch as usize].take().expect("live channel");
+        self.replicate_channel(&channel.cid, 0, || ChannelOp::Delete);
+        self.forget_remote_watchers(ch, &channel);
         for (&c, watcher) in &channel.watchers {
             if watcher.presence {
                 for &u in &channel.members {
@@ -185,15 +221,48 @@ impl State {
     }
 }
 
+/// The shared fields a channel patch writes, as the store keeps them, with `updated_at`
+/// when the channel changed.
+fn channel_fields(patch: &ChannelPatch, updated_at: Option<Millis>) -> Vec<FieldWrite> {
+    let mut fields: Vec<FieldWrite> = patch
+        .custom
+        .iter()
+        .map(|(name, v)| (Field::Custom(name.clone()), v.as_ref().map(Value::to_string)))
+        .collect();
+    if let Some(t) = patch.last_message_at {
+        fields.push((Field::LastMessageAt, t.map(|t| t.to_string())));
+    }
+    if let Some(t) = updated_at {
+        fields.push((Field::UpdatedAt, Some(t.to_string())));
+    }
+    fields
+}
+
 /// Connections watching the channel with presence.
 fn presence_watchers(channel: &ChannelRecord) -> Vec<Slot> {
     channel.watchers.iter().filter(|(_, w)| w.presence).map(|(&c, _)| c).collect()
 }
 
 impl State {
+    /// Drops what `remote_watched` holds for channel `ch` (whose record is `channel`), as
+    /// the channel goes away. O(users watching it).
+    pub(super) fn forget_remote_watchers(&mut self, ch: ChannelIdx, channel: &ChannelRecord) {
+        if self.remote_watched.is_empty() {
+            return;
+        }
+        for u in channel.watching_users.keys() {
+            if let Some(chs) = self.remote_watched.get_mut(u) {
+                chs.remove(&ch);
+                if chs.is_empty() {
+                    self.remote_watched.remove(u);
+                }
+            }
+        }
+    }
+
     /// Removes the membership at `pos` of user `u`, fixing the position kept by the channel
     /// that moved into its place. O(1).
-    fn remove_membership(&mut self, u: UserIdx, pos: u32) {
+    pub(super) fn remove_membership(&mut self, u: UserIdx, pos: u32) {
         let memberships = &mut self.users[u as usize].memberships;
         memberships.swap_remove(pos as usize);
         if let Some(&moved) = memberships.get(pos as usize) {

@@ -86,6 +86,9 @@ impl State {
             }
         }
         let conn = self.connections[c as usize].take().expect("closing a live connection");
+        if !self.dropped_watches.is_empty() {
+            self.dropped_watches.retain(|(id, _), _| *id != conn.id);
+        }
         self.connection_slots.remove(&conn.id);
         self.free_slots.push(c);
         for (&s, sub) in &conn.subscriptions {

@@ -10,6 +10,8 @@ mod connections;
 mod queries;
 #[cfg(feature = "cluster")]
 mod remote;
+#[cfg(feature = "cluster")]
+mod remote_channels;
 mod replication;
 mod snapshot;
 mod subscriptions;
@@ -245,12 +247,15 @@ struct ChannelRecord {
     last_message_at: Option<Millis>,
     members: Vec<UserIdx>,
     member_pos: HashMap<UserIdx, Member>,
-    /// Watching connections.
+    /// Watching connections of this node.
     watchers: HashMap<Slot, Watcher>,
-    /// Connections watching, counted per user.
+    /// Connections watching (of this node and, in cluster mode, of others), counted per user.
     watching_users: HashMap<UserIdx, u32>,
     /// Distinct visible users among the watchers.
     visible_watchers: u32,
+    /// Cluster mode: the store's sequence number of the last change applied here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    version: u64,
 }
 
 /// Where a member sits: in the channel's `members`, and in the user's `memberships`.
@@ -322,6 +327,13 @@ pub(crate) struct State {
     overflowed: Vec<Slot>,
     /// Cluster mode: what this node changed, for the shared store (`None`: not replicating).
     replication: Option<Vec<Delta>>,
+    /// Cluster mode: per user, the channels watched by connections on other nodes and how
+    /// many of those connections watch each (they count in `watching_users` too).
+    remote_watched: HashMap<UserIdx, HashMap<ChannelIdx, u32>>,
+    /// Cluster mode: watches of this node's connections that a channel deletion read from
+    /// the store ended while the connection's own watch was still on its way there (with
+    /// the presence flag); the watch comes back when the store confirms it.
+    dropped_watches: HashMap<(ConnectionId, Arc<str>), bool>,
     /// Record events for host listeners in the outbox.
     pub record_events: bool,
     /// Record deliveries for delivery listeners in the outbox.
@@ -361,6 +373,8 @@ impl State {
             outbox: Vec::new(),
             overflowed: Vec::new(),
             replication: None,
+            remote_watched: HashMap::new(),
+            dropped_watches: HashMap::new(),
             record_events: true,
             record_deliveries: true,
         }
@@ -497,13 +511,19 @@ impl State {
         }
     }
 
-    /// Closes every connection whose queue overflowed during the command.
+    /// Closes every connection whose queue overflowed during the command, in ascending
+    /// connection id, round by round (closing one can overflow others): the order, and so
+    /// which events the survivors get, never depends on hash-map iteration order.
     fn settle(&mut self, now: Millis) {
         // `overflowed` holds slots marked during this command, and no command opens a
         // connection after marking one, so none of them can have been reused yet.
-        while let Some(c) = self.overflowed.pop() {
-            if self.connections[c as usize].is_some() {
-                self.close_connection(now, c, CloseReason::SlowConsumer);
+        while !self.overflowed.is_empty() {
+            let mut round = std::mem::take(&mut self.overflowed);
+            round.sort_unstable_by_key(|&c| self.connections[c as usize].as_ref().map(|r| r.id));
+            for c in round {
+                if self.connections[c as usize].is_some() {
+                    self.close_connection(now, c, CloseReason::SlowConsumer);
+                }
             }
         }
     }

@@ -1,10 +1,12 @@
 //! Replication (cluster mode), the outbox: what this node changed, recorded by the
 //! commands as deltas for the shared store. The other direction is in `remote`.
 use super::{State, UserIdx};
-use crate::replication::{ConnectionChange, Delta, Field, FieldWrite};
+use crate::event::ConnectionId;
+use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, UserDelta};
 use crate::time::Millis;
 use crate::user::UserPatch;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The shared fields a patch writes, as the store keeps them.
 pub(super) fn patch_fields(patch: &UserPatch) -> Vec<FieldWrite> {
@@ -49,13 +51,34 @@ impl State {
             return;
         }
         let user = &self.users[u as usize];
-        let mut delta = Delta::new(user.id.clone(), now);
+        let mut delta = UserDelta::new(user.id.clone(), now);
         delta.connection = connection;
         delta.last_active = user.last_active.get();
         delta.fields = fields();
         if delta.fields.iter().any(|(f, _)| *f != Field::Invisible) {
             delta.fields.push((Field::UpdatedAt, Some(user.updated_at.to_string())));
         }
-        self.replication.as_mut().expect("checked above").push(delta);
+        self.replication.as_mut().expect("checked above").push(Delta::User(delta));
+    }
+
+    /// Records a change of channel `cid`. Does nothing (and builds nothing) unless
+    /// replicating. Cost: O(size of the change).
+    pub(super) fn replicate_channel(&mut self, cid: &Arc<str>, at: Millis, op: impl FnOnce() -> ChannelOp) {
+        if let Some(deltas) = &mut self.replication {
+            deltas.push(Delta::Channel(ChannelDelta { cid: cid.clone(), at, op: op() }));
+        }
+    }
+
+    /// Records that connection `connection` of user `u` started or stopped watching `cid`.
+    pub(super) fn replicate_watch(
+        &mut self,
+        cid: &Arc<str>,
+        at: Millis,
+        connection: ConnectionId,
+        u: UserIdx,
+        start: bool,
+    ) {
+        let user = self.users[u as usize].id.clone();
+        self.replicate_channel(cid, at, || ChannelOp::Watch { connection, user, start });
     }
 }

@@ -169,14 +169,19 @@ impl State {
             validate_status(s)?;
         }
         let u = self.user_idx(user_id)?;
+        let write = || vec![(Field::Status, status.map(str::to_string))];
         if self.users[u as usize].status.as_deref() == status {
+            // In cluster mode the status shown may be an older one read back from the store
+            // while a later write of this node is still on its way: the write goes out anyway,
+            // so the store ends with the value written last.
+            self.replicate(now, u, None, write);
             return Ok(());
         }
         let before = self.presence_before(u);
         let user = &mut self.users[u as usize];
         user.status = status.map(Arc::from);
         user.updated_at = now;
-        self.replicate(now, u, None, || vec![(Field::Status, status.map(str::to_string))]);
+        self.replicate(now, u, None, write);
         self.user_changed(now, u, before, false);
         self.settle(now);
         Ok(())

@@ -76,19 +76,39 @@ impl State {
     /// watcher and, when visible, emits `user.watching.start`. O(1).
     fn start_watching(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) {
         let u = self.conn(c).user;
-        let visible = !self.users[u as usize].invisible;
         let pos = self.conn(c).watching.len() as u32;
+        self.channel_mut(ch).watchers.insert(c, Watcher { presence, pos });
+        self.conn_mut(c).watching.push(ch);
+        self.forget_dropped_watch(c, ch, false);
+        let (connection, cid) = (self.conn(c).id, self.channel(ch).cid.clone());
+        self.replicate_watch(&cid, now, connection, u, true);
+        self.watcher_added(now, ch, u);
+    }
+
+    /// Cluster mode: connection `c` now watches channel `ch` again, or stops watching it,
+    /// by its own command, so a watch a deletion ended (see `dropped_watches`) must not come
+    /// back; a stop is also sent, as the store may still hold the watch. O(1).
+    fn forget_dropped_watch(&mut self, c: Slot, ch: ChannelIdx, stop: bool) {
+        if self.dropped_watches.is_empty() {
+            return;
+        }
+        let (connection, u, cid) = (self.conn(c).id, self.conn(c).user, self.channel(ch).cid.clone());
+        if self.dropped_watches.remove(&(connection, cid.clone())).is_some() && stop {
+            self.replicate_watch(&cid, 0, connection, u, false);
+        }
+    }
+
+    /// One more connection of user `u` (on this node or another) watches channel `ch`: the
+    /// user's first counts them as a watcher and, when visible, emits `user.watching.start`.
+    /// O(1).
+    pub(super) fn watcher_added(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
+        let visible = !self.users[u as usize].invisible;
         let channel = self.channel_mut(ch);
-        channel.watchers.insert(c, Watcher { presence, pos });
         let count = channel.watching_users.entry(u).or_insert(0);
         *count += 1;
-        let first = *count == 1;
-        if first && visible {
+        if *count == 1 && visible {
             channel.visible_watchers += 1;
-        }
-        let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-        self.conn_mut(c).watching.push(ch);
-        if first && visible {
+            let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
             let user = self.users[u as usize].snapshot();
             self.emit(
                 now,
@@ -99,37 +119,9 @@ impl State {
         }
     }
 
-    /// Stops connection `c` watching a channel (a no-op when it was not watching).
-    /// Cost: O(members) when it watched with presence, O(1) otherwise (whatever else the
-    /// connection watches).
-    pub fn stop_watching(&mut self, now: Millis, c: ConnectionId, cid: &str) -> Result<()> {
-        let ch = self.channel_idx(cid)?;
-        let c = self.slot(c)?;
-        self.unwatch(now, c, ch);
-        self.settle(now);
-        Ok(())
-    }
-
-    pub(super) fn unwatch(&mut self, now: Millis, c: Slot, ch: ChannelIdx) {
-        let Some(Watcher { presence, pos }) = self.channel_mut(ch).watchers.remove(&c) else {
-            return;
-        };
-        self.remove_watching(c, pos);
-        self.watch_ended(now, c, ch, presence);
-    }
-
-    /// What follows once connection `c` no longer watches channel `ch` (with `presence` as
-    /// it watched): its subscriptions through the channel end, the user's last watching
-    /// connection stops counting and, when visible, emits `user.watching.stop`.
-    /// Cost: O(members) with presence, O(1) otherwise.
-    pub(super) fn watch_ended(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) {
-        let u = self.conn(c).user;
-        if presence {
-            let members = self.channel(ch).members.clone();
-            for m in members {
-                self.unsubscribe(c, m, false);
-            }
-        }
+    /// One connection of user `u` (on this node or another) no longer watches channel `ch`:
+    /// the user's last stops counting and, when visible, emits `user.watching.stop`. O(1).
+    pub(super) fn watcher_removed(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
         let visible = !self.users[u as usize].invisible;
         let channel = self.channel_mut(ch);
         let count = channel.watching_users.get_mut(&u).expect("watcher counted");
@@ -150,6 +142,43 @@ impl State {
         }
     }
 
+    /// Stops connection `c` watching a channel (a no-op when it was not watching).
+    /// Cost: O(members) when it watched with presence, O(1) otherwise (whatever else the
+    /// connection watches).
+    pub fn stop_watching(&mut self, now: Millis, c: ConnectionId, cid: &str) -> Result<()> {
+        let ch = self.channel_idx(cid)?;
+        let c = self.slot(c)?;
+        self.unwatch(now, c, ch);
+        self.settle(now);
+        Ok(())
+    }
+
+    pub(super) fn unwatch(&mut self, now: Millis, c: Slot, ch: ChannelIdx) {
+        let Some(Watcher { presence, pos }) = self.channel_mut(ch).watchers.remove(&c) else {
+            self.forget_dropped_watch(c, ch, true);
+            return;
+        };
+        self.remove_watching(c, pos);
+        self.watch_ended(now, c, ch, presence);
+    }
+
+    /// What follows once connection `c` no longer watches channel `ch` (with `presence` as
+    /// it watched): its subscriptions through the channel end, the user's last watching
+    /// connection stops counting and, when visible, emits `user.watching.stop`.
+    /// Cost: O(members) with presence, O(1) otherwise.
+    pub(super) fn watch_ended(&mut self, now: Millis, c: Slot, ch: ChannelIdx, presence: bool) {
+        let u = self.conn(c).user;
+        if presence {
+            let members = self.channel(ch).members.clone();
+            for m in members {
+                self.unsubscribe(c, m, false);
+            }
+        }
+        let (connection, cid) = (self.conn(c).id, self.channel(ch).cid.clone());
+        self.replicate_watch(&cid, now, connection, u, false);
+        self.watcher_removed(now, ch, u);
+    }
+
     /// A user's visibility flipped: adjust `watcher_count` of every channel they watch and
     /// tell the watchers. Cost: O(channels watched by the user's connections).
     pub(super) fn visibility_changed_in_channels(&mut self, now: Millis, u: UserIdx) {
@@ -157,6 +186,7 @@ impl State {
         let visible = !user.invisible;
         let mut watched: Vec<ChannelIdx> =
             user.connections.iter().flat_map(|&c| self.conn(c).watching.iter().copied()).collect();
+        watched.extend(self.remote_watched.get(&u).into_iter().flat_map(|chs| chs.keys().copied()));
         watched.sort_unstable();
         watched.dedup();
         for ch in watched {

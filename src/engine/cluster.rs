@@ -5,7 +5,7 @@ use crate::cluster::link::{Link, LinkSettings, LinkShared, LinkStatus, Progress,
 use crate::cluster::redis_store::RedisStore;
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
-use crate::replication::{Delta, RemoteChange};
+use crate::replication::{Delta, Remote};
 use crate::time::system_now;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,23 +116,27 @@ impl Replica for Shared {
         self.inner.lock().state.take_deltas(into);
     }
 
-    fn apply_remote(&self, changes: Vec<RemoteChange>) {
+    fn apply_remote(&self, changes: Vec<Remote>) {
         let _ = self.run(|state, now| {
             for change in &changes {
-                state.apply_remote(now, change);
+                state.apply(now, change);
             }
             Ok(())
         });
+    }
+
+    fn channel_ids(&self) -> Vec<Arc<str>> {
+        self.inner.lock().state.channel_ids()
     }
 
     fn forget_versions(&self) {
         self.inner.lock().state.forget_versions();
     }
 
-    fn announcement(&self, users: bool) -> Vec<Delta> {
+    fn announcement(&self, shared: bool) -> Vec<Delta> {
         let mut inner = self.inner.lock();
         let now = inner.now(self.config.clock);
-        inner.state.announcement(now, users)
+        inner.state.announcement(now, shared)
     }
 
     fn link_changed(&self, status: LinkStatus) {

@@ -338,6 +338,7 @@ impl Engine {
     /// Creates or merges a channel, adding the members it names. Cost: O(input + members
     /// added × presence watchers).
     pub fn upsert_channel(&self, channel: &ChannelPatch) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.upsert_channel(now, channel))
     }
 
@@ -349,6 +350,7 @@ impl Engine {
 
     /// Adds members, creating unknown users. Cost: O(ids × presence watchers).
     pub fn add_members(&self, cid: &str, user_ids: &[String]) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.add_members(now, cid, user_ids))
     }
 
@@ -360,6 +362,7 @@ impl Engine {
 
     /// Removes members. Cost: O(ids × (presence watchers + memberships of the user)).
     pub fn remove_members(&self, cid: &str, user_ids: &[String]) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, now| s.remove_members(now, cid, user_ids))
     }
 
@@ -372,6 +375,7 @@ impl Engine {
     /// Deletes a channel; watchers stop watching without events. Cost: O(members ×
     /// presence watchers).
     pub fn delete_channel(&self, cid: &str) -> Result<()> {
+        self.check_store_room()?;
         self.run(|s, _| s.delete_channel(cid))
     }
 

@@ -1,7 +1,7 @@
 //! One case: each step runs on the engine and on the model, then everything observable is
 //! compared.
 use crate::common::{record_all, DeliveryLog, HostLog};
-use crate::observed::{dv_of, ev_of, unordered, Dv, Ev};
+use crate::observed::{dv_of, ev_of, Dv, Ev};
 use crate::ops::{Bad, Cfg, ChanFilter, ChanSort, Conn, Op, UserFilter, UserSort, Viewer};
 use crate::reference::{Model, OpResult, Patch};
 use crate::USERS;
@@ -429,18 +429,17 @@ impl Harness {
     /// Compares everything observable after a step.
     pub fn check(&mut self, step: usize, op: &Op) -> Result<(), TestCaseError> {
         let at = format!("after step {step}: {op:?}");
-        let uncertain = std::mem::take(&mut self.model.uncertain_order);
         self.model.queued.clear();
         self.model.overflowed_set.clear();
-        self.check_host_events(uncertain, &at)?;
-        let by_conn = self.check_deliveries(uncertain, &at)?;
+        self.check_host_events(&at)?;
+        let by_conn = self.check_deliveries(&at)?;
         self.check_queues(&by_conn, &at)?;
         self.check_views(&at)?;
         self.check_channels_and_counts(&at)
     }
 
     /// Host listener: exact sequence, consecutive seq (nothing lost or reordered).
-    fn check_host_events(&mut self, uncertain: bool, at: &str) -> Result<(), TestCaseError> {
+    fn check_host_events(&mut self, at: &str) -> Result<(), TestCaseError> {
         let host: Vec<Arc<Event>> = std::mem::take(&mut *self.host.lock().unwrap());
         for ev in &host {
             prop_assert_eq!(ev.seq, self.last_host_seq + 1, "host seq gap {}", at);
@@ -448,20 +447,12 @@ impl Harness {
         }
         let got: Vec<Ev> = host.iter().map(|ev| ev_of(ev, View::Own)).collect();
         let want = std::mem::take(&mut self.model.host);
-        if uncertain {
-            prop_assert_eq!(unordered(got), unordered(want), "host events (as a multiset) {}", at);
-        } else {
-            prop_assert_eq!(got, want, "host events {}", at);
-        }
+        prop_assert_eq!(got, want, "host events {}", at);
         Ok(())
     }
 
     /// Delivery listener, per recipient connection; answers what each connection got.
-    fn check_deliveries(
-        &mut self,
-        uncertain: bool,
-        at: &str,
-    ) -> Result<BTreeMap<u64, Vec<Dv>>, TestCaseError> {
+    fn check_deliveries(&mut self, at: &str) -> Result<BTreeMap<u64, Vec<Dv>>, TestCaseError> {
         let deliveries: Vec<Delivery> = std::mem::take(&mut *self.deliveries.lock().unwrap());
         let mut by_conn: BTreeMap<u64, Vec<Dv>> = BTreeMap::new();
         for d in &deliveries {
@@ -471,20 +462,7 @@ impl Harness {
             by_conn.entry(d.connection.0).or_default().push(dv_of(d));
         }
         let want = std::mem::take(&mut self.model.deliveries);
-        if uncertain {
-            // Own-view flags are kept in the comparison through the event text.
-            let norm = |x: &BTreeMap<u64, Vec<Dv>>| -> BTreeMap<u64, (Vec<String>, usize)> {
-                x.iter()
-                    .map(|(c, v)| {
-                        let own = v.iter().filter(|d| d.own_view).count();
-                        (*c, (unordered(v.iter().map(|d| d.ev.clone()).collect()), own))
-                    })
-                    .collect()
-            };
-            prop_assert_eq!(norm(&by_conn), norm(&want), "deliveries (as multisets) {}", at);
-        } else {
-            prop_assert_eq!(&by_conn, &want, "deliveries {}", at);
-        }
+        prop_assert_eq!(&by_conn, &want, "deliveries {}", at);
         Ok(by_conn)
     }
 

@@ -61,9 +61,6 @@ fn run_case(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
             *stats.entry(format!("op {name} {outcome}")).or_default() += 1;
             *stats.entry("events compared".into()).or_default() += events;
             *stats.entry("deliveries compared".into()).or_default() += deliveries;
-            if h.model.uncertain_order {
-                *stats.entry("steps compared as multisets".into()).or_default() += 1;
-            }
             for ev in &h.model.host {
                 *stats.entry(format!("event {}", ev.ty)).or_default() += 1;
                 if let Some((_, reason)) = ev.closed {

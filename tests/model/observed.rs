@@ -46,22 +46,3 @@ pub fn ev_of(event: &Event, view: View) -> Ev {
 pub fn dv_of(d: &Delivery) -> Dv {
     Dv { ev: ev_of(&d.event, d.view), own_view: d.view == View::Own }
 }
-
-/// A step's events in a canonical order (for steps whose order the engine does not
-/// define; callers leave out `watcher_count`, which depends on that order).
-pub fn unordered(items: Vec<Ev>) -> Vec<String> {
-    // What depends on the close order: watcher counts, and the closing user's online flag
-    // in connection.closed and watching events.
-    let mut v: Vec<String> = items
-        .into_iter()
-        .map(|mut e| {
-            e.watcher_count = None;
-            if e.closed.is_some() || e.ty.starts_with("user.watching") {
-                e.online = false;
-            }
-            format!("{e:?}")
-        })
-        .collect();
-    v.sort();
-    v
-}

@@ -64,9 +64,6 @@ pub struct Model {
     /// Connections whose queue overflowed, in order; closed when the command settles.
     pub overflowed: Vec<u64>,
     pub overflowed_set: BTreeSet<u64>,
-    /// Several slow consumers closed in one command: the engine closes them in an order
-    /// that depends on its hash maps, so this step's events are compared as multisets.
-    pub uncertain_order: bool,
 }
 
 pub struct Patch {
@@ -100,7 +97,6 @@ impl Model {
             queued: BTreeMap::new(),
             overflowed: Vec::new(),
             overflowed_set: BTreeSet::new(),
-            uncertain_order: false,
         }
     }
 
@@ -267,14 +263,16 @@ impl Model {
         self.deliveries.entry(c).or_default().push(dv);
     }
 
-    /// End of a command: close every slow consumer (last overflowed first).
+    /// End of a command: close every slow consumer in ascending connection id, round by
+    /// round (a close can overflow other queues, which the next round closes).
     pub fn settle(&mut self) {
-        while let Some(c) = self.overflowed.pop() {
-            if !self.overflowed.is_empty() {
-                self.uncertain_order = true;
-            }
-            if self.conns.contains_key(&c) {
-                self.close(c, "slow_consumer");
+        while !self.overflowed.is_empty() {
+            let mut round = std::mem::take(&mut self.overflowed);
+            round.sort_unstable();
+            for c in round {
+                if self.conns.contains_key(&c) {
+                    self.close(c, "slow_consumer");
+                }
             }
         }
     }

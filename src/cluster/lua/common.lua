@@ -33,3 +33,30 @@ local function raise_last_active(user_key, at)
     redis.call('HSET', user_key, 'la', at)
   end
 end
+
+-- Records a change of one channel: appends an entry to the shard's log naming the channel
+-- (`ch`), its created_at and what the change did (`op` and its fields). Answers {n}.
+local function log_channel(log, seq, retention, cid, ca, written)
+  local n = redis.call('INCR', seq)
+  redis.call('XADD', log, 'MAXLEN', '~', retention, '0-' .. n, 'ch', cid, 'ca', ca, unpack(written))
+  return {n}
+end
+
+-- Splits a watcher field `w:<member>:<connection>` into member and connection.
+local function split_watcher(field)
+  return string.match(field, '^w:(.*):(%d+)$')
+end
+
+-- Refuses a write of an incarnation of a store that lost its data (or a node that has not
+-- noticed yet: it must register anew first) and of a fenced incarnation. Answers the
+-- refusal, or nil.
+local function refusal(epoch_key, epoch, fence_key, node, inc)
+  if redis.call('GET', epoch_key) ~= epoch then
+    return {'epoch'}
+  end
+  local fenced = redis.call('HGET', fence_key, node)
+  if fenced and tonumber(fenced) >= tonumber(inc) then
+    return {'fenced'}
+  end
+  return nil
+end

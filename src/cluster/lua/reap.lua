@@ -1,8 +1,10 @@
--- Closes, in one shard, every connection of a dead node incarnation and fences that
--- incarnation there, so its late writes are refused. Idempotent: a second run finds
--- nothing left to close.
--- KEYS: 1 shard log, 2 shard sequence, 3 shard fence, 4 the incarnation's connections
--- ARGV: 1 node, 2 incarnation, 3 log retention, 4 user key prefix, 5 time of the reap
+-- Closes, in one shard, every connection of a dead node incarnation and ends its watches,
+-- and fences that incarnation there, so its late writes are refused. Idempotent: a
+-- second run finds nothing left to close.
+-- KEYS: 1 shard log, 2 shard sequence, 3 shard fence, 4 the incarnation's connections,
+--       5 the incarnation's watches
+-- ARGV: 1 node, 2 incarnation, 3 log retention, 4 user key prefix, 5 time of the reap,
+--       6 channel key prefix
 local node, inc = ARGV[1], ARGV[2]
 local fenced = redis.call('HGET', KEYS[3], node)
 if not fenced or tonumber(fenced) < tonumber(inc) then
@@ -20,7 +22,8 @@ for i = 1, #conns, 2 do
 end
 -- In user id order, so every run (and the in-memory model) logs the same sequence.
 table.sort(order)
-local count = 'c:' .. node .. '#' .. inc
+local count_member = node .. '#' .. inc
+local count = 'c:' .. count_member
 for _, uid in ipairs(order) do
   local key = ARGV[4] .. uid
   redis.call('HDEL', key, count)
@@ -37,4 +40,34 @@ for _, uid in ipairs(order) do
   append(key, KEYS[1], KEYS[2], ARGV[3], uid, {'lost', node .. ' ' .. table.concat(by_user[uid], ',')})
 end
 redis.call('DEL', KEYS[4])
+-- The watches, one entry per channel, in cid order.
+local watches = redis.call('HGETALL', KEYS[5])
+local by_channel, cids = {}, {}
+for i = 1, #watches, 2 do
+  local conn, cid = string.match(watches[i], '^(%d+):(.*)$')
+  if not by_channel[cid] then
+    by_channel[cid] = {}
+    cids[#cids + 1] = cid
+  end
+  table.insert(by_channel[cid], conn)
+end
+table.sort(cids)
+for _, cid in ipairs(cids) do
+  local key = ARGV[6] .. cid
+  local written = {'op', 'lost'}
+  table.sort(by_channel[cid])
+  for _, conn in ipairs(by_channel[cid]) do
+    local field = 'w:' .. count_member .. ':' .. conn
+    local uid = redis.call('HGET', key, field)
+    if uid then
+      redis.call('HDEL', key, field)
+      written[#written + 1] = field
+      written[#written + 1] = uid
+    end
+  end
+  if #written > 2 then
+    log_channel(KEYS[1], KEYS[2], ARGV[3], cid, redis.call('HGET', key, 'ca') or '', written)
+  end
+end
+redis.call('DEL', KEYS[5])
 return #order

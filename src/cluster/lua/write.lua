@@ -7,14 +7,9 @@
 --       9 '1' to write fields only if the user is new, 10 the epoch the node registered
 --       under, then (name, value, '1' set | '0' remove)
 local node, inc = ARGV[1], ARGV[2]
--- A store that lost its data (or a node that has not noticed yet) must not take writes
--- from an incarnation no lease knows of: the node registers anew first.
-if redis.call('GET', KEYS[7]) ~= ARGV[10] then
-  return {'epoch'}
-end
-local fenced = redis.call('HGET', KEYS[5], node)
-if fenced and tonumber(fenced) >= tonumber(inc) then
-  return {'fenced'}
+local refused = refusal(KEYS[7], ARGV[10], KEYS[5], node, inc)
+if refused then
+  return refused
 end
 local count = 'c:' .. node .. '#' .. inc
 local existed = redis.call('EXISTS', KEYS[1]) == 1
