@@ -1,10 +1,10 @@
 //! Replication (cluster mode), the link's side: handing the recorded deltas over, and
 //! `apply_remote` for what other nodes changed, emitting what one engine would have.
 use super::replication::flag;
-use super::{OptMillis, Recipients, State};
+use super::{OptMillis, Recipients, State, UserRecord};
 use crate::event::{CloseReason, EventKind};
 use crate::replication::{
-    ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, Remote, RemoteChange, UserDelta,
+    ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, Remote, RemoteChange, UserDelta,
 };
 use crate::time::Millis;
 use crate::user::CustomFields;
@@ -57,29 +57,7 @@ impl State {
             user.invisible = false;
             custom.clear();
         }
-        for (field, value) in &change.fields {
-            match field {
-                Field::Status => user.status = value.as_deref().map(Arc::from),
-                Field::Invisible => user.invisible = value.as_deref() == Some("1"),
-                // Not a user field: ignored.
-                Field::LastMessageAt => {}
-                Field::UpdatedAt => {
-                    if let Some(t) = value.as_deref().and_then(|v| v.parse().ok()) {
-                        user.updated_at = t;
-                    }
-                }
-                Field::Custom(name) => match value.as_deref().map(serde_json::from_str::<Value>) {
-                    Some(Ok(v)) => {
-                        custom.insert(name.clone(), v);
-                    }
-                    // A value that is not JSON was not written by an engine: ignore it.
-                    Some(Err(_)) => {}
-                    None => {
-                        custom.shift_remove(name);
-                    }
-                },
-            }
-        }
+        write_user_fields(user, &change.fields, &mut custom);
         let custom_changed = custom != old_custom;
         if custom_changed {
             user.custom = (!custom.is_empty()).then(|| Arc::new(custom as CustomFields));
@@ -221,5 +199,33 @@ impl State {
     /// Every user id, for the simulation's comparisons.
     pub fn user_ids(&self) -> Vec<String> {
         self.users.iter().map(|u| u.id.to_string()).collect()
+    }
+}
+
+/// Writes a user's shared fields as the store holds them (`custom` is written back by the
+/// caller, which compares it with what it was). O(fields).
+fn write_user_fields(user: &mut UserRecord, fields: &[FieldWrite], custom: &mut CustomFields) {
+    for (field, value) in fields {
+        match field {
+            Field::Status => user.status = value.as_deref().map(Arc::from),
+            Field::Invisible => user.invisible = value.as_deref() == Some("1"),
+            // Not a user field: ignored.
+            Field::LastMessageAt => {}
+            Field::UpdatedAt => {
+                if let Some(t) = value.as_deref().and_then(|v| v.parse().ok()) {
+                    user.updated_at = t;
+                }
+            }
+            Field::Custom(name) => match value.as_deref().map(serde_json::from_str::<Value>) {
+                Some(Ok(v)) => {
+                    custom.insert(name.clone(), v);
+                }
+                // A value that is not JSON was not written by an engine: ignore it.
+                Some(Err(_)) => {}
+                None => {
+                    custom.shift_remove(name);
+                }
+            },
+        }
     }
 }

@@ -23,10 +23,27 @@ impl State {
     /// at or below the version this node holds is already applied. Cost: O(size of the
     /// change × presence watchers); O(members + watchers) for deletions and snapshots.
     pub fn apply_remote_channel(&mut self, now: Millis, change: &RemoteChannel) {
+        let Some(ch) = self.remote_channel_target(change) else { return };
+        if change.created_at != 0 {
+            self.channel_mut(ch).created_at = change.created_at;
+        }
+        let kept = self.apply_channel_change(now, ch, change);
+        if kept {
+            // Only a snapshot can lower it: the one this node rebuilds from after the store
+            // lost its data.
+            self.channel_mut(ch).version = change.version;
+        }
+        self.settle(now);
+    }
+
+    /// The channel a remote change applies to, created if the change creates one; `None`
+    /// when it is older than what this node holds, names no channel here, or is not a cid
+    /// an engine writes.
+    fn remote_channel_target(&mut self, change: &RemoteChannel) -> Option<ChannelIdx> {
         let existing = self.channel_index.get(&*change.cid).copied();
         let whole = matches!(change.change, ChannelChange::Full { .. } | ChannelChange::Absent);
         if existing.is_some_and(|ch| !whole && change.version <= self.channel(ch).version) {
-            return;
+            return None;
         }
         let creates = matches!(
             change.change,
@@ -35,19 +52,20 @@ impl State {
                 | ChannelChange::OwnWatch { .. }
                 | ChannelChange::Full { .. }
         );
-        let ch = match existing {
-            Some(ch) => ch,
-            None if creates => match parse_cid(&change.cid) {
-                Ok(type_len) => self.create_channel(change.created_at, &change.cid, type_len),
-                // Not written by an engine: ignored.
-                Err(_) => return,
-            },
-            None => return,
-        };
-        if change.created_at != 0 {
-            self.channel_mut(ch).created_at = change.created_at;
+        match existing {
+            Some(ch) => Some(ch),
+            // A cid not written by an engine is ignored.
+            None if creates => parse_cid(&change.cid)
+                .ok()
+                .map(|type_len| self.create_channel(change.created_at, &change.cid, type_len)),
+            None => None,
         }
-        let kept = match &change.change {
+    }
+
+    /// Applies one remote channel change to `ch`; answers whether the channel keeps
+    /// existing (and so takes the change's version).
+    fn apply_channel_change(&mut self, now: Millis, ch: ChannelIdx, change: &RemoteChannel) -> bool {
+        match &change.change {
             ChannelChange::Upsert { fields, added } => {
                 self.write_channel_fields(ch, fields);
                 for id in added {
@@ -98,13 +116,7 @@ impl State {
                 let pending = self.watches_on_their_way(&change.cid);
                 self.clear_channel(ch, |c| !pending.contains(&c))
             }
-        };
-        if kept {
-            // Only a snapshot can lower it: the one this node rebuilds from after the store
-            // lost its data.
-            self.channel_mut(ch).version = change.version;
         }
-        self.settle(now);
     }
 
     /// Writes shared fields of channel `ch` as the store holds them. O(fields).

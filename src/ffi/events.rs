@@ -1,6 +1,7 @@
 //! Events: the struct a callback sees, listeners, polling and pumping.
 use super::support::{self, call, non_null, null, opt_str_arg, write_string};
-use super::typed::{give_back, take_buffer, with_room};
+use super::typed::with_room;
+use super::typed_listeners::{give_back, take_buffer};
 use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
 use crate::engine::{ListenerFilter, ListenerId};
 use crate::event::{ConnectionId, Delivery, Event};

@@ -3,8 +3,8 @@
 //! `cargo test --test header` fails with a diff when it is stale), so the doc comments
 //! here are the header's documentation: they say who owns what, what may be NULL and
 //! which threads may call. One file per area, in the header's order: `engine`
-//! (versions, errors, lifetime), `users`, `channels`, `queries`, `events`, `typed` and
-//! `typed_reads` (ABI version 2: the typed event path), `time`, `persist`, `cluster`;
+//! (versions, errors, lifetime), `users`, `channels`, `queries`, `events`, `typed`,
+//! `host_queues`, `typed_listeners` and `typed_reads` (ABI version 2: the typed event path), `time`, `persist`, `cluster`;
 //! `support` holds the machinery they share.
 //!
 //! Every function runs its body behind `support::call`: a panic becomes
@@ -29,6 +29,10 @@ mod events;
 
 mod typed;
 
+mod host_queues;
+
+mod typed_listeners;
+
 mod typed_reads;
 
 mod time;
@@ -41,10 +45,12 @@ pub use channels::*;
 pub use cluster::*;
 pub use engine::*;
 pub use events::*;
+pub use host_queues::*;
 pub use persist::*;
 pub use queries::*;
 pub use time::*;
 pub use typed::*;
+pub use typed_listeners::*;
 pub use typed_reads::*;
 pub use users::*;
 

@@ -1,20 +1,16 @@
 //! ABI version 2, the typed event path: events as `PresenceEventInfo` structs with
 //! borrowed strings, drained into a reusable batch or handed to typed listeners, with JSON
-//! rendered only when asked (once per event and view, shared by every recipient). The
-//! other typed entry points (connect by id, read a user's presence) are in `typed_reads`.
-use super::support::{self, call, non_null, null, opt_str_arg};
-use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
-use crate::engine::ListenerFilter;
-use crate::error::{Error, ErrorKind};
-use crate::event::{CloseReason, ConnectionId, Delivery, Event, EventKind};
+//! rendered only when asked (once per event and view, shared by every recipient). Host
+//! queues are in `host_queues`, typed listeners in `typed_listeners`, the other typed
+//! entry points (connect by id, read a user's presence) in `typed_reads`.
+use super::support::{self, call, non_null};
+use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
+use crate::error::Error;
+use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::user::View;
-use std::cell::{Cell, RefCell};
-use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::os::raw::c_char;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// `PresenceEventInfo.kind` of a "user.presence.changed" event.
 pub const PRESENCE_EVENT_USER_PRESENCE_CHANGED: u32 = 1;
@@ -150,7 +146,7 @@ pub(super) fn with_room<R>(len: usize, f: impl FnOnce(Strings) -> R) -> R {
 
 /// The info of `event` for `recipient` (0: the host) in `view`, its strings copied into
 /// `strings` (which must have room for `strings_len(event)` more bytes).
-fn describe(
+pub(super) fn describe(
     event: &Event,
     recipient: PresenceConnectionId,
     view: View,
@@ -199,7 +195,7 @@ fn describe(
 /// several engines' connections, and may outlive them). One thread at a time: a batch
 /// must not be used by two threads concurrently.
 pub struct PresenceEventBatch {
-    deliveries: Vec<Delivery>,
+    pub(super) deliveries: Vec<Delivery>,
     infos: Vec<PresenceEventInfo>,
     /// Room for the infos' strings: its spare capacity (the length stays 0).
     strings: Vec<u8>,
@@ -208,17 +204,17 @@ pub struct PresenceEventBatch {
     json: Vec<Vec<u8>>,
     /// Filled from a host queue: the events are host views, rendered without
     /// `connection_id` (their `connection` is 0).
-    host: bool,
+    pub(super) host: bool,
 }
 
 /// A batch handle checked for NULL.
-fn batch<'a>(b: *mut PresenceEventBatch) -> Result<&'a mut PresenceEventBatch, Error> {
+pub(super) fn batch<'a>(b: *mut PresenceEventBatch) -> Result<&'a mut PresenceEventBatch, Error> {
     // SAFETY: a live batch by the caller's contract, used by one thread at a time.
     non_null(b, "batch").map(|b| unsafe { &mut *b })
 }
 
 impl PresenceEventBatch {
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.host = false;
         self.deliveries.clear();
         self.infos.clear();
@@ -229,7 +225,7 @@ impl PresenceEventBatch {
 
     /// Describes every delivery it holds. Allocates only when it holds more, or longer
     /// strings, than ever before.
-    fn describe_all(&mut self) {
+    pub(super) fn describe_all(&mut self) {
         let room = self.deliveries.iter().map(|d| strings_len(&d.event)).sum();
         // The strings live in the vector's spare capacity (its length stays 0).
         self.strings.reserve(room);
@@ -372,372 +368,3 @@ pub unsafe extern "C" fn presence_batch_event_json(
         Ok(())
     })
 }
-
-// ----- host queues -----
-
-/// A host queue: the events a host listener with the same filters would receive, kept in
-/// order until the host drains them into a batch, so a host that handles many events per
-/// frame crosses into its own code once per batch instead of once per event. Opaque:
-/// created by `presence_host_queue_new`, owned by the caller until
-/// `presence_host_queue_free`; it does not keep the engine alive.
-pub struct PresenceHostQueue {
-    events: crossbeam_channel::Receiver<Arc<Event>>,
-}
-
-/// Creates a host queue: from now on every event matching the filters (as for
-/// `presence_add_typed_listener`: own views, `connection_id` 0) is queued for it as
-/// dispatch reaches it (with `"dispatch":"manual"`, inside `presence_pump`), in `seq`
-/// order, until `presence_host_queue_poll` moves them into a batch. Nothing is rendered.
-/// The queue holds at most `pending_dispatch_capacity` undrained events: one more cuts it
-/// off (see `presence_host_queue_poll`), so nothing is dropped silently.
-///
-/// `event_type` and `user_id` may be NULL (no filter) and are copied; `engine` and `out`
-/// are required; `*out` is owned by the caller (`presence_host_queue_free`). Cost:
-/// O(log listeners); then one queue push per matching event. Errors: NULL, UTF8, INVALID
-/// (a filter that could never match). Any thread, including from a callback.
-#[no_mangle]
-pub unsafe extern "C" fn presence_host_queue_new(
-    engine: *mut PresenceEngine,
-    event_type: *const c_char,
-    user_id: *const c_char,
-    out: *mut *mut PresenceHostQueue,
-) -> PresenceResult {
-    call("presence_host_queue_new", || {
-        let e = unsafe { support::engine(engine) }?;
-        let filter = unsafe { filter_arg(event_type, user_id) }?;
-        let out = non_null(out, "out")?;
-        let events = e.events(filter)?;
-        unsafe { out.write(Box::into_raw(Box::new(PresenceHostQueue { events }))) };
-        Ok(())
-    })
-}
-
-/// Clears `batch` (invalidating every pointer it handed out), then moves up to `max` of
-/// the queue's events into it, oldest first, in `seq` order, as host views
-/// (`connection_id` 0; `presence_batch_event_json` renders them as host listeners receive
-/// them). Reusing one batch allocates nothing in steady state, as with
-/// `presence_poll_batch`. Cost: O(events moved); it never takes the engine's lock.
-///
-/// `queue` and `batch` are required. Errors: NULL; STATE once the queue is empty and was
-/// cut off, because it held `pending_dispatch_capacity` undrained events when another
-/// arrived or because its engine was freed (every event it got before was handed out
-/// first; free it and create another). On error the batch is left empty. One thread at a
-/// time per queue and per batch, any thread, including from a callback.
-#[no_mangle]
-pub unsafe extern "C" fn presence_host_queue_poll(
-    queue: *mut PresenceHostQueue,
-    max: u32,
-    batch: *mut PresenceEventBatch,
-) -> PresenceResult {
-    call("presence_host_queue_poll", || {
-        // SAFETY: a live queue by the caller's contract.
-        let q = non_null(queue, "queue").map(|q| unsafe { &*q })?;
-        let b = self::batch(batch)?;
-        b.clear();
-        b.host = true;
-        while b.deliveries.len() < max as usize {
-            match q.events.try_recv() {
-                Ok(event) => {
-                    b.deliveries.push(Delivery { event, connection: ConnectionId(0), view: View::Own })
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-                Err(crossbeam_channel::TryRecvError::Disconnected) if b.deliveries.is_empty() => {
-                    return Err(Error::state(
-                        "the host queue was cut off (it fell pending_dispatch_capacity events behind, or its engine was freed): free it and create another",
-                    ));
-                }
-                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-            }
-        }
-        b.describe_all();
-        Ok(())
-    })
-}
-
-/// Releases a host queue and the events still in it; the engine stops queueing for it
-/// at its next event. NULL is accepted and ignored. Any thread, before or after the
-/// engine is freed, but not while another thread uses the queue.
-#[no_mangle]
-pub unsafe extern "C" fn presence_host_queue_free(queue: *mut PresenceHostQueue) {
-    if queue.is_null() {
-        return;
-    }
-    let _ = call("presence_host_queue_free", || {
-        // SAFETY: a live queue from `presence_host_queue_new`, by contract not used elsewhere.
-        drop(unsafe { Box::from_raw(queue) });
-        Ok(())
-    });
-}
-
-/// The filters of a host listener or queue; NULL means no filter.
-unsafe fn filter_arg(event_type: *const c_char, user_id: *const c_char) -> Result<ListenerFilter, Error> {
-    Ok(ListenerFilter {
-        event_type: unsafe { opt_str_arg(event_type, "event_type") }?.map(str::to_owned),
-        user_id: unsafe { opt_str_arg(user_id, "user_id") }?.map(str::to_owned),
-    })
-}
-
-// ----- typed listeners -----
-
-/// A typed callback. `user_data` is the pointer given at registration, passed back
-/// untouched; `event` and its strings are valid only during the call. Callbacks run as
-/// those of `presence_add_listener` do (same threads, order, re-entrancy and rules: no
-/// longjmp, no C++ exception may escape). No JSON is rendered unless the callback asks
-/// for it with `presence_event_info_json`.
-pub type PresenceEventInfoCallback =
-    Option<unsafe extern "C-unwind" fn(user_data: *mut c_void, event: *const PresenceEventInfo)>;
-
-/// A finalizer for a listener's `user_data`.
-pub type PresenceUserDataFree = Option<unsafe extern "C-unwind" fn(user_data: *mut c_void)>;
-
-/// A listener's `user_data` with its finalizer, called when the listener is dropped (after
-/// removal, once no dispatch still holds it, or when the engine is freed) if the listener
-/// was registered. The engine never dereferences `user_data`; the host promises it is
-/// safe to use from every thread that calls into the engine.
-struct UserData {
-    pointer: *mut c_void,
-    free: PresenceUserDataFree,
-    /// Set once the listener is registered: a failed registration leaves `user_data` to
-    /// the caller.
-    registered: AtomicBool,
-}
-
-// SAFETY: see the type's documentation: the host's part of the contract.
-unsafe impl Send for UserData {}
-unsafe impl Sync for UserData {}
-
-impl Drop for UserData {
-    fn drop(&mut self) {
-        if let (true, Some(free)) = (self.registered.load(Ordering::Acquire), self.free) {
-            // SAFETY: the host registered `free` for exactly this pointer; called once.
-            unsafe { free(self.pointer) };
-        }
-    }
-}
-
-/// A typed C callback with its user data, moved into the engine's listener list.
-struct TypedCallback {
-    function: unsafe extern "C-unwind" fn(user_data: *mut c_void, event: *const PresenceEventInfo),
-    user_data: Arc<UserData>,
-}
-
-/// What a typed callback receives, with what `presence_event_info_json` needs to find the
-/// event behind the `info` pointer. `info` comes first so the two share an address.
-#[repr(C)]
-struct CallbackEvent<'a> {
-    info: PresenceEventInfo,
-    event: &'a Event,
-    view: View,
-    recipient: Option<ConnectionId>,
-    /// A delivery's JSON, spliced on request (a host listener's is the event's own).
-    json: RefCell<Option<Vec<u8>>>,
-    /// The callback running further up this thread's stack, if any.
-    outer: *const CallbackEvent<'a>,
-}
-
-thread_local! {
-    /// The innermost typed callback running on this thread.
-    static CURRENT: Cell<*const ()> = const { Cell::new(ptr::null()) };
-    /// Byte buffers for strings and JSON, reused so a callback allocates nothing in steady
-    /// state (a stack of them: callbacks may nest).
-    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Buffers kept per thread; more are dropped after use.
-const KEPT_BUFFERS: usize = 8;
-
-pub(super) fn take_buffer() -> Vec<u8> {
-    BUFFERS.try_with(|b| b.borrow_mut().pop()).ok().flatten().unwrap_or_default()
-}
-
-pub(super) fn give_back(mut buffer: Vec<u8>) {
-    buffer.clear();
-    let _ = BUFFERS.try_with(|b| {
-        let mut kept = b.borrow_mut();
-        if kept.len() < KEPT_BUFFERS {
-            kept.push(buffer);
-        }
-    });
-}
-
-/// Restores the outer callback as the current one, even when the callback unwinds.
-struct Restore(*const ());
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        CURRENT.with(|c| c.set(self.0));
-    }
-}
-
-impl TypedCallback {
-    /// Describes the event (strings in a reused buffer) and calls the C function with it.
-    fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
-        with_room(strings_len(event), |mut strings| {
-            let info = describe(event, recipient.map_or(0, |c| c.0), view, &mut strings);
-            self.call(info, event, view, recipient);
-        });
-    }
-
-    /// Calls the C function with `info`, findable by `presence_event_info_json` meanwhile.
-    fn call(&self, info: PresenceEventInfo, event: &Event, view: View, recipient: Option<ConnectionId>) {
-        let outer = CURRENT.with(Cell::get);
-        let call =
-            CallbackEvent { info, event, view, recipient, json: RefCell::new(None), outer: outer.cast() };
-        let this: *const CallbackEvent = &call;
-        CURRENT.with(|c| c.set(this.cast()));
-        let restore = Restore(outer);
-        // SAFETY: the host registered `function` for this call shape; `call.info` and its
-        // strings outlive the call.
-        unsafe { (self.function)(self.user_data.pointer, &call.info) };
-        drop(restore);
-        if let Some(json) = call.json.into_inner() {
-            give_back(json);
-        }
-    }
-}
-
-fn add_typed(
-    function: &'static str,
-    engine: *mut PresenceEngine,
-    cb: PresenceEventInfoCallback,
-    user_data: *mut c_void,
-    user_data_free: PresenceUserDataFree,
-    out: *mut PresenceListenerId,
-    filter: Option<(*const c_char, *const c_char)>,
-) -> PresenceResult {
-    call(function, || {
-        let e = unsafe { support::engine(engine) }?;
-        let filter = match filter {
-            Some((event_type, user_id)) => Some(unsafe { filter_arg(event_type, user_id) }?),
-            None => None,
-        };
-        let function = cb.ok_or_else(|| null("cb"))?;
-        let out = non_null(out, "out")?;
-        let user_data = Arc::new(UserData {
-            pointer: user_data,
-            free: user_data_free,
-            registered: AtomicBool::new(false),
-        });
-        let callback = TypedCallback { function, user_data: user_data.clone() };
-        let id = match filter {
-            Some(filter) => {
-                e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?
-            }
-            None => e.add_delivery_listener(move |d: &Delivery| {
-                callback.invoke(&d.event, d.view, Some(d.connection))
-            }),
-        };
-        user_data.registered.store(true, Ordering::Release);
-        unsafe { out.write(id.0) };
-        Ok(())
-    })
-}
-
-/// Registers a typed host listener: as `presence_add_listener` (same filters, own views,
-/// `connection_id` 0), but `cb` receives a `PresenceEventInfo` and no JSON is rendered
-/// unless it asks with `presence_event_info_json`.
-///
-/// `event_type` and `user_id` may be NULL (no filter) and are copied; `cb` and `out` are
-/// required. `user_data` may be anything: it is passed back untouched and never
-/// dereferenced; it must be safe to use from every thread that calls into the engine.
-/// `user_data_free` may be NULL; otherwise, once this call succeeds, the engine calls it
-/// exactly once with `user_data`, after the listener is removed and no callback of it runs
-/// any more (on the thread that removes it, or the one whose dispatch still held it), or
-/// when the engine is freed. When this call fails it is never called: `user_data` stays
-/// the caller's. Cost: O(listeners). Errors: NULL, UTF8. Any thread, including from a
-/// callback.
-#[no_mangle]
-pub unsafe extern "C" fn presence_add_typed_listener(
-    engine: *mut PresenceEngine,
-    event_type: *const c_char,
-    user_id: *const c_char,
-    cb: PresenceEventInfoCallback,
-    user_data: *mut c_void,
-    user_data_free: PresenceUserDataFree,
-    out: *mut PresenceListenerId,
-) -> PresenceResult {
-    add_typed(
-        "presence_add_typed_listener",
-        engine,
-        cb,
-        user_data,
-        user_data_free,
-        out,
-        Some((event_type, user_id)),
-    )
-}
-
-/// Registers a typed delivery listener: as `presence_add_delivery_listener` (one call per
-/// event and recipient connection, in that recipient's view), but `cb` receives a
-/// `PresenceEventInfo` and no JSON is rendered unless it asks. Allocates nothing per
-/// delivery in steady state.
-///
-/// `cb` and `out` are required; `user_data` and `user_data_free` as for
-/// `presence_add_typed_listener`. Cost: O(listeners). Errors: NULL. Any thread, including
-/// from a callback.
-#[no_mangle]
-pub unsafe extern "C" fn presence_add_typed_delivery_listener(
-    engine: *mut PresenceEngine,
-    cb: PresenceEventInfoCallback,
-    user_data: *mut c_void,
-    user_data_free: PresenceUserDataFree,
-    out: *mut PresenceListenerId,
-) -> PresenceResult {
-    add_typed("presence_add_typed_delivery_listener", engine, cb, user_data, user_data_free, out, None)
-}
-
-/// Inside a typed callback only: the event it received, as JSON, exactly as
-/// `presence_add_listener` / `presence_add_delivery_listener` would have handed it
-/// (with `connection_id` for deliveries). The string is owned by the engine and valid
-/// until the callback returns. Each event's JSON in each view is rendered once and shared
-/// by every recipient. Cost: O(size of the event) on the first request in a view, then
-/// O(1) for a host listener and O(length) to add a delivery's `connection_id`.
-///
-/// `event` must be the pointer a typed callback running on this thread received (an outer
-/// one's too, when callbacks nest); `out_json` is required. Errors: NULL, STATE (`event`
-/// is not the event of a typed callback running on this thread, e.g. one from a batch:
-/// use `presence_batch_event_json` for those). The calling thread of the callback only.
-#[no_mangle]
-pub unsafe extern "C" fn presence_event_info_json(
-    event: *const PresenceEventInfo,
-    out_json: *mut *const c_char,
-) -> PresenceResult {
-    call("presence_event_info_json", || {
-        if event.is_null() {
-            return Err(null("event"));
-        }
-        let out = non_null(out_json, "out_json")?;
-        let mut running: *const CallbackEvent = CURRENT.with(Cell::get).cast();
-        // SAFETY: every pointer in the chain is a `CallbackEvent` on this thread's stack,
-        // alive while its callback runs (it is unlinked before it ends).
-        while let Some(call) = unsafe { running.as_ref() } {
-            if ptr::eq(&call.info, event) {
-                let rendered = call.event.rendered(call.view);
-                let json = match call.recipient {
-                    None => rendered.c_str().as_ptr(),
-                    Some(c) => {
-                        let mut slot = call.json.borrow_mut();
-                        let text = slot.get_or_insert_with(|| {
-                            let mut text = take_buffer();
-                            rendered.write(Some(c), &mut text);
-                            text.push(0);
-                            text
-                        });
-                        text.as_ptr().cast()
-                    }
-                };
-                unsafe { out.write(json) };
-                return Ok(());
-            }
-            running = call.outer;
-        }
-        Err(Error::new(ErrorKind::State, "event is not the event of a typed callback running on this thread"))
-    })
-}
-
-const _: () = {
-    assert!(PRESENCE_CLOSE_DISCONNECT == CloseReason::Disconnect as u32);
-    assert!(PRESENCE_CLOSE_TIMEOUT == CloseReason::Timeout as u32);
-    assert!(PRESENCE_CLOSE_SLOW_CONSUMER == CloseReason::SlowConsumer as u32);
-    assert!(PRESENCE_CLOSE_NODE_LOST == CloseReason::NodeLost as u32);
-};
