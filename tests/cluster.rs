@@ -666,7 +666,7 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         single.upsert_channel_json(&format!(r#"{{"cid":"{cid}"}}"#)).unwrap();
     }
     for node in &mut nodes {
-        wait_until("every node knows the channels", Duration::from_secs(5), || {
+        wait_until("every node knows the channels", Duration::from_secs(20), || {
             cids.iter().all(|cid| node.call(&format!("channel {cid}")) == "known")
         });
     }
@@ -733,8 +733,9 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
     }
     let expected = dump(&single);
     assert!(expected.contains("room:a: members"), "channels are compared: {expected}");
+    // Generous: convergence only has to happen, and a shared CI machine can be slow.
     for node in &mut nodes {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let got = node.call("dump");
             if got == expected {
