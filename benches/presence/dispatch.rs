@@ -257,7 +257,7 @@ fn listener_adds(r: &mut Report) {
     let last = add(MANY_LISTENERS);
     r.add(
         format!(
-            "10 add_listener with {} listeners registered, half user-filtered (base: the first {})",
+            "10 add_listener, half of them user-filtered, with {} user-filtered listeners registered (base: the first {})",
             count(MANY_LISTENERS),
             count(ADD_BATCH)
         ),
