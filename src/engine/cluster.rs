@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// Most log entries read per shard in one round.
 const READ_BATCH: usize = 1000;
+/// Most deltas written in one round: one pipeline of write script calls.
+const WRITE_BATCH: usize = 4096;
 /// Longest pause between attempts while the store is unreachable.
 const RETRY_MS: u64 = 100;
 
@@ -39,6 +41,7 @@ impl ClusterLink {
             heartbeat_ms: config.heartbeat_ms,
             lease_ms: config.lease_ms,
             read_batch: READ_BATCH,
+            write_batch: WRITE_BATCH,
         };
         let shared = LinkShared::new();
         let stop = Arc::new(AtomicBool::new(false));
