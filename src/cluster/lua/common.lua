@@ -73,6 +73,12 @@ local function set(hash, name, value)
   end
 end
 
+-- Sets a connection count (`c:<node#incarnation>`) of a loaded user hash.
+local function set_count(user, name, value)
+  set(user, name, value)
+  user.counts = nil
+end
+
 local function save(hash)
   local sets, dels = {}, {}
   for _, name in ipairs(hash.order) do
@@ -100,21 +106,25 @@ end
 local function log_user(log, user, head, written)
   local f = user.f
   set(user, 'v', tostring((tonumber(f.v) or 0) + 1))
-  local members = {}
-  for name in pairs(f) do
-    -- `c:`, without making a string of each name.
-    if string.byte(name, 1) == 99 and string.byte(name, 2) == 58 then
-      members[#members + 1] = string.sub(name, 3)
+  -- Kept while the counts stay as they are (`set_count` drops it).
+  if not user.counts then
+    local members = {}
+    for name in pairs(f) do
+      -- `c:`, without making a string of each name.
+      if string.byte(name, 1) == 99 and string.byte(name, 2) == 58 then
+        members[#members + 1] = string.sub(name, 3)
+      end
     end
-  end
-  table.sort(members)
-  local counts = {}
-  for i, m in ipairs(members) do
-    counts[i] = m .. '=' .. f['c:' .. m]
+    table.sort(members)
+    local counts = {}
+    for i, m in ipairs(members) do
+      counts[i] = m .. '=' .. f['c:' .. m]
+    end
+    user.counts = table.concat(counts, ',')
   end
   local parts = log.users
   parts[#parts + 1] = head
-  encode(parts, {'v', f.v, 'ca', f.ca or '', 'la', f.la or '', 'c', table.concat(counts, ',')})
+  encode(parts, {'v', f.v, 'ca', f.ca or '', 'la', f.la or '', 'c', user.counts})
   parts[#parts + 1] = written
 end
 

@@ -27,7 +27,7 @@ local count = 'c:' .. count_member
 local log = open_log(KEYS[1], KEYS[2], ARGV[3])
 for _, uid in ipairs(order) do
   local user = load_hash(ARGV[4] .. uid)
-  set(user, count, nil)
+  set_count(user, count, nil)
   local connected = false
   for name in pairs(user.f) do
     if string.sub(name, 1, 2) == 'c:' then

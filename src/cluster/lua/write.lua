@@ -37,48 +37,48 @@ local function user_hash(uid)
   return user
 end
 
--- One change of one user.
--- a: 1 user id, 2 time of the change, 3 last_active or '', 4 connection opened or '',
---    5 connection closed or '', 6 '1' to write fields only if the user is new, 7 `u` and
---    the user id and 8 the fields as the log names them (`=<name>`, value or `-<name>`,
---    ''), both encoded as in the log, then (name, value, '1' set | '0' remove) triples
-local function user_change(a)
-  local uid = a[1]
+-- One change of one user, its arguments at ARGV[o + 1] to ARGV[last]: 1 user id, 2 time
+-- of the change, 3 last_active or '', 4 connection opened or '', 5 connection closed or
+-- '', 6 '1' to write fields only if the user is new, 7 `u` and the user id and 8 the
+-- fields as the log names them (`=<name>`, value or `-<name>`, ''), both encoded as in
+-- the log, then (name, value, '1' set | '0' remove) triples.
+local function user_change(o, last)
+  local uid = ARGV[o + 1]
   local user = user_hash(uid)
   local existed = next(user.f) ~= nil
   if not existed then
-    set(user, 'ca', a[2])
+    set(user, 'ca', ARGV[o + 2])
     redis.call('SADD', KEYS[3], uid)
   end
   -- The connection list decides whether the count moves, so announcing twice is harmless.
-  if a[4] ~= '' and redis.call('HSET', KEYS[7], a[4], uid) == 1 then
-    set(user, count, tostring((tonumber(user.f[count]) or 0) + 1))
+  local opened, closed = ARGV[o + 4], ARGV[o + 5]
+  if opened ~= '' and redis.call('HSET', KEYS[7], opened, uid) == 1 then
+    set_count(user, count, tostring((tonumber(user.f[count]) or 0) + 1))
   end
-  if a[5] ~= '' and redis.call('HDEL', KEYS[7], a[5]) == 1 then
+  if closed ~= '' and redis.call('HDEL', KEYS[7], closed) == 1 then
     local n = (tonumber(user.f[count]) or 0) - 1
-    set(user, count, n > 0 and tostring(n) or nil)
+    set_count(user, count, n > 0 and tostring(n) or nil)
   end
-  if a[3] ~= '' then
-    raise_last_active(user, a[3])
+  if ARGV[o + 3] ~= '' then
+    raise_last_active(user, ARGV[o + 3])
   end
   local written = ''
-  if a[6] ~= '1' or not existed then
-    written = a[8]
-    for i = 9, #a, 3 do
-      set(user, a[i], a[i + 2] == '1' and a[i + 1] or nil)
+  if ARGV[o + 6] ~= '1' or not existed then
+    written = ARGV[o + 8]
+    for i = o + 9, last, 3 do
+      set(user, ARGV[i], ARGV[i + 2] == '1' and ARGV[i + 1] or nil)
     end
   end
-  log_user(shard.log, user, a[7], written)
+  log_user(shard.log, user, ARGV[o + 7], written)
 end
 
-local i = 8
-while i <= #ARGV do
+local i, last = 8, #ARGV
+while i <= last do
   local kind, n = ARGV[i], tonumber(ARGV[i + 1])
-  local a = {unpack(ARGV, i + 2, i + 1 + n)}
   if kind == 'u' then
-    user_change(a)
+    user_change(i + 1, i + 1 + n)
   else
-    channel_change(shard, a)
+    channel_change(shard, {unpack(ARGV, i + 2, i + 1 + n)})
   end
   i = i + 2 + n
 end
