@@ -165,7 +165,7 @@ impl StoredChange {
     }
 
     /// Reads a log entry (`full` false) or a user hash from a snapshot (`full` true).
-    pub fn parse(user: Option<&str>, raw: &[(String, String)], full: bool) -> StoreResult<StoredChange> {
+    pub fn parse<S: AsRef<str>>(user: Option<&str>, raw: &[(S, S)], full: bool) -> StoreResult<StoredChange> {
         let bad = |what: &str| StoreError::Down(format!("malformed store entry: {what}"));
         let num = |s: &str| s.parse::<i64>().map_err(|_| bad("a number field is not a number"));
         let mut change = StoredChange {
@@ -179,8 +179,9 @@ impl StoredChange {
             lost: None,
         };
         for (name, value) in raw {
-            match name.as_str() {
-                "u" => change.user = value.clone(),
+            let (name, value) = (name.as_ref(), value.as_ref());
+            match name {
+                "u" => change.user = value.to_string(),
                 "v" => change.version = num(value)? as u64,
                 "ca" if !value.is_empty() => change.created_at = num(value)?,
                 "la" if !value.is_empty() => change.last_active = Some(num(value)?),
@@ -203,12 +204,12 @@ impl StoredChange {
                     if let Some(m) = other.strip_prefix("c:") {
                         change.connections.push((m.to_string(), num(value)? as u32));
                     } else if let Some(field) = Field::from_store_name(other) {
-                        change.fields.push((field, Some(value.clone())));
+                        change.fields.push((field, Some(value.to_string())));
                     }
                 }
                 other => {
                     if let Some(field) = other.strip_prefix('=').and_then(Field::from_store_name) {
-                        change.fields.push((field, Some(value.clone())));
+                        change.fields.push((field, Some(value.to_string())));
                     } else if let Some(field) = other.strip_prefix('-').and_then(Field::from_store_name) {
                         change.fields.push((field, None));
                     }
@@ -288,15 +289,16 @@ pub struct StoredChannel {
 
 impl StoredChannel {
     /// Reads a log entry (`full` false) or a channel hash from a snapshot (`full` true).
-    pub fn parse(cid: Option<&str>, raw: &[(String, String)], full: bool) -> StoreResult<StoredChannel> {
+    pub fn parse<S: AsRef<str>>(cid: Option<&str>, raw: &[(S, S)], full: bool) -> StoreResult<StoredChannel> {
         let bad = |what: &str| StoreError::Down(format!("malformed store entry: {what}"));
         let (mut cid, mut created_at, mut op) = (cid.unwrap_or_default().to_string(), 0, "");
         let (mut fields, mut members, mut removed, mut watchers) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (name, value) in raw {
-            match name.as_str() {
-                "ch" => cid = value.clone(),
-                "op" => op = value.as_str(),
+            let (name, value) = (name.as_ref(), value.as_ref());
+            match name {
+                "ch" => cid = value.to_string(),
+                "op" => op = value,
                 "ca" if !value.is_empty() => {
                     created_at = value.parse().map_err(|_| bad("a number field is not a number"))?
                 }
@@ -311,10 +313,10 @@ impl StoredChannel {
                         removed.push(m.to_string());
                     } else if full {
                         if let Some(field) = Field::from_store_name(name) {
-                            fields.push((field, Some(value.clone())));
+                            fields.push((field, Some(value.to_string())));
                         }
                     } else if let Some(field) = name.strip_prefix('=').and_then(Field::from_store_name) {
-                        fields.push((field, Some(value.clone())));
+                        fields.push((field, Some(value.to_string())));
                     } else if let Some(field) = name.strip_prefix('-').and_then(Field::from_store_name) {
                         fields.push((field, None));
                     }
@@ -353,11 +355,11 @@ pub enum Stored {
 impl Stored {
     /// Reads a log entry: a channel's names its cid (`ch`); a user entry holds one or more
     /// user changes, each starting with its user id (`u`).
-    pub fn parse(raw: &[(String, String)]) -> StoreResult<Vec<Stored>> {
-        if raw.iter().any(|(k, _)| k == "ch") {
+    pub fn parse<S: AsRef<str>>(raw: &[(S, S)]) -> StoreResult<Vec<Stored>> {
+        if raw.iter().any(|(k, _)| k.as_ref() == "ch") {
             return Ok(vec![Stored::Channel(StoredChannel::parse(None, raw, false)?)]);
         }
-        let mut starts: Vec<usize> = raw.iter().enumerate().filter(|(_, (k, _))| k == "u").map(|(i, _)| i).collect();
+        let mut starts: Vec<usize> = raw.iter().enumerate().filter(|(_, (k, _))| k.as_ref() == "u").map(|(i, _)| i).collect();
         if starts.first() != Some(&0) {
             starts.insert(0, 0);
         }
@@ -379,23 +381,23 @@ fn encode_entry<'a>(out: &mut String, values: impl IntoIterator<Item = &'a str>)
 }
 
 /// Reads a log entry as the scripts store it: one stream field `e` whose value holds the
-/// entry's names and values, each as `<length>:<bytes>`. Cost: O(bytes).
-pub fn decode_entry(bytes: &[u8]) -> StoreResult<RawEntry> {
+/// entry's names and values, each as `<length>:<bytes>`. Answers them borrowed from
+/// `bytes`. Cost: O(bytes).
+pub fn decode_entry(bytes: &[u8]) -> StoreResult<Vec<(&str, &str)>> {
     let bad = || StoreError::Down("malformed store entry: its encoding".into());
+    let mut rest = std::str::from_utf8(bytes).map_err(|_| bad())?;
     let mut items = Vec::new();
-    let mut rest = bytes;
     while !rest.is_empty() {
-        let colon = rest.iter().position(|&b| b == b':').ok_or_else(bad)?;
-        let len: usize = std::str::from_utf8(&rest[..colon]).ok().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
-        let end = (colon + 1).checked_add(len).filter(|&end| end <= rest.len()).ok_or_else(bad)?;
-        items.push(String::from_utf8(rest[colon + 1..end].to_vec()).map_err(|_| bad())?);
+        let colon = rest.find(':').ok_or_else(bad)?;
+        let len: usize = rest[..colon].parse().map_err(|_| bad())?;
+        let end = (colon + 1).checked_add(len).ok_or_else(bad)?;
+        items.push(rest.get(colon + 1..end).ok_or_else(bad)?);
         rest = &rest[end..];
     }
     if items.len() % 2 != 0 {
         return Err(bad());
     }
-    let mut items = items.into_iter();
-    Ok(std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect())
+    Ok(items.chunks(2).map(|pair| (pair[0], pair[1])).collect())
 }
 
 /// A log entry: the shard's sequence number and the changes it holds, in order.
