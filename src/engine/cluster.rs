@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Most log entries read per shard in one round.
-const READ_BATCH: usize = 1000;
+/// Most log entries read per shard in one round (an entry holds up to one write script
+/// call's changes of the shard: 64).
+const READ_BATCH: usize = 128;
 /// Most deltas written in one round: one pipeline of write script calls.
 const WRITE_BATCH: usize = 4096;
 /// Longest pause between attempts while the store is unreachable.
