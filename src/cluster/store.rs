@@ -3,7 +3,7 @@
 use crate::event::ConnectionId;
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, UserDelta};
 use crate::time::Millis;
-use std::fmt;
+use std::fmt::{self, Write};
 
 /// Users are spread over this many shards; each shard has its own log and its own
 /// hash-tag slot. Every node of a deployment must agree on it, so it is fixed.
@@ -374,9 +374,7 @@ impl Stored {
 /// Appends names or values as a log entry holds them (see [`decode_entry`]).
 fn encode_entry<'a>(out: &mut String, values: impl IntoIterator<Item = &'a str>) {
     for v in values {
-        out.push_str(&v.len().to_string());
-        out.push(':');
-        out.push_str(v);
+        let _ = write!(out, "{}:{v}", v.len());
     }
 }
 
@@ -481,28 +479,31 @@ fn push_user_args(args: &mut Vec<String>, delta: &UserDelta) {
         delta.last_active.map(|t| t.to_string()).unwrap_or_default(),
         conn(true),
         conn(false),
-        if delta.only_if_absent { "1" } else { "0" }.to_string(),
+        flag(delta.only_if_absent),
     ]);
-    let mut head = String::new();
+    let mut head = String::with_capacity(delta.user.len() + 8);
     encode_entry(&mut head, ["u", &delta.user]);
+    let names: Vec<String> = delta.fields.iter().map(|(field, _)| field.store_name()).collect();
     let mut written = String::new();
-    for (field, value) in &delta.fields {
-        let name = field.store_name();
-        match value {
-            Some(v) => encode_entry(&mut written, [format!("={name}").as_str(), v]),
-            None => encode_entry(&mut written, [format!("-{name}").as_str(), ""]),
-        }
+    for ((_, value), name) in delta.fields.iter().zip(&names) {
+        // `=<name>` and the value, or `-<name>` and nothing.
+        let _ = write!(written, "{}:{}{name}", name.len() + 1, if value.is_some() { '=' } else { '-' });
+        encode_entry(&mut written, [value.as_deref().unwrap_or_default()]);
     }
     args.extend([head, written]);
-    push_field_args(args, &delta.fields);
+    for ((_, value), name) in delta.fields.iter().zip(names) {
+        args.extend([name, value.clone().unwrap_or_default(), flag(value.is_some())]);
+    }
+}
+
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_string()
 }
 
 /// Fields written as script arguments: (name, value, `1` set | `0` remove) triples.
 fn push_field_args(args: &mut Vec<String>, fields: &[FieldWrite]) {
     for (field, value) in fields {
-        args.push(field.store_name());
-        args.push(value.clone().unwrap_or_default());
-        args.push(if value.is_some() { "1" } else { "0" }.to_string());
+        args.extend([field.store_name(), value.clone().unwrap_or_default(), flag(value.is_some())]);
     }
 }
 
@@ -522,7 +523,7 @@ fn push_channel_args(args: &mut Vec<String>, delta: &ChannelDelta) {
     args.extend([delta.cid.to_string(), delta.at.to_string(), op_name(&delta.op).to_string()]);
     match &delta.op {
         ChannelOp::Upsert { fields, members, only_if_absent } => {
-            args.push(if *only_if_absent { "1" } else { "0" }.to_string());
+            args.push(flag(*only_if_absent));
             args.push(fields.len().to_string());
             push_field_args(args, fields);
             args.extend(members.iter().map(|m| m.to_string()));
