@@ -211,8 +211,15 @@ namespace Presence
         /// <summary>The string in each slot.</summary>
         internal readonly string[] Values = new string[Size];
         /// <summary>The registry User attached to a user id's slot (null until attached;
-        /// cleared when the slot is given to another string).</summary>
-        internal readonly User[] Users = new User[Size];
+        /// cleared when the slot is given to another string); null in a cache made without
+        /// users.</summary>
+        internal readonly User[] Users;
+
+        /// <param name="withUsers">Whether slots can have a User attached (a cache of user ids).</param>
+        internal Utf8Cache(bool withUsers)
+        {
+            if (withUsers) Users = new User[Size];
+        }
 
         // Unaligned multi-byte reads are only safe on 64-bit targets (32-bit ARM may fault).
         private static readonly bool WordReads = IntPtr.Size == 8;
@@ -319,7 +326,7 @@ namespace Presence
             _keys[slot] = new Key { Head = head, Next = next, LengthPlusOne = len + 1 };
             _rest[slot] = rest;
             Values[slot] = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
-            Users[slot] = null;
+            if (Users != null) Users[slot] = null;
             return slot;
         }
     }

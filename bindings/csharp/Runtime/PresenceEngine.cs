@@ -51,8 +51,8 @@ namespace Presence
         private readonly Dictionary<ulong, PresenceConnection> _connections = new Dictionary<ulong, PresenceConnection>();
         // User ids apart from the other strings (channels, statuses): a few statuses among
         // thousands of ids would otherwise sit in long probe runs.
-        private readonly Utf8Cache _userIds = new Utf8Cache();
-        private readonly Utf8Cache _texts = new Utf8Cache();
+        private readonly Utf8Cache _userIds = new Utf8Cache(true);
+        private readonly Utf8Cache _texts = new Utf8Cache(false);
         private static readonly PresenceEvent[] NoEvents = new PresenceEvent[0];
         private PresenceBatchHandle _batch;
         // Manual dispatch: host events are queued natively during presence_pump and drained

@@ -681,9 +681,9 @@ public class PresenceEngineTests
             Assert.AreEqual(Users, online - onlineBefore, "online events handled");
             Assert.AreEqual(2 * Users, polled.Count, "offline+online deliveries polled");
             Assert.AreEqual(0, pumpBytes, "bytes allocated pumping " + pumped + " events");
-            // A PresenceEvent is one object of 176 bytes on 64-bit Mono: nothing else per
+            // A PresenceEvent is one object of 160 bytes on 64-bit Mono: nothing else per
             // polled event (but the array holding the events).
-            const long PerEvent = 192;
+            const long PerEvent = 176;
             Assert.LessOrEqual(pollBytes, (PerEvent + 8) * polled.Count + 64,
                                "bytes per polled event: " + pollBytes / (double)polled.Count);
             Console.WriteLine("managed bytes per event: pumped {0:F1}, polled {1:F1}",
@@ -695,6 +695,68 @@ public class PresenceEngineTests
             long emptyPollBytes = GC.GetAllocatedBytesForCurrentThread() - idle;
             Assert.AreEqual(0, left);
             Assert.AreEqual(0, emptyPollBytes, "an empty poll allocates nothing");
+        }
+    }
+
+    // The string cache (a fixed table, compared by length and bytes) must never answer
+    // another string or another user's object: more ids than the table has slots, of every
+    // length from 1 to 40 bytes, multi-byte UTF-8, ids that differ only past byte 16, and
+    // statuses that equal other users' ids.
+    [Test]
+    public void EventsNameTheirOwnUsers()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            const int Users = 6000;
+            var ids = new string[Users];
+            for (int i = 0; i < Users; i++)
+            {
+                string n = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                switch (i % 4)
+                {
+                    case 0: ids[i] = n; break;
+                    case 1: ids[i] = "ü" + n; break;
+                    case 2: ids[i] = "player-with-a-long-name-" + n; break;
+                    default: ids[i] = new string('x', 1 + i % 40 > n.Length ? 1 + i % 40 - n.Length : 0) + n; break;
+                }
+            }
+            var index = new Dictionary<string, int>();
+            for (int i = 0; i < Users; i++)
+            {
+                index.Add(ids[i], i);
+                engine.UpsertUser(ids[i], null);
+            }
+            engine.Pump();
+            var seen = new int[Users];
+            string suffix = "";
+            string problem = null;
+            engine.UserPresenceChanged += e =>
+            {
+                int i;
+                if (e.UserId == null || !index.TryGetValue(e.UserId, out i))
+                {
+                    problem = problem ?? "an event about unknown user " + e.UserId;
+                    return;
+                }
+                seen[i]++;
+                // Each user's status is the next user's id (then with the round's suffix).
+                string expected = ids[(i + 1) % Users] + suffix;
+                if (e.User == null || e.User.Id != e.UserId)
+                    problem = problem ?? "the event about " + e.UserId + " carries user " + (e.User != null ? e.User.Id : "null");
+                else if (e.User.Status != expected)
+                    problem = problem ?? e.UserId + " has status " + e.User.Status + ", not " + expected;
+            };
+            foreach (string round in new[] { "", "!" })
+            {
+                suffix = round;
+                for (int i = 0; i < Users; i++) engine.SetStatus(ids[i], ids[(i + 1) % Users] + suffix);
+                engine.Pump();
+                Check(problem == null, problem);
+            }
+            Check(seen.All(c => c == 2), "every user's two events, once each");
+            User last;
+            Check(engine.TryGetCachedUser(ids[Users - 1], out last) && last.Status == ids[0] + "!", "the last status applied");
+            Check(ReferenceEquals(engine.GetUser(ids[7]), engine.GetUser(ids[7])), "one User per id");
         }
     }
 
