@@ -25,7 +25,7 @@ mod report;
 mod rng;
 #[path = "presence/typed_c.rs"]
 mod typed_c;
-#[path = "presence/workloads.rs"]
+#[path = "presence/workloads/mod.rs"]
 mod workloads;
 
 #[global_allocator]

@@ -282,7 +282,10 @@ impl Evening {
             );
         }
         if !long {
-            println!("... {} more players (add `-- --long` to list them all)", self.players.len() - SHORT_TABLE);
+            println!(
+                "... {} more players (add `-- --long` to list them all)",
+                self.players.len() - SHORT_TABLE
+            );
         }
         println!();
         println!(

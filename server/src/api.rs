@@ -230,7 +230,12 @@ fn connection_metrics(app: &App, text: &mut MetricsText) {
     let presence::Counts { users, connections, channels } = app.engine.counts();
     let m = &app.metrics;
     let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    text.metric("presence_connections", "gauge", "Open WebSocket connections.", app.links.read().len() as u64);
+    text.metric(
+        "presence_connections",
+        "gauge",
+        "Open WebSocket connections.",
+        app.links.read().len() as u64,
+    );
     text.metric("presence_engine_connections", "gauge", "Connections the engine holds.", connections as u64);
     let online = app.online.lock().len() as u64;
     text.metric("presence_online_users", "gauge", "Users online in the public view.", online);

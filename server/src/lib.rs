@@ -93,7 +93,9 @@ impl App {
         let weak = Arc::downgrade(self);
         self.engine
             .add_listener(ListenerFilter::event_type("connection.closed"), move |e| {
-                if let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) = (weak.upgrade(), &e.kind) {
+                if let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) =
+                    (weak.upgrade(), &e.kind)
+                {
                     app.connection_closed(*connection, *reason);
                 }
             })
