@@ -22,15 +22,17 @@ mod c_boundary;
 mod churn;
 mod fanout;
 mod memory;
+mod queries;
 mod storm;
 mod teardown;
 mod timers;
 
 use c_boundary::w7_c_boundary;
-use churn::{build_churn, w1_heartbeat_churn, w4_queries};
+use churn::{build_churn, w1_heartbeat_churn};
 pub(crate) use fanout::{fanout_baseline, fanout_baseline_status};
 use fanout::{w3_fanout, STAR_QUERY};
 use memory::w6_memory;
+use queries::w4_queries;
 use storm::w2_storm;
 use teardown::w9_teardown;
 use timers::w5_timers;
