@@ -1,11 +1,12 @@
 //! Timers (workload 5).
 use super::*;
 
+/// Connections are spread evenly over one refresh period, so advancing the clock by a
+/// hundredth of the period makes exactly 1% of the users' refresh timers due.
+const PERIOD: Millis = 1_000_000;
+
 pub(super) fn w5_timers(p: &Params, r: &mut Report) {
     let n = p.w5_online;
-    // Connections are spread evenly over one refresh period, so advancing the clock by a
-    // hundredth of the period makes exactly 1% of the users' refresh timers due.
-    const PERIOD: Millis = 1_000_000;
     progress(&format!("5: connecting {} users over one refresh period", count(n)));
     let config = Config {
         clock: Clock::Manual,
@@ -22,18 +23,16 @@ pub(super) fn w5_timers(p: &Params, r: &mut Report) {
         eng.connect(&UserPatch::id(id.as_str())).expect("connect");
         base.connect(&id, at(i));
     }
-    let now = at(n - 1);
+    idle_tick_row(p, r, &eng, &mut base, at(n - 1), n);
+
+    due_rows(p, r, &eng, &mut base, at, n);
+}
+
+fn idle_tick_row(p: &Params, r: &mut Report, eng: &Engine, base: &mut Baseline, now: Millis, n: usize) {
     let k = p.w5_idle_ticks;
     let (mut de, mut db) = (Duration::MAX, Duration::MAX);
     for _ in 0..p.rounds {
-        de = de.min(
-            timed(|| {
-                for _ in 0..k {
-                    eng.tick().unwrap();
-                }
-            })
-            .0,
-        );
+        de = de.min(timed(|| (0..k).for_each(|_| eng.tick().unwrap())).0);
         db = db.min(
             timed(|| {
                 for _ in 0..k {
@@ -49,7 +48,17 @@ pub(super) fn w5_timers(p: &Params, r: &mut Report) {
         Cell::ns(ns_per(db, k), "tick"),
         Target::EngineNsBelow(1000.0),
     );
+}
 
+/// Steps of 1% of a refresh period: each tick refreshes the 1% of users whose timer is due.
+fn due_rows(
+    p: &Params,
+    r: &mut Report,
+    eng: &Engine,
+    base: &mut Baseline,
+    at: impl Fn(usize) -> Millis,
+    n: usize,
+) {
     let (mut de, mut db, mut due) = (Duration::ZERO, Duration::ZERO, 0);
     let mut first_step = 0;
     for step in 1..=p.w5_steps as Millis {
