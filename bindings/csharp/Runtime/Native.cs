@@ -64,6 +64,7 @@ namespace Presence
         public uint UserIdLen;
         public uint CidLen;
         public uint StatusLen;
+        public ulong UserKey;
     }
 
     internal static class NativeMethods
@@ -183,13 +184,11 @@ namespace Presence
     /// without allocating. Open addressing over a fixed table of 4096 slots (bounded
     /// memory: when a string's 8 slots are taken, it replaces the one in its first slot);
     /// one thread at a time. A slot's key is a plain struct holding the string's length and
-    /// first 16 bytes, read through a pointer, so a lookup of a short id (the common case)
-    /// compares numbers without touching a per-key object; the slot's string and the User
-    /// attached to it sit in parallel arrays the caller indexes with the slot
-    /// <see cref="Find"/> answers. Under Mono, per event, every call that is not inlined and
-    /// every loop iteration (each back edge polls for the GC) shows: Find is inlined into its
-    /// caller, and a hit in its first slot of a string up to 16 bytes calls nothing and loops
-    /// over nothing.
+    /// first 16 bytes, read through a pointer, so a lookup of a short string (the common
+    /// case) compares numbers without touching a per-key object. Under Mono, per event,
+    /// every call that is not inlined and every loop iteration (each back edge polls for the
+    /// GC) shows: the lookup is inlined into its caller, and a hit in its first slot of a
+    /// string up to 16 bytes calls nothing and loops over nothing.
     /// </summary>
     internal sealed unsafe class Utf8Cache
     {
@@ -209,17 +208,7 @@ namespace Presence
         /// <summary>The bytes past the first 16, per slot (null for shorter strings).</summary>
         private readonly byte[][] _rest = new byte[Size][];
         /// <summary>The string in each slot.</summary>
-        internal readonly string[] Values = new string[Size];
-        /// <summary>The registry User attached to a user id's slot (null until attached;
-        /// cleared when the slot is given to another string); null in a cache made without
-        /// users.</summary>
-        internal readonly User[] Users;
-
-        /// <param name="withUsers">Whether slots can have a User attached (a cache of user ids).</param>
-        internal Utf8Cache(bool withUsers)
-        {
-            if (withUsers) Users = new User[Size];
-        }
+        private readonly string[] _values = new string[Size];
 
         // Unaligned multi-byte reads are only safe on 64-bit targets (32-bit ARM may fault).
         private static readonly bool WordReads = IntPtr.Size == 8;
@@ -229,13 +218,13 @@ namespace Presence
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         internal string Get(byte* p, uint length)
         {
-            return p == null ? null : Values[Find(p, (int)length)];
+            return p == null ? null : _values[Find(p, (int)length)];
         }
 
         /// <summary>The slot of the string of <paramref name="len"/> bytes at
         /// <paramref name="bytes"/>, converted and inserted if absent.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        internal int Find(byte* bytes, int len)
+        private int Find(byte* bytes, int len)
         {
             ulong head, next = 0;
             if (len >= 8 && WordReads)
@@ -325,8 +314,7 @@ namespace Presence
             }
             _keys[slot] = new Key { Head = head, Next = next, LengthPlusOne = len + 1 };
             _rest[slot] = rest;
-            Values[slot] = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
-            if (Users != null) Users[slot] = null;
+            _values[slot] = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
             return slot;
         }
     }

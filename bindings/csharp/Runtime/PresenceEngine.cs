@@ -49,10 +49,16 @@ namespace Presence
         private readonly List<PresenceListener> _deferredFree = new List<PresenceListener>();
         private readonly Dictionary<string, User> _users = new Dictionary<string, User>();
         private readonly Dictionary<ulong, PresenceConnection> _connections = new Dictionary<ulong, PresenceConnection>();
-        // User ids apart from the other strings (channels, statuses): a few statuses among
-        // thousands of ids would otherwise sit in long probe runs.
-        private readonly Utf8Cache _userIds = new Utf8Cache(true);
-        private readonly Utf8Cache _texts = new Utf8Cache(false);
+        // The registry User of each user key the engine handed out (PresenceEventInfo.user_key:
+        // one per user for the engine's life, never reused), so an event finds its User with
+        // one array read instead of a string lookup. Keys are given in creation order, so the
+        // array is as long as the users seen, up to MaxUserKeys (past it, the string cache).
+        private User[] _usersByKey = new User[0];
+        private const ulong MaxUserKeys = 1 << 20;
+        // Strings converted once: user ids, and apart from them channels and statuses (a few
+        // statuses among thousands of ids would otherwise sit in long probe runs).
+        private readonly Utf8Cache _userIds = new Utf8Cache();
+        private readonly Utf8Cache _texts = new Utf8Cache();
         private static readonly PresenceEvent[] NoEvents = new PresenceEvent[0];
         private PresenceBatchHandle _batch;
         // Manual dispatch: host events are queued natively during presence_pump and drained
@@ -1003,14 +1009,10 @@ namespace Presence
             User user = null;
             if (info->UserId != null)
             {
-                int slot = _userIds.Find(info->UserId, (int)info->UserIdLen);
-                userId = _userIds.Values[slot];
-                user = _userIds.Users[slot];
-                if (user == null)
-                {
-                    user = Registry(userId);
-                    _userIds.Users[slot] = user;
-                }
+                ulong key = info->UserKey;
+                User[] byKey = _usersByKey;
+                if (key < (ulong)byKey.Length && (user = byKey[key]) != null) userId = user.Id;
+                else user = UserOfNewKey(info, key, out userId);
             }
             ev.UserId = userId;
             if (closeReason == 0 && user != null)
@@ -1026,6 +1028,26 @@ namespace Presence
                 ev.User = null;
                 ev.Member = null;
             }
+        }
+
+        /// <summary>The registry User of an event's user the first time its key is seen (the
+        /// id converted once through the string cache), remembered under the key unless the
+        /// key is past <see cref="MaxUserKeys"/>.</summary>
+        private unsafe User UserOfNewKey(NativeEventInfo* info, ulong key, out string userId)
+        {
+            userId = _userIds.Get(info->UserId, info->UserIdLen);
+            User user = Registry(userId);
+            if (key != 0 && key < MaxUserKeys)
+            {
+                if (key >= (ulong)_usersByKey.Length)
+                {
+                    int size = Math.Max(_usersByKey.Length, 1024);
+                    while ((ulong)size <= key) size *= 2;
+                    Array.Resize(ref _usersByKey, size);
+                }
+                _usersByKey[key] = user;
+            }
+            return user;
         }
 
         /// <summary>The event's JSON while its native memory lives.</summary>

@@ -473,6 +473,51 @@ public class PresenceEngineTests
         }
     }
 
+    // Events find their User by the engine's user key: a load gives the loaded users new
+    // keys, so no user inherits the object of one known before it (here the file lists the
+    // users in the other order, so reused keys would swap them).
+    [Test]
+    public void EventsAfterLoadNameTheirUsers()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, "state.json");
+        try
+        {
+            using (var other = new PresenceEngine(Manual()))
+            {
+                other.UpsertUser("bob", Fields("status", "b2"));
+                other.UpsertUser("alice", Fields("status", "a2"));
+                other.Save(path);
+            }
+            using (var engine = new PresenceEngine(Manual()))
+            {
+                var seen = new List<string>();
+                engine.UserPresenceChanged += e => seen.Add(e.UserId + "=" + e.User.Id + ":" + e.Online + ":" + e.User.Status);
+                PresenceConnection alice = engine.Connect("alice", Fields("status", "a1"));
+                PresenceConnection bob = engine.Connect("bob", Fields("status", "b1"));
+                engine.Pump();
+                User aliceUser = engine.GetUser("alice");
+                alice.Disconnect();
+                bob.Disconnect();
+                engine.Pump();
+                engine.Load(path);
+                engine.Connect("bob");
+                engine.Connect("carol", Fields("status", "c1"));
+                engine.Connect("alice");
+                seen.Clear();
+                engine.Pump();
+                Check(string.Join(",", seen.ToArray()) == "bob=bob:True:b2,carol=carol:True:c1,alice=alice:True:a2",
+                      "events after the load: " + string.Join(",", seen.ToArray()));
+                Check(ReferenceEquals(engine.GetUser("alice"), aliceUser) && aliceUser.Online, "one User per id across the load");
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Test]
     public void HandlerExceptions()
     {
