@@ -773,6 +773,7 @@ namespace Presence
                 foreach (var conn in _connections.Values) conn.IsOpen = false;
                 _connections.Clear();
                 _users.Clear();
+                _usersByKey = new User[0];
                 _deliveryListener = null;
                 _eventDelivered = null;
             }

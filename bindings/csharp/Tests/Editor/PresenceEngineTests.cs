@@ -33,6 +33,22 @@ public class PresenceEngineTests
         return "{\"clock\":\"manual\",\"start_time_ms\":" + start + (extra != null ? "," + extra : "") + "}";
     }
 
+    /// <summary>Runs <paramref name="body"/> with the path of a file in a fresh temporary
+    /// folder, removed afterwards.</summary>
+    private static void WithTempFile(Action<string> body)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            body(Path.Combine(dir, "state.json"));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     private static Dictionary<string, object> Fields(params object[] kv)
     {
         var d = new Dictionary<string, object>();
@@ -441,11 +457,9 @@ public class PresenceEngineTests
     [Test]
     public void SaveLoad()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        string path = Path.Combine(dir, "state.json");
-        try
+        WithTempFile(path =>
         {
+            string dir = Path.GetDirectoryName(path);
             using (var engine = new PresenceEngine(Manual()))
             {
                 PresenceConnection c = engine.Connect("alice", Fields("status", "saved", "level", 7));
@@ -466,11 +480,7 @@ public class PresenceEngineTests
                 Throws(PresenceResult.Io, () => engine.Load(Path.Combine(dir, "missing.json")));
                 Throws(PresenceResult.Io, () => engine.Save(Path.Combine(dir, "no/such/dir/x.json")));
             }
-        }
-        finally
-        {
-            Directory.Delete(dir, true);
-        }
+        });
     }
 
     // Events find their User by the engine's user key: a load gives the loaded users new
@@ -479,10 +489,7 @@ public class PresenceEngineTests
     [Test]
     public void EventsAfterLoadNameTheirUsers()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        string path = Path.Combine(dir, "state.json");
-        try
+        WithTempFile(path =>
         {
             using (var other = new PresenceEngine(Manual()))
             {
@@ -511,11 +518,7 @@ public class PresenceEngineTests
                       "events after the load: " + string.Join(",", seen.ToArray()));
                 Check(ReferenceEquals(engine.GetUser("alice"), aliceUser) && aliceUser.Online, "one User per id across the load");
             }
-        }
-        finally
-        {
-            Directory.Delete(dir, true);
-        }
+        });
     }
 
     [Test]
