@@ -52,7 +52,8 @@ namespace Presence
         // The registry User of each user key the engine handed out (PresenceEventInfo.user_key:
         // one per user for the engine's life, never reused), so an event finds its User with
         // one array read instead of a string lookup. Keys are given in creation order, so the
-        // array is as long as the users seen, up to MaxUserKeys (past it, the string cache).
+        // array grows to the highest key seen, up to MaxUserKeys (past it: the string cache
+        // and the registry, still without allocating).
         private User[] _usersByKey = new User[0];
         private const ulong MaxUserKeys = 1 << 20;
         // Strings converted once: user ids, and apart from them channels and statuses (a few
