@@ -1013,7 +1013,7 @@ namespace Presence
             {
                 ulong key = info->UserKey;
                 User[] byKey = _usersByKey;
-                if (key < (ulong)byKey.Length && (user = byKey[key]) != null) userId = user.Id;
+                if (key < (ulong)byKey.Length && (user = byKey[(int)key]) != null) userId = user.Id;
                 else user = UserOfNewKey(info, key, out userId);
             }
             ev.UserId = userId;
@@ -1047,7 +1047,7 @@ namespace Presence
                     while ((ulong)size <= key) size *= 2;
                     Array.Resize(ref _usersByKey, size);
                 }
-                _usersByKey[key] = user;
+                _usersByKey[(int)key] = user;
             }
             return user;
         }
