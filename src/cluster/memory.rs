@@ -1,8 +1,8 @@
 //! The store's scripts as plain Rust over in-memory maps, statement for statement, for
 //! the deterministic simulation (no Redis, virtual time, controllable failures).
 use super::store::{
-    delta_shard, member, op_name, shard_batches, shard_of, Beat, Entry, RawEntry, Registration, Snapshot, Store, StoreError, StoreResult,
-    Stored, StoredChange, StoredChannel, SHARDS,
+    delta_shard, member, op_name, shard_batches, shard_of, Beat, Entry, RawEntry, Registration, Snapshot,
+    Store, StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
 };
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, FieldWrite, UserDelta};
 use crate::time::Millis;

@@ -2,8 +2,8 @@
 //! client. Any error drops the connection (a timed-out reply could otherwise arrive as the
 //! answer to a later command); the next call connects again and loads the scripts.
 use super::store::{
-    decode_entry, member, push_change_args, shard_batches, Beat, Entry, Keys, RawEntry, Registration, Snapshot, Store,
-    StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
+    decode_entry, member, push_change_args, shard_batches, Beat, Entry, Keys, RawEntry, Registration,
+    Snapshot, Store, StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
 };
 use crate::replication::Delta;
 use crate::time::Millis;
@@ -24,7 +24,11 @@ impl Scripts {
     fn new() -> Self {
         let shard_script = |body: &str| redis::Script::new(&format!("{COMMON}\n{body}"));
         Scripts {
-            write: shard_script(&format!("{}\n{}", include_str!("lua/channel.lua"), include_str!("lua/write.lua"))),
+            write: shard_script(&format!(
+                "{}\n{}",
+                include_str!("lua/channel.lua"),
+                include_str!("lua/write.lua")
+            )),
             reap: shard_script(include_str!("lua/reap.lua")),
             snapshot: redis::Script::new(include_str!("lua/snapshot.lua")),
             meta: redis::Script::new(include_str!("lua/meta.lua")),

@@ -359,7 +359,8 @@ impl Stored {
         if raw.iter().any(|(k, _)| k.as_ref() == "ch") {
             return Ok(vec![Stored::Channel(StoredChannel::parse(None, raw, false)?)]);
         }
-        let mut starts: Vec<usize> = raw.iter().enumerate().filter(|(_, (k, _))| k.as_ref() == "u").map(|(i, _)| i).collect();
+        let mut starts: Vec<usize> =
+            raw.iter().enumerate().filter(|(_, (k, _))| k.as_ref() == "u").map(|(i, _)| i).collect();
         if starts.first() != Some(&0) {
             starts.insert(0, 0);
         }

@@ -112,8 +112,9 @@ fn redis_scripts_match_the_in_memory_model() {
     // user changed many times in one call.
     for _ in 0..20 {
         let node = rng.below(3) as usize;
-        let deltas: Vec<Delta> =
-            (0..1 + rng.below(300)).map(|_| random_delta(&mut rng, &mut open, node, &mut next_conn)).collect();
+        let deltas: Vec<Delta> = (0..1 + rng.below(300))
+            .map(|_| random_delta(&mut rng, &mut open, node, &mut next_conn))
+            .collect();
         let r = redis.write(nodes[node], &registrations[node], &deltas);
         let m = model.write(nodes[node], &registrations[node], &deltas);
         assert_eq!(r, m);
