@@ -4,13 +4,15 @@
 
 -- A shard's log. Entry ids are `0-<n>` with n the shard's sequence number, so a reader
 -- notices a gap (a trimmed or lost entry) by its numbers alone. A script reads the number
--- once and stores it once at its end (`close_log`). User changes logged one after another
--- share one entry (each starts with its `u` field); a channel change has an entry of its
--- own. An entry is one stream field `e` whose value holds the entry's names and values,
+-- once and stores each new one before appending its entry, so a failed append leaves a
+-- gap (readers rebuild) rather than a number the log has already used. User changes
+-- logged one after another share one entry until `flush_users` or a channel entry.
+-- Each user change starts with its `u` field; a channel change has an entry of its own.
+-- An entry is one stream field `e` whose value holds the entry's names and values,
 -- each as `<length>:<bytes>`, so a reader takes an entry as one piece of its reply.
 local function open_log(log, seq, retention)
   local n = tonumber(redis.call('GET', seq) or '0')
-  return {key = log, seq = seq, retention = retention, first = n, n = n, users = {}}
+  return {key = log, seq = seq, retention = retention, n = n, users = {}}
 end
 
 -- `<length>:` prefixes by length, made once per script: formatting a Lua number (a
@@ -36,6 +38,7 @@ end
 
 local function append_entry(log, parts)
   log.n = log.n + 1
+  redis.call('SET', log.seq, log.n)
   redis.call('XADD', log.key, 'MAXLEN', '~', log.retention, '0-' .. log.n, 'e', table.concat(parts))
 end
 
@@ -46,12 +49,6 @@ local function flush_users(log)
   end
 end
 
-local function close_log(log)
-  flush_users(log)
-  if log.n ~= log.first then
-    redis.call('SET', log.seq, log.n)
-  end
-end
 
 -- A hash read once into a table, changed in Lua and written back with one HSET and at
 -- most one HDEL (`save`), so a change costs a few commands however many fields it moves.

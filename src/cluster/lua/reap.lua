@@ -73,5 +73,5 @@ for _, cid in ipairs(cids) do
   end
 end
 redis.call('DEL', KEYS[5])
-close_log(log)
+flush_users(log)
 return #order

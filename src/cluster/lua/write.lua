@@ -85,5 +85,5 @@ end
 for _, user in ipairs(loaded) do
   save(user)
 end
-close_log(shard.log)
+flush_users(shard.log)
 return {'ok'}
