@@ -381,8 +381,23 @@ impl State {
     }
 
     /// Takes the events and deliveries emitted since the last call, in `seq` order.
+    #[cfg(test)]
     pub fn take_outbox(&mut self) -> Vec<Outgoing> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Drains the events and deliveries emitted since the last call, in `seq` order,
+    /// keeping the outbox's room: a command's events cost no allocation once the outbox
+    /// has held as many.
+    pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, Outgoing> {
+        self.outbox.drain(..)
+    }
+
+    /// Takes the events and deliveries emitted since the last call, in `seq` order,
+    /// leaving `room` (an empty vector, its capacity reused) as the outbox. O(1).
+    pub fn swap_outbox(&mut self, room: Vec<Outgoing>) -> Vec<Outgoing> {
+        debug_assert!(room.is_empty());
+        std::mem::replace(&mut self.outbox, room)
     }
 
     /// The `seq` of the latest event emitted (0 before the first).

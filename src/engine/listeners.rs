@@ -176,19 +176,10 @@ impl Registry {
         }
     }
 
-    /// Appends to `calls` the delivery listeners that want `delivery`. Cost: O(delivery
-    /// listeners).
-    pub(super) fn delivery_calls(
-        &self,
-        delivery: &Delivery,
-        item: u32,
-        calls: &mut Vec<(u32, Arc<Listener>)>,
-    ) {
-        for listener in self.deliveries.values() {
-            if listener.wants(&delivery.event) {
-                calls.push((item, listener.clone()));
-            }
-        }
+    /// Appends the delivery listeners to `out`, in the order they were added. Cost:
+    /// O(delivery listeners).
+    pub(super) fn delivery_listeners(&self, out: &mut Vec<Arc<Listener>>) {
+        out.extend(self.deliveries.values().cloned());
     }
 }
 
