@@ -153,6 +153,8 @@ pub(super) fn describe(
     strings: &mut Strings,
 ) -> PresenceEventInfo {
     let user = event.user();
+    let channel = event.channel();
+    let status = user.and_then(|u| u.status.as_deref());
     let (watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
         EventKind::WatchingStart { watcher_count, .. } | EventKind::WatchingStop { watcher_count, .. } => {
             (i64::from(*watcher_count), 0, 0, 0)
@@ -171,10 +173,10 @@ pub(super) fn describe(
         connection_id: recipient,
         // Events about no user (engine.overflow, cluster.status): NULL in C.
         user_id: user.map_or(ptr::null(), |u| strings.push(&u.id)),
-        cid: event.channel().map_or(ptr::null(), |c| strings.push(&c.cid)),
+        cid: channel.map_or(ptr::null(), |c| strings.push(&c.cid)),
         online: user.is_some_and(|u| u.online(view)),
         invisible: view == View::Own && user.is_some_and(|u| u.invisible),
-        status: user.and_then(|u| u.status.as_deref()).map_or(ptr::null(), |s| strings.push(s)),
+        status: status.map_or(ptr::null(), |s| strings.push(s)),
         last_active_ms: user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
         watcher_count,
         close_reason,
@@ -183,8 +185,20 @@ pub(super) fn describe(
         type_name: event.kind.type_name_nul().as_ptr().cast(),
         dropped,
         user_id_len: user.map_or(0, |u| u.id.len() as u32),
-        cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
-        status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
+        cid_len: channel.map_or(0, |c| c.cid.len() as u32),
+        status_len: status.map_or(0, |s| s.len() as u32),
+    }
+}
+
+impl PresenceEventInfo {
+    /// Turns the host's info of `event` (`describe` for recipient 0 in the own view) into
+    /// that of `recipient` in `view`: the fields `describe` sets per recipient and view.
+    pub(super) fn set_recipient(&mut self, event: &Event, recipient: PresenceConnectionId, view: View) {
+        self.connection_id = recipient;
+        if view != View::Own {
+            self.online = event.user().is_some_and(|u| u.online(view));
+            self.invisible = false;
+        }
     }
 }
 

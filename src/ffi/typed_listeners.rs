@@ -80,7 +80,38 @@ struct CallbackEvent<'a> {
     outer: *const CallbackEvent<'a>,
 }
 
+/// The last event described for a typed delivery listener on this thread: the deliveries
+/// of one event to its recipients are dispatched one after the other, and their infos
+/// differ only in the recipient's fields, so they share one description (and one copy
+/// of its strings).
+struct Described {
+    /// The event (held, so that the identity check cannot be fooled by an address reused
+    /// for another event) and its host info, whose strings live in `strings`.
+    last: Option<(Arc<Event>, PresenceEventInfo)>,
+    /// Room for the strings: its spare capacity (the length stays 0).
+    strings: Vec<u8>,
+}
+
+impl Described {
+    /// The host info of `event`, described unless it is the last one described.
+    fn info(&mut self, event: &Arc<Event>) -> PresenceEventInfo {
+        match &self.last {
+            Some((last, info)) if Arc::ptr_eq(last, event) => *info,
+            _ => {
+                self.last = None;
+                self.strings.reserve(strings_len(event));
+                let info = describe(event, 0, View::Own, &mut Strings::new(self.strings.spare_capacity_mut()));
+                self.last = Some((event.clone(), info));
+                info
+            }
+        }
+    }
+}
+
 thread_local! {
+    /// Borrowed while a typed delivery callback runs with its info: a callback nested in
+    /// it (another engine's, dispatched from inside it) describes its event on the stack.
+    static DESCRIBED: RefCell<Described> = const { RefCell::new(Described { last: None, strings: Vec::new() }) };
     /// The innermost typed callback running on this thread.
     static CURRENT: Cell<*const ()> = const { Cell::new(ptr::null()) };
     /// Byte buffers for strings and JSON, reused so a callback allocates nothing in steady
@@ -121,6 +152,21 @@ impl TypedCallback {
             let info = describe(event, recipient.map_or(0, |c| c.0), view, &mut strings);
             self.call(info, event, view, recipient);
         });
+    }
+
+    /// Describes the delivered event, reusing the description of the previous delivery
+    /// when it was of the same event, and calls the C function with it.
+    fn invoke_delivery(&self, d: &Delivery) {
+        let shared = DESCRIBED.try_with(|described| {
+            let Ok(mut described) = described.try_borrow_mut() else { return false };
+            let mut info = described.info(&d.event);
+            info.set_recipient(&d.event, d.connection.0, d.view);
+            self.call(info, &d.event, d.view, Some(d.connection));
+            true
+        });
+        if shared != Ok(true) {
+            self.invoke(&d.event, d.view, Some(d.connection));
+        }
     }
 
     /// Calls the C function with `info`, findable by `presence_event_info_json` meanwhile.
@@ -168,9 +214,7 @@ fn add_typed(
             Some(filter) => {
                 e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?
             }
-            None => e.add_delivery_listener(move |d: &Delivery| {
-                callback.invoke(&d.event, d.view, Some(d.connection))
-            }),
+            None => e.add_delivery_listener(move |d: &Delivery| callback.invoke_delivery(d)),
         };
         user_data.registered.store(true, Ordering::Release);
         unsafe { out.write(id.0) };
