@@ -18,7 +18,8 @@ impl State {
     /// a visible user emits `user.presence.changed` (online); later ones emit nothing.
     /// Cost: O(size of the input + subscribers of the user + log(timers)).
     pub fn connect(&mut self, now: Millis, patch: &UserPatch) -> Result<ConnectionId> {
-        if let Some(u) = self.find_user(&patch.id) {
+        let existing = self.find_user(&patch.id);
+        if let Some(u) = existing {
             let max = self.config.max_connections_per_user as usize;
             if self.users[u as usize].connections.len() >= max {
                 return Err(Error::limit(format!(
@@ -27,7 +28,7 @@ impl State {
                 )));
             }
         }
-        let (u, before, custom_changed) = self.patch_user(now, patch)?;
+        let (u, before, custom_changed) = self.patch_user(now, patch, existing)?;
         let id = ConnectionId(self.next_connection);
         self.next_connection += 1;
         let record = ConnectionRecord {

@@ -470,13 +470,18 @@ impl State {
     }
 
     fn get_or_create_user(&mut self, id: &str, now: Millis) -> (UserIdx, bool) {
-        if let Some(u) = self.find_user(id) {
-            return (u, false);
+        match self.find_user(id) {
+            Some(u) => (u, false),
+            None => (self.create_user(id, now), true),
         }
+    }
+
+    /// Creates user `id`, which must not exist yet.
+    fn create_user(&mut self, id: &str, now: Millis) -> UserIdx {
         let u = self.users.len() as UserIdx;
         self.users.push(UserRecord::new(Arc::from(id), now));
         self.user_index.insert(&self.users, u);
-        (u, true)
+        u
     }
 
     // ----- emission -----

@@ -103,10 +103,11 @@ impl State {
         custom_changed
     }
 
-    /// Validates `patch` against the stored user, answering the merged custom fields.
-    fn prepare_patch(&self, patch: &UserPatch) -> Result<Option<Arc<CustomFields>>> {
+    /// Validates `patch` against the stored user (`existing`, found by the patch's id),
+    /// answering the merged custom fields.
+    fn prepare_patch(&self, patch: &UserPatch, existing: Option<UserIdx>) -> Result<Option<Arc<CustomFields>>> {
         patch.validate()?;
-        let current = self.find_user(&patch.id).and_then(|u| self.users[u as usize].custom.as_ref());
+        let current = existing.and_then(|u| self.users[u as usize].custom.as_ref());
         merge_custom("user", current, &patch.custom)
     }
 
@@ -123,16 +124,21 @@ impl State {
         before
     }
 
-    /// Validates and applies `patch`, creating the user when needed. Answers the user, the
-    /// "before" picture to emit against, and whether custom fields of an existing user
-    /// changed. On error nothing changes.
+    /// Validates and applies `patch`, creating the user when needed (`existing` is the
+    /// user found by the patch's id, so that a caller that looked it up already does not
+    /// hash the id again). Answers the user, the "before" picture to emit against, and
+    /// whether custom fields of an existing user changed. On error nothing changes.
     pub(super) fn patch_user(
         &mut self,
         now: Millis,
         patch: &UserPatch,
+        existing: Option<UserIdx>,
     ) -> Result<(UserIdx, PresenceBefore, bool)> {
-        let custom = self.prepare_patch(patch)?;
-        let (u, created) = self.get_or_create_user(&patch.id, now);
+        let custom = self.prepare_patch(patch, existing)?;
+        let (u, created) = match existing {
+            Some(u) => (u, false),
+            None => (self.create_user(&patch.id, now), true),
+        };
         let before = self.before_patch(u, created, patch);
         let custom_changed = self.apply_patch(now, u, patch, custom) && !created;
         Ok((u, before, custom_changed))
@@ -143,7 +149,7 @@ impl State {
     /// flipped by `invisible`) and `user.updated` (custom fields).
     /// Cost: O(size of the input + subscribers of the user).
     pub fn upsert_user(&mut self, now: Millis, patch: &UserPatch) -> Result<()> {
-        let (u, before, custom_changed) = self.patch_user(now, patch)?;
+        let (u, before, custom_changed) = self.patch_user(now, patch, self.find_user(&patch.id))?;
         self.replicate(now, u, None, || patch_fields(patch));
         self.user_changed(now, u, before, custom_changed);
         self.settle(now);
