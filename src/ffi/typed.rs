@@ -153,8 +153,6 @@ pub(super) fn describe(
     strings: &mut Strings,
 ) -> PresenceEventInfo {
     let user = event.user();
-    let channel = event.channel();
-    let status = user.and_then(|u| u.status.as_deref());
     let (watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
         EventKind::WatchingStart { watcher_count, .. } | EventKind::WatchingStop { watcher_count, .. } => {
             (i64::from(*watcher_count), 0, 0, 0)
@@ -173,10 +171,10 @@ pub(super) fn describe(
         connection_id: recipient,
         // Events about no user (engine.overflow, cluster.status): NULL in C.
         user_id: user.map_or(ptr::null(), |u| strings.push(&u.id)),
-        cid: channel.map_or(ptr::null(), |c| strings.push(&c.cid)),
+        cid: event.channel().map_or(ptr::null(), |c| strings.push(&c.cid)),
         online: user.is_some_and(|u| u.online(view)),
         invisible: view == View::Own && user.is_some_and(|u| u.invisible),
-        status: status.map_or(ptr::null(), |s| strings.push(s)),
+        status: user.and_then(|u| u.status.as_deref()).map_or(ptr::null(), |s| strings.push(s)),
         last_active_ms: user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
         watcher_count,
         close_reason,
@@ -185,8 +183,8 @@ pub(super) fn describe(
         type_name: event.kind.type_name_nul().as_ptr().cast(),
         dropped,
         user_id_len: user.map_or(0, |u| u.id.len() as u32),
-        cid_len: channel.map_or(0, |c| c.cid.len() as u32),
-        status_len: status.map_or(0, |s| s.len() as u32),
+        cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
+        status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
     }
 }
 
