@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
 use crate::replication::Field;
 use crate::time::Millis;
-use crate::user::{merge_custom, validate_status, CustomFields, UserPatch};
+use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
 use std::sync::Arc;
 
 impl State {
@@ -29,13 +29,16 @@ impl State {
     ///   or last one closed);
     /// - `user.updated` when custom fields changed;
     /// - when visibility flipped, watching events in every channel the user watches.
+    ///
+    /// Answers the user's snapshot as it is now, if one was taken, so that a caller
+    /// emitting another event about the unchanged user can share it.
     pub(super) fn user_changed(
         &mut self,
         now: Millis,
         u: UserIdx,
         before: PresenceBefore,
         custom_changed: bool,
-    ) {
+    ) -> Option<Arc<UserSnapshot>> {
         let user = &mut self.users[u as usize];
         let visibility_flipped = user.invisible != before.invisible;
         // Flipping visibility while connected stamps the last visible moment (going
@@ -46,14 +49,15 @@ impl State {
         }
         let public_changed = user.public_online() != before.online || user.status != before.status;
         let own_changed = public_changed || visibility_flipped || user.connected() != before.connected;
+        let mut taken = None;
         if own_changed {
             let recipients =
                 if public_changed { Recipients::SubscribersOf(u) } else { Recipients::OwnSubscribersOf(u) };
-            let snap = user.snapshot();
+            let snap = taken.insert(user.snapshot()).clone();
             self.emit(now, EventKind::PresenceChanged { user: snap }, u, recipients);
         }
         if custom_changed {
-            let snap = self.users[u as usize].snapshot();
+            let snap = taken.get_or_insert_with(|| self.users[u as usize].snapshot()).clone();
             self.emit(now, EventKind::UserUpdated { user: snap }, u, Recipients::SubscribersOf(u));
         }
         if visibility_flipped {
@@ -62,6 +66,7 @@ impl State {
             }
             self.visibility_changed_in_channels(now, u);
         }
+        taken
     }
 
     /// Applies the fields of `patch` to user `u`; answers whether custom fields changed.
