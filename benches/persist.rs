@@ -88,6 +88,13 @@ struct Times {
     cpu: Duration,
 }
 
+impl Times {
+    /// "wall s / CPU s", as the table prints it.
+    fn seconds(&self) -> String {
+        format!("{:.2} s / {:.2} s", self.wall.as_secs_f64(), self.cpu.as_secs_f64())
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let scale: f64 = std::env::var("PRESENCE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
@@ -95,23 +102,7 @@ fn main() {
     let channels = (users / 50).min(20_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snapshot.json");
-
-    let engine =
-        Arc::new(Engine::from_json(Some(r#"{"clock":"manual","start_time_ms":1546867062375}"#)).unwrap());
-    eprintln!("building {users} users, {channels} channels ...");
-    for i in 0..users {
-        let body = json!({"id": format!("user-{i:07}"), "status": "playing", "level": i % 100});
-        engine.upsert_user_json(&body.to_string()).unwrap();
-    }
-    for c in 0..channels {
-        let members: Vec<String> = (0..50).map(|m| format!("user-{:07}", (c * 50 + m) % users)).collect();
-        engine
-            .upsert_channel_json(&json!({"cid": format!("team:{c}"), "members": members}).to_string())
-            .unwrap();
-    }
-    let connections: Vec<ConnectionId> = (0..1000.min(users))
-        .map(|i| engine.connect(&UserPatch::id(format!("user-{i:07}"))).unwrap())
-        .collect();
+    let (engine, connections) = build_world(users, channels);
 
     let before = reset_peak();
     let ((), save_time, save_longest, save_calls) =
@@ -143,11 +134,7 @@ fn main() {
     println!("| {users} users, {channels} channels | figure |");
     println!("|---|---|");
     println!("| file size | {:.0} MB |", file / MB);
-    println!(
-        "| save, wall / CPU time | {:.2} s / {:.2} s |",
-        save_time.wall.as_secs_f64(),
-        save_time.cpu.as_secs_f64()
-    );
+    println!("| save, wall / CPU time | {} |", save_time.seconds());
     println!(
         "| longest heartbeat during save / without save (ratio) | {:.1} ms / {:.1} ms ({:.1}x); {save_calls} / {idle_calls} calls |",
         save_longest.as_secs_f64() * 1e3,
@@ -155,10 +142,27 @@ fn main() {
         save_longest.as_secs_f64() / idle_longest.as_secs_f64().max(1e-9)
     );
     println!("| peak memory added by save | {:.0} MB |", save_peak / MB);
-    println!(
-        "| load, wall / CPU time | {:.2} s / {:.2} s |",
-        load_time.wall.as_secs_f64(),
-        load_time.cpu.as_secs_f64()
-    );
+    println!("| load, wall / CPU time | {} |", load_time.seconds());
     println!("| peak memory added by load (including the loaded state) | {:.0} MB |", load_peak / MB);
+}
+
+/// Users with a status and a custom field, channels of 50 members, 1000 connections.
+fn build_world(users: usize, channels: usize) -> (Arc<Engine>, Vec<ConnectionId>) {
+    let engine =
+        Arc::new(Engine::from_json(Some(r#"{"clock":"manual","start_time_ms":1546867062375}"#)).unwrap());
+    eprintln!("building {users} users, {channels} channels ...");
+    for i in 0..users {
+        let body = json!({"id": format!("user-{i:07}"), "status": "playing", "level": i % 100});
+        engine.upsert_user_json(&body.to_string()).unwrap();
+    }
+    for c in 0..channels {
+        let members: Vec<String> = (0..50).map(|m| format!("user-{:07}", (c * 50 + m) % users)).collect();
+        engine
+            .upsert_channel_json(&json!({"cid": format!("team:{c}"), "members": members}).to_string())
+            .unwrap();
+    }
+    let connections: Vec<ConnectionId> = (0..1000.min(users))
+        .map(|i| engine.connect(&UserPatch::id(format!("user-{i:07}"))).unwrap())
+        .collect();
+    (engine, connections)
 }

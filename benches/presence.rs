@@ -25,7 +25,7 @@ mod report;
 mod rng;
 #[path = "presence/typed_c.rs"]
 mod typed_c;
-#[path = "presence/workloads.rs"]
+#[path = "presence/workloads/mod.rs"]
 mod workloads;
 
 #[global_allocator]
@@ -76,47 +76,58 @@ pub struct Params {
 
 impl Params {
     fn new(full: bool, scale: f64) -> Params {
-        if !full {
-            return Params {
-                full,
-                scale,
-                only: Vec::new(),
-                rounds: 1,
-                w1_sizes: vec![100, 400],
-                w1_ops: 4000,
-                w1_idle_ticks: 1000,
-                w2_users: 300,
-                w2_channels: 30,
-                w2_largest: 120,
-                w2_per_user: 20,
-                w2_online_fraction: 0.2,
-                w2_cycles: 40,
-                w3_widths: vec![10, 200],
-                w3_deliveries: 4000,
-                w4_channels: 40,
-                w4_members: 20,
-                w4_queries: 20,
-                w5_online: 400,
-                w5_idle_ticks: 1000,
-                w5_steps: 5,
-                w6_offline: 400,
-                w6_online: 200,
-                w6_memberships: 20,
-                w7_online: 50,
-                w7_heartbeats: 2000,
-                w7_poll_rounds: 2,
-                w8_users: 300,
-                w8_ops: 500,
-                w8_drain_rounds: 2,
-                w8_changes: 200,
-                w9_sizes: vec![100, 1000],
-                w10_deliveries: 2000,
-                w10_listeners: 100,
-            };
+        if full {
+            Params::full(scale)
+        } else {
+            Params::smoke(scale)
         }
+    }
+
+    /// The sizes `cargo test` runs: every workload once, small, sanity checks only.
+    fn smoke(scale: f64) -> Params {
+        Params {
+            full: false,
+            scale,
+            only: Vec::new(),
+            rounds: 1,
+            w1_sizes: vec![100, 400],
+            w1_ops: 4000,
+            w1_idle_ticks: 1000,
+            w2_users: 300,
+            w2_channels: 30,
+            w2_largest: 120,
+            w2_per_user: 20,
+            w2_online_fraction: 0.2,
+            w2_cycles: 40,
+            w3_widths: vec![10, 200],
+            w3_deliveries: 4000,
+            w4_channels: 40,
+            w4_members: 20,
+            w4_queries: 20,
+            w5_online: 400,
+            w5_idle_ticks: 1000,
+            w5_steps: 5,
+            w6_offline: 400,
+            w6_online: 200,
+            w6_memberships: 20,
+            w7_online: 50,
+            w7_heartbeats: 2000,
+            w7_poll_rounds: 2,
+            w8_users: 300,
+            w8_ops: 500,
+            w8_drain_rounds: 2,
+            w8_changes: 200,
+            w9_sizes: vec![100, 1000],
+            w10_deliveries: 2000,
+            w10_listeners: 100,
+        }
+    }
+
+    /// The sizes `cargo bench` runs, multiplied by `PRESENCE_BENCH_SCALE` where a size may shrink.
+    fn full(scale: f64) -> Params {
         let s = |n: usize, min: usize| ((n as f64 * scale).round() as usize).max(min);
         Params {
-            full,
+            full: true,
             scale,
             only: Vec::new(),
             rounds: 3,

@@ -61,6 +61,11 @@ pub struct ChannelPatch {
 }
 
 impl ChannelPatch {
+    /// A patch that names only the channel (`type:id`); fill in the fields to change.
+    pub fn cid(cid: impl Into<String>) -> Self {
+        ChannelPatch { cid: cid.into(), ..ChannelPatch::default() }
+    }
+
     /// Checks the rules a typed patch may break: the cid, member ids, custom field names
     /// and the range of `last_message_at`. Cost: O(size of the patch).
     pub fn validate(&self) -> Result<usize> {

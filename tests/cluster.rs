@@ -9,7 +9,7 @@ mod common;
 mod redis_server;
 
 use common::Rng;
-use presence::{Answer, ConnectionId, Engine, Event, EventKind, ListenerFilter, View};
+use presence::{Answer, ConnectionId, Engine, Event, EventKind, ListenerFilter, UserPatch, View};
 use redis_server::{start_redis, RedisServer};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -658,103 +658,129 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         let config = cluster_config(&server.url(), name, "random", LEASE_MS, "");
         ChildNode::start_config(&format!(r#"{{"connection_queue_capacity":0,{}"#, &config[1..]))
     };
-    let mut nodes: Vec<ChildNode> = ["n0", "n1", "n2"].into_iter().map(unqueued).collect();
-    let single = Engine::from_json(Some(r#"{"connection_queue_capacity":0}"#)).unwrap();
-    let cids = ["room:a", "room:b", "room:c"];
-    for cid in cids {
-        assert_eq!(nodes[0].call(&format!("create {cid}")), "ok");
-        single.upsert_channel_json(&format!(r#"{{"cid":"{cid}"}}"#)).unwrap();
-    }
-    for node in &mut nodes {
-        wait_until("every node knows the channels", Duration::from_secs(20), || {
-            cids.iter().all(|cid| node.call(&format!("channel {cid}")) == "known")
-        });
-    }
-    let mut rng = Rng::seeded();
-    eprintln!("random operations seeded with {}", rng.0);
-    // (node, connection id on that node, connection on the single engine, user)
-    let mut open: Vec<(usize, String, ConnectionId, String)> = Vec::new();
+    let mut run = RandomRun {
+        nodes: ["n0", "n1", "n2"].into_iter().map(unqueued).collect(),
+        single: Engine::from_json(Some(r#"{"connection_queue_capacity":0}"#)).unwrap(),
+        open: Vec::new(),
+        rng: Rng::seeded(),
+    };
+    run.create_channels();
+    eprintln!("random operations seeded with {}", run.rng.0);
     let started = Instant::now();
     let mut ops = 0;
     while started.elapsed() < Duration::from_secs(3) {
-        let user = format!("u{}", rng.below(12));
+        run.step();
+        ops += 1;
+    }
+    let expected = dump(&run.single);
+    assert!(expected.contains("room:a: members"), "channels are compared: {expected}");
+    for node in &mut run.nodes {
+        assert_converges(node, &expected);
+    }
+    eprintln!("{ops} random operations on 3 node processes converged");
+}
+
+const RANDOM_RUN_CHANNELS: [&str; 3] = ["room:a", "room:b", "room:c"];
+
+/// Three node processes and one engine given the same random operations.
+struct RandomRun {
+    nodes: Vec<ChildNode>,
+    single: Engine,
+    /// (node, connection id on that node, connection on the single engine, user)
+    open: Vec<(usize, String, ConnectionId, String)>,
+    rng: Rng,
+}
+
+impl RandomRun {
+    fn create_channels(&mut self) {
+        for cid in RANDOM_RUN_CHANNELS {
+            assert_eq!(self.nodes[0].call(&format!("create {cid}")), "ok");
+            self.single.upsert_channel_json(&format!(r#"{{"cid":"{cid}"}}"#)).unwrap();
+        }
+        for node in &mut self.nodes {
+            wait_until("every node knows the channels", Duration::from_secs(20), || {
+                RANDOM_RUN_CHANNELS.iter().all(|cid| node.call(&format!("channel {cid}")) == "known")
+            });
+        }
+    }
+
+    /// One random operation on a node, and on the single engine if the node took it.
+    fn step(&mut self) {
+        let user = format!("u{}", self.rng.below(12));
         // Sticky writes of a user go through one node, so their order is the order issued.
         let owner = shard_of(&user) as usize % 3;
         // Fewer connections per user than one engine's max_connections_per_user.
-        let held = open.iter().filter(|(_, _, _, u)| *u == user).count();
-        let cid = cids[rng.below(3)];
+        let held = self.open.iter().filter(|(_, _, _, u)| *u == user).count();
+        let cid = RANDOM_RUN_CHANNELS[self.rng.below(3)];
         // Member changes of a channel go through one node too.
         let channel_owner = shard_of(cid) as usize % 3;
-        match rng.below(8) {
+        let single = &self.single;
+        match self.rng.below(8) {
             5 => {
-                if nodes[channel_owner].call(&format!("members {cid} add {user}")) == "ok" {
+                if self.nodes[channel_owner].call(&format!("members {cid} add {user}")) == "ok" {
                     single.add_members(cid, std::slice::from_ref(&user)).unwrap();
                 }
             }
             6 => {
-                if nodes[channel_owner].call(&format!("members {cid} remove {user}")) == "ok" {
+                if self.nodes[channel_owner].call(&format!("members {cid} remove {user}")) == "ok" {
                     single.remove_members(cid, std::slice::from_ref(&user)).unwrap();
                 }
             }
             7 if held < 20 => {
-                let n = rng.below(3);
-                let id = nodes[n].call(&format!("watch {user} {cid}"));
-                let c = single.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
+                let n = self.rng.below(3);
+                let id = self.nodes[n].call(&format!("watch {user} {cid}"));
+                let c = single.connect(&UserPatch::id(user.as_str())).unwrap();
                 single.start_watching(c, cid, false).unwrap();
-                open.push((n, id, c, user));
+                self.open.push((n, id, c, user));
             }
             0 | 1 if held < 20 => {
-                let n = rng.below(3);
-                let id = nodes[n].call(&format!("connect {user}"));
-                let c = single.connect_json(&format!(r#"{{"id":"{user}"}}"#)).unwrap();
-                open.push((n, id, c, user));
+                let n = self.rng.below(3);
+                let id = self.nodes[n].call(&format!("connect {user}"));
+                let c = single.connect(&UserPatch::id(user.as_str())).unwrap();
+                self.open.push((n, id, c, user));
             }
-            2 if !open.is_empty() => {
-                let (n, id, c, _) = open.swap_remove(rng.below(open.len()));
-                assert_eq!(nodes[n].call(&format!("disconnect {id}")), "ok");
+            2 if !self.open.is_empty() => {
+                let (n, id, c, _) = self.open.swap_remove(self.rng.below(self.open.len()));
+                assert_eq!(self.nodes[n].call(&format!("disconnect {id}")), "ok");
                 single.disconnect(c).unwrap();
             }
             3 => {
-                let text = format!("s{}", rng.below(5));
-                let answer = nodes[owner].call(&format!("status {user} {text}"));
-                if answer == "ok" {
+                let text = format!("s{}", self.rng.below(5));
+                if self.nodes[owner].call(&format!("status {user} {text}")) == "ok" {
                     single.set_status(&user, Some(&text)).unwrap();
                 }
             }
             _ => {
-                let on = rng.below(2) == 1;
-                let answer = nodes[owner].call(&format!("invisible {user} {}", u8::from(on)));
-                if answer == "ok" {
+                let on = self.rng.below(2) == 1;
+                if self.nodes[owner].call(&format!("invisible {user} {}", u8::from(on))) == "ok" {
                     single.set_invisible(&user, on).unwrap();
                 }
             }
         }
-        ops += 1;
     }
-    let expected = dump(&single);
-    assert!(expected.contains("room:a: members"), "channels are compared: {expected}");
-    // Generous: convergence only has to happen, and a shared CI machine can be slow.
-    for node in &mut nodes {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got = node.call("dump");
-            if got == expected {
-                break;
-            }
-            let only = |a: &str, b: &str| -> Vec<String> {
-                let b: Vec<&str> = b.split(',').collect();
-                a.split(',').filter(|x| !b.contains(x)).map(str::to_string).collect()
-            };
-            assert!(
-                Instant::now() < deadline,
-                "a node differs from one engine: it alone has {:?}, it lacks {:?}",
-                only(&got, &expected),
-                only(&expected, &got)
-            );
-            std::thread::sleep(Duration::from_millis(5));
+}
+
+/// Waits until the node's dump equals `expected`; generous, since convergence only has to
+/// happen and a shared CI machine can be slow. The failure names what differs.
+fn assert_converges(node: &mut ChildNode, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = node.call("dump");
+        if got == expected {
+            return;
         }
+        let only = |a: &str, b: &str| -> Vec<String> {
+            let b: Vec<&str> = b.split(',').collect();
+            a.split(',').filter(|x| !b.contains(x)).map(str::to_string).collect()
+        };
+        assert!(
+            Instant::now() < deadline,
+            "a node differs from one engine: it alone has {:?}, it lacks {:?}",
+            only(&got, expected),
+            only(expected, &got)
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-    eprintln!("{ops} random operations on 3 node processes converged");
 }
 
 /// A loopback URL where nothing listens.

@@ -48,19 +48,24 @@ fn installed_library_builds_the_quick_starts_with_pkg_config_and_cmake() {
     if !tools::present("the install test", &needed) {
         return;
     }
-    let root = root();
     let work = tempfile::tempdir().expect("a temporary folder");
     let prefix = work.path().join("prefix");
     run(
         "scripts/install.sh",
         Command::new("bash")
-            .arg(root.join("scripts/install.sh"))
+            .arg(root().join("scripts/install.sh"))
             .arg("--prefix")
             .arg(&prefix)
-            .current_dir(&root),
+            .current_dir(root()),
     );
-    let lib = prefix.join("lib");
+    installed_files_carry_the_soname(&prefix.join("lib"));
+    quick_starts_build_with_pkg_config(work.path(), &prefix.join("lib"));
+    quick_starts_build_with_cmake(work.path(), &prefix);
+}
 
+/// The versioned shared library names its SONAME; the links, the static library and the
+/// CMake package are there.
+fn installed_files_carry_the_soname(lib: &Path) {
     let version = env!("CARGO_PKG_VERSION");
     let dynamic =
         run("readelf", Command::new("readelf").arg("-d").arg(lib.join(format!("libpresence.so.{version}"))));
@@ -69,40 +74,44 @@ fn installed_library_builds_the_quick_starts_with_pkg_config_and_cmake() {
     {
         assert!(lib.join(link).exists(), "{link} is not installed");
     }
+}
 
-    // pkg-config, shared library, found at run time through LD_LIBRARY_PATH.
+/// pkg-config, shared library, found at run time through LD_LIBRARY_PATH.
+fn quick_starts_build_with_pkg_config(work: &Path, lib: &Path) {
     let pc = |args: &[&str]| -> Vec<String> {
         let mut command = Command::new("pkg-config");
         command.args(args).arg("presence").env("PKG_CONFIG_PATH", lib.join("pkgconfig"));
         run("pkg-config", &mut command).split_whitespace().map(String::from).collect()
     };
-    assert_eq!(pc(&["--modversion"]), [version]);
+    assert_eq!(pc(&["--modversion"]), [env!("CARGO_PKG_VERSION")]);
     let flags = pc(&["--cflags", "--libs"]);
     for (compiler, std, source, name) in [
         ("gcc", "-std=c11", "examples/c/quickstart.c", "quickstart-c"),
         ("g++", "-std=c++17", "examples/cpp/quickstart.cpp", "quickstart-cpp"),
     ] {
-        let binary = work.path().join(name);
+        let binary = work.join(name);
         run(
             &format!("{compiler} {source} with pkg-config"),
             Command::new(compiler)
                 .args([std, "-Wall", "-Wextra", "-Werror"])
-                .arg(root.join(source))
+                .arg(root().join(source))
                 .args(&flags)
                 .arg("-o")
                 .arg(&binary),
         );
-        run_example(name, &binary, Some(&lib));
+        run_example(name, &binary, Some(lib));
     }
+}
 
-    // CMake: find_package(presence) and its imported targets (shared and static); the
-    // shared one runs without LD_LIBRARY_PATH (CMake records the library's folder).
-    let build = work.path().join("cmake-build");
+/// CMake: find_package(presence) and its imported targets (shared and static); the
+/// shared one runs without LD_LIBRARY_PATH (CMake records the library's folder).
+fn quick_starts_build_with_cmake(work: &Path, prefix: &Path) {
+    let build = work.join("cmake-build");
     run(
         "cmake configure",
         Command::new("cmake")
             .arg("-S")
-            .arg(root.join("examples/cmake"))
+            .arg(root().join("examples/cmake"))
             .arg("-B")
             .arg(&build)
             .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())),

@@ -197,71 +197,89 @@ async fn dev_token(State(app): State<Arc<App>>, Query(params): Query<TokenParams
 
 /// Prometheus text format.
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let mut text = MetricsText::default();
+    connection_metrics(&app, &mut text);
+    cluster_metrics(&app, &mut text);
+    refused_metrics(&app, &mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text.0)
+}
+
+/// The Prometheus text exposition being written.
+#[derive(Default)]
+struct MetricsText(String);
+
+impl MetricsText {
+    /// A metric's HELP and TYPE lines.
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// An unlabelled metric with its header.
+    fn metric(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.header(name, kind, help);
+        let _ = writeln!(self.0, "{name} {value}");
+    }
+
+    /// One labelled sample of a metric whose header was written.
+    fn sample(&mut self, name: &str, labels: &str, value: u64) {
+        let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+    }
+}
+
+fn connection_metrics(app: &App, text: &mut MetricsText) {
     let presence::Counts { users, connections, channels } = app.engine.counts();
     let m = &app.metrics;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    };
-    metric("presence_connections", "gauge", "Open WebSocket connections.", app.links.read().len() as u64);
-    metric("presence_engine_connections", "gauge", "Connections the engine holds.", connections as u64);
-    metric(
-        "presence_online_users",
+    let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    text.metric(
+        "presence_connections",
         "gauge",
-        "Users online in the public view.",
-        app.online.lock().len() as u64,
+        "Open WebSocket connections.",
+        app.links.read().len() as u64,
     );
-    metric("presence_users", "gauge", "Users the engine knows.", users as u64);
-    metric("presence_channels", "gauge", "Channels the engine knows.", channels as u64);
-    let opened = m.connections_opened.load(Ordering::Relaxed);
-    metric("presence_connections_opened_total", "counter", "Connections accepted.", opened);
-    let delivered = m.events_delivered.load(Ordering::Relaxed);
-    metric("presence_events_delivered_total", "counter", "Events written to sockets.", delivered);
-    let received = m.messages_received.load(Ordering::Relaxed);
-    metric("presence_messages_received_total", "counter", "Client messages received.", received);
-    let drops = m.slow_consumers.load(Ordering::Relaxed);
-    metric(
-        "presence_queue_drops_total",
-        "counter",
-        "Connections closed because their queue overflowed.",
-        drops,
-    );
-    let timeouts = m.timeouts.load(Ordering::Relaxed);
-    metric("presence_timeouts_total", "counter", "Connections closed for missing heartbeats.", timeouts);
+    text.metric("presence_engine_connections", "gauge", "Connections the engine holds.", connections as u64);
+    let online = app.online.lock().len() as u64;
+    text.metric("presence_online_users", "gauge", "Users online in the public view.", online);
+    text.metric("presence_users", "gauge", "Users the engine knows.", users as u64);
+    text.metric("presence_channels", "gauge", "Channels the engine knows.", channels as u64);
+    let opened = counter(&m.connections_opened);
+    text.metric("presence_connections_opened_total", "counter", "Connections accepted.", opened);
+    let delivered = counter(&m.events_delivered);
+    text.metric("presence_events_delivered_total", "counter", "Events written to sockets.", delivered);
+    let received = counter(&m.messages_received);
+    text.metric("presence_messages_received_total", "counter", "Client messages received.", received);
+    let help = "Connections closed because their queue overflowed.";
+    text.metric("presence_queue_drops_total", "counter", help, counter(&m.slow_consumers));
+    let help = "Connections closed for missing heartbeats.";
+    text.metric("presence_timeouts_total", "counter", help, counter(&m.timeouts));
+}
+
+fn cluster_metrics(app: &App, text: &mut MetricsText) {
     let cluster = app.engine.cluster_status();
     let clustered = cluster["mode"] == "cluster";
-    metric("presence_cluster_mode", "gauge", "1 in cluster mode, 0 single-node.", u64::from(clustered));
-    if clustered {
-        let number = |key: &str| cluster[key].as_u64().unwrap_or(0);
-        metric(
-            "presence_cluster_nodes_alive",
-            "gauge",
-            "Live nodes, as the last lease renewal saw them.",
-            number("nodes_alive"),
-        );
-        metric(
-            "presence_cluster_pending_writes",
-            "gauge",
-            "Changes waiting for the store to answer.",
-            number("pending_writes"),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP presence_cluster_status Link to the cluster store: 1 for the state it is in.\n\
-             # TYPE presence_cluster_status gauge"
-        );
-        let node = cluster["node_id"].as_str().unwrap_or_default();
-        for link in ["up", "down", "fenced"] {
-            let value = u8::from(cluster["link"] == link);
-            let _ = writeln!(out, "presence_cluster_status{{node_id=\"{node}\",link=\"{link}\"}} {value}");
-        }
+    text.metric("presence_cluster_mode", "gauge", "1 in cluster mode, 0 single-node.", u64::from(clustered));
+    if !clustered {
+        return;
     }
-    let _ = writeln!(out, "# HELP presence_refused_total Sockets refused or closed by a limit, by reason.");
-    let _ = writeln!(out, "# TYPE presence_refused_total counter");
-    let mut refused: Vec<_> = m.refused.lock().iter().map(|(k, v)| (*k, *v)).collect();
+    let number = |key: &str| cluster[key].as_u64().unwrap_or(0);
+    let help = "Live nodes, as the last lease renewal saw them.";
+    text.metric("presence_cluster_nodes_alive", "gauge", help, number("nodes_alive"));
+    let help = "Changes waiting for the store to answer.";
+    text.metric("presence_cluster_pending_writes", "gauge", help, number("pending_writes"));
+    let help = "Link to the cluster store: 1 for the state it is in.";
+    text.header("presence_cluster_status", "gauge", help);
+    let node = cluster["node_id"].as_str().unwrap_or_default();
+    for link in ["up", "down", "fenced"] {
+        let labels = format!("node_id=\"{node}\",link=\"{link}\"");
+        text.sample("presence_cluster_status", &labels, u64::from(cluster["link"] == link));
+    }
+}
+
+fn refused_metrics(app: &App, text: &mut MetricsText) {
+    let help = "Sockets refused or closed by a limit, by reason.";
+    text.header("presence_refused_total", "counter", help);
+    let mut refused: Vec<_> = app.metrics.refused.lock().iter().map(|(k, v)| (*k, *v)).collect();
     refused.sort();
     for (reason, count) in refused {
-        let _ = writeln!(out, "presence_refused_total{{reason=\"{reason}\"}} {count}");
+        text.sample("presence_refused_total", &format!("reason=\"{reason}\""), count);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

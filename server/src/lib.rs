@@ -77,37 +77,31 @@ impl App {
             online: Mutex::new(HashSet::new()),
             metrics: Metrics::default(),
         });
-        // The listeners hold a weak reference: the engine they live in belongs to the app.
-        let weak = Arc::downgrade(&app);
-        app.engine.add_delivery_listener(move |d| {
+        app.install_listeners()?;
+        Ok(app)
+    }
+
+    /// The listeners that wake sockets, close them with their reason, and keep `online`.
+    /// They hold a weak reference: the engine they live in belongs to the app.
+    fn install_listeners(self: &Arc<App>) -> Result<(), String> {
+        let weak = Arc::downgrade(self);
+        self.engine.add_delivery_listener(move |d| {
             if let Some(link) = weak.upgrade().and_then(|app| app.links.read().get(&d.connection).cloned()) {
                 link.wake.notify_one();
             }
         });
-        let weak = Arc::downgrade(&app);
-        app.engine
+        let weak = Arc::downgrade(self);
+        self.engine
             .add_listener(ListenerFilter::event_type("connection.closed"), move |e| {
-                let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) =
+                if let (Some(app), EventKind::ConnectionClosed { connection, reason, .. }) =
                     (weak.upgrade(), &e.kind)
-                else {
-                    return;
-                };
-                match reason {
-                    CloseReason::SlowConsumer => app.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed),
-                    CloseReason::Timeout => app.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
-                    CloseReason::Disconnect => 0,
-                    // The id is the dead node's, and may equal the id of a socket of this server.
-                    CloseReason::NodeLost => return,
-                };
-                let link = app.links.read().get(connection).cloned();
-                if let Some(link) = link {
-                    *link.reason.lock() = Some(*reason);
-                    link.closed.notify_one();
+                {
+                    app.connection_closed(*connection, *reason);
                 }
             })
             .map_err(|e| format!("listener: {e}"))?;
-        let weak = Arc::downgrade(&app);
-        app.engine
+        let weak = Arc::downgrade(self);
+        self.engine
             .add_listener(ListenerFilter::event_type("user.presence.changed"), move |e| {
                 let (Some(app), Some(user)) = (weak.upgrade(), e.user()) else { return };
                 let mut online = app.online.lock();
@@ -118,7 +112,23 @@ impl App {
                 }
             })
             .map_err(|e| format!("listener: {e}"))?;
-        Ok(app)
+        Ok(())
+    }
+
+    /// Counts the close and tells the socket's task why its connection ended.
+    fn connection_closed(&self, connection: ConnectionId, reason: CloseReason) {
+        match reason {
+            CloseReason::SlowConsumer => self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed),
+            CloseReason::Timeout => self.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
+            CloseReason::Disconnect => 0,
+            // The id is the dead node's, and may equal the id of a socket of this server.
+            CloseReason::NodeLost => return,
+        };
+        let link = self.links.read().get(&connection).cloned();
+        if let Some(link) = link {
+            *link.reason.lock() = Some(reason);
+            link.closed.notify_one();
+        }
     }
 }
 
