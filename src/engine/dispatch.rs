@@ -131,7 +131,9 @@ impl Shared {
             drop(scratch);
             // Items queued by a thread that found the token taken just before it was
             // released would otherwise wait for the next call.
-            budget += self.dispatcher.handed.swap(0, Ordering::SeqCst);
+            if self.dispatcher.handed.load(Ordering::SeqCst) != 0 {
+                budget += self.dispatcher.handed.swap(0, Ordering::SeqCst);
+            }
             if budget == 0 || self.inner.lock().outbox.is_empty() {
                 return delivered;
             }
@@ -191,8 +193,10 @@ impl Shared {
             }
         }
         drop(host);
-        // No callback of this run is in progress any more.
-        self.dispatcher.calling.store(0, Ordering::SeqCst);
+        // No callback of this run is in progress any more. (Release: a remover that sees
+        // it also sees everything the calls did; the SeqCst pairing with `removed` is
+        // needed only when a call is announced.)
+        self.dispatcher.calling.store(0, Ordering::Release);
         deliveries.clear();
         items.clear();
         ran
