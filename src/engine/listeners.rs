@@ -228,8 +228,9 @@ impl Engine {
 
     /// Removes a listener. Once this returns the listener is never called again: if its
     /// callback is running on another thread right now, this waits for that one call to
-    /// return (and for nothing else). Called from inside a callback of this engine it never
-    /// waits (the call in progress on this thread, if it is the listener's own, finishes
+    /// return (and for no other callback: at most until the dispatching thread moves on
+    /// from this listener). Called from inside a callback of this engine it never waits
+    /// (the call in progress on this thread, if it is the listener's own, finishes
     /// normally). Use [`Engine::remove_listener_nowait`] where waiting could deadlock, for
     /// example while holding a lock the callback takes. Cost: O(log listeners), plus the
     /// wait.
