@@ -216,9 +216,9 @@ struct ConnectionRecord {
 
 impl ConnectionRecord {
     /// Queues a delivery in the sink, or in `queue` when there is no live sink; answers
-    /// false when the queue or sink is full.
-    #[inline]
-    fn enqueue(&mut self, delivery: Delivery, capacity: usize) -> bool {
+    /// false when the queue or sink is full. Always inlined into the fan-out's loop.
+    #[inline(always)]
+    fn enqueue(&mut self, mut delivery: Delivery, capacity: usize) -> bool {
         if let Some(sink) = &self.sink {
             match sink.try_send(delivery) {
                 Ok(()) => return true,
@@ -226,7 +226,7 @@ impl ConnectionRecord {
                 // The receiver was dropped: the subscription ends, the queue takes over.
                 Err(TrySendError::Disconnected(back)) => {
                     self.sink = None;
-                    return self.enqueue(back, capacity);
+                    delivery = back;
                 }
             }
         }
@@ -562,8 +562,9 @@ struct FanOut<'a> {
 impl FanOut<'_> {
     /// Queues the event for connection `c` (own view when it belongs to the subject) and
     /// records the delivery for listeners; a full queue marks the connection overflowed
-    /// instead. O(1).
-    #[inline]
+    /// instead. O(1). Always inlined: this is the fan-out's inner loop, and a call per
+    /// recipient cost as much as the work.
+    #[inline(always)]
     fn deliver(&mut self, connections: &mut [Option<ConnectionRecord>], c: Slot) {
         let conn = live_mut(connections, c);
         if conn.overflowed {
