@@ -202,7 +202,9 @@ impl Shared {
         ran
     }
 
-    /// Calls one listener unless it was removed; a panic is caught and recorded.
+    /// Calls one listener unless it was removed; a panic is caught and recorded. Always
+    /// inlined into the delivery loop: the call itself cost a third of a delivery.
+    #[inline(always)]
     fn call(&self, listener: &Listener, item: &Outgoing) -> bool {
         // Announce the call before checking `removed` (and `remove_listener` sets `removed`
         // before reading `calling`), so a remover either sees this call or stops it. Only

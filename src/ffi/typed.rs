@@ -203,14 +203,13 @@ pub(super) fn describe(
 }
 
 impl PresenceEventInfo {
-    /// Turns the host's info of `event` (`describe` for recipient 0 in the own view) into
-    /// that of `recipient` in `view`: the fields `describe` sets per recipient and view.
+    /// Turns an info of `event` into that of `recipient` in `view`: the fields `describe`
+    /// sets per recipient and view.
     pub(super) fn set_recipient(&mut self, event: &Event, recipient: PresenceConnectionId, view: View) {
+        let user = event.user();
         self.connection_id = recipient;
-        if view != View::Own {
-            self.online = event.user().is_some_and(|u| u.online(view));
-            self.invisible = false;
-        }
+        self.online = user.is_some_and(|u| u.online(view));
+        self.invisible = view == View::Own && user.is_some_and(|u| u.invisible);
     }
 }
 
