@@ -338,6 +338,14 @@ typedef struct PresenceEventInfo {
    * The length of `status` in bytes, without the NUL; 0 when it is NULL.
    */
   uint32_t status_len;
+  /**
+   * A number naming the user of `user_id` within this engine for the engine's whole
+   * life: keys start at 1, and one never names another user, also not after
+   * `presence_load` (loaded users get new keys); 0 when `user_id` is NULL. Keys are
+   * given in the order users are created, so a host can keep its own per-user data in
+   * an array indexed by key instead of hashing the id.
+   */
+  uint64_t user_key;
 } PresenceEventInfo;
 
 /**

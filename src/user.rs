@@ -237,6 +237,11 @@ pub enum View {
 pub struct UserSnapshot {
     /// The user id.
     pub id: Arc<str>,
+    /// A number naming the user within its engine for the engine's whole life: keys start
+    /// at 1, are given in the order users are created, and never name another user, also
+    /// not after a load (loaded users get new ones). A host can index its own per-user data
+    /// by it instead of hashing the id. Not saved in snapshots.
+    pub key: u64,
     /// The custom status text; `None` when not set.
     pub status: Option<Arc<str>>,
     /// Custom fields in insertion order; `None` when there are none.

@@ -119,7 +119,16 @@ fn close_reasons_are_numbered_once_and_named_by_the_csharp_binding() {
 fn the_csharp_binding_maps_native_numbers_to_the_same_names() {
     // EventTypes.Name and EventTypes.CloseReasonName turn PresenceEventInfo's numbers into
     // names; each `case N: return X;` must say what the engine says.
+    // A case may name its number through EventKinds (`internal const uint X = N;`).
     let models = read("bindings/csharp/Runtime/Models.cs");
+    let kinds: Vec<(String, u32)> = block_after(&models, "internal static class EventKinds")
+        .lines()
+        .filter_map(|l| l.split_once("internal const uint "))
+        .map(|(_, rest)| {
+            let (name, value) = rest.split_once(" = ").expect("a constant");
+            (format!("EventKinds.{name}"), value.trim_end_matches(';').parse().expect("a number"))
+        })
+        .collect();
     let constants: Vec<(String, String)> = block_after(&models, "public static class EventTypes")
         .lines()
         .filter_map(|l| l.split_once("public const string "))
@@ -141,7 +150,12 @@ fn the_csharp_binding_maps_native_numbers_to_the_same_names() {
                     .find(|(c, _)| c == value)
                     .map(|(_, v)| v.clone())
                     .unwrap_or_else(|| value.trim_matches('"').to_owned());
-                (number.parse().expect("a number"), name)
+                let number = kinds
+                    .iter()
+                    .find(|(k, _)| k == number)
+                    .map(|&(_, n)| n)
+                    .unwrap_or_else(|| number.parse().expect("a number or an EventKinds constant"));
+                (number, name)
             })
             .collect()
     };

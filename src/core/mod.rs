@@ -122,6 +122,8 @@ impl UserIndex {
 
 struct UserRecord {
     id: Arc<str>,
+    /// See `UserSnapshot::key`.
+    key: u64,
     status: Option<Arc<str>>,
     custom: Option<Arc<CustomFields>>,
     invisible: bool,
@@ -147,9 +149,10 @@ struct UserRecord {
 }
 
 impl UserRecord {
-    fn new(id: Arc<str>, now: Millis) -> Self {
+    fn new(id: Arc<str>, key: u64, now: Millis) -> Self {
         UserRecord {
             id,
+            key,
             status: None,
             custom: None,
             invisible: false,
@@ -177,6 +180,7 @@ impl UserRecord {
     fn fields(&self) -> UserSnapshot {
         UserSnapshot {
             id: self.id.clone(),
+            key: self.key,
             status: self.status.clone(),
             custom: self.custom.clone(),
             invisible: self.invisible,
@@ -322,6 +326,8 @@ pub(crate) struct State {
     channel_index: HashMap<Arc<str>, ChannelIdx, IdHasher>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     next_connection: u64,
+    /// The key of the next user created or loaded: keys are never given twice.
+    next_user_key: u64,
     seq: u64,
     outbox: Vec<Outgoing>,
     overflowed: Vec<Slot>,
@@ -369,6 +375,7 @@ impl State {
             channel_index: HashMap::default(),
             timers: BinaryHeap::new(),
             next_connection: 1,
+            next_user_key: 1,
             seq: 0,
             outbox: Vec::new(),
             overflowed: Vec::new(),
@@ -479,7 +486,9 @@ impl State {
     /// Creates user `id`, which must not exist yet.
     fn create_user(&mut self, id: &str, now: Millis) -> UserIdx {
         let u = self.users.len() as UserIdx;
-        self.users.push(UserRecord::new(Arc::from(id), now));
+        let key = self.next_user_key;
+        self.next_user_key += 1;
+        self.users.push(UserRecord::new(Arc::from(id), key, now));
         self.user_index.insert(&self.users, u);
         u
     }

@@ -123,6 +123,11 @@ impl State {
         }
         let Restore(fresh) = restore;
         self.users = fresh.users;
+        // Loaded users are new to the host: keys continue, so none names an earlier user.
+        for user in &mut self.users {
+            user.key = self.next_user_key;
+            self.next_user_key += 1;
+        }
         self.user_index = fresh.user_index;
         self.channels = fresh.channels;
         self.free_channels = fresh.free_channels;

@@ -91,6 +91,12 @@ pub struct PresenceEventInfo {
     pub cid_len: u32,
     /// The length of `status` in bytes, without the NUL; 0 when it is NULL.
     pub status_len: u32,
+    /// A number naming the user of `user_id` within this engine for the engine's whole
+    /// life: keys start at 1, and one never names another user, also not after
+    /// `presence_load` (loaded users get new keys); 0 when `user_id` is NULL. Keys are
+    /// given in the order users are created, so a host can keep its own per-user data in
+    /// an array indexed by key instead of hashing the id.
+    pub user_key: u64,
 }
 
 /// Bytes of NUL-terminated copies of the strings an info points at: the user id, the
@@ -199,6 +205,7 @@ pub(super) fn describe(
         user_id_len: user.map_or(0, |u| u.id.len() as u32),
         cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
         status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
+        user_key: user.map_or(0, |u| u.key),
     }
 }
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char BAD_UTF8[] = "\xff\xfe";
 #define SENTINEL_ID ((uint64_t)0xdeadbeefu)
@@ -571,6 +572,56 @@ static void test_host_queues(void) {
   presence_batch_free(b);
 }
 
+/* user_key: one number per user for the engine's life, never given to another user, also
+ * not to the users a load brings in. */
+static void test_user_keys(void) {
+  char dir[] = "/tmp/presence-c-keys-XXXXXX", path[64];
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/users.json", dir);
+  PresenceEngine *e = new_engine("{\"dispatch\":\"manual\",\"clock\":\"manual\",\"start_time_ms\":1546867062375}");
+  PresenceHostQueue *q = NULL;
+  PresenceEventBatch *b = NULL;
+  EXPECT_OK(presence_host_queue_new(e, NULL, NULL, &q));
+  EXPECT_OK(presence_batch_new(&b));
+  PresenceConnectionId alice = connect_id(e, "alice");
+  PresenceConnectionId bob = connect_id(e, "bob");
+  EXPECT_OK(presence_set_status(e, "alice", "away"));
+  uint32_t pumped = 0;
+  EXPECT_OK(presence_pump(e, &pumped));
+  EXPECT_OK(presence_host_queue_poll(q, 10, b));
+  CHECK(presence_batch_len(b) == 3);
+  const PresenceEventInfo *events = presence_batch_events(b);
+  uint64_t alice_key = events[0].user_key, bob_key = events[1].user_key;
+  CHECK(same(events[0].user_id, "alice") && same(events[1].user_id, "bob") && same(events[2].user_id, "alice"));
+  CHECK(alice_key == 1 && bob_key == 2 && events[2].user_key == alice_key);
+
+  /* A load replaces every user: the same ids come back under new keys. */
+  EXPECT_OK(presence_save(e, path));
+  EXPECT_OK(presence_disconnect(e, alice));
+  EXPECT_OK(presence_disconnect(e, bob));
+  EXPECT_OK(presence_load(e, path));
+  PresenceConnectionId carol = connect_id(e, "carol");
+  connect_id(e, "alice");
+  EXPECT_OK(presence_pump(e, &pumped));
+  EXPECT_OK(presence_host_queue_poll(q, 100, b));
+  events = presence_batch_events(b);
+  uint64_t carol_key = 0, new_alice_key = 0;
+  for (uint32_t i = 0; i < presence_batch_len(b); i++) {
+    const PresenceEventInfo *ev = &events[i];
+    CHECK(ev->user_id != NULL && ev->user_key != 0);
+    if (same(ev->user_id, "carol")) carol_key = ev->user_key;
+    /* the disconnects, before the load, still name the old keys */
+    if (same(ev->user_id, "alice") && ev->kind == PRESENCE_EVENT_USER_PRESENCE_CHANGED && ev->online) new_alice_key = ev->user_key;
+  }
+  CHECK(new_alice_key > bob_key && carol_key > bob_key && carol_key != new_alice_key);
+  (void)carol;
+  presence_host_queue_free(q);
+  presence_batch_free(b);
+  presence_engine_free(e);
+  unlink(path);
+  rmdir(dir);
+}
+
 int main(void) {
   test_constants();
   test_threads();
@@ -579,5 +630,6 @@ int main(void) {
   test_batches();
   test_typed_listeners();
   test_host_queues();
+  test_user_keys();
   return finish();
 }

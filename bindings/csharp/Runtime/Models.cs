@@ -3,6 +3,7 @@ using System;
 using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
+using System.Runtime.CompilerServices;
 using Newtonsoft.Json;
 using Newtonsoft.Json.Linq;
 
@@ -29,15 +30,15 @@ namespace Presence
         {
             switch (kind)
             {
-                case 1: return UserPresenceChanged;
-                case 2: return UserUpdated;
-                case 3: return UserWatchingStart;
-                case 4: return UserWatchingStop;
-                case 5: return MemberAdded;
-                case 6: return MemberRemoved;
-                case 7: return ConnectionClosed;
-                case 8: return EngineOverflow;
-                case 9: return ClusterStatus;
+                case EventKinds.UserPresenceChanged: return UserPresenceChanged;
+                case EventKinds.UserUpdated: return UserUpdated;
+                case EventKinds.UserWatchingStart: return UserWatchingStart;
+                case EventKinds.UserWatchingStop: return UserWatchingStop;
+                case EventKinds.MemberAdded: return MemberAdded;
+                case EventKinds.MemberRemoved: return MemberRemoved;
+                case EventKinds.ConnectionClosed: return ConnectionClosed;
+                case EventKinds.EngineOverflow: return EngineOverflow;
+                case EventKinds.ClusterStatus: return ClusterStatus;
                 default: return null;
             }
         }
@@ -53,6 +54,44 @@ namespace Presence
                 case 4: return "node_lost";
                 default: return null;
             }
+        }
+    }
+
+    /// <summary>The native PRESENCE_EVENT_* kinds (PresenceEventInfo.kind).</summary>
+    internal static class EventKinds
+    {
+        internal const uint UserPresenceChanged = 1;
+        internal const uint UserUpdated = 2;
+        internal const uint UserWatchingStart = 3;
+        internal const uint UserWatchingStop = 4;
+        internal const uint MemberAdded = 5;
+        internal const uint MemberRemoved = 6;
+        internal const uint ConnectionClosed = 7;
+        internal const uint EngineOverflow = 8;
+        internal const uint ClusterStatus = 9;
+    }
+
+    /// <summary>The engine's times (Unix milliseconds, UTC) as DateTime.</summary>
+    internal static class UnixTime
+    {
+        private const long EpochTicks = 621355968000000000;
+        private const long TicksPerMillisecond = 10000;
+
+        internal static DateTime ToDateTime(long ms)
+        {
+            return new DateTime(EpochTicks + ms * TicksPerMillisecond, DateTimeKind.Utc);
+        }
+
+        /// <summary>long.MinValue (the engine's "never") gives null.</summary>
+        internal static DateTime? ToNullable(long ms)
+        {
+            return ms == long.MinValue ? (DateTime?)null : ToDateTime(ms);
+        }
+
+        /// <summary>Whole milliseconds (the engine's resolution); null gives long.MinValue.</summary>
+        internal static long ToMillis(DateTime? time)
+        {
+            return time.HasValue ? (time.Value.ToUniversalTime().Ticks - EpochTicks) / TicksPerMillisecond : long.MinValue;
         }
     }
 
@@ -92,7 +131,10 @@ namespace Presence
         public string Status { get; private set; }
 
         /// <summary>Last activity (UTC), or null when never connected.</summary>
-        public DateTime? LastActive { get; private set; }
+        public DateTime? LastActive { get { return UnixTime.ToNullable(_lastActiveMs); } }
+
+        // Kept as the engine's milliseconds: events set it without building a DateTime.
+        private long _lastActiveMs = long.MinValue;
 
         /// <summary>Whether the user is invisible. Known from own views (the host's,
         /// or the user's own connections); a public view that shows the user online
@@ -160,7 +202,7 @@ namespace Presence
                 if (online) Invisible = false;
             }
             Status = JsonValue.String(view, "status");
-            LastActive = JsonValue.Time(view, "last_active");
+            _lastActiveMs = UnixTime.ToMillis(JsonValue.Time(view, "last_active"));
             CreatedAt = JsonValue.Time(view, "created_at");
             UpdatedAt = JsonValue.Time(view, "updated_at");
             var custom = new JObject();
@@ -173,8 +215,10 @@ namespace Presence
         }
 
         /// <summary>Apply a typed event's view of this user. <paramref name="ownView"/>: the
-        /// view says whether the user is invisible. Events older than the last one are ignored.</summary>
-        internal void ApplyEvent(bool online, bool ownView, bool invisible, string status, DateTime? lastActive, ulong seq)
+        /// view says whether the user is invisible. <paramref name="lastActiveMs"/>:
+        /// long.MinValue leaves LastActive as it is. Events older than the last one are ignored.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        internal void ApplyEvent(bool online, bool ownView, bool invisible, string status, long lastActiveMs, ulong seq)
         {
             if (seq <= LastEventSeq) return;
             LastEventSeq = seq;
@@ -189,7 +233,7 @@ namespace Presence
                 if (online) Invisible = false;
             }
             Status = status;
-            if (lastActive.HasValue) LastActive = lastActive;
+            if (lastActiveMs != long.MinValue) _lastActiveMs = lastActiveMs;
         }
 
         /// <summary>This user as a channel member (one object, reused by every member event).</summary>
@@ -204,10 +248,11 @@ namespace Presence
 
         private Member _member;
 
-        internal void RaisePresenceChanged(bool isOnline, DateTime? lastActive)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        internal void RaisePresenceChanged(PresenceEvent ev)
         {
             var handler = PresenceChanged;
-            if (handler != null) handler(this, isOnline, lastActive);
+            if (handler != null) handler(this, ev.Online, ev.LastActive);
         }
 
         internal void RaiseUpdated()
@@ -311,32 +356,33 @@ namespace Presence
     public sealed class PresenceEvent
     {
         private readonly PresenceEngine _engine;
-        private IntPtr _info;
-        private IntPtr _batch;
-        private uint _index;
-        private long _generation;
 
         internal PresenceEvent(PresenceEngine engine)
         {
             _engine = engine;
         }
 
-        /// <summary>Point the event at a native PresenceEventInfo (in <paramref name="batch"/>
-        /// at <paramref name="index"/>, or a callback's when batch is zero) and clear every
-        /// optional field, so a reused event carries nothing over from the previous one.</summary>
-        internal void Reset(IntPtr info, IntPtr batch, uint index, long generation)
-        {
-            _info = info;
-            _batch = batch;
-            _index = index;
-            _generation = generation;
-            LastActive = null;
-            User = null;
-            Member = null;
-            WatcherCount = null;
-            ClosedConnectionId = null;
-            Reason = null;
-        }
+        // Filled by PresenceEngine.FillEvent straight from the native PresenceEventInfo, every
+        // field on every event (so a reused event carries nothing over). The native values are
+        // kept as they came and converted when a property is read: a pumped event whose
+        // handler never reads CreatedAt builds no DateTime.
+        /// <summary>Where GetJson finds the native event: the info (a callback's, or in
+        /// <see cref="NativeBatch"/> at <see cref="NativeIndex"/>) and the engine generation
+        /// it lives in.</summary>
+        internal IntPtr NativeInfo;
+        internal IntPtr NativeBatch;
+        internal uint NativeIndex;
+        internal long Generation;
+        /// <summary>The PRESENCE_EVENT_* kind.</summary>
+        internal uint Kind;
+        internal long CreatedAtMs;
+        /// <summary>long.MinValue: none.</summary>
+        internal long LastActiveMs;
+        /// <summary>Negative: none.</summary>
+        internal long WatcherCountValue;
+        /// <summary>The PRESENCE_CLOSE_* reason; 0 for events other than connection.closed.</summary>
+        internal uint CloseReason;
+        internal ulong ClosedConnection;
 
         /// <summary>A copy to keep: the handlers of PresenceEngine's events receive one
         /// reused PresenceEvent, overwritten by the next event. The copy's GetJson() works
@@ -347,11 +393,11 @@ namespace Presence
         }
 
         /// <summary>"user.presence.changed", ... (see <see cref="EventTypes"/>).</summary>
-        public string Type { get; internal set; }
+        public string Type { get { return EventTypes.Name(Kind); } }
         /// <summary>Engine-wide, strictly increasing.</summary>
         public ulong Seq { get; internal set; }
         /// <summary>When the event happened (UTC).</summary>
-        public DateTime CreatedAt { get; internal set; }
+        public DateTime CreatedAt { get { return UnixTime.ToDateTime(CreatedAtMs); } }
         /// <summary>The recipient connection; 0 for host listeners.</summary>
         public ulong ConnectionId { get; internal set; }
         /// <summary>The user the event is about, or null.</summary>
@@ -361,7 +407,7 @@ namespace Presence
         /// <summary>The user's online flag as others see it (invisible folded in).</summary>
         public bool Online { get; internal set; }
         /// <summary>The user's last_active in this event, or null.</summary>
-        public DateTime? LastActive { get; internal set; }
+        public DateTime? LastActive { get { return UnixTime.ToNullable(LastActiveMs); } }
         /// <summary>The registry User the event is about, or null.</summary>
         public User User { get; internal set; }
         /// <summary>member.added / member.removed: the member.</summary>
@@ -371,18 +417,18 @@ namespace Presence
         /// <summary>The channel's id (the part of Cid after ':'), or null.</summary>
         public string ChannelId { get { return Cid == null ? null : Cid.Substring(Cid.IndexOf(':') + 1); } }
         /// <summary>user.watching.*: the channel's watcher count after the change.</summary>
-        public int? WatcherCount { get; internal set; }
+        public int? WatcherCount { get { return WatcherCountValue >= 0 ? (int?)(int)WatcherCountValue : null; } }
         /// <summary>connection.closed: the connection that ended.</summary>
-        public ulong? ClosedConnectionId { get; internal set; }
+        public ulong? ClosedConnectionId { get { return CloseReason != 0 ? (ulong?)ClosedConnection : null; } }
         /// <summary>connection.closed: "disconnect", "timeout", "slow_consumer", "node_lost".</summary>
-        public string Reason { get; internal set; }
+        public string Reason { get { return EventTypes.CloseReasonName(CloseReason); } }
 
         /// <summary>The whole event as JSON, rendered now. Only inside the handler that
         /// received the event, or for a polled event until the next PollEvents; otherwise
         /// InvalidOperationException.</summary>
         public string GetJson()
         {
-            return _engine.EventJson(_info, _batch, _index, _generation);
+            return _engine.EventJson(NativeInfo, NativeBatch, NativeIndex, Generation);
         }
 
         public override string ToString()

@@ -5,6 +5,7 @@
 // native bytes (no per-byte marshalling calls, no intermediate array); C bool is
 // marshalled as one byte; callbacks are a plain delegate type, never delegate*.
 using System;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 
@@ -39,18 +40,20 @@ namespace Presence
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     public delegate void PresenceEventInfoCallback(IntPtr userData, IntPtr info);
 
-    /// <summary>struct PresenceEventInfo, as laid out in C (read in place, never copied).</summary>
+    /// <summary>struct PresenceEventInfo, as laid out in C (read in place, never copied).
+    /// Strings are byte pointers rather than IntPtr: Mono compiles a pointer's null test
+    /// inline, but an IntPtr comparison may cost a call.</summary>
     [StructLayout(LayoutKind.Sequential)]
-    internal struct NativeEventInfo
+    internal unsafe struct NativeEventInfo
     {
         public uint Kind;
         public ulong Seq;
         public ulong ConnectionId;
-        public IntPtr UserId;
-        public IntPtr Cid;
+        public byte* UserId;
+        public byte* Cid;
         public byte Online;
         public byte Invisible;
-        public IntPtr Status;
+        public byte* Status;
         public long LastActiveMs;
         public long WatcherCount;
         public uint CloseReason;
@@ -61,6 +64,7 @@ namespace Presence
         public uint UserIdLen;
         public uint CidLen;
         public uint StatusLen;
+        public ulong UserKey;
     }
 
     internal static class NativeMethods
@@ -177,62 +181,77 @@ namespace Presence
     /// <summary>
     /// Native UTF-8 strings to managed strings, converted once: user ids, channel ids and
     /// statuses repeat from event to event, so a hit answers the string made earlier
-    /// without allocating. Open addressing over a fixed table of 4096 entries (bounded
+    /// without allocating. Open addressing over a fixed table of 4096 slots (bounded
     /// memory: when a string's 8 slots are taken, it replaces the one in its first slot);
-    /// one thread at a time. Each slot is one struct holding the key's length and first
-    /// 16 bytes inline, so a lookup of a short id (the common case) reads one cache line
-    /// and compares numbers, without touching a per-key object: under Mono those memory
-    /// reads, not the arithmetic, are what a lookup costs.
+    /// one thread at a time. A slot's key is a plain struct holding the string's length and
+    /// first 16 bytes, read through a pointer, so a lookup of a short string (the common
+    /// case) compares numbers without touching a per-key object. Under Mono, per event,
+    /// every call that is not inlined and every loop iteration (each back edge polls for the
+    /// GC) shows: the lookup is inlined into its caller, and a hit in its first slot of a
+    /// string up to 16 bytes calls nothing and loops over nothing.
     /// </summary>
     internal sealed unsafe class Utf8Cache
     {
-        private const int Size = 4096; // a power of two
+        private const int Bits = 12;
+        private const int Size = 1 << Bits;
         private const int Probes = 8;
         private const int Inline = 16;
-        private struct Entry
+        private struct Key
         {
             internal ulong Head;
             internal ulong Next;
-            internal int Length;
-            /// <summary>Null marks a free slot.</summary>
-            internal string Value;
-            internal object Tag;
-            /// <summary>The bytes past the first 16 (null for shorter keys).</summary>
-            internal byte[] Rest;
+            /// <summary>The string's length in bytes plus one; 0 marks a free slot.</summary>
+            internal int LengthPlusOne;
         }
 
-        private readonly Entry[] _entries = new Entry[Size];
-        private int _lastSlot;
+        private readonly Key[] _keys = new Key[Size];
+        /// <summary>The bytes past the first 16, per slot (null for shorter strings).</summary>
+        private readonly byte[][] _rest = new byte[Size][];
+        /// <summary>The string in each slot.</summary>
+        private readonly string[] _values = new string[Size];
 
-        // Unaligned 8-byte reads are only safe on 64-bit targets (32-bit ARM may fault).
+        // Unaligned multi-byte reads are only safe on 64-bit targets (32-bit ARM may fault).
         private static readonly bool WordReads = IntPtr.Size == 8;
 
         /// <summary>The string of <paramref name="length"/> UTF-8 bytes at <paramref name="p"/>
         /// (NULL gives null).</summary>
-        internal string Get(IntPtr p, uint length)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        internal string Get(byte* p, uint length)
         {
-            if (p == IntPtr.Zero) return null;
-            byte* bytes = (byte*)p;
-            int len = (int)length;
-            ulong head = Word(bytes, len);
-            ulong next = len > 8 ? Word(bytes + 8, len - 8) : 0;
-            ulong hash = (head ^ (ulong)len) * 0x9E3779B97F4A7C15UL ^ next;
-            for (int i = Inline; i < len; i++) hash = (hash ^ bytes[i]) * 1099511628211UL;
-            // Mix the high bits down: the table indexes with the low ones.
-            hash ^= hash >> 33;
-            hash *= 0xff51afd7ed558ccdUL;
-            hash ^= hash >> 33;
-            int home = (int)(hash & (Size - 1));
-            for (int probe = 0; probe < Probes; probe++)
+            return p == null ? null : _values[Find(p, (int)length)];
+        }
+
+        /// <summary>The slot of the string of <paramref name="len"/> bytes at
+        /// <paramref name="bytes"/>, converted and inserted if absent.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private int Find(byte* bytes, int len)
+        {
+            ulong head, next = 0;
+            if (len >= 8 && WordReads)
             {
-                int slot = (home + probe) & (Size - 1);
-                Entry[] entries = _entries;
-                if (entries[slot].Value == null) return Insert(slot, bytes, len, head, next);
-                if (entries[slot].Head == head && entries[slot].Length == len && entries[slot].Next == next &&
-                    (len <= Inline || RestEqual(entries[slot].Rest, bytes, len)))
+                head = *(ulong*)bytes;
+                if (len >= 16) next = *(ulong*)(bytes + 8);
+                else if (len > 8) next = Word(bytes + 8, len - 8);
+            }
+            else
+            {
+                head = Word(bytes, len);
+                if (len > 8) next = Word(bytes + 8, len - 8);
+            }
+            ulong hash = (head * 0x9E3779B97F4A7C15UL) ^ next ^ (ulong)len;
+            if (len > Inline) hash = HashRest(hash, bytes, len);
+            // Multiplicative hashing: the top bits depend on every input bit.
+            int home = (int)((hash * 0xff51afd7ed558ccdUL) >> (64 - Bits));
+            fixed (Key* keys = _keys)
+            {
+                for (int probe = 0; probe < Probes; probe++)
                 {
-                    _lastSlot = slot;
-                    return entries[slot].Value;
+                    int slot = (home + probe) & (Size - 1);
+                    Key* key = keys + slot;
+                    if (key->LengthPlusOne == len + 1 && key->Head == head && key->Next == next &&
+                        (len <= Inline || RestEqual(_rest[slot], bytes, len)))
+                        return slot;
+                    if (key->LengthPlusOne == 0) return Insert(slot, bytes, len, head, next);
                 }
             }
             return Insert(home, bytes, len, head, next);
@@ -240,13 +259,40 @@ namespace Presence
 
         /// <summary>Up to 8 bytes (fewer when <paramref name="len"/> is smaller) as a
         /// number, zero-padded.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static ulong Word(byte* bytes, int len)
         {
-            if (len >= 8 && WordReads) return *(ulong*)bytes;
+            if (!WordReads) return WordByBytes(bytes, len);
+            if (len >= 8) return *(ulong*)bytes;
+            // Shorter: one 4-, one 2- and one 1-byte read at most, never past the end.
+            ulong word = 0;
+            int at = 0;
+            if ((len & 4) != 0)
+            {
+                word = *(uint*)bytes;
+                at = 4;
+            }
+            if ((len & 2) != 0)
+            {
+                word |= (ulong)*(ushort*)(bytes + at) << (8 * at);
+                at += 2;
+            }
+            if ((len & 1) != 0) word |= (ulong)bytes[at] << (8 * at);
+            return word;
+        }
+
+        private static ulong WordByBytes(byte* bytes, int len)
+        {
             ulong word = 0;
             int n = len < 8 ? len : 8;
             for (int i = 0; i < n; i++) word |= (ulong)bytes[i] << (8 * i);
             return word;
+        }
+
+        private static ulong HashRest(ulong hash, byte* bytes, int len)
+        {
+            for (int i = Inline; i < len; i++) hash = (hash ^ bytes[i]) * 1099511628211UL;
+            return hash;
         }
 
         private static bool RestEqual(byte[] rest, byte* bytes, int len)
@@ -258,15 +304,7 @@ namespace Presence
             return true;
         }
 
-        /// <summary>What the caller attached to the string the last Get answered (null
-        /// until attached, and again once that entry is replaced).</summary>
-        internal object LastTag
-        {
-            get { return _entries[_lastSlot].Tag; }
-            set { _entries[_lastSlot].Tag = value; }
-        }
-
-        private string Insert(int slot, byte* bytes, int len, ulong head, ulong next)
+        private int Insert(int slot, byte* bytes, int len, ulong head, ulong next)
         {
             byte[] rest = null;
             if (len > Inline)
@@ -274,10 +312,10 @@ namespace Presence
                 rest = new byte[len - Inline];
                 for (int i = Inline; i < len; i++) rest[i - Inline] = bytes[i];
             }
-            string value = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
-            _entries[slot] = new Entry { Head = head, Next = next, Length = len, Value = value, Rest = rest };
-            _lastSlot = slot;
-            return value;
+            _keys[slot] = new Key { Head = head, Next = next, LengthPlusOne = len + 1 };
+            _rest[slot] = rest;
+            _values[slot] = len == 0 ? string.Empty : Encoding.UTF8.GetString(bytes, len);
+            return slot;
         }
     }
 

@@ -1,6 +1,7 @@
 // The engine: a C# façade over the C ABI for Unity (Mono, IL2CPP) and any .NET host.
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Threading;
@@ -48,7 +49,17 @@ namespace Presence
         private readonly List<PresenceListener> _deferredFree = new List<PresenceListener>();
         private readonly Dictionary<string, User> _users = new Dictionary<string, User>();
         private readonly Dictionary<ulong, PresenceConnection> _connections = new Dictionary<ulong, PresenceConnection>();
-        private readonly Utf8Cache _strings = new Utf8Cache();
+        // The registry User of each user key the engine handed out (PresenceEventInfo.user_key:
+        // one per user for the engine's life, never reused), so an event finds its User with
+        // one array read instead of a string lookup. Keys are given in creation order, so the
+        // array grows to the highest key seen, up to MaxUserKeys (past it: the string cache
+        // and the registry, still without allocating).
+        private User[] _usersByKey = new User[0];
+        private const ulong MaxUserKeys = 1 << 20;
+        // Strings converted once: user ids, and apart from them channels and statuses (a few
+        // statuses among thousands of ids would otherwise sit in long probe runs).
+        private readonly Utf8Cache _userIds = new Utf8Cache();
+        private readonly Utf8Cache _texts = new Utf8Cache();
         private static readonly PresenceEvent[] NoEvents = new PresenceEvent[0];
         private PresenceBatchHandle _batch;
         // Manual dispatch: host events are queued natively during presence_pump and drained
@@ -57,6 +68,8 @@ namespace Presence
         private PresenceBatchHandle _hostBatch;
         private PresenceEvent _hostEvent;
         private bool _draining;
+        /// <summary>The batch index of the host event being raised.</summary>
+        private uint _raising;
         // The engine whose call is running on this thread (callbacks run inside calls), and
         // the one that was before this engine's outermost call began.
         [ThreadStatic] private static PresenceEngine t_calling;
@@ -595,12 +608,18 @@ namespace Presence
                     uint n = NativeMethods.presence_batch_len(batch);
                     if (n == 0) return PresenceResult.Ok;
                     var info = (NativeEventInfo*)NativeMethods.presence_batch_events(batch);
-                    for (uint i = 0; i < n && !_disposed; i++)
+                    uint next = 0;
+                    while (next < n)
                     {
-                        FillEvent(_hostEvent, (IntPtr)(info + i), batch, i);
-                        try { DispatchHostEvent(_hostEvent); }
-                        catch (Exception ex) { StorePending(ex); }
-                        _generation++; // GetJson belongs to the handler that got the event
+                        // A handler's exception is kept for Pump to rethrow; the rest of the
+                        // batch is still raised.
+                        try { next = RaiseHostEvents(info, n, batch, next); }
+                        catch (Exception ex)
+                        {
+                            StorePending(ex);
+                            _generation++;
+                            next = _raising + 1;
+                        }
                     }
                 }
                 return PresenceResult.Ok;
@@ -611,6 +630,24 @@ namespace Presence
                 if (batchAdded) batchHandle.DangerousRelease();
                 if (queueAdded) queueHandle.DangerousRelease();
             }
+        }
+
+        /// <summary>Raise host events <paramref name="from"/> to <paramref name="n"/> of a
+        /// batch through the one reused _hostEvent (n when Dispose stops it early). Apart from
+        /// DrainHostQueue's exception handling: under Mono, a loop inside a try block keeps its
+        /// locals in memory.</summary>
+        private unsafe uint RaiseHostEvents(NativeEventInfo* info, uint n, IntPtr batch, uint from)
+        {
+            PresenceEvent ev = _hostEvent;
+            for (uint i = from; i < n; i++)
+            {
+                if (_disposed) return n;
+                _raising = i;
+                FillEvent(ev, (IntPtr)(info + i), batch, i);
+                DispatchHostEvent(ev);
+                _generation++; // GetJson belongs to the handler that got the event
+            }
+            return n;
         }
 
         /// <summary>The host queue was cut off (it fell pending_dispatch_capacity events
@@ -737,6 +774,7 @@ namespace Presence
                 foreach (var conn in _connections.Values) conn.IsOpen = false;
                 _connections.Clear();
                 _users.Clear();
+                _usersByKey = new User[0];
                 _deliveryListener = null;
                 _eventDelivered = null;
             }
@@ -882,41 +920,43 @@ namespace Presence
 
         private void DispatchHostEvent(PresenceEvent ev)
         {
-            // Type is always one of the EventTypes constants (EventTypes.Name answers them),
-            // so comparing references is exact, and cheaper than a switch on strings.
-            object type = ev.Type;
-            if (type == (object)EventTypes.UserPresenceChanged)
+            // Handlers are read once into locals and invoked here rather than through a
+            // helper: per event under Mono, every call not inlined shows.
+            Action<PresenceEvent> handler;
+            switch (ev.Kind)
             {
-                if (ev.User != null) ev.User.RaisePresenceChanged(ev.Online, ev.LastActive);
-                Raise(UserPresenceChanged, ev);
+                case EventKinds.UserPresenceChanged:
+                    if (ev.User != null) ev.User.RaisePresenceChanged(ev);
+                    handler = UserPresenceChanged;
+                    break;
+                case EventKinds.UserUpdated:
+                    // Custom fields are not part of the typed event: refresh them (JSON, but
+                    // only for this rare event, never for presence changes).
+                    if (ev.User != null)
+                    {
+                        UserFromView(JsonValue.ParseObject(GetUserJson(ev.User.Id)), null, 0);
+                        ev.User.RaiseUpdated();
+                    }
+                    handler = UserUpdated;
+                    break;
+                case EventKinds.UserWatchingStart: handler = UserWatchingStart; break;
+                case EventKinds.UserWatchingStop: handler = UserWatchingStop; break;
+                case EventKinds.MemberAdded: handler = MemberAdded; break;
+                case EventKinds.MemberRemoved: handler = MemberRemoved; break;
+                case EventKinds.ConnectionClosed:
+                    PresenceConnection conn;
+                    if (ev.CloseReason != 0 && _connections.TryGetValue(ev.ClosedConnection, out conn))
+                    {
+                        _connections.Remove(ev.ClosedConnection);
+                        conn.OnClosed(ev.Reason);
+                    }
+                    handler = ConnectionClosed;
+                    break;
+                default: handler = null; break;
             }
-            else if (type == (object)EventTypes.UserUpdated)
-            {
-                // Custom fields are not part of the typed event: refresh them (JSON, but
-                // only for this rare event, never for presence changes).
-                if (ev.User != null)
-                {
-                    UserFromView(JsonValue.ParseObject(GetUserJson(ev.User.Id)), null, 0);
-                    ev.User.RaiseUpdated();
-                }
-                Raise(UserUpdated, ev);
-            }
-            else if (type == (object)EventTypes.UserWatchingStart) Raise(UserWatchingStart, ev);
-            else if (type == (object)EventTypes.UserWatchingStop) Raise(UserWatchingStop, ev);
-            else if (type == (object)EventTypes.MemberAdded) Raise(MemberAdded, ev);
-            else if (type == (object)EventTypes.MemberRemoved) Raise(MemberRemoved, ev);
-            else if (type == (object)EventTypes.ConnectionClosed)
-            {
-                PresenceConnection conn;
-                if (ev.ClosedConnectionId.HasValue &&
-                    _connections.TryGetValue(ev.ClosedConnectionId.Value, out conn))
-                {
-                    _connections.Remove(ev.ClosedConnectionId.Value);
-                    conn.OnClosed(ev.Reason);
-                }
-                Raise(ConnectionClosed, ev);
-            }
-            Raise(EventReceived, ev);
+            if (handler != null) handler(ev);
+            handler = EventReceived;
+            if (handler != null) handler(ev);
         }
 
         private void DispatchDelivery(PresenceEvent ev)
@@ -931,14 +971,6 @@ namespace Presence
             if (handler != null) handler(ev);
         }
 
-        private const long UnixEpochTicks = 621355968000000000;
-        private const long TicksPerMillisecond = 10000;
-
-        private static DateTime FromUnixMillis(long ms)
-        {
-            return new DateTime(UnixEpochTicks + ms * TicksPerMillisecond, DateTimeKind.Utc);
-        }
-
         /// <summary>A new PresenceEvent from a native PresenceEventInfo (see FillEvent).</summary>
         private PresenceEvent MakeEvent(IntPtr infoPtr, IntPtr batch, uint index)
         {
@@ -947,44 +979,77 @@ namespace Presence
             return ev;
         }
 
-        /// <summary>Fill <paramref name="ev"/> from a native PresenceEventInfo, read in place:
-        /// no JSON, strings and registry Users from the cache. Allocates nothing once the
-        /// strings and the user are cached.</summary>
+        /// <summary>Fill every field of <paramref name="ev"/> from a native PresenceEventInfo,
+        /// read in place: no JSON, strings and registry Users from the cache, times kept as
+        /// milliseconds until read. Allocates nothing once the strings and the user are cached.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private unsafe void FillEvent(PresenceEvent ev, IntPtr infoPtr, IntPtr batch, uint index)
         {
             NativeEventInfo* info = (NativeEventInfo*)infoPtr;
-            ev.Reset(infoPtr, batch, index, _generation);
-            ev.Type = EventTypes.Name(info->Kind);
-            ev.Seq = info->Seq;
-            ev.CreatedAt = FromUnixMillis(info->CreatedAtMs);
-            ev.ConnectionId = info->ConnectionId;
-            ev.Cid = _strings.Get(info->Cid, info->CidLen);
+            ev.NativeInfo = infoPtr;
+            ev.NativeBatch = batch;
+            ev.NativeIndex = index;
+            ev.Generation = _generation;
+            uint kind = info->Kind;
+            ev.Kind = kind;
+            ulong seq = info->Seq;
+            ev.Seq = seq;
+            ev.CreatedAtMs = info->CreatedAtMs;
+            ulong connectionId = info->ConnectionId;
+            ev.ConnectionId = connectionId;
+            ev.Cid = info->Cid == null ? null : _texts.Get(info->Cid, info->CidLen);
+            bool online = info->Online != 0, invisible = info->Invisible != 0;
             // Online as others see it: the host's own view folds invisible in.
-            ev.Online = info->Online != 0 && info->Invisible == 0;
-            string userId = _strings.Get(info->UserId, info->UserIdLen);
+            ev.Online = online && !invisible;
+            long lastActiveMs = info->LastActiveMs;
+            ev.LastActiveMs = lastActiveMs;
+            ev.WatcherCountValue = info->WatcherCount;
+            uint closeReason = info->CloseReason;
+            ev.CloseReason = closeReason;
+            ev.ClosedConnection = info->ClosedConnectionId;
+            string userId = null;
+            User user = null;
+            if (info->UserId != null)
+            {
+                ulong key = info->UserKey;
+                User[] byKey = _usersByKey;
+                if (key < (ulong)byKey.Length && (user = byKey[(int)key]) != null) userId = user.Id;
+                else user = UserOfNewKey(info, key, out userId);
+            }
             ev.UserId = userId;
-            var user = _strings.LastTag as User;
-            if (userId != null && user == null)
-            {
-                user = Registry(userId);
-                _strings.LastTag = user;
-            }
-            if (info->LastActiveMs != long.MinValue) ev.LastActive = FromUnixMillis(info->LastActiveMs);
-            if (info->WatcherCount >= 0) ev.WatcherCount = (int)info->WatcherCount;
-            if (info->CloseReason != 0)
-            {
-                ev.Reason = EventTypes.CloseReasonName(info->CloseReason);
-                ev.ClosedConnectionId = info->ClosedConnectionId;
-            }
-            else if (user != null)
+            if (closeReason == 0 && user != null)
             {
                 // Own views (the host's) say whether the user is invisible; public ones do not.
-                user.ApplyEvent(info->Online != 0, info->ConnectionId == 0, info->Invisible != 0,
-                                _strings.Get(info->Status, info->StatusLen), ev.LastActive, ev.Seq);
+                string status = info->Status == null ? null : _texts.Get(info->Status, info->StatusLen);
+                user.ApplyEvent(online, connectionId == 0, invisible, status, lastActiveMs, seq);
                 ev.User = user;
-                if ((object)ev.Type == (object)EventTypes.MemberAdded || (object)ev.Type == (object)EventTypes.MemberRemoved)
-                    ev.Member = user.AsMember;
+                ev.Member = kind == EventKinds.MemberAdded || kind == EventKinds.MemberRemoved ? user.AsMember : null;
             }
+            else
+            {
+                ev.User = null;
+                ev.Member = null;
+            }
+        }
+
+        /// <summary>The registry User of an event's user the first time its key is seen (the
+        /// id converted once through the string cache), remembered under the key unless the
+        /// key is past <see cref="MaxUserKeys"/>.</summary>
+        private unsafe User UserOfNewKey(NativeEventInfo* info, ulong key, out string userId)
+        {
+            userId = _userIds.Get(info->UserId, info->UserIdLen);
+            User user = Registry(userId);
+            if (key != 0 && key < MaxUserKeys)
+            {
+                if (key >= (ulong)_usersByKey.Length)
+                {
+                    int size = Math.Max(_usersByKey.Length, 1024);
+                    while ((ulong)size <= key) size *= 2;
+                    Array.Resize(ref _usersByKey, size);
+                }
+                _usersByKey[(int)key] = user;
+            }
+            return user;
         }
 
         /// <summary>The event's JSON while its native memory lives.</summary>

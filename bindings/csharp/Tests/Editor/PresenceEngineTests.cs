@@ -33,6 +33,22 @@ public class PresenceEngineTests
         return "{\"clock\":\"manual\",\"start_time_ms\":" + start + (extra != null ? "," + extra : "") + "}";
     }
 
+    /// <summary>Runs <paramref name="body"/> with the path of a file in a fresh temporary
+    /// folder, removed afterwards.</summary>
+    private static void WithTempFile(Action<string> body)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            body(Path.Combine(dir, "state.json"));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     private static Dictionary<string, object> Fields(params object[] kv)
     {
         var d = new Dictionary<string, object>();
@@ -441,11 +457,9 @@ public class PresenceEngineTests
     [Test]
     public void SaveLoad()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "presence_cs_" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        string path = Path.Combine(dir, "state.json");
-        try
+        WithTempFile(path =>
         {
+            string dir = Path.GetDirectoryName(path);
             using (var engine = new PresenceEngine(Manual()))
             {
                 PresenceConnection c = engine.Connect("alice", Fields("status", "saved", "level", 7));
@@ -466,11 +480,45 @@ public class PresenceEngineTests
                 Throws(PresenceResult.Io, () => engine.Load(Path.Combine(dir, "missing.json")));
                 Throws(PresenceResult.Io, () => engine.Save(Path.Combine(dir, "no/such/dir/x.json")));
             }
-        }
-        finally
+        });
+    }
+
+    // Events find their User by the engine's user key: a load gives the loaded users new
+    // keys, so no user inherits the object of one known before it (here the file lists the
+    // users in the other order, so reused keys would swap them).
+    [Test]
+    public void EventsAfterLoadNameTheirUsers()
+    {
+        WithTempFile(path =>
         {
-            Directory.Delete(dir, true);
-        }
+            using (var other = new PresenceEngine(Manual()))
+            {
+                other.UpsertUser("bob", Fields("status", "b2"));
+                other.UpsertUser("alice", Fields("status", "a2"));
+                other.Save(path);
+            }
+            using (var engine = new PresenceEngine(Manual()))
+            {
+                var seen = new List<string>();
+                engine.UserPresenceChanged += e => seen.Add(e.UserId + "=" + e.User.Id + ":" + e.Online + ":" + e.User.Status);
+                PresenceConnection alice = engine.Connect("alice", Fields("status", "a1"));
+                PresenceConnection bob = engine.Connect("bob", Fields("status", "b1"));
+                engine.Pump();
+                User aliceUser = engine.GetUser("alice");
+                alice.Disconnect();
+                bob.Disconnect();
+                engine.Pump();
+                engine.Load(path);
+                engine.Connect("bob");
+                engine.Connect("carol", Fields("status", "c1"));
+                engine.Connect("alice");
+                seen.Clear();
+                engine.Pump();
+                Check(string.Join(",", seen.ToArray()) == "bob=bob:True:b2,carol=carol:True:c1,alice=alice:True:a2",
+                      "events after the load: " + string.Join(",", seen.ToArray()));
+                Check(ReferenceEquals(engine.GetUser("alice"), aliceUser) && aliceUser.Online, "one User per id across the load");
+            }
+        });
     }
 
     [Test]
@@ -681,9 +729,9 @@ public class PresenceEngineTests
             Assert.AreEqual(Users, online - onlineBefore, "online events handled");
             Assert.AreEqual(2 * Users, polled.Count, "offline+online deliveries polled");
             Assert.AreEqual(0, pumpBytes, "bytes allocated pumping " + pumped + " events");
-            // A PresenceEvent is one object of 176 bytes on 64-bit Mono: nothing else per
+            // A PresenceEvent is one object of 160 bytes on 64-bit Mono: nothing else per
             // polled event (but the array holding the events).
-            const long PerEvent = 192;
+            const long PerEvent = 176;
             Assert.LessOrEqual(pollBytes, (PerEvent + 8) * polled.Count + 64,
                                "bytes per polled event: " + pollBytes / (double)polled.Count);
             Console.WriteLine("managed bytes per event: pumped {0:F1}, polled {1:F1}",
@@ -695,6 +743,68 @@ public class PresenceEngineTests
             long emptyPollBytes = GC.GetAllocatedBytesForCurrentThread() - idle;
             Assert.AreEqual(0, left);
             Assert.AreEqual(0, emptyPollBytes, "an empty poll allocates nothing");
+        }
+    }
+
+    // The string cache (a fixed table, compared by length and bytes) must never answer
+    // another string or another user's object: more ids than the table has slots, of every
+    // length from 1 to 40 bytes, multi-byte UTF-8, ids that differ only past byte 16, and
+    // statuses that equal other users' ids.
+    [Test]
+    public void EventsNameTheirOwnUsers()
+    {
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            const int Users = 6000;
+            var ids = new string[Users];
+            for (int i = 0; i < Users; i++)
+            {
+                string n = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                switch (i % 4)
+                {
+                    case 0: ids[i] = n; break;
+                    case 1: ids[i] = "ü" + n; break;
+                    case 2: ids[i] = "player-with-a-long-name-" + n; break;
+                    default: ids[i] = new string('x', 1 + i % 40 > n.Length ? 1 + i % 40 - n.Length : 0) + n; break;
+                }
+            }
+            var index = new Dictionary<string, int>();
+            for (int i = 0; i < Users; i++)
+            {
+                index.Add(ids[i], i);
+                engine.UpsertUser(ids[i], null);
+            }
+            engine.Pump();
+            var seen = new int[Users];
+            string suffix = "";
+            string problem = null;
+            engine.UserPresenceChanged += e =>
+            {
+                int i;
+                if (e.UserId == null || !index.TryGetValue(e.UserId, out i))
+                {
+                    problem = problem ?? "an event about unknown user " + e.UserId;
+                    return;
+                }
+                seen[i]++;
+                // Each user's status is the next user's id (then with the round's suffix).
+                string expected = ids[(i + 1) % Users] + suffix;
+                if (e.User == null || e.User.Id != e.UserId)
+                    problem = problem ?? "the event about " + e.UserId + " carries user " + (e.User != null ? e.User.Id : "null");
+                else if (e.User.Status != expected)
+                    problem = problem ?? e.UserId + " has status " + e.User.Status + ", not " + expected;
+            };
+            foreach (string round in new[] { "", "!" })
+            {
+                suffix = round;
+                for (int i = 0; i < Users; i++) engine.SetStatus(ids[i], ids[(i + 1) % Users] + suffix);
+                engine.Pump();
+                Check(problem == null, problem);
+            }
+            Check(seen.All(c => c == 2), "every user's two events, once each");
+            User last;
+            Check(engine.TryGetCachedUser(ids[Users - 1], out last) && last.Status == ids[0] + "!", "the last status applied");
+            Check(ReferenceEquals(engine.GetUser(ids[7]), engine.GetUser(ids[7])), "one User per id");
         }
     }
 
