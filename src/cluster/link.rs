@@ -96,6 +96,9 @@ pub struct LinkSettings {
     pub lease_ms: u64,
     /// Most log entries read per shard in one step.
     pub read_batch: usize,
+    /// Most deltas written in one step, so a long queue (a burst, or what waited through
+    /// an outage) never holds back the lease renewal and the reads.
+    pub write_batch: usize,
 }
 
 /// See the module documentation.
@@ -260,7 +263,10 @@ impl<S: Store> Link<S> {
         for delta in announce.into_iter().rev() {
             self.pending.push_front(delta);
         }
-        self.flush()?;
+        // Everything before the rebuild, so the snapshots hold what this node announced.
+        while !self.pending.is_empty() {
+            self.flush()?;
+        }
         for shard in 0..SHARDS {
             self.rebuild(replica, shard)?;
         }
@@ -294,13 +300,14 @@ impl<S: Store> Link<S> {
         }
     }
 
-    /// Writes what waits, in order. Cost: one pipeline.
+    /// Writes what waits, in order, at most `write_batch` deltas. Cost: one pipeline.
     fn flush(&mut self) -> StoreResult<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let registration = self.registration.as_ref().expect("writing while registered");
         let deltas = self.pending.make_contiguous();
+        let deltas = &deltas[..deltas.len().min(self.settings.write_batch)];
         let (done, result) = self.store.write(&self.settings.node, registration, deltas);
         self.pending.drain(..done);
         result
@@ -313,7 +320,7 @@ impl<S: Store> Link<S> {
         let read = !entries.is_empty();
         let mut changes = Vec::with_capacity(entries.len());
         let mut gaps = [false; SHARDS];
-        for Entry { shard, seq, change } in entries {
+        for Entry { shard, seq, changes: stored } in entries {
             if gaps[shard] || seq <= self.cursors[shard] {
                 continue;
             }
@@ -322,7 +329,8 @@ impl<S: Store> Link<S> {
                 continue;
             }
             self.cursors[shard] = seq;
-            changes.extend(self.remote(change, seq));
+            // A channel change has an entry of its own, so `seq` is its version.
+            changes.extend(stored.into_iter().filter_map(|change| self.remote(change, seq)));
         }
         if !changes.is_empty() {
             replica.apply_remote(changes);

@@ -1,8 +1,8 @@
 //! The store's scripts as plain Rust over in-memory maps, statement for statement, for
 //! the deterministic simulation (no Redis, virtual time, controllable failures).
 use super::store::{
-    member, op_name, shard_of, Beat, Entry, RawEntry, Registration, Snapshot, Store, StoreError, StoreResult,
-    Stored, StoredChange, StoredChannel, SHARDS,
+    delta_shard, member, op_name, shard_batches, shard_of, Beat, Entry, RawEntry, Registration, Snapshot,
+    Store, StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
 };
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, FieldWrite, UserDelta};
 use crate::time::Millis;
@@ -30,6 +30,8 @@ struct Shard {
     channels: BTreeMap<String, BTreeMap<String, String>>,
     /// Per incarnation: `<connection>:<cid>` of its watches.
     watches: HashMap<String, BTreeMap<String, String>>,
+    /// User changes logged since the last entry: they go out as one entry.
+    user_entry: RawEntry,
 }
 
 /// The shared data of one simulated store.
@@ -78,7 +80,15 @@ impl MemoryData {
             ("c".into(), counts.join(",")),
         ];
         entry.extend(written);
-        self.log(shard, entry);
+        s.user_entry.extend(entry);
+    }
+
+    /// Logs the user changes waiting for an entry, if any.
+    fn flush_users(&mut self, shard: usize) {
+        let entry = std::mem::take(&mut self.shards[shard].user_entry);
+        if !entry.is_empty() {
+            self.log(shard, entry);
+        }
     }
 
     /// Refuses a write of an incarnation that is fenced or registered under another epoch.
@@ -94,6 +104,7 @@ impl MemoryData {
     }
 
     fn append_channel(&mut self, shard: usize, cid: &str, ca: String, written: RawEntry) {
+        self.flush_users(shard);
         let mut entry: RawEntry = vec![("ch".into(), cid.into()), ("ca".into(), ca)];
         entry.extend(written);
         self.log(shard, entry);
@@ -110,15 +121,9 @@ impl MemoryData {
         }
     }
 
-    /// `lua/channel.lua`.
-    fn write_channel(
-        &mut self,
-        node: &str,
-        registration: &Registration,
-        delta: &ChannelDelta,
-    ) -> StoreResult<()> {
+    /// `lua/channel.lua`, for an admitted incarnation.
+    fn write_channel(&mut self, node: &str, registration: &Registration, delta: &ChannelDelta) {
         let shard = shard_of(&delta.cid);
-        self.admit(shard, node, registration)?;
         let me = member(node, registration.incarnation);
         let cid = delta.cid.to_string();
         let s = &mut self.shards[shard];
@@ -131,7 +136,7 @@ impl MemoryData {
         match &delta.op {
             ChannelOp::Upsert { fields, members, only_if_absent } => {
                 if existed && *only_if_absent {
-                    return Ok(());
+                    return;
                 }
                 if !existed {
                     create(s);
@@ -151,7 +156,7 @@ impl MemoryData {
                 let field = format!("w:{me}:{}", connection.0);
                 let channel = s.channels.get_mut(&cid).expect("created above");
                 if channel.insert(field.clone(), user.to_string()).is_some() {
-                    return Ok(());
+                    return;
                 }
                 s.watches
                     .entry(me.clone())
@@ -159,11 +164,11 @@ impl MemoryData {
                     .insert(format!("{}:{cid}", connection.0), "1".into());
                 written.push((field, user.to_string()));
             }
-            _ if !existed => return Ok(()),
+            _ if !existed => return,
             ChannelOp::Watch { connection, start: false, .. } => {
                 let field = format!("w:{me}:{}", connection.0);
                 let channel = s.channels.get_mut(&cid).expect("exists");
-                let Some(uid) = channel.remove(&field) else { return Ok(()) };
+                let Some(uid) = channel.remove(&field) else { return };
                 if let Some(w) = s.watches.get_mut(&me) {
                     w.remove(&format!("{}:{cid}", connection.0));
                 }
@@ -190,21 +195,19 @@ impl MemoryData {
                 let ca = channel.get("ca").cloned().unwrap_or_default();
                 self.append_channel(shard, &cid, ca, written);
                 self.history.push(Applied::Delta(me, Delta::Channel(delta.clone())));
-                return Ok(());
+                return;
             }
         }
         let ca = s.channels[&cid].get("ca").cloned().unwrap_or_default();
         self.append_channel(shard, &cid, ca, written);
         self.history.push(Applied::Delta(me, Delta::Channel(delta.clone())));
-        Ok(())
     }
 
-    /// `lua/write.lua`.
-    fn write_user(&mut self, node: &str, registration: &Registration, delta: &UserDelta) -> StoreResult<()> {
+    /// `user_change` of `lua/write.lua`, for an admitted incarnation.
+    fn write_user(&mut self, node: &str, registration: &Registration, delta: &UserDelta) {
         let inc = registration.incarnation;
         let shard = shard_of(&delta.user);
         let uid = delta.user.to_string();
-        self.admit(shard, node, registration)?;
         let s = &mut self.shards[shard];
         let count = format!("c:{}", member(node, inc));
         let existed = s.users.contains_key(&uid);
@@ -232,7 +235,6 @@ impl MemoryData {
         }
         self.append(shard, &uid, written);
         self.history.push(Applied::Delta(member(node, inc), Delta::User(delta.clone())));
-        Ok(())
     }
 
     fn reap_shard(&mut self, shard: usize, node: &str, inc: u64, now: Millis) {
@@ -275,6 +277,7 @@ impl MemoryData {
                 self.append_channel(shard, &cid, ca, written);
             }
         }
+        self.flush_users(shard);
     }
 }
 
@@ -365,16 +368,33 @@ impl Store for MemoryStore {
             Ok(d) => d,
             Err(e) => return (0, Err(e)),
         };
+        // As the script calls: a shard that refuses the incarnation applies none of its
+        // deltas, the other shards apply theirs, and each call logs its own entries.
+        let mut batch_of = vec![0; deltas.len()];
+        for (b, (_, indexes)) in shard_batches(deltas).iter().enumerate() {
+            indexes.iter().for_each(|&i| batch_of[i] = b);
+        }
+        let mut open_batch = [None; SHARDS];
+        let mut first_refused = None;
         for (i, delta) in deltas.iter().enumerate() {
-            let written = match delta {
+            let shard = delta_shard(delta);
+            if let Err(e) = d.admit(shard, node, registration) {
+                first_refused.get_or_insert((i, e));
+                continue;
+            }
+            if open_batch[shard].replace(batch_of[i]).is_some_and(|b| b != batch_of[i]) {
+                d.flush_users(shard);
+            }
+            match delta {
                 Delta::User(delta) => d.write_user(node, registration, delta),
                 Delta::Channel(delta) => d.write_channel(node, registration, delta),
-            };
-            if let Err(e) = written {
-                return (i, Err(e));
             }
         }
-        (deltas.len(), Ok(()))
+        (0..SHARDS).for_each(|shard| d.flush_users(shard));
+        match first_refused {
+            Some((i, e)) => (i, Err(e)),
+            None => (deltas.len(), Ok(())),
+        }
     }
 
     fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>> {
@@ -382,7 +402,7 @@ impl Store for MemoryStore {
         let mut out = Vec::new();
         for (shard, s) in d.shards.iter().enumerate() {
             for (seq, raw) in s.log.iter().filter(|(seq, _)| *seq > cursors[shard]).take(max) {
-                out.push(Entry { shard, seq: *seq, change: Stored::parse(raw)? });
+                out.push(Entry { shard, seq: *seq, changes: Stored::parse(raw)? });
             }
         }
         Ok(out)

@@ -2,8 +2,8 @@
 //! client. Any error drops the connection (a timed-out reply could otherwise arrive as the
 //! answer to a later command); the next call connects again and loads the scripts.
 use super::store::{
-    channel_args, member, shard_of, write_args, Beat, Entry, Keys, RawEntry, Registration, Snapshot, Store,
-    StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
+    decode_entry, member, push_change_args, shard_batches, Beat, Entry, Keys, RawEntry, Registration,
+    Snapshot, Store, StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
 };
 use crate::replication::Delta;
 use crate::time::Millis;
@@ -15,7 +15,6 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// The scripts, each loaded once per connection and called by hash.
 struct Scripts {
     write: redis::Script,
-    channel: redis::Script,
     reap: redis::Script,
     snapshot: redis::Script,
     meta: redis::Script,
@@ -25,15 +24,18 @@ impl Scripts {
     fn new() -> Self {
         let shard_script = |body: &str| redis::Script::new(&format!("{COMMON}\n{body}"));
         Scripts {
-            write: shard_script(include_str!("lua/write.lua")),
-            channel: shard_script(include_str!("lua/channel.lua")),
+            write: shard_script(&format!(
+                "{}\n{}",
+                include_str!("lua/channel.lua"),
+                include_str!("lua/write.lua")
+            )),
             reap: shard_script(include_str!("lua/reap.lua")),
             snapshot: redis::Script::new(include_str!("lua/snapshot.lua")),
             meta: redis::Script::new(include_str!("lua/meta.lua")),
         }
     }
-    fn all(&self) -> [&redis::Script; 5] {
-        [&self.write, &self.channel, &self.reap, &self.snapshot, &self.meta]
+    fn all(&self) -> [&redis::Script; 4] {
+        [&self.write, &self.reap, &self.snapshot, &self.meta]
     }
 }
 
@@ -137,29 +139,16 @@ impl RedisStore {
         self.run(|c| redis::cmd("EVALSHA").arg(hash).arg(keys.len()).arg(keys).arg(args).query(c))
     }
 
-    fn write_keys(&self, node: &str, incarnation: u64, user: &str) -> [String; 7] {
-        let shard = shard_of(user);
+    fn write_keys(&self, member: &str, shard: usize) -> [String; 8] {
         [
-            self.keys.user(user),
             self.keys.log(shard),
             self.keys.seq(shard),
             self.keys.users(shard),
-            self.keys.fence(shard),
-            self.keys.node_connections(shard, &member(node, incarnation)),
-            self.keys.shard_epoch(shard),
-        ]
-    }
-
-    fn channel_keys(&self, node: &str, incarnation: u64, cid: &str) -> [String; 7] {
-        let shard = shard_of(cid);
-        [
-            self.keys.channel(cid),
-            self.keys.log(shard),
-            self.keys.seq(shard),
             self.keys.channels(shard),
             self.keys.fence(shard),
             self.keys.shard_epoch(shard),
-            self.keys.node_watches(shard, &member(node, incarnation)),
+            self.keys.node_connections(shard, member),
+            self.keys.node_watches(shard, member),
         ]
     }
 }
@@ -202,43 +191,47 @@ impl Store for RedisStore {
         registration: &Registration,
         deltas: &[Delta],
     ) -> (usize, StoreResult<()>) {
-        let (user_script, channel_script) =
-            (self.scripts.write.get_hash().to_string(), self.scripts.channel.get_hash().to_string());
+        let script = self.scripts.write.get_hash().to_string();
+        let me = member(node, registration.incarnation);
+        let batches = shard_batches(deltas);
         let mut pipe = redis::pipe();
-        for delta in deltas {
-            let (hash, keys, args) = match delta {
-                Delta::User(d) => (
-                    &user_script,
-                    self.write_keys(node, registration.incarnation, &d.user),
-                    write_args(node, registration, self.retention, d),
-                ),
-                Delta::Channel(d) => {
-                    let prefix = self.keys.watches_prefix(shard_of(&d.cid));
-                    (
-                        &channel_script,
-                        self.channel_keys(node, registration.incarnation, &d.cid),
-                        channel_args(node, registration, self.retention, &prefix, d),
-                    )
-                }
-            };
-            pipe.cmd("EVALSHA").arg(hash).arg(keys.len()).arg(&keys[..]).arg(args);
+        for (shard, indexes) in &batches {
+            let mut args = vec![
+                node.to_string(),
+                registration.incarnation.to_string(),
+                self.retention.to_string(),
+                registration.epoch.clone(),
+                self.keys.user_prefix(*shard),
+                self.keys.channel_prefix(*shard),
+                self.keys.watches_prefix(*shard),
+            ];
+            for &i in indexes {
+                push_change_args(&mut args, &deltas[i]);
+            }
+            pipe.cmd("EVALSHA").arg(&script).arg(8).arg(&self.write_keys(&me, *shard)[..]).arg(args);
         }
         let answers: Vec<Value> = match self.run(|c| pipe.query(c)) {
             Ok(a) => a,
             Err(e) => return (0, Err(e)),
         };
-        for (i, answer) in answers.iter().enumerate() {
+        // A refused call refused all of its deltas; every delta before the first refused
+        // one is in a call that was applied.
+        let mut first_refused: Option<(usize, StoreError)> = None;
+        for ((_, indexes), answer) in batches.iter().zip(&answers) {
             let refusal = items(answer).ok().and_then(|a| a.first()).and_then(|v| text(v).ok());
-            // Deltas after a refused one were refused too (same incarnation, same epoch),
-            // except in other shards: they are written again after registering anew, and
-            // the write script is idempotent for connections.
-            match refusal.as_deref() {
-                Some("fenced") => return (i, Err(StoreError::Fenced)),
-                Some("epoch") => return (i, Err(StoreError::Lost)),
-                _ => {}
+            let error = match refusal.as_deref() {
+                Some("fenced") => StoreError::Fenced,
+                Some("epoch") => StoreError::Lost,
+                _ => continue,
+            };
+            if first_refused.as_ref().is_none_or(|(at, _)| indexes[0] < *at) {
+                first_refused = Some((indexes[0], error));
             }
         }
-        (deltas.len(), Ok(()))
+        match first_refused {
+            Some((at, error)) => (at, Err(error)),
+            None => (deltas.len(), Ok(())),
+        }
     }
 
     fn read(&mut self, cursors: &[u64; SHARDS], max: usize) -> StoreResult<Vec<Entry>> {
@@ -264,7 +257,13 @@ impl Store for RedisStore {
                 let id = text(id)?;
                 let seq =
                     id.strip_prefix("0-").and_then(|n| n.parse().ok()).ok_or_else(|| down("entry id"))?;
-                out.push(Entry { shard, seq, change: Stored::parse(&pairs(fields)?)? });
+                let [name, Value::BulkString(encoded)] = items(fields)? else {
+                    return Err(StoreError::Down("malformed stream entry".into()));
+                };
+                if text(name)? != "e" {
+                    return Err(StoreError::Down("malformed stream entry".into()));
+                }
+                out.push(Entry { shard, seq, changes: Stored::parse(&decode_entry(encoded)?)? });
             }
         }
         Ok(out)

@@ -78,6 +78,7 @@ impl SimNode {
             heartbeat_ms: HEARTBEAT_MS,
             lease_ms: LEASE_MS,
             read_batch: 7,
+            write_batch: 5,
         };
         SimNode {
             replica: SimReplica { state: RefCell::new(state), now: Cell::new(now), node: Arc::from(name) },

@@ -1,9 +1,9 @@
 //! What the link needs from the shared store, the key layout, and the entry format both
 //! store implementations speak (Redis, and the in-memory model the simulation runs).
 use crate::event::ConnectionId;
-use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Field, FieldWrite, UserDelta};
+use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, UserDelta};
 use crate::time::Millis;
-use std::fmt;
+use std::fmt::{self, Write};
 
 /// Users are spread over this many shards; each shard has its own log and its own
 /// hash-tag slot. Every node of a deployment must agree on it, so it is fixed.
@@ -37,15 +37,9 @@ impl Keys {
     pub fn user_prefix(&self, shard: usize) -> String {
         self.shard_key(shard, "u:")
     }
-    pub fn user(&self, user: &str) -> String {
-        format!("{}{user}", self.user_prefix(shard_of(user)))
-    }
     /// Prefix of channel hashes in a shard; the cid follows.
     pub fn channel_prefix(&self, shard: usize) -> String {
         self.shard_key(shard, "ch:")
-    }
-    pub fn channel(&self, cid: &str) -> String {
-        format!("{}{cid}", self.channel_prefix(shard_of(cid)))
     }
     /// Cids of a shard, for snapshots.
     pub fn channels(&self, shard: usize) -> String {
@@ -171,7 +165,7 @@ impl StoredChange {
     }
 
     /// Reads a log entry (`full` false) or a user hash from a snapshot (`full` true).
-    pub fn parse(user: Option<&str>, raw: &RawEntry, full: bool) -> StoreResult<StoredChange> {
+    pub fn parse<S: AsRef<str>>(user: Option<&str>, raw: &[(S, S)], full: bool) -> StoreResult<StoredChange> {
         let bad = |what: &str| StoreError::Down(format!("malformed store entry: {what}"));
         let num = |s: &str| s.parse::<i64>().map_err(|_| bad("a number field is not a number"));
         let mut change = StoredChange {
@@ -185,8 +179,9 @@ impl StoredChange {
             lost: None,
         };
         for (name, value) in raw {
-            match name.as_str() {
-                "u" => change.user = value.clone(),
+            let (name, value) = (name.as_ref(), value.as_ref());
+            match name {
+                "u" => change.user = value.to_string(),
                 "v" => change.version = num(value)? as u64,
                 "ca" if !value.is_empty() => change.created_at = num(value)?,
                 "la" if !value.is_empty() => change.last_active = Some(num(value)?),
@@ -209,12 +204,12 @@ impl StoredChange {
                     if let Some(m) = other.strip_prefix("c:") {
                         change.connections.push((m.to_string(), num(value)? as u32));
                     } else if let Some(field) = Field::from_store_name(other) {
-                        change.fields.push((field, Some(value.clone())));
+                        change.fields.push((field, Some(value.to_string())));
                     }
                 }
                 other => {
                     if let Some(field) = other.strip_prefix('=').and_then(Field::from_store_name) {
-                        change.fields.push((field, Some(value.clone())));
+                        change.fields.push((field, Some(value.to_string())));
                     } else if let Some(field) = other.strip_prefix('-').and_then(Field::from_store_name) {
                         change.fields.push((field, None));
                     }
@@ -294,15 +289,16 @@ pub struct StoredChannel {
 
 impl StoredChannel {
     /// Reads a log entry (`full` false) or a channel hash from a snapshot (`full` true).
-    pub fn parse(cid: Option<&str>, raw: &RawEntry, full: bool) -> StoreResult<StoredChannel> {
+    pub fn parse<S: AsRef<str>>(cid: Option<&str>, raw: &[(S, S)], full: bool) -> StoreResult<StoredChannel> {
         let bad = |what: &str| StoreError::Down(format!("malformed store entry: {what}"));
         let (mut cid, mut created_at, mut op) = (cid.unwrap_or_default().to_string(), 0, "");
         let (mut fields, mut members, mut removed, mut watchers) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (name, value) in raw {
-            match name.as_str() {
-                "ch" => cid = value.clone(),
-                "op" => op = value.as_str(),
+            let (name, value) = (name.as_ref(), value.as_ref());
+            match name {
+                "ch" => cid = value.to_string(),
+                "op" => op = value,
                 "ca" if !value.is_empty() => {
                     created_at = value.parse().map_err(|_| bad("a number field is not a number"))?
                 }
@@ -317,10 +313,10 @@ impl StoredChannel {
                         removed.push(m.to_string());
                     } else if full {
                         if let Some(field) = Field::from_store_name(name) {
-                            fields.push((field, Some(value.clone())));
+                            fields.push((field, Some(value.to_string())));
                         }
                     } else if let Some(field) = name.strip_prefix('=').and_then(Field::from_store_name) {
-                        fields.push((field, Some(value.clone())));
+                        fields.push((field, Some(value.to_string())));
                     } else if let Some(field) = name.strip_prefix('-').and_then(Field::from_store_name) {
                         fields.push((field, None));
                     }
@@ -357,22 +353,58 @@ pub enum Stored {
 }
 
 impl Stored {
-    /// Reads a log entry: a channel's names its cid (`ch`), a user's its id (`u`).
-    pub fn parse(raw: &RawEntry) -> StoreResult<Stored> {
-        if raw.iter().any(|(k, _)| k == "ch") {
-            StoredChannel::parse(None, raw, false).map(Stored::Channel)
-        } else {
-            StoredChange::parse(None, raw, false).map(Stored::User)
+    /// Reads a log entry: a channel's names its cid (`ch`); a user entry holds one or more
+    /// user changes, each starting with its user id (`u`).
+    pub fn parse<S: AsRef<str>>(raw: &[(S, S)]) -> StoreResult<Vec<Stored>> {
+        if raw.iter().any(|(k, _)| k.as_ref() == "ch") {
+            return Ok(vec![Stored::Channel(StoredChannel::parse(None, raw, false)?)]);
         }
+        let mut starts: Vec<usize> =
+            raw.iter().enumerate().filter(|(_, (k, _))| k.as_ref() == "u").map(|(i, _)| i).collect();
+        if starts.first() != Some(&0) {
+            starts.insert(0, 0);
+        }
+        starts.push(raw.len());
+        starts
+            .windows(2)
+            .map(|w| StoredChange::parse(None, &raw[w[0]..w[1]], false).map(Stored::User))
+            .collect()
     }
 }
 
-/// A log entry: the shard's sequence number and the change.
+/// Appends names or values as a log entry holds them (see [`decode_entry`]).
+fn encode_entry<'a>(out: &mut String, values: impl IntoIterator<Item = &'a str>) {
+    for v in values {
+        let _ = write!(out, "{}:{v}", v.len());
+    }
+}
+
+/// Reads a log entry as the scripts store it: one stream field `e` whose value holds the
+/// entry's names and values, each as `<length>:<bytes>`. Answers them borrowed from
+/// `bytes`. Cost: O(bytes).
+pub fn decode_entry(bytes: &[u8]) -> StoreResult<Vec<(&str, &str)>> {
+    let bad = || StoreError::Down("malformed store entry: its encoding".into());
+    let mut rest = std::str::from_utf8(bytes).map_err(|_| bad())?;
+    let mut items = Vec::new();
+    while !rest.is_empty() {
+        let colon = rest.find(':').ok_or_else(bad)?;
+        let len: usize = rest[..colon].parse().map_err(|_| bad())?;
+        let end = (colon + 1).checked_add(len).ok_or_else(bad)?;
+        items.push(rest.get(colon + 1..end).ok_or_else(bad)?);
+        rest = &rest[end..];
+    }
+    if items.len() % 2 != 0 {
+        return Err(bad());
+    }
+    Ok(items.chunks(2).map(|pair| (pair[0], pair[1])).collect())
+}
+
+/// A log entry: the shard's sequence number and the changes it holds, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub shard: usize,
     pub seq: u64,
-    pub change: Stored,
+    pub changes: Vec<Stored>,
 }
 
 /// Everything a shard holds, read atomically, and its sequence number at that moment.
@@ -383,39 +415,100 @@ pub struct Snapshot {
     pub channels: Vec<StoredChannel>,
 }
 
-/// The arguments of the write script after the keys (see `lua/write.lua`).
-pub fn write_args(node: &str, registration: &Registration, retention: u64, delta: &UserDelta) -> Vec<String> {
+/// Most changes one write script call applies: it amortizes the call and the epoch and
+/// fence checks over many changes, and bounds how long one call holds the store.
+pub const WRITE_BATCH: usize = 64;
+
+/// The shard a delta writes to.
+pub fn delta_shard(delta: &Delta) -> usize {
+    match delta {
+        Delta::User(d) => shard_of(&d.user),
+        Delta::Channel(d) => shard_of(&d.cid),
+    }
+}
+
+/// Deltas grouped into write script calls: per shard in their order, at most
+/// [`WRITE_BATCH`] per call, the calls in the order of their first delta. Answers each
+/// call's shard and the indexes of its deltas. Cost: O(deltas).
+pub fn shard_batches(deltas: &[Delta]) -> Vec<(usize, Vec<usize>)> {
+    let mut batches: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut open: [Option<usize>; SHARDS] = [None; SHARDS];
+    for (i, delta) in deltas.iter().enumerate() {
+        let shard = delta_shard(delta);
+        match open[shard] {
+            Some(b) if batches[b].1.len() < WRITE_BATCH => batches[b].1.push(i),
+            _ => {
+                open[shard] = Some(batches.len());
+                batches.push((shard, vec![i]));
+            }
+        }
+    }
+    batches
+}
+
+/// Appends one change to the write script's arguments (see `lua/write.lua`): its kind
+/// (`u` user, `c` channel), the number of its arguments, then its arguments.
+pub fn push_change_args(args: &mut Vec<String>, delta: &Delta) {
+    let kind = args.len();
+    args.push(String::new());
+    args.push(String::new());
+    match delta {
+        Delta::User(delta) => {
+            args[kind] = "u".into();
+            push_user_args(args, delta);
+        }
+        Delta::Channel(delta) => {
+            args[kind] = "c".into();
+            push_channel_args(args, delta);
+        }
+    }
+    args[kind + 1] = (args.len() - kind - 2).to_string();
+}
+
+/// A user change: id, time, last_active or '', connection opened or '', connection closed
+/// or '', `1` to write fields only if the user is new, `u` and the id and the fields as
+/// its log entry names them (encoded: the script copies them), field triples.
+fn push_user_args(args: &mut Vec<String>, delta: &UserDelta) {
     let conn = |want_open: bool| match delta.connection {
         Some(ConnectionChange::Opened(c)) if want_open => c.0.to_string(),
         Some(ConnectionChange::Closed(c)) if !want_open => c.0.to_string(),
         _ => String::new(),
     };
-    let mut args = vec![
-        node.to_string(),
-        registration.incarnation.to_string(),
-        retention.to_string(),
+    args.extend([
         delta.user.to_string(),
         delta.at.to_string(),
         delta.last_active.map(|t| t.to_string()).unwrap_or_default(),
         conn(true),
         conn(false),
-        if delta.only_if_absent { "1" } else { "0" }.to_string(),
-        registration.epoch.clone(),
-    ];
-    push_field_args(&mut args, &delta.fields);
-    args
+        flag(delta.only_if_absent),
+    ]);
+    let mut head = String::with_capacity(delta.user.len() + 8);
+    encode_entry(&mut head, ["u", &delta.user]);
+    let names: Vec<String> = delta.fields.iter().map(|(field, _)| field.store_name()).collect();
+    let mut written = String::new();
+    for ((_, value), name) in delta.fields.iter().zip(&names) {
+        // `=<name>` and the value, or `-<name>` and nothing.
+        let _ = write!(written, "{}:{}{name}", name.len() + 1, if value.is_some() { '=' } else { '-' });
+        encode_entry(&mut written, [value.as_deref().unwrap_or_default()]);
+    }
+    args.extend([head, written]);
+    for ((_, value), name) in delta.fields.iter().zip(names) {
+        args.extend([name, value.clone().unwrap_or_default(), flag(value.is_some())]);
+    }
+}
+
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_string()
 }
 
 /// Fields written as script arguments: (name, value, `1` set | `0` remove) triples.
 fn push_field_args(args: &mut Vec<String>, fields: &[FieldWrite]) {
     for (field, value) in fields {
-        args.push(field.store_name());
-        args.push(value.clone().unwrap_or_default());
-        args.push(if value.is_some() { "1" } else { "0" }.to_string());
+        args.extend([field.store_name(), value.clone().unwrap_or_default(), flag(value.is_some())]);
     }
 }
 
-/// The operation of a channel change as the channel script and its log entries name it.
+/// The operation of a channel change as the write script and its log entries name it.
 pub fn op_name(op: &ChannelOp) -> &'static str {
     match op {
         ChannelOp::Upsert { .. } => "up",
@@ -426,29 +519,14 @@ pub fn op_name(op: &ChannelOp) -> &'static str {
     }
 }
 
-/// The arguments of the channel script after the keys (see `lua/channel.lua`).
-pub fn channel_args(
-    node: &str,
-    registration: &Registration,
-    retention: u64,
-    watches_prefix: &str,
-    delta: &ChannelDelta,
-) -> Vec<String> {
-    let mut args = vec![
-        node.to_string(),
-        registration.incarnation.to_string(),
-        retention.to_string(),
-        delta.cid.to_string(),
-        delta.at.to_string(),
-        op_name(&delta.op).to_string(),
-        registration.epoch.clone(),
-        watches_prefix.to_string(),
-    ];
+/// A channel change (see `lua/channel.lua`): cid, time, operation, then by operation.
+fn push_channel_args(args: &mut Vec<String>, delta: &ChannelDelta) {
+    args.extend([delta.cid.to_string(), delta.at.to_string(), op_name(&delta.op).to_string()]);
     match &delta.op {
         ChannelOp::Upsert { fields, members, only_if_absent } => {
-            args.push(if *only_if_absent { "1" } else { "0" }.to_string());
+            args.push(flag(*only_if_absent));
             args.push(fields.len().to_string());
-            push_field_args(&mut args, fields);
+            push_field_args(args, fields);
             args.extend(members.iter().map(|m| m.to_string()));
         }
         ChannelOp::RemoveMembers(members) => args.extend(members.iter().map(|m| m.to_string())),
@@ -458,7 +536,6 @@ pub fn channel_args(
             args.push(user.to_string());
         }
     }
-    args
 }
 
 /// The shared store as the link uses it. Every call is one round trip or a pipeline.
@@ -469,13 +546,16 @@ pub trait Store {
     fn register(&mut self, node: &str, lease_ms: u64, fresh_epoch: &str) -> StoreResult<Registration>;
     /// Renews the lease of `member` if it is still alive and the epoch still holds.
     fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat>;
-    /// Applies deltas in order, stopping at the first refused one; answers how many were
-    /// applied (all of them, or fewer with `Fenced` or `Lost` for the rest).
+    /// Applies deltas, each shard's in their order; a shard that refuses this incarnation
+    /// (fenced, or another epoch) applies none of them. Answers how many deltas, in order,
+    /// come before the first refused one (all of them, or fewer with `Fenced` or `Lost`):
+    /// later deltas of other shards may have been applied too and are written again (the
+    /// scripts count a connection or a watch once however often it is announced).
     fn write(
         &mut self,
         node: &str,
         registration: &Registration,
-        deltas: &[crate::replication::Delta],
+        deltas: &[Delta],
     ) -> (usize, StoreResult<()>);
     /// Log entries after `cursors[shard]` in every shard, at most `max` per shard, without
     /// waiting when there are none.

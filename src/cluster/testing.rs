@@ -98,12 +98,17 @@ impl RedisServer {
 
     /// A field of `INFO` (such as `total_commands_processed`) as a number.
     pub fn info_number(&self, field: &str) -> Option<u64> {
+        self.info(field)?.parse().ok()
+    }
+
+    /// A field of `INFO` (such as `used_cpu_user`) as text.
+    pub fn info(&self, field: &str) -> Option<String> {
         let (_, body) = self.reply(&["INFO"])?;
-        body.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
+        body.lines().find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
     }
 
     /// Sends one command; answers the first line of the reply and, for a bulk string, its body.
-    fn reply(&self, args: &[&str]) -> Option<(String, String)> {
+    pub fn reply(&self, args: &[&str]) -> Option<(String, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut request = format!("*{}\r\n", args.len());

@@ -108,6 +108,17 @@ fn redis_scripts_match_the_in_memory_model() {
         registrations.push(r);
     }
     let (mut open, mut next_conn) = (Vec::new(), 0);
+    // Many deltas per call, as a busy link writes them: several script calls per shard, a
+    // user changed many times in one call.
+    for _ in 0..20 {
+        let node = rng.below(3) as usize;
+        let deltas: Vec<Delta> = (0..1 + rng.below(300))
+            .map(|_| random_delta(&mut rng, &mut open, node, &mut next_conn))
+            .collect();
+        let r = redis.write(nodes[node], &registrations[node], &deltas);
+        let m = model.write(nodes[node], &registrations[node], &deltas);
+        assert_eq!(r, m);
+    }
     for _ in 0..1000 {
         let node = rng.below(3) as usize;
         let delta = random_delta(&mut rng, &mut open, node, &mut next_conn);
@@ -136,8 +147,8 @@ fn redis_scripts_match_the_in_memory_model() {
     let cursors = [0; SHARDS];
     // Hash field order differs between Redis and the model; the sets must not.
     let normalized = |mut entries: Vec<super::store::Entry>| {
-        for e in &mut entries {
-            match &mut e.change {
+        for change in entries.iter_mut().flat_map(|e| &mut e.changes) {
+            match change {
                 Stored::User(change) => {
                     change.connections.sort();
                     if let Some((_, ids)) = &mut change.lost {
@@ -155,7 +166,8 @@ fn redis_scripts_match_the_in_memory_model() {
     for (r, m) in from_redis.iter().zip(&from_model) {
         assert_eq!(r, m);
     }
-    let logged = |what: fn(&Stored) -> bool| from_redis.iter().any(|e| what(&e.change));
+    assert!(from_redis.iter().any(|e| e.changes.len() > 1), "user changes of one call shared an entry");
+    let logged = |what: fn(&Stored) -> bool| from_redis.iter().flat_map(|e| &e.changes).any(what);
     assert!(logged(|c| matches!(c, Stored::User(u) if u.lost.is_some())), "reaping logged lost connections");
     assert!(logged(
         |c| matches!(c, Stored::Channel(ch) if matches!(&ch.op, StoredOp::Lost(w) if !w.is_empty()))

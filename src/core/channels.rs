@@ -23,6 +23,7 @@ impl State {
         if let Some(ch) = existing {
             self.check_member_limits(ch, &patch.members)?;
         }
+        let members = self.member_users(now, &patch.members);
         let ch = existing.unwrap_or_else(|| self.create_channel(now, &patch.cid, type_len));
         let channel = self.channel_mut(ch);
         let mut changed = false;
@@ -43,7 +44,9 @@ impl State {
             members: patch.members.iter().map(|m| Arc::from(m.as_str())).collect(),
             only_if_absent: false,
         });
-        self.add_member_ids(now, ch, &patch.members);
+        for u in members {
+            self.add_member(now, ch, u);
+        }
         self.settle(now);
         Ok(())
     }
@@ -90,14 +93,20 @@ impl State {
         Ok(())
     }
 
-    fn add_member_ids(&mut self, now: Millis, ch: ChannelIdx, ids: &[String]) {
-        for id in ids {
-            let (u, created) = self.get_or_create_user(id, now);
-            if created {
-                self.replicate(now, u, None, Vec::new);
-            }
-            self.add_member(now, ch, u);
-        }
+    /// The users `ids` name, unknown ones created with only their id. A created user's
+    /// delta is recorded here, ahead of the channel change naming it: the link writes deltas
+    /// in order and may stop between two (a node dying mid-way), and the store must not keep
+    /// a membership whose user it never heard of.
+    fn member_users(&mut self, now: Millis, ids: &[String]) -> Vec<UserIdx> {
+        ids.iter()
+            .map(|id| {
+                let (u, created) = self.get_or_create_user(id, now);
+                if created {
+                    self.replicate(now, u, None, Vec::new);
+                }
+                u
+            })
+            .collect()
     }
 
     pub(super) fn add_member(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx) {
@@ -168,13 +177,16 @@ impl State {
             validate_user_id(id)?;
         }
         self.check_member_limits(ch, ids)?;
+        let members = self.member_users(now, ids);
         let cid = self.channel(ch).cid.clone();
         self.replicate_channel(&cid, now, || ChannelOp::Upsert {
             fields: Vec::new(),
             members: ids.iter().map(|m| Arc::from(m.as_str())).collect(),
             only_if_absent: false,
         });
-        self.add_member_ids(now, ch, ids);
+        for u in members {
+            self.add_member(now, ch, u);
+        }
         self.settle(now);
         Ok(())
     }

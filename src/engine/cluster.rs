@@ -13,8 +13,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Most log entries read per shard in one round.
-const READ_BATCH: usize = 1000;
+/// Most log entries read per shard in one round (an entry holds up to one write script
+/// call's changes of the shard: 64).
+const READ_BATCH: usize = 128;
+/// Most deltas written in one round: one pipeline of write script calls.
+const WRITE_BATCH: usize = 4096;
 /// Longest pause between attempts while the store is unreachable.
 const RETRY_MS: u64 = 100;
 
@@ -39,6 +42,7 @@ impl ClusterLink {
             heartbeat_ms: config.heartbeat_ms,
             lease_ms: config.lease_ms,
             read_batch: READ_BATCH,
+            write_batch: WRITE_BATCH,
         };
         let shared = LinkShared::new();
         let stop = Arc::new(AtomicBool::new(false));

@@ -24,20 +24,23 @@ end
 table.sort(order)
 local count_member = node .. '#' .. inc
 local count = 'c:' .. count_member
+local log = open_log(KEYS[1], KEYS[2], ARGV[3])
 for _, uid in ipairs(order) do
-  local key = ARGV[4] .. uid
-  redis.call('HDEL', key, count)
+  local user = load_hash(ARGV[4] .. uid)
+  set_count(user, count, nil)
   local connected = false
-  for _, k in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(k, 1, 2) == 'c:' then
+  for name in pairs(user.f) do
+    if string.sub(name, 1, 2) == 'c:' then
       connected = true
     end
   end
   -- The last connection anywhere went with the node: last seen now, if visible.
-  if not connected and redis.call('HGET', key, 'i') ~= '1' then
-    raise_last_active(key, ARGV[5])
+  if not connected and user.f.i ~= '1' then
+    raise_last_active(user, ARGV[5])
   end
-  append(key, KEYS[1], KEYS[2], ARGV[3], uid, {'lost', node .. ' ' .. table.concat(by_user[uid], ',')})
+  local lost = encode({}, {'lost', node .. ' ' .. table.concat(by_user[uid], ',')})
+  log_user(log, user, table.concat(encode({}, {'u', uid})), table.concat(lost))
+  save(user)
 end
 redis.call('DEL', KEYS[4])
 -- The watches, one entry per channel, in cid order.
@@ -66,8 +69,9 @@ for _, cid in ipairs(cids) do
     end
   end
   if #written > 2 then
-    log_channel(KEYS[1], KEYS[2], ARGV[3], cid, redis.call('HGET', key, 'ca') or '', written)
+    log_channel(log, cid, redis.call('HGET', key, 'ca') or '', written)
   end
 end
 redis.call('DEL', KEYS[5])
+flush_users(log)
 return #order
