@@ -34,6 +34,98 @@ struct Shard {
     user_entry: RawEntry,
 }
 
+/// The channel steps of `lua/channel.lua`; each answers whether the channel changed (and
+/// so whether an entry is logged), adding what it wrote to `written`.
+impl Shard {
+    fn create_channel(&mut self, cid: &str, at: &str) {
+        let fields = BTreeMap::from([("ca".into(), at.to_string()), ("ua".into(), at.to_string())]);
+        self.channels.insert(cid.to_string(), fields);
+    }
+
+    fn upsert_channel(
+        &mut self,
+        cid: &str,
+        at: &str,
+        fields: &[FieldWrite],
+        members: &[Arc<str>],
+        only_if_absent: bool,
+        written: &mut RawEntry,
+    ) -> bool {
+        let existed = self.channels.contains_key(cid);
+        if existed && only_if_absent {
+            return false;
+        }
+        if !existed {
+            self.create_channel(cid, at);
+        }
+        let channel = self.channels.get_mut(cid).expect("created above");
+        write_fields(channel, fields, written);
+        for m in members {
+            if channel.insert(format!("m:{m}"), "1".into()).is_none() {
+                written.push((format!("+m:{m}"), String::new()));
+            }
+        }
+        true
+    }
+
+    fn start_watch(
+        &mut self,
+        cid: &str,
+        at: &str,
+        me: &str,
+        connection: u64,
+        user: &str,
+        written: &mut RawEntry,
+    ) -> bool {
+        if !self.channels.contains_key(cid) {
+            self.create_channel(cid, at);
+        }
+        let field = format!("w:{me}:{connection}");
+        let channel = self.channels.get_mut(cid).expect("created above");
+        if channel.insert(field.clone(), user.to_string()).is_some() {
+            return false;
+        }
+        self.watches.entry(me.to_string()).or_default().insert(format!("{connection}:{cid}"), "1".into());
+        written.push((field, user.to_string()));
+        true
+    }
+
+    fn stop_watch(&mut self, cid: &str, me: &str, connection: u64, written: &mut RawEntry) -> bool {
+        let field = format!("w:{me}:{connection}");
+        let channel = self.channels.get_mut(cid).expect("exists");
+        let Some(uid) = channel.remove(&field) else { return false };
+        if let Some(w) = self.watches.get_mut(me) {
+            w.remove(&format!("{connection}:{cid}"));
+        }
+        written.push((field, uid));
+        true
+    }
+
+    fn remove_members(&mut self, cid: &str, members: &[Arc<str>], written: &mut RawEntry) -> bool {
+        let channel = self.channels.get_mut(cid).expect("exists");
+        for m in members {
+            if channel.remove(&format!("m:{m}")).is_some() {
+                written.push((format!("-m:{m}"), String::new()));
+            }
+        }
+        true
+    }
+
+    /// Removes the channel and its watches; answers its `ca` (creation time).
+    fn delete_channel(&mut self, cid: &str, written: &mut RawEntry) -> String {
+        let channel = self.channels.remove(cid).expect("exists");
+        for (field, uid) in &channel {
+            if let Some((m, conn)) = field.strip_prefix("w:").and_then(|w| w.rsplit_once(':')) {
+                if let Some(w) = self.watches.get_mut(m) {
+                    w.remove(&format!("{conn}:{cid}"));
+                }
+                written.push((field.clone(), uid.clone()));
+            }
+        }
+        channel.get("ca").cloned().unwrap_or_default()
+    }
+}
+
 /// The shared data of one simulated store.
 pub struct MemoryData {
     shards: Vec<Shard>,
@@ -127,80 +219,32 @@ impl MemoryData {
         let me = member(node, registration.incarnation);
         let cid = delta.cid.to_string();
         let s = &mut self.shards[shard];
-        let existed = s.channels.contains_key(&cid);
-        let create = |s: &mut Shard| {
-            let at = delta.at.to_string();
-            s.channels.insert(cid.clone(), BTreeMap::from([("ca".into(), at.clone()), ("ua".into(), at)]));
-        };
         let mut written: RawEntry = vec![("op".into(), op_name(&delta.op).into())];
-        match &delta.op {
+        let at = delta.at.to_string();
+        let changed = match &delta.op {
             ChannelOp::Upsert { fields, members, only_if_absent } => {
-                if existed && *only_if_absent {
-                    return;
-                }
-                if !existed {
-                    create(s);
-                }
-                let channel = s.channels.get_mut(&cid).expect("created above");
-                write_fields(channel, fields, &mut written);
-                for m in members {
-                    if channel.insert(format!("m:{m}"), "1".into()).is_none() {
-                        written.push((format!("+m:{m}"), String::new()));
-                    }
-                }
+                s.upsert_channel(&cid, &at, fields, members, *only_if_absent, &mut written)
             }
             ChannelOp::Watch { connection, user, start: true } => {
-                if !existed {
-                    create(s);
-                }
-                let field = format!("w:{me}:{}", connection.0);
-                let channel = s.channels.get_mut(&cid).expect("created above");
-                if channel.insert(field.clone(), user.to_string()).is_some() {
-                    return;
-                }
-                s.watches
-                    .entry(me.clone())
-                    .or_default()
-                    .insert(format!("{}:{cid}", connection.0), "1".into());
-                written.push((field, user.to_string()));
+                s.start_watch(&cid, &at, &me, connection.0, user, &mut written)
             }
-            _ if !existed => return,
+            _ if !s.channels.contains_key(&cid) => false,
             ChannelOp::Watch { connection, start: false, .. } => {
-                let field = format!("w:{me}:{}", connection.0);
-                let channel = s.channels.get_mut(&cid).expect("exists");
-                let Some(uid) = channel.remove(&field) else { return };
-                if let Some(w) = s.watches.get_mut(&me) {
-                    w.remove(&format!("{}:{cid}", connection.0));
-                }
-                written.push((field, uid));
+                s.stop_watch(&cid, &me, connection.0, &mut written)
             }
-            ChannelOp::RemoveMembers(members) => {
-                let channel = s.channels.get_mut(&cid).expect("exists");
-                for m in members {
-                    if channel.remove(&format!("m:{m}")).is_some() {
-                        written.push((format!("-m:{m}"), String::new()));
-                    }
-                }
-            }
+            ChannelOp::RemoveMembers(members) => s.remove_members(&cid, members, &mut written),
             ChannelOp::Delete => {
-                let channel = s.channels.remove(&cid).expect("exists");
-                for (field, uid) in &channel {
-                    if let Some((m, conn)) = field.strip_prefix("w:").and_then(|w| w.rsplit_once(':')) {
-                        if let Some(w) = s.watches.get_mut(m) {
-                            w.remove(&format!("{conn}:{cid}"));
-                        }
-                        written.push((field.clone(), uid.clone()));
-                    }
-                }
-                let ca = channel.get("ca").cloned().unwrap_or_default();
+                let ca = s.delete_channel(&cid, &mut written);
                 self.append_channel(shard, &cid, ca, written);
                 self.history.push(Applied::Delta(me, Delta::Channel(delta.clone())));
                 return;
             }
+        };
+        if changed {
+            let ca = s.channels[&cid].get("ca").cloned().unwrap_or_default();
+            self.append_channel(shard, &cid, ca, written);
+            self.history.push(Applied::Delta(me, Delta::Channel(delta.clone())));
         }
-        let ca = s.channels[&cid].get("ca").cloned().unwrap_or_default();
-        self.append_channel(shard, &cid, ca, written);
-        self.history.push(Applied::Delta(me, Delta::Channel(delta.clone())));
     }
 
     /// `user_change` of `lua/write.lua`, for an admitted incarnation.

@@ -341,8 +341,13 @@ fn run_case(seed: u64) -> Result<(), String> {
             _ => outage_until = now + rng.below(3 * LEASE_MS) as Millis,
         }
     }
-    // Quiescence: the store is back, nothing new happens, every live node keeps stepping
-    // until dead leases expired, were reaped, and every log was read.
+    quiesce(&data, &mut nodes, now);
+    compare_with_one_engine(&data, &nodes, &names)
+}
+
+/// The store is back, nothing new happens, every live node keeps stepping until dead
+/// leases expired, were reaped, and every log was read.
+fn quiesce(data: &Mutex<MemoryData>, nodes: &mut [Option<SimNode>], mut now: Millis) {
     data.lock().unwrap().down = false;
     for _ in 0..(3 * LEASE_MS / HEARTBEAT_MS + 4) {
         now += HEARTBEAT_MS as Millis;
@@ -356,6 +361,14 @@ fn run_case(seed: u64) -> Result<(), String> {
             node.step(now);
         }
     }
+}
+
+/// Every live node answers what one engine answers after all the changes the store took.
+fn compare_with_one_engine(
+    data: &Mutex<MemoryData>,
+    nodes: &[Option<SimNode>],
+    names: &[String],
+) -> Result<(), String> {
     let expected = answers(&reference(&data.lock().unwrap().history));
     for (i, node) in nodes.iter().enumerate() {
         if let Some(node) = node {

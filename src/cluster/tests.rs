@@ -94,100 +94,150 @@ fn sort_channel(change: &mut StoredChannel) {
 #[test]
 fn redis_scripts_match_the_in_memory_model() {
     let Some(server) = start_redis() else { return };
-    let mut redis = RedisStore::new(&server.url(), "t", 1000, Duration::from_secs(5)).unwrap();
-    let data = Arc::new(Mutex::new(MemoryData::new(1000)));
-    let mut model = MemoryStore(data.clone());
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let nodes = ["a", "b", "c"];
-    let mut registrations = Vec::new();
-    for node in nodes {
-        let r = redis.register(node, 60_000, "e1").unwrap();
-        let m = model.register(node, 60_000, "e1").unwrap();
-        assert_eq!(r.incarnation, m.incarnation);
-        assert_eq!(r.epoch, "e1");
-        registrations.push(r);
-    }
-    let (mut open, mut next_conn) = (Vec::new(), 0);
-    // Many deltas per call, as a busy link writes them: several script calls per shard, a
-    // user changed many times in one call.
-    for _ in 0..20 {
-        let node = rng.below(3) as usize;
-        let deltas: Vec<Delta> = (0..1 + rng.below(300))
-            .map(|_| random_delta(&mut rng, &mut open, node, &mut next_conn))
-            .collect();
-        let r = redis.write(nodes[node], &registrations[node], &deltas);
-        let m = model.write(nodes[node], &registrations[node], &deltas);
-        assert_eq!(r, m);
-    }
-    for _ in 0..1000 {
-        let node = rng.below(3) as usize;
-        let delta = random_delta(&mut rng, &mut open, node, &mut next_conn);
-        let r = redis.write(nodes[node], &registrations[node], std::slice::from_ref(&delta));
-        let m = model.write(nodes[node], &registrations[node], std::slice::from_ref(&delta));
-        assert_eq!(r, m, "{delta:?}");
-    }
-    // Node b dies: reaping closes its connections everywhere and fences its writes.
-    let dead = super::store::member("b", registrations[1].incarnation);
-    assert!(redis.reap(&dead, 5_000, 10_000).unwrap());
-    assert!(model.reap(&dead, 5_000, 10_000).unwrap());
-    let late = random_delta(&mut rng, &mut open, 1, &mut next_conn);
-    assert_eq!(
-        redis.write("b", &registrations[1], std::slice::from_ref(&late)),
-        (0, Err(StoreError::Fenced))
-    );
-    assert_eq!(
-        model.write("b", &registrations[1], std::slice::from_ref(&late)),
-        (0, Err(StoreError::Fenced))
-    );
-    // A write under an epoch the store does not hold (it lost its data) is refused too.
-    let stale = Registration { incarnation: registrations[0].incarnation, epoch: "e0".into() };
-    assert_eq!(redis.write("a", &stale, std::slice::from_ref(&late)), (0, Err(StoreError::Lost)));
-    assert_eq!(model.write("a", &stale, std::slice::from_ref(&late)), (0, Err(StoreError::Lost)));
+    let mut both = BothStores::register(&server.url());
+    both.write_random_batches();
+    both.write_random_deltas();
+    both.reap_and_refuse_stale_writes();
+    both.logs_agree();
+    both.snapshots_agree();
+    assert_eq!(both.data.lock().unwrap().retention, 1000);
+}
 
-    let cursors = [0; SHARDS];
-    // Hash field order differs between Redis and the model; the sets must not.
-    let normalized = |mut entries: Vec<super::store::Entry>| {
-        for change in entries.iter_mut().flat_map(|e| &mut e.changes) {
-            match change {
-                Stored::User(change) => {
-                    change.connections.sort();
-                    if let Some((_, ids)) = &mut change.lost {
-                        ids.sort();
+/// A real Redis and the in-memory model, given the same calls by three nodes.
+struct BothStores {
+    redis: RedisStore,
+    model: MemoryStore,
+    data: Arc<Mutex<MemoryData>>,
+    registrations: Vec<Registration>,
+    rng: Rng,
+    /// (node, connection, user) of the open connections.
+    open: Vec<(usize, u64, String)>,
+    next_conn: u64,
+}
+
+const NODES: [&str; 3] = ["a", "b", "c"];
+
+impl BothStores {
+    fn register(url: &str) -> BothStores {
+        let mut redis = RedisStore::new(url, "t", 1000, Duration::from_secs(5)).unwrap();
+        let data = Arc::new(Mutex::new(MemoryData::new(1000)));
+        let mut model = MemoryStore(data.clone());
+        let mut registrations = Vec::new();
+        for node in NODES {
+            let r = redis.register(node, 60_000, "e1").unwrap();
+            let m = model.register(node, 60_000, "e1").unwrap();
+            assert_eq!(r.incarnation, m.incarnation);
+            assert_eq!(r.epoch, "e1");
+            registrations.push(r);
+        }
+        BothStores {
+            redis,
+            model,
+            data,
+            registrations,
+            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            open: Vec::new(),
+            next_conn: 0,
+        }
+    }
+
+    fn delta(&mut self, node: usize) -> Delta {
+        random_delta(&mut self.rng, &mut self.open, node, &mut self.next_conn)
+    }
+
+    /// The same write on both; both answer alike.
+    fn write(&mut self, node: usize, deltas: &[Delta]) {
+        let r = self.redis.write(NODES[node], &self.registrations[node], deltas);
+        let m = self.model.write(NODES[node], &self.registrations[node], deltas);
+        assert_eq!(r, m, "{deltas:?}");
+    }
+
+    /// Many deltas per call, as a busy link writes them: several script calls per shard, a
+    /// user changed many times in one call.
+    fn write_random_batches(&mut self) {
+        for _ in 0..20 {
+            let node = self.rng.below(3) as usize;
+            let deltas: Vec<Delta> = (0..1 + self.rng.below(300)).map(|_| self.delta(node)).collect();
+            self.write(node, &deltas);
+        }
+    }
+
+    fn write_random_deltas(&mut self) {
+        for _ in 0..1000 {
+            let node = self.rng.below(3) as usize;
+            let delta = self.delta(node);
+            self.write(node, std::slice::from_ref(&delta));
+        }
+    }
+
+    /// Node b dies: reaping closes its connections everywhere and fences its writes; a
+    /// write under an epoch the store does not hold (it lost its data) is refused too.
+    fn reap_and_refuse_stale_writes(&mut self) {
+        let dead = super::store::member("b", self.registrations[1].incarnation);
+        assert!(self.redis.reap(&dead, 5_000, 10_000).unwrap());
+        assert!(self.model.reap(&dead, 5_000, 10_000).unwrap());
+        let late = self.delta(1);
+        let late = std::slice::from_ref(&late);
+        assert_eq!(self.redis.write("b", &self.registrations[1], late), (0, Err(StoreError::Fenced)));
+        assert_eq!(self.model.write("b", &self.registrations[1], late), (0, Err(StoreError::Fenced)));
+        let stale = Registration { incarnation: self.registrations[0].incarnation, epoch: "e0".into() };
+        assert_eq!(self.redis.write("a", &stale, late), (0, Err(StoreError::Lost)));
+        assert_eq!(self.model.write("a", &stale, late), (0, Err(StoreError::Lost)));
+    }
+
+    /// Both logs hold the same entries (hash field order aside), with shared user entries,
+    /// lost connections and deleted channels among them.
+    fn logs_agree(&mut self) {
+        let cursors = [0; SHARDS];
+        let normalized = |mut entries: Vec<super::store::Entry>| {
+            for change in entries.iter_mut().flat_map(|e| &mut e.changes) {
+                match change {
+                    Stored::User(change) => {
+                        change.connections.sort();
+                        if let Some((_, ids)) = &mut change.lost {
+                            ids.sort();
+                        }
                     }
+                    Stored::Channel(change) => sort_channel(change),
                 }
-                Stored::Channel(change) => sort_channel(change),
             }
+            entries
+        };
+        let from_redis = normalized(self.redis.read(&cursors, 10_000).unwrap());
+        let from_model = normalized(self.model.read(&cursors, 10_000).unwrap());
+        assert_eq!(from_redis.len(), from_model.len());
+        for (r, m) in from_redis.iter().zip(&from_model) {
+            assert_eq!(r, m);
         }
-        entries
-    };
-    let from_redis = normalized(redis.read(&cursors, 10_000).unwrap());
-    let from_model = normalized(model.read(&cursors, 10_000).unwrap());
-    assert_eq!(from_redis.len(), from_model.len());
-    for (r, m) in from_redis.iter().zip(&from_model) {
-        assert_eq!(r, m);
+        assert!(from_redis.iter().any(|e| e.changes.len() > 1), "user changes of one call shared an entry");
+        let logged = |what: fn(&Stored) -> bool| from_redis.iter().flat_map(|e| &e.changes).any(what);
+        assert!(
+            logged(|c| matches!(c, Stored::User(u) if u.lost.is_some())),
+            "reaping logged lost connections"
+        );
+        assert!(logged(
+            |c| matches!(c, Stored::Channel(ch) if matches!(&ch.op, StoredOp::Lost(w) if !w.is_empty()))
+        ));
+        assert!(logged(
+            |c| matches!(c, Stored::Channel(ch) if matches!(&ch.op, StoredOp::Deleted(w) if !w.is_empty()))
+        ));
     }
-    assert!(from_redis.iter().any(|e| e.changes.len() > 1), "user changes of one call shared an entry");
-    let logged = |what: fn(&Stored) -> bool| from_redis.iter().flat_map(|e| &e.changes).any(what);
-    assert!(logged(|c| matches!(c, Stored::User(u) if u.lost.is_some())), "reaping logged lost connections");
-    assert!(logged(
-        |c| matches!(c, Stored::Channel(ch) if matches!(&ch.op, StoredOp::Lost(w) if !w.is_empty()))
-    ));
-    assert!(logged(
-        |c| matches!(c, Stored::Channel(ch) if matches!(&ch.op, StoredOp::Deleted(w) if !w.is_empty()))
-    ));
-    for shard in 0..SHARDS {
-        let mut r = redis.snapshot(shard).unwrap();
-        let mut m = model.snapshot(shard).unwrap();
-        for snapshot in [&mut r, &mut m] {
-            snapshot.users.sort_by(|a, b| a.user.cmp(&b.user));
-            for u in &mut snapshot.users {
-                u.fields.sort();
-                u.connections.sort();
+
+    /// Every shard's snapshot is the same set of users and channels.
+    fn snapshots_agree(&mut self) {
+        for shard in 0..SHARDS {
+            let mut r = self.redis.snapshot(shard).unwrap();
+            let mut m = self.model.snapshot(shard).unwrap();
+            for snapshot in [&mut r, &mut m] {
+                snapshot.users.sort_by(|a, b| a.user.cmp(&b.user));
+                for u in &mut snapshot.users {
+                    u.fields.sort();
+                    u.connections.sort();
+                }
+                snapshot.channels.sort_by(|a, b| a.cid.cmp(&b.cid));
+                snapshot.channels.iter_mut().for_each(sort_channel);
             }
-            snapshot.channels.sort_by(|a, b| a.cid.cmp(&b.cid));
-            snapshot.channels.iter_mut().for_each(sort_channel);
+            assert_eq!(r, m);
         }
-        assert_eq!(r, m);
     }
-    assert_eq!(data.lock().unwrap().retention, 1000);
 }
