@@ -117,6 +117,8 @@ pub(crate) fn bounded(mut message: String) -> String {
 impl Error {
     /// An error of `kind` with `message` (by convention naming the operation and the value
     /// at fault, as the engine's own errors do), kept up to [`MAX_MESSAGE_BYTES`].
+    /// Cold: the paths that fail are laid out away from those that succeed.
+    #[cold]
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error { kind, message: bounded(message.into()) }
     }

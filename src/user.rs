@@ -58,6 +58,12 @@ pub(crate) fn is_format_character(c: char) -> bool {
 /// mark, bidirectional overrides), so that two ids that look the same are the same id.
 /// Cost: O(len).
 pub(crate) fn forbidden_id_character(id: &str) -> Option<char> {
+    // The usual ids are printable ASCII, which a byte test clears: no ASCII character is a
+    // format character, and ASCII's whitespace and controls are exactly the bytes outside
+    // `!`..=`~`.
+    if id.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
     id.chars().find(|&c| c.is_whitespace() || c.is_control() || is_format_character(c))
 }
 

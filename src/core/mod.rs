@@ -220,9 +220,9 @@ struct ConnectionRecord {
 
 impl ConnectionRecord {
     /// Queues a delivery in the sink, or in `queue` when there is no live sink; answers
-    /// false when the queue or sink is full.
-    #[inline]
-    fn enqueue(&mut self, delivery: Delivery, capacity: usize) -> bool {
+    /// false when the queue or sink is full. Always inlined into the fan-out's loop.
+    #[inline(always)]
+    fn enqueue(&mut self, mut delivery: Delivery, capacity: usize) -> bool {
         if let Some(sink) = &self.sink {
             match sink.try_send(delivery) {
                 Ok(()) => return true,
@@ -230,7 +230,7 @@ impl ConnectionRecord {
                 // The receiver was dropped: the subscription ends, the queue takes over.
                 Err(TrySendError::Disconnected(back)) => {
                     self.sink = None;
-                    return self.enqueue(back, capacity);
+                    delivery = back;
                 }
             }
         }
@@ -388,8 +388,23 @@ impl State {
     }
 
     /// Takes the events and deliveries emitted since the last call, in `seq` order.
+    #[cfg(test)]
     pub fn take_outbox(&mut self) -> Vec<Outgoing> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Drains the events and deliveries emitted since the last call, in `seq` order,
+    /// keeping the outbox's room: a command's events cost no allocation once the outbox
+    /// has held as many.
+    pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, Outgoing> {
+        self.outbox.drain(..)
+    }
+
+    /// Takes the events and deliveries emitted since the last call, in `seq` order,
+    /// leaving `room` (an empty vector, its capacity reused) as the outbox. O(1).
+    pub fn swap_outbox(&mut self, room: Vec<Outgoing>) -> Vec<Outgoing> {
+        debug_assert!(room.is_empty());
+        std::mem::replace(&mut self.outbox, room)
     }
 
     /// The `seq` of the latest event emitted (0 before the first).
@@ -462,15 +477,20 @@ impl State {
     }
 
     fn get_or_create_user(&mut self, id: &str, now: Millis) -> (UserIdx, bool) {
-        if let Some(u) = self.find_user(id) {
-            return (u, false);
+        match self.find_user(id) {
+            Some(u) => (u, false),
+            None => (self.create_user(id, now), true),
         }
+    }
+
+    /// Creates user `id`, which must not exist yet.
+    fn create_user(&mut self, id: &str, now: Millis) -> UserIdx {
         let u = self.users.len() as UserIdx;
         let key = self.next_user_key;
         self.next_user_key += 1;
         self.users.push(UserRecord::new(Arc::from(id), key, now));
         self.user_index.insert(&self.users, u);
-        (u, true)
+        u
     }
 
     // ----- emission -----
@@ -551,8 +571,9 @@ struct FanOut<'a> {
 impl FanOut<'_> {
     /// Queues the event for connection `c` (own view when it belongs to the subject) and
     /// records the delivery for listeners; a full queue marks the connection overflowed
-    /// instead. O(1).
-    #[inline]
+    /// instead. O(1). Always inlined: this is the fan-out's inner loop, and a call per
+    /// recipient cost as much as the work.
+    #[inline(always)]
     fn deliver(&mut self, connections: &mut [Option<ConnectionRecord>], c: Slot) {
         let conn = live_mut(connections, c);
         if conn.overflowed {

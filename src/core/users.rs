@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
 use crate::replication::Field;
 use crate::time::Millis;
-use crate::user::{merge_custom, validate_status, CustomFields, UserPatch};
+use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
 use std::sync::Arc;
 
 impl State {
@@ -29,13 +29,16 @@ impl State {
     ///   or last one closed);
     /// - `user.updated` when custom fields changed;
     /// - when visibility flipped, watching events in every channel the user watches.
+    ///
+    /// Answers the user's snapshot as it is now, if one was taken, so that a caller
+    /// emitting another event about the unchanged user can share it.
     pub(super) fn user_changed(
         &mut self,
         now: Millis,
         u: UserIdx,
         before: PresenceBefore,
         custom_changed: bool,
-    ) {
+    ) -> Option<Arc<UserSnapshot>> {
         let user = &mut self.users[u as usize];
         let visibility_flipped = user.invisible != before.invisible;
         // Flipping visibility while connected stamps the last visible moment (going
@@ -46,14 +49,15 @@ impl State {
         }
         let public_changed = user.public_online() != before.online || user.status != before.status;
         let own_changed = public_changed || visibility_flipped || user.connected() != before.connected;
+        let mut taken = None;
         if own_changed {
             let recipients =
                 if public_changed { Recipients::SubscribersOf(u) } else { Recipients::OwnSubscribersOf(u) };
-            let snap = user.snapshot();
+            let snap = taken.insert(user.snapshot()).clone();
             self.emit(now, EventKind::PresenceChanged { user: snap }, u, recipients);
         }
         if custom_changed {
-            let snap = self.users[u as usize].snapshot();
+            let snap = taken.get_or_insert_with(|| self.users[u as usize].snapshot()).clone();
             self.emit(now, EventKind::UserUpdated { user: snap }, u, Recipients::SubscribersOf(u));
         }
         if visibility_flipped {
@@ -62,6 +66,7 @@ impl State {
             }
             self.visibility_changed_in_channels(now, u);
         }
+        taken
     }
 
     /// Applies the fields of `patch` to user `u`; answers whether custom fields changed.
@@ -103,10 +108,11 @@ impl State {
         custom_changed
     }
 
-    /// Validates `patch` against the stored user, answering the merged custom fields.
-    fn prepare_patch(&self, patch: &UserPatch) -> Result<Option<Arc<CustomFields>>> {
+    /// Validates `patch` against the stored user (`existing`, found by the patch's id),
+    /// answering the merged custom fields.
+    fn prepare_patch(&self, patch: &UserPatch, existing: Option<UserIdx>) -> Result<Option<Arc<CustomFields>>> {
         patch.validate()?;
-        let current = self.find_user(&patch.id).and_then(|u| self.users[u as usize].custom.as_ref());
+        let current = existing.and_then(|u| self.users[u as usize].custom.as_ref());
         merge_custom("user", current, &patch.custom)
     }
 
@@ -123,16 +129,21 @@ impl State {
         before
     }
 
-    /// Validates and applies `patch`, creating the user when needed. Answers the user, the
-    /// "before" picture to emit against, and whether custom fields of an existing user
-    /// changed. On error nothing changes.
+    /// Validates and applies `patch`, creating the user when needed (`existing` is the
+    /// user found by the patch's id, so that a caller that looked it up already does not
+    /// hash the id again). Answers the user, the "before" picture to emit against, and
+    /// whether custom fields of an existing user changed. On error nothing changes.
     pub(super) fn patch_user(
         &mut self,
         now: Millis,
         patch: &UserPatch,
+        existing: Option<UserIdx>,
     ) -> Result<(UserIdx, PresenceBefore, bool)> {
-        let custom = self.prepare_patch(patch)?;
-        let (u, created) = self.get_or_create_user(&patch.id, now);
+        let custom = self.prepare_patch(patch, existing)?;
+        let (u, created) = match existing {
+            Some(u) => (u, false),
+            None => (self.create_user(&patch.id, now), true),
+        };
         let before = self.before_patch(u, created, patch);
         let custom_changed = self.apply_patch(now, u, patch, custom) && !created;
         Ok((u, before, custom_changed))
@@ -143,7 +154,7 @@ impl State {
     /// flipped by `invisible`) and `user.updated` (custom fields).
     /// Cost: O(size of the input + subscribers of the user).
     pub fn upsert_user(&mut self, now: Millis, patch: &UserPatch) -> Result<()> {
-        let (u, before, custom_changed) = self.patch_user(now, patch)?;
+        let (u, before, custom_changed) = self.patch_user(now, patch, self.find_user(&patch.id))?;
         self.replicate(now, u, None, || patch_fields(patch));
         self.user_changed(now, u, before, custom_changed);
         self.settle(now);

@@ -176,19 +176,10 @@ impl Registry {
         }
     }
 
-    /// Appends to `calls` the delivery listeners that want `delivery`. Cost: O(delivery
-    /// listeners).
-    pub(super) fn delivery_calls(
-        &self,
-        delivery: &Delivery,
-        item: u32,
-        calls: &mut Vec<(u32, Arc<Listener>)>,
-    ) {
-        for listener in self.deliveries.values() {
-            if listener.wants(&delivery.event) {
-                calls.push((item, listener.clone()));
-            }
-        }
+    /// Appends the delivery listeners to `out`, in the order they were added. Cost:
+    /// O(delivery listeners).
+    pub(super) fn delivery_listeners(&self, out: &mut Vec<Arc<Listener>>) {
+        out.extend(self.deliveries.values().cloned());
     }
 }
 
@@ -237,8 +228,9 @@ impl Engine {
 
     /// Removes a listener. Once this returns the listener is never called again: if its
     /// callback is running on another thread right now, this waits for that one call to
-    /// return (and for nothing else). Called from inside a callback of this engine it never
-    /// waits (the call in progress on this thread, if it is the listener's own, finishes
+    /// return (and for no other callback: at most until the dispatching thread moves on
+    /// from this listener). Called from inside a callback of this engine it never waits
+    /// (the call in progress on this thread, if it is the listener's own, finishes
     /// normally). Use [`Engine::remove_listener_nowait`] where waiting could deadlock, for
     /// example while holding a lock the callback takes. Cost: O(log listeners), plus the
     /// wait.

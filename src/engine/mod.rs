@@ -253,9 +253,20 @@ impl Shared {
                     link.unpark();
                 }
             }
-            let emitted = inner.state.take_outbox();
-            let queued = emitted.len();
-            inner.outbox.extend(emitted);
+            let Inner { state, outbox, .. } = &mut *inner;
+            let queued = if outbox.is_empty() {
+                // The usual case (the last dispatch took everything): the emitted vector
+                // becomes the outbox and the outbox's room goes back to the state, so
+                // nothing is copied or allocated.
+                let room = Vec::from(std::mem::take(outbox));
+                *outbox = VecDeque::from(state.swap_outbox(room));
+                outbox.len()
+            } else {
+                let emitted = state.drain_outbox();
+                let queued = emitted.len();
+                outbox.extend(emitted);
+                queued
+            };
             inner.bound_outbox(self.config.pending_dispatch_capacity as usize);
             (result, queued)
         };

@@ -108,15 +108,29 @@ pub(super) fn strings_len(event: &Event) -> usize {
 
 /// Room for NUL-terminated copies of strings, handing out pointers that stay valid as
 /// long as the room does (it never moves or grows). Pushing past its end panics: callers
-/// size it with `strings_len`.
+/// size it with `strings_len`. The strings of every event described into one room must
+/// stay alive while it is used (a batch holds its events): user ids are recognized by
+/// address.
 pub(super) struct Strings<'a> {
     room: &'a mut [MaybeUninit<u8>],
     used: usize,
+    /// The last user id pushed: its address, and the copy handed out.
+    user_id: (*const u8, *const c_char),
 }
 
 impl<'a> Strings<'a> {
     pub(super) fn new(room: &'a mut [MaybeUninit<u8>]) -> Self {
-        Strings { room, used: 0 }
+        Strings { room, used: 0, user_id: (ptr::null(), ptr::null()) }
+    }
+
+    /// [`Strings::push`] for a user id, handing out the previous copy again when the id is
+    /// the one pushed last (the same shared string): consecutive events of a batch are
+    /// often about one user.
+    pub(super) fn push_user_id(&mut self, id: &str) -> *const c_char {
+        if self.user_id.0 != id.as_ptr() {
+            self.user_id = (id.as_ptr(), self.push(id));
+        }
+        self.user_id.1
     }
 
     pub(super) fn push(&mut self, s: &str) -> *const c_char {
@@ -176,7 +190,7 @@ pub(super) fn describe(
         seq: event.seq,
         connection_id: recipient,
         // Events about no user (engine.overflow, cluster.status): NULL in C.
-        user_id: user.map_or(ptr::null(), |u| strings.push(&u.id)),
+        user_id: user.map_or(ptr::null(), |u| strings.push_user_id(&u.id)),
         cid: event.channel().map_or(ptr::null(), |c| strings.push(&c.cid)),
         online: user.is_some_and(|u| u.online(view)),
         invisible: view == View::Own && user.is_some_and(|u| u.invisible),
@@ -192,6 +206,17 @@ pub(super) fn describe(
         cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
         status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
         user_key: user.map_or(0, |u| u.key),
+    }
+}
+
+impl PresenceEventInfo {
+    /// Turns an info of `event` into that of `recipient` in `view`: the fields `describe`
+    /// sets per recipient and view.
+    pub(super) fn set_recipient(&mut self, event: &Event, recipient: PresenceConnectionId, view: View) {
+        let user = event.user();
+        self.connection_id = recipient;
+        self.online = user.is_some_and(|u| u.online(view));
+        self.invisible = view == View::Own && user.is_some_and(|u| u.invisible);
     }
 }
 

@@ -69,18 +69,63 @@ struct TypedCallback {
 /// What a typed callback receives, with what `presence_event_info_json` needs to find the
 /// event behind the `info` pointer. `info` comes first so the two share an address.
 #[repr(C)]
-struct CallbackEvent<'a> {
+struct CallbackEvent {
     info: PresenceEventInfo,
-    event: &'a Event,
+    /// The event `info` describes, alive while the callback runs.
+    event: *const Event,
     view: View,
     recipient: Option<ConnectionId>,
     /// A delivery's JSON, spliced on request (a host listener's is the event's own).
     json: RefCell<Option<Vec<u8>>>,
     /// The callback running further up this thread's stack, if any.
-    outer: *const CallbackEvent<'a>,
+    outer: Cell<*const CallbackEvent>,
+}
+
+impl CallbackEvent {
+    fn new(info: PresenceEventInfo, event: &Event, view: View, recipient: Option<ConnectionId>) -> Self {
+        CallbackEvent { info, event, view, recipient, json: RefCell::new(None), outer: Cell::new(ptr::null()) }
+    }
+}
+
+/// The last event described for a typed delivery listener on this thread: the deliveries
+/// of one event to its recipients are dispatched one after the other, and their infos
+/// differ only in the recipient's fields, so they share one description (and one copy
+/// of its strings), updated in place for each recipient.
+struct Described {
+    /// The event (held, so that the identity check cannot be fooled by an address reused
+    /// for another event, and so that the frame's pointer to it stays valid) and the frame
+    /// its deliveries are called with, whose strings live in `strings`.
+    last: Option<(Arc<Event>, CallbackEvent)>,
+    /// Room for the strings: its spare capacity (the length stays 0).
+    strings: Vec<u8>,
+}
+
+impl Described {
+    /// The frame for delivery `d`: the last one, described anew unless `d` is of the same
+    /// event, with `d`'s recipient in it.
+    fn frame(&mut self, d: &Delivery) -> &CallbackEvent {
+        if !matches!(&self.last, Some((last, _)) if Arc::ptr_eq(last, &d.event)) {
+            self.last = None;
+            self.strings.reserve(strings_len(&d.event));
+            let info = describe(&d.event, 0, View::Own, &mut Strings::new(self.strings.spare_capacity_mut()));
+            self.last = Some((d.event.clone(), CallbackEvent::new(info, &d.event, View::Own, None)));
+        }
+        let (_, frame) = self.last.as_mut().expect("described above");
+        frame.info.set_recipient(&d.event, d.connection.0, d.view);
+        frame.view = d.view;
+        frame.recipient = Some(d.connection);
+        // Left by a callback that unwound: it was the previous recipient's.
+        if let Some(json) = frame.json.get_mut().take() {
+            give_back(json);
+        }
+        frame
+    }
 }
 
 thread_local! {
+    /// Borrowed while a typed delivery callback runs with its info: a callback nested in
+    /// it (another engine's, dispatched from inside it) describes its event on the stack.
+    static DESCRIBED: RefCell<Described> = const { RefCell::new(Described { last: None, strings: Vec::new() }) };
     /// The innermost typed callback running on this thread.
     static CURRENT: Cell<*const ()> = const { Cell::new(ptr::null()) };
     /// Byte buffers for strings and JSON, reused so a callback allocates nothing in steady
@@ -119,23 +164,36 @@ impl TypedCallback {
     fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
         with_room(strings_len(event), |mut strings| {
             let info = describe(event, recipient.map_or(0, |c| c.0), view, &mut strings);
-            self.call(info, event, view, recipient);
+            self.call(&CallbackEvent::new(info, event, view, recipient));
         });
     }
 
-    /// Calls the C function with `info`, findable by `presence_event_info_json` meanwhile.
-    fn call(&self, info: PresenceEventInfo, event: &Event, view: View, recipient: Option<ConnectionId>) {
+    /// Describes the delivered event, reusing the description of the previous delivery
+    /// when it was of the same event, and calls the C function with it.
+    fn invoke_delivery(&self, d: &Delivery) {
+        let shared = DESCRIBED.try_with(|described| {
+            let Ok(mut described) = described.try_borrow_mut() else { return false };
+            self.call(described.frame(d));
+            true
+        });
+        if shared != Ok(true) {
+            self.invoke(&d.event, d.view, Some(d.connection));
+        }
+    }
+
+    /// Calls the C function with `call.info`, findable by `presence_event_info_json`
+    /// meanwhile.
+    fn call(&self, call: &CallbackEvent) {
         let outer = CURRENT.with(Cell::get);
-        let call =
-            CallbackEvent { info, event, view, recipient, json: RefCell::new(None), outer: outer.cast() };
-        let this: *const CallbackEvent = &call;
+        call.outer.set(outer.cast());
+        let this: *const CallbackEvent = call;
         CURRENT.with(|c| c.set(this.cast()));
         let restore = Restore(outer);
         // SAFETY: the host registered `function` for this call shape; `call.info` and its
         // strings outlive the call.
         unsafe { (self.function)(self.user_data.pointer, &call.info) };
         drop(restore);
-        if let Some(json) = call.json.into_inner() {
+        if let Some(json) = call.json.take() {
             give_back(json);
         }
     }
@@ -168,9 +226,7 @@ fn add_typed(
             Some(filter) => {
                 e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?
             }
-            None => e.add_delivery_listener(move |d: &Delivery| {
-                callback.invoke(&d.event, d.view, Some(d.connection))
-            }),
+            None => e.add_delivery_listener(move |d: &Delivery| callback.invoke_delivery(d)),
         };
         user_data.registered.store(true, Ordering::Release);
         unsafe { out.write(id.0) };
@@ -253,11 +309,12 @@ pub unsafe extern "C" fn presence_event_info_json(
         }
         let out = non_null(out_json, "out_json")?;
         let mut running: *const CallbackEvent = CURRENT.with(Cell::get).cast();
-        // SAFETY: every pointer in the chain is a `CallbackEvent` on this thread's stack,
-        // alive while its callback runs (it is unlinked before it ends).
+        // SAFETY: every pointer in the chain is a `CallbackEvent` of a callback running on
+        // this thread (on its stack, or the thread's reused frame), alive with its event
+        // while that callback runs (it is unlinked before it ends).
         while let Some(call) = unsafe { running.as_ref() } {
             if ptr::eq(&call.info, event) {
-                let rendered = call.event.rendered(call.view);
+                let rendered = unsafe { &*call.event }.rendered(call.view);
                 let json = match call.recipient {
                     None => rendered.c_str().as_ptr(),
                     Some(c) => {
@@ -274,7 +331,7 @@ pub unsafe extern "C" fn presence_event_info_json(
                 unsafe { out.write(json) };
                 return Ok(());
             }
-            running = call.outer;
+            running = call.outer.get();
         }
         Err(Error::new(ErrorKind::State, "event is not the event of a typed callback running on this thread"))
     })
