@@ -667,12 +667,21 @@ fn three_node_processes_with_random_operations_end_where_one_engine_ends() {
         rng: Rng::seeded(),
     };
     run.create_channels();
-    eprintln!("random operations seeded with {}", run.rng.0);
+    eprintln!("random operations seeded with {} (PRESENCE_TEST_SEED replays the operations)", run.rng.0);
     let started = Instant::now();
     let mut ops = 0;
+    let mut stalled = false;
     while started.elapsed() < Duration::from_secs(3) {
         run.step();
         ops += 1;
+        if !stalled && started.elapsed() > Duration::from_secs(1) {
+            // One node stalls past its lease mid-run: the others reap it, it is fenced when
+            // it wakes, re-announces what it holds, and everything still converges.
+            stalled = true;
+            run.nodes[1].signal("-STOP");
+            std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+            run.nodes[1].signal("-CONT");
+        }
     }
     let expected = dump(&run.single);
     assert!(expected.contains("room:a: members"), "channels are compared: {expected}");
@@ -731,6 +740,7 @@ impl RandomRun {
             7 if held < 20 => {
                 let n = self.rng.below(3);
                 let id = self.nodes[n].call(&format!("watch {user} {cid}"));
+                assert!(id.parse::<u64>().is_ok(), "node n{n} refused to watch {cid} for {user}: {id}");
                 let c = single.connect(&UserPatch::id(user.as_str())).unwrap();
                 single.start_watching(c, cid, false).unwrap();
                 self.open.push((n, id, c, user));
@@ -738,6 +748,7 @@ impl RandomRun {
             0 | 1 if held < 20 => {
                 let n = self.rng.below(3);
                 let id = self.nodes[n].call(&format!("connect {user}"));
+                assert!(id.parse::<u64>().is_ok(), "node n{n} refused to connect {user}: {id}");
                 let c = single.connect(&UserPatch::id(user.as_str())).unwrap();
                 self.open.push((n, id, c, user));
             }

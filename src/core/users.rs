@@ -110,7 +110,11 @@ impl State {
 
     /// Validates `patch` against the stored user (`existing`, found by the patch's id),
     /// answering the merged custom fields.
-    fn prepare_patch(&self, patch: &UserPatch, existing: Option<UserIdx>) -> Result<Option<Arc<CustomFields>>> {
+    fn prepare_patch(
+        &self,
+        patch: &UserPatch,
+        existing: Option<UserIdx>,
+    ) -> Result<Option<Arc<CustomFields>>> {
         patch.validate()?;
         let current = existing.and_then(|u| self.users[u as usize].custom.as_ref());
         merge_custom("user", current, &patch.custom)

@@ -83,7 +83,14 @@ struct CallbackEvent {
 
 impl CallbackEvent {
     fn new(info: PresenceEventInfo, event: &Event, view: View, recipient: Option<ConnectionId>) -> Self {
-        CallbackEvent { info, event, view, recipient, json: RefCell::new(None), outer: Cell::new(ptr::null()) }
+        CallbackEvent {
+            info,
+            event,
+            view,
+            recipient,
+            json: RefCell::new(None),
+            outer: Cell::new(ptr::null()),
+        }
     }
 }
 

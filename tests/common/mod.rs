@@ -132,7 +132,11 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// Seeded from the clock (never 0, which xorshift cannot leave).
+    /// Seeded from the clock, or from `PRESENCE_TEST_SEED` to replay a run a test printed.
     pub fn seeded() -> Rng {
+        if let Some(seed) = std::env::var("PRESENCE_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()) {
+            return Rng(seed);
+        }
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
         Rng(t | 1)
     }
