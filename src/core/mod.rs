@@ -7,6 +7,7 @@
 //! helpers every concern shares (lookups, `emit`, `settle`) live here.
 mod channels;
 mod connections;
+mod emission;
 mod queries;
 #[cfg(feature = "cluster")]
 mod remote;
@@ -24,7 +25,7 @@ pub(crate) use snapshot::{LoadedChannel, LoadedUser, Restore, Saved, SavedChanne
 use crate::channel::parse_cid;
 use crate::config::Config;
 use crate::error::{quote, Error, Result};
-use crate::event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
+use crate::event::{ChannelRef, ConnectionId, Delivery, Event};
 use crate::replication::Delta;
 use crate::time::Millis;
 use crate::user::{CustomFields, UserSnapshot, View};
@@ -491,106 +492,6 @@ impl State {
         self.users.push(UserRecord::new(Arc::from(id), key, now));
         self.user_index.insert(&self.users, u);
         u
-    }
-
-    // ----- emission -----
-
-    /// Assigns the next `seq` and hands the event to the host-listener outbox and to each
-    /// recipient's queue. `subject` is the user the event is about (recipients among their
-    /// own connections get the own view). Cost: O(recipients).
-    fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
-        self.seq += 1;
-        let event = Arc::new(Event::new(self.seq, now, kind));
-        if self.record_events {
-            self.outbox.push(Outgoing::Event(event.clone()));
-        }
-        let capacity = self.config.connection_queue_capacity as usize;
-        if capacity == 0 && !self.record_deliveries {
-            return;
-        }
-        let mut fan_out = FanOut {
-            event: &event,
-            subject,
-            capacity,
-            record: self.record_deliveries,
-            outbox: &mut self.outbox,
-            overflowed: &mut self.overflowed,
-        };
-        match recipients {
-            Recipients::Nobody => {}
-            Recipients::SubscribersOf(u) => {
-                for &c in self.users[u as usize].subscribers.iter() {
-                    fan_out.deliver(&mut self.connections, c);
-                }
-            }
-            Recipients::OwnSubscribersOf(u) => {
-                for &c in self.users[u as usize].subscribers.iter() {
-                    if live(&self.connections, c).user == u {
-                        fan_out.deliver(&mut self.connections, c);
-                    }
-                }
-            }
-            Recipients::WatchersOf(ch) => {
-                if let Some(channel) = self.channels[ch as usize].as_ref() {
-                    for &c in channel.watchers.keys() {
-                        fan_out.deliver(&mut self.connections, c);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Closes every connection whose queue overflowed during the command, in ascending
-    /// connection id, round by round (closing one can overflow others): the order, and so
-    /// which events the survivors get, never depends on hash-map iteration order.
-    fn settle(&mut self, now: Millis) {
-        // `overflowed` holds slots marked during this command, and no command opens a
-        // connection after marking one, so none of them can have been reused yet.
-        while !self.overflowed.is_empty() {
-            let mut round = std::mem::take(&mut self.overflowed);
-            round.sort_unstable_by_key(|&c| self.connections[c as usize].as_ref().map(|r| r.id));
-            for c in round {
-                if self.connections[c as usize].is_some() {
-                    self.close_connection(now, c, CloseReason::SlowConsumer);
-                }
-            }
-        }
-    }
-}
-
-/// One event on its way to its recipients.
-struct FanOut<'a> {
-    event: &'a Arc<Event>,
-    subject: UserIdx,
-    capacity: usize,
-    record: bool,
-    outbox: &'a mut Vec<Outgoing>,
-    overflowed: &'a mut Vec<Slot>,
-}
-
-impl FanOut<'_> {
-    /// Queues the event for connection `c` (own view when it belongs to the subject) and
-    /// records the delivery for listeners; a full queue marks the connection overflowed
-    /// instead. O(1). Always inlined: this is the fan-out's inner loop, and a call per
-    /// recipient cost as much as the work.
-    #[inline(always)]
-    fn deliver(&mut self, connections: &mut [Option<ConnectionRecord>], c: Slot) {
-        let conn = live_mut(connections, c);
-        if conn.overflowed {
-            return;
-        }
-        let view = if conn.user == self.subject { View::Own } else { View::Public };
-        let connection = conn.id;
-        if self.capacity > 0
-            && !conn.enqueue(Delivery { event: self.event.clone(), connection, view }, self.capacity)
-        {
-            conn.overflowed = true;
-            self.overflowed.push(c);
-            return;
-        }
-        if self.record {
-            self.outbox.push(Outgoing::Delivery(Delivery { event: self.event.clone(), connection, view }));
-        }
     }
 }
 
