@@ -120,73 +120,131 @@ fn subscribers_of(i: usize, watchers: usize) -> impl Iterator<Item = usize> {
 }
 
 fn login_logout(p: &Params, r: &mut Report) {
-    let users = (p.w8_users / PER_WATCHER).max(FAN) * PER_WATCHER;
-    let watchers = users * FAN / PER_WATCHER;
-    progress(&format!("8: login/logout of {} users, {FAN} subscribers each", count(users)));
-    let ids: Vec<String> = (0..users).map(user_id).collect();
-    let cids: Vec<CString> = ids.iter().map(|id| c(id)).collect();
-    let json_ids: Vec<CString> = ids.iter().map(|id| c(&format!(r#"{{"id":"{id}"}}"#))).collect();
-    let mut followed: Vec<Vec<usize>> = vec![Vec::new(); watchers];
-    for i in 0..users {
-        for w in subscribers_of(i, watchers) {
-            followed[w].push(i);
-        }
-    }
-
-    let e = CEngine::new("");
-    let mut base = Baseline::new(900_000, 1024);
-    for (id, json) in ids.iter().zip(&json_ids) {
-        // SAFETY: a live engine, a valid C string.
-        ok(unsafe { presence_upsert_user(e.0, json.as_ptr()) }, "presence_upsert_user");
-        base.register(id, T0);
-    }
-    let (mut cwatchers, mut bwatchers) = (Vec::new(), Vec::new());
-    for (w, list) in followed.iter().enumerate() {
-        let wid = format!("w{w:06}");
-        let cw = e.connect(&c(&wid));
-        let names: Vec<String> = list.iter().map(|&i| format!("\"{}\"", ids[i])).collect();
-        e.query(
-            cw,
-            &format!(
-                r#"{{"filter_conditions":{{"id":{{"$in":[{}]}}}},"presence":true,"limit":100}}"#,
-                names.join(",")
-            ),
-        );
-        cwatchers.push(cw);
-        let bw = base.connect(&wid, T0);
-        for &i in list {
-            base.subscribe_direct(bw, &ids[i]);
-        }
-        bwatchers.push(bw);
-    }
+    let mut w = LoginWorld::build(p);
     let mut rng = Rng::new(8);
-    let picks: Vec<u32> = (0..p.w8_ops).map(|_| rng.below(users) as u32).collect();
+    let picks: Vec<u32> = (0..p.w8_ops).map(|_| rng.below(w.users) as u32).collect();
     let expected = picks.len() * 2 * FAN;
     let batch = Batch::new();
+    let (mut dt, mut dj, mut db) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..p.rounds {
+        let (d, n) = timed(|| w.typed(&picks, &batch));
+        check(n == expected, || format!("typed drains got {n} events, expected {expected}"));
+        dt = dt.min(d);
+        let (d, n) = timed(|| w.json(&picks));
+        check(n == expected, || format!("JSON drains got {n} events, expected {expected}"));
+        dj = dj.min(d);
+        let (d, n) = timed(|| w.baseline(&picks));
+        check(n == expected, || format!("baseline drains got {n} events, expected {expected}"));
+        db = db.min(d);
+    }
+    let transitions = 2 * picks.len();
+    r.add(
+        format!(
+            "8 login/logout of a random user of {}, {FAN} subscribers' queues drained via C with a reused batch",
+            count(w.users)
+        ),
+        Cell::ns(ns_per(dt, transitions), "transition"),
+        Cell::ns(ns_per(db, transitions), "transition"),
+        Target::EngineNsBelow(500.0),
+    );
+    r.add(
+        format!("8 login/logout of a random user of {}, the same via JSON (presence_connect, presence_poll_events)", count(w.users)),
+        Cell::ns(ns_per(dj, transitions), "transition"),
+        Cell::ns(ns_per(db, transitions), "transition"),
+        Target::None,
+    );
+}
 
-    let typed = || {
+/// Users each followed by `FAN` watcher connections (subscribed by a presence query), in
+/// a C engine and in the baseline.
+struct LoginWorld {
+    users: usize,
+    watchers: usize,
+    ids: Vec<String>,
+    cids: Vec<CString>,
+    json_ids: Vec<CString>,
+    e: CEngine,
+    cwatchers: Vec<PresenceConnectionId>,
+    base: Baseline,
+    bwatchers: Vec<u64>,
+}
+
+impl LoginWorld {
+    fn build(p: &Params) -> LoginWorld {
+        let users = (p.w8_users / PER_WATCHER).max(FAN) * PER_WATCHER;
+        let watchers = users * FAN / PER_WATCHER;
+        progress(&format!("8: login/logout of {} users, {FAN} subscribers each", count(users)));
+        let ids: Vec<String> = (0..users).map(user_id).collect();
+        let cids: Vec<CString> = ids.iter().map(|id| c(id)).collect();
+        let json_ids: Vec<CString> = ids.iter().map(|id| c(&format!(r#"{{"id":"{id}"}}"#))).collect();
+        let mut followed: Vec<Vec<usize>> = vec![Vec::new(); watchers];
+        for i in 0..users {
+            for w in subscribers_of(i, watchers) {
+                followed[w].push(i);
+            }
+        }
+        let e = CEngine::new("");
+        let mut base = Baseline::new(900_000, 1024);
+        for (id, json) in ids.iter().zip(&json_ids) {
+            // SAFETY: a live engine, a valid C string.
+            ok(unsafe { presence_upsert_user(e.0, json.as_ptr()) }, "presence_upsert_user");
+            base.register(id, T0);
+        }
+        let (mut cwatchers, mut bwatchers) = (Vec::new(), Vec::new());
+        for (w, list) in followed.iter().enumerate() {
+            let wid = format!("w{w:06}");
+            let cw = e.connect(&c(&wid));
+            let names: Vec<String> = list.iter().map(|&i| format!("\"{}\"", ids[i])).collect();
+            e.query(
+                cw,
+                &format!(
+                    r#"{{"filter_conditions":{{"id":{{"$in":[{}]}}}},"presence":true,"limit":100}}"#,
+                    names.join(",")
+                ),
+            );
+            cwatchers.push(cw);
+            let bw = base.connect(&wid, T0);
+            for &i in list {
+                base.subscribe_direct(bw, &ids[i]);
+            }
+            bwatchers.push(bw);
+        }
+        LoginWorld { users, watchers, ids, cids, json_ids, e, cwatchers, base, bwatchers }
+    }
+
+    /// `presence_connect_user`, `presence_disconnect`, the followers drained into `batch`.
+    fn typed(&self, picks: &[u32], batch: &Batch) -> usize {
         let mut events = 0;
-        for &i in &picks {
-            let conn = e.connect(&cids[i as usize]);
+        for &i in picks {
+            let conn = self.e.connect(&self.cids[i as usize]);
             // SAFETY: a live engine.
-            ok(unsafe { presence_disconnect(e.0, conn) }, "presence_disconnect");
-            for w in subscribers_of(i as usize, watchers) {
-                events += batch.drain(&e, cwatchers[w], 64);
+            ok(unsafe { presence_disconnect(self.e.0, conn) }, "presence_disconnect");
+            for w in subscribers_of(i as usize, self.watchers) {
+                events += batch.drain(&self.e, self.cwatchers[w], 64);
             }
         }
         events
-    };
-    let json = || {
+    }
+
+    /// The same with JSON: `presence_connect`, the followers drained by
+    /// `presence_poll_events`.
+    fn json(&self, picks: &[u32]) -> usize {
         let mut events = 0;
-        for &i in &picks {
+        for &i in picks {
             let mut conn = 0;
             // SAFETY: a live engine, valid strings and out-pointers; answers freed once.
             unsafe {
-                ok(presence_connect(e.0, json_ids[i as usize].as_ptr(), &mut conn), "presence_connect");
-                ok(presence_disconnect(e.0, conn), "presence_disconnect");
-                for w in subscribers_of(i as usize, watchers) {
+                ok(
+                    presence_connect(self.e.0, self.json_ids[i as usize].as_ptr(), &mut conn),
+                    "presence_connect",
+                );
+                ok(presence_disconnect(self.e.0, conn), "presence_disconnect");
+                for w in subscribers_of(i as usize, self.watchers) {
                     let mut out: *mut c_char = ptr::null_mut();
-                    ok(presence_poll_events(e.0, cwatchers[w], 64, &mut out), "presence_poll_events");
+                    ok(
+                        presence_poll_events(self.e.0, self.cwatchers[w], 64, &mut out),
+                        "presence_poll_events",
+                    );
                     events += black_box(std::ffi::CStr::from_ptr(out).to_bytes())
                         .iter()
                         .filter(|&&b| b == b'{')
@@ -197,46 +255,19 @@ fn login_logout(p: &Params, r: &mut Report) {
             }
         }
         events
-    };
-    let mut baseline = || {
+    }
+
+    fn baseline(&mut self, picks: &[u32]) -> usize {
         let mut events = 0;
-        for &i in &picks {
-            let conn = base.connect(&ids[i as usize], T0);
-            base.disconnect(conn, T0);
-            for w in subscribers_of(i as usize, watchers) {
-                events += black_box(base.poll(bwatchers[w], 64)).len();
+        for &i in picks {
+            let conn = self.base.connect(&self.ids[i as usize], T0);
+            self.base.disconnect(conn, T0);
+            for w in subscribers_of(i as usize, self.watchers) {
+                events += black_box(self.base.poll(self.bwatchers[w], 64)).len();
             }
         }
         events
-    };
-    let (mut dt, mut dj, mut db) = (Duration::MAX, Duration::MAX, Duration::MAX);
-    for _ in 0..p.rounds {
-        let (d, n) = timed(typed);
-        check(n == expected, || format!("typed drains got {n} events, expected {expected}"));
-        dt = dt.min(d);
-        let (d, n) = timed(json);
-        check(n == expected, || format!("JSON drains got {n} events, expected {expected}"));
-        dj = dj.min(d);
-        let (d, n) = timed(&mut baseline);
-        check(n == expected, || format!("baseline drains got {n} events, expected {expected}"));
-        db = db.min(d);
     }
-    let transitions = 2 * picks.len();
-    r.add(
-        format!(
-            "8 login/logout of a random user of {}, {FAN} subscribers' queues drained via C with a reused batch",
-            count(users)
-        ),
-        Cell::ns(ns_per(dt, transitions), "transition"),
-        Cell::ns(ns_per(db, transitions), "transition"),
-        Target::EngineNsBelow(500.0),
-    );
-    r.add(
-        format!("8 login/logout of a random user of {}, the same via JSON (presence_connect, presence_poll_events)", count(users)),
-        Cell::ns(ns_per(dj, transitions), "transition"),
-        Cell::ns(ns_per(db, transitions), "transition"),
-        Target::None,
-    );
 }
 
 fn drain(p: &Params, r: &mut Report) {
