@@ -108,14 +108,7 @@ impl State {
         *count += 1;
         if *count == 1 && visible {
             channel.visible_watchers += 1;
-            let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-            let user = self.users[u as usize].snapshot();
-            self.emit(
-                now,
-                EventKind::WatchingStart { channel: channel_ref, user, watcher_count },
-                u,
-                Recipients::WatchersOf(ch),
-            );
+            self.emit_watching(now, ch, u, true);
         }
     }
 
@@ -130,16 +123,23 @@ impl State {
             channel.watching_users.remove(&u);
             if visible {
                 channel.visible_watchers -= 1;
-                let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-                let user = self.users[u as usize].snapshot();
-                self.emit(
-                    now,
-                    EventKind::WatchingStop { channel: channel_ref, user, watcher_count },
-                    u,
-                    Recipients::WatchersOf(ch),
-                );
+                self.emit_watching(now, ch, u, false);
             }
         }
+    }
+
+    /// Emits `user.watching.start` (or `stop`) of user `u` in channel `ch` to its watchers,
+    /// with the channel's visible watcher count as it is now. O(watchers).
+    fn emit_watching(&mut self, now: Millis, ch: ChannelIdx, u: UserIdx, started: bool) {
+        let channel = self.channel(ch);
+        let (channel, watcher_count) = (channel.reference(), channel.visible_watchers);
+        let user = self.users[u as usize].snapshot();
+        let kind = if started {
+            EventKind::WatchingStart { channel, user, watcher_count }
+        } else {
+            EventKind::WatchingStop { channel, user, watcher_count }
+        };
+        self.emit(now, kind, u, Recipients::WatchersOf(ch));
     }
 
     /// Stops connection `c` watching a channel (a no-op when it was not watching).
@@ -196,14 +196,7 @@ impl State {
             } else {
                 channel.visible_watchers -= 1;
             }
-            let (channel_ref, watcher_count) = (channel.reference(), channel.visible_watchers);
-            let user = self.users[u as usize].snapshot();
-            let kind = if visible {
-                EventKind::WatchingStart { channel: channel_ref, user, watcher_count }
-            } else {
-                EventKind::WatchingStop { channel: channel_ref, user, watcher_count }
-            };
-            self.emit(now, kind, u, Recipients::WatchersOf(ch));
+            self.emit_watching(now, ch, u, visible);
         }
     }
 
