@@ -94,12 +94,6 @@ pub unsafe extern "C" fn presence_host_queue_poll(
 /// engine is freed, but not while another thread uses the queue.
 #[no_mangle]
 pub unsafe extern "C" fn presence_host_queue_free(queue: *mut PresenceHostQueue) {
-    if queue.is_null() {
-        return;
-    }
-    let _ = call("presence_host_queue_free", || {
-        // SAFETY: a live queue from `presence_host_queue_new`, by contract not used elsewhere.
-        drop(unsafe { Box::from_raw(queue) });
-        Ok(())
-    });
+    // SAFETY: a queue from `presence_host_queue_new`, by contract not used elsewhere.
+    unsafe { support::free_box("presence_host_queue_free", queue) }
 }

@@ -70,6 +70,23 @@ pub(crate) fn call(function: &'static str, body: impl FnOnce() -> FfiResult) -> 
     }
 }
 
+/// The body of a `*_free` export: releases a value the library boxed for the caller,
+/// behind the panic boundary of `function` (a panicking destructor is recorded, never
+/// unwound into C). NULL is accepted and ignored.
+///
+/// # Safety
+/// `p` is NULL or came from `Box::into_raw` for this `T`, and nothing uses it afterwards.
+pub(crate) unsafe fn free_box<T>(function: &'static str, p: *mut T) {
+    if p.is_null() {
+        return;
+    }
+    let _ = call(function, || {
+        // SAFETY: a live box by the caller's contract, not used elsewhere.
+        drop(unsafe { Box::from_raw(p) });
+        Ok(())
+    });
+}
+
 /// `PRESENCE_ERR_NULL` naming the argument.
 pub(crate) fn null(arg: &str) -> Error {
     Error::new(ErrorKind::Null, format!("{arg} is NULL"))

@@ -192,8 +192,8 @@ pub(super) fn describe(
         // Events about no user (engine.overflow, cluster.status): NULL in C.
         user_id: user.map_or(ptr::null(), |u| strings.push_user_id(&u.id)),
         cid: event.channel().map_or(ptr::null(), |c| strings.push(&c.cid)),
-        online: user.is_some_and(|u| u.online(view)),
-        invisible: view == View::Own && user.is_some_and(|u| u.invisible),
+        online: online_in(event, view),
+        invisible: invisible_in(event, view),
         status: user.and_then(|u| u.status.as_deref()).map_or(ptr::null(), |s| strings.push(s)),
         last_active_ms: user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
         watcher_count,
@@ -213,11 +213,20 @@ impl PresenceEventInfo {
     /// Turns an info of `event` into that of `recipient` in `view`: the fields `describe`
     /// sets per recipient and view.
     pub(super) fn set_recipient(&mut self, event: &Event, recipient: PresenceConnectionId, view: View) {
-        let user = event.user();
         self.connection_id = recipient;
-        self.online = user.is_some_and(|u| u.online(view));
-        self.invisible = view == View::Own && user.is_some_and(|u| u.invisible);
+        self.online = online_in(event, view);
+        self.invisible = invisible_in(event, view);
     }
+}
+
+/// `online` of an info: the event's user is online in `view` (false without a user).
+fn online_in(event: &Event, view: View) -> bool {
+    event.user().is_some_and(|u| u.online(view))
+}
+
+/// `invisible` of an info: only own views say whether the user is invisible.
+fn invisible_in(event: &Event, view: View) -> bool {
+    view == View::Own && event.user().is_some_and(|u| u.invisible)
 }
 
 // ----- batches -----
@@ -295,14 +304,8 @@ pub unsafe extern "C" fn presence_batch_new(out: *mut *mut PresenceEventBatch) -
 /// NULL is accepted and ignored. Any thread, but not while another uses the batch.
 #[no_mangle]
 pub unsafe extern "C" fn presence_batch_free(batch: *mut PresenceEventBatch) {
-    if batch.is_null() {
-        return;
-    }
-    let _ = call("presence_batch_free", || {
-        // SAFETY: a live batch from `presence_batch_new`, by contract not used elsewhere.
-        drop(unsafe { Box::from_raw(batch) });
-        Ok(())
-    });
+    // SAFETY: a batch from `presence_batch_new`, by contract not used elsewhere.
+    unsafe { support::free_box("presence_batch_free", batch) }
 }
 
 /// Clears `batch` (invalidating every pointer it handed out), then moves up to `max`
