@@ -33,6 +33,10 @@ impl Keys {
     fn shard_key(&self, shard: usize, rest: &str) -> String {
         format!("{}:{{s{shard}}}:{rest}", self.namespace)
     }
+    /// A key of the node registry (leases, epoch, incarnations, reap locks): one slot.
+    fn meta_key(&self, rest: &str) -> String {
+        format!("{}:{{m}}:{rest}", self.namespace)
+    }
     /// Prefix of user hashes in a shard; the user id follows.
     pub fn user_prefix(&self, shard: usize) -> String {
         self.shard_key(shard, "u:")
@@ -74,16 +78,16 @@ impl Keys {
         self.shard_key(shard, &format!("conns:{member}"))
     }
     pub fn leases(&self) -> String {
-        format!("{}:{{m}}:leases", self.namespace)
+        self.meta_key("leases")
     }
     pub fn epoch(&self) -> String {
-        format!("{}:{{m}}:epoch", self.namespace)
+        self.meta_key("epoch")
     }
     pub fn incarnations(&self) -> String {
-        format!("{}:{{m}}:incarnations", self.namespace)
+        self.meta_key("incarnations")
     }
     pub fn reap_lock(&self, member: &str) -> String {
-        format!("{}:{{m}}:reaping:{member}", self.namespace)
+        self.meta_key(&format!("reaping:{member}"))
     }
 }
 
