@@ -19,14 +19,15 @@
  * - A panic never crosses the boundary: it becomes PRESENCE_ERR_PANIC and the engine
  *   stays usable.
  * - Threads: every function may be called from any thread, concurrently on one engine.
- *   Callbacks run on a thread calling into the engine, before the call that caused their
- *   events returns (normally that call's thread; when two threads race, whichever
- *   dispatches first delivers both), or with "dispatch": "manual" only inside
- *   presence_pump on its caller's thread; never while the engine holds its lock, never
- *   concurrently, in seq order; they may call back into the engine. While one thread runs callbacks, a call on
- *   another thread that emits events waits for them to finish (that is how they stay
- *   ordered), so a callback must not block waiting for such a thread. An engine must not
- *   be freed while another thread uses it, nor from inside one of its own callbacks.
+ *   Callbacks never run while the engine holds its lock, never concurrently, and in seq
+ *   order; they may call back into the engine. With "dispatch": "immediate" a call
+ *   delivers its events on its own thread before it returns, unless another thread is
+ *   running callbacks at that moment: that thread delivers them and the call returns
+ *   without waiting (no call waits for another thread's callbacks, except
+ *   presence_remove_listener for a running call of the listener it removes). With
+ *   "dispatch": "manual" callbacks run only inside presence_pump, on its caller's thread.
+ *   An engine must not be freed while another thread uses it, nor from inside one of its
+ *   own callbacks.
  * - Link with -lpresence (libpresence.so), or with libpresence.a plus -lpthread -ldl -lm.
  */
 
@@ -38,8 +39,9 @@
 
 /**
  * The version of this C ABI. Version 1 is the JSON event path; version 2 adds the typed
- * event path (`PresenceEventInfo`, batches, typed listeners, `presence_connect_user`,
- * `presence_get_user_presence`).
+ * event path (`PresenceEventInfo` with `user_key`, batches, host queues, typed listeners
+ * with `user_data` finalizers, `presence_connect_user`, `presence_get_user_presence`),
+ * `presence_remove_listener_nowait` and `presence_cluster_status`.
  * Each version only adds to the one before, so a library answering 2 serves every
  * version-1 function unchanged. A host built against this header checks at startup that
  * `presence_abi_version() >= PRESENCE_ABI_VERSION` (an older library lacks functions).

@@ -110,13 +110,15 @@ pub struct Config {
     /// Bounds on one query (`query_users`, `query_channels`), since the engine is locked
     /// while a query runs (parsing and rendering happen outside the lock). A query over a
     /// bound answers `LIMIT` naming the key, before any record is examined, with nothing
-    /// subscribed or watched:
+    /// subscribed or watched. Each key is an integer, 0 to 4294967295 (`max_work`: 0 to
+    /// 18446744073709551615); 0 refuses every query that has any of what the key counts, and
+    /// every query has at least one clause, a nesting of 1 and one sort key:
     /// - `max_clauses` (default 64): filter clauses, conditions and `$and`/`$or`/`$nor` nodes;
     /// - `max_depth` (default 8): nesting of the filter, a single condition being 1;
     /// - `max_text_clauses` (default 8): `$autocomplete` and `$contains` conditions;
     /// - `max_in_values` (default 1000): operands of one `$in`/`$nin`, user ids of one
     ///   `members` condition;
-    /// - `max_sort_keys` (default 8);
+    /// - `max_sort_keys` (default 8): sort keys, the default order counting as one;
     /// - `max_work` (default 100000): records examined times work units per record.
     ///
     /// Records examined are those the filter names through an index (`id`/`cid` `$eq`/`$in`,
@@ -148,14 +150,27 @@ pub struct Config {
     pub pending_dispatch_capacity: u32,
     /// Object or absent (default: absent, a single engine).
     ///
-    /// Cluster mode: several engines share one presence through Redis or Valkey. Keys:
-    /// `redis_url` (required, `redis://host:port/db`), `node_id` (required, unique per live
-    /// node, `[A-Za-z0-9_.-]` 1..=64 bytes), `namespace` (default `"presence"`, same characters),
-    /// `heartbeat_ms` (default `1000`), `lease_ms` (default `10000`, more than `heartbeat_ms`),
-    /// `stream_retention` (default `10000` log entries per shard), `max_pending_writes` (default
-    /// `10000`), `poll_ms` (default `1`). Unknown keys answer `JSON`; bad names or timings
-    /// `INVALID`; a library built without the cargo feature `cluster` answers `INVALID` naming
-    /// it. See docs/cluster.md.
+    /// Cluster mode: several engines share one presence through Redis or Valkey (how, and
+    /// what is guaranteed: docs/cluster.md). Keys:
+    /// - `redis_url` (string, required): the shared store, `redis://host:port/db`.
+    /// - `node_id` (string, required): this node's name, unique among live nodes; 1 to 64
+    ///   bytes of `[A-Za-z0-9_.-]`.
+    /// - `namespace` (string, default `"presence"`, the characters of `node_id`): the prefix
+    ///   of every key in the store, so several deployments can share one Redis.
+    /// - `heartbeat_ms` (integer, ms, default `1000`, at least 1): how often the node renews
+    ///   its lease and looks for dead nodes.
+    /// - `lease_ms` (integer, ms, default `10000`, more than `heartbeat_ms`): a node that has
+    ///   not renewed its lease for this long is dead; its connections close with reason
+    ///   `node_lost` on every node within `lease_ms + heartbeat_ms`.
+    /// - `stream_retention` (integer, default `10000`, at least 1): log entries kept per
+    ///   shard; a node that falls further behind rebuilds its copy from a snapshot.
+    /// - `max_pending_writes` (integer, default `10000`, 1 to 4294967295): changes kept while
+    ///   the store is unreachable; past it, sticky writes answer `STATE`.
+    /// - `poll_ms` (integer, ms, default `1`, at least 1): how long an idle link waits before
+    ///   reading the store's logs again (local changes wake it at once).
+    ///
+    /// Unknown keys answer `JSON`; a bad name or timing `INVALID`; a library built without the
+    /// cargo feature `cluster` answers `INVALID` naming it.
     pub cluster: Option<ClusterConfig>,
 }
 

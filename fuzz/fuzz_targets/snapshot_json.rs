@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let before = dump(&e);
     match e.load(&path) {
         Err(err) => {
-            // The spec wants Io or Json here; Invalid is tolerated (reported separately by
+            // The contract (docs/contract.md) says Io or Json here; Invalid is tolerated (reported separately by
             // tests/crash_safety.rs) so the fuzzer can look for worse.
             assert!(matches!(err.kind(), ErrorKind::Io | ErrorKind::Json | ErrorKind::Invalid), "{err}");
             assert_eq!(dump(&e), before, "failed load changed the engine");

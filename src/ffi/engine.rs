@@ -7,8 +7,9 @@ use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The version of this C ABI. Version 1 is the JSON event path; version 2 adds the typed
-/// event path (`PresenceEventInfo`, batches, typed listeners, `presence_connect_user`,
-/// `presence_get_user_presence`).
+/// event path (`PresenceEventInfo` with `user_key`, batches, host queues, typed listeners
+/// with `user_data` finalizers, `presence_connect_user`, `presence_get_user_presence`),
+/// `presence_remove_listener_nowait` and `presence_cluster_status`.
 /// Each version only adds to the one before, so a library answering 2 serves every
 /// version-1 function unchanged. A host built against this header checks at startup that
 /// `presence_abi_version() >= PRESENCE_ABI_VERSION` (an older library lacks functions).

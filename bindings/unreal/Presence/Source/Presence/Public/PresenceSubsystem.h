@@ -57,7 +57,7 @@ public:
     UPROPERTY(BlueprintAssignable, Category = "Presence")
     FPresenceMembershipSignature OnMemberChanged;
 
-    /** A connection ended (disconnect, timeout, slow_consumer). */
+    /** A connection ended (disconnect, timeout, slow_consumer, node_lost). */
     UPROPERTY(BlueprintAssignable, Category = "Presence")
     FPresenceConnectionClosedSignature OnConnectionClosed;
 
