@@ -235,3 +235,24 @@ fn readme_commands_run_as_written() {
         assert!(new.is_empty(), "the README's commands left files git does not ignore: {new:?}");
     }
 }
+
+/// The packages the README says the test command needs are the ones `.ci/run` installs for
+/// it (its first `apt-get install`; the second is presence-server's browser).
+#[test]
+fn readme_names_the_packages_ci_installs() {
+    let ci = fs::read_to_string(".ci/run").unwrap().replace("\\\n", " ");
+    let install =
+        ci.lines().find(|l| l.starts_with("apt-get install")).expect("an apt-get install in .ci/run");
+    let mut installed: Vec<&str> = install
+        .split_whitespace()
+        .skip(2)
+        .take_while(|w| !w.starts_with('>'))
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    let readme = fs::read_to_string("README.md").unwrap().replace('\n', " ");
+    let named = readme.split("they need `").nth(1).and_then(|rest| rest.split('`').next());
+    let mut named: Vec<&str> = named.expect("the README's \"they need `...`\"").split_whitespace().collect();
+    installed.sort_unstable();
+    named.sort_unstable();
+    assert_eq!(named, installed, "the README's package list and .ci/run's differ");
+}

@@ -38,8 +38,7 @@ pub fn present(what: &str, tools: &[(&str, &str)]) -> bool {
     let programs: Vec<&str> = missing.iter().map(|(program, _)| *program).collect();
     let mut packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
     packages.dedup();
-    let message =
-        format!("{what} needs {} (apt-get install {})", programs.join(", "), packages.join(" "));
+    let message = format!("{what} needs {} (apt-get install {})", programs.join(", "), packages.join(" "));
     assert!(!in_ci(), "{message}");
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED (not in CI): {message} ***\n");
     false
