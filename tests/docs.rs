@@ -6,7 +6,7 @@
 //! fails here.
 use presence::{ConnectionId, Engine};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn read(path: &str) -> String {
@@ -450,5 +450,122 @@ fn binding_guides_name_every_public_method_and_event_field() {
             cpp_readme.contains(&format!("`{field}`")),
             "bindings/cpp/README.md does not name Event::{field}"
         );
+    }
+}
+
+// ----- presence-server ------------------------------------------------------------------
+
+/// docs/server.md names every environment variable, route, client request and settings
+/// key of presence-server, read from its source.
+#[test]
+fn server_guide_names_every_setting_route_and_request() {
+    let guide = read("docs/server.md");
+    let source = |file: &str| read(&format!("server/src/{file}"));
+    let literals =
+        |text: &str| -> Vec<String> { text.split('"').skip(1).step_by(2).map(String::from).collect() };
+
+    let mut names: Vec<String> = ["main.rs", "config.rs"]
+        .iter()
+        .flat_map(|f| literals(&source(f)))
+        .filter(|l| l.starts_with("PRESENCE_") && l.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .collect();
+    let api = source("api.rs");
+    names.extend(api.split(".route(\"").skip(1).filter_map(|r| r.split('"').next()).map(String::from));
+    let socket = source("socket.rs");
+    let answer = &socket[socket.find("fn answer(").expect("socket.rs fn answer")..];
+    let answer = &answer[..answer.find("\n}").expect("its end")];
+    names.extend(
+        answer
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix('"')?.split_once("\" =>").map(|(name, _)| name.to_owned())),
+    );
+    let config = source("config.rs");
+    let settings = &config[config.find("pub struct").expect("the settings struct")..];
+    let settings = &settings[..settings.find("\n}").expect("its end")];
+    names.extend(
+        settings
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub ")?.split_once(':').map(|(n, _)| n.to_owned())),
+    );
+    for expected in ["PRESENCE_NODE_ID", "/healthz", "unsubscribe_user", "ping_interval_ms"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} not found in the source: {names:?}");
+    }
+    for name in names {
+        // Static files of the page are the page's business, not the protocol's.
+        if name.ends_with(".js") || name.ends_with(".css") || name == "/" {
+            continue;
+        }
+        assert!(guide.contains(&name), "docs/server.md does not name {name}");
+    }
+}
+
+// ----- Rust examples in docs/ -----------------------------------------------------------
+
+/// The doc comments of every file under `dir`, one text per file, `/// ` removed.
+fn doc_comments(dir: &Path, out: &mut Vec<String>) {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            doc_comments(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            let text = fs::read_to_string(&path).unwrap();
+            let docs = text.lines().filter_map(|l| l.trim_start().strip_prefix("///"));
+            out.push(docs.map(|l| l.strip_prefix(' ').unwrap_or(l)).collect::<Vec<_>>().join("\n"));
+        }
+    }
+}
+
+/// Every Rust block of docs/ is a documentation test of the library (so `cargo test`
+/// compiles and runs it): its text appears in a doc comment under src/.
+#[test]
+fn rust_examples_in_docs_are_doc_tests() {
+    let mut comments = Vec::new();
+    doc_comments(Path::new("src"), &mut comments);
+    let mut checked = 0;
+    for file in fs::read_dir("docs").unwrap().flatten().map(|e| e.path()) {
+        if file.extension().is_none_or(|x| x != "md") {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        for block in text.split("```rust\n").skip(1).filter_map(|b| b.split("\n```").next()) {
+            assert!(
+                comments.iter().any(|c| c.contains(block)),
+                "{}: this Rust block is not a doc test under src/ (paste it into the rustdoc of what it shows):\n{block}",
+                file.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no Rust block found in docs/");
+}
+
+/// The JSON examples of configurations and queries are accepted as shown.
+#[test]
+fn json_examples_in_docs_are_accepted() {
+    let json_blocks = |path: &str| -> Vec<String> {
+        read(path)
+            .split("```json\n")
+            .skip(1)
+            .filter_map(|b| b.split("\n```").next())
+            .map(String::from)
+            .collect()
+    };
+    // A library built without the cluster feature refuses any `cluster` key.
+    let configs: &[&str] =
+        if cfg!(feature = "cluster") { &["docs/config.md", "docs/cluster.md"] } else { &["docs/config.md"] };
+    for &path in configs {
+        let blocks = json_blocks(path);
+        assert!(!blocks.is_empty(), "{path} has no JSON example");
+        for block in blocks {
+            if let Err(e) = presence::Config::from_json(&block) {
+                panic!("{path}: the configuration example is refused: {e}\n{block}");
+            }
+        }
+    }
+    let engine = Engine::from_json(None).unwrap();
+    let query = json_blocks("docs/queries.md").into_iter().next().expect("a query example");
+    if let Err(e) = engine.query_users(ConnectionId::HOST, &query) {
+        panic!("docs/queries.md: the query example is refused: {e}\n{query}");
     }
 }
