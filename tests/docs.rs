@@ -400,6 +400,24 @@ fn binding_guides_name_every_public_method_and_event_field() {
     for method in methods {
         assert!(names_word(&csharp, &method), "bindings/csharp/README.md does not name {method}");
     }
+    let runtime: Vec<String> = fs::read_dir("bindings/csharp/Runtime")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cs"))
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    let events: Vec<&str> = runtime
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|l| {
+            l.trim().strip_prefix("public event ")?.trim_end_matches(';').split_whitespace().last()
+        })
+        .collect();
+    assert!(events.len() >= 10 && events.contains(&"UserPresenceChanged"), "{events:?}");
+    for event in events {
+        assert!(names_word(&csharp, event), "bindings/csharp/README.md does not name the event {event}");
+    }
 
     let hpp = read("bindings/cpp/presence.hpp");
     let cpp_readme = read("bindings/cpp/README.md");
