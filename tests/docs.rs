@@ -587,3 +587,84 @@ fn json_examples_in_docs_are_accepted() {
         panic!("docs/queries.md: the query example is refused: {e}\n{query}");
     }
 }
+
+// ----- the contract's event table -------------------------------------------------------
+
+/// The text of `src/event.rs` from `start` to the first `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).unwrap_or_else(|| panic!("src/event.rs has no `{start}`"));
+    let rest = &text[from..];
+    &rest[..rest.find(end).unwrap_or_else(|| panic!("no `{end}` after `{start}`"))]
+}
+
+/// The JSON keys each event type carries beyond `type`, `created_at`, `seq` and
+/// `connection_id`, read from the serializer of events in src/event.rs.
+fn event_payload_keys() -> Vec<(String, Vec<String>)> {
+    let source = read("src/event.rs");
+    let names: Vec<(String, String)> = between(&source, "event_types! {", "\n}")
+        .lines()
+        .filter_map(|l| {
+            let (variant, rest) = l.trim().split_once(" = ")?;
+            Some((variant.to_owned(), rest.split('"').nth(1)?.to_owned()))
+        })
+        .collect();
+    let with_channel: Vec<&str> = between(&source, "pub fn channel(", "_ => None")
+        .split("EventKind::")
+        .skip(1)
+        .filter_map(|s| s.split([' ', '{']).next())
+        .collect();
+    let serializer = between(&source, "impl Serialize for EventView", "m.end()");
+    let keys_in = |text: &str| -> Vec<String> {
+        text.split("serialize_entry(\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(String::from)
+            .collect()
+    };
+    let channel_keys = keys_in(between(serializer, "if let Some(ch)", "}"));
+    let mut arms: Vec<(String, Vec<String>)> = Vec::new();
+    let mut pending: Vec<String> = Vec::new();
+    for segment in serializer.split("EventKind::").skip(1) {
+        let variant: String = segment.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        pending.push(variant);
+        if let Some((_, body)) = segment.split_once("=>") {
+            for variant in pending.drain(..) {
+                let mut keys = keys_in(body);
+                if with_channel.contains(&variant.as_str()) {
+                    keys.extend(channel_keys.iter().cloned());
+                }
+                arms.push((variant, keys));
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|(variant, name)| {
+            let keys = arms.iter().find(|(v, _)| *v == variant).map(|(_, k)| k.clone());
+            (name, keys.unwrap_or_else(|| panic!("the serializer has no arm for {variant}")))
+        })
+        .collect()
+}
+
+/// The contract's event table gives each type's payload: every key its JSON carries.
+#[test]
+fn contract_event_table_names_every_payload_key() {
+    let contract = read("docs/contract.md");
+    let events = section(&contract, "Events");
+    let payloads = event_payload_keys();
+    assert!(payloads.len() >= 9, "{payloads:?}");
+    for (name, keys) in payloads {
+        assert!(!keys.is_empty(), "{name}: no keys read from the serializer");
+        let row = events
+            .lines()
+            .find(|l| l.split('|').nth(1).is_some_and(|c| quoted(c).contains(&name.as_str())))
+            .unwrap_or_else(|| panic!("docs/contract.md's event table has no row for {name}"));
+        let payload = row.split('|').nth(3).unwrap_or("");
+        for key in keys {
+            assert!(
+                payload.contains(&format!("`{key}`")),
+                "docs/contract.md: {name}'s payload lacks `{key}`"
+            );
+        }
+    }
+}
