@@ -330,7 +330,7 @@ fn outside_reference(text: &str) -> Option<String> {
     for pair in words.windows(2) {
         let numbered = pair[1].trim_start_matches('#').starts_with(|c: char| c.is_ascii_digit());
         match pair {
-            ["issue", _] if numbered => return Some(format!("issue {}", pair[1])),
+            ["issue" | "section", _] if numbered => return Some(pair.join(" ")),
             ["the", "issue" | "spec"] => return Some(pair.join(" ")),
             _ => {}
         }
