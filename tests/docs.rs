@@ -4,7 +4,7 @@
 //! refers to anything outside it. Each list is read from the code (or the header
 //! generated from it), so a key, operator or function added without its documentation
 //! fails here.
-use presence::{ConnectionId, Engine};
+use presence::{CloseReason, ConnectionId, Engine, ErrorKind};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -151,6 +151,15 @@ fn config_reference_covers_nested_keys() {
             );
             assert!(item.contains("): "), "docs/config.md {parent}.{key} does not say what it does: {item}");
         }
+    }
+    // docs/cluster.md's table of the section's keys.
+    let cluster = read("docs/cluster.md");
+    let cells = first_cells(&cluster);
+    for key in config_keys_at(&["cluster"]) {
+        assert!(
+            cells.iter().any(|c| c.trim() == format!("`{key}`")),
+            "docs/cluster.md's key table lacks `{key}`"
+        );
     }
 }
 
@@ -646,11 +655,27 @@ fn event_payload_keys() -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// The contract's event table gives each type's payload: every key its JSON carries.
+/// The contract's event table has a row per event type giving its payload (every key its
+/// JSON carries), its `connection.closed` row every close reason, and its errors every
+/// result code.
 #[test]
-fn contract_event_table_names_every_payload_key() {
+fn contract_tables_every_event_close_reason_and_result_code() {
     let contract = read("docs/contract.md");
     let events = section(&contract, "Events");
+    let closed =
+        events.lines().find(|r| r.starts_with("| `connection.closed`")).expect("a connection.closed row");
+    for reason in CloseReason::ALL {
+        let name = reason.as_str();
+        assert!(
+            closed.contains(&format!("`{name}`")),
+            "docs/contract.md's connection.closed row lacks {name}"
+        );
+    }
+    let errors = section(&contract, "Errors");
+    for name in std::iter::once("PRESENCE_OK").chain(ErrorKind::ALL.iter().map(|k| k.name())) {
+        let short = name.trim_start_matches("PRESENCE_ERR_").trim_start_matches("PRESENCE_");
+        assert!(errors.contains(&format!("`{short}`")), "docs/contract.md's errors lack `{short}` ({name})");
+    }
     let payloads = event_payload_keys();
     assert!(payloads.len() >= 9, "{payloads:?}");
     for (name, keys) in payloads {

@@ -1,7 +1,7 @@
 //! The lists the engine defines once (error kinds and their result codes, event types,
 //! close reasons) against every other place that spells them out: the C header, the C#
-//! binding's enumeration and constants, the contract's tables in docs/contract.md. A code,
-//! type or reason added to the engine fails here until each binding and the contract list it.
+//! binding's enumeration and constants (tests/docs.rs checks the contract's tables). A
+//! code, type or reason added to the engine fails here until each binding lists it.
 use presence::{CloseReason, ErrorKind, EventKind};
 use std::fs;
 
@@ -197,44 +197,4 @@ fn the_c_header_has_a_constant_for_every_event_type_and_close_reason() {
     let expected: Vec<(String, u32)> =
         CloseReason::ALL.iter().map(|&r| (constant_name("PRESENCE_CLOSE_", r.as_str()), r as u32)).collect();
     assert_eq!(header_constants(&header, "PRESENCE_CLOSE_"), expected, "include/presence.h PRESENCE_CLOSE_*");
-}
-
-/// The rows of the Markdown table under `## heading` in docs/contract.md.
-fn contract_rows(heading: &str) -> Vec<String> {
-    let contract = read("docs/contract.md");
-    let from = contract.find(&format!("\n## {heading}\n")).unwrap_or_else(|| panic!("no `## {heading}`"));
-    let section = contract[from + 1..].split("\n## ").next().unwrap_or("");
-    section.lines().filter(|l| l.starts_with("| `")).map(String::from).collect()
-}
-
-#[test]
-fn the_contract_tables_every_event_type_and_close_reason() {
-    let rows = contract_rows("Events");
-    for &(_, name) in EventKind::TYPES {
-        let row = rows.iter().find(|r| r.split('|').nth(1).is_some_and(|c| c.contains(&format!("`{name}`"))));
-        assert!(row.is_some(), "docs/contract.md's event table has no row for {name}");
-    }
-    let closed =
-        rows.iter().find(|r| r.starts_with("| `connection.closed`")).expect("a connection.closed row");
-    for reason in CloseReason::ALL {
-        let name = reason.as_str();
-        assert!(
-            closed.contains(&format!("`{name}`")),
-            "docs/contract.md's connection.closed row lacks {name}"
-        );
-    }
-}
-
-#[test]
-fn the_contract_names_every_result_code() {
-    let contract = read("docs/contract.md");
-    let errors =
-        contract.split("\n## Errors\n").nth(1).expect("`## Errors`").split("\n## ").next().unwrap_or("");
-    for (_, _, c_name, _) in result_codes() {
-        let short = c_name.trim_start_matches("PRESENCE_ERR_").trim_start_matches("PRESENCE_");
-        assert!(
-            errors.contains(&format!("`{short}`")),
-            "docs/contract.md's errors lack `{short}` ({c_name})"
-        );
-    }
 }
