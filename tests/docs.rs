@@ -427,6 +427,21 @@ fn binding_guides_name_every_public_method_and_event_field() {
     for event in events {
         assert!(names_word(&csharp, event), "bindings/csharp/README.md does not name the event {event}");
     }
+    let models = read("bindings/csharp/Runtime/Models.cs");
+    let class = &models[models.find("public sealed class PresenceEvent").expect("class PresenceEvent")..];
+    let class = &class[..class.find("\n    }").expect("its end")];
+    let properties: Vec<&str> = class
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("public ")?.split_once(" {").map(|(decl, _)| decl))
+        .filter_map(|decl| decl.split_whitespace().last())
+        .collect();
+    assert!(properties.len() >= 12 && properties.contains(&"Reason"), "{properties:?}");
+    for property in properties {
+        assert!(
+            csharp.contains(&format!("`{property}`")),
+            "bindings/csharp/README.md does not name PresenceEvent.{property}"
+        );
+    }
 
     let hpp = read("bindings/cpp/presence.hpp");
     let cpp_readme = read("bindings/cpp/README.md");
