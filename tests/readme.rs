@@ -256,3 +256,30 @@ fn readme_names_the_packages_ci_installs() {
     named.sort_unstable();
     assert_eq!(named, installed, "the README's package list and .ci/run's differ");
 }
+
+/// The README's main example as a newcomer sees it: a legend of the engine calls first,
+/// a screen or two by default, everything with `--long`, and a clock that renders
+/// midnight as 00:00:00.
+#[test]
+fn lobby_prints_a_legend_and_a_screen_or_two() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = |args: &[&str]| -> String {
+        let output = Command::new(&cargo)
+            .args(["run", "--release", "--quiet", "--example", "lobby", "--"])
+            .args(args)
+            .output()
+            .expect("cargo runs");
+        assert!(output.status.success(), "the lobby failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    };
+    let short = run(&[]);
+    let long = run(&["--long"]);
+    assert!(short.starts_with("The engine calls behind this evening"), "no legend first:\n{short}");
+    let (short_lines, long_lines) = (short.lines().count(), long.lines().count());
+    assert!(short_lines <= 100, "the default output is {short_lines} lines, more than a screen or two");
+    assert!(long_lines > 5 * short_lines, "--long prints {long_lines} lines, hardly more than {short_lines}");
+    for output in [&short, &long] {
+        assert!(!output.contains("24:00:00"), "midnight rendered as 24:00:00");
+        assert!(output.contains("00:00:00"), "the evening no longer reaches midnight");
+    }
+}
