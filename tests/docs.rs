@@ -163,6 +163,85 @@ fn config_reference_covers_nested_keys() {
     }
 }
 
+/// The default of every key as `Config::default()` (and the nested objects' defaults) has
+/// it, in the form docs/config.md writes it. A key without an entry here fails, so a new
+/// key gets its default checked too.
+fn config_default(key: &str) -> String {
+    let config = presence::Config::default();
+    let budget = presence::QueryBudget::default();
+    let cluster = presence::ClusterConfig::new("redis://127.0.0.1/0", "node");
+    let clock = |c| if c == presence::Clock::System { "\"system\"" } else { "\"manual\"" };
+    let dispatch = |d| if d == presence::Dispatch::Immediate { "\"immediate\"" } else { "\"manual\"" };
+    match key {
+        "clock" => clock(config.clock).to_owned(),
+        "dispatch" => dispatch(config.dispatch).to_owned(),
+        "start_time_ms" => config.start_time_ms.to_string(),
+        "last_active_refresh_ms" => config.last_active_refresh_ms.to_string(),
+        "connection_timeout_ms" => config.connection_timeout_ms.to_string(),
+        "offline_grace_ms" => config.offline_grace_ms.to_string(),
+        "max_connections_per_user" => config.max_connections_per_user.to_string(),
+        "max_subscriptions_per_connection" => config.max_subscriptions_per_connection.to_string(),
+        "connection_queue_capacity" => config.connection_queue_capacity.to_string(),
+        "query_limit_max" => config.query_limit_max.to_string(),
+        "max_snapshot_bytes" => config.max_snapshot_bytes.to_string(),
+        "pending_dispatch_capacity" => config.pending_dispatch_capacity.to_string(),
+        "query_budget" | "cluster" => String::new(),
+        "max_clauses" => budget.max_clauses.to_string(),
+        "max_depth" => budget.max_depth.to_string(),
+        "max_text_clauses" => budget.max_text_clauses.to_string(),
+        "max_in_values" => budget.max_in_values.to_string(),
+        "max_sort_keys" => budget.max_sort_keys.to_string(),
+        "max_work" => budget.max_work.to_string(),
+        "redis_url" | "node_id" => String::new(),
+        "namespace" => format!("{:?}", cluster.namespace),
+        "heartbeat_ms" => cluster.heartbeat_ms.to_string(),
+        "lease_ms" => cluster.lease_ms.to_string(),
+        "stream_retention" => cluster.stream_retention.to_string(),
+        "max_pending_writes" => cluster.max_pending_writes.to_string(),
+        "poll_ms" => cluster.poll_ms.to_string(),
+        _ => panic!("config key {key}: add its default to config_default in tests/docs.rs"),
+    }
+}
+
+/// docs/config.md states each key's default as the code has it: in the summary table, at
+/// the start of the key's section, and in each nested key's item.
+#[test]
+fn config_reference_states_the_defaults_the_code_has() {
+    assert!(presence::Config::default().cluster.is_none(), "cluster mode is off by default");
+    let md = read("docs/config.md");
+    for key in config_keys_at(&[]) {
+        let default = config_default(&key);
+        if default.is_empty() {
+            continue;
+        }
+        let text = section(&md, &format!("`{key}`"));
+        let first = text.trim_start().split("\n\n").next().unwrap_or("");
+        let stated = [format!("default `{default}`"), format!("`{default}` (default)")];
+        assert!(
+            stated.iter().any(|s| first.contains(s)),
+            "docs/config.md `{key}` does not open with its default {default}: {first}"
+        );
+        let row = md.lines().find(|l| l.starts_with(&format!("| [`{key}`]"))).expect("a summary row");
+        assert!(
+            row.split('|').nth(3).is_some_and(|c| c.contains(&format!("`{default}`"))),
+            "docs/config.md's table gives {key} another default than {default}: {row}"
+        );
+    }
+    for parent in ["query_budget", "cluster"] {
+        let text = section(&md, &format!("`{parent}`"));
+        for key in config_keys_at(&[parent]) {
+            let default = config_default(&key);
+            let item = text.split("\n- ").find(|i| i.starts_with(&format!("`{key}` ("))).expect("an item");
+            let stated =
+                if default.is_empty() { "required".to_owned() } else { format!("default {default}") };
+            assert!(
+                item.replace('`', "").contains(&stated.replace('`', "")),
+                "docs/config.md {parent}.{key} does not state `{stated}`: {item}"
+            );
+        }
+    }
+}
+
 // ----- the query language ---------------------------------------------------------------
 
 /// The `$` operators the parser matches on, read from the patterns of its `match` arms.
