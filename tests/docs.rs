@@ -30,13 +30,14 @@ fn quoted(text: &str) -> Vec<&str> {
     text.split('`').skip(1).step_by(2).collect()
 }
 
-/// Tracked files of the repository, or `None` without git.
-fn tracked(pattern: &str) -> Option<Vec<String>> {
-    let out = Command::new("git").args(["ls-files", pattern]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect())
+/// The repository's files matching `pattern`, as git lists them.
+fn tracked(pattern: &str) -> Vec<String> {
+    let out = Command::new("git").args(["ls-files", pattern]).output().expect("git runs");
+    assert!(out.status.success(), "git ls-files: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
 }
 
-// ----- links and the configuration -----------------------------------------------------------------------------
+// ----- links and the configuration ------------------------------------------------------
 
 /// Every relative link in the README and docs/ points at a file of the repository, and
 /// nothing refers to a document outside it.
@@ -52,11 +53,7 @@ fn docs_links_stay_inside_the_repository() {
     );
     // Every Markdown document named anywhere (prose or code) is one of the repository's own.
     let own: Vec<String> =
-        String::from_utf8(Command::new("git").args(["ls-files", "*.md"]).output().expect("git runs").stdout)
-            .unwrap()
-            .lines()
-            .map(|p| p.rsplit('/').next().unwrap().to_owned())
-            .collect();
+        tracked("*.md").iter().map(|p| p.rsplit('/').next().unwrap_or(p).to_owned()).collect();
     let root = fs::canonicalize(".").unwrap();
     for file in files {
         let text = fs::read_to_string(&file).unwrap();
@@ -428,8 +425,7 @@ fn outside_reference(text: &str) -> Option<String> {
 
 #[test]
 fn nothing_refers_outside_the_repository() {
-    let Some(files) = tracked(".") else { return };
-    for file in files {
+    for file in tracked(".") {
         let Ok(text) = fs::read_to_string(&file) else { continue };
         let found = outside_reference(&text);
         if STILL_NAMING_OUTSIDE.contains(&file.as_str()) {
