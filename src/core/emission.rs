@@ -13,6 +13,10 @@ impl State {
     /// own connections get the own view). Cost: O(recipients).
     pub(super) fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
         self.seq += 1;
+        if !self.record_events && matches!(recipients, Recipients::Nobody) {
+            // Nobody takes it (connection.closed without host listeners): no need to build it.
+            return;
+        }
         let event = Arc::new(Event::new(self.seq, now, kind));
         if self.record_events {
             self.push_host_event(event.clone());
