@@ -325,3 +325,68 @@ fn past_pending_dispatch_capacity_the_oldest_go_and_one_overflow_event_says_how_
     assert_eq!(e.pump(), 0);
     assert_eq!(kind(Engine::from_json(Some(r#"{"pending_dispatch_capacity":0}"#))), ErrorKind::Invalid);
 }
+
+/// An engine made with `config` where `followers` connections follow the presence of the
+/// online user "star".
+fn star_with_followers(config: &str, followers: usize) -> (Engine, Vec<ConnectionId>) {
+    let e = manual_engine(config);
+    e.connect_json(r#"{"id":"star"}"#).unwrap();
+    let conns = (0..followers)
+        .map(|i| {
+            let c = e.connect_json(&format!(r#"{{"id":"f{i}"}}"#)).unwrap();
+            e.query_users(c, r#"{"filter_conditions":{"id":"star"},"presence":true}"#).unwrap();
+            c
+        })
+        .collect();
+    e.pump();
+    (e, conns)
+}
+
+#[test]
+fn an_event_with_more_recipients_than_one_dispatch_chunk_reaches_each_once_and_hosts_once() {
+    for mode in [r#""dispatch":"immediate""#, r#""dispatch":"manual""#] {
+        let (e, conns) = star_with_followers(mode, 600);
+        let host = Recorder::attach(&e);
+        let deliveries = common::Deliveries::attach(&e);
+        e.set_status("star", Some("away")).unwrap();
+        while e.pump() > 0 {}
+        let events = host.take_events();
+        assert_eq!(events.len(), 1, "{mode}: the host sees the change once");
+        let got = deliveries.take_raw();
+        assert_eq!(got.len(), 600, "{mode}");
+        assert!(got.iter().all(|d| d.event.seq == events[0].seq && d.view == presence::View::Public), "{mode}");
+        let mut recipients: Vec<ConnectionId> = got.iter().map(|d| d.connection).collect();
+        recipients.sort();
+        assert_eq!(recipients, conns, "{mode}: every follower once");
+    }
+}
+
+#[test]
+fn past_pending_dispatch_capacity_an_events_newest_deliveries_still_carry_their_event() {
+    let (e, conns) = star_with_followers(r#""dispatch":"manual","pending_dispatch_capacity":5"#, 8);
+    let host = Recorder::attach(&e);
+    let deliveries = common::Deliveries::attach(&e);
+    e.set_status("star", Some("away")).unwrap();
+    // One host call and eight deliveries waited: the host's and the three oldest deliveries went.
+    assert_eq!(e.pump(), 6, "the overflow event, then the five newest deliveries");
+    let events = host.take_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, presence::EventKind::EngineOverflow { dropped: 4 });
+    let got = deliveries.take_raw();
+    assert_eq!(got.len(), 5);
+    for d in &got {
+        assert_eq!((d.user_id(), d.user().status.as_deref()), ("star", Some("away")));
+        assert_eq!(d.event.seq, events[0].seq, "the overflow event names the newest discarded seq");
+        assert!(conns.contains(&d.connection));
+    }
+    assert_eq!(e.pump(), 0);
+
+    // Without host listeners only deliveries count, and the overflow event reaches no one.
+    let (e, _) = star_with_followers(r#""dispatch":"manual","pending_dispatch_capacity":3"#, 5);
+    let deliveries = common::Deliveries::attach(&e);
+    e.set_status("star", Some("away")).unwrap();
+    e.set_status("star", Some("back")).unwrap();
+    assert_eq!(e.pump(), 3);
+    let got = deliveries.take_raw();
+    assert!(got.iter().all(|d| d.user().status.as_deref() == Some("back")), "the newest three");
+}

@@ -13,9 +13,13 @@ impl State {
     /// own connections get the own view). Cost: O(recipients).
     pub(super) fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
         self.seq += 1;
+        if !self.record_events && matches!(recipients, Recipients::Nobody) {
+            // Nobody takes it (connection.closed without host listeners): no need to build it.
+            return;
+        }
         let event = Arc::new(Event::new(self.seq, now, kind));
         if self.record_events {
-            self.outbox.push(Outgoing::Event(event.clone()));
+            self.push_host_event(event.clone());
         }
         let capacity = self.config.connection_queue_capacity as usize;
         if capacity == 0 && !self.record_deliveries {
@@ -26,7 +30,9 @@ impl State {
             subject,
             capacity,
             record: self.record_deliveries,
+            headed: self.record_events,
             outbox: &mut self.outbox,
+            outbox_calls: &mut self.outbox_calls,
             overflowed: &mut self.overflowed,
         };
         match recipients {
@@ -53,6 +59,12 @@ impl State {
         }
     }
 
+    /// Puts an event for host listeners into the outbox.
+    pub(super) fn push_host_event(&mut self, event: Arc<Event>) {
+        self.outbox.push(Outgoing::Event { event, host: true });
+        self.outbox_calls += 1;
+    }
+
     /// Closes every connection whose queue overflowed during the command, in ascending
     /// connection id, round by round (closing one can overflow others): the order, and so
     /// which events the survivors get, never depends on hash-map iteration order.
@@ -77,7 +89,10 @@ struct FanOut<'a> {
     subject: UserIdx,
     capacity: usize,
     record: bool,
+    /// Whether the event is in the outbox already, to head its deliveries there.
+    headed: bool,
     outbox: &'a mut Vec<Outgoing>,
+    outbox_calls: &'a mut usize,
     overflowed: &'a mut Vec<Slot>,
 }
 
@@ -102,7 +117,12 @@ impl FanOut<'_> {
             return;
         }
         if self.record {
-            self.outbox.push(Outgoing::Delivery(Delivery { event: self.event.clone(), connection, view }));
+            if !self.headed {
+                self.outbox.push(Outgoing::Event { event: self.event.clone(), host: false });
+                self.headed = true;
+            }
+            self.outbox.push(Outgoing::Delivery { connection, view });
+            *self.outbox_calls += 1;
         }
     }
 }

@@ -44,20 +44,22 @@ type ChannelIdx = u32;
 /// a vector instead of probing a hash map.
 type Slot = u32;
 
-/// Something for the shell to dispatch: an event for host listeners, or one delivery.
+/// Something for the shell to dispatch, in `seq` order: an event, then its deliveries.
+/// The deliveries of one event follow it and share it, so fan-out copies no reference
+/// to the event per recipient.
 #[derive(Debug, Clone)]
 pub(crate) enum Outgoing {
-    Event(Arc<Event>),
-    Delivery(Delivery),
+    /// An event; `host`: for host listeners (otherwise it only heads its deliveries).
+    Event { event: Arc<Event>, host: bool },
+    /// A delivery of the nearest event before it.
+    Delivery { connection: ConnectionId, view: View },
 }
 
 impl Outgoing {
-    /// The `seq` of its event.
-    pub fn seq(&self) -> u64 {
-        match self {
-            Outgoing::Event(e) => e.seq,
-            Outgoing::Delivery(d) => d.event.seq,
-        }
+    /// Whether the item is a listener call (a host event or a delivery), as
+    /// `pending_dispatch_capacity` counts them; an event heading deliveries only is not.
+    pub fn is_call(&self) -> bool {
+        !matches!(self, Outgoing::Event { host: false, .. })
     }
 }
 
@@ -331,6 +333,8 @@ pub(crate) struct State {
     next_user_key: u64,
     seq: u64,
     outbox: Vec<Outgoing>,
+    /// How many items of `outbox` are listener calls.
+    outbox_calls: usize,
     overflowed: Vec<Slot>,
     /// Cluster mode: what this node changed, for the shared store (`None`: not replicating).
     replication: Option<Vec<Delta>>,
@@ -379,6 +383,7 @@ impl State {
             next_user_key: 1,
             seq: 0,
             outbox: Vec::new(),
+            outbox_calls: 0,
             overflowed: Vec::new(),
             replication: None,
             remote_watched: HashMap::new(),
@@ -391,21 +396,24 @@ impl State {
     /// Takes the events and deliveries emitted since the last call, in `seq` order.
     #[cfg(test)]
     pub fn take_outbox(&mut self) -> Vec<Outgoing> {
+        self.outbox_calls = 0;
         std::mem::take(&mut self.outbox)
     }
 
-    /// Drains the events and deliveries emitted since the last call, in `seq` order,
-    /// keeping the outbox's room: a command's events cost no allocation once the outbox
-    /// has held as many.
-    pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, Outgoing> {
-        self.outbox.drain(..)
+    /// Drains the events and deliveries emitted since the last call, in `seq` order, with
+    /// how many of them are listener calls, keeping the outbox's room: a command's events
+    /// cost no allocation once the outbox has held as many.
+    pub fn drain_outbox(&mut self) -> (std::vec::Drain<'_, Outgoing>, usize) {
+        let calls = std::mem::take(&mut self.outbox_calls);
+        (self.outbox.drain(..), calls)
     }
 
-    /// Takes the events and deliveries emitted since the last call, in `seq` order,
-    /// leaving `room` (an empty vector, its capacity reused) as the outbox. O(1).
-    pub fn swap_outbox(&mut self, room: Vec<Outgoing>) -> Vec<Outgoing> {
+    /// Takes the events and deliveries emitted since the last call, in `seq` order, with
+    /// how many of them are listener calls, leaving `room` (an empty vector, its capacity
+    /// reused) as the outbox. O(1).
+    pub fn swap_outbox(&mut self, room: Vec<Outgoing>) -> (Vec<Outgoing>, usize) {
         debug_assert!(room.is_empty());
-        std::mem::replace(&mut self.outbox, room)
+        (std::mem::replace(&mut self.outbox, room), std::mem::take(&mut self.outbox_calls))
     }
 
     /// The `seq` of the latest event emitted (0 before the first).

@@ -156,7 +156,7 @@ impl State {
         let event =
             Arc::new(crate::event::Event::new(self.seq, now, EventKind::ClusterStatus { status, node_id }));
         if self.record_events {
-            self.outbox.push(super::Outgoing::Event(event));
+            self.push_host_event(event);
         }
     }
 }

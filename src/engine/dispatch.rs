@@ -18,6 +18,7 @@ use super::listeners::{Callback, Listener, ListenerId};
 use super::{Engine, Shared};
 use crate::core::Outgoing;
 use crate::error::panic_message;
+use crate::event::{Delivery, Event};
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -63,6 +64,13 @@ struct Scratch {
     calls: Vec<(u32, Arc<Listener>)>,
     /// The delivery listeners, taken once per chunk of items rather than per delivery.
     deliveries: Vec<Arc<Listener>>,
+}
+
+/// What a listener is called with.
+#[derive(Clone, Copy)]
+enum Call<'a> {
+    Host(&'a Arc<Event>),
+    Delivery(&'a Delivery),
 }
 
 /// Marks this thread as running the callbacks of one engine while alive.
@@ -124,7 +132,7 @@ impl Shared {
                 if taken == 0 {
                     break;
                 }
-                budget -= taken;
+                budget = budget.saturating_sub(taken);
                 delivered = delivered.saturating_add(self.deliver(&mut scratch));
             }
             drop(running);
@@ -140,25 +148,41 @@ impl Shared {
         }
     }
 
-    /// Moves up to `max` items from the front of the outbox into `items`, after the
-    /// `engine.overflow` event if deliveries were discarded.
+    /// Moves up to `max` items (at least two) from the front of the outbox into `items`,
+    /// after the `engine.overflow` event if listener calls were discarded.
     fn take_items(&self, items: &mut Vec<Outgoing>, max: usize) -> usize {
+        let max = max.max(2);
         let mut inner = self.inner.lock();
         let overflow = inner.take_overflow(self.config.clock);
         if overflow.is_none() && items.is_empty() && inner.outbox.len() <= max {
             // The whole outbox: exchange the buffers instead of moving item by item.
             let room = VecDeque::from(std::mem::take(items));
             *items = Vec::from(std::mem::replace(&mut inner.outbox, room));
+            inner.outbox_calls = 0;
             return items.len();
         }
         let overflowed = overflow.is_some() as usize;
         items.extend(overflow);
         let n = (max - overflowed).min(inner.outbox.len());
-        items.extend(inner.outbox.drain(..n));
+        let mut calls = 0;
+        items.extend(inner.outbox.drain(..n).inspect(|item| calls += item.is_call() as usize));
+        inner.outbox_calls -= calls;
+        if let Some(Outgoing::Delivery { .. }) = inner.outbox.front() {
+            // The rest of an event's deliveries stay: the event heads them again.
+            let head = items.iter().rev().find_map(|item| match item {
+                Outgoing::Event { event, .. } => Some(event.clone()),
+                Outgoing::Delivery { .. } => None,
+            });
+            if let Some(event) = head {
+                inner.outbox.push_front(Outgoing::Event { event, host: false });
+            }
+        }
         n + overflowed
     }
 
-    /// Calls the listeners of the items in `scratch`, in order, then clears it.
+    /// Calls the listeners of the items in `scratch`, in order, then clears it. Each
+    /// event's deliveries reach delivery listeners through one reused [`Delivery`], so a
+    /// delivery copies no reference to its event.
     fn deliver(&self, scratch: &mut Scratch) -> u32 {
         let Scratch { items, calls, deliveries } = scratch;
         {
@@ -166,8 +190,9 @@ impl Shared {
             let mut has_deliveries = false;
             for (i, item) in items.iter().enumerate() {
                 match item {
-                    Outgoing::Event(e) => registry.host_calls(e, i as u32, calls),
-                    Outgoing::Delivery(_) => has_deliveries = true,
+                    Outgoing::Event { event, host: true } => registry.host_calls(event, i as u32, calls),
+                    Outgoing::Event { host: false, .. } => {}
+                    Outgoing::Delivery { .. } => has_deliveries = true,
                 }
             }
             if has_deliveries {
@@ -176,17 +201,25 @@ impl Shared {
         }
         let mut ran = 0u32;
         let mut host = calls.drain(..).peekable();
+        let mut frame: Option<Delivery> = None;
         for (i, item) in items.iter().enumerate() {
             match item {
-                Outgoing::Event(_) => {
+                Outgoing::Event { event, .. } => {
                     while let Some((_, listener)) = host.next_if(|(at, _)| *at == i as u32) {
-                        ran += u32::from(self.call(&listener, item));
+                        ran += u32::from(self.call(&listener, Call::Host(event)));
+                    }
+                    if let Some(&Outgoing::Delivery { connection, view }) = items.get(i + 1) {
+                        frame = Some(Delivery { event: event.clone(), connection, view });
                     }
                 }
-                Outgoing::Delivery(d) => {
+                &Outgoing::Delivery { connection, view } => {
+                    // Every delivery follows its event (the outbox never starts with one).
+                    let Some(d) = frame.as_mut() else { continue };
+                    d.connection = connection;
+                    d.view = view;
                     for listener in deliveries.iter() {
                         if listener.wants(&d.event) {
-                            ran += u32::from(self.call(listener, item));
+                            ran += u32::from(self.call(listener, Call::Delivery(d)));
                         }
                     }
                 }
@@ -205,7 +238,7 @@ impl Shared {
     /// Calls one listener unless it was removed; a panic is caught and recorded. Always
     /// inlined into the delivery loop: the call itself cost a third of a delivery.
     #[inline(always)]
-    fn call(&self, listener: &Listener, item: &Outgoing) -> bool {
+    fn call(&self, listener: &Listener, item: Call<'_>) -> bool {
         // Announce the call before checking `removed` (and `remove_listener` sets `removed`
         // before reading `calling`), so a remover either sees this call or stops it. Only
         // the token's holder writes `calling`, and it stays announced across consecutive
@@ -218,8 +251,8 @@ impl Shared {
             return false;
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| match (&listener.callback, item) {
-            (Callback::Host(_, f), Outgoing::Event(e)) => f(e),
-            (Callback::Delivery(f), Outgoing::Delivery(d)) => {
+            (Callback::Host(_, f), Call::Host(e)) => f(e),
+            (Callback::Delivery(f), Call::Delivery(d)) => {
                 f(d);
                 true
             }

@@ -43,8 +43,13 @@ pub struct Counts {
 
 struct Inner {
     state: State,
-    /// Events waiting for dispatch, in `seq` order.
+    /// Events and their deliveries waiting for dispatch, in `seq` order. Never starts with
+    /// a delivery: whoever takes an event off the front while its deliveries stay puts the
+    /// event back to head them (for delivery listeners only).
     outbox: VecDeque<Outgoing>,
+    /// How many items of `outbox` are listener calls (what `pending_dispatch_capacity`
+    /// bounds).
+    outbox_calls: usize,
     /// Manual clock time, or the last system time seen (so time never moves backwards).
     now: Millis,
     /// Host deliveries discarded from the front of `outbox` since the last dispatch (past
@@ -57,13 +62,26 @@ struct Inner {
 }
 
 impl Inner {
-    /// Discards the oldest host deliveries beyond `capacity`, counting them for the
-    /// `engine.overflow` event that the next dispatch delivers first.
+    /// Discards the oldest listener calls beyond `capacity`, counting them for the
+    /// `engine.overflow` event that the next dispatch delivers first. O(discarded).
     fn bound_outbox(&mut self, capacity: usize) {
-        let excess = self.outbox.len().saturating_sub(capacity);
-        if let Some(newest) = self.outbox.drain(..excess).next_back() {
-            self.discarded += excess as u64;
-            self.discarded_seq = newest.seq();
+        if self.outbox_calls <= capacity {
+            return;
+        }
+        let mut head = None;
+        while self.outbox_calls > capacity {
+            let Some(item) = self.outbox.pop_front() else { break };
+            if let Outgoing::Event { event, .. } = &item {
+                head = Some(event.clone());
+            }
+            if item.is_call() {
+                self.outbox_calls -= 1;
+                self.discarded += 1;
+                self.discarded_seq = head.as_ref().map_or(self.discarded_seq, |e| e.seq);
+            }
+        }
+        if let (Some(Outgoing::Delivery { .. }), Some(event)) = (self.outbox.front(), head) {
+            self.outbox.push_front(Outgoing::Event { event, host: false });
         }
     }
 
@@ -75,7 +93,7 @@ impl Inner {
         let dropped = std::mem::take(&mut self.discarded);
         let created_at = self.now(clock);
         let kind = EventKind::EngineOverflow { dropped };
-        Some(Outgoing::Event(Arc::new(Event::new(self.discarded_seq, created_at, kind))))
+        Some(Outgoing::Event { event: Arc::new(Event::new(self.discarded_seq, created_at, kind)), host: true })
     }
 
     fn now(&mut self, clock: Clock) -> Millis {
@@ -151,6 +169,7 @@ impl Engine {
             inner: Mutex::new(Inner {
                 state,
                 outbox: VecDeque::new(),
+                outbox_calls: 0,
                 now,
                 discarded: 0,
                 discarded_seq: 0,
@@ -253,18 +272,21 @@ impl Shared {
                     link.unpark();
                 }
             }
-            let Inner { state, outbox, .. } = &mut *inner;
+            let Inner { state, outbox, outbox_calls, .. } = &mut *inner;
             let queued = if outbox.is_empty() {
                 // The usual case (the last dispatch took everything): the emitted vector
                 // becomes the outbox and the outbox's room goes back to the state, so
                 // nothing is copied or allocated.
                 let room = Vec::from(std::mem::take(outbox));
-                *outbox = VecDeque::from(state.swap_outbox(room));
+                let (emitted, calls) = state.swap_outbox(room);
+                *outbox = VecDeque::from(emitted);
+                *outbox_calls = calls;
                 outbox.len()
             } else {
-                let emitted = state.drain_outbox();
+                let (emitted, calls) = state.drain_outbox();
                 let queued = emitted.len();
                 outbox.extend(emitted);
+                *outbox_calls += calls;
                 queued
             };
             inner.bound_outbox(self.config.pending_dispatch_capacity as usize);

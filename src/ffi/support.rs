@@ -109,6 +109,9 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, arg: &str) -> Result<&'a str,
     if p.is_null() {
         return Err(null(arg));
     }
+    if let Some(short) = unsafe { short_ascii(p) } {
+        return Ok(short);
+    }
     // SAFETY: non-NULL and NUL-terminated by the caller's contract.
     let bytes = unsafe { CStr::from_ptr(p) };
     bytes.to_str().map_err(|e| {
@@ -117,6 +120,34 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, arg: &str) -> Result<&'a str,
             format!("{arg} is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
         )
     })
+}
+
+/// Bytes a string argument is scanned for in one pass before the general path.
+const SHORT: usize = 32;
+
+/// The string at `p` if it is ASCII and shorter than [`SHORT`] bytes (ids and statuses
+/// usually are), found in one pass instead of measuring the length and then checking
+/// UTF-8. `None`: use the general path.
+///
+/// # Safety
+/// `p` is non-NULL and points at a NUL-terminated string that outlives the call.
+#[inline]
+unsafe fn short_ascii<'a>(p: *const c_char) -> Option<&'a str> {
+    let bytes = p.cast::<u8>();
+    let mut len = 0;
+    while len < SHORT {
+        // SAFETY: every byte before the NUL is readable, and the scan stops at the NUL.
+        let b = unsafe { *bytes.add(len) };
+        if b == 0 {
+            // SAFETY: `len` readable ASCII bytes, which are UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(bytes, len)) });
+        }
+        if !b.is_ascii() {
+            return None;
+        }
+        len += 1;
+    }
+    None
 }
 
 /// An optional C string argument: NULL is `None`, non-UTF-8 is an error.

@@ -155,3 +155,19 @@ fn remove_listener_nowait_removes_and_answers_not_found_the_second_time() {
     assert_eq!(last_error(), format!("presence_remove_listener_nowait: unknown listener {id}"));
     unsafe { presence_engine_free(e) };
 }
+
+#[test]
+fn string_arguments_read_the_same_on_the_short_ascii_path_and_the_general_one() {
+    let read = |bytes: &[u8]| {
+        let owned = std::ffi::CString::new(bytes).unwrap();
+        unsafe { support::str_arg(owned.as_ptr(), "id") }.map(str::to_owned).map_err(|e| e.message().to_owned())
+    };
+    for len in [0, 1, 4, 31, 32, 33, 100] {
+        let s = "x".repeat(len);
+        assert_eq!(read(s.as_bytes()), Ok(s), "{len} ASCII bytes");
+    }
+    assert_eq!(read("joué".as_bytes()), Ok("joué".to_owned()));
+    assert_eq!(read(b"abc\xff"), Err("id is not valid UTF-8 (invalid byte at offset 3)".to_owned()));
+    let long_then_bad = [b"y".repeat(40), b"\xc3".to_vec()].concat();
+    assert_eq!(read(&long_then_bad), Err("id is not valid UTF-8 (invalid byte at offset 40)".to_owned()));
+}
