@@ -390,3 +390,51 @@ fn past_pending_dispatch_capacity_an_events_newest_deliveries_still_carry_their_
     let got = deliveries.take_raw();
     assert!(got.iter().all(|d| d.user().status.as_deref() == Some("back")), "the newest three");
 }
+
+#[test]
+fn threads_sharing_the_delivery_of_long_fan_outs_deliver_each_recipient_once_in_seq_order() {
+    const THREADS: usize = 4;
+    const CHANGES: usize = 40;
+    let e = Arc::new(manual_engine(r#""dispatch":"immediate""#));
+    let stars: Vec<String> = (0..THREADS).map(|t| format!("star{t}")).collect();
+    for s in &stars {
+        e.connect_json(&format!(r#"{{"id":"{s}"}}"#)).unwrap();
+    }
+    let ids: Vec<String> = stars.iter().map(|s| format!("\"{s}\"")).collect();
+    let query = format!(r#"{{"filter_conditions":{{"id":{{"$in":[{}]}}}},"presence":true}}"#, ids.join(","));
+    let mut followers: Vec<ConnectionId> = (0..300)
+        .map(|i| {
+            let c = e.connect_json(&format!(r#"{{"id":"f{i}"}}"#)).unwrap();
+            e.query_users(c, &query).unwrap();
+            c
+        })
+        .collect();
+    followers.sort();
+    let host = Recorder::attach(&e);
+    let deliveries = common::Deliveries::attach(&e);
+    let workers: Vec<_> = stars
+        .into_iter()
+        .map(|star| {
+            let e = e.clone();
+            thread::spawn(move || {
+                for i in 0..CHANGES {
+                    e.set_status(&star, Some(&format!("s{i}"))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    while e.pump() > 0 {}
+    let events = host.take_events();
+    assert_eq!(events.len(), THREADS * CHANGES, "the host sees every change once");
+    let got = deliveries.take_raw(); // checks seq order
+    assert_eq!(got.len(), THREADS * CHANGES * followers.len());
+    for (event, group) in events.iter().zip(got.chunks(followers.len())) {
+        let mut recipients: Vec<ConnectionId> = group.iter().map(|d| d.connection).collect();
+        recipients.sort();
+        assert_eq!(recipients, followers, "seq {}: each follower once", event.seq);
+        assert!(group.iter().all(|d| d.event.seq == event.seq && d.user_id() == event.user_id().unwrap()));
+    }
+}
