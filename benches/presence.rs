@@ -1,4 +1,4 @@
-//! Issue 6: what the engine exists for, measured side by side with a minimal baseline in
+//! The benchmarks: what the engine exists for, measured side by side with a minimal baseline in
 //! one run, printed as one table.
 //!
 //! `cargo bench --bench presence` runs the full workloads (cargo passes `--bench`) and

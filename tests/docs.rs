@@ -399,10 +399,6 @@ fn lobby_legend_names_every_engine_call() {
 
 // ----- nothing outside the repository ---------------------------------------------------
 
-/// Benchmark files still naming where a figure was asked for; each must still do so (the
-/// test fails once one is fixed, to drop it from here).
-const STILL_NAMING_OUTSIDE: [&str; 2] = ["benches/presence.rs", "benches/presence/report.rs"];
-
 /// What a reference outside the repository looks like in `text`, if it has one: a file of
 /// another tree, or a numbered or unnamed request in a tracker the repository does not hold.
 fn outside_reference(text: &str) -> Option<String> {
@@ -427,10 +423,7 @@ fn outside_reference(text: &str) -> Option<String> {
 fn nothing_refers_outside_the_repository() {
     for file in tracked(".") {
         let Ok(text) = fs::read_to_string(&file) else { continue };
-        let found = outside_reference(&text);
-        if STILL_NAMING_OUTSIDE.contains(&file.as_str()) {
-            assert!(found.is_some(), "{file} no longer refers outside the repository: drop it from the list");
-        } else if let Some(what) = found {
+        if let Some(what) = outside_reference(&text) {
             panic!("{file} refers outside the repository: \"{what}\"");
         }
     }

@@ -1,6 +1,6 @@
 //! The one table: each row the engine's figure, the baseline's figure measured in the
 //! same run, their ratio (engine cost ÷ baseline cost: 1.0 is the floor, lower is better)
-//! and the issue's target for that row, if it has one.
+//! and the target set for that row, if it has one.
 
 /// How a figure reads.
 #[derive(Clone, Copy)]
@@ -52,7 +52,7 @@ impl Cell {
     }
 }
 
-/// What the issue asks of a row.
+/// The target set for a row.
 #[derive(Clone, Copy)]
 pub enum Target {
     None,
