@@ -7,7 +7,7 @@ use super::support::{self, call, non_null};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
 use crate::error::Error;
 use crate::event::{ConnectionId, Delivery, Event, EventKind};
-use crate::user::{UserSnapshot, View};
+use crate::user::View;
 use std::mem::MaybeUninit;
 use std::os::raw::c_char;
 use std::ptr;
@@ -185,19 +185,16 @@ pub(super) fn describe(
         | EventKind::MemberRemoved { .. }
         | EventKind::ClusterStatus { .. } => (-1, 0, 0, 0),
     };
-    // Each looked up once: every lookup is a match on the event's kind.
-    let channel = event.channel();
-    let status = user.and_then(|u| u.status.as_deref());
     PresenceEventInfo {
         kind: event.kind.type_number(),
         seq: event.seq,
         connection_id: recipient,
         // Events about no user (engine.overflow, cluster.status): NULL in C.
         user_id: user.map_or(ptr::null(), |u| strings.push_user_id(&u.id)),
-        cid: channel.map_or(ptr::null(), |c| strings.push(&c.cid)),
-        online: online_in(user, view),
-        invisible: invisible_in(user, view),
-        status: status.map_or(ptr::null(), |s| strings.push(s)),
+        cid: event.channel().map_or(ptr::null(), |c| strings.push(&c.cid)),
+        online: online_in(event, view),
+        invisible: invisible_in(event, view),
+        status: user.and_then(|u| u.status.as_deref()).map_or(ptr::null(), |s| strings.push(s)),
         last_active_ms: user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
         watcher_count,
         close_reason,
@@ -206,8 +203,8 @@ pub(super) fn describe(
         type_name: event.kind.type_name_nul().as_ptr().cast(),
         dropped,
         user_id_len: user.map_or(0, |u| u.id.len() as u32),
-        cid_len: channel.map_or(0, |c| c.cid.len() as u32),
-        status_len: status.map_or(0, |s| s.len() as u32),
+        cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
+        status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
         user_key: user.map_or(0, |u| u.key),
     }
 }
@@ -217,20 +214,19 @@ impl PresenceEventInfo {
     /// sets per recipient and view.
     pub(super) fn set_recipient(&mut self, event: &Event, recipient: PresenceConnectionId, view: View) {
         self.connection_id = recipient;
-        let user = event.user();
-        self.online = online_in(user, view);
-        self.invisible = invisible_in(user, view);
+        self.online = online_in(event, view);
+        self.invisible = invisible_in(event, view);
     }
 }
 
 /// `online` of an info: the event's user is online in `view` (false without a user).
-fn online_in(user: Option<&UserSnapshot>, view: View) -> bool {
-    user.is_some_and(|u| u.online(view))
+fn online_in(event: &Event, view: View) -> bool {
+    event.user().is_some_and(|u| u.online(view))
 }
 
 /// `invisible` of an info: only own views say whether the user is invisible.
-fn invisible_in(user: Option<&UserSnapshot>, view: View) -> bool {
-    view == View::Own && user.is_some_and(|u| u.invisible)
+fn invisible_in(event: &Event, view: View) -> bool {
+    view == View::Own && event.user().is_some_and(|u| u.invisible)
 }
 
 // ----- batches -----
