@@ -61,6 +61,13 @@ install -m 755 "$target/release/libpresence.so" "$libdir/libpresence.so.$version
 ln -sf "libpresence.so.$version" "$libdir/$soname"
 ln -sf "$soname" "$libdir/libpresence.so"
 install -m 644 "$target/release/libpresence.a" "$libdir/libpresence.a"
+# The static library carries the standard library's debug info (about 8 MB); release
+# artifacts ship without it, as the shared library does.
+if command -v strip >/dev/null; then
+    strip --strip-debug "$libdir/libpresence.a"
+else
+    echo "install.sh: strip (binutils) not found: libpresence.a keeps its debug info" >&2
+fi
 install -m 644 include/presence.h "$includedir/presence.h"
 install -m 644 bindings/cpp/presence.hpp "$includedir/presence.hpp"
 

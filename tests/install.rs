@@ -59,6 +59,7 @@ fn installed_library_builds_the_quick_starts_with_pkg_config_and_cmake() {
             .current_dir(root()),
     );
     installed_files_carry_the_soname(&prefix.join("lib"));
+    installed_libraries_carry_no_debug_info(&prefix.join("lib"));
     quick_starts_build_with_pkg_config(work.path(), &prefix.join("lib"));
     quick_starts_build_with_cmake(work.path(), &prefix);
 }
@@ -73,6 +74,17 @@ fn installed_files_carry_the_soname(lib: &Path) {
     for link in ["libpresence.so", "libpresence.so.0", "libpresence.a", "cmake/presence/presenceConfig.cmake"]
     {
         assert!(lib.join(link).exists(), "{link} is not installed");
+    }
+}
+
+/// Release artifacts ship without debug info: no `.debug_*` section in the shared library
+/// or in any member of the static one.
+fn installed_libraries_carry_no_debug_info(lib: &Path) {
+    let version = env!("CARGO_PKG_VERSION");
+    for file in [format!("libpresence.so.{version}"), "libpresence.a".to_owned()] {
+        let sections = run("readelf", Command::new("readelf").arg("-S").arg("-W").arg(lib.join(&file)));
+        let debug = sections.lines().filter(|l| l.contains(".debug_")).count();
+        assert_eq!(debug, 0, "{file} has {debug} debug sections");
     }
 }
 
