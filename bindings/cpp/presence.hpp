@@ -794,6 +794,10 @@ public:
     std::string_view close_reason;          ///< connection.closed: "disconnect", "timeout", ...
     ConnectionId closed_connection_id = 0;  ///< connection.closed: the connection that ended
     UnixMillis created_at_ms = 0;           ///< when the event happened
+    /// The user's key: a number per user, never given to another user for the engine's
+    /// life (index per-user data by it instead of hashing `user_id`); 0 when none.
+    std::uint64_t user_key = 0;
+    std::uint64_t dropped = 0;              ///< engine.overflow: how many calls were discarded
 
     /// The event as JSON (the same text the JSON calls give), rendered on request; valid
     /// as long as the event's strings are.
@@ -814,7 +818,7 @@ public:
           cid(detail::view(info.cid, info.cid_len)), online(info.online), invisible(info.invisible),
           watcher_count(info.watcher_count), close_reason(detail::close_reason_name(info.close_reason)),
           closed_connection_id(info.closed_connection_id), created_at_ms(info.created_at_ms),
-          info_(&info), batch_(batch), index_(index) {
+          user_key(info.user_key), dropped(info.dropped), info_(&info), batch_(batch), index_(index) {
         // The PRESENCE_EVENT_* numbers are 1, 2, ... in kind_names' order.
         if (info.kind >= 1 && info.kind <= std::size(detail::kind_names)) {
             const detail::KindName &k = detail::kind_names[info.kind - 1];

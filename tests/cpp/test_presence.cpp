@@ -503,6 +503,31 @@ void test_typed_event_fields() {
     CHECK(presence::event_kind("no.such.type") == presence::EventKind::unknown);
 }
 
+// Past pending_dispatch_capacity the oldest host calls go, and the first event of the next
+// pump says how many; events about different users carry different keys.
+void test_overflow_and_user_keys() {
+    auto e = make_engine(manual_config(kStart, R"("dispatch":"manual","pending_dispatch_capacity":3)"));
+    (void)OK(e.connect_user("alice"));
+    (void)OK(e.connect_user("bob"));
+    (void)OK(e.pump());
+    std::vector<std::pair<presence::EventKind, std::uint64_t>> seen;
+    std::vector<std::uint64_t> keys;
+    auto l = OK(e.add_listener([&](const presence::Event &ev) {
+        seen.emplace_back(ev.kind, ev.dropped);
+        keys.push_back(ev.user_key);
+    }));
+    for (int i = 0; i < 5; ++i) OK(e.set_status(i % 2 ? "alice" : "bob", "s" + std::to_string(i)));
+    CHECK(OK(e.pump()) == 4);
+    CHECK(seen.size() == 4);
+    if (seen.size() == 4) {
+        CHECK(seen[0].first == presence::EventKind::engine_overflow && seen[0].second == 2);
+        CHECK(keys[0] == 0); // about no user
+        CHECK(seen[1].first == presence::EventKind::user_presence_changed && seen[1].second == 0);
+        // s2 (bob), s3 (alice), s4 (bob)
+        CHECK(keys[1] != 0 && keys[2] != 0 && keys[1] != keys[2] && keys[1] == keys[3]);
+    }
+}
+
 // Draining a queue into a reused Batch: typed fields, JSON only on request (the same
 // text the JSON drain gives), nothing left behind, errors for unknown connections.
 void test_batch_poll() {
@@ -535,6 +560,7 @@ void test_batch_poll() {
         CHECK(ev.last_active_ms == std::optional<int64_t>(kStart));
         CHECK(ev.created_at_ms == kStart);
         CHECK(ev.closed_connection_id == 0);
+        CHECK(ev.user_key != 0 && ev.user_key == ev.info().user_key && ev.dropped == 0);
         presence::Result<std::string_view> text = ev.json();
         CHECK(text.ok());
         texts.emplace_back(text.value_or(std::string_view()));
@@ -849,6 +875,7 @@ int main() {
         {"listeners", test_listeners},
         {"typed_event_fields", test_typed_event_fields},
         {"batch_poll", test_batch_poll},
+        {"overflow_and_user_keys", test_overflow_and_user_keys},
         {"token_destroyed_under_the_callbacks_lock", test_token_destroyed_under_the_callbacks_lock},
         {"manual_dispatch_and_poll", test_manual_dispatch_and_poll},
         {"presence_scenario", test_presence_scenario},
