@@ -354,7 +354,10 @@ fn an_event_with_more_recipients_than_one_dispatch_chunk_reaches_each_once_and_h
         assert_eq!(events.len(), 1, "{mode}: the host sees the change once");
         let got = deliveries.take_raw();
         assert_eq!(got.len(), 600, "{mode}");
-        assert!(got.iter().all(|d| d.event.seq == events[0].seq && d.view == presence::View::Public), "{mode}");
+        assert!(
+            got.iter().all(|d| d.event.seq == events[0].seq && d.view == presence::View::Public),
+            "{mode}"
+        );
         let mut recipients: Vec<ConnectionId> = got.iter().map(|d| d.connection).collect();
         recipients.sort();
         assert_eq!(recipients, conns, "{mode}: every follower once");

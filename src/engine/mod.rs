@@ -93,7 +93,10 @@ impl Inner {
         let dropped = std::mem::take(&mut self.discarded);
         let created_at = self.now(clock);
         let kind = EventKind::EngineOverflow { dropped };
-        Some(Outgoing::Event { event: Arc::new(Event::new(self.discarded_seq, created_at, kind)), host: true })
+        Some(Outgoing::Event {
+            event: Arc::new(Event::new(self.discarded_seq, created_at, kind)),
+            host: true,
+        })
     }
 
     fn now(&mut self, clock: Clock) -> Millis {

@@ -160,7 +160,9 @@ fn remove_listener_nowait_removes_and_answers_not_found_the_second_time() {
 fn string_arguments_read_the_same_on_the_short_ascii_path_and_the_general_one() {
     let read = |bytes: &[u8]| {
         let owned = std::ffi::CString::new(bytes).unwrap();
-        unsafe { support::str_arg(owned.as_ptr(), "id") }.map(str::to_owned).map_err(|e| e.message().to_owned())
+        unsafe { support::str_arg(owned.as_ptr(), "id") }
+            .map(str::to_owned)
+            .map_err(|e| e.message().to_owned())
     };
     for len in [0, 1, 4, 31, 32, 33, 100] {
         let s = "x".repeat(len);
