@@ -21,7 +21,6 @@ use crate::error::panic_message;
 use crate::event::{Delivery, Event};
 use parking_lot::Mutex;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -153,37 +152,10 @@ impl Shared {
         }
     }
 
-    /// Moves up to `max` items (at least two) from the front of the outbox into `items`,
-    /// after the `engine.overflow` event if listener calls were discarded. Answers how
-    /// many, and whether that emptied the outbox.
+    /// Moves up to `max` items from the front of the outbox into `items` (see
+    /// `Inner::take_front`); answers how many, and whether that emptied the outbox.
     fn take_items(&self, items: &mut Vec<Outgoing>, max: usize) -> (usize, bool) {
-        let max = max.max(2);
-        let mut inner = self.inner.lock();
-        let overflow = inner.take_overflow(self.config.clock);
-        if overflow.is_none() && items.is_empty() && inner.outbox.len() <= max {
-            // The whole outbox: exchange the buffers instead of moving item by item.
-            let room = VecDeque::from(std::mem::take(items));
-            *items = Vec::from(std::mem::replace(&mut inner.outbox, room));
-            inner.outbox_calls = 0;
-            return (items.len(), true);
-        }
-        let overflowed = overflow.is_some() as usize;
-        items.extend(overflow);
-        let n = (max - overflowed).min(inner.outbox.len());
-        let mut calls = 0;
-        items.extend(inner.outbox.drain(..n).inspect(|item| calls += item.is_call() as usize));
-        inner.outbox_calls -= calls;
-        if let Some(Outgoing::Delivery { .. }) = inner.outbox.front() {
-            // The rest of an event's deliveries stay: the event heads them again.
-            let head = items.iter().rev().find_map(|item| match item {
-                Outgoing::Event { event, .. } => Some(event.clone()),
-                Outgoing::Delivery { .. } => None,
-            });
-            if let Some(event) = head {
-                inner.outbox.push_front(Outgoing::Event { event, host: false });
-            }
-        }
-        (n + overflowed, inner.outbox.is_empty())
+        self.inner.lock().take_front(self.config.clock, items, max)
     }
 
     /// Calls the listeners of the items in `scratch`, in order, then clears it. Each

@@ -80,8 +80,45 @@ impl Inner {
                 self.discarded_seq = head.as_ref().map_or(self.discarded_seq, |e| e.seq);
             }
         }
-        if let (Some(Outgoing::Delivery { .. }), Some(event)) = (self.outbox.front(), head) {
-            self.outbox.push_front(Outgoing::Event { event, host: false });
+        self.head_rest(|| head);
+    }
+
+    /// Moves up to `max` items (at least two) from the front of the outbox into `items`,
+    /// after the `engine.overflow` event if listener calls were discarded. Answers how
+    /// many, and whether that emptied the outbox.
+    fn take_front(&mut self, clock: Clock, items: &mut Vec<Outgoing>, max: usize) -> (usize, bool) {
+        let max = max.max(2);
+        let overflow = self.take_overflow(clock);
+        if overflow.is_none() && items.is_empty() && self.outbox.len() <= max {
+            // The whole outbox: exchange the buffers instead of moving item by item.
+            let room = VecDeque::from(std::mem::take(items));
+            *items = Vec::from(std::mem::replace(&mut self.outbox, room));
+            self.outbox_calls = 0;
+            return (items.len(), true);
+        }
+        let overflowed = overflow.is_some() as usize;
+        items.extend(overflow);
+        let n = (max - overflowed).min(self.outbox.len());
+        let mut calls = 0;
+        items.extend(self.outbox.drain(..n).inspect(|item| calls += item.is_call() as usize));
+        self.outbox_calls -= calls;
+        self.head_rest(|| {
+            items.iter().rev().find_map(|item| match item {
+                Outgoing::Event { event, .. } => Some(event.clone()),
+                Outgoing::Delivery { .. } => None,
+            })
+        });
+        (n + overflowed, self.outbox.is_empty())
+    }
+
+    /// Keeps the outbox from starting with a delivery after its front was cut inside an
+    /// event's run: that event (`last_taken`, the last event taken off the front, asked
+    /// for only then) heads the rest again, for delivery listeners only.
+    fn head_rest(&mut self, last_taken: impl FnOnce() -> Option<Arc<Event>>) {
+        if let Some(Outgoing::Delivery { .. }) = self.outbox.front() {
+            if let Some(event) = last_taken() {
+                self.outbox.push_front(Outgoing::Event { event, host: false });
+            }
         }
     }
 
