@@ -12,11 +12,10 @@ impl State {
     /// recipient's queue. `subject` is the user the event is about (recipients among their
     /// own connections get the own view). Cost: O(recipients).
     pub(super) fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
-        self.seq += 1;
-        if !self.record_events && matches!(recipients, Recipients::Nobody) {
-            // Nobody takes it (connection.closed without host listeners): no need to build it.
-            return;
+        if matches!(recipients, Recipients::Nobody) {
+            return self.emit_to_host(now, kind);
         }
+        self.seq += 1;
         let event = Arc::new(Event::new(self.seq, now, kind));
         if self.record_events {
             self.push_host_event(event.clone());
@@ -36,7 +35,7 @@ impl State {
             overflowed: &mut self.overflowed,
         };
         match recipients {
-            Recipients::Nobody => {}
+            Recipients::Nobody => unreachable!("emitted to host listeners above"),
             Recipients::SubscribersOf(u) => {
                 for &c in self.users[u as usize].subscribers.iter() {
                     fan_out.deliver(&mut self.connections, c);
@@ -59,8 +58,17 @@ impl State {
         }
     }
 
+    /// Assigns the next `seq` to an event for host listeners only; it is built only when
+    /// there are host listeners to take it. Cost: O(1).
+    pub(super) fn emit_to_host(&mut self, now: Millis, kind: EventKind) {
+        self.seq += 1;
+        if self.record_events {
+            self.push_host_event(Arc::new(Event::new(self.seq, now, kind)));
+        }
+    }
+
     /// Puts an event for host listeners into the outbox.
-    pub(super) fn push_host_event(&mut self, event: Arc<Event>) {
+    fn push_host_event(&mut self, event: Arc<Event>) {
         self.outbox.push(Outgoing::Event { event, host: true });
         self.outbox_calls += 1;
     }

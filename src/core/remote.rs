@@ -152,12 +152,7 @@ impl State {
 
     /// Reports the cluster link's state to host listeners (`cluster.status`). Cost: O(1).
     pub fn cluster_status(&mut self, now: Millis, status: &'static str, node_id: Arc<str>) {
-        self.seq += 1;
-        let event =
-            Arc::new(crate::event::Event::new(self.seq, now, EventKind::ClusterStatus { status, node_id }));
-        if self.record_events {
-            self.push_host_event(event);
-        }
+        self.emit_to_host(now, EventKind::ClusterStatus { status, node_id });
     }
 }
 
