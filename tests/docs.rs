@@ -13,6 +13,13 @@ fn read(path: &str) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The part of a source `text` from `start` to the first `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).unwrap_or_else(|| panic!("no `{start}` in the source read"));
+    let rest = &text[from..];
+    &rest[..rest.find(end).unwrap_or_else(|| panic!("no `{end}` after `{start}`"))]
+}
+
 /// The text of `## heading` in `md`, up to the next `## `.
 fn section<'a>(md: &'a str, heading: &str) -> &'a str {
     let start = md.find(&format!("\n## {heading}\n")).unwrap_or_else(|| panic!("no section `## {heading}`"));
@@ -275,8 +282,7 @@ fn query_reference_names_every_key_field_and_operator() {
 
     // Top-level keys: the parser's list, each a row of the keys table.
     let parse = read("src/query/parse.rs");
-    let keys_fn = &parse[parse.find("fn is_query_key").expect("is_query_key")..];
-    let keys_fn = &keys_fn[..keys_fn.find("\n}").expect("its end")];
+    let keys_fn = between(&parse, "fn is_query_key", "\n}");
     let keys: Vec<&str> = keys_fn.split('"').skip(1).step_by(2).collect();
     assert!(keys.contains(&"filter_conditions") && keys.contains(&"watch"), "{keys:?}");
     let cells = first_cells(&md);
@@ -582,16 +588,14 @@ fn server_guide_names_every_setting_route_and_request() {
     let api = source("api.rs");
     names.extend(api.split(".route(\"").skip(1).filter_map(|r| r.split('"').next()).map(String::from));
     let socket = source("socket.rs");
-    let answer = &socket[socket.find("fn answer(").expect("socket.rs fn answer")..];
-    let answer = &answer[..answer.find("\n}").expect("its end")];
+    let answer = between(&socket, "fn answer(", "\n}");
     names.extend(
         answer
             .lines()
             .filter_map(|l| l.trim().strip_prefix('"')?.split_once("\" =>").map(|(name, _)| name.to_owned())),
     );
     let config = source("config.rs");
-    let settings = &config[config.find("pub struct").expect("the settings struct")..];
-    let settings = &settings[..settings.find("\n}").expect("its end")];
+    let settings = between(&config, "pub struct", "\n}");
     names.extend(
         settings
             .lines()
@@ -681,13 +685,6 @@ fn json_examples_in_docs_are_accepted() {
 }
 
 // ----- the contract's event table -------------------------------------------------------
-
-/// The text of `src/event.rs` from `start` to the first `end` after it.
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text.find(start).unwrap_or_else(|| panic!("src/event.rs has no `{start}`"));
-    let rest = &text[from..];
-    &rest[..rest.find(end).unwrap_or_else(|| panic!("no `{end}` after `{start}`"))]
-}
 
 /// The JSON keys each event type carries beyond `type`, `created_at`, `seq` and
 /// `connection_id`, read from the serializer of events in src/event.rs.
