@@ -749,8 +749,8 @@ void presence_batch_free(struct PresenceEventBatch *batch);
 /**
  * Clears `batch` (invalidating every pointer it handed out), then moves up to `max`
  * queued events of connection `conn` into it, oldest first, in `seq` order. Reusing one
- * batch allocates nothing once it has held as many events (with strings as long) as the
- * new ones; no JSON is rendered. Cost: O(events moved), one short hold of the engine's lock.
+ * batch allocates nothing once it has held as many events as the new ones; no JSON is
+ * rendered. Cost: O(events moved), one short hold of the engine's lock.
  *
  * `engine` and `batch` are required. Errors: NULL, NOT_FOUND (unknown or closed
  * connection; 0, the host, has no queue); on error the batch is left empty. Any thread,

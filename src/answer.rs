@@ -2,6 +2,7 @@
 //! the lock and serialized after it is released, straight into the output string.
 //! [`Answer`] is the one step that renders any of them as JSON.
 use crate::event::Member;
+use crate::shared_str::SharedStr;
 use crate::time::{Millis, Timestamp};
 use crate::user::{CustomFields, UserSnapshot, UserView, View};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -48,7 +49,7 @@ impl Serialize for ViewedUser {
 #[derive(Debug, Clone)]
 pub struct ChannelSnapshot {
     /// `type:id`.
-    pub cid: Arc<str>,
+    pub cid: SharedStr,
     /// The length in bytes of the `type` part of `cid`.
     pub type_len: usize,
     /// How many users are members.

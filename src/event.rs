@@ -1,4 +1,5 @@
 //! Events: cheap shared values, rendered to JSON only when a consumer asks.
+use crate::shared_str::SharedStr;
 use crate::time::{Millis, Timestamp};
 use crate::user::{UserSnapshot, UserView, View};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -58,12 +59,12 @@ close_reasons! {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelRef {
     /// `type:id`.
-    pub cid: Arc<str>,
+    pub cid: SharedStr,
     type_len: usize,
 }
 
 impl ChannelRef {
-    pub(crate) fn new(cid: Arc<str>, type_len: usize) -> Self {
+    pub(crate) fn new(cid: SharedStr, type_len: usize) -> Self {
         ChannelRef { cid, type_len }
     }
     /// The `type` part of the cid.

@@ -50,6 +50,7 @@ pub mod ffi;
 mod persist;
 pub(crate) mod query;
 mod replication;
+pub mod shared_str;
 pub mod time;
 pub mod user;
 
@@ -60,6 +61,7 @@ pub use crossbeam_channel::Receiver;
 pub use engine::{Counts, Engine, ListenerFilter, ListenerId, ListenerPanics, EXTRA_ITEMS};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
+pub use shared_str::SharedStr;
 pub use user::{UserPatch, UserSnapshot, View};
 
 impl ConnectionId {

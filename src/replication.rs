@@ -2,8 +2,8 @@
 //! order the changes happened) and what the store says changed (remote changes, in the
 //! order the store applied them). Nothing here knows of Redis, threads or time sources.
 use crate::event::ConnectionId;
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
-use std::sync::Arc;
 
 /// A shared field of a user as the store keeps it; every value travels as text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +66,7 @@ pub enum Delta {
 /// One change this node made to one user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserDelta {
-    pub user: Arc<str>,
+    pub user: SharedStr,
     /// When the change happened (the user's `created_at` if the store does not know them).
     pub at: Millis,
     /// The user's `last_active` after the change, when the change set it; the store keeps
@@ -81,7 +81,7 @@ pub struct UserDelta {
 
 impl UserDelta {
     /// A delta about `user` at `at` that changes nothing yet.
-    pub fn new(user: Arc<str>, at: Millis) -> Self {
+    pub fn new(user: SharedStr, at: Millis) -> Self {
         UserDelta { user, at, last_active: None, connection: None, fields: Vec::new(), only_if_absent: false }
     }
 }
@@ -89,7 +89,7 @@ impl UserDelta {
 /// One change this node made to one channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelDelta {
-    pub cid: Arc<str>,
+    pub cid: SharedStr,
     /// When the change happened (the channel's `created_at` if it creates the channel).
     pub at: Millis,
     pub op: ChannelOp,
@@ -101,15 +101,15 @@ pub enum ChannelOp {
     /// Creates the channel if the store lacks it, writes `fields` (custom fields,
     /// `last_message_at`, `updated_at`) and adds `members`. With `only_if_absent` nothing
     /// happens where the store has the channel (re-announcing after the store lost data).
-    Upsert { fields: Vec<FieldWrite>, members: Vec<Arc<str>>, only_if_absent: bool },
+    Upsert { fields: Vec<FieldWrite>, members: Vec<SharedStr>, only_if_absent: bool },
     /// Removes members; nothing where the store lacks the channel.
-    RemoveMembers(Vec<Arc<str>>),
+    RemoveMembers(Vec<SharedStr>),
     /// Deletes the channel with its members and watchers.
     Delete,
     /// A connection of this node (of `user`) started or stopped watching. A start where
     /// the store lacks the channel (deleted elsewhere meanwhile) creates it empty: this
     /// node's connection still watches it.
-    Watch { connection: ConnectionId, user: Arc<str>, start: bool },
+    Watch { connection: ConnectionId, user: SharedStr, start: bool },
 }
 
 /// One change made elsewhere, as the store ordered it.
@@ -124,7 +124,7 @@ pub enum Remote {
 #[cfg(feature = "cluster")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteChannel {
-    pub cid: Arc<str>,
+    pub cid: SharedStr,
     /// The shard's sequence number of the change (channel versions are those numbers, so
     /// they keep increasing when a channel is deleted and created again).
     pub version: u64,
@@ -139,16 +139,16 @@ pub enum ChannelChange {
     /// Created or merged: fields written, members added.
     Upsert {
         fields: Vec<FieldWrite>,
-        added: Vec<Arc<str>>,
+        added: Vec<SharedStr>,
     },
-    Removed(Vec<Arc<str>>),
+    Removed(Vec<SharedStr>),
     /// Deleted; `own_watchers` are this node's connections that watched it in the store then.
     Deleted {
         own_watchers: Vec<ConnectionId>,
     },
     /// A connection of another node (of `user`) started or stopped watching.
     Watch {
-        user: Arc<str>,
+        user: SharedStr,
         start: bool,
     },
     /// A connection of this node started watching, as this node wrote it.
@@ -156,13 +156,13 @@ pub enum ChannelChange {
         connection: ConnectionId,
     },
     /// Watchers that went with a dead node: the user of each lost connection.
-    Lost(Vec<Arc<str>>),
+    Lost(Vec<SharedStr>),
     /// The whole channel from a snapshot: every field, every member, the user of each
     /// watching connection of other nodes, and this node's watching connections.
     Full {
         fields: Vec<FieldWrite>,
-        members: Vec<Arc<str>>,
-        watchers: Vec<Arc<str>>,
+        members: Vec<SharedStr>,
+        watchers: Vec<SharedStr>,
         own_watchers: Vec<ConnectionId>,
     },
     /// A snapshot of the channel's shard does not have it.
@@ -173,7 +173,7 @@ pub enum ChannelChange {
 #[cfg(feature = "cluster")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteChange {
-    pub user: Arc<str>,
+    pub user: SharedStr,
     /// The user's version in the store after the change; versions of one user strictly
     /// increase, so a change at or below the version a node holds is already applied.
     pub version: u64,

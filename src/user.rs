@@ -1,5 +1,6 @@
 //! Users: input validation, the stored record, and the two views (own and public).
 use crate::error::{quote, Error, Result};
+use crate::shared_str::SharedStr;
 use crate::time::{Millis, Timestamp};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
@@ -236,14 +237,14 @@ pub enum View {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserSnapshot {
     /// The user id.
-    pub id: Arc<str>,
+    pub id: SharedStr,
     /// A number naming the user within its engine for the engine's whole life: keys start
     /// at 1, are given in the order users are created, and never name another user, also
     /// not after a load (loaded users get new ones). A host can index its own per-user data
     /// by it instead of hashing the id. Not saved in snapshots.
     pub key: u64,
     /// The custom status text; `None` when not set.
-    pub status: Option<Arc<str>>,
+    pub status: Option<SharedStr>,
     /// Custom fields in insertion order; `None` when there are none.
     pub custom: Option<Arc<CustomFields>>,
     /// The sticky invisible flag (shown only in own views).

@@ -12,7 +12,7 @@ pub mod socket;
 
 use config::ServerConfig;
 use parking_lot::{Mutex, RwLock};
-use presence::{CloseReason, ConnectionId, Engine, EventKind, ListenerFilter, View};
+use presence::{CloseReason, ConnectionId, Engine, EventKind, ListenerFilter, SharedStr, View};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub struct App {
     pub keys: auth::Keys,
     pub links: RwLock<HashMap<ConnectionId, Arc<Link>>>,
     /// Users online in the public view, kept from the engine's own events.
-    pub online: Mutex<HashSet<Arc<str>>>,
+    pub online: Mutex<HashSet<SharedStr>>,
     pub metrics: Metrics,
 }
 
@@ -108,7 +108,7 @@ impl App {
                 if user.online(View::Public) {
                     online.insert(user.id.clone());
                 } else {
-                    online.remove(&user.id);
+                    online.remove(&*user.id);
                 }
             })
             .map_err(|e| format!("listener: {e}"))?;

@@ -10,6 +10,7 @@ use crate::event::ConnectionId;
 use crate::replication::{
     ChannelChange, ChannelDelta, ChannelOp, ConnectionChange, Delta, Remote, RemoteChange, RemoteChannel,
 };
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -53,7 +54,7 @@ pub trait Replica {
     /// Applies changes made elsewhere, in the store's order, and delivers their events.
     fn apply_remote(&self, changes: Vec<Remote>);
     /// The cids of every channel this node knows.
-    fn channel_ids(&self) -> Vec<Arc<str>>;
+    fn channel_ids(&self) -> Vec<SharedStr>;
     /// Forgets the store versions of every user: the store lost its data and counts anew.
     fn forget_versions(&self);
     /// Deltas that re-create this node's part of the store: one per live connection and
@@ -347,7 +348,7 @@ impl<S: Store> Link<S> {
         let snapshot = self.store.snapshot(shard)?;
         let mut changes: Vec<Remote> =
             snapshot.users.into_iter().map(|u| Remote::User(self.remote_user(u))).collect();
-        let known: Vec<Arc<str>> =
+        let known: Vec<SharedStr> =
             replica.channel_ids().into_iter().filter(|cid| shard_of(cid) == shard).collect();
         let stored: std::collections::HashSet<String> =
             snapshot.channels.iter().map(|c| c.cid.clone()).collect();
@@ -398,14 +399,14 @@ impl<S: Store> Link<S> {
     fn remote_channel(&self, change: StoredChannel, version: u64) -> Option<Remote> {
         let node = self.settings.node.as_str();
         let own = |w: &StoredWatch| w.node() == node;
-        let split = |watchers: Vec<StoredWatch>| -> (Vec<ConnectionId>, Vec<Arc<str>>) {
+        let split = |watchers: Vec<StoredWatch>| -> (Vec<ConnectionId>, Vec<SharedStr>) {
             let (mine, others): (Vec<_>, Vec<_>) = watchers.into_iter().partition(own);
             (
                 mine.into_iter().map(|w| w.connection).collect(),
                 others.into_iter().map(|w| w.user.into()).collect(),
             )
         };
-        let users = |ids: Vec<String>| ids.into_iter().map(Arc::from).collect::<Vec<Arc<str>>>();
+        let users = |ids: Vec<String>| ids.into_iter().map(SharedStr::from).collect::<Vec<SharedStr>>();
         let change_kind = match change.op {
             StoredOp::Upsert { fields, added } => ChannelChange::Upsert { fields, added: users(added) },
             StoredOp::Removed(ids) => ChannelChange::Removed(users(ids)),

@@ -5,6 +5,7 @@ use super::store::{
     Store, StoreError, StoreResult, Stored, StoredChange, StoredChannel, SHARDS,
 };
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, FieldWrite, UserDelta};
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,7 @@ impl Shard {
         cid: &str,
         at: &str,
         fields: &[FieldWrite],
-        members: &[Arc<str>],
+        members: &[SharedStr],
         only_if_absent: bool,
         written: &mut RawEntry,
     ) -> bool {
@@ -101,7 +102,7 @@ impl Shard {
         true
     }
 
-    fn remove_members(&mut self, cid: &str, members: &[Arc<str>], written: &mut RawEntry) -> bool {
+    fn remove_members(&mut self, cid: &str, members: &[SharedStr], written: &mut RawEntry) -> bool {
         let channel = self.channels.get_mut(cid).expect("exists");
         for m in members {
             if channel.remove(&format!("m:{m}")).is_some() {

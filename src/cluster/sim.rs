@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::core::State;
 use crate::event::ConnectionId;
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, Remote, UserDelta};
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use crate::user::{UserPatch, View};
 use serde_json::Value;
@@ -43,7 +44,7 @@ impl Replica for SimReplica {
         }
         state.take_outbox();
     }
-    fn channel_ids(&self) -> Vec<Arc<str>> {
+    fn channel_ids(&self) -> Vec<SharedStr> {
         self.state.borrow().channel_ids()
     }
     fn forget_versions(&self) {

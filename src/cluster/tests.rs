@@ -6,6 +6,7 @@ use super::store::{Registration, Store, StoreError, Stored, StoredChannel, Store
 use super::testing::{start_redis, Rng};
 use crate::event::ConnectionId;
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, UserDelta};
+use crate::shared_str::SharedStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,8 +24,8 @@ fn random_delta(
 }
 
 fn random_channel_delta(rng: &mut Rng, open: &[(usize, u64, String)], node: usize) -> ChannelDelta {
-    let cid: Arc<str> = format!("room:{}", rng.below(6)).into();
-    let user = |rng: &mut Rng| -> Arc<str> { format!("user-{}", rng.below(12)).into() };
+    let cid: SharedStr = format!("room:{}", rng.below(6)).into();
+    let user = |rng: &mut Rng| -> SharedStr { format!("user-{}", rng.below(12)).into() };
     let op = match rng.below(6) {
         0 | 1 => ChannelOp::Upsert {
             fields: vec![
@@ -54,7 +55,7 @@ fn random_user_delta(
     node: usize,
     next_conn: &mut u64,
 ) -> UserDelta {
-    let user: Arc<str> = format!("user-{}", rng.below(12)).into();
+    let user: SharedStr = format!("user-{}", rng.below(12)).into();
     let mut delta = UserDelta::new(user.clone(), 1_000 + rng.below(1000) as i64);
     match rng.below(4) {
         0 => {

@@ -6,11 +6,11 @@ use crate::channel::ChannelPatch;
 use crate::error::Result;
 use crate::event::EventKind;
 use crate::replication::{ChannelOp, Field, FieldWrite};
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use crate::user::{merge_custom, validate_user_id};
 use hashbrown::{HashMap, HashSet};
 use serde_json::Value;
-use std::sync::Arc;
 
 impl State {
     /// Creates or merges a channel; `members` are added (users created as needed), each
@@ -41,7 +41,7 @@ impl State {
         let (cid, updated_at) = (channel.cid.clone(), channel.updated_at);
         self.replicate_channel(&cid, now, || ChannelOp::Upsert {
             fields: channel_fields(patch, changed.then_some(updated_at)),
-            members: patch.members.iter().map(|m| Arc::from(m.as_str())).collect(),
+            members: patch.members.iter().map(|m| SharedStr::new(m)).collect(),
             only_if_absent: false,
         });
         for u in members {
@@ -53,7 +53,7 @@ impl State {
 
     /// Adds an empty channel named by a validated `cid`. O(1) amortized.
     pub(super) fn create_channel(&mut self, now: Millis, cid: &str, type_len: usize) -> ChannelIdx {
-        let cid: Arc<str> = Arc::from(cid);
+        let cid = SharedStr::new(cid);
         let record = ChannelRecord {
             cid: cid.clone(),
             type_len,
@@ -181,7 +181,7 @@ impl State {
         let cid = self.channel(ch).cid.clone();
         self.replicate_channel(&cid, now, || ChannelOp::Upsert {
             fields: Vec::new(),
-            members: ids.iter().map(|m| Arc::from(m.as_str())).collect(),
+            members: ids.iter().map(|m| SharedStr::new(m)).collect(),
             only_if_absent: false,
         });
         for u in members {
@@ -199,7 +199,7 @@ impl State {
         let users = ids.iter().map(|id| self.user_idx(id)).collect::<Result<Vec<_>>>()?;
         let cid = self.channel(ch).cid.clone();
         self.replicate_channel(&cid, now, || {
-            ChannelOp::RemoveMembers(ids.iter().map(|m| Arc::from(m.as_str())).collect())
+            ChannelOp::RemoveMembers(ids.iter().map(|m| SharedStr::new(m)).collect())
         });
         for u in users {
             self.remove_member(now, ch, u);

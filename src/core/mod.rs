@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::{quote, Error, Result};
 use crate::event::{ChannelRef, ConnectionId, Delivery, Event};
 use crate::replication::Delta;
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use crate::user::{CustomFields, UserSnapshot, View};
 use crossbeam_channel::{Sender, TrySendError};
@@ -124,10 +125,10 @@ impl UserIndex {
 }
 
 struct UserRecord {
-    id: Arc<str>,
+    id: SharedStr,
     /// See `UserSnapshot::key`.
     key: u64,
-    status: Option<Arc<str>>,
+    status: Option<SharedStr>,
     custom: Option<Arc<CustomFields>>,
     invisible: bool,
     /// A refresh timer for this user is in the heap.
@@ -152,7 +153,7 @@ struct UserRecord {
 }
 
 impl UserRecord {
-    fn new(id: Arc<str>, key: u64, now: Millis) -> Self {
+    fn new(id: SharedStr, key: u64, now: Millis) -> Self {
         UserRecord {
             id,
             key,
@@ -246,7 +247,7 @@ impl ConnectionRecord {
 }
 
 struct ChannelRecord {
-    cid: Arc<str>,
+    cid: SharedStr,
     type_len: usize,
     custom: Option<Arc<CustomFields>>,
     created_at: Millis,
@@ -310,7 +311,7 @@ struct PresenceBefore {
     online: bool,
     /// Online in the own view (live connections or the offline grace).
     connected: bool,
-    status: Option<Arc<str>>,
+    status: Option<SharedStr>,
     invisible: bool,
     /// Held live connections (the offline grace does not count).
     had_connections: bool,
@@ -326,7 +327,7 @@ pub(crate) struct State {
     connection_slots: HashMap<ConnectionId, Slot>,
     channels: Vec<Option<ChannelRecord>>,
     free_channels: Vec<ChannelIdx>,
-    channel_index: HashMap<Arc<str>, ChannelIdx, IdHasher>,
+    channel_index: HashMap<SharedStr, ChannelIdx, IdHasher>,
     timers: BinaryHeap<Reverse<(Millis, Timer)>>,
     next_connection: u64,
     /// The key of the next user created or loaded: keys are never given twice.
@@ -344,7 +345,7 @@ pub(crate) struct State {
     /// Cluster mode: watches of this node's connections that a channel deletion read from
     /// the store ended while the connection's own watch was still on its way there (with
     /// the presence flag); the watch comes back when the store confirms it.
-    dropped_watches: HashMap<(ConnectionId, Arc<str>), bool>,
+    dropped_watches: HashMap<(ConnectionId, SharedStr), bool>,
     /// Record events for host listeners in the outbox.
     pub record_events: bool,
     /// Record deliveries for delivery listeners in the outbox.
@@ -497,7 +498,7 @@ impl State {
         let u = self.users.len() as UserIdx;
         let key = self.next_user_key;
         self.next_user_key += 1;
-        self.users.push(UserRecord::new(Arc::from(id), key, now));
+        self.users.push(UserRecord::new(SharedStr::new(id), key, now));
         self.user_index.insert(&self.users, u);
         u
     }

@@ -6,6 +6,7 @@ use crate::event::{CloseReason, EventKind};
 use crate::replication::{
     ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, Remote, RemoteChange, UserDelta,
 };
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use crate::user::CustomFields;
 use serde_json::Value;
@@ -146,7 +147,7 @@ impl State {
     }
 
     /// The cids of every channel. Cost: O(channels).
-    pub fn channel_ids(&self) -> Vec<Arc<str>> {
+    pub fn channel_ids(&self) -> Vec<SharedStr> {
         self.channel_index.keys().cloned().collect()
     }
 
@@ -202,7 +203,7 @@ impl State {
 fn write_user_fields(user: &mut UserRecord, fields: &[FieldWrite], custom: &mut CustomFields) {
     for (field, value) in fields {
         match field {
-            Field::Status => user.status = value.as_deref().map(Arc::from),
+            Field::Status => user.status = value.as_deref().map(SharedStr::new),
             Field::Invisible => user.invisible = value.as_deref() == Some("1"),
             // Not a user field: ignored.
             Field::LastMessageAt => {}

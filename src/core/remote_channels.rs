@@ -11,6 +11,7 @@ use super::{ChannelIdx, State, UserIdx};
 use crate::channel::parse_cid;
 use crate::event::ConnectionId;
 use crate::replication::{ChannelChange, ChannelOp, Delta, Field, FieldWrite, RemoteChannel};
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use crate::user::CustomFields;
 use hashbrown::HashMap;
@@ -162,8 +163,8 @@ impl State {
         now: Millis,
         ch: ChannelIdx,
         fields: &[FieldWrite],
-        members: &[Arc<str>],
-        watchers: &[Arc<str>],
+        members: &[SharedStr],
+        watchers: &[SharedStr],
     ) {
         let channel = self.channel_mut(ch);
         channel.custom = None;

@@ -3,10 +3,10 @@
 use super::{State, UserIdx};
 use crate::event::ConnectionId;
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, UserDelta};
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use crate::user::UserPatch;
 use serde_json::Value;
-use std::sync::Arc;
 
 /// The shared fields a patch writes, as the store keeps them.
 pub(super) fn patch_fields(patch: &UserPatch) -> Vec<FieldWrite> {
@@ -63,7 +63,7 @@ impl State {
 
     /// Records a change of channel `cid`. Does nothing (and builds nothing) unless
     /// replicating. Cost: O(size of the change).
-    pub(super) fn replicate_channel(&mut self, cid: &Arc<str>, at: Millis, op: impl FnOnce() -> ChannelOp) {
+    pub(super) fn replicate_channel(&mut self, cid: &SharedStr, at: Millis, op: impl FnOnce() -> ChannelOp) {
         if let Some(deltas) = &mut self.replication {
             deltas.push(Delta::Channel(ChannelDelta { cid: cid.clone(), at, op: op() }));
         }
@@ -72,7 +72,7 @@ impl State {
     /// Records that connection `connection` of user `u` started or stopped watching `cid`.
     pub(super) fn replicate_watch(
         &mut self,
-        cid: &Arc<str>,
+        cid: &SharedStr,
         at: Millis,
         connection: ConnectionId,
         u: UserIdx,

@@ -5,6 +5,7 @@ use crate::answer::ViewedUser;
 use crate::error::Result;
 use crate::event::{ConnectionId, EventKind};
 use crate::replication::Field;
+use crate::shared_str::SharedStr;
 use crate::time::Millis;
 use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
 use std::sync::Arc;
@@ -81,7 +82,7 @@ impl State {
         let user = &mut self.users[u as usize];
         let mut changed = false;
         if let Some(status) = &patch.status {
-            let status: Option<Arc<str>> = status.as_deref().map(Arc::from);
+            let status: Option<SharedStr> = status.as_deref().map(SharedStr::new);
             if user.status != status {
                 user.status = status;
                 changed = true;
@@ -126,7 +127,7 @@ impl State {
         let mut before = self.presence_before(u);
         if created {
             if let Some(status) = &patch.status {
-                before.status = status.as_deref().map(Arc::from);
+                before.status = status.as_deref().map(SharedStr::new);
             }
             before.invisible = patch.invisible.unwrap_or(false);
         }
@@ -194,7 +195,7 @@ impl State {
         }
         let before = self.presence_before(u);
         let user = &mut self.users[u as usize];
-        user.status = status.map(Arc::from);
+        user.status = status.map(SharedStr::new);
         user.updated_at = now;
         self.replicate(now, u, None, write);
         self.user_changed(now, u, before, false);

@@ -6,6 +6,7 @@ use crate::cluster::redis_store::RedisStore;
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::replication::{Delta, Remote};
+use crate::shared_str::SharedStr;
 use crate::time::system_now;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,7 +130,7 @@ impl Replica for Shared {
         });
     }
 
-    fn channel_ids(&self) -> Vec<Arc<str>> {
+    fn channel_ids(&self) -> Vec<SharedStr> {
         self.inner.lock().state.channel_ids()
     }
 

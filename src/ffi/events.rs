@@ -1,6 +1,5 @@
 //! Events: the struct a callback sees, listeners, polling and pumping.
 use super::support::{self, call, non_null, null, opt_str_arg, write_string};
-use super::typed::with_room;
 use super::typed_listeners::{give_back, take_buffer};
 use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
 use crate::engine::{ListenerFilter, ListenerId};
@@ -66,49 +65,43 @@ unsafe impl Sync for CCallback {}
 
 impl CCallback {
     /// Calls the C function with the event as `recipient` (`None`: the host) sees it in
-    /// `view`. The strings are copied onto the stack, the JSON is the
-    /// event's own rendering for that view (a delivery's `connection_id` spliced in), so a
-    /// call allocates nothing in steady state. Building them runs behind a panic boundary
-    /// of its own: a failure there skips this callback rather than unwinding through the
-    /// engine's dispatch loop.
+    /// `view`. The strings are the event's own, the JSON is the event's own rendering for
+    /// that view (a delivery's `connection_id` spliced in), so a call allocates nothing in
+    /// steady state. Building them runs behind a panic boundary of its own: a failure
+    /// there skips this callback rather than unwinding through the engine's dispatch loop.
     fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
         let mut json = take_buffer();
-        let len = event.user_id().map_or(0, |u| u.len() + 1) + event.channel().map_or(0, |c| c.cid.len() + 1);
-        with_room(len, |mut strings| {
-            let built = catch_unwind(AssertUnwindSafe(|| {
-                let rendered = event.rendered(view);
-                // Events about no user (engine.overflow, cluster.status): NULL in C.
-                let user_id = event.user_id().map_or(std::ptr::null(), |id| strings.push(id));
-                let cid = event.channel().map_or(std::ptr::null(), |c| strings.push(&c.cid));
-                let json = match recipient {
-                    None => rendered.c_str().as_ptr(),
-                    Some(_) => {
-                        rendered.write(recipient, &mut json);
-                        json.push(0);
-                        json.as_ptr().cast()
-                    }
-                };
-                PresenceEvent {
-                    r#type: event.kind.type_name_nul().as_ptr().cast(),
-                    seq: event.seq,
-                    connection_id: recipient.map_or(0, |c| c.0),
-                    user_id,
-                    cid,
-                    online: event.user().is_some_and(|u| u.online(view)),
-                    json,
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let rendered = event.rendered(view);
+            let json = match recipient {
+                None => rendered.c_str().as_ptr(),
+                Some(_) => {
+                    rendered.write(recipient, &mut json);
+                    json.push(0);
+                    json.as_ptr().cast()
                 }
-            }));
-            match built {
-                // SAFETY: the host registered `function` for exactly this call shape;
-                // `event` and its strings outlive the call.
-                Ok(event) => unsafe { (self.function)(self.user_data, &event) },
-                Err(payload) => eprintln!(
-                    "presence: event {} not handed to a C callback: internal error: {}",
-                    event.seq,
-                    support::panic_message(payload.as_ref())
-                ),
+            };
+            PresenceEvent {
+                r#type: event.kind.type_name_nul().as_ptr().cast(),
+                seq: event.seq,
+                connection_id: recipient.map_or(0, |c| c.0),
+                // Events about no user (engine.overflow, cluster.status): NULL in C.
+                user_id: event.user().map_or(std::ptr::null(), |u| u.id.as_c_ptr()),
+                cid: event.channel().map_or(std::ptr::null(), |c| c.cid.as_c_ptr()),
+                online: event.user().is_some_and(|u| u.online(view)),
+                json,
             }
-        });
+        }));
+        match built {
+            // SAFETY: the host registered `function` for exactly this call shape;
+            // `event` and its strings outlive the call.
+            Ok(event) => unsafe { (self.function)(self.user_data, &event) },
+            Err(payload) => eprintln!(
+                "presence: event {} not handed to a C callback: internal error: {}",
+                event.seq,
+                support::panic_message(payload.as_ref())
+            ),
+        }
         give_back(json);
     }
 }

@@ -8,7 +8,6 @@ use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
 use crate::error::Error;
 use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::user::View;
-use std::mem::MaybeUninit;
 use std::os::raw::c_char;
 use std::ptr;
 
@@ -99,79 +98,12 @@ pub struct PresenceEventInfo {
     pub user_key: u64,
 }
 
-/// Bytes of NUL-terminated copies of the strings an info points at: the user id, the
-/// channel and the status.
-pub(super) fn strings_len(event: &Event) -> usize {
-    event.user().map_or(0, |u| u.id.len() + 1 + u.status.as_ref().map_or(0, |s| s.len() + 1))
-        + event.channel().map_or(0, |c| c.cid.len() + 1)
-}
-
-/// Room for NUL-terminated copies of strings, handing out pointers that stay valid as
-/// long as the room does (it never moves or grows). Pushing past its end panics: callers
-/// size it with `strings_len`. The strings of every event described into one room must
-/// stay alive while it is used (a batch holds its events): user ids are recognized by
-/// address.
-pub(super) struct Strings<'a> {
-    room: &'a mut [MaybeUninit<u8>],
-    used: usize,
-    /// The last user id pushed: its address, and the copy handed out.
-    user_id: (*const u8, *const c_char),
-}
-
-impl<'a> Strings<'a> {
-    pub(super) fn new(room: &'a mut [MaybeUninit<u8>]) -> Self {
-        Strings { room, used: 0, user_id: (ptr::null(), ptr::null()) }
-    }
-
-    /// [`Strings::push`] for a user id, handing out the previous copy again when the id is
-    /// the one pushed last (the same shared string): consecutive events of a batch are
-    /// often about one user.
-    pub(super) fn push_user_id(&mut self, id: &str) -> *const c_char {
-        if self.user_id.0 != id.as_ptr() {
-            self.user_id = (id.as_ptr(), self.push(id));
-        }
-        self.user_id.1
-    }
-
-    pub(super) fn push(&mut self, s: &str) -> *const c_char {
-        let end = self.used + s.len();
-        assert!(end < self.room.len(), "string room was sized for every string");
-        let at = self.room[self.used..=end].as_mut_ptr().cast::<u8>();
-        // SAFETY: `at` has room for the bytes and the NUL (checked above); the source is
-        // another allocation.
-        unsafe {
-            ptr::copy_nonoverlapping(s.as_ptr(), at, s.len());
-            at.add(s.len()).write(0);
-        }
-        self.used = end + 1;
-        at.cast()
-    }
-}
-
-/// Stack room for the strings of one event: user ids are at most 255 bytes, cids 129 and
-/// statuses 1024, so every validated event fits.
-const STACK_ROOM: usize = 1536;
-
-/// Runs `f` with room for `len` bytes of strings: on the stack when they fit (always, for
-/// validated input), so describing an event for a callback allocates nothing.
-pub(super) fn with_room<R>(len: usize, f: impl FnOnce(Strings) -> R) -> R {
-    if len <= STACK_ROOM {
-        let mut stack = [MaybeUninit::<u8>::uninit(); STACK_ROOM];
-        f(Strings::new(&mut stack))
-    } else {
-        let mut heap = Vec::<u8>::with_capacity(len);
-        f(Strings::new(&mut heap.spare_capacity_mut()[..len]))
-    }
-}
-
-/// The info of `event` for `recipient` (0: the host) in `view`, its strings copied into
-/// `strings` (which must have room for `strings_len(event)` more bytes).
-pub(super) fn describe(
-    event: &Event,
-    recipient: PresenceConnectionId,
-    view: View,
-    strings: &mut Strings,
-) -> PresenceEventInfo {
+/// The info of `event` for `recipient` (0: the host) in `view`. Its strings are the
+/// event's own (shared strings keep a NUL after their bytes), valid while the event lives.
+/// Always inlined: a batch writes each info in place, and a call returning it copied
+/// every info once more.
+#[inline(always)]
+pub(super) fn describe(event: &Event, recipient: PresenceConnectionId, view: View) -> PresenceEventInfo {
     let user = event.user();
     let (watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
         EventKind::WatchingStart { watcher_count, .. } | EventKind::WatchingStop { watcher_count, .. } => {
@@ -190,11 +122,11 @@ pub(super) fn describe(
         seq: event.seq,
         connection_id: recipient,
         // Events about no user (engine.overflow, cluster.status): NULL in C.
-        user_id: user.map_or(ptr::null(), |u| strings.push_user_id(&u.id)),
-        cid: event.channel().map_or(ptr::null(), |c| strings.push(&c.cid)),
+        user_id: user.map_or(ptr::null(), |u| u.id.as_c_ptr()),
+        cid: event.channel().map_or(ptr::null(), |c| c.cid.as_c_ptr()),
         online: online_in(event, view),
         invisible: invisible_in(event, view),
-        status: user.and_then(|u| u.status.as_deref()).map_or(ptr::null(), |s| strings.push(s)),
+        status: user.and_then(|u| u.status.as_ref()).map_or(ptr::null(), |s| s.as_c_ptr()),
         last_active_ms: user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
         watcher_count,
         close_reason,
@@ -237,9 +169,8 @@ fn invisible_in(event: &Event, view: View) -> bool {
 /// must not be used by two threads concurrently.
 pub struct PresenceEventBatch {
     pub(super) deliveries: Vec<Delivery>,
+    /// The deliveries' infos, whose strings are the events' own (held in `deliveries`).
     infos: Vec<PresenceEventInfo>,
-    /// Room for the infos' strings: its spare capacity (the length stays 0).
-    strings: Vec<u8>,
     /// Per position: that event's JSON with a NUL once asked for, empty before. Kept
     /// across refills so their room is reused.
     json: Vec<Vec<u8>>,
@@ -264,17 +195,16 @@ impl PresenceEventBatch {
         }
     }
 
-    /// Describes every delivery it holds. Allocates only when it holds more, or longer
-    /// strings, than ever before.
+    /// Describes every delivery it holds, each info written in its place. Allocates only
+    /// when it holds more than ever before.
     pub(super) fn describe_all(&mut self) {
-        let room = self.deliveries.iter().map(|d| strings_len(&d.event)).sum();
-        // The strings live in the vector's spare capacity (its length stays 0).
-        self.strings.reserve(room);
-        self.infos.reserve(self.deliveries.len());
-        let mut strings = Strings::new(self.strings.spare_capacity_mut());
-        for d in &self.deliveries {
-            self.infos.push(describe(&d.event, d.connection.0, d.view, &mut strings));
+        let n = self.deliveries.len();
+        self.infos.reserve(n);
+        for (info, d) in self.infos.spare_capacity_mut().iter_mut().zip(&self.deliveries) {
+            info.write(describe(&d.event, d.connection.0, d.view));
         }
+        // SAFETY: the loop wrote the first `n` infos (`infos` was empty and has room for `n`).
+        unsafe { self.infos.set_len(n) };
         if self.json.len() < self.deliveries.len() {
             self.json.resize_with(self.deliveries.len(), Vec::new);
         }
@@ -288,13 +218,8 @@ impl PresenceEventBatch {
 pub unsafe extern "C" fn presence_batch_new(out: *mut *mut PresenceEventBatch) -> PresenceResult {
     call("presence_batch_new", || {
         let out = non_null(out, "out")?;
-        let b = PresenceEventBatch {
-            deliveries: Vec::new(),
-            infos: Vec::new(),
-            strings: Vec::new(),
-            json: Vec::new(),
-            host: false,
-        };
+        let b =
+            PresenceEventBatch { deliveries: Vec::new(), infos: Vec::new(), json: Vec::new(), host: false };
         unsafe { out.write(Box::into_raw(Box::new(b))) };
         Ok(())
     })
@@ -310,8 +235,8 @@ pub unsafe extern "C" fn presence_batch_free(batch: *mut PresenceEventBatch) {
 
 /// Clears `batch` (invalidating every pointer it handed out), then moves up to `max`
 /// queued events of connection `conn` into it, oldest first, in `seq` order. Reusing one
-/// batch allocates nothing once it has held as many events (with strings as long) as the
-/// new ones; no JSON is rendered. Cost: O(events moved), one short hold of the engine's lock.
+/// batch allocates nothing once it has held as many events as the new ones; no JSON is
+/// rendered. Cost: O(events moved), one short hold of the engine's lock.
 ///
 /// `engine` and `batch` are required. Errors: NULL, NOT_FOUND (unknown or closed
 /// connection; 0, the host, has no queue); on error the batch is left empty. Any thread,

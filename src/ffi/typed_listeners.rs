@@ -96,15 +96,13 @@ impl CallbackEvent {
 
 /// The last event described for a typed delivery listener on this thread: the deliveries
 /// of one event to its recipients are dispatched one after the other, and their infos
-/// differ only in the recipient's fields, so they share one description (and one copy
-/// of its strings), updated in place for each recipient.
+/// differ only in the recipient's fields, so they share one description, updated in place
+/// for each recipient.
 struct Described {
     /// The event (held, so that the identity check cannot be fooled by an address reused
     /// for another event, and so that the frame's pointer to it stays valid) and the frame
-    /// its deliveries are called with, whose strings live in `strings`.
+    /// its deliveries are called with.
     last: Option<(Arc<Event>, CallbackEvent)>,
-    /// Room for the strings: its spare capacity (the length stays 0).
-    strings: Vec<u8>,
 }
 
 impl Described {
@@ -112,9 +110,7 @@ impl Described {
     /// event, with `d`'s recipient in it.
     fn frame(&mut self, d: &Delivery) -> &CallbackEvent {
         if !matches!(&self.last, Some((last, _)) if Arc::ptr_eq(last, &d.event)) {
-            self.last = None;
-            self.strings.reserve(strings_len(&d.event));
-            let info = describe(&d.event, 0, View::Own, &mut Strings::new(self.strings.spare_capacity_mut()));
+            let info = describe(&d.event, 0, View::Own);
             self.last = Some((d.event.clone(), CallbackEvent::new(info, &d.event, View::Own, None)));
         }
         let (_, frame) = self.last.as_mut().expect("described above");
@@ -132,10 +128,10 @@ impl Described {
 thread_local! {
     /// Borrowed while a typed delivery callback runs with its info: a callback nested in
     /// it (another engine's, dispatched from inside it) describes its event on the stack.
-    static DESCRIBED: RefCell<Described> = const { RefCell::new(Described { last: None, strings: Vec::new() }) };
+    static DESCRIBED: RefCell<Described> = const { RefCell::new(Described { last: None }) };
     /// The innermost typed callback running on this thread.
     static CURRENT: Cell<*const ()> = const { Cell::new(ptr::null()) };
-    /// Byte buffers for strings and JSON, reused so a callback allocates nothing in steady
+    /// Byte buffers for JSON, reused so a callback allocates nothing in steady
     /// state (a stack of them: callbacks may nest).
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
@@ -167,12 +163,10 @@ impl Drop for Restore {
 }
 
 impl TypedCallback {
-    /// Describes the event (strings in a reused buffer) and calls the C function with it.
+    /// Describes the event and calls the C function with it.
     fn invoke(&self, event: &Event, view: View, recipient: Option<ConnectionId>) {
-        with_room(strings_len(event), |mut strings| {
-            let info = describe(event, recipient.map_or(0, |c| c.0), view, &mut strings);
-            self.call(&CallbackEvent::new(info, event, view, recipient));
-        });
+        let info = describe(event, recipient.map_or(0, |c| c.0), view);
+        self.call(&CallbackEvent::new(info, event, view, recipient));
     }
 
     /// Describes the delivered event, reusing the description of the previous delivery
