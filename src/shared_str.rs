@@ -24,9 +24,15 @@ impl SharedStr {
     /// A shared copy of `s`. Cost: one allocation of `s.len() + 1` bytes (plus the
     /// reference counts).
     pub fn new(s: &str) -> SharedStr {
-        let bytes: Arc<[u8]> = s.bytes().chain([0]).collect();
-        // SAFETY: `s` followed by a NUL is valid UTF-8, and `str` has the layout of `[u8]`.
-        SharedStr(unsafe { Arc::from_raw(Arc::into_raw(bytes) as *const str) })
+        let mut bytes = Arc::<[u8]>::new_uninit_slice(s.len() + 1);
+        let room = Arc::get_mut(&mut bytes).expect("a new Arc is unique");
+        // SAFETY: `room` has `s.len() + 1` bytes, so all of them are written; then `s`
+        // followed by a NUL is valid UTF-8, and `str` has the layout of `[u8]`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(s.as_ptr(), room.as_mut_ptr().cast::<u8>(), s.len());
+            room[s.len()].write(0);
+            SharedStr(Arc::from_raw(Arc::into_raw(bytes.assume_init()) as *const str))
+        }
     }
 
     /// The string.
