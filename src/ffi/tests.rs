@@ -173,3 +173,47 @@ fn string_arguments_read_the_same_on_the_short_ascii_path_and_the_general_one() 
     let long_then_bad = [b"y".repeat(40), b"\xc3".to_vec()].concat();
     assert_eq!(read(&long_then_bad), Err("id is not valid UTF-8 (invalid byte at offset 40)".to_owned()));
 }
+
+#[test]
+fn connect_user_names_the_right_user_from_a_callback_and_after_a_refused_id() {
+    let e = new_engine();
+    let engine = unsafe { &(*e).engine };
+    // A host listener that connects "nested" from inside the connect of "outer" (the
+    // per-thread patch is in use then).
+    let nested = Arc::new(AtomicU32::new(0));
+    let seen = nested.clone();
+    let handle = e as usize;
+    engine
+        .add_listener(ListenerFilter::user("outer"), move |_| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut conn = 0;
+                let r = unsafe {
+                    presence_connect_user(handle as *mut PresenceEngine, c"nested".as_ptr(), &mut conn)
+                };
+                assert_eq!(r, PresenceResult::PRESENCE_OK);
+            }
+        })
+        .unwrap();
+    let mut conn = 0;
+    assert_eq!(
+        unsafe { presence_connect_user(e, c"outer".as_ptr(), &mut conn) },
+        PresenceResult::PRESENCE_OK
+    );
+    assert_eq!(nested.load(Ordering::SeqCst), 1);
+    let long = std::ffi::CString::new("x".repeat(300)).unwrap();
+    assert_eq!(
+        unsafe { presence_connect_user(e, long.as_ptr(), &mut conn) },
+        PresenceResult::PRESENCE_ERR_INVALID
+    );
+    assert!(last_error().contains("user id must be 1..=255 bytes, got 300 bytes"), "{}", last_error());
+    assert_eq!(
+        unsafe { presence_connect_user(e, c"short".as_ptr(), &mut conn) },
+        PresenceResult::PRESENCE_OK
+    );
+    for id in ["outer", "nested", "short"] {
+        let viewed = engine.get_user(crate::ConnectionId::HOST, id).unwrap();
+        assert!(viewed.user.connected && &*viewed.user.id == id, "{id}: {:?}", viewed.user);
+    }
+    assert_eq!(engine.counts().users, 3, "no user was made of a mixed-up id");
+    unsafe { presence_engine_free(e) };
+}

@@ -3,7 +3,8 @@
 use super::support::{self, call, non_null, str_arg};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
 use crate::event::ConnectionId;
-use crate::user::{UserPatch, View};
+use crate::user::{UserPatch, View, MAX_USER_ID_BYTES};
+use std::cell::RefCell;
 use std::os::raw::c_char;
 use std::ptr;
 
@@ -27,10 +28,24 @@ pub unsafe extern "C" fn presence_connect_user(
         let e = unsafe { support::engine(engine) }?;
         let user_id = unsafe { str_arg(user_id, "user_id") }?;
         let out = non_null(out, "out")?;
-        let id = e.connect(&UserPatch::id(user_id))?;
+        let id = CONNECT_PATCH.with(|patch| match patch.try_borrow_mut() {
+            Ok(mut patch) if user_id.len() <= MAX_USER_ID_BYTES => {
+                patch.id.clear();
+                patch.id.push_str(user_id);
+                e.connect(&patch)
+            }
+            // A connect from a callback of this one, or an id too long to keep (refused).
+            _ => e.connect(&UserPatch::id(user_id)),
+        })?;
         unsafe { out.write(id.0) };
         Ok(())
     })
+}
+
+thread_local! {
+    /// The patch `presence_connect_user` names its user with, kept per thread so that a
+    /// connect copies the id into room it already has instead of allocating a string.
+    static CONNECT_PATCH: RefCell<UserPatch> = RefCell::new(UserPatch::default());
 }
 
 // ----- reading a user without JSON -----
