@@ -102,50 +102,25 @@ impl OptMillis {
 /// attacker who can observe timings.
 type IdHasher = std::hash::RandomState;
 
-/// Finds a user by id: a hash table, hashed by the id, of 16-byte entries that say where
-/// the id's bytes are. A lookup compares ids without reading the user's record first, so
-/// a miss in the cache for the record and one for the id are waited for side by side,
-/// not one after the other (the record is what a lookup is for); a map keyed by the id
-/// itself would take 24 bytes per user.
+/// Finds a user by id. A hash table of 4-byte indexes hashed by the id stored in the
+/// record, instead of a map keyed by a second pointer to the id: about 40 bytes less per user.
 #[derive(Default)]
 struct UserIndex {
-    table: HashTable<IndexEntry>,
+    table: HashTable<UserIdx>,
     hasher: IdHasher,
-}
-
-/// A user's place in the index: its position, and its id's bytes.
-#[derive(Clone, Copy)]
-struct IndexEntry {
-    /// The bytes of `users[user].id`: users are never removed and never change id, and
-    /// the index is replaced together with the users (a load), so they outlive the entry.
-    bytes: *const u8,
-    len: u32,
-    user: UserIdx,
-}
-
-// SAFETY: the bytes pointed at are immutable and owned by the state that owns the index.
-unsafe impl Send for IndexEntry {}
-unsafe impl Sync for IndexEntry {}
-
-impl IndexEntry {
-    fn id(&self) -> &str {
-        // SAFETY: see `bytes`: the bytes of a live `str` of `len` bytes.
-        unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(self.bytes, self.len as usize)) }
-    }
 }
 
 impl UserIndex {
     /// O(1) expected.
-    fn find(&self, id: &str) -> Option<UserIdx> {
-        self.table.find(self.hasher.hash_one(id), |e| e.id() == id).map(|e| e.user)
+    fn find(&self, users: &[UserRecord], id: &str) -> Option<UserIdx> {
+        self.table.find(self.hasher.hash_one(id), |&u| &*users[u as usize].id == id).copied()
     }
 
     /// Indexes `users[u]`, whose id is not indexed yet. O(1) amortized.
     fn insert(&mut self, users: &[UserRecord], u: UserIdx) {
         let UserIndex { table, hasher } = self;
-        let id = &*users[u as usize].id;
-        let entry = IndexEntry { bytes: id.as_ptr(), len: id.len() as u32, user: u };
-        table.insert_unique(hasher.hash_one(id), entry, |e| hasher.hash_one(e.id()));
+        let hash = hasher.hash_one(&*users[u as usize].id);
+        table.insert_unique(hash, u, |&v| hasher.hash_one(&*users[v as usize].id));
     }
 }
 
@@ -463,7 +438,7 @@ impl State {
 
     /// O(1) expected.
     fn find_user(&self, id: &str) -> Option<UserIdx> {
-        self.user_index.find(id)
+        self.user_index.find(&self.users, id)
     }
 
     fn user_idx(&self, id: &str) -> Result<UserIdx> {
