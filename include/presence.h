@@ -259,8 +259,10 @@ typedef uint64_t PresenceListenerId;
  *
  * Lifetime: in a batch, the struct and its strings stay valid until the batch is refilled
  * (`presence_poll_batch`) or freed; in a typed callback, during the callback only. Copy
- * what you need to keep. Strings are NUL-terminated UTF-8 owned by the engine (never free
- * them). Fields that do not apply to the event are NULL, -1, 0 or INT64_MIN as each says.
+ * what you need to keep. Strings are NUL-terminated UTF-8 owned by the engine: its own
+ * copies, shared by every event and recipient, so never free or write through them, and
+ * compare them by content (or users by `user_key`), not by address (an address is reused
+ * once the engine lets go of a string). Fields that do not apply to the event are NULL, -1, 0 or INT64_MIN as each says.
  * Fields may be added at the end in later versions; these keep their order.
  */
 typedef struct PresenceEventInfo {
@@ -295,7 +297,9 @@ typedef struct PresenceEventInfo {
    */
   bool invisible;
   /**
-   * That user's status text, or NULL when none is set.
+   * That user's status text, or NULL when none is set. A status set through JSON may
+   * hold a NUL character ("\u0000"), which ends the C string early: `status_len` is its
+   * whole length.
    */
   const char *status;
   /**

@@ -161,9 +161,11 @@ fn typed_listeners_add_no_allocation_per_event() {
     engine.start_watching(watcher, "team:red", true).unwrap();
     engine.add_delivery_listener(|_| {});
     engine.add_listener(ListenerFilter::all(), |_| {}).unwrap();
+    // The patches are made beforehand: `presence_connect_user` allocates none per connect.
+    let patches: Vec<UserPatch> = members.iter().map(|id| UserPatch::id(id.as_str())).collect();
     let rust_churn = || {
-        for id in &members {
-            let conn = engine.connect(&UserPatch::id(id.as_str())).unwrap();
+        for patch in &patches {
+            let conn = engine.connect(patch).unwrap();
             engine.disconnect(conn).unwrap();
         }
     };

@@ -217,3 +217,30 @@ fn connect_user_names_the_right_user_from_a_callback_and_after_a_refused_id() {
     assert_eq!(engine.counts().users, 3, "no user was made of a mixed-up id");
     unsafe { presence_engine_free(e) };
 }
+
+#[test]
+fn a_status_with_a_nul_inside_has_its_whole_length_in_the_info() {
+    let e = new_engine();
+    let mut watcher = 0;
+    unsafe {
+        assert_eq!(presence_connect_user(e, c"w".as_ptr(), &mut watcher), PresenceResult::PRESENCE_OK);
+        let mut out = ptr::null_mut();
+        let query = c"{\"filter_conditions\":{\"id\":\"s\"},\"presence\":true}";
+        assert_eq!(presence_upsert_user(e, c"{\"id\":\"s\"}".as_ptr()), PresenceResult::PRESENCE_OK);
+        assert_eq!(presence_query_users(e, watcher, query.as_ptr(), &mut out), PresenceResult::PRESENCE_OK);
+        presence_string_free(out);
+        let r = presence_upsert_user(e, c"{\"id\":\"s\",\"status\":\"a\\u0000b\"}".as_ptr());
+        assert_eq!(r, PresenceResult::PRESENCE_OK);
+        let mut batch = ptr::null_mut();
+        assert_eq!(presence_batch_new(&mut batch), PresenceResult::PRESENCE_OK);
+        assert_eq!(presence_poll_batch(e, watcher, 10, batch), PresenceResult::PRESENCE_OK);
+        assert_eq!(presence_batch_len(batch), 1);
+        let info = &*presence_batch_event(batch, 0);
+        assert_eq!(info.status_len, 3);
+        assert_eq!(CStr::from_ptr(info.status).to_bytes(), b"a");
+        assert_eq!(std::slice::from_raw_parts(info.status.cast::<u8>(), 3), b"a\0b");
+        assert_eq!(CStr::from_ptr(info.user_id).to_bytes(), b"s");
+        presence_batch_free(batch);
+        presence_engine_free(e);
+    }
+}

@@ -44,8 +44,10 @@ pub const PRESENCE_CLOSE_NODE_LOST: u32 = 4;
 ///
 /// Lifetime: in a batch, the struct and its strings stay valid until the batch is refilled
 /// (`presence_poll_batch`) or freed; in a typed callback, during the callback only. Copy
-/// what you need to keep. Strings are NUL-terminated UTF-8 owned by the engine (never free
-/// them). Fields that do not apply to the event are NULL, -1, 0 or INT64_MIN as each says.
+/// what you need to keep. Strings are NUL-terminated UTF-8 owned by the engine: its own
+/// copies, shared by every event and recipient, so never free or write through them, and
+/// compare them by content (or users by `user_key`), not by address (an address is reused
+/// once the engine lets go of a string). Fields that do not apply to the event are NULL, -1, 0 or INT64_MIN as each says.
 /// Fields may be added at the end in later versions; these keep their order.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +68,9 @@ pub struct PresenceEventInfo {
     pub online: bool,
     /// Whether that user is invisible, in own views only; always false in public views.
     pub invisible: bool,
-    /// That user's status text, or NULL when none is set.
+    /// That user's status text, or NULL when none is set. A status set through JSON may
+    /// hold a NUL character ("\u0000"), which ends the C string early: `status_len` is its
+    /// whole length.
     pub status: *const c_char,
     /// That user's last activity in Unix milliseconds; INT64_MIN when never active.
     pub last_active_ms: i64,
@@ -199,11 +203,12 @@ impl PresenceEventBatch {
     /// when it holds more than ever before.
     pub(super) fn describe_all(&mut self) {
         let n = self.deliveries.len();
+        self.infos.clear();
         self.infos.reserve(n);
         for (info, d) in self.infos.spare_capacity_mut().iter_mut().zip(&self.deliveries) {
             info.write(describe(&d.event, d.connection.0, d.view));
         }
-        // SAFETY: the loop wrote the first `n` infos (`infos` was empty and has room for `n`).
+        // SAFETY: the loop wrote the first `n` infos (`infos` is empty and has room for `n`).
         unsafe { self.infos.set_len(n) };
         if self.json.len() < self.deliveries.len() {
             self.json.resize_with(self.deliveries.len(), Vec::new);

@@ -28,15 +28,20 @@ pub unsafe extern "C" fn presence_connect_user(
         let e = unsafe { support::engine(engine) }?;
         let user_id = unsafe { str_arg(user_id, "user_id") }?;
         let out = non_null(out, "out")?;
-        let id = CONNECT_PATCH.with(|patch| match patch.try_borrow_mut() {
+        let reused = CONNECT_PATCH.try_with(|patch| match patch.try_borrow_mut() {
             Ok(mut patch) if user_id.len() <= MAX_USER_ID_BYTES => {
                 patch.id.clear();
                 patch.id.push_str(user_id);
-                e.connect(&patch)
+                Some(e.connect(&patch))
             }
-            // A connect from a callback of this one, or an id too long to keep (refused).
+            _ => None,
+        });
+        // A connect from a callback of this one, during the thread's exit, or with an id
+        // too long to keep (refused anyway): a patch of its own.
+        let id = match reused {
+            Ok(Some(connected)) => connected,
             _ => e.connect(&UserPatch::id(user_id)),
-        })?;
+        }?;
         unsafe { out.write(id.0) };
         Ok(())
     })
