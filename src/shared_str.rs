@@ -22,16 +22,28 @@ pub struct SharedStr(
 
 impl SharedStr {
     /// A shared copy of `s`. Cost: one allocation of `s.len() + 1` bytes (plus the
-    /// reference counts).
+    /// reference counts); a second, temporary one for strings of 256 bytes or more.
     pub fn new(s: &str) -> SharedStr {
-        let mut bytes = Arc::<[u8]>::new_uninit_slice(s.len() + 1);
-        let room = Arc::get_mut(&mut bytes).expect("a new Arc is unique");
-        // SAFETY: `room` has `s.len() + 1` bytes, so all of them are written; then `s`
-        // followed by a NUL is valid UTF-8, and `str` has the layout of `[u8]`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(s.as_ptr(), room.as_mut_ptr().cast::<u8>(), s.len());
-            room[s.len()].write(0);
-            SharedStr(Arc::from_raw(Arc::into_raw(bytes.assume_init()) as *const str))
+        // Ids, cids and most statuses are short: joined to their NUL on the stack, then
+        // copied into the shared allocation. (Writing into a fresh `Arc` instead takes an
+        // atomic compare-and-swap to prove it unshared, on every status change.)
+        const STACK: usize = 256;
+        if s.len() < STACK {
+            let mut joined = [std::mem::MaybeUninit::<u8>::uninit(); STACK];
+            // SAFETY: the first `s.len() + 1` bytes are written (`s` is shorter than the
+            // array) before they are read, and `s` followed by a NUL is valid UTF-8.
+            unsafe {
+                let at = joined.as_mut_ptr().cast::<u8>();
+                std::ptr::copy_nonoverlapping(s.as_ptr(), at, s.len());
+                at.add(s.len()).write(0);
+                let bytes = std::slice::from_raw_parts(at, s.len() + 1);
+                SharedStr(Arc::from(std::str::from_utf8_unchecked(bytes)))
+            }
+        } else {
+            let mut joined = String::with_capacity(s.len() + 1);
+            joined.push_str(s);
+            joined.push('\0');
+            SharedStr(Arc::from(joined))
         }
     }
 
@@ -157,7 +169,7 @@ mod tests {
 
     #[test]
     fn reads_as_its_str_and_lends_a_c_string() {
-        for s in ["", "u1", "ünïcödé", &"x".repeat(300), "a\0b"] {
+        for s in ["", "u1", "ünïcödé", &"x".repeat(255), &"x".repeat(256), &"x".repeat(300), "a\0b"] {
             let shared = SharedStr::new(s);
             assert_eq!(&*shared, s);
             assert_eq!(shared.len(), s.len());
