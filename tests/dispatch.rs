@@ -98,6 +98,29 @@ fn a_listener_that_emits_on_every_call_cannot_hold_a_call_forever() {
 }
 
 #[test]
+fn events_a_callback_causes_are_delivered_before_the_call_returns() {
+    let e = Arc::new(manual_engine(""));
+    e.upsert_user_json(r#"{"id":"asker"}"#).unwrap();
+    e.upsert_user_json(r#"{"id":"answerer"}"#).unwrap();
+    let weak = Arc::downgrade(&e);
+    e.add_listener(ListenerFilter::user("asker"), move |_| {
+        if let Some(e) = weak.upgrade() {
+            e.set_status("answerer", Some("answered")).unwrap();
+        }
+    })
+    .unwrap();
+    let seen = Recorder::attach(&e);
+    e.set_status("asker", Some("asks")).unwrap();
+    // The answer was queued by a callback of this call's own dispatch run, after the run
+    // had emptied the queue: the run still delivers it.
+    assert_eq!(
+        seen.take(),
+        ["user.presence.changed asker offline", "user.presence.changed answerer offline"]
+    );
+    assert_eq!(e.pump(), 0, "nothing was left for a pump");
+}
+
+#[test]
 fn remove_listener_nowait_returns_while_the_listener_runs_on_another_thread() {
     let e = Arc::new(manual_engine(""));
     e.upsert_user_json(r#"{"id":"a"}"#).unwrap();

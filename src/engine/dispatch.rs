@@ -52,6 +52,9 @@ pub(super) struct Dispatcher {
     handed: std::sync::atomic::AtomicUsize,
     /// The listener whose callback is running (0: none), for `remove_listener` to wait on.
     calling: AtomicU64,
+    /// How many times a command appended items to the outbox; written only under the
+    /// engine's lock (see `Shared::appended`).
+    filled: AtomicU64,
     panics: Mutex<ListenerPanics>,
 }
 
@@ -99,6 +102,13 @@ impl Shared {
         self as *const Shared as usize
     }
 
+    /// Counts an append to the outbox. Called with the engine's lock held (so a plain
+    /// increment suffices), after the append.
+    pub(super) fn appended(&self) {
+        let filled = &self.dispatcher.filled;
+        filled.store(filled.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
     /// Whether the calling thread is inside a callback of this engine.
     pub(crate) fn dispatching_here(&self) -> bool {
         let key = self.key();
@@ -120,6 +130,9 @@ impl Shared {
                 return delivered;
             };
             let running = Running::enter(self);
+            // `Some(filled)` when the last take left the outbox empty, with the count of
+            // appends it saw then.
+            let mut emptied_at = None;
             loop {
                 if budget == 0 {
                     budget = self.dispatcher.handed.swap(0, Ordering::SeqCst);
@@ -127,15 +140,16 @@ impl Shared {
                         break;
                     }
                 }
-                let (taken, emptied) = self.take_items(&mut scratch.items, budget.min(CHUNK));
+                let (taken, emptied, filled) = self.take_items(&mut scratch.items, budget.min(CHUNK));
+                emptied_at = emptied.then_some(filled);
                 if taken == 0 {
                     break;
                 }
                 budget = budget.saturating_sub(taken);
                 delivered = delivered.saturating_add(self.deliver(&mut scratch));
                 if emptied {
-                    // What the callbacks queued meanwhile is found by the check below,
-                    // which is needed anyway: one lock fewer per run.
+                    // What the callbacks queued meanwhile is found by the checks below,
+                    // which are needed anyway: one lock fewer per run.
                     break;
                 }
             }
@@ -146,16 +160,22 @@ impl Shared {
             if self.dispatcher.handed.load(Ordering::SeqCst) != 0 {
                 budget += self.dispatcher.handed.swap(0, Ordering::SeqCst);
             }
-            if budget == 0 || self.inner.lock().outbox.is_empty() {
+            // An outbox emptied by this run and appended to by no command since (on this
+            // thread from a callback, or on another) is still empty: no need to lock to see.
+            let untouched = emptied_at == Some(self.dispatcher.filled.load(Ordering::Acquire));
+            if budget == 0 || untouched || self.inner.lock().outbox.is_empty() {
                 return delivered;
             }
         }
     }
 
     /// Moves up to `max` items from the front of the outbox into `items` (see
-    /// `Inner::take_front`); answers how many, and whether that emptied the outbox.
-    fn take_items(&self, items: &mut Vec<Outgoing>, max: usize) -> (usize, bool) {
-        self.inner.lock().take_front(self.config.clock, items, max)
+    /// `Inner::take_front`); answers how many, whether that emptied the outbox, and how
+    /// many appends to the outbox there had been.
+    fn take_items(&self, items: &mut Vec<Outgoing>, max: usize) -> (usize, bool, u64) {
+        let mut inner = self.inner.lock();
+        let (taken, emptied) = inner.take_front(self.config.clock, items, max);
+        (taken, emptied, self.dispatcher.filled.load(Ordering::Relaxed))
     }
 
     /// Calls the listeners of the items in `scratch`, in order, then clears it. Each

@@ -330,6 +330,9 @@ impl Shared {
                 queued
             };
             inner.bound_outbox(self.config.pending_dispatch_capacity as usize);
+            if queued > 0 {
+                self.appended();
+            }
             (result, queued)
         };
         if queued > 0 && self.config.dispatch == Dispatch::Immediate {
