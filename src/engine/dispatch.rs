@@ -15,11 +15,11 @@
 //! - A panicking Rust listener is caught per call, counted, and its message kept for
 //!   [`Engine::listener_panics`]; delivery goes on with the next listener.
 use super::listeners::{Callback, Listener, ListenerId};
-use super::{Engine, Shared};
+use super::{Engine, Inner, Shared};
 use crate::core::Outgoing;
 use crate::error::panic_message;
 use crate::event::{Delivery, Event};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,10 +117,21 @@ impl Shared {
 
     /// Delivers up to `budget` outbox items, from the front, unless another thread (or
     /// this one, further up its stack) is delivering. Answers how many callbacks ran.
-    pub(super) fn dispatch(&self, mut budget: usize) -> u32 {
+    pub(super) fn dispatch(&self, budget: usize) -> u32 {
+        self.dispatch_from(budget, None)
+    }
+
+    /// [`Shared::dispatch`] for a command that holds the engine's lock (`inner`) after
+    /// queueing its items: the run's first take uses that hold instead of locking again.
+    pub(super) fn dispatch_locked(&self, budget: usize, inner: MutexGuard<'_, Inner>) -> u32 {
+        self.dispatch_from(budget, Some(inner))
+    }
+
+    fn dispatch_from(&self, mut budget: usize, mut locked: Option<MutexGuard<'_, Inner>>) -> u32 {
         let mut delivered = 0u32;
         loop {
             let Some(mut scratch) = self.dispatcher.token.try_lock() else {
+                drop(locked);
                 // Another thread's holder delivers what this call caused on top of its own
                 // budget; what callbacks cause (token held further up this thread's stack)
                 // stays within the extra bound.
@@ -140,7 +151,8 @@ impl Shared {
                         break;
                     }
                 }
-                let (taken, emptied, filled) = self.take_items(&mut scratch.items, budget.min(CHUNK));
+                let (taken, emptied, filled) =
+                    self.take_items(locked.take(), &mut scratch.items, budget.min(CHUNK));
                 emptied_at = emptied.then_some(filled);
                 if taken == 0 {
                     break;
@@ -153,6 +165,7 @@ impl Shared {
                     break;
                 }
             }
+            drop(locked.take());
             drop(running);
             drop(scratch);
             // Items queued by a thread that found the token taken just before it was
@@ -170,10 +183,15 @@ impl Shared {
     }
 
     /// Moves up to `max` items from the front of the outbox into `items` (see
-    /// `Inner::take_front`); answers how many, whether that emptied the outbox, and how
-    /// many appends to the outbox there had been.
-    fn take_items(&self, items: &mut Vec<Outgoing>, max: usize) -> (usize, bool, u64) {
-        let mut inner = self.inner.lock();
+    /// `Inner::take_front`), under `locked` when given (else locking); answers how many,
+    /// whether that emptied the outbox, and how many appends to the outbox there had been.
+    fn take_items(
+        &self,
+        locked: Option<MutexGuard<'_, Inner>>,
+        items: &mut Vec<Outgoing>,
+        max: usize,
+    ) -> (usize, bool, u64) {
+        let mut inner = locked.unwrap_or_else(|| self.inner.lock());
         let (taken, emptied) = inner.take_front(self.config.clock, items, max);
         (taken, emptied, self.dispatcher.filled.load(Ordering::Relaxed))
     }

@@ -285,10 +285,10 @@ impl Shared {
     }
 
     /// Runs one command under the lock, queues what it emitted, then dispatches (immediate
-    /// mode) after the lock is released. A panicking command poisons the engine and
+    /// mode): callbacks run after the lock is released. A panicking command poisons the engine and
     /// propagates.
     fn run<T>(&self, command: impl FnOnce(&mut State, Millis) -> Result<T>) -> Result<T> {
-        let (result, queued) = {
+        let (result, queued, inner) = {
             let mut inner = self.lock()?;
             let now = inner.now(self.config.clock);
             let state = &mut inner.state;
@@ -333,10 +333,11 @@ impl Shared {
             if queued > 0 {
                 self.appended();
             }
-            (result, queued)
+            (result, queued, inner)
         };
         if queued > 0 && self.config.dispatch == Dispatch::Immediate {
-            self.dispatch(queued + EXTRA_ITEMS);
+            // The dispatch run takes its first items under this hold of the lock.
+            self.dispatch_locked(queued + EXTRA_ITEMS, inner);
         }
         result
     }
