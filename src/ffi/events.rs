@@ -1,5 +1,6 @@
 //! Events: the struct a callback sees, listeners, polling and pumping.
 use super::support::{self, call, non_null, null, opt_str_arg, write_string};
+use super::typed::{cid_in, online_in, user_id_in};
 use super::typed_listeners::{give_back, take_buffer};
 use super::{PresenceConnectionId, PresenceEngine, PresenceListenerId, PresenceResult};
 use crate::engine::{ListenerFilter, ListenerId};
@@ -85,10 +86,9 @@ impl CCallback {
                 r#type: event.kind.type_name_nul().as_ptr().cast(),
                 seq: event.seq,
                 connection_id: recipient.map_or(0, |c| c.0),
-                // Events about no user (engine.overflow, cluster.status): NULL in C.
-                user_id: event.user().map_or(std::ptr::null(), |u| u.id.as_c_ptr()),
-                cid: event.channel().map_or(std::ptr::null(), |c| c.cid.as_c_ptr()),
-                online: event.user().is_some_and(|u| u.online(view)),
+                user_id: user_id_in(event),
+                cid: cid_in(event),
+                online: online_in(event, view),
                 json,
             }
         }));

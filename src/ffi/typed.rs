@@ -125,9 +125,8 @@ pub(super) fn describe(event: &Event, recipient: PresenceConnectionId, view: Vie
         kind: event.kind.type_number(),
         seq: event.seq,
         connection_id: recipient,
-        // Events about no user (engine.overflow, cluster.status): NULL in C.
-        user_id: user.map_or(ptr::null(), |u| u.id.as_c_ptr()),
-        cid: event.channel().map_or(ptr::null(), |c| c.cid.as_c_ptr()),
+        user_id: user_id_in(event),
+        cid: cid_in(event),
         online: online_in(event, view),
         invisible: invisible_in(event, view),
         status: user.and_then(|u| u.status.as_ref()).map_or(ptr::null(), |s| s.as_c_ptr()),
@@ -155,8 +154,21 @@ impl PresenceEventInfo {
     }
 }
 
-/// `online` of an info: the event's user is online in `view` (false without a user).
-fn online_in(event: &Event, view: View) -> bool {
+/// `user_id` of an info or a JSON callback's event: the engine's own string; NULL for
+/// events about no user (engine.overflow, cluster.status).
+pub(super) fn user_id_in(event: &Event) -> *const c_char {
+    event.user().map_or(ptr::null(), |u| u.id.as_c_ptr())
+}
+
+/// `cid` of an info or a JSON callback's event: the engine's own string; NULL for events
+/// about no channel.
+pub(super) fn cid_in(event: &Event) -> *const c_char {
+    event.channel().map_or(ptr::null(), |c| c.cid.as_c_ptr())
+}
+
+/// `online` of an info or a JSON callback's event: the event's user is online in `view`
+/// (false without a user).
+pub(super) fn online_in(event: &Event, view: View) -> bool {
     event.user().is_some_and(|u| u.online(view))
 }
 
