@@ -71,10 +71,11 @@ impl Inner {
         let mut head = None;
         while self.outbox_calls > capacity {
             let Some(item) = self.outbox.pop_front() else { break };
-            if let Outgoing::Event { event, .. } = &item {
-                head = Some(event.clone());
+            let is_call = item.is_call();
+            if let Outgoing::Event { event, .. } = item {
+                head = Some(event);
             }
-            if item.is_call() {
+            if is_call {
                 self.outbox_calls -= 1;
                 self.discarded += 1;
                 self.discarded_seq = head.as_ref().map_or(self.discarded_seq, |e| e.seq);
