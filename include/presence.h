@@ -752,9 +752,12 @@ void presence_batch_free(struct PresenceEventBatch *batch);
 
 /**
  * Clears `batch` (invalidating every pointer it handed out), then moves up to `max`
- * queued events of connection `conn` into it, oldest first, in `seq` order. Reusing one
- * batch allocates nothing once it has held as many events as the new ones; no JSON is
- * rendered. Cost: O(events moved), one short hold of the engine's lock.
+ * queued events of connection `conn` into it, oldest first, in `seq` order. No JSON is
+ * rendered. When `max` takes every queued event, the connection's queue and the batch's
+ * trade places: O(1) under the engine's lock, and no allocation. Otherwise the events
+ * move one by one, and the batch's room grows when it is smaller than what moves. So
+ * reusing batches allocates nothing in steady state. Cost: O(events moved), with one
+ * short hold of the engine's lock.
  *
  * `engine` and `batch` are required. Errors: NULL, NOT_FOUND (unknown or closed
  * connection; 0, the host, has no queue); on error the batch is left empty. Any thread,

@@ -205,6 +205,46 @@ fn an_undrained_connection_never_holds_more_than_capacity_under_a_flood() {
 }
 
 #[test]
+fn draining_into_a_reused_queue_keeps_order_and_the_capacity() {
+    // `poll_events_into` trades a wholly drained queue for the caller's: the connection
+    // then queues into the caller's old room, which may be far larger than the capacity.
+    const CAP: usize = 4;
+    let (e, _rec) = engine(json!({"connection_queue_capacity": CAP}));
+    let w = e.connect_json(r#"{"id":"w"}"#).unwrap();
+    e.upsert_user_json(r#"{"id":"star"}"#).unwrap();
+    e.query_users(w, r#"{"filter_conditions":{"id":"star"},"presence":true}"#).unwrap();
+    let statuses = |out: &std::collections::VecDeque<Delivery>| -> Vec<String> {
+        out.iter().map(|d| d.user().status.as_deref().unwrap_or("-").to_owned()).collect()
+    };
+    let mut out = std::collections::VecDeque::with_capacity(1000);
+    for s in ["a", "b", "c"] {
+        e.set_status("star", Some(s)).unwrap();
+    }
+    assert_eq!(e.poll_events_into(w, 100, &mut out).unwrap(), 3);
+    assert_eq!(statuses(&out), ["a", "b", "c"]);
+    // A partial drain appends the oldest after what `out` holds; the rest stay queued.
+    for s in ["d", "e", "f"] {
+        e.set_status("star", Some(s)).unwrap();
+    }
+    assert_eq!(e.poll_events_into(w, 2, &mut out).unwrap(), 2);
+    assert_eq!(statuses(&out), ["a", "b", "c", "d", "e"]);
+    out.clear();
+    assert_eq!(e.poll_events_into(w, 100, &mut out).unwrap(), 1);
+    assert_eq!(statuses(&out), ["f"]);
+    // The connection now queues into a traded room; the capacity still closes it at once
+    // when it overflows.
+    out.clear();
+    assert_eq!(e.poll_events_into(w, 100, &mut out).unwrap(), 0);
+    for i in 0..CAP {
+        e.set_status("star", Some(&format!("s{i}"))).unwrap();
+    }
+    assert_eq!(e.counts().connections, 1, "open at exactly capacity");
+    e.set_status("star", Some("overflow")).unwrap();
+    assert_eq!(e.poll_events_into(w, 100, &mut out).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(e.counts().connections, 0);
+}
+
+#[test]
 fn capacity_zero_disables_queues_without_closing_anyone() {
     let (e, rec) = engine(json!({"connection_queue_capacity": 0}));
     let a = e.connect_json(r#"{"id":"a"}"#).unwrap();

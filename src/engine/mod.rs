@@ -508,14 +508,17 @@ impl Engine {
         self.lock()?.state.poll(connection, max)
     }
 
-    /// [`Engine::poll_events`] into a vector the caller reuses: moves up to `max` events
-    /// onto the end of `out`, answering how many moved. Allocates nothing once `out` has
-    /// room. Cost: O(moved).
+    /// [`Engine::poll_events`] into a queue the caller reuses: moves up to `max` events
+    /// onto the end of `out`, answering how many moved. When `out` is empty and all the
+    /// queued events are asked for, the connection's queue and `out` trade places (the
+    /// connection keeps `out`'s room), so draining everything each frame costs O(1) under
+    /// the lock and allocates nothing once the rooms have grown. Otherwise O(moved),
+    /// allocating nothing once `out` has room.
     pub fn poll_events_into(
         &self,
         connection: ConnectionId,
         max: usize,
-        out: &mut Vec<Delivery>,
+        out: &mut VecDeque<Delivery>,
     ) -> Result<usize> {
         self.lock()?.state.poll_into(connection, max, out)
     }

@@ -73,7 +73,7 @@ pub unsafe extern "C" fn presence_host_queue_poll(
         while b.deliveries.len() < max as usize {
             match q.events.try_recv() {
                 Ok(event) => {
-                    b.deliveries.push(Delivery { event, connection: ConnectionId(0), view: View::Own })
+                    b.deliveries.push_back(Delivery { event, connection: ConnectionId(0), view: View::Own })
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
                 Err(crossbeam_channel::TryRecvError::Disconnected) if b.deliveries.is_empty() => {

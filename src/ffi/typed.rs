@@ -8,6 +8,7 @@ use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
 use crate::error::Error;
 use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::user::View;
+use std::collections::VecDeque;
 use std::os::raw::c_char;
 use std::ptr;
 
@@ -108,40 +109,65 @@ pub struct PresenceEventInfo {
 /// every info once more.
 #[inline(always)]
 pub(super) fn describe(event: &Event, recipient: PresenceConnectionId, view: View) -> PresenceEventInfo {
-    let user = event.user();
-    let (watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
-        EventKind::WatchingStart { watcher_count, .. } | EventKind::WatchingStop { watcher_count, .. } => {
-            (i64::from(*watcher_count), 0, 0, 0)
+    // One look at the kind and one at the user: each field asking the event again cost
+    // as much as writing the whole info.
+    let (user, channel, watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
+        EventKind::PresenceChanged { user } | EventKind::UserUpdated { user } => {
+            (Some(&**user), None, -1, 0, 0, 0)
         }
-        EventKind::ConnectionClosed { connection, reason, .. } => (-1, *reason as u32, connection.0, 0),
-        EventKind::EngineOverflow { dropped } => (-1, 0, 0, *dropped),
-        EventKind::PresenceChanged { .. }
-        | EventKind::UserUpdated { .. }
-        | EventKind::MemberAdded { .. }
-        | EventKind::MemberRemoved { .. }
-        | EventKind::ClusterStatus { .. } => (-1, 0, 0, 0),
+        EventKind::WatchingStart { channel, user, watcher_count }
+        | EventKind::WatchingStop { channel, user, watcher_count } => {
+            (Some(&**user), Some(channel), i64::from(*watcher_count), 0, 0, 0)
+        }
+        EventKind::MemberAdded { channel, user } | EventKind::MemberRemoved { channel, user } => {
+            (Some(&**user), Some(channel), -1, 0, 0, 0)
+        }
+        EventKind::ConnectionClosed { connection, user, reason } => {
+            (Some(&**user), None, -1, *reason as u32, connection.0, 0)
+        }
+        EventKind::EngineOverflow { dropped } => (None, None, -1, 0, 0, *dropped),
+        EventKind::ClusterStatus { .. } => (None, None, -1, 0, 0, 0),
     };
-    PresenceEventInfo {
+    let mut info = PresenceEventInfo {
         kind: event.kind.type_number(),
         seq: event.seq,
         connection_id: recipient,
-        user_id: user_id_in(event),
-        cid: cid_in(event),
-        online: online_in(event, view),
-        invisible: invisible_in(event, view),
-        status: user.and_then(|u| u.status.as_ref()).map_or(ptr::null(), |s| s.as_c_ptr()),
-        last_active_ms: user.and_then(|u| u.last_active).unwrap_or(i64::MIN),
+        user_id: ptr::null(),
+        cid: ptr::null(),
+        online: false,
+        invisible: false,
+        status: ptr::null(),
+        last_active_ms: i64::MIN,
         watcher_count,
         close_reason,
         created_at_ms: event.created_at,
         closed_connection_id,
         type_name: event.kind.type_name_nul().as_ptr().cast(),
         dropped,
-        user_id_len: user.map_or(0, |u| u.id.len() as u32),
-        cid_len: event.channel().map_or(0, |c| c.cid.len() as u32),
-        status_len: user.and_then(|u| u.status.as_deref()).map_or(0, |s| s.len() as u32),
-        user_key: user.map_or(0, |u| u.key),
+        user_id_len: 0,
+        cid_len: 0,
+        status_len: 0,
+        user_key: 0,
+    };
+    if let Some(channel) = channel {
+        info.cid = channel.cid.as_c_ptr();
+        info.cid_len = channel.cid.len() as u32;
     }
+    if let Some(user) = user {
+        info.user_id = user.id.as_c_ptr();
+        info.user_id_len = user.id.len() as u32;
+        info.user_key = user.key;
+        info.online = user.online(view);
+        info.invisible = view == View::Own && user.invisible;
+        if let Some(status) = &user.status {
+            info.status = status.as_c_ptr();
+            info.status_len = status.len() as u32;
+        }
+        if let Some(at) = user.last_active {
+            info.last_active_ms = at;
+        }
+    }
+    info
 }
 
 impl PresenceEventInfo {
@@ -184,11 +210,12 @@ fn invisible_in(event: &Event, view: View) -> bool {
 /// several engines' connections, and may outlive them). One thread at a time: a batch
 /// must not be used by two threads concurrently.
 pub struct PresenceEventBatch {
-    pub(super) deliveries: Vec<Delivery>,
+    /// A queue, not a vector: draining a whole connection queue trades it for this one.
+    pub(super) deliveries: VecDeque<Delivery>,
     /// The deliveries' infos, whose strings are the events' own (held in `deliveries`).
     infos: Vec<PresenceEventInfo>,
-    /// Per position: that event's JSON with a NUL once asked for, empty before. Kept
-    /// across refills so their room is reused.
+    /// Per position: that event's JSON with a NUL once asked for, empty before (positions
+    /// past the end: none asked yet). Kept across refills so their room is reused.
     json: Vec<Vec<u8>>,
     /// Filled from a host queue: the events are host views, rendered without
     /// `connection_id` (their `connection` is 0).
@@ -204,11 +231,14 @@ pub(super) fn batch<'a>(b: *mut PresenceEventBatch) -> Result<&'a mut PresenceEv
 impl PresenceEventBatch {
     pub(super) fn clear(&mut self) {
         self.host = false;
-        self.deliveries.clear();
-        self.infos.clear();
-        for text in &mut self.json {
+        // Only the events held can have had their JSON asked for (a batch that once held
+        // a thousand then holds two clears two).
+        let held = self.deliveries.len().min(self.json.len());
+        for text in &mut self.json[..held] {
             text.clear();
         }
+        self.deliveries.clear();
+        self.infos.clear();
     }
 
     /// Describes every delivery it holds, each info written in its place. Allocates only
@@ -216,15 +246,21 @@ impl PresenceEventBatch {
     pub(super) fn describe_all(&mut self) {
         let n = self.deliveries.len();
         self.infos.clear();
+        if n == 0 {
+            return;
+        }
         self.infos.reserve(n);
-        for (info, d) in self.infos.spare_capacity_mut().iter_mut().zip(&self.deliveries) {
-            info.write(describe(&d.event, d.connection.0, d.view));
+        // The queue's two parts one after the other: its own iterator asks at every step
+        // which part it is in.
+        let (front, back) = self.deliveries.as_slices();
+        let (front_infos, back_infos) = self.infos.spare_capacity_mut()[..n].split_at_mut(front.len());
+        for (infos, deliveries) in [(front_infos, front), (back_infos, back)] {
+            for (info, d) in infos.iter_mut().zip(deliveries) {
+                info.write(describe(&d.event, d.connection.0, d.view));
+            }
         }
         // SAFETY: the loop wrote the first `n` infos (`infos` is empty and has room for `n`).
         unsafe { self.infos.set_len(n) };
-        if self.json.len() < self.deliveries.len() {
-            self.json.resize_with(self.deliveries.len(), Vec::new);
-        }
     }
 }
 
@@ -235,8 +271,12 @@ impl PresenceEventBatch {
 pub unsafe extern "C" fn presence_batch_new(out: *mut *mut PresenceEventBatch) -> PresenceResult {
     call("presence_batch_new", || {
         let out = non_null(out, "out")?;
-        let b =
-            PresenceEventBatch { deliveries: Vec::new(), infos: Vec::new(), json: Vec::new(), host: false };
+        let b = PresenceEventBatch {
+            deliveries: VecDeque::new(),
+            infos: Vec::new(),
+            json: Vec::new(),
+            host: false,
+        };
         unsafe { out.write(Box::into_raw(Box::new(b))) };
         Ok(())
     })
@@ -251,9 +291,12 @@ pub unsafe extern "C" fn presence_batch_free(batch: *mut PresenceEventBatch) {
 }
 
 /// Clears `batch` (invalidating every pointer it handed out), then moves up to `max`
-/// queued events of connection `conn` into it, oldest first, in `seq` order. Reusing one
-/// batch allocates nothing once it has held as many events as the new ones; no JSON is
-/// rendered. Cost: O(events moved), one short hold of the engine's lock.
+/// queued events of connection `conn` into it, oldest first, in `seq` order. No JSON is
+/// rendered. When `max` takes every queued event, the connection's queue and the batch's
+/// trade places: O(1) under the engine's lock, and no allocation. Otherwise the events
+/// move one by one, and the batch's room grows when it is smaller than what moves. So
+/// reusing batches allocates nothing in steady state. Cost: O(events moved), with one
+/// short hold of the engine's lock.
 ///
 /// `engine` and `batch` are required. Errors: NULL, NOT_FOUND (unknown or closed
 /// connection; 0, the host, has no queue); on error the batch is left empty. Any thread,
@@ -332,6 +375,9 @@ pub unsafe extern "C" fn presence_batch_event_json(
                 b.deliveries.len()
             )));
         };
+        if b.json.len() <= index as usize {
+            b.json.resize_with(b.deliveries.len(), Vec::new);
+        }
         let text = &mut b.json[index as usize];
         if text.is_empty() {
             if b.host {
