@@ -83,19 +83,19 @@ pub enum EventKind {
     /// A user's public `online` flipped, or their status changed.
     PresenceChanged {
         /// The user after the change.
-        user: Arc<UserSnapshot>,
+        user: UserSnapshot,
     },
     /// A user's custom fields changed.
     UserUpdated {
         /// The user after the change.
-        user: Arc<UserSnapshot>,
+        user: UserSnapshot,
     },
     /// A visible user's first connection started watching a channel.
     WatchingStart {
         /// The channel watched.
         channel: ChannelRef,
         /// The user who started watching.
-        user: Arc<UserSnapshot>,
+        user: UserSnapshot,
         /// The channel's `watcher_count` after the change.
         watcher_count: u32,
     },
@@ -104,7 +104,7 @@ pub enum EventKind {
         /// The channel no longer watched.
         channel: ChannelRef,
         /// The user who stopped watching.
-        user: Arc<UserSnapshot>,
+        user: UserSnapshot,
         /// The channel's `watcher_count` after the change.
         watcher_count: u32,
     },
@@ -113,14 +113,14 @@ pub enum EventKind {
         /// The channel.
         channel: ChannelRef,
         /// The new member.
-        user: Arc<UserSnapshot>,
+        user: UserSnapshot,
     },
     /// A user stopped being a member of a channel.
     MemberRemoved {
         /// The channel.
         channel: ChannelRef,
         /// The former member.
-        user: Arc<UserSnapshot>,
+        user: UserSnapshot,
     },
     /// A connection ended; `user` is the owner as it was right after. With reason
     /// `node_lost` the connection was another node's (its id is that node's).
@@ -128,7 +128,7 @@ pub enum EventKind {
         /// The connection that ended.
         connection: ConnectionId,
         /// Its user.
-        user: Arc<UserSnapshot>,
+        user: UserSnapshot,
         /// Why it ended.
         reason: CloseReason,
     },

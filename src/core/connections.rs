@@ -1,7 +1,7 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
 use super::replication::patch_fields;
-use super::{place, ConnectionRecord, OptMillis, Recipients, Slot, State, Timer};
+use super::{place, ConnectionRecord, OptMillis, Slot, State, Timer};
 use crate::config::deadline_after;
 use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
@@ -113,15 +113,12 @@ impl State {
             }
         }
         self.replicate(now, u, Some(ConnectionChange::Closed(conn.id)), Vec::new);
-        let taken = self.user_changed(now, u, before, false);
-        // The user is as `user_changed` left it: its snapshot, if it took one, serves.
-        let user = taken.unwrap_or_else(|| self.users[u as usize].snapshot());
-        self.emit(
-            now,
-            EventKind::ConnectionClosed { connection: conn.id, user, reason },
-            u,
-            Recipients::Nobody,
-        );
+        self.user_changed(now, u, before, false);
+        self.emit_to_host_with(now, |s| EventKind::ConnectionClosed {
+            connection: conn.id,
+            user: s.users[u as usize].snapshot(),
+            reason,
+        });
     }
 
     /// Sends the connection's deliveries to `sink` from now on, starting with those

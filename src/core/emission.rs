@@ -61,8 +61,15 @@ impl State {
     /// Assigns the next `seq` to an event for host listeners only; it is built only when
     /// there are host listeners to take it. Cost: O(1).
     pub(super) fn emit_to_host(&mut self, now: Millis, kind: EventKind) {
+        self.emit_to_host_with(now, |_| kind);
+    }
+
+    /// [`State::emit_to_host`] for an event whose making costs (a user snapshot): `kind`
+    /// is called only when host listeners take the event.
+    pub(super) fn emit_to_host_with(&mut self, now: Millis, kind: impl FnOnce(&State) -> EventKind) {
         self.seq += 1;
         if self.record_events {
+            let kind = kind(self);
             self.push_host_event(Arc::new(Event::new(self.seq, now, kind)));
         }
     }

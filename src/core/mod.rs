@@ -178,10 +178,7 @@ impl UserRecord {
     fn public_online(&self) -> bool {
         self.connected() && !self.invisible
     }
-    fn snapshot(&self) -> Arc<UserSnapshot> {
-        Arc::new(self.fields())
-    }
-    fn fields(&self) -> UserSnapshot {
+    fn snapshot(&self) -> UserSnapshot {
         UserSnapshot {
             id: self.id.clone(),
             key: self.key,

@@ -92,7 +92,7 @@ impl State {
     /// Users and channels to save. Cost: O(users + channels) reference-count increments
     /// and a copy of each channel's member positions; nothing is sorted or rendered here.
     pub fn save(&self) -> Saved {
-        let users = self.users.iter().map(|u| u.fields()).collect();
+        let users = self.users.iter().map(|u| u.snapshot()).collect();
         let channels = self
             .channels
             .iter()

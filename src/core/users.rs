@@ -7,7 +7,7 @@ use crate::event::{ConnectionId, EventKind};
 use crate::replication::Field;
 use crate::shared_str::SharedStr;
 use crate::time::Millis;
-use crate::user::{merge_custom, validate_status, CustomFields, UserPatch, UserSnapshot};
+use crate::user::{merge_custom, validate_status, CustomFields, UserPatch};
 use std::sync::Arc;
 
 impl State {
@@ -30,16 +30,13 @@ impl State {
     ///   or last one closed);
     /// - `user.updated` when custom fields changed;
     /// - when visibility flipped, watching events in every channel the user watches.
-    ///
-    /// Answers the user's snapshot as it is now, if one was taken, so that a caller
-    /// emitting another event about the unchanged user can share it.
     pub(super) fn user_changed(
         &mut self,
         now: Millis,
         u: UserIdx,
         before: PresenceBefore,
         custom_changed: bool,
-    ) -> Option<Arc<UserSnapshot>> {
+    ) {
         let user = &mut self.users[u as usize];
         let visibility_flipped = user.invisible != before.invisible;
         // Flipping visibility while connected stamps the last visible moment (going
@@ -50,16 +47,15 @@ impl State {
         }
         let public_changed = user.public_online() != before.online || user.status != before.status;
         let own_changed = public_changed || visibility_flipped || user.connected() != before.connected;
-        let mut taken = None;
         if own_changed {
             let recipients =
                 if public_changed { Recipients::SubscribersOf(u) } else { Recipients::OwnSubscribersOf(u) };
-            let snap = taken.insert(user.snapshot()).clone();
-            self.emit(now, EventKind::PresenceChanged { user: snap }, u, recipients);
+            let user = user.snapshot();
+            self.emit(now, EventKind::PresenceChanged { user }, u, recipients);
         }
         if custom_changed {
-            let snap = taken.get_or_insert_with(|| self.users[u as usize].snapshot()).clone();
-            self.emit(now, EventKind::UserUpdated { user: snap }, u, Recipients::SubscribersOf(u));
+            let user = self.users[u as usize].snapshot();
+            self.emit(now, EventKind::UserUpdated { user }, u, Recipients::SubscribersOf(u));
         }
         if visibility_flipped {
             if !self.users[u as usize].invisible {
@@ -67,7 +63,6 @@ impl State {
             }
             self.visibility_changed_in_channels(now, u);
         }
-        taken
     }
 
     /// Applies the fields of `patch` to user `u`; answers whether custom fields changed.
@@ -211,6 +206,6 @@ impl State {
     }
 
     pub(super) fn viewed(&self, viewer: Viewer, u: UserIdx) -> ViewedUser {
-        ViewedUser { user: self.users[u as usize].snapshot(), view: viewer.view_of(u) }
+        ViewedUser { user: Arc::new(self.users[u as usize].snapshot()), view: viewer.view_of(u) }
     }
 }

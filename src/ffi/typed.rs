@@ -113,17 +113,17 @@ pub(super) fn describe(event: &Event, recipient: PresenceConnectionId, view: Vie
     // as much as writing the whole info.
     let (user, channel, watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
         EventKind::PresenceChanged { user } | EventKind::UserUpdated { user } => {
-            (Some(&**user), None, -1, 0, 0, 0)
+            (Some(user), None, -1, 0, 0, 0)
         }
         EventKind::WatchingStart { channel, user, watcher_count }
         | EventKind::WatchingStop { channel, user, watcher_count } => {
-            (Some(&**user), Some(channel), i64::from(*watcher_count), 0, 0, 0)
+            (Some(user), Some(channel), i64::from(*watcher_count), 0, 0, 0)
         }
         EventKind::MemberAdded { channel, user } | EventKind::MemberRemoved { channel, user } => {
-            (Some(&**user), Some(channel), -1, 0, 0, 0)
+            (Some(user), Some(channel), -1, 0, 0, 0)
         }
         EventKind::ConnectionClosed { connection, user, reason } => {
-            (Some(&**user), None, -1, *reason as u32, connection.0, 0)
+            (Some(user), None, -1, *reason as u32, connection.0, 0)
         }
         EventKind::EngineOverflow { dropped } => (None, None, -1, 0, 0, *dropped),
         EventKind::ClusterStatus { .. } => (None, None, -1, 0, 0, 0),
