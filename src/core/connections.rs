@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 use hashbrown::HashMap;
 use std::cmp::Reverse;
 use std::collections::VecDeque;
+use thin_vec::ThinVec;
 
 impl State {
     /// Upserts the user in `patch` and opens a connection for them. The first connection of
@@ -35,7 +36,7 @@ impl State {
             id,
             user: u,
             last_seen: now,
-            watching: Vec::new(),
+            watching: ThinVec::new(),
             subscriptions: HashMap::new(),
             queue: VecDeque::new(),
             sink: None,

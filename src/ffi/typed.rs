@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::user::View;
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::os::raw::c_char;
 use std::ptr;
 
@@ -105,69 +106,97 @@ pub struct PresenceEventInfo {
 
 /// The info of `event` for `recipient` (0: the host) in `view`. Its strings are the
 /// event's own (shared strings keep a NUL after their bytes), valid while the event lives.
-/// Always inlined: a batch writes each info in place, and a call returning it copied
-/// every info once more.
 #[inline(always)]
 pub(super) fn describe(event: &Event, recipient: PresenceConnectionId, view: View) -> PresenceEventInfo {
-    // One look at the kind and one at the user: each field asking the event again cost
-    // as much as writing the whole info.
-    let (user, channel, watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
+    let mut info = MaybeUninit::uninit();
+    describe_into(&mut info, event, recipient, view);
+    // SAFETY: `describe_into` wrote every field.
+    unsafe { info.assume_init() }
+}
+
+/// Writes the info `describe` answers into `out`, field by field as each is known, with
+/// one look at the kind and one at the user. (Built whole and then stored, the info's
+/// nineteen fields were live at once: spilled to the stack and copied again. Always
+/// inlined: a batch writes each info in its place.)
+#[inline(always)]
+pub(super) fn describe_into(
+    out: &mut MaybeUninit<PresenceEventInfo>,
+    event: &Event,
+    recipient: PresenceConnectionId,
+    view: View,
+) {
+    let p = out.as_mut_ptr();
+    macro_rules! set {
+        ($($field:ident: $value:expr),* $(,)?) => {{
+            // SAFETY: `p` points at writable room for an info; each field is written once
+            // before anything reads the info.
+            $(unsafe { ptr::addr_of_mut!((*p).$field).write($value) };)*
+        }};
+    }
+    set!(
+        kind: event.kind.type_number(),
+        type_name: event.kind.type_name_nul().as_ptr().cast(),
+        seq: event.seq,
+        created_at_ms: event.created_at,
+        connection_id: recipient,
+    );
+    let (user, channel) = match &event.kind {
         EventKind::PresenceChanged { user } | EventKind::UserUpdated { user } => {
-            (Some(user), None, -1, 0, 0, 0)
+            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: 0);
+            (Some(user), None)
         }
         EventKind::WatchingStart { channel, user, watcher_count }
         | EventKind::WatchingStop { channel, user, watcher_count } => {
-            (Some(user), Some(channel), i64::from(*watcher_count), 0, 0, 0)
+            set!(watcher_count: i64::from(*watcher_count), close_reason: 0, closed_connection_id: 0, dropped: 0);
+            (Some(user), Some(channel))
         }
         EventKind::MemberAdded { channel, user } | EventKind::MemberRemoved { channel, user } => {
-            (Some(user), Some(channel), -1, 0, 0, 0)
+            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: 0);
+            (Some(user), Some(channel))
         }
         EventKind::ConnectionClosed { connection, user, reason } => {
-            (Some(user), None, -1, *reason as u32, connection.0, 0)
+            set!(watcher_count: -1, close_reason: *reason as u32, closed_connection_id: connection.0, dropped: 0);
+            (Some(user), None)
         }
-        EventKind::EngineOverflow { dropped } => (None, None, -1, 0, 0, *dropped),
-        EventKind::ClusterStatus { .. } => (None, None, -1, 0, 0, 0),
+        EventKind::EngineOverflow { dropped } => {
+            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: *dropped);
+            (None, None)
+        }
+        EventKind::ClusterStatus { .. } => {
+            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: 0);
+            (None, None)
+        }
     };
-    let mut info = PresenceEventInfo {
-        kind: event.kind.type_number(),
-        seq: event.seq,
-        connection_id: recipient,
-        user_id: ptr::null(),
-        cid: ptr::null(),
-        online: false,
-        invisible: false,
-        status: ptr::null(),
-        last_active_ms: i64::MIN,
-        watcher_count,
-        close_reason,
-        created_at_ms: event.created_at,
-        closed_connection_id,
-        type_name: event.kind.type_name_nul().as_ptr().cast(),
-        dropped,
-        user_id_len: 0,
-        cid_len: 0,
-        status_len: 0,
-        user_key: 0,
-    };
-    if let Some(channel) = channel {
-        info.cid = channel.cid.as_c_ptr();
-        info.cid_len = channel.cid.len() as u32;
+    match channel {
+        Some(c) => set!(cid: c.cid.as_c_ptr(), cid_len: c.cid.len() as u32),
+        None => set!(cid: ptr::null(), cid_len: 0),
     }
-    if let Some(user) = user {
-        info.user_id = user.id.as_c_ptr();
-        info.user_id_len = user.id.len() as u32;
-        info.user_key = user.key;
-        info.online = user.online(view);
-        info.invisible = view == View::Own && user.invisible;
-        if let Some(status) = &user.status {
-            info.status = status.as_c_ptr();
-            info.status_len = status.len() as u32;
+    match user {
+        Some(u) => {
+            set!(
+                user_id: u.id.as_c_ptr(),
+                user_id_len: u.id.len() as u32,
+                user_key: u.key,
+                online: u.online(view),
+                invisible: view == View::Own && u.invisible,
+                last_active_ms: u.last_active.unwrap_or(i64::MIN),
+            );
+            match &u.status {
+                Some(status) => set!(status: status.as_c_ptr(), status_len: status.len() as u32),
+                None => set!(status: ptr::null(), status_len: 0),
+            }
         }
-        if let Some(at) = user.last_active {
-            info.last_active_ms = at;
-        }
+        None => set!(
+            user_id: ptr::null(),
+            user_id_len: 0,
+            user_key: 0,
+            online: false,
+            invisible: false,
+            last_active_ms: i64::MIN,
+            status: ptr::null(),
+            status_len: 0,
+        ),
     }
-    info
 }
 
 impl PresenceEventInfo {
@@ -256,7 +285,7 @@ impl PresenceEventBatch {
         let (front_infos, back_infos) = self.infos.spare_capacity_mut()[..n].split_at_mut(front.len());
         for (infos, deliveries) in [(front_infos, front), (back_infos, back)] {
             for (info, d) in infos.iter_mut().zip(deliveries) {
-                info.write(describe(&d.event, d.connection.0, d.view));
+                describe_into(info, &d.event, d.connection.0, d.view);
             }
         }
         // SAFETY: the loop wrote the first `n` infos (`infos` is empty and has room for `n`).
