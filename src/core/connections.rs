@@ -1,7 +1,7 @@
 //! Connections: opening, closing (by the host, by timeout, as a slow consumer), heartbeats
 //! and each connection's event queue.
 use super::replication::patch_fields;
-use super::{place, ConnectionRecord, OptMillis, Slot, State, Timer};
+use super::{place, prefetch, ConnectionRecord, OptMillis, Slot, State, Timer};
 use crate::config::deadline_after;
 use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
@@ -21,6 +21,8 @@ impl State {
     pub fn connect(&mut self, now: Millis, patch: &UserPatch) -> Result<ConnectionId> {
         let existing = self.find_user(&patch.id);
         if let Some(u) = existing {
+            // Read again when the connection's presence change fans out.
+            prefetch(self.users[u as usize].subscribers.as_ptr());
             let max = self.config.max_connections_per_user as usize;
             if self.users[u as usize].connections.len() >= max {
                 return Err(Error::limit(format!(

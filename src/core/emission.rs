@@ -1,7 +1,7 @@
 //! Emission: an event gets its `seq`, goes to the host listeners' outbox and into each
 //! recipient's queue; connections whose queue overflowed are closed once the command is
 //! done.
-use super::{live, live_mut, ConnectionRecord, Outgoing, Recipients, Slot, State, UserIdx};
+use super::{live, live_mut, prefetch, ConnectionRecord, Outgoing, Recipients, Slot, State, UserIdx};
 use crate::event::{CloseReason, Delivery, Event, EventKind};
 use crate::time::Millis;
 use crate::user::View;
@@ -37,7 +37,13 @@ impl State {
         match recipients {
             Recipients::Nobody => unreachable!("emitted to host listeners above"),
             Recipients::SubscribersOf(u) => {
-                for &c in self.users[u as usize].subscribers.iter() {
+                let subscribers = &self.users[u as usize].subscribers;
+                // All the records first, so their cache misses overlap: delivering takes
+                // an atomic reference per recipient, which keeps later loads waiting.
+                for &c in subscribers.iter() {
+                    prefetch(&self.connections[c as usize]);
+                }
+                for &c in subscribers.iter() {
                     fan_out.deliver(&mut self.connections, c);
                 }
             }
