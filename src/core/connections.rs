@@ -117,7 +117,7 @@ impl State {
         }
         self.replicate(now, u, Some(ConnectionChange::Closed(conn.id)), Vec::new);
         self.user_changed(now, u, before, false);
-        self.emit_to_host_with(now, |s| EventKind::ConnectionClosed {
+        self.emit_to_host(now, |s| EventKind::ConnectionClosed {
             connection: conn.id,
             user: s.users[u as usize].snapshot(),
             reason,

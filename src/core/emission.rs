@@ -12,9 +12,6 @@ impl State {
     /// recipient's queue. `subject` is the user the event is about (recipients among their
     /// own connections get the own view). Cost: O(recipients).
     pub(super) fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
-        if matches!(recipients, Recipients::Nobody) {
-            return self.emit_to_host(now, kind);
-        }
         self.seq += 1;
         let event = Arc::new(Event::new(self.seq, now, kind));
         if self.record_events {
@@ -35,7 +32,6 @@ impl State {
             overflowed: &mut self.overflowed,
         };
         match recipients {
-            Recipients::Nobody => unreachable!("emitted to host listeners above"),
             Recipients::SubscribersOf(u) => {
                 let subscribers = &self.users[u as usize].subscribers;
                 // All the records first, so their cache misses overlap: delivering takes
@@ -64,15 +60,9 @@ impl State {
         }
     }
 
-    /// Assigns the next `seq` to an event for host listeners only; it is built only when
-    /// there are host listeners to take it. Cost: O(1).
-    pub(super) fn emit_to_host(&mut self, now: Millis, kind: EventKind) {
-        self.emit_to_host_with(now, |_| kind);
-    }
-
-    /// [`State::emit_to_host`] for an event whose making costs (a user snapshot): `kind`
-    /// is called only when host listeners take the event.
-    pub(super) fn emit_to_host_with(&mut self, now: Millis, kind: impl FnOnce(&State) -> EventKind) {
+    /// Assigns the next `seq` to an event for host listeners only; `kind` makes it (a
+    /// user snapshot, say) only when there are host listeners to take it. Cost: O(1).
+    pub(super) fn emit_to_host(&mut self, now: Millis, kind: impl FnOnce(&State) -> EventKind) {
         self.seq += 1;
         if self.record_events {
             let kind = kind(self);

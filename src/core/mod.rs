@@ -296,9 +296,9 @@ enum Timer {
     Timeout(ConnectionId),
 }
 
-/// Who receives an event beyond the host listeners.
+/// Who receives an event beyond the host listeners (events for host listeners only go
+/// through `State::emit_to_host`).
 enum Recipients {
-    Nobody,
     SubscribersOf(UserIdx),
     /// The subscribers of a user that are that user's own connections (own views only).
     OwnSubscribersOf(UserIdx),
@@ -396,7 +396,7 @@ impl State {
     }
 
     /// Takes the events and deliveries emitted since the last call, in `seq` order.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "cluster"))]
     pub fn take_outbox(&mut self) -> Vec<Outgoing> {
         self.outbox_calls = 0;
         std::mem::take(&mut self.outbox)

@@ -1,7 +1,7 @@
 //! Replication (cluster mode), the link's side: handing the recorded deltas over, and
 //! `apply_remote` for what other nodes changed, emitting what one engine would have.
 use super::replication::flag;
-use super::{OptMillis, Recipients, State, UserRecord};
+use super::{OptMillis, State, UserRecord};
 use crate::event::{CloseReason, EventKind};
 use crate::replication::{
     ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, Remote, RemoteChange, UserDelta,
@@ -70,13 +70,11 @@ impl State {
         }
         self.user_changed(now, u, before, custom_changed && !created);
         for &connection in &change.lost {
-            let user = self.users[u as usize].snapshot();
-            self.emit(
-                now,
-                EventKind::ConnectionClosed { connection, user, reason: CloseReason::NodeLost },
-                u,
-                Recipients::Nobody,
-            );
+            self.emit_to_host(now, |s| EventKind::ConnectionClosed {
+                connection,
+                user: s.users[u as usize].snapshot(),
+                reason: CloseReason::NodeLost,
+            });
         }
         self.settle(now);
     }
@@ -153,7 +151,7 @@ impl State {
 
     /// Reports the cluster link's state to host listeners (`cluster.status`). Cost: O(1).
     pub fn cluster_status(&mut self, now: Millis, status: &'static str, node_id: Arc<str>) {
-        self.emit_to_host(now, EventKind::ClusterStatus { status, node_id });
+        self.emit_to_host(now, |_| EventKind::ClusterStatus { status, node_id });
     }
 }
 
