@@ -262,8 +262,9 @@ typedef uint64_t PresenceListenerId;
  * what you need to keep. Strings are NUL-terminated UTF-8 owned by the engine: its own
  * copies, shared by every event and recipient, so never free or write through them, and
  * compare them by content (or users by `user_key`), not by address (an address is reused
- * once the engine lets go of a string). Fields that do not apply to the event are NULL, -1, 0 or INT64_MIN as each says.
- * Fields may be added at the end in later versions; these keep their order.
+ * once the engine lets go of a string). Fields that do not apply to the event are NULL,
+ * -1, 0 or INT64_MIN as each says. Fields may be added at the end in later versions;
+ * these keep their order.
  */
 typedef struct PresenceEventInfo {
   /**

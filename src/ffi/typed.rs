@@ -49,8 +49,9 @@ pub const PRESENCE_CLOSE_NODE_LOST: u32 = 4;
 /// what you need to keep. Strings are NUL-terminated UTF-8 owned by the engine: its own
 /// copies, shared by every event and recipient, so never free or write through them, and
 /// compare them by content (or users by `user_key`), not by address (an address is reused
-/// once the engine lets go of a string). Fields that do not apply to the event are NULL, -1, 0 or INT64_MIN as each says.
-/// Fields may be added at the end in later versions; these keep their order.
+/// once the engine lets go of a string). Fields that do not apply to the event are NULL,
+/// -1, 0 or INT64_MIN as each says. Fields may be added at the end in later versions;
+/// these keep their order.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct PresenceEventInfo {
@@ -140,33 +141,29 @@ pub(super) fn describe_into(
         created_at_ms: event.created_at,
         connection_id: recipient,
     );
-    let (user, channel) = match &event.kind {
+    let (user, channel, watcher_count, close_reason, closed_connection_id, dropped) = match &event.kind {
         EventKind::PresenceChanged { user } | EventKind::UserUpdated { user } => {
-            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: 0);
-            (Some(user), None)
+            (Some(user), None, -1, 0, 0, 0)
         }
         EventKind::WatchingStart { channel, user, watcher_count }
         | EventKind::WatchingStop { channel, user, watcher_count } => {
-            set!(watcher_count: i64::from(*watcher_count), close_reason: 0, closed_connection_id: 0, dropped: 0);
-            (Some(user), Some(channel))
+            (Some(user), Some(channel), i64::from(*watcher_count), 0, 0, 0)
         }
         EventKind::MemberAdded { channel, user } | EventKind::MemberRemoved { channel, user } => {
-            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: 0);
-            (Some(user), Some(channel))
+            (Some(user), Some(channel), -1, 0, 0, 0)
         }
         EventKind::ConnectionClosed { connection, user, reason } => {
-            set!(watcher_count: -1, close_reason: *reason as u32, closed_connection_id: connection.0, dropped: 0);
-            (Some(user), None)
+            (Some(user), None, -1, *reason as u32, connection.0, 0)
         }
-        EventKind::EngineOverflow { dropped } => {
-            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: *dropped);
-            (None, None)
-        }
-        EventKind::ClusterStatus { .. } => {
-            set!(watcher_count: -1, close_reason: 0, closed_connection_id: 0, dropped: 0);
-            (None, None)
-        }
+        EventKind::EngineOverflow { dropped } => (None, None, -1, 0, 0, *dropped),
+        EventKind::ClusterStatus { .. } => (None, None, -1, 0, 0, 0),
     };
+    set!(
+        watcher_count: watcher_count,
+        close_reason: close_reason,
+        closed_connection_id: closed_connection_id,
+        dropped: dropped,
+    );
     match channel {
         Some(c) => set!(cid: c.cid.as_c_ptr(), cid_len: c.cid.len() as u32),
         None => set!(cid: ptr::null(), cid_len: 0),
