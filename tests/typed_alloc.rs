@@ -213,3 +213,36 @@ fn draining_a_host_queue_into_a_reused_batch_allocates_nothing() {
         presence_engine_free(e);
     }
 }
+
+/// Connects and disconnects each of `ids` `rounds` times through the C entry points;
+/// answers the allocations made meanwhile.
+fn connect_cycles(e: *mut PresenceEngine, ids: &[CString], rounds: usize) -> u64 {
+    allocations(|| {
+        for _ in 0..rounds {
+            churn(e, ids);
+        }
+    })
+}
+
+#[test]
+fn connecting_known_users_by_id_allocates_nothing_when_nobody_watches() {
+    let e = engine();
+    let ids = member_ids(10);
+    // Creates the users and grows the engine's tables once.
+    churn(e, &ids);
+    assert_eq!(connect_cycles(e, &ids, 100), 0, "allocations in 1000 connects and disconnects by id");
+    // A watcher makes each change an event (one allocation, shared by its recipients).
+    let watcher = watched_channel(e, 10);
+    let mut batch = ptr::null_mut();
+    ok(unsafe { presence_batch_new(&mut batch) });
+    // Twice: a full drain trades the batch's room for the queue's, so both grow once.
+    for _ in 0..2 {
+        churn(e, &ids);
+        ok(unsafe { presence_poll_batch(e, watcher, 1000, batch) });
+    }
+    assert_eq!(connect_cycles(e, &ids, 1), 2 * 10, "one allocation per event: 10 users online and offline");
+    unsafe {
+        presence_batch_free(batch);
+        presence_engine_free(e);
+    }
+}

@@ -11,14 +11,20 @@ impl State {
     /// Assigns the next `seq` and hands the event to the host-listener outbox and to each
     /// recipient's queue. `subject` is the user the event is about (recipients among their
     /// own connections get the own view). Cost: O(recipients).
+    /// An event that reaches nobody (no host listeners, no recipients) is counted in `seq`
+    /// but not built.
     pub(super) fn emit(&mut self, now: Millis, kind: EventKind, subject: UserIdx, recipients: Recipients) {
         self.seq += 1;
+        let capacity = self.config.connection_queue_capacity as usize;
+        let to_connections = (capacity > 0 || self.record_deliveries) && !self.nobody_in(&recipients);
+        if !to_connections && !self.record_events {
+            return;
+        }
         let event = Arc::new(Event::new(self.seq, now, kind));
         if self.record_events {
             self.push_host_event(event.clone());
         }
-        let capacity = self.config.connection_queue_capacity as usize;
-        if capacity == 0 && !self.record_deliveries {
+        if !to_connections {
             return;
         }
         let mut fan_out = FanOut {
@@ -56,6 +62,18 @@ impl State {
                         fan_out.deliver(&mut self.connections, c);
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether `recipients` names no connection at all. O(1).
+    fn nobody_in(&self, recipients: &Recipients) -> bool {
+        match *recipients {
+            Recipients::SubscribersOf(u) | Recipients::OwnSubscribersOf(u) => {
+                self.users[u as usize].subscribers.is_empty()
+            }
+            Recipients::WatchersOf(ch) => {
+                self.channels[ch as usize].as_ref().map_or(true, |c| c.watchers.is_empty())
             }
         }
     }
