@@ -11,7 +11,7 @@ fn main() -> presence::Result<()> {
         }
     })?;
     engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
-    let bob = engine.connect_json(r#"{"id":"bob"}"#)?;
+    let bob = engine.connect_user("bob")?;
     // bob follows the presence of every member of the team.
     engine.start_watching(bob, "team:red", true)?;
     let alice = engine.connect_json(r#"{"id":"alice","status":"in lobby"}"#)?;

@@ -906,7 +906,8 @@ enum PresenceResult presence_event_info_json(const struct PresenceEventInfo *eve
 /**
  * Opens a connection for user `user_id`, creating the user with only its id if unknown
  * (an existing user keeps its status, invisibility and custom fields): as
- * `presence_connect` with `{"id": user_id}`, without JSON. Cost: O(subscribers of the user).
+ * `presence_connect` with `{"id": user_id}`, without JSON. Cost:
+ * O(len of the id + subscribers of the user).
  *
  * `user_id` is required, borrowed for the call; `out` is required and receives the new
  * connection id. Errors: NULL, UTF8, INVALID (an id that is empty, longer than 255 bytes,

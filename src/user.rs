@@ -97,6 +97,34 @@ pub(crate) fn validate_status(status: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a user upsert changes, apart from naming the user: the core applies it to the user
+/// an id names, so that connecting by id alone or switching visibility needs no owned
+/// patch (and no allocation). The default changes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct UserChanges<'a> {
+    /// `Some(None)` clears the status.
+    pub status: Option<Option<&'a str>>,
+    /// `Some` sets the sticky invisible flag; `None` keeps it.
+    pub invisible: Option<bool>,
+    /// `None` removes the field.
+    pub custom: &'a [(String, Option<Value>)],
+}
+
+impl UserChanges<'_> {
+    /// The status length and the custom field names. Cost: O(len of status + fields).
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Some(Some(status)) = self.status {
+            validate_status(status)?;
+        }
+        if let Some((key, _)) = self.custom.iter().find(|(k, _)| RESERVED_FIELDS.contains(&k.as_str())) {
+            return Err(Error::invalid(format!(
+                "user: '{key}' is not a custom field name (it is the engine's)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A validated user upsert: the fields present in the input, nothing else.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserPatch {
@@ -127,15 +155,16 @@ impl UserPatch {
     /// size is checked when merged). Cost: O(len of id and status).
     pub fn validate(&self) -> Result<()> {
         validate_user_id(&self.id)?;
-        if let Some(Some(status)) = &self.status {
-            validate_status(status)?;
+        self.changes().validate()
+    }
+
+    /// The fields it changes, borrowed.
+    pub(crate) fn changes(&self) -> UserChanges<'_> {
+        UserChanges {
+            status: self.status.as_ref().map(Option::as_deref),
+            invisible: self.invisible,
+            custom: &self.custom,
         }
-        if let Some((key, _)) = self.custom.iter().find(|(k, _)| RESERVED_FIELDS.contains(&k.as_str())) {
-            return Err(Error::invalid(format!(
-                "user: '{key}' is not a custom field name (it is the engine's)"
-            )));
-        }
-        Ok(())
     }
 
     /// Validates an already parsed JSON value.

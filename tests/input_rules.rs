@@ -76,6 +76,7 @@ fn ids_with_format_characters_are_invalid_everywhere() {
         let channel = format!("red{c}");
         let attempts = [
             e.connect_json(&serde_json::json!({"id": user}).to_string()).map(|_| ()),
+            e.connect_user(&user).map(|_| ()),
             e.upsert_user_json(&serde_json::json!({"id": user}).to_string()),
             e.upsert_channel_json(&serde_json::json!({"type": "team", "id": channel}).to_string()),
             e.upsert_channel_json(

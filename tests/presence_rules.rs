@@ -541,3 +541,39 @@ fn save_then_load_gives_back_every_user_field_all_offline() {
         "a failed load leaves the engine unchanged"
     );
 }
+
+#[test]
+fn connect_user_is_connect_with_the_id_alone() {
+    let e = manual_engine(r#""max_connections_per_user":2"#);
+    let rec = Recorder::attach(&e);
+    let viewer = e.connect_user("viewer").unwrap();
+    e.upsert_user_json(r#"{"id":"alice","status":"afk","invisible":true,"level":7}"#).unwrap();
+    rec.take();
+    // A known user keeps everything the id alone does not name.
+    let c = e.connect_user("alice").unwrap();
+    assert_eq!(rec.take(), ["user.presence.changed alice online"], "her own view: online though invisible");
+    let own = e.get_user(c, "alice").unwrap().to_value();
+    assert_eq!((&own["status"], &own["invisible"], &own["level"]), (&json!("afk"), &json!(true), &json!(7)));
+    assert_eq!(public_view(&e, viewer, "alice")["online"], json!(false));
+    // An unknown user is created with its id only, as `{"id": ...}` would.
+    let bob = e.connect_user("bob").unwrap();
+    let carol = e.connect_json(r#"{"id":"carol"}"#).unwrap();
+    let mut typed = e.get_user(bob, "bob").unwrap().to_value();
+    let mut patched = e.get_user(carol, "carol").unwrap().to_value();
+    typed["id"] = json!("");
+    patched["id"] = json!("");
+    assert_eq!(typed, patched, "both created at the same moment with nothing but an id");
+    assert_eq!(typed["online"], json!(true));
+    // The same refusals, with the same messages, as the patch form.
+    let too_long = "x".repeat(256);
+    for id in ["", "has space", too_long.as_str()] {
+        let typed = e.connect_user(id).unwrap_err();
+        let patch = e.connect(&UserPatch::id(id)).unwrap_err();
+        assert_eq!((typed.kind(), typed.message()), (ErrorKind::Invalid, patch.message()), "id {id:?}");
+    }
+    e.connect_user("alice").unwrap();
+    let typed = e.connect_user("alice").unwrap_err();
+    let patch = e.connect(&UserPatch::id("alice")).unwrap_err();
+    assert_eq!((typed.kind(), typed.message()), (ErrorKind::Limit, patch.message()));
+    assert_eq!(e.counts(), Counts { users: 4, connections: 5, channels: 0 });
+}

@@ -246,3 +246,21 @@ fn connecting_known_users_by_id_allocates_nothing_when_nobody_watches() {
         presence_engine_free(e);
     }
 }
+
+#[test]
+fn rust_connect_user_allocates_nothing_for_a_known_user_nobody_watches() {
+    let engine =
+        Engine::new(presence::Config { clock: presence::Clock::Manual, ..Default::default() }).unwrap();
+    let cycle = || {
+        let c = engine.connect_user("ann").unwrap();
+        engine.disconnect(c).unwrap();
+    };
+    cycle();
+    assert_eq!(allocations(|| (0..1000).for_each(|_| cycle())), 0);
+    // The patch form allocates its id: the reason the typed form exists.
+    assert!(
+        allocations(|| {
+            engine.connect(&UserPatch::id("ann")).unwrap();
+        }) >= 1
+    );
+}

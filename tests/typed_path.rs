@@ -334,7 +334,7 @@ impl Op {
 
     fn run_rust(&self, e: &Engine) -> bool {
         match self {
-            Op::ConnectUser(u) => e.connect(&presence::UserPatch::id(u.as_str())).is_ok(),
+            Op::ConnectUser(u) => e.connect_user(u).is_ok(),
             Op::ConnectJson(j) => e.connect_json(j).is_ok(),
             Op::Disconnect(id) => e.disconnect(ConnectionId(*id)).is_ok(),
             Op::Status(u, s) => e.set_status(u, s.as_deref()).is_ok(),

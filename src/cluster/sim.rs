@@ -15,7 +15,7 @@ use crate::event::ConnectionId;
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, Remote, UserDelta};
 use crate::shared_str::SharedStr;
 use crate::time::Millis;
-use crate::user::{UserPatch, View};
+use crate::user::{UserChanges, UserPatch, View};
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -144,7 +144,7 @@ fn operate(rng: &mut Rng, node: &mut SimNode, now: Millis) {
             if rng.chance(20) {
                 patch.status = Some(Some(format!("s{}", rng.below(4))));
             }
-            if let Ok(c) = state.connect(now, &patch) {
+            if let Ok(c) = state.connect(now, &patch.id, patch.changes()) {
                 node.connections.push(c);
             }
         }
@@ -219,7 +219,7 @@ fn replay_user(single: &mut State, open: &mut Open, member: &str, delta: &UserDe
             single.upsert_user(delta.at, &patch).unwrap();
         }
         Some(ConnectionChange::Opened(c)) => {
-            let id = single.connect(delta.at, &patch).unwrap();
+            let id = single.connect(delta.at, &patch.id, patch.changes()).unwrap();
             open.insert(key(c), id);
         }
         Some(ConnectionChange::Closed(c)) => {
@@ -410,7 +410,7 @@ fn a_watch_a_deletion_ended_comes_back_when_the_store_confirms_it() {
         state
             .upsert_channel(1_000, &ChannelPatch { cid: "room:r".into(), ..ChannelPatch::default() })
             .unwrap();
-        let x = state.connect(1_000, &UserPatch::id("x")).unwrap();
+        let x = state.connect(1_000, "x", UserChanges::default()).unwrap();
         state.watch_channel(1_000, x, "room:r", true, false).unwrap();
         x
     };

@@ -7,7 +7,7 @@ use crate::error::{quote, Error, Result};
 use crate::event::{CloseReason, ConnectionId, Delivery, EventKind};
 use crate::replication::ConnectionChange;
 use crate::time::Millis;
-use crate::user::UserPatch;
+use crate::user::UserChanges;
 use crossbeam_channel::Sender;
 use hashbrown::HashMap;
 use std::cmp::Reverse;
@@ -18,8 +18,8 @@ impl State {
     /// Upserts the user in `patch` and opens a connection for them. The first connection of
     /// a visible user emits `user.presence.changed` (online); later ones emit nothing.
     /// Cost: O(size of the input + subscribers of the user + log(timers)).
-    pub fn connect(&mut self, now: Millis, patch: &UserPatch) -> Result<ConnectionId> {
-        let existing = self.find_user(&patch.id);
+    pub fn connect(&mut self, now: Millis, user_id: &str, changes: UserChanges) -> Result<ConnectionId> {
+        let existing = self.find_user(user_id);
         if let Some(u) = existing {
             // Read again when the connection's presence change fans out.
             prefetch(self.users[u as usize].subscribers.as_ptr());
@@ -27,11 +27,11 @@ impl State {
             if self.users[u as usize].connections.len() >= max {
                 return Err(Error::limit(format!(
                     "user {} already holds {max} connections (max_connections_per_user)",
-                    quote(&patch.id)
+                    quote(user_id)
                 )));
             }
         }
-        let (u, before, custom_changed) = self.patch_user(now, patch, existing)?;
+        let (u, before, custom_changed) = self.patch_user(now, user_id, changes, existing)?;
         let id = ConnectionId(self.next_connection);
         self.next_connection += 1;
         let record = ConnectionRecord {
@@ -53,7 +53,7 @@ impl State {
             user.last_active = OptMillis(now);
             self.arm_refresh(now, u);
         }
-        self.replicate(now, u, Some(ConnectionChange::Opened(id)), || patch_fields(patch));
+        self.replicate(now, u, Some(ConnectionChange::Opened(id)), || patch_fields(changes));
         self.user_changed(now, u, before, custom_changed);
         if self.config.connection_timeout_ms > 0 {
             if let Some(due) = deadline_after(now, self.config.connection_timeout_ms) {

@@ -5,19 +5,19 @@ use crate::event::ConnectionId;
 use crate::replication::{ChannelDelta, ChannelOp, ConnectionChange, Delta, Field, FieldWrite, UserDelta};
 use crate::shared_str::SharedStr;
 use crate::time::Millis;
-use crate::user::UserPatch;
+use crate::user::UserChanges;
 use serde_json::Value;
 
 /// The shared fields a patch writes, as the store keeps them.
-pub(super) fn patch_fields(patch: &UserPatch) -> Vec<FieldWrite> {
+pub(super) fn patch_fields(changes: UserChanges) -> Vec<FieldWrite> {
     let mut fields = Vec::new();
-    if let Some(status) = &patch.status {
-        fields.push((Field::Status, status.clone()));
+    if let Some(status) = changes.status {
+        fields.push((Field::Status, status.map(str::to_string)));
     }
-    if let Some(invisible) = patch.invisible {
+    if let Some(invisible) = changes.invisible {
         fields.push((Field::Invisible, Some(flag(invisible))));
     }
-    for (name, value) in &patch.custom {
+    for (name, value) in changes.custom {
         fields.push((Field::Custom(name.clone()), value.as_ref().map(Value::to_string)));
     }
     fields

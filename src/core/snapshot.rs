@@ -54,7 +54,7 @@ impl Restore {
         }
         let custom = merge_custom("user", None, &patch.custom)?;
         let (u, _) = state.get_or_create_user(&patch.id, created_at);
-        state.apply_patch(created_at, u, &patch, custom);
+        state.apply_patch(created_at, u, patch.changes(), custom);
         let record = &mut state.users[u as usize];
         record.last_active = OptMillis::from(last_active);
         record.updated_at = updated_at;

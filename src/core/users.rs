@@ -7,7 +7,7 @@ use crate::event::{ConnectionId, EventKind};
 use crate::replication::Field;
 use crate::shared_str::SharedStr;
 use crate::time::Millis;
-use crate::user::{merge_custom, validate_status, CustomFields, UserPatch};
+use crate::user::{merge_custom, validate_status, validate_user_id, CustomFields, UserChanges, UserPatch};
 use std::sync::Arc;
 
 impl State {
@@ -65,19 +65,19 @@ impl State {
         }
     }
 
-    /// Applies the fields of `patch` to user `u`; answers whether custom fields changed.
-    /// `custom` is the merged custom map computed (and size-checked) beforehand.
+    /// Applies `changes` to user `u`; answers whether custom fields changed. `custom` is
+    /// the merged custom map computed (and size-checked) beforehand.
     pub(super) fn apply_patch(
         &mut self,
         now: Millis,
         u: UserIdx,
-        patch: &UserPatch,
+        changes: UserChanges,
         custom: Option<Arc<CustomFields>>,
     ) -> bool {
         let user = &mut self.users[u as usize];
         let mut changed = false;
-        if let Some(status) = &patch.status {
-            let status: Option<SharedStr> = status.as_deref().map(SharedStr::new);
+        if let Some(status) = changes.status {
+            let status: Option<SharedStr> = status.map(SharedStr::new);
             if user.status != status {
                 user.status = status;
                 changed = true;
@@ -85,7 +85,7 @@ impl State {
         }
         // Visibility never touches updated_at: others would see it move while the user
         // appears offline.
-        if let Some(invisible) = patch.invisible {
+        if let Some(invisible) = changes.invisible {
             user.invisible = invisible;
             // The offline grace keeps online only a user others saw online: hiding ends it,
             // so turning visible again later shows nothing of the hidden time.
@@ -108,44 +108,48 @@ impl State {
     /// answering the merged custom fields.
     fn prepare_patch(
         &self,
-        patch: &UserPatch,
+        id: &str,
+        changes: UserChanges,
         existing: Option<UserIdx>,
     ) -> Result<Option<Arc<CustomFields>>> {
-        patch.validate()?;
+        validate_user_id(id)?;
+        changes.validate()?;
         let current = existing.and_then(|u| self.users[u as usize].custom.as_ref());
-        merge_custom("user", current, &patch.custom)
+        merge_custom("user", current, changes.custom)
     }
 
     /// Takes the "before" picture for a patch; a user the patch creates counts as already
     /// having the patched status and visibility, so creation alone emits nothing.
-    fn before_patch(&self, u: UserIdx, created: bool, patch: &UserPatch) -> PresenceBefore {
+    fn before_patch(&self, u: UserIdx, created: bool, changes: UserChanges) -> PresenceBefore {
         let mut before = self.presence_before(u);
         if created {
-            if let Some(status) = &patch.status {
-                before.status = status.as_deref().map(SharedStr::new);
+            if let Some(status) = changes.status {
+                before.status = status.map(SharedStr::new);
             }
-            before.invisible = patch.invisible.unwrap_or(false);
+            before.invisible = changes.invisible.unwrap_or(false);
         }
         before
     }
 
-    /// Validates and applies `patch`, creating the user when needed (`existing` is the
-    /// user found by the patch's id, so that a caller that looked it up already does not
-    /// hash the id again). Answers the user, the "before" picture to emit against, and
-    /// whether custom fields of an existing user changed. On error nothing changes.
+    /// Validates and applies `changes` to user `id`, creating the user when needed
+    /// (`existing` is the user found by `id`, so that a caller that looked it up already
+    /// does not hash the id again). Answers the user, the "before" picture to emit
+    /// against, and whether custom fields of an existing user changed. On error nothing
+    /// changes.
     pub(super) fn patch_user(
         &mut self,
         now: Millis,
-        patch: &UserPatch,
+        id: &str,
+        changes: UserChanges,
         existing: Option<UserIdx>,
     ) -> Result<(UserIdx, PresenceBefore, bool)> {
-        let custom = self.prepare_patch(patch, existing)?;
+        let custom = self.prepare_patch(id, changes, existing)?;
         let (u, created) = match existing {
             Some(u) => (u, false),
-            None => (self.create_user(&patch.id, now), true),
+            None => (self.create_user(id, now), true),
         };
-        let before = self.before_patch(u, created, patch);
-        let custom_changed = self.apply_patch(now, u, patch, custom) && !created;
+        let before = self.before_patch(u, created, changes);
+        let custom_changed = self.apply_patch(now, u, changes, custom) && !created;
         Ok((u, before, custom_changed))
     }
 
@@ -154,8 +158,10 @@ impl State {
     /// flipped by `invisible`) and `user.updated` (custom fields).
     /// Cost: O(size of the input + subscribers of the user).
     pub fn upsert_user(&mut self, now: Millis, patch: &UserPatch) -> Result<()> {
-        let (u, before, custom_changed) = self.patch_user(now, patch, self.find_user(&patch.id))?;
-        self.replicate(now, u, None, || patch_fields(patch));
+        let changes = patch.changes();
+        let (u, before, custom_changed) =
+            self.patch_user(now, &patch.id, changes, self.find_user(&patch.id))?;
+        self.replicate(now, u, None, || patch_fields(changes));
         self.user_changed(now, u, before, custom_changed);
         self.settle(now);
         Ok(())
@@ -164,11 +170,10 @@ impl State {
     /// Sets or clears the sticky invisible flag. Cost: O(subscribers + channels watched).
     pub fn set_invisible(&mut self, now: Millis, user_id: &str, invisible: bool) -> Result<()> {
         let u = self.user_idx(user_id)?;
-        let mut patch = UserPatch::id(user_id);
-        patch.invisible = Some(invisible);
+        let changes = UserChanges { invisible: Some(invisible), ..UserChanges::default() };
         let before = self.presence_before(u);
-        self.apply_patch(now, u, &patch, None);
-        self.replicate(now, u, None, || patch_fields(&patch));
+        self.apply_patch(now, u, changes, None);
+        self.replicate(now, u, None, || patch_fields(changes));
         self.user_changed(now, u, before, false);
         self.settle(now);
         Ok(())

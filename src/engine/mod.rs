@@ -19,7 +19,7 @@ use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::persist;
 use crate::query::{Query, Target};
 use crate::time::{check_millis, system_now, Millis};
-use crate::user::UserPatch;
+use crate::user::{UserChanges, UserPatch};
 use dispatch::Dispatcher;
 use listeners::Registry;
 use parking_lot::{Mutex, MutexGuard};
@@ -358,7 +358,16 @@ impl Engine {
         if user.status.is_some() || user.invisible.is_some() || !user.custom.is_empty() {
             self.check_store_room()?;
         }
-        self.run(|s, now| s.connect(now, user))
+        self.run(|s, now| s.connect(now, &user.id, user.changes()))
+    }
+
+    /// Opens a connection for user `user_id`, creating the user with only its id if
+    /// unknown (an existing user keeps its status, invisibility and custom fields):
+    /// [`Engine::connect`] with [`UserPatch::id`], without building the patch. Errors as
+    /// `connect`'s: an invalid id, `max_connections_per_user`. Cost: O(len of the id +
+    /// subscribers of the user); allocates nothing for the id of a known user.
+    pub fn connect_user(&self, user_id: &str) -> Result<ConnectionId> {
+        self.run(|s, now| s.connect(now, user_id, UserChanges::default()))
     }
 
     /// [`Engine::connect`] from user JSON. Cost: O(len + subscribers of the user).

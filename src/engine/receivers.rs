@@ -22,15 +22,15 @@ impl Engine {
     /// delivery.
     ///
     /// ```
-    /// use presence::{Engine, UserPatch};
+    /// use presence::Engine;
     /// use std::time::Duration;
     ///
     /// let engine = Engine::from_json(None)?;
     /// engine.upsert_channel_json(r#"{"type":"team","id":"red","members":["alice","bob"]}"#)?;
-    /// let bob = engine.connect(&UserPatch::id("bob"))?;
+    /// let bob = engine.connect_user("bob")?;
     /// let inbox = engine.subscribe(bob)?;
     /// engine.start_watching(bob, "team:red", true)?;
-    /// engine.connect(&UserPatch::id("alice"))?;
+    /// engine.connect_user("alice")?;
     /// // bob's own watching.start, then alice coming online.
     /// let first = inbox.recv_timeout(Duration::from_secs(1)).expect("bob watching");
     /// assert_eq!(first.event.type_name(), "user.watching.start");

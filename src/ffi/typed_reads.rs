@@ -3,8 +3,7 @@
 use super::support::{self, call, non_null, str_arg};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
 use crate::event::ConnectionId;
-use crate::user::{UserPatch, View, MAX_USER_ID_BYTES};
-use std::cell::RefCell;
+use crate::user::View;
 use std::os::raw::c_char;
 use std::ptr;
 
@@ -12,7 +11,8 @@ use std::ptr;
 
 /// Opens a connection for user `user_id`, creating the user with only its id if unknown
 /// (an existing user keeps its status, invisibility and custom fields): as
-/// `presence_connect` with `{"id": user_id}`, without JSON. Cost: O(subscribers of the user).
+/// `presence_connect` with `{"id": user_id}`, without JSON. Cost:
+/// O(len of the id + subscribers of the user).
 ///
 /// `user_id` is required, borrowed for the call; `out` is required and receives the new
 /// connection id. Errors: NULL, UTF8, INVALID (an id that is empty, longer than 255 bytes,
@@ -28,29 +28,10 @@ pub unsafe extern "C" fn presence_connect_user(
         let e = unsafe { support::engine(engine) }?;
         let user_id = unsafe { str_arg(user_id, "user_id") }?;
         let out = non_null(out, "out")?;
-        let reused = CONNECT_PATCH.try_with(|patch| match patch.try_borrow_mut() {
-            Ok(mut patch) if user_id.len() <= MAX_USER_ID_BYTES => {
-                patch.id.clear();
-                patch.id.push_str(user_id);
-                Some(e.connect(&patch))
-            }
-            _ => None,
-        });
-        // A connect from a callback of this one, during the thread's exit, or with an id
-        // too long to keep (refused anyway): a patch of its own.
-        let id = match reused {
-            Ok(Some(connected)) => connected,
-            _ => e.connect(&UserPatch::id(user_id)),
-        }?;
+        let id = e.connect_user(user_id)?;
         unsafe { out.write(id.0) };
         Ok(())
     })
-}
-
-thread_local! {
-    /// The patch `presence_connect_user` names its user with, kept per thread so that a
-    /// connect copies the id into room it already has instead of allocating a string.
-    static CONNECT_PATCH: RefCell<UserPatch> = RefCell::new(UserPatch::default());
 }
 
 // ----- reading a user without JSON -----
