@@ -178,8 +178,8 @@ fn string_arguments_read_the_same_on_the_short_ascii_path_and_the_general_one() 
 fn connect_user_names_the_right_user_from_a_callback_and_after_a_refused_id() {
     let e = new_engine();
     let engine = unsafe { &(*e).engine };
-    // A host listener that connects "nested" from inside the connect of "outer" (the
-    // per-thread patch is in use then).
+    // A host listener that connects "nested" from inside the connect of "outer", whose
+    // call is still on the stack then.
     let nested = Arc::new(AtomicU32::new(0));
     let seen = nested.clone();
     let handle = e as usize;
