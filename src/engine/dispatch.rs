@@ -14,7 +14,7 @@
 //!   thread forever.
 //! - A panicking Rust listener is caught per call, counted, and its message kept for
 //!   [`Engine::listener_panics`]; delivery goes on with the next listener.
-use super::listeners::{Callback, Listener, ListenerId};
+use super::listeners::{Callback, DeliveryRun, Listener, ListenerId};
 use super::{Engine, Inner, Shared};
 use crate::core::Outgoing;
 use crate::error::panic_message;
@@ -73,6 +73,7 @@ struct Scratch {
 enum Call<'a> {
     Host(&'a Arc<Event>),
     Delivery(&'a Delivery),
+    Run(&'a DeliveryRun<'a>),
 }
 
 /// Marks this thread as running the callbacks of one engine while alive.
@@ -218,11 +219,29 @@ impl Shared {
         let mut ran = 0u32;
         let mut host = calls.drain(..).peekable();
         let mut frame: Option<Delivery> = None;
-        for (i, item) in items.iter().enumerate() {
-            match item {
+        // A lone run listener gets each event's deliveries in one call.
+        let lone_run = match deliveries.as_slice() {
+            [only] if matches!(only.callback, Callback::DeliveryRun(_)) => Some(only.clone()),
+            _ => None,
+        };
+        let mut i = 0;
+        while i < items.len() {
+            match &items[i] {
                 Outgoing::Event { event, .. } => {
                     while let Some((_, listener)) = host.next_if(|(at, _)| *at == i as u32) {
                         ran += u32::from(self.call(&listener, Call::Host(event)));
+                    }
+                    if let Some(listener) = &lone_run {
+                        let rest = &items[i + 1..];
+                        let run =
+                            rest.iter().take_while(|item| matches!(item, Outgoing::Delivery { .. })).count();
+                        if run > 0 && listener.wants(event) {
+                            let run = DeliveryRun::new(event, &rest[..run], &listener.removed);
+                            self.call(listener, Call::Run(&run));
+                            ran += run.handed();
+                        }
+                        i += 1 + run;
+                        continue;
                     }
                     if let Some(&Outgoing::Delivery { connection, view }) = items.get(i + 1) {
                         frame = Some(Delivery { event: event.clone(), connection, view });
@@ -230,16 +249,25 @@ impl Shared {
                 }
                 &Outgoing::Delivery { connection, view } => {
                     // Every delivery follows its event (the outbox never starts with one).
-                    let Some(d) = frame.as_mut() else { continue };
-                    d.connection = connection;
-                    d.view = view;
-                    for listener in deliveries.iter() {
-                        if listener.wants(&d.event) {
-                            ran += u32::from(self.call(listener, Call::Delivery(d)));
+                    if let Some(d) = frame.as_mut() {
+                        d.connection = connection;
+                        d.view = view;
+                        for listener in deliveries.iter() {
+                            if !listener.wants(&d.event) {
+                                continue;
+                            }
+                            if let Callback::DeliveryRun(_) = listener.callback {
+                                let run = DeliveryRun::new(&d.event, &items[i..=i], &listener.removed);
+                                self.call(listener, Call::Run(&run));
+                                ran += run.handed();
+                            } else {
+                                ran += u32::from(self.call(listener, Call::Delivery(d)));
+                            }
                         }
                     }
                 }
             }
+            i += 1;
         }
         drop(host);
         // No callback of this run is in progress any more. (Release: a remover that sees
@@ -270,6 +298,10 @@ impl Shared {
             (Callback::Host(_, f), Call::Host(e)) => f(e),
             (Callback::Delivery(f), Call::Delivery(d)) => {
                 f(d);
+                true
+            }
+            (Callback::DeliveryRun(f), Call::Run(run)) => {
+                f(run);
                 true
             }
             _ => true,

@@ -7,9 +7,11 @@
 //! O(log listeners). Each listener remembers the `seq` current when it was added and is
 //! only ever handed later events.
 use super::{Engine, Shared};
+use crate::core::Outgoing;
 use crate::error::{Error, Result};
-use crate::event::{Delivery, Event, EventKind};
-use crate::user::validate_user_id;
+use crate::event::{ConnectionId, Delivery, Event, EventKind};
+use crate::user::{validate_user_id, View};
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,10 +71,55 @@ impl ListenerFilter {
 /// Answers whether the listener stays registered.
 type EventCallback = Box<dyn Fn(&Arc<Event>) -> bool + Send + Sync>;
 type DeliveryCallback = Box<dyn Fn(&Delivery) + Send + Sync>;
+type DeliveryRunCallback = Box<dyn Fn(&DeliveryRun<'_>) + Send + Sync>;
 
 pub(super) enum Callback {
     Host(ListenerFilter, EventCallback),
     Delivery(DeliveryCallback),
+    /// A delivery listener called once per run of an event's deliveries.
+    DeliveryRun(DeliveryRunCallback),
+}
+
+/// Deliveries of one event, in the order a delivery listener is to get them: all of the
+/// event's recipients in a dispatch chunk when the listener is the only delivery listener,
+/// else one (the calls of several listeners interleave per delivery). A listener that
+/// describes an event does so once per run instead of once per delivery.
+pub(crate) struct DeliveryRun<'a> {
+    pub(crate) event: &'a Arc<Event>,
+    /// Only `Outgoing::Delivery` items.
+    items: &'a [Outgoing],
+    /// The listener's removal flag: a listener removed during the run gets no more of it.
+    removed: &'a AtomicBool,
+    /// How many deliveries `for_each` handed out.
+    handed: Cell<u32>,
+}
+
+impl<'a> DeliveryRun<'a> {
+    pub(super) fn new(event: &'a Arc<Event>, items: &'a [Outgoing], removed: &'a AtomicBool) -> Self {
+        DeliveryRun { event, items, removed, handed: Cell::new(0) }
+    }
+
+    /// How many deliveries the run holds.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Calls `f` with each recipient and its view, in order, until the listener is removed.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(ConnectionId, View)) {
+        for item in self.items {
+            if self.removed.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Outgoing::Delivery { connection, view } = *item {
+                self.handed.set(self.handed.get() + 1);
+                f(connection, view);
+            }
+        }
+    }
+
+    pub(super) fn handed(&self) -> u32 {
+        self.handed.get()
+    }
 }
 
 pub(super) struct Listener {
@@ -90,7 +137,7 @@ impl Listener {
         event.seq > self.after_seq
             && match &self.callback {
                 Callback::Host(filter, _) => filter.matches_type(event),
-                Callback::Delivery(_) => true,
+                Callback::Delivery(_) | Callback::DeliveryRun(_) => true,
             }
     }
 }
@@ -124,7 +171,7 @@ impl Registry {
             (Callback::Host(..), None) => {
                 self.any_user.insert(id, listener);
             }
-            (Callback::Delivery(_), _) => {
+            (Callback::Delivery(_) | Callback::DeliveryRun(_), _) => {
                 self.deliveries.insert(id, listener);
             }
         }
@@ -224,6 +271,15 @@ impl Engine {
     /// on. Cost: O(log listeners).
     pub fn add_delivery_listener(&self, callback: impl Fn(&Delivery) + Send + Sync + 'static) -> ListenerId {
         self.add(Callback::Delivery(Box::new(callback)))
+    }
+
+    /// A delivery listener called per [`DeliveryRun`]: the same deliveries in the same
+    /// order as [`Engine::add_delivery_listener`]'s, grouped by event.
+    pub(crate) fn add_delivery_run_listener(
+        &self,
+        callback: impl Fn(&DeliveryRun<'_>) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add(Callback::DeliveryRun(Box::new(callback)))
     }
 
     /// Removes a listener. Once this returns the listener is never called again: if its

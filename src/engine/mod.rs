@@ -8,6 +8,7 @@ mod listeners;
 mod receivers;
 
 pub use dispatch::{ListenerPanics, EXTRA_ITEMS};
+pub(crate) use listeners::DeliveryRun;
 pub use listeners::{ListenerFilter, ListenerId};
 
 use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};

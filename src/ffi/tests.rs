@@ -244,3 +244,112 @@ fn a_status_with_a_nul_inside_has_its_whole_length_in_the_info() {
         presence_engine_free(e);
     }
 }
+
+/// What a typed delivery callback saw, and how to remove itself after some calls.
+#[derive(Default)]
+struct TypedLog {
+    /// (seq, recipient, online) per call.
+    calls: std::sync::Mutex<Vec<(u64, u64, bool)>>,
+    /// Interleaving with other listeners: "typed" per call.
+    order: Option<Arc<std::sync::Mutex<Vec<(&'static str, u64)>>>>,
+    /// Removes the listener (without waiting) during call number `remove_at`.
+    remove_at: Option<usize>,
+    engine: std::cell::Cell<usize>,
+    id: std::cell::Cell<u64>,
+}
+
+unsafe extern "C-unwind" fn log_typed(user_data: *mut std::ffi::c_void, info: *const PresenceEventInfo) {
+    let log = unsafe { &*(user_data as *const TypedLog) };
+    let info = unsafe { &*info };
+    let mut calls = log.calls.lock().unwrap();
+    calls.push((info.seq, info.connection_id, info.online));
+    if let Some(order) = &log.order {
+        order.lock().unwrap().push(("typed", info.connection_id));
+    }
+    if log.remove_at == Some(calls.len()) {
+        let r =
+            unsafe { presence_remove_listener_nowait(log.engine.get() as *mut PresenceEngine, log.id.get()) };
+        assert_eq!(r, PresenceResult::PRESENCE_OK);
+    }
+}
+
+/// An engine made with `config` where `followers` connections follow "star" (online),
+/// with a typed delivery listener logging into `log`; answers the followers.
+fn star_followed_typed(config: &str, followers: usize, log: &TypedLog) -> (*mut PresenceEngine, Vec<u64>) {
+    let config = std::ffi::CString::new(config).unwrap();
+    let mut e = ptr::null_mut();
+    assert_eq!(unsafe { presence_engine_new(config.as_ptr(), &mut e) }, PresenceResult::PRESENCE_OK);
+    let engine = unsafe { &(*e).engine };
+    engine.connect_user("star").unwrap();
+    let followers = (0..followers)
+        .map(|i| {
+            let c = engine.connect_user(&format!("f{i}")).unwrap();
+            engine.query_users(c, r#"{"filter_conditions":{"id":"star"},"presence":true}"#).unwrap();
+            c.0
+        })
+        .collect();
+    engine.pump();
+    let user_data = log as *const TypedLog as *mut std::ffi::c_void;
+    let mut id = 0;
+    let r = unsafe { presence_add_typed_delivery_listener(e, Some(log_typed), user_data, None, &mut id) };
+    assert_eq!(r, PresenceResult::PRESENCE_OK);
+    log.engine.set(e as usize);
+    log.id.set(id);
+    (e, followers)
+}
+
+#[test]
+fn a_lone_typed_delivery_listener_gets_every_recipient_of_an_event_larger_than_a_chunk_in_order() {
+    for mode in ["immediate", "manual"] {
+        let config = format!(r#"{{"clock":"manual","dispatch":"{mode}"}}"#);
+        let log = TypedLog::default();
+        let (e, followers) = star_followed_typed(&config, 600, &log);
+        let engine = unsafe { &(*e).engine };
+        // The order fan-out queued them in: each follower's queue gets the change.
+        engine.set_status("star", Some("away")).unwrap();
+        let mut handed = 0;
+        loop {
+            let n = engine.pump();
+            if n == 0 {
+                break;
+            }
+            handed += n;
+        }
+        let calls = log.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 600, "{mode}");
+        if mode == "manual" {
+            assert_eq!(handed, 600, "pump counts each delivery of a run");
+        }
+        let seq = calls[0].0;
+        assert!(calls.iter().all(|&(s, _, online)| s == seq && online), "{mode}: one event, star online");
+        let recipients: Vec<u64> = calls.iter().map(|&(_, c, _)| c).collect();
+        assert_eq!(recipients, followers, "{mode}: every follower once, in subscription order");
+        unsafe { presence_engine_free(e) };
+    }
+}
+
+#[test]
+fn a_typed_delivery_listener_removed_in_the_middle_of_a_run_gets_none_of_the_rest() {
+    let log = TypedLog { remove_at: Some(3), ..TypedLog::default() };
+    let (e, followers) = star_followed_typed(r#"{"clock":"manual"}"#, 10, &log);
+    let engine = unsafe { &(*e).engine };
+    engine.set_status("star", Some("away")).unwrap();
+    engine.set_status("star", Some("back")).unwrap();
+    let recipients: Vec<u64> = log.calls.lock().unwrap().iter().map(|&(_, c, _)| c).collect();
+    assert_eq!(recipients, followers[..3], "removed by its third call");
+    unsafe { presence_engine_free(e) };
+}
+
+#[test]
+fn typed_and_rust_delivery_listeners_still_take_turns_per_delivery() {
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = TypedLog { order: Some(order.clone()), ..TypedLog::default() };
+    let (e, followers) = star_followed_typed(r#"{"clock":"manual"}"#, 3, &log);
+    let engine = unsafe { &(*e).engine };
+    let seen = order.clone();
+    engine.add_delivery_listener(move |d| seen.lock().unwrap().push(("rust", d.connection.0)));
+    engine.set_status("star", Some("away")).unwrap();
+    let expected: Vec<(&str, u64)> = followers.iter().flat_map(|&c| [("typed", c), ("rust", c)]).collect();
+    assert_eq!(*order.lock().unwrap(), expected);
+    unsafe { presence_engine_free(e) };
+}

@@ -2,9 +2,9 @@
 use super::support::{self, call, non_null, null, opt_str_arg};
 use super::typed::*;
 use super::{PresenceEngine, PresenceListenerId, PresenceResult};
-use crate::engine::ListenerFilter;
+use crate::engine::{DeliveryRun, ListenerFilter};
 use crate::error::{Error, ErrorKind};
-use crate::event::{CloseReason, ConnectionId, Delivery, Event};
+use crate::event::{CloseReason, ConnectionId, Event};
 use crate::user::View;
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -106,22 +106,29 @@ struct Described {
 }
 
 impl Described {
-    /// The frame for delivery `d`: the last one, described anew unless `d` is of the same
-    /// event, with `d`'s recipient in it.
-    fn frame(&mut self, d: &Delivery) -> &CallbackEvent {
-        if !matches!(&self.last, Some((last, _)) if Arc::ptr_eq(last, &d.event)) {
-            let info = describe(&d.event, 0, View::Own);
-            self.last = Some((d.event.clone(), CallbackEvent::new(info, &d.event, View::Own, None)));
+    /// The frame for a delivery of `event` to `recipient`: the last one, described anew
+    /// unless it was of the same event, with the recipient in it.
+    fn frame(&mut self, event: &Arc<Event>, recipient: ConnectionId, view: View) -> &CallbackEvent {
+        if !matches!(&self.last, Some((last, _)) if Arc::ptr_eq(last, event)) {
+            let info = describe(event, 0, View::Own);
+            self.last = Some((event.clone(), CallbackEvent::new(info, event, View::Own, None)));
         }
         let (_, frame) = self.last.as_mut().expect("described above");
-        frame.info.set_recipient(&d.event, d.connection.0, d.view);
-        frame.view = d.view;
-        frame.recipient = Some(d.connection);
+        frame.to_recipient(event, recipient, view);
+        frame
+    }
+}
+
+impl CallbackEvent {
+    /// Turns the frame of a delivery of `event` into that of `recipient` in `view`.
+    fn to_recipient(&mut self, event: &Event, recipient: ConnectionId, view: View) {
+        self.info.set_recipient(event, recipient.0, view);
+        self.view = view;
+        self.recipient = Some(recipient);
         // Left by a callback that unwound: it was the previous recipient's.
-        if let Some(json) = frame.json.get_mut().take() {
+        if let Some(json) = self.json.get_mut().take() {
             give_back(json);
         }
-        frame
     }
 }
 
@@ -169,17 +176,28 @@ impl TypedCallback {
         self.call(&CallbackEvent::new(info, event, view, recipient));
     }
 
-    /// Describes the delivered event, reusing the description of the previous delivery
-    /// when it was of the same event, and calls the C function with it.
-    fn invoke_delivery(&self, d: &Delivery) {
-        let shared = DESCRIBED.try_with(|described| {
-            let Ok(mut described) = described.try_borrow_mut() else { return false };
-            self.call(described.frame(d));
-            true
-        });
-        if shared != Ok(true) {
-            self.invoke(&d.event, d.view, Some(d.connection));
+    /// Calls the C function for each delivery of `run`, describing the event once: on
+    /// the stack for a run of several, else in the per-thread frame that the deliveries
+    /// of one event to several listeners share.
+    fn invoke_run(&self, run: &DeliveryRun) {
+        if run.len() > 1 {
+            let mut frame = CallbackEvent::new(describe(run.event, 0, View::Own), run.event, View::Own, None);
+            run.for_each(|recipient, view| {
+                frame.to_recipient(run.event, recipient, view);
+                self.call(&frame);
+            });
+            return;
         }
+        run.for_each(|recipient, view| {
+            let shared = DESCRIBED.try_with(|described| {
+                let Ok(mut described) = described.try_borrow_mut() else { return false };
+                self.call(described.frame(run.event, recipient, view));
+                true
+            });
+            if shared != Ok(true) {
+                self.invoke(run.event, view, Some(recipient));
+            }
+        });
     }
 
     /// Calls the C function with `call.info`, findable by `presence_event_info_json`
@@ -227,7 +245,7 @@ fn add_typed(
             Some(filter) => {
                 e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?
             }
-            None => e.add_delivery_listener(move |d: &Delivery| callback.invoke_delivery(d)),
+            None => e.add_delivery_run_listener(move |run: &DeliveryRun| callback.invoke_run(run)),
         };
         user_data.registered.store(true, Ordering::Release);
         unsafe { out.write(id.0) };
