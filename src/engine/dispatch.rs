@@ -12,13 +12,17 @@
 //!   Calls made from inside a callback never dispatch themselves (the token is taken), so
 //!   re-entry is one level deep, and a callback that emits on every call cannot hold a
 //!   thread forever.
+//! - Runs: a run listener (the typed C delivery listener, which describes each event
+//!   once for all its recipients) gets an event's consecutive deliveries in one call when
+//!   it is the only delivery listener, and one at a time otherwise, so that delivery
+//!   listeners still take turns per delivery. It checks for removal before each one.
 //! - A panicking Rust listener is caught per call, counted, and its message kept for
 //!   [`Engine::listener_panics`]; delivery goes on with the next listener.
 use super::listeners::{Callback, DeliveryRun, Listener, ListenerId};
 use super::{Engine, Inner, Shared};
 use crate::core::Outgoing;
 use crate::error::panic_message;
-use crate::event::{Delivery, Event};
+use crate::event::Delivery;
 use parking_lot::{Mutex, MutexGuard};
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -66,14 +70,6 @@ struct Scratch {
     calls: Vec<(u32, Arc<Listener>)>,
     /// The delivery listeners, taken once per chunk of items rather than per delivery.
     deliveries: Vec<Arc<Listener>>,
-}
-
-/// What a listener is called with.
-#[derive(Clone, Copy)]
-enum Call<'a> {
-    Host(&'a Arc<Event>),
-    Delivery(&'a Delivery),
-    Run(&'a DeliveryRun<'a>),
 }
 
 /// Marks this thread as running the callbacks of one engine while alive.
@@ -221,26 +217,36 @@ impl Shared {
         let mut frame: Option<Delivery> = None;
         // A lone run listener gets each event's deliveries in one call.
         let lone_run = match deliveries.as_slice() {
-            [only] if matches!(only.callback, Callback::DeliveryRun(_)) => Some(only.clone()),
+            [only] if matches!(only.callback, Callback::DeliveryRun(_)) => Some(only),
             _ => None,
         };
-        let mut i = 0;
-        while i < items.len() {
-            match &items[i] {
+        let mut walk = items.iter().enumerate();
+        while let Some((i, item)) = walk.next() {
+            match item {
                 Outgoing::Event { event, .. } => {
                     while let Some((_, listener)) = host.next_if(|(at, _)| *at == i as u32) {
-                        ran += u32::from(self.call(&listener, Call::Host(event)));
+                        ran += u32::from(self.call(&listener, |callback| match callback {
+                            Callback::Host(_, f) => f(event),
+                            _ => true,
+                        }));
                     }
                     if let Some(listener) = &lone_run {
                         let rest = &items[i + 1..];
                         let run =
                             rest.iter().take_while(|item| matches!(item, Outgoing::Delivery { .. })).count();
-                        if run > 0 && listener.wants(event) {
-                            let run = DeliveryRun::new(event, &rest[..run], &listener.removed);
-                            self.call(listener, Call::Run(&run));
-                            ran += run.handed();
+                        if run > 0 {
+                            if listener.wants(event) {
+                                let run = DeliveryRun::of_items(event, &rest[..run], &listener.removed);
+                                self.call(listener, |callback| {
+                                    if let Callback::DeliveryRun(f) = callback {
+                                        f(&run);
+                                    }
+                                    true
+                                });
+                                ran += run.handed();
+                            }
+                            walk.nth(run - 1);
                         }
-                        i += 1 + run;
                         continue;
                     }
                     if let Some(&Outgoing::Delivery { connection, view }) = items.get(i + 1) {
@@ -249,25 +255,25 @@ impl Shared {
                 }
                 &Outgoing::Delivery { connection, view } => {
                     // Every delivery follows its event (the outbox never starts with one).
-                    if let Some(d) = frame.as_mut() {
-                        d.connection = connection;
-                        d.view = view;
-                        for listener in deliveries.iter() {
-                            if !listener.wants(&d.event) {
-                                continue;
-                            }
-                            if let Callback::DeliveryRun(_) = listener.callback {
-                                let run = DeliveryRun::new(&d.event, &items[i..=i], &listener.removed);
-                                self.call(listener, Call::Run(&run));
-                                ran += run.handed();
-                            } else {
-                                ran += u32::from(self.call(listener, Call::Delivery(d)));
-                            }
+                    let Some(d) = frame.as_mut() else { continue };
+                    d.connection = connection;
+                    d.view = view;
+                    for listener in deliveries.iter() {
+                        if listener.wants(&d.event) {
+                            ran += u32::from(self.call(listener, |callback| {
+                                match callback {
+                                    Callback::Delivery(f) => f(d),
+                                    // Among other delivery listeners: a run of one, so
+                                    // the listeners' calls still alternate.
+                                    Callback::DeliveryRun(f) => f(&DeliveryRun::of_one(d, &listener.removed)),
+                                    Callback::Host(..) => {}
+                                }
+                                true
+                            }));
                         }
                     }
                 }
             }
-            i += 1;
         }
         drop(host);
         // No callback of this run is in progress any more. (Release: a remover that sees
@@ -279,10 +285,11 @@ impl Shared {
         ran
     }
 
-    /// Calls one listener unless it was removed; a panic is caught and recorded. Always
-    /// inlined into the delivery loop: the call itself cost a third of a delivery.
+    /// Calls one listener through `invoke` (which answers whether it stays registered)
+    /// unless it was removed; a panic is caught and recorded. Always inlined into the
+    /// delivery loop: the call itself cost a third of a delivery.
     #[inline(always)]
-    fn call(&self, listener: &Listener, item: Call<'_>) -> bool {
+    fn call(&self, listener: &Listener, invoke: impl FnOnce(&Callback) -> bool) -> bool {
         // Announce the call before checking `removed` (and `remove_listener` sets `removed`
         // before reading `calling`), so a remover either sees this call or stops it. Only
         // the token's holder writes `calling`, and it stays announced across consecutive
@@ -294,18 +301,7 @@ impl Shared {
         if listener.removed.load(Ordering::SeqCst) {
             return false;
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| match (&listener.callback, item) {
-            (Callback::Host(_, f), Call::Host(e)) => f(e),
-            (Callback::Delivery(f), Call::Delivery(d)) => {
-                f(d);
-                true
-            }
-            (Callback::DeliveryRun(f), Call::Run(run)) => {
-                f(run);
-                true
-            }
-            _ => true,
-        }));
+        let outcome = catch_unwind(AssertUnwindSafe(|| invoke(&listener.callback)));
         match outcome {
             Ok(true) => {}
             Ok(false) => {

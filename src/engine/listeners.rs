@@ -86,33 +86,61 @@ pub(super) enum Callback {
 /// describes an event does so once per run instead of once per delivery.
 pub(crate) struct DeliveryRun<'a> {
     pub(crate) event: &'a Arc<Event>,
-    /// Only `Outgoing::Delivery` items.
-    items: &'a [Outgoing],
+    recipients: RunRecipients<'a>,
     /// The listener's removal flag: a listener removed during the run gets no more of it.
     removed: &'a AtomicBool,
     /// How many deliveries `for_each` handed out.
     handed: Cell<u32>,
 }
 
+enum RunRecipients<'a> {
+    /// Only `Outgoing::Delivery` items.
+    Items(&'a [Outgoing]),
+    One(ConnectionId, View),
+}
+
 impl<'a> DeliveryRun<'a> {
-    pub(super) fn new(event: &'a Arc<Event>, items: &'a [Outgoing], removed: &'a AtomicBool) -> Self {
-        DeliveryRun { event, items, removed, handed: Cell::new(0) }
+    /// The deliveries `items` of `event`.
+    pub(super) fn of_items(event: &'a Arc<Event>, items: &'a [Outgoing], removed: &'a AtomicBool) -> Self {
+        DeliveryRun { event, recipients: RunRecipients::Items(items), removed, handed: Cell::new(0) }
+    }
+
+    /// The one delivery `d`.
+    pub(super) fn of_one(d: &'a Delivery, removed: &'a AtomicBool) -> Self {
+        let recipients = RunRecipients::One(d.connection, d.view);
+        DeliveryRun { event: &d.event, recipients, removed, handed: Cell::new(0) }
     }
 
     /// How many deliveries the run holds.
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        match self.recipients {
+            RunRecipients::Items(items) => items.len(),
+            RunRecipients::One(..) => 1,
+        }
     }
 
     /// Calls `f` with each recipient and its view, in order, until the listener is removed.
     pub(crate) fn for_each(&self, mut f: impl FnMut(ConnectionId, View)) {
-        for item in self.items {
+        let mut hand = |connection, view| {
             if self.removed.load(Ordering::SeqCst) {
-                return;
+                return false;
             }
-            if let Outgoing::Delivery { connection, view } = *item {
-                self.handed.set(self.handed.get() + 1);
-                f(connection, view);
+            self.handed.set(self.handed.get() + 1);
+            f(connection, view);
+            true
+        };
+        match self.recipients {
+            RunRecipients::Items(items) => {
+                for item in items {
+                    if let Outgoing::Delivery { connection, view } = *item {
+                        if !hand(connection, view) {
+                            return;
+                        }
+                    }
+                }
+            }
+            RunRecipients::One(connection, view) => {
+                hand(connection, view);
             }
         }
     }

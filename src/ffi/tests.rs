@@ -353,3 +353,32 @@ fn typed_and_rust_delivery_listeners_still_take_turns_per_delivery() {
     assert_eq!(*order.lock().unwrap(), expected);
     unsafe { presence_engine_free(e) };
 }
+
+#[test]
+fn each_recipient_of_a_run_gets_its_own_json_with_its_connection_id() {
+    unsafe extern "C-unwind" fn ask_json(user_data: *mut std::ffi::c_void, info: *const PresenceEventInfo) {
+        let seen = unsafe { &*(user_data as *const std::sync::Mutex<Vec<(u64, String)>>) };
+        let mut json = ptr::null();
+        assert_eq!(unsafe { presence_event_info_json(info, &mut json) }, PresenceResult::PRESENCE_OK);
+        let text = unsafe { CStr::from_ptr(json) }.to_str().unwrap().to_owned();
+        seen.lock().unwrap().push((unsafe { (*info).connection_id }, text));
+    }
+    let log = TypedLog::default();
+    let (e, followers) = star_followed_typed(r#"{"clock":"manual"}"#, 3, &log);
+    unsafe { presence_remove_listener_nowait(e, log.id.get()) };
+    let seen: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut id = 0;
+    let user_data = &seen as *const _ as *mut std::ffi::c_void;
+    let r = unsafe { presence_add_typed_delivery_listener(e, Some(ask_json), user_data, None, &mut id) };
+    assert_eq!(r, PresenceResult::PRESENCE_OK);
+    let engine = unsafe { &(*e).engine };
+    engine.set_status("star", Some("away")).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.iter().map(|(c, _)| *c).collect::<Vec<_>>(), followers);
+    for (connection, json) in seen.iter() {
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(value["connection_id"], serde_json::json!(connection), "{json}");
+        assert_eq!(value["user"]["status"], serde_json::json!("away"), "{json}");
+    }
+    unsafe { presence_engine_free(e) };
+}
