@@ -83,7 +83,8 @@ pub(super) enum Callback {
 /// Deliveries of one event, in the order a delivery listener is to get them: all of the
 /// event's recipients in a dispatch chunk when the listener is the only delivery listener,
 /// else one (the calls of several listeners interleave per delivery). A listener that
-/// describes an event does so once per run instead of once per delivery.
+/// describes an event does so once per run instead of once per delivery. A panic in the
+/// listener (which only a bug of the engine's own run listener could cause) ends its run.
 pub(crate) struct DeliveryRun<'a> {
     pub(crate) event: &'a Arc<Event>,
     recipients: RunRecipients<'a>,
