@@ -382,3 +382,89 @@ fn each_recipient_of_a_run_gets_its_own_json_with_its_connection_id() {
     }
     unsafe { presence_engine_free(e) };
 }
+
+/// What `watch_removal` sees: calls, calls still running after its removal returned,
+/// order per recipient.
+#[derive(Default)]
+struct RemovalWatch {
+    calls: std::sync::atomic::AtomicU64,
+    removed: std::sync::atomic::AtomicBool,
+    late: std::sync::atomic::AtomicU64,
+    last_seq: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    out_of_order: std::sync::atomic::AtomicU64,
+}
+
+unsafe extern "C-unwind" fn watch_removal(user_data: *mut std::ffi::c_void, info: *const PresenceEventInfo) {
+    let w = unsafe { &*(user_data as *const RemovalWatch) };
+    let info = unsafe { &*info };
+    let previous = w.last_seq.lock().unwrap().insert(info.connection_id, info.seq);
+    if previous.is_some_and(|p| p >= info.seq) {
+        w.out_of_order.fetch_add(1, Ordering::SeqCst);
+    }
+    w.calls.fetch_add(1, Ordering::SeqCst);
+    // Some work, then a look: a removal that returned while this call still ran broke
+    // its promise to wait for it.
+    for i in 0..5_000u32 {
+        std::hint::black_box(i);
+    }
+    if w.removed.load(Ordering::SeqCst) {
+        w.late.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_typed_delivery_listener_removed_from_another_thread_mid_runs_is_never_called_after() {
+    for _ in 0..5 {
+        let e = new_engine();
+        let engine = unsafe { &(*e).engine };
+        // Two users each followed by 300 connections: runs longer than a dispatch chunk.
+        for star in ["star-a", "star-b"] {
+            engine.connect_user(star).unwrap();
+            for i in 0..300 {
+                let c = engine.connect_user(&format!("{star}-f{i}")).unwrap();
+                let query = format!(r#"{{"filter_conditions":{{"id":"{star}"}},"presence":true}}"#);
+                engine.query_users(c, &query).unwrap();
+            }
+        }
+        let watch = RemovalWatch::default();
+        let mut id = 0;
+        let user_data = &watch as *const RemovalWatch as *mut std::ffi::c_void;
+        let r =
+            unsafe { presence_add_typed_delivery_listener(e, Some(watch_removal), user_data, None, &mut id) };
+        assert_eq!(r, PresenceResult::PRESENCE_OK);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut stray = 0;
+        std::thread::scope(|s| {
+            for star in ["star-a", "star-b"] {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        n += 1;
+                        engine
+                            .set_status(star, Some(if n % 2 == 0 { "in match" } else { "in lobby" }))
+                            .unwrap();
+                    }
+                });
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while watch.calls.load(Ordering::SeqCst) < 3_000 && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            let removal = unsafe { presence_remove_listener(e, id) };
+            watch.removed.store(true, Ordering::SeqCst);
+            // The producers go on long enough for any stray call to show.
+            let calls = watch.calls.load(Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stray = watch.calls.load(Ordering::SeqCst) - calls;
+            // Before any assertion: a failing one would wait for the producers forever.
+            stop.store(true, Ordering::SeqCst);
+            assert_eq!(removal, PresenceResult::PRESENCE_OK);
+        });
+        assert!(watch.calls.load(Ordering::SeqCst) >= 3_000, "deliveries went on while the producers ran");
+        assert_eq!(stray, 0, "calls that began after the removal returned");
+        assert_eq!(watch.late.load(Ordering::SeqCst), 0, "calls still running when the removal returned");
+        assert_eq!(watch.out_of_order.load(Ordering::SeqCst), 0, "seq order per recipient");
+        unsafe { presence_engine_free(e) };
+    }
+}
