@@ -273,21 +273,34 @@ unsafe extern "C-unwind" fn log_typed(user_data: *mut std::ffi::c_void, info: *c
     }
 }
 
-/// An engine made with `config` where `followers` connections follow "star" (online),
-/// with a typed delivery listener logging into `log`; answers the followers.
-fn star_followed_typed(config: &str, followers: usize, log: &TypedLog) -> (*mut PresenceEngine, Vec<u64>) {
+/// Connects `star` and `followers` connections that follow its presence (subscribed by a
+/// query), in that order; answers the followers.
+fn follow(engine: &crate::Engine, star: &str, followers: usize) -> Vec<u64> {
+    engine.connect_user(star).unwrap();
+    let query = format!(r#"{{"filter_conditions":{{"id":"{star}"}},"presence":true}}"#);
+    (0..followers)
+        .map(|i| {
+            let c = engine.connect_user(&format!("{star}-f{i}")).unwrap();
+            engine.query_users(c, &query).unwrap();
+            c.0
+        })
+        .collect()
+}
+
+/// A C engine made with `config`.
+fn engine_with(config: &str) -> *mut PresenceEngine {
     let config = std::ffi::CString::new(config).unwrap();
     let mut e = ptr::null_mut();
     assert_eq!(unsafe { presence_engine_new(config.as_ptr(), &mut e) }, PresenceResult::PRESENCE_OK);
+    e
+}
+
+/// An engine made with `config` where `followers` connections follow "star" (online),
+/// with a typed delivery listener logging into `log`; answers the followers.
+fn star_followed_typed(config: &str, followers: usize, log: &TypedLog) -> (*mut PresenceEngine, Vec<u64>) {
+    let e = engine_with(config);
     let engine = unsafe { &(*e).engine };
-    engine.connect_user("star").unwrap();
-    let followers = (0..followers)
-        .map(|i| {
-            let c = engine.connect_user(&format!("f{i}")).unwrap();
-            engine.query_users(c, r#"{"filter_conditions":{"id":"star"},"presence":true}"#).unwrap();
-            c.0
-        })
-        .collect();
+    let followers = follow(engine, "star", followers);
     engine.pump();
     let user_data = log as *const TypedLog as *mut std::ffi::c_void;
     let mut id = 0;
@@ -305,7 +318,7 @@ fn a_lone_typed_delivery_listener_gets_every_recipient_of_an_event_larger_than_a
         let log = TypedLog::default();
         let (e, followers) = star_followed_typed(&config, 600, &log);
         let engine = unsafe { &(*e).engine };
-        // The order fan-out queued them in: each follower's queue gets the change.
+        // One change: a run of 600 deliveries, longer than a dispatch chunk.
         engine.set_status("star", Some("away")).unwrap();
         let mut handed = 0;
         loop {
@@ -363,9 +376,8 @@ fn each_recipient_of_a_run_gets_its_own_json_with_its_connection_id() {
         let text = unsafe { CStr::from_ptr(json) }.to_str().unwrap().to_owned();
         seen.lock().unwrap().push((unsafe { (*info).connection_id }, text));
     }
-    let log = TypedLog::default();
-    let (e, followers) = star_followed_typed(r#"{"clock":"manual"}"#, 3, &log);
-    unsafe { presence_remove_listener_nowait(e, log.id.get()) };
+    let e = engine_with(r#"{"clock":"manual"}"#);
+    let followers = follow(unsafe { &(*e).engine }, "star", 3);
     let seen: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
     let mut id = 0;
     let user_data = &seen as *const _ as *mut std::ffi::c_void;
@@ -419,12 +431,7 @@ fn a_typed_delivery_listener_removed_from_another_thread_mid_runs_is_never_calle
         let engine = unsafe { &(*e).engine };
         // Two users each followed by 300 connections: runs longer than a dispatch chunk.
         for star in ["star-a", "star-b"] {
-            engine.connect_user(star).unwrap();
-            for i in 0..300 {
-                let c = engine.connect_user(&format!("{star}-f{i}")).unwrap();
-                let query = format!(r#"{{"filter_conditions":{{"id":"{star}"}},"presence":true}}"#);
-                engine.query_users(c, &query).unwrap();
-            }
+            follow(engine, star, 300);
         }
         let watch = RemovalWatch::default();
         let mut id = 0;
