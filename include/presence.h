@@ -770,6 +770,28 @@ enum PresenceResult presence_poll_batch(struct PresenceEngine *engine,
                                         struct PresenceEventBatch *batch);
 
 /**
+ * `presence_poll_batch` for several connections in one call: clears `batch`, then moves
+ * up to `max_each` queued events of each of the `count` connections of `connections`,
+ * in the array's order (each connection's oldest first, in `seq` order), into it. Each
+ * info's `connection_id` names its recipient. A host that drains many connections each
+ * frame crosses into the library and takes the engine's lock once instead of per
+ * connection. Every id is checked before anything moves. A connection listed twice is
+ * drained twice. No JSON is rendered; reusing batches allocates nothing in steady state.
+ * Cost: O(count + events moved), all under one hold of the engine's lock.
+ *
+ * `engine` and `batch` are required; `connections` is read during the call only, and may
+ * be NULL when `count` is 0. Errors: NULL, NOT_FOUND (an unknown or closed connection, or
+ * 0, named in the message; nothing moves, every queue stays as it was); on error the
+ * batch is left empty. Any thread, including from a callback; the batch by one thread at
+ * a time.
+ */
+enum PresenceResult presence_poll_batch_many(struct PresenceEngine *engine,
+                                             const PresenceConnectionId *connections,
+                                             uint32_t count,
+                                             uint32_t max_each,
+                                             struct PresenceEventBatch *batch);
+
+/**
  * The number of events in `batch` (0 for NULL). Any thread using the batch; never fails.
  */
 uint32_t presence_batch_len(const struct PresenceEventBatch *batch);

@@ -9,7 +9,9 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 /// An engine-assigned connection id; never 0 (0 means "the host"), never reused.
+/// (Transparent: the C ABI reads a host's array of ids as ids in place.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
 pub struct ConnectionId(pub u64);
 
 impl fmt::Display for ConnectionId {

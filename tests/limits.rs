@@ -245,6 +245,50 @@ fn draining_into_a_reused_queue_keeps_order_and_the_capacity() {
 }
 
 #[test]
+fn draining_several_connections_at_once_keeps_each_ones_order_and_checks_every_id_first() {
+    let (e, _rec) = engine(json!({}));
+    e.upsert_user_json(r#"{"id":"star"}"#).unwrap();
+    let watchers: Vec<ConnectionId> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| {
+            let w = e.connect_user(id).unwrap();
+            e.query_users(w, r#"{"filter_conditions":{"id":"star"},"presence":true}"#).unwrap();
+            w
+        })
+        .collect();
+    for s in ["a", "b", "c"] {
+        e.set_status("star", Some(s)).unwrap();
+    }
+    let seen = |out: &std::collections::VecDeque<Delivery>| -> Vec<(u64, String)> {
+        out.iter().map(|d| (d.connection.0, d.user().status.as_deref().unwrap_or("-").to_owned())).collect()
+    };
+    let [w1, w2, w3] = [watchers[0], watchers[1], watchers[2]];
+    let mut out = std::collections::VecDeque::new();
+    // List order, each connection's oldest first, at most `max_each` of each; the rest stay.
+    assert_eq!(e.poll_events_many_into(&[w3, w1], 2, &mut out).unwrap(), 4);
+    let s = |c: ConnectionId, v: &str| (c.0, v.to_owned());
+    assert_eq!(seen(&out), [s(w3, "a"), s(w3, "b"), s(w1, "a"), s(w1, "b")]);
+    // An unknown id anywhere in the list fails the call before anything moves.
+    out.clear();
+    for bad in [ConnectionId(0), ConnectionId(999)] {
+        let err = e.poll_events_many_into(&[w2, bad, w1], 100, &mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.message(), format!("unknown connection {bad}"));
+        assert!(out.is_empty());
+    }
+    // A connection listed twice is drained twice; an empty list moves nothing.
+    assert_eq!(e.poll_events_many_into(&[w2, w2], 2, &mut out).unwrap(), 3);
+    assert_eq!(seen(&out), [s(w2, "a"), s(w2, "b"), s(w2, "c")]);
+    assert_eq!(e.poll_events_many_into(&[], 100, &mut out).unwrap(), 0);
+    out.clear();
+    assert_eq!(e.poll_events_many_into(&watchers, 100, &mut out).unwrap(), 2);
+    assert_eq!(seen(&out), [s(w1, "c"), s(w3, "c")]);
+    // A closed connection is unknown too.
+    e.disconnect(w3).unwrap();
+    assert_eq!(e.poll_events_many_into(&watchers, 100, &mut out).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
 fn capacity_zero_disables_queues_without_closing_anyone() {
     let (e, rec) = engine(json!({"connection_queue_capacity": 0}));
     let a = e.connect_json(r#"{"id":"a"}"#).unwrap();

@@ -122,6 +122,44 @@ fn refilling_a_reused_batch_allocates_nothing() {
     }
 }
 
+#[test]
+fn refilling_a_reused_batch_from_several_connections_allocates_nothing() {
+    let e = engine();
+    let users = 100;
+    let mut watchers = vec![watched_channel(e, users)];
+    for id in [c"second", c"third"] {
+        let mut w = 0;
+        ok(unsafe { presence_connect_user(e, id.as_ptr(), &mut w) });
+        ok(unsafe { presence_watch_channel(e, w, c"team:red".as_ptr(), true, ptr::null_mut()) });
+        watchers.push(w);
+    }
+    let ids = member_ids(users);
+    let mut batch = ptr::null_mut();
+    ok(unsafe { presence_batch_new(&mut batch) });
+    let poll = || ok(unsafe { presence_poll_batch_many(e, watchers.as_ptr(), 3, 1000, batch) });
+    // Warm up: the batch grows to the largest drain once, and the engine's room for the
+    // list of connections to the longest list.
+    churn(e, &ids);
+    poll();
+    for _ in 0..5 {
+        churn(e, &ids);
+        let mut per_watcher = [0; 3];
+        let n = allocations(|| {
+            poll();
+            for i in 0..unsafe { presence_batch_len(batch) } {
+                let info = unsafe { &*presence_batch_event(batch, i) };
+                per_watcher[watchers.iter().position(|&w| w == info.connection_id).unwrap()] += 1;
+            }
+        });
+        assert_eq!(per_watcher, [2 * users; 3], "each member came online and went offline, seen by each");
+        assert_eq!(n, 0, "allocations while refilling a batch from three connections");
+    }
+    unsafe {
+        presence_batch_free(batch);
+        presence_engine_free(e);
+    }
+}
+
 unsafe extern "C-unwind" fn count_call(user_data: *mut c_void, event: *const PresenceEventInfo) {
     let calls = unsafe { &*(user_data as *const Cell<u64>) };
     assert!(!unsafe { (*event).user_id }.is_null());

@@ -1347,6 +1347,28 @@ public:
         return detail::done(r, r == PRESENCE_OK ? batch.size() : 0U);
     }
 
+    /// Move up to `max_each` queued events of each of `count` connections into `batch`
+    /// (cleared first), in the array's order, under one hold of the engine's lock; answers
+    /// how many. Each event's `connection_id` names its recipient. An unknown connection
+    /// fails the call (PRESENCE_ERR_NOT_FOUND) with nothing moved; more than UINT32_MAX
+    /// connections is PRESENCE_ERR_INVALID. Allocates nothing when `batch` is reused in
+    /// steady state.
+    [[nodiscard]] Result<std::uint32_t> poll(const ConnectionId *conns, std::size_t count, Batch &batch,
+                                             std::uint32_t max_each = 1024) noexcept {
+        if (count > UINT32_MAX) {
+            return Result<std::uint32_t>(Error(PRESENCE_ERR_INVALID, "more than UINT32_MAX connections"));
+        }
+        const PresenceResult r = presence_poll_batch_many(get(), conns, static_cast<std::uint32_t>(count),
+                                                          max_each, batch.get());
+        return detail::done(r, r == PRESENCE_OK ? batch.size() : 0U);
+    }
+
+    /// The same for a vector of connections.
+    [[nodiscard]] Result<std::uint32_t> poll(const std::vector<ConnectionId> &conns, Batch &batch,
+                                             std::uint32_t max_each = 1024) noexcept {
+        return poll(conns.data(), conns.size(), batch, max_each);
+    }
+
     /// Drain up to `max` events from a connection's queue as a JSON array ("[]" when empty).
     [[nodiscard]] Result<std::string> poll_events_json(ConnectionId conn, std::uint32_t max = 1024) noexcept {
         detail::OwnedString out;

@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !input.done() && steps < 200 {
         steps += 1;
-        let op = input.byte() % 26;
+        let op = input.byte() % 27;
         let conn = conns[input.byte() as usize % conns.len()];
         unsafe {
             match op {
@@ -320,6 +320,31 @@ fuzz_target!(|data: &[u8]| {
                         let r = presence_load(engine, path.as_ptr());
                         check(r, "load");
                     }
+                }
+                25 => {
+                    // Several connections (known, closed, unknown or 0) drained into one
+                    // batch: all or nothing, each info naming a listed connection, each
+                    // connection's events in `seq` order.
+                    let listed: Vec<u64> =
+                        (0..input.byte() % 5).map(|_| conns[input.byte() as usize % conns.len()]).collect();
+                    let max_each = u32::from(input.byte() % 4);
+                    let mut batch = null_mut();
+                    assert!(check(presence_batch_new(&mut batch), "batch_new"));
+                    let ok = check(
+                        presence_poll_batch_many(engine, listed.as_ptr(), listed.len() as u32, max_each, batch),
+                        "poll_batch_many",
+                    );
+                    let n = presence_batch_len(batch);
+                    assert!(ok || n == 0, "a failed poll left {n} events");
+                    assert!(n as usize <= listed.len() * max_each as usize);
+                    let mut last_seq = std::collections::HashMap::new();
+                    for i in 0..n {
+                        let info = &*presence_batch_event(batch, i);
+                        assert!(listed.contains(&info.connection_id));
+                        let last = last_seq.insert(info.connection_id, info.seq).unwrap_or(0);
+                        assert!(info.seq > last, "connection {}: seq {} after {last}", info.connection_id, info.seq);
+                    }
+                    presence_batch_free(batch);
                 }
                 _ => {
                     let mut out = null_mut();

@@ -157,13 +157,50 @@ impl State {
         if out.is_empty() && n == queue.len() {
             std::mem::swap(queue, out);
         } else {
-            // One by one from the front: a `drain(..n)` costs several times more per event
-            // (per-element bookkeeping, then restoring the rest).
-            out.reserve(n);
-            for _ in 0..n {
-                out.push_back(queue.pop_front().expect("n are queued"));
-            }
+            move_front(queue, n, out);
         }
         Ok(n)
+    }
+
+    /// Moves up to `max_each` queued deliveries of each of `connections`, in list order
+    /// and oldest first, onto the end of `out`, answering how many moved. Every id is
+    /// checked before anything moves: an unknown one fails the call with nothing moved.
+    /// Cost: O(connections + moved), allocating nothing once `out` has room.
+    pub fn poll_many_into(
+        &mut self,
+        connections: &[ConnectionId],
+        max_each: usize,
+        out: &mut VecDeque<Delivery>,
+    ) -> Result<usize> {
+        let mut slots = std::mem::take(&mut self.poll_slots);
+        slots.clear();
+        let found = connections.iter().try_for_each(|&c| Ok(slots.push(self.slot(c)?)));
+        let mut moved = 0;
+        if found.is_ok() {
+            for &c in &slots {
+                let queue = &mut self.conn_mut(c).queue;
+                let n = max_each.min(queue.len());
+                move_front(queue, n, out);
+                moved += n;
+            }
+        }
+        // The room is kept for the next call, unless a one-off long list made it large.
+        if slots.capacity() <= MAX_KEPT_POLL_SLOTS {
+            self.poll_slots = slots;
+        }
+        found.map(|()| moved)
+    }
+}
+
+/// The most slots `poll_many_into` keeps room for between calls (256 KiB).
+const MAX_KEPT_POLL_SLOTS: usize = 1 << 16;
+
+/// Moves the first `n` deliveries of `queue` onto the end of `out`. One by one from the
+/// front: a `drain(..n)` costs several times more per event (per-element bookkeeping,
+/// then restoring the rest).
+fn move_front(queue: &mut VecDeque<Delivery>, n: usize, out: &mut VecDeque<Delivery>) {
+    out.reserve(n);
+    for _ in 0..n {
+        out.push_back(queue.pop_front().expect("n are queued"));
     }
 }

@@ -338,6 +338,9 @@ pub(crate) struct State {
     /// How many items of `outbox` are listener calls.
     outbox_calls: usize,
     overflowed: Vec<Slot>,
+    /// The slots of the connections a `poll_many_into` drains, found before any moves
+    /// (kept for its room).
+    poll_slots: Vec<Slot>,
     /// Cluster mode: what this node changed, for the shared store (`None`: not replicating).
     replication: Option<Vec<Delta>>,
     /// Cluster mode: per user, the channels watched by connections on other nodes and how
@@ -387,6 +390,7 @@ impl State {
             outbox: Vec::new(),
             outbox_calls: 0,
             overflowed: Vec::new(),
+            poll_slots: Vec::new(),
             replication: None,
             remote_watched: HashMap::new(),
             dropped_watches: HashMap::new(),

@@ -533,6 +533,23 @@ impl Engine {
         self.lock()?.state.poll_into(connection, max, out)
     }
 
+    /// [`Engine::poll_events_into`] for several connections under one hold of the lock:
+    /// moves up to `max_each` events of each of `connections`, in list order (each
+    /// connection's oldest first), onto the end of `out`, answering how many moved. Each
+    /// [`Delivery`] names its connection. A host that drains many connections each frame
+    /// pays the lock, and in C the call, once instead of per connection. Every id is checked
+    /// first: an unknown or closed one fails the call (`NOT_FOUND`) with nothing moved. A
+    /// connection listed twice is drained twice. Cost: O(connections + moved), allocating
+    /// nothing once `out` has room.
+    pub fn poll_events_many_into(
+        &self,
+        connections: &[ConnectionId],
+        max_each: usize,
+        out: &mut VecDeque<Delivery>,
+    ) -> Result<usize> {
+        self.lock()?.state.poll_many_into(connections, max_each, out)
+    }
+
     /// Runs, on this thread, the callbacks of the events waiting for dispatch when it is
     /// called, plus at most [`EXTRA_ITEMS`] more that callbacks cause; answers how many
     /// callbacks ran. In immediate mode there is normally little waiting. Answers 0 from

@@ -68,23 +68,22 @@ pub unsafe extern "C" fn presence_host_queue_poll(
         // SAFETY: a live queue by the caller's contract.
         let q = non_null(queue, "queue").map(|q| unsafe { &*q })?;
         let b = super::typed::batch(batch)?;
-        b.clear();
-        b.host = true;
-        while b.deliveries.len() < max as usize {
-            match q.events.try_recv() {
-                Ok(event) => {
-                    b.deliveries.push_back(Delivery { event, connection: ConnectionId(0), view: View::Own })
+        b.refill(|out| {
+            while out.len() < max as usize {
+                match q.events.try_recv() {
+                    Ok(event) => out.push_back(Delivery { event, connection: ConnectionId(0), view: View::Own }),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) if out.is_empty() => {
+                        return Err(Error::state(
+                            "the host queue was cut off (it fell pending_dispatch_capacity events behind, or its engine was freed): free it and create another",
+                        ));
+                    }
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => break,
                 }
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-                Err(crossbeam_channel::TryRecvError::Disconnected) if b.deliveries.is_empty() => {
-                    return Err(Error::state(
-                        "the host queue was cut off (it fell pending_dispatch_capacity events behind, or its engine was freed): free it and create another",
-                    ));
-                }
-                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
             }
-        }
-        b.describe_all();
+            Ok(())
+        })?;
+        b.host = true;
         Ok(())
     })
 }

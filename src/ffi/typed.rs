@@ -3,7 +3,7 @@
 //! rendered only when asked (once per event and view, shared by every recipient). Host
 //! queues are in `host_queues`, typed listeners in `typed_listeners`, the other typed
 //! entry points (connect by id, read a user's presence) in `typed_reads`.
-use super::support::{self, call, non_null};
+use super::support::{self, call, non_null, FfiResult};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
 use crate::error::Error;
 use crate::event::{ConnectionId, Delivery, Event, EventKind};
@@ -267,6 +267,15 @@ impl PresenceEventBatch {
         self.infos.clear();
     }
 
+    /// Clears the batch, lets `fill` move deliveries into it, and describes them; when
+    /// `fill` fails the batch is left empty (`fill` moves nothing when it fails).
+    pub(super) fn refill(&mut self, fill: impl FnOnce(&mut VecDeque<Delivery>) -> FfiResult) -> FfiResult {
+        self.clear();
+        fill(&mut self.deliveries)?;
+        self.describe_all();
+        Ok(())
+    }
+
     /// Describes every delivery it holds, each info written in its place. Allocates only
     /// when it holds more than ever before.
     pub(super) fn describe_all(&mut self) {
@@ -336,11 +345,44 @@ pub unsafe extern "C" fn presence_poll_batch(
 ) -> PresenceResult {
     call("presence_poll_batch", || {
         let e = unsafe { support::engine(engine) }?;
+        self::batch(batch)?.refill(|out| e.poll_events_into(ConnectionId(conn), max as usize, out).map(drop))
+    })
+}
+
+/// `presence_poll_batch` for several connections in one call: clears `batch`, then moves
+/// up to `max_each` queued events of each of the `count` connections of `connections`,
+/// in the array's order (each connection's oldest first, in `seq` order), into it. Each
+/// info's `connection_id` names its recipient. A host that drains many connections each
+/// frame crosses into the library and takes the engine's lock once instead of per
+/// connection. Every id is checked before anything moves. A connection listed twice is
+/// drained twice. No JSON is rendered; reusing batches allocates nothing in steady state.
+/// Cost: O(count + events moved), all under one hold of the engine's lock.
+///
+/// `engine` and `batch` are required; `connections` is read during the call only, and may
+/// be NULL when `count` is 0. Errors: NULL, NOT_FOUND (an unknown or closed connection, or
+/// 0, named in the message; nothing moves, every queue stays as it was); on error the
+/// batch is left empty. Any thread, including from a callback; the batch by one thread at
+/// a time.
+#[no_mangle]
+pub unsafe extern "C" fn presence_poll_batch_many(
+    engine: *mut PresenceEngine,
+    connections: *const PresenceConnectionId,
+    count: u32,
+    max_each: u32,
+    batch: *mut PresenceEventBatch,
+) -> PresenceResult {
+    call("presence_poll_batch_many", || {
+        let e = unsafe { support::engine(engine) }?;
         let b = self::batch(batch)?;
-        b.clear();
-        e.poll_events_into(ConnectionId(conn), max as usize, &mut b.deliveries)?;
-        b.describe_all();
-        Ok(())
+        let connections: &[ConnectionId] = if count == 0 {
+            &[]
+        } else {
+            let p = non_null(connections.cast_mut(), "connections")?;
+            // SAFETY: `count` ids by the caller's contract, read during the call only;
+            // `ConnectionId` is a transparent `u64`.
+            unsafe { std::slice::from_raw_parts(p.cast::<ConnectionId>(), count as usize) }
+        };
+        b.refill(|out| e.poll_events_many_into(connections, max_each as usize, out).map(drop))
     })
 }
 

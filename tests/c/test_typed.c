@@ -190,6 +190,69 @@ static void test_batches(void) {
   presence_batch_free(b);
 }
 
+/* presence_poll_batch_many: several connections' queues into one batch in one call. */
+static void test_batch_many(void) {
+  PresenceEngine *e = new_engine("{\"clock\":\"manual\",\"start_time_ms\":1546867062375}");
+  EXPECT_OK(presence_upsert_user(e, "{\"id\":\"star\"}"));
+  PresenceConnectionId w[3];
+  const char *names[3] = {"w1", "w2", "w3"};
+  for (int i = 0; i < 3; i++) {
+    w[i] = connect_id(e, names[i]);
+    char *answer = NULL;
+    EXPECT_OK(presence_query_users(e, w[i], "{\"filter_conditions\":{\"id\":\"star\"},\"presence\":true}", &answer));
+    presence_string_free(answer);
+  }
+  EXPECT_OK(presence_set_status(e, "star", "a"));
+  EXPECT_OK(presence_set_status(e, "star", "b"));
+  PresenceEventBatch *b = NULL;
+  EXPECT_OK(presence_batch_new(&b));
+
+  /* The array's order, each connection's oldest first, at most max_each of each. */
+  const PresenceConnectionId order[2] = {w[2], w[0]};
+  EXPECT_OK(presence_poll_batch_many(e, order, 2, 1, b));
+  CHECK(presence_batch_len(b) == 2);
+  const PresenceEventInfo *first = presence_batch_event(b, 0), *second = presence_batch_event(b, 1);
+  CHECK(first->connection_id == w[2] && same(first->status, "a") && same(first->user_id, "star"));
+  CHECK(second->connection_id == w[0] && same(second->status, "a"));
+  CHECK(first->seq == second->seq); /* one event, two recipients */
+  const char *json = NULL;
+  EXPECT_OK(presence_batch_event_json(b, 1, &json));
+  char expect[64];
+  snprintf(expect, sizeof expect, "\"connection_id\":%llu,", (unsigned long long)w[0]);
+  CHECK_CONTAINS(json, expect);
+
+  /* Every id is checked before anything moves; the batch is left empty. */
+  const PresenceConnectionId unknown[3] = {w[1], 999, w[0]};
+  EXPECT_ERR(presence_poll_batch_many(e, unknown, 3, 10, b), PRESENCE_ERR_NOT_FOUND,
+             "presence_poll_batch_many: unknown connection 999");
+  CHECK(presence_batch_len(b) == 0);
+  const PresenceConnectionId host[1] = {0};
+  EXPECT_ERR(presence_poll_batch_many(e, host, 1, 10, b), PRESENCE_ERR_NOT_FOUND,
+             "presence_poll_batch_many: unknown connection 0");
+  EXPECT_ERR(presence_poll_batch_many(e, NULL, 1, 10, b), PRESENCE_ERR_NULL,
+             "presence_poll_batch_many: connections is NULL");
+  EXPECT_ERR(presence_poll_batch_many(NULL, order, 2, 10, b), PRESENCE_ERR_NULL,
+             "presence_poll_batch_many: engine is NULL");
+  EXPECT_ERR(presence_poll_batch_many(e, order, 2, 10, NULL), PRESENCE_ERR_NULL,
+             "presence_poll_batch_many: batch is NULL");
+  EXPECT_OK(presence_poll_batch_many(e, NULL, 0, 10, b)); /* nothing listed, nothing moved */
+  CHECK(presence_batch_len(b) == 0);
+
+  /* Nothing was lost to the failures: the rest, in order. */
+  EXPECT_OK(presence_poll_batch_many(e, w, 3, 10, b));
+  CHECK(presence_batch_len(b) == 4);
+  const char *expect_status[4] = {"b", "a", "b", "b"};
+  const PresenceConnectionId expect_conn[4] = {w[0], w[1], w[1], w[2]};
+  for (uint32_t i = 0; i < 4; i++) {
+    const PresenceEventInfo *info = presence_batch_event(b, i);
+    CHECK(info->connection_id == expect_conn[i] && same(info->status, expect_status[i]));
+  }
+  EXPECT_OK(presence_poll_batch_many(e, w, 3, 10, b));
+  CHECK(presence_batch_len(b) == 0);
+  presence_batch_free(b);
+  presence_engine_free(e);
+}
+
 /* What a typed listener saw. */
 typedef struct {
   int calls;
@@ -628,6 +691,7 @@ int main(void) {
   test_get_user_presence();
   test_connect_user();
   test_batches();
+  test_batch_many();
   test_typed_listeners();
   test_host_queues();
   test_user_keys();

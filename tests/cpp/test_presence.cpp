@@ -582,6 +582,22 @@ void test_batch_poll() {
     CHECK(OK(e.poll(bob, batch)) == 0);
     CHECK(batch.empty());
     CHECK_CODE(e.poll(424242, batch), PRESENCE_ERR_NOT_FOUND);
+
+    // Several connections at once: the list's order, each one's oldest first; an unknown
+    // one anywhere moves nothing.
+    OK(e.set_status("alice", "back"));
+    OK(e.set_status("alice", "gone"));
+    CHECK_CODE(e.poll(std::vector<presence::ConnectionId>{twin, 424242}, batch), PRESENCE_ERR_NOT_FOUND);
+    CHECK(batch.empty());
+    CHECK(OK(e.poll(std::vector<presence::ConnectionId>{twin, bob}, batch, 1)) == 2);
+    CHECK(batch[0].connection_id == twin && !batch[0].online && !batch[0].status); // left from above
+    CHECK(batch[1].connection_id == bob && batch[1].status == std::optional<std::string_view>("back"));
+    const presence::ConnectionId both[] = {bob, twin};
+    CHECK(OK(e.poll(both, 2, batch)) == 3);
+    CHECK(batch[0].connection_id == bob && batch[0].status == std::optional<std::string_view>("gone"));
+    CHECK(batch[1].connection_id == twin && batch[1].status == std::optional<std::string_view>("back"));
+    CHECK(batch[2].connection_id == twin && batch[2].status == std::optional<std::string_view>("gone"));
+    CHECK(OK(e.poll(both, 0, batch)) == 0);
     CHECK_CODE(e.connect_user(std::string_view("a\0b", 3)), PRESENCE_ERR_INVALID);
     CHECK_CODE(e.connect_user("has space"), PRESENCE_ERR_INVALID);
     OK(e.disconnect(bob));

@@ -110,6 +110,7 @@ namespace Presence
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_batch_new(out IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern void presence_batch_free(IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_batch(IntPtr e, ulong conn, uint max, IntPtr batch);
+        [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_poll_batch_many(IntPtr e, IntPtr conns, uint count, uint maxEach, IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern uint presence_batch_len(IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern IntPtr presence_batch_events(IntPtr batch);
         [DllImport(Lib, CallingConvention = Cdecl)] internal static extern PresenceResult presence_host_queue_new(IntPtr e, byte[] eventType, byte[] userId, out IntPtr queue);

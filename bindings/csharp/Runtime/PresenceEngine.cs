@@ -512,7 +512,26 @@ namespace Presence
         /// through one reused native batch: no JSON, user ids converted once. With no events
         /// it answers a shared empty list and allocates nothing; otherwise it allocates the
         /// events and the list holding them.</summary>
-        public unsafe IList<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
+        public IList<PresenceEvent> PollEvents(ulong connectionId, uint max = 1024)
+        {
+            return Poll(connectionId, null, max);
+        }
+
+        /// <summary>Drain up to <paramref name="maxEach"/> queued events of each of several
+        /// connections, in the array's order (each one's oldest first), with one native call
+        /// and one hold of the engine's lock: for a server that drains its connections each
+        /// frame. Each event's ConnectionId names its recipient. An unknown or closed
+        /// connection throws (NotFound) with nothing drained. Allocates like the
+        /// one-connection form.</summary>
+        public IList<PresenceEvent> PollEvents(ulong[] connectionIds, uint maxEach = 1024)
+        {
+            if (connectionIds == null) throw new ArgumentNullException("connectionIds");
+            return Poll(0, connectionIds, maxEach);
+        }
+
+        /// <summary>The batch drain of one connection, or of <paramref name="connectionIds"/>
+        /// when it is not null.</summary>
+        private unsafe IList<PresenceEvent> Poll(ulong connectionId, ulong[] connectionIds, uint max)
         {
             if (_batch == null) _batch = new PresenceBatchHandle();
             IntPtr h = Enter();
@@ -524,7 +543,15 @@ namespace Presence
                 _batch.DangerousAddRef(ref added);
                 IntPtr batch = _batch.DangerousGetHandle();
                 _generation++;
-                r = NativeMethods.presence_poll_batch(h, connectionId, max, batch);
+                if (connectionIds == null)
+                {
+                    r = NativeMethods.presence_poll_batch(h, connectionId, max, batch);
+                }
+                else
+                {
+                    fixed (ulong* ids = connectionIds)
+                        r = NativeMethods.presence_poll_batch_many(h, (IntPtr)ids, (uint)connectionIds.Length, max, batch);
+                }
                 if (r == PresenceResult.Ok) n = NativeMethods.presence_batch_len(batch);
                 if (n == 0)
                 {

@@ -393,6 +393,30 @@ public class PresenceEngineTests
             Check(reason == "slow_consumer" && !slow.IsOpen, "slow_consumer: " + reason);
             Throws(PresenceResult.NotFound, () => slow.PollEvents());
         }
+
+        // Several connections drained in one call: the array's order, each one's oldest
+        // first; an unknown one anywhere drains nothing.
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            engine.UpsertChannel("lobby", "main", new[] { "star" });
+            PresenceConnection first = engine.Connect("first"), second = engine.Connect("second");
+            first.WatchChannel("lobby:main");
+            second.WatchChannel("lobby:main");
+            engine.Pump();
+            engine.PollEvents(new[] { first.Id, second.Id });
+            engine.Connect("star");
+            engine.SetStatus("star", "ready");
+            engine.Pump();
+            Throws(PresenceResult.NotFound, () => engine.PollEvents(new[] { first.Id, 424242UL }));
+            IList<PresenceEvent> both = engine.PollEvents(new[] { second.Id, first.Id }, 1);
+            Check(both.Count == 2 && both[0].ConnectionId == second.Id && both[1].ConnectionId == first.Id, "the array's order");
+            Check(both.All(e => e.Type == EventTypes.UserPresenceChanged && e.UserId == "star" && e.Online), "star online, first");
+            both = engine.PollEvents(new[] { first.Id, second.Id });
+            Check(both.Count == 2 && both[0].ConnectionId == first.Id && both[1].ConnectionId == second.Id, "then the status change");
+            Check(both.All(e => e.UserId == "star" && e.User.Status == "ready"), "status ready");
+            Check(engine.PollEvents(new ulong[0]).Count == 0 && engine.PollEvents(new[] { first.Id, second.Id }).Count == 0, "nothing left");
+            Assert.Throws<ArgumentNullException>(() => engine.PollEvents((ulong[])null));
+        }
     }
 
     [Test]
