@@ -112,7 +112,10 @@ impl State {
         changes: UserChanges,
         existing: Option<UserIdx>,
     ) -> Result<Option<Arc<CustomFields>>> {
-        validate_user_id(id)?;
+        // A user that exists was made with a valid id.
+        if existing.is_none() {
+            validate_user_id(id)?;
+        }
         changes.validate()?;
         let current = existing.and_then(|u| self.users[u as usize].custom.as_ref());
         merge_custom("user", current, changes.custom)
