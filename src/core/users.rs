@@ -112,7 +112,8 @@ impl State {
         changes: UserChanges,
         existing: Option<UserIdx>,
     ) -> Result<Option<Arc<CustomFields>>> {
-        // A user that exists was made with a valid id.
+        // A user that exists was made with a valid id: calls and snapshots validate theirs,
+        // and a cluster's store holds the ids its nodes validated.
         if existing.is_none() {
             validate_user_id(id)?;
         }
