@@ -65,10 +65,10 @@ pub unsafe extern "C" fn presence_host_queue_poll(
     batch: *mut PresenceEventBatch,
 ) -> PresenceResult {
     call("presence_host_queue_poll", || {
-        // SAFETY: a live queue by the caller's contract.
-        let q = non_null(queue, "queue").map(|q| unsafe { &*q })?;
         let b = super::typed::batch(batch)?;
         b.refill(|out| {
+            // SAFETY: a live queue by the caller's contract.
+            let q = non_null(queue, "queue").map(|q| unsafe { &*q })?;
             while out.len() < max as usize {
                 match q.events.try_recv() {
                     Ok(event) => out.push_back(Delivery { event, connection: ConnectionId(0), view: View::Own }),

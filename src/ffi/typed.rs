@@ -267,8 +267,9 @@ impl PresenceEventBatch {
         self.infos.clear();
     }
 
-    /// Clears the batch, lets `fill` move deliveries into it, and describes them; when
-    /// `fill` fails the batch is left empty (`fill` moves nothing when it fails).
+    /// Clears the batch, lets `fill` check its arguments and move deliveries into it, and
+    /// describes them; when `fill` fails the batch is left empty (`fill` moves nothing
+    /// when it fails).
     pub(super) fn refill(&mut self, fill: impl FnOnce(&mut VecDeque<Delivery>) -> FfiResult) -> FfiResult {
         self.clear();
         fill(&mut self.deliveries)?;
@@ -344,8 +345,10 @@ pub unsafe extern "C" fn presence_poll_batch(
     batch: *mut PresenceEventBatch,
 ) -> PresenceResult {
     call("presence_poll_batch", || {
-        let e = unsafe { support::engine(engine) }?;
-        self::batch(batch)?.refill(|out| e.poll_events_into(ConnectionId(conn), max as usize, out).map(drop))
+        self::batch(batch)?.refill(|out| {
+            let e = unsafe { support::engine(engine) }?;
+            e.poll_events_into(ConnectionId(conn), max as usize, out).map(drop)
+        })
     })
 }
 
@@ -372,17 +375,18 @@ pub unsafe extern "C" fn presence_poll_batch_many(
     batch: *mut PresenceEventBatch,
 ) -> PresenceResult {
     call("presence_poll_batch_many", || {
-        let e = unsafe { support::engine(engine) }?;
-        let b = self::batch(batch)?;
-        let connections: &[ConnectionId] = if count == 0 {
-            &[]
-        } else {
-            let p = non_null(connections.cast_mut(), "connections")?;
-            // SAFETY: `count` ids by the caller's contract, read during the call only;
-            // `ConnectionId` is a transparent `u64`.
-            unsafe { std::slice::from_raw_parts(p.cast::<ConnectionId>(), count as usize) }
-        };
-        b.refill(|out| e.poll_events_many_into(connections, max_each as usize, out).map(drop))
+        self::batch(batch)?.refill(|out| {
+            let e = unsafe { support::engine(engine) }?;
+            let connections: &[ConnectionId] = if count == 0 {
+                &[]
+            } else {
+                let p = non_null(connections.cast_mut(), "connections")?;
+                // SAFETY: `count` ids by the caller's contract, read during the call only;
+                // `ConnectionId` is a transparent `u64`.
+                unsafe { std::slice::from_raw_parts(p.cast::<ConnectionId>(), count as usize) }
+            };
+            e.poll_events_many_into(connections, max_each as usize, out).map(drop)
+        })
     })
 }
 

@@ -147,6 +147,10 @@ static void test_batches(void) {
   EXPECT_ERR(presence_event_info_json(start, &untouched), PRESENCE_ERR_STATE,
              "presence_event_info_json: event is not the event of a typed callback");
 
+  /* A failed poll leaves the batch empty, whichever argument is wrong; nothing moved. */
+  EXPECT_ERR(presence_poll_batch(NULL, alice, 100, b), PRESENCE_ERR_NULL, "presence_poll_batch: engine is NULL");
+  CHECK(presence_batch_len(b) == 0 && presence_batch_event(b, 0) == NULL);
+
   /* Refilling: the rest, in order, then nothing. */
   EXPECT_OK(presence_poll_batch(e, alice, 100, b));
   CHECK(presence_batch_len(b) == 2);
@@ -221,7 +225,10 @@ static void test_batch_many(void) {
   snprintf(expect, sizeof expect, "\"connection_id\":%llu,", (unsigned long long)w[0]);
   CHECK_CONTAINS(json, expect);
 
-  /* Every id is checked before anything moves; the batch is left empty. */
+  /* A failed poll leaves the batch empty, and nothing moves: every id is checked first. */
+  EXPECT_ERR(presence_poll_batch_many(NULL, order, 2, 10, b), PRESENCE_ERR_NULL,
+             "presence_poll_batch_many: engine is NULL");
+  CHECK(presence_batch_len(b) == 0);
   const PresenceConnectionId unknown[3] = {w[1], 999, w[0]};
   EXPECT_ERR(presence_poll_batch_many(e, unknown, 3, 10, b), PRESENCE_ERR_NOT_FOUND,
              "presence_poll_batch_many: unknown connection 999");
@@ -231,8 +238,6 @@ static void test_batch_many(void) {
              "presence_poll_batch_many: unknown connection 0");
   EXPECT_ERR(presence_poll_batch_many(e, NULL, 1, 10, b), PRESENCE_ERR_NULL,
              "presence_poll_batch_many: connections is NULL");
-  EXPECT_ERR(presence_poll_batch_many(NULL, order, 2, 10, b), PRESENCE_ERR_NULL,
-             "presence_poll_batch_many: engine is NULL");
   EXPECT_ERR(presence_poll_batch_many(e, order, 2, 10, NULL), PRESENCE_ERR_NULL,
              "presence_poll_batch_many: batch is NULL");
   EXPECT_OK(presence_poll_batch_many(e, NULL, 0, 10, b)); /* nothing listed, nothing moved */
@@ -597,6 +602,8 @@ static void test_host_queues(void) {
   CHECK(presence_batch_len(b) == 1);
   events = presence_batch_events(b);
   CHECK(events != NULL && same(events[0].user_id, "bob") && same(events[0].status, "away"));
+  EXPECT_ERR(presence_host_queue_poll(NULL, 10, b), PRESENCE_ERR_NULL, "queue is NULL");
+  CHECK(presence_batch_len(b) == 0); /* a failed poll leaves the batch empty */
   EXPECT_OK(presence_host_queue_poll(all, 10, b));
   CHECK(presence_batch_len(b) == 0);
 
