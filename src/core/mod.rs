@@ -558,6 +558,19 @@ mod tests {
         assert_eq!(size_of::<Option<ConnectionRecord>>(), 128);
     }
 
+    /// Draining a very long list of connections keeps no room for it afterwards; a usual
+    /// list's room is kept for the next call.
+    #[test]
+    fn draining_a_long_list_keeps_no_room_for_it() {
+        let mut s = State::new(Config::default());
+        let c = s.connect(0, "u", crate::user::UserChanges::default()).unwrap();
+        let mut out = VecDeque::new();
+        assert_eq!(s.poll_many_into(&[c; 100], 10, &mut out).unwrap(), 0);
+        assert!(s.poll_slots.capacity() >= 100);
+        assert_eq!(s.poll_many_into(&vec![c; 1_000_000], 10, &mut out).unwrap(), 0);
+        assert_eq!(s.poll_slots.capacity(), 0);
+    }
+
     /// Each index draws its own secret keys, so the hash of an id cannot be known in
     /// advance (and colliding ids cannot be chosen) from outside the process.
     #[test]
