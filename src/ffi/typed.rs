@@ -5,6 +5,7 @@
 //! entry points (connect by id, read a user's presence) in `typed_reads`.
 use super::support::{self, call, non_null, FfiResult};
 use super::{PresenceConnectionId, PresenceEngine, PresenceResult};
+use crate::engine::Engine;
 use crate::error::Error;
 use crate::event::{ConnectionId, Delivery, Event, EventKind};
 use crate::user::View;
@@ -345,10 +346,7 @@ pub unsafe extern "C" fn presence_poll_batch(
     batch: *mut PresenceEventBatch,
 ) -> PresenceResult {
     call("presence_poll_batch", || {
-        self::batch(batch)?.refill(|out| {
-            let e = unsafe { support::engine(engine) }?;
-            e.poll_events_into(ConnectionId(conn), max as usize, out).map(drop)
-        })
+        poll_engine(engine, batch, |e, out| e.poll_events_into(ConnectionId(conn), max as usize, out))
     })
 }
 
@@ -375,8 +373,7 @@ pub unsafe extern "C" fn presence_poll_batch_many(
     batch: *mut PresenceEventBatch,
 ) -> PresenceResult {
     call("presence_poll_batch_many", || {
-        self::batch(batch)?.refill(|out| {
-            let e = unsafe { support::engine(engine) }?;
+        poll_engine(engine, batch, |e, out| {
             let connections: &[ConnectionId] = if count == 0 {
                 &[]
             } else {
@@ -385,8 +382,24 @@ pub unsafe extern "C" fn presence_poll_batch_many(
                 // `ConnectionId` is a transparent `u64`.
                 unsafe { std::slice::from_raw_parts(p.cast::<ConnectionId>(), count as usize) }
             };
-            e.poll_events_many_into(connections, max_each as usize, out).map(drop)
+            e.poll_events_many_into(connections, max_each as usize, out)
         })
+    })
+}
+
+/// The body of a poll of `engine` into `batch`: the batch is cleared first (so it is left
+/// empty whichever argument is wrong), then the engine is checked and `poll` moves its
+/// deliveries in. Like `batch`, it takes the exported function's own pointer arguments,
+/// NULL or live by that caller's contract.
+fn poll_engine(
+    engine: *mut PresenceEngine,
+    batch: *mut PresenceEventBatch,
+    poll: impl FnOnce(&Engine, &mut VecDeque<Delivery>) -> Result<usize, Error>,
+) -> FfiResult {
+    self::batch(batch)?.refill(|out| {
+        // SAFETY: NULL or live by the exported function's contract.
+        let e = unsafe { support::engine(engine) }?;
+        poll(e, out).map(drop)
     })
 }
 
