@@ -3,8 +3,9 @@
 use crate::socket::{self, close, Closing};
 use crate::App;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,6 +24,13 @@ const STYLE_CSS: &str = include_str!("../static/style.css");
 const API_BODY_LIMIT: usize = 1 << 20;
 
 pub fn router(app: Arc<App>) -> Router {
+    let backend = Router::new()
+        .route("/api/users", post(upsert_users))
+        .route("/api/users/{id}", get(get_user))
+        .route("/api/channels", post(upsert_channel))
+        .route("/api/channels/{cid}/members", post(members).delete(members))
+        // Before any extractor: a caller without the secret gets no body read or buffered.
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_api_secret));
     Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
         .route(
@@ -37,10 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route("/dev/token", get(dev_token))
-        .route("/api/users", post(upsert_users))
-        .route("/api/users/{id}", get(get_user))
-        .route("/api/channels", post(upsert_channel))
-        .route("/api/channels/{cid}/members", post(members).delete(members))
+        .merge(backend)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(app)
 }
@@ -110,16 +115,18 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Json<Value>, ApiError>;
 
 /// The backend's routes need `Authorization: Bearer <api_secret>`.
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
+async fn require_api_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if crate::auth::secrets_match(given.as_bytes(), app.config.api_secret.as_bytes()) {
-        Ok(())
+        next.run(request).await
     } else {
-        Err(ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API secret".into()))
+        ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API secret".into())
+            .into_response()
     }
 }
 
@@ -130,8 +137,7 @@ fn parse_body(body: &str) -> Result<Value, ApiError> {
 }
 
 /// `POST /api/users`: one user object or an array of them, each upserted in turn.
-async fn upsert_users(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> ApiResult {
-    authorize(&app, &headers)?;
+async fn upsert_users(State(app): State<Arc<App>>, body: String) -> ApiResult {
     let users = match parse_body(&body)? {
         Value::Array(users) => users,
         user => vec![user],
@@ -143,14 +149,12 @@ async fn upsert_users(State(app): State<Arc<App>>, headers: HeaderMap, body: Str
 }
 
 /// `GET /api/users/{id}`: the user in the own view.
-async fn get_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    authorize(&app, &headers)?;
+async fn get_user(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
     Ok(Json(app.engine.get_user(presence::ConnectionId::HOST, &id)?.to_value()))
 }
 
 /// `POST /api/channels`: engine channel JSON (`type`, `id`, `members`, custom fields).
-async fn upsert_channel(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> ApiResult {
-    authorize(&app, &headers)?;
+async fn upsert_channel(State(app): State<Arc<App>>, body: String) -> ApiResult {
     app.engine.upsert_channel_json(&parse_body(&body)?.to_string())?;
     Ok(Json(json!({})))
 }
@@ -167,11 +171,9 @@ fn member_ids(body: &str) -> Result<String, ApiError> {
 async fn members(
     State(app): State<Arc<App>>,
     method: Method,
-    headers: HeaderMap,
     Path(cid): Path<String>,
     body: String,
 ) -> ApiResult {
-    authorize(&app, &headers)?;
     let ids = member_ids(&body)?;
     if method == Method::DELETE {
         app.engine.remove_members_json(&cid, &ids)?;

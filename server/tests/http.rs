@@ -17,6 +17,41 @@ fn the_api_needs_the_secret() {
     assert_eq!(server.api("GET", "/api/users/mallory", None).0, 404, "nothing was written");
 }
 
+/// A caller without the secret is refused before its body is read: it cannot make the
+/// server wait for, or buffer, up to the body limit per connection.
+#[test]
+fn the_secret_is_checked_before_the_body_is_read() {
+    use std::io::{Read, Write};
+    let server = Server::start(json!({}));
+    for (method, path) in [
+        ("POST", "/api/users"),
+        ("POST", "/api/channels"),
+        ("POST", "/api/channels/team:red/members"),
+        ("DELETE", "/api/channels/team:red/members"),
+    ] {
+        let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+        stream.set_read_timeout(Some(common::WAIT)).unwrap();
+        // A body announced at the limit, of which only a non-UTF-8 byte ever comes.
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n\u{ff}");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(b"}") {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("{method} {path}: no answer without the body: {e}"),
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{method} {path}: {answer}");
+        assert!(
+            answer.ends_with(r#"{"code":"unauthorized","message":"missing or wrong API secret"}"#),
+            "{answer}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn backend_changes_reach_watching_clients() {
     let server = Server::start(json!({}));
