@@ -3,6 +3,10 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// The engine's heartbeat timeout unless the `engine` section sets its own: without one,
+/// a socket whose client died silently or froze would stay online for good.
+pub const CONNECTION_TIMEOUT_MS: u64 = 30_000;
+
 /// Everything the server reads at start. Unknown keys are refused so typos fail loudly.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,7 +54,7 @@ impl Default for ServerConfig {
             message_burst: 40,
             ping_interval_ms: 10_000,
             close_timeout_ms: 5_000,
-            engine: json!({"connection_timeout_ms": 30_000}),
+            engine: json!({"connection_timeout_ms": CONNECTION_TIMEOUT_MS}),
             cluster: None,
             channels: Vec::new(),
         }
@@ -132,11 +136,12 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The engine's configuration with the `cluster` section in it.
+    /// The engine's configuration with the heartbeat timeout and the `cluster` section in it.
     pub fn engine_config(&self) -> Result<Value, String> {
         let mut engine = self.engine.clone();
-        let Some(cluster) = &self.cluster else { return Ok(engine) };
         let Value::Object(keys) = &mut engine else { return Err("engine: must be a JSON object".into()) };
+        keys.entry("connection_timeout_ms").or_insert(json!(CONNECTION_TIMEOUT_MS));
+        let Some(cluster) = &self.cluster else { return Ok(engine) };
         if keys.contains_key("cluster") {
             return Err("cluster: set it at the top level or in engine, not in both".into());
         }
@@ -161,7 +166,18 @@ impl ServerConfig {
         if self.ping_interval_ms == 0 {
             return Err("ping_interval_ms must be > 0".into());
         }
-        self.engine_config().map(drop)
+        let engine = self.engine_config()?;
+        // A client's pong to a ping is its heartbeat: pings must come within the timeout.
+        if let Some(timeout) = engine["connection_timeout_ms"].as_u64().filter(|&t| t > 0) {
+            if self.ping_interval_ms >= timeout {
+                return Err(format!(
+                    "ping_interval_ms ({}) must be less than the engine's connection_timeout_ms ({timeout}), \
+                     or healthy clients that have nothing to say time out",
+                    self.ping_interval_ms
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +259,21 @@ mod tests {
         assert!(load(&[], env(&[("PRESENCE_CLUSTER", "{")])).unwrap_err().starts_with("PRESENCE_CLUSTER:"));
         let both = [("PRESENCE_CLUSTER", cluster), ("PRESENCE_ENGINE", r#"{"cluster": {}}"#)];
         assert!(load(&[], env(&both)).unwrap_err().contains("not in both"));
+    }
+
+    #[test]
+    fn an_engine_section_keeps_the_heartbeat_timeout_unless_it_sets_one() {
+        let engine_timeout = |vars: &[(&str, &str)]| {
+            let (config, _) = load(&[], env(vars)).unwrap();
+            crate::App::new(config).unwrap().engine.config().connection_timeout_ms
+        };
+        assert_eq!(engine_timeout(&[]), 30_000);
+        // A section naming other keys: dead and silent sockets are still closed.
+        assert_eq!(engine_timeout(&[("PRESENCE_ENGINE", r#"{"max_connections_per_user": 2}"#)]), 30_000);
+        assert_eq!(engine_timeout(&[("PRESENCE_ENGINE", r#"{"connection_timeout_ms": 0}"#)]), 0);
+        // Pings must come often enough for a healthy client's pongs to beat the timeout.
+        let err = load(&[], env(&[("PRESENCE_ENGINE", r#"{"connection_timeout_ms": 5000}"#)])).unwrap_err();
+        assert!(err.contains("ping_interval_ms (10000) must be less than"), "{err}");
     }
 
     #[test]
