@@ -132,10 +132,14 @@ impl App {
     }
 }
 
+/// How long a connection may take to send a request head, counted from when it opened or
+/// answered its previous request. WebSockets are not affected once upgraded.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves until the process is stopped. Prints `listening on http://ADDR` once bound, so a
 /// parent process (tests, the load generator) can read the port when `addr` ends in `:0`.
 pub async fn run(app: Arc<App>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&app.config.addr).await?;
+    let mut listener = tokio::net::TcpListener::bind(&app.config.addr).await?;
     println!("presence-server listening on http://{}", listener.local_addr()?);
     let ticker = app.clone();
     tokio::spawn(async move {
@@ -149,5 +153,18 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
             let _ = ticker.engine.tick();
         }
     });
-    axum::serve(listener, api::router(app)).await
+    let router = api::router(app);
+    loop {
+        // Waits out accept errors (out of descriptors) the way axum::serve does.
+        let (stream, _) = axum::serve::Listener::accept(&mut listener).await;
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            // axum::serve sets no timer, so it never times out a request head.
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            // A connection's error ends that connection only.
+            let _ =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades().await;
+        });
+    }
 }

@@ -52,6 +52,29 @@ fn the_secret_is_checked_before_the_body_is_read() {
     }
 }
 
+/// Connections that never complete a request head are closed: idle and half-sent
+/// requests cannot hold the server's sockets until it has none left for anyone.
+#[test]
+fn a_request_head_that_never_completes_is_closed() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    let server = Server::start(json!({}));
+    let idle = TcpStream::connect(&server.addr).unwrap();
+    let mut half = TcpStream::connect(&server.addr).unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut kept_alive = TcpStream::connect(&server.addr).unwrap();
+    kept_alive.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    for (name, mut stream) in [("idle", idle), ("half a head", half), ("kept alive", kept_alive)] {
+        stream.set_read_timeout(Some(presence_server::HEADER_READ_TIMEOUT + common::WAIT)).unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        assert!(
+            read.is_ok() || read.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+            "{name}: still open: {read:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn backend_changes_reach_watching_clients() {
     let server = Server::start(json!({}));
