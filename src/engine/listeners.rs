@@ -335,6 +335,28 @@ impl Engine {
 }
 
 impl Shared {
+    /// Unregisters and drops every listener while the engine is still whole, for an engine
+    /// about to be freed: what their drop runs (a C `user_data` finalizer) may call back
+    /// into the engine. Listeners added meanwhile go too. Cost: O(listeners).
+    pub(crate) fn drop_listeners(&self) {
+        loop {
+            let dropped: Vec<Arc<Listener>> = {
+                let mut registry = self.listeners.lock();
+                let ids: Vec<ListenerId> = registry.by_id.keys().copied().collect();
+                let dropped = ids.into_iter().filter_map(|id| registry.remove(id)).collect();
+                let mut inner = self.inner.lock();
+                inner.state.record_events = false;
+                inner.state.record_deliveries = false;
+                dropped
+            };
+            if dropped.is_empty() {
+                return;
+            }
+            // Outside the locks: a finalizer may call into the engine.
+            drop(dropped);
+        }
+    }
+
     pub(super) fn unregister(&self, id: ListenerId) -> Result<Arc<Listener>> {
         let mut registry = self.listeners.lock();
         let found =

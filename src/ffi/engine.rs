@@ -188,6 +188,8 @@ pub unsafe extern "C" fn presence_engine_free(engine: *mut PresenceEngine) {
                 "called from inside one of the engine's own callbacks; the engine stays alive",
             ));
         }
+        // Typed listeners' finalizers may call into the engine: they run while it is whole.
+        unsafe { &*engine }.engine.drop_listeners();
         drop(unsafe { Box::from_raw(engine) });
         Ok(())
     });
