@@ -864,8 +864,8 @@ enum PresenceResult presence_host_queue_poll(struct PresenceHostQueue *queue,
                                              struct PresenceEventBatch *batch);
 
 /**
- * Releases a host queue and the events still in it; the engine stops queueing for it
- * at its next event. NULL is accepted and ignored. Any thread, before or after the
+ * Releases a host queue and the events still in it; the engine stops queueing for it at
+ * once. NULL is accepted and ignored. Any thread, before or after the
  * engine is freed, but not while another thread uses the queue.
  */
 void presence_host_queue_free(struct PresenceHostQueue *queue);
