@@ -56,7 +56,7 @@ impl Engine {
     /// subscription at the next event. `INVALID` for a filter that could never match.
     /// Cost: O(log listeners); then one channel send per matching event.
     pub fn events(&self, filter: ListenerFilter) -> Result<Receiver<Arc<Event>>> {
-        self.events_until_dropped(filter).map(|(receiver, _)| receiver)
+        self.events_listener(filter).map(|(receiver, _)| receiver)
     }
 
     /// [`Engine::events`] with a guard that ends the listener when dropped, at once
@@ -68,6 +68,12 @@ impl Engine {
         &self,
         filter: ListenerFilter,
     ) -> Result<(Receiver<Arc<Event>>, EventsGuard)> {
+        let (receiver, id) = self.events_listener(filter)?;
+        Ok((receiver, EventsGuard { engine: Arc::downgrade(&self.shared), id }))
+    }
+
+    /// The receiver of [`Engine::events`] and the id of the listener filling it.
+    fn events_listener(&self, filter: ListenerFilter) -> Result<(Receiver<Arc<Event>>, ListenerId)> {
         filter.validate()?;
         let (sender, receiver) = crossbeam_channel::bounded(self.config.pending_dispatch_capacity as usize);
         // A full or dropped receiver ends the listener (the callback answers false).
@@ -75,7 +81,7 @@ impl Engine {
             filter,
             Box::new(move |event: &Arc<Event>| sender.try_send(event.clone()).is_ok()),
         ));
-        Ok((receiver, EventsGuard { engine: Arc::downgrade(&self.shared), id }))
+        Ok((receiver, id))
     }
 }
 
