@@ -664,8 +664,10 @@ enum PresenceResult presence_query_channels(struct PresenceEngine *engine,
  * dereferenced or freed by the engine; it must stay valid until the listener is removed
  * or the engine freed, and be safe to use from every thread that calls into the engine
  * (callbacks run on the calling or pumping thread). `out` is required and receives the
- * listener id. Errors: NULL, UTF8. Any thread, including from a callback (the new
- * listener sees events dispatched after it is added).
+ * listener id. A filter that could never match (an unknown event type, a user id no
+ * user can have) registers a listener that is never called. Errors: NULL, UTF8. Any
+ * thread, including from a callback (the new listener sees events dispatched after it
+ * is added).
  */
 enum PresenceResult presence_add_listener(struct PresenceEngine *engine,
                                           const char *event_type,

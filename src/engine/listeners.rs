@@ -287,13 +287,24 @@ impl Engine {
         callback: impl Fn(&Event) + Send + Sync + 'static,
     ) -> Result<ListenerId> {
         filter.validate()?;
-        Ok(self.add(Callback::Host(
+        Ok(self.add_listener_unchecked(filter, callback))
+    }
+
+    /// [`Engine::add_listener`] without refusing a filter that could never match: such a
+    /// listener is registered (and removable) but never called. ABI version 1's
+    /// `presence_add_listener` accepted every filter, and still does.
+    pub(crate) fn add_listener_unchecked(
+        &self,
+        filter: ListenerFilter,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add(Callback::Host(
             filter,
             Box::new(move |event: &Arc<Event>| {
                 callback(event);
                 true
             }),
-        )))
+        ))
     }
 
     /// Calls `callback` once per (event, recipient connection) for events emitted from now

@@ -116,8 +116,10 @@ impl CCallback {
 /// dereferenced or freed by the engine; it must stay valid until the listener is removed
 /// or the engine freed, and be safe to use from every thread that calls into the engine
 /// (callbacks run on the calling or pumping thread). `out` is required and receives the
-/// listener id. Errors: NULL, UTF8. Any thread, including from a callback (the new
-/// listener sees events dispatched after it is added).
+/// listener id. A filter that could never match (an unknown event type, a user id no
+/// user can have) registers a listener that is never called. Errors: NULL, UTF8. Any
+/// thread, including from a callback (the new listener sees events dispatched after it
+/// is added).
 #[no_mangle]
 pub unsafe extern "C" fn presence_add_listener(
     engine: *mut PresenceEngine,
@@ -136,7 +138,8 @@ pub unsafe extern "C" fn presence_add_listener(
         let filter =
             ListenerFilter { event_type: event_type.map(str::to_owned), user_id: user_id.map(str::to_owned) };
         let callback = CCallback { function, user_data };
-        let id = e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?;
+        let id =
+            e.add_listener_unchecked(filter, move |event: &Event| callback.invoke(event, View::Own, None));
         unsafe { out.write(id.0) };
         Ok(())
     })
