@@ -239,10 +239,13 @@ typedef struct PresenceEvent {
  * `presence_pump` (manual dispatch), never while the engine holds its lock, never
  * concurrently with another callback of the same engine, in `seq` order. A call delivers
  * at most what it caused plus a bounded number more (1024 items); the rest waits for the
- * next call or `presence_pump`. A callback may call any function of the engine except
+ * next call or `presence_pump`. In cluster mode with immediate dispatch, the events of
+ * changes made on other nodes are delivered on the engine's cluster link thread (a
+ * thread of the library's). A callback may call any function of the engine except
  * `presence_engine_free` on it (refused, see there); events it causes are delivered after
  * the current one. No call waits for another thread's callbacks, except
- * `presence_remove_listener` for a call of the listener it removes.
+ * `presence_remove_listener` for a call of the listener it removes, and
+ * `presence_engine_free` in cluster mode for a call running on the link thread.
  * It must not longjmp out of the callback, and must not let a C++ exception escape it
  * (wrap its body in try/catch): an exception reaching the engine aborts the process.
  */
@@ -453,8 +456,9 @@ enum PresenceResult presence_engine_new(const char *config_json, struct Presence
  * touched: it stays the caller's to release). NULL is accepted and ignored. No other
  * thread may be using the engine. Called from one of the engine's own callbacks it
  * refuses: the engine stays alive and usable, and `presence_last_error` on the calling
- * thread says why (free it after the callback returns). The handle is invalid
- * afterwards otherwise.
+ * thread says why (free it after the callback returns). In cluster mode it stops the
+ * cluster link thread, waiting for a callback running there to return. The handle is
+ * invalid afterwards otherwise.
  */
 void presence_engine_free(struct PresenceEngine *engine);
 
@@ -663,9 +667,12 @@ enum PresenceResult presence_query_channels(struct PresenceEngine *engine,
  * `user_data` may be anything, NULL included: it is passed back untouched, never
  * dereferenced or freed by the engine; it must stay valid until the listener is removed
  * or the engine freed, and be safe to use from every thread that calls into the engine
- * (callbacks run on the calling or pumping thread). `out` is required and receives the
- * listener id. Errors: NULL, UTF8. Any thread, including from a callback (the new
- * listener sees events dispatched after it is added).
+ * (callbacks run on the calling or pumping thread, and in cluster mode on the link
+ * thread, see `PresenceEventCallback`). `out` is required and receives the
+ * listener id. A filter that could never match (an unknown event type, a user id no
+ * user can have) registers a listener that is never called. Errors: NULL, UTF8. Any
+ * thread, including from a callback (the new listener sees events dispatched after it
+ * is added).
  */
 enum PresenceResult presence_add_listener(struct PresenceEngine *engine,
                                           const char *event_type,
@@ -864,8 +871,8 @@ enum PresenceResult presence_host_queue_poll(struct PresenceHostQueue *queue,
                                              struct PresenceEventBatch *batch);
 
 /**
- * Releases a host queue and the events still in it; the engine stops queueing for it
- * at its next event. NULL is accepted and ignored. Any thread, before or after the
+ * Releases a host queue and the events still in it; the engine stops queueing for it at
+ * once. NULL is accepted and ignored. Any thread, before or after the
  * engine is freed, but not while another thread uses the queue.
  */
 void presence_host_queue_free(struct PresenceHostQueue *queue);
@@ -881,9 +888,11 @@ void presence_host_queue_free(struct PresenceHostQueue *queue);
  * `user_data_free` may be NULL; otherwise, once this call succeeds, the engine calls it
  * exactly once with `user_data`, after the listener is removed and no callback of it runs
  * any more (on the thread that removes it, or the one whose dispatch still held it), or
- * when the engine is freed. When this call fails it is never called: `user_data` stays
- * the caller's. Cost: O(listeners). Errors: NULL, UTF8. Any thread, including from a
- * callback.
+ * when the engine is freed (inside `presence_engine_free`, with the engine still whole:
+ * it may call into the engine, except to free it). When this call fails it is never
+ * called: `user_data` stays the caller's. Cost: O(listeners). Errors: NULL, UTF8,
+ * INVALID (a filter that could never match: an unknown event type or an invalid user
+ * id). Any thread, including from a callback.
  */
 enum PresenceResult presence_add_typed_listener(struct PresenceEngine *engine,
                                                 const char *event_type,

@@ -53,7 +53,7 @@ pub struct Config {
     ///
     /// When listener callbacks run. `"immediate"`: on the thread whose call caused the events,
     /// before that call returns (events caused by a callback's own calls are delivered after the
-    /// current one, in order). `"manual"`: only inside `pump`, on the thread that calls it, the
+    /// current one, in order; in cluster mode, other nodes' changes on the cluster link thread). `"manual"`: only inside `pump`, on the thread that calls it, the
     /// game-loop model (call `pump` once per frame). Callbacks never run concurrently and never
     /// while the engine holds its lock. Per-connection queues fill in both modes.
     pub dispatch: Dispatch,

@@ -174,7 +174,10 @@ impl State {
     ) -> Result<usize> {
         let mut slots = std::mem::take(&mut self.poll_slots);
         slots.clear();
-        let found = connections.iter().try_for_each(|&c| Ok(slots.push(self.slot(c)?)));
+        let found = connections.iter().try_for_each(|&c| {
+            slots.push(self.slot(c)?);
+            Ok(())
+        });
         let mut moved = 0;
         if found.is_ok() {
             for &c in &slots {

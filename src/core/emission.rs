@@ -73,7 +73,7 @@ impl State {
                 self.users[u as usize].subscribers.is_empty()
             }
             Recipients::WatchersOf(ch) => {
-                self.channels[ch as usize].as_ref().map_or(true, |c| c.watchers.is_empty())
+                self.channels[ch as usize].as_ref().is_none_or(|c| c.watchers.is_empty())
             }
         }
     }

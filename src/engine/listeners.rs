@@ -287,13 +287,24 @@ impl Engine {
         callback: impl Fn(&Event) + Send + Sync + 'static,
     ) -> Result<ListenerId> {
         filter.validate()?;
-        Ok(self.add(Callback::Host(
+        Ok(self.add_listener_unchecked(filter, callback))
+    }
+
+    /// [`Engine::add_listener`] without refusing a filter that could never match: such a
+    /// listener is registered (and removable) but never called. ABI version 1's
+    /// `presence_add_listener` accepted every filter, and still does.
+    pub(crate) fn add_listener_unchecked(
+        &self,
+        filter: ListenerFilter,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.add(Callback::Host(
             filter,
             Box::new(move |event: &Arc<Event>| {
                 callback(event);
                 true
             }),
-        )))
+        ))
     }
 
     /// Calls `callback` once per (event, recipient connection) for events emitted from now
@@ -335,6 +346,28 @@ impl Engine {
 }
 
 impl Shared {
+    /// Unregisters and drops every listener while the engine is still whole, for an engine
+    /// about to be freed: what their drop runs (a C `user_data` finalizer) may call back
+    /// into the engine. Listeners added meanwhile go too. Cost: O(listeners).
+    pub(crate) fn drop_listeners(&self) {
+        loop {
+            let dropped: Vec<Arc<Listener>> = {
+                let mut registry = self.listeners.lock();
+                let ids: Vec<ListenerId> = registry.by_id.keys().copied().collect();
+                let dropped = ids.into_iter().filter_map(|id| registry.remove(id)).collect();
+                let mut inner = self.inner.lock();
+                inner.state.record_events = false;
+                inner.state.record_deliveries = false;
+                dropped
+            };
+            if dropped.is_empty() {
+                return;
+            }
+            // Outside the locks: a finalizer may call into the engine.
+            drop(dropped);
+        }
+    }
+
     pub(super) fn unregister(&self, id: ListenerId) -> Result<Arc<Listener>> {
         let mut registry = self.listeners.lock();
         let found =

@@ -10,6 +10,7 @@ mod receivers;
 pub use dispatch::{ListenerPanics, EXTRA_ITEMS};
 pub(crate) use listeners::DeliveryRun;
 pub use listeners::{ListenerFilter, ListenerId};
+pub(crate) use receivers::EventsGuard;
 
 use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 use crate::channel::{parse_user_ids_json, ChannelPatch};

@@ -1,12 +1,12 @@
 //! Receivers: a connection's events, or the host's, as `crossbeam_channel` receivers that
 //! work with `select!`, `recv_timeout` and iteration.
-use super::listeners::Callback;
-use super::Engine;
+use super::listeners::{Callback, ListenerId};
+use super::{Engine, Shared};
 use crate::error::{Error, Result};
 use crate::event::{ConnectionId, Delivery, Event};
 use crate::ListenerFilter;
 use crossbeam_channel::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 impl Engine {
     /// The connection's deliveries as a channel, in `seq` order, starting with those
@@ -56,13 +56,46 @@ impl Engine {
     /// subscription at the next event. `INVALID` for a filter that could never match.
     /// Cost: O(log listeners); then one channel send per matching event.
     pub fn events(&self, filter: ListenerFilter) -> Result<Receiver<Arc<Event>>> {
+        self.events_listener(filter).map(|(receiver, _)| receiver)
+    }
+
+    /// [`Engine::events`] with a guard that ends the listener when dropped, at once
+    /// instead of at its next matching event: an event that may never come (a rare type,
+    /// a user gone) would otherwise keep the listener, and the channel's room for
+    /// `pending_dispatch_capacity` events, for the engine's life. The guard does not keep
+    /// the engine alive.
+    pub(crate) fn events_until_dropped(
+        &self,
+        filter: ListenerFilter,
+    ) -> Result<(Receiver<Arc<Event>>, EventsGuard)> {
+        let (receiver, id) = self.events_listener(filter)?;
+        Ok((receiver, EventsGuard { engine: Arc::downgrade(&self.shared), id }))
+    }
+
+    /// The receiver of [`Engine::events`] and the id of the listener filling it.
+    fn events_listener(&self, filter: ListenerFilter) -> Result<(Receiver<Arc<Event>>, ListenerId)> {
         filter.validate()?;
         let (sender, receiver) = crossbeam_channel::bounded(self.config.pending_dispatch_capacity as usize);
         // A full or dropped receiver ends the listener (the callback answers false).
-        self.add(Callback::Host(
+        let id = self.add(Callback::Host(
             filter,
             Box::new(move |event: &Arc<Event>| sender.try_send(event.clone()).is_ok()),
         ));
-        Ok(receiver)
+        Ok((receiver, id))
+    }
+}
+
+/// Ends the listener behind an [`Engine::events_until_dropped`] receiver when dropped
+/// (nothing once the engine is gone, or the listener already ended).
+pub(crate) struct EventsGuard {
+    engine: Weak<Shared>,
+    id: ListenerId,
+}
+
+impl Drop for EventsGuard {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.upgrade() {
+            let _ = engine.unregister(self.id);
+        }
     }
 }

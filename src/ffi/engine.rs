@@ -174,8 +174,9 @@ pub unsafe extern "C" fn presence_engine_new(
 /// touched: it stays the caller's to release). NULL is accepted and ignored. No other
 /// thread may be using the engine. Called from one of the engine's own callbacks it
 /// refuses: the engine stays alive and usable, and `presence_last_error` on the calling
-/// thread says why (free it after the callback returns). The handle is invalid
-/// afterwards otherwise.
+/// thread says why (free it after the callback returns). In cluster mode it stops the
+/// cluster link thread, waiting for a callback running there to return. The handle is
+/// invalid afterwards otherwise.
 #[no_mangle]
 pub unsafe extern "C" fn presence_engine_free(engine: *mut PresenceEngine) {
     if engine.is_null() {
@@ -188,6 +189,8 @@ pub unsafe extern "C" fn presence_engine_free(engine: *mut PresenceEngine) {
                 "called from inside one of the engine's own callbacks; the engine stays alive",
             ));
         }
+        // Typed listeners' finalizers may call into the engine: they run while it is whole.
+        unsafe { &*engine }.engine.drop_listeners();
         drop(unsafe { Box::from_raw(engine) });
         Ok(())
     });

@@ -41,10 +41,13 @@ pub struct PresenceEvent {
 /// `presence_pump` (manual dispatch), never while the engine holds its lock, never
 /// concurrently with another callback of the same engine, in `seq` order. A call delivers
 /// at most what it caused plus a bounded number more (1024 items); the rest waits for the
-/// next call or `presence_pump`. A callback may call any function of the engine except
+/// next call or `presence_pump`. In cluster mode with immediate dispatch, the events of
+/// changes made on other nodes are delivered on the engine's cluster link thread (a
+/// thread of the library's). A callback may call any function of the engine except
 /// `presence_engine_free` on it (refused, see there); events it causes are delivered after
 /// the current one. No call waits for another thread's callbacks, except
-/// `presence_remove_listener` for a call of the listener it removes.
+/// `presence_remove_listener` for a call of the listener it removes, and
+/// `presence_engine_free` in cluster mode for a call running on the link thread.
 /// It must not longjmp out of the callback, and must not let a C++ exception escape it
 /// (wrap its body in try/catch): an exception reaching the engine aborts the process.
 pub type PresenceEventCallback =
@@ -115,9 +118,12 @@ impl CCallback {
 /// `user_data` may be anything, NULL included: it is passed back untouched, never
 /// dereferenced or freed by the engine; it must stay valid until the listener is removed
 /// or the engine freed, and be safe to use from every thread that calls into the engine
-/// (callbacks run on the calling or pumping thread). `out` is required and receives the
-/// listener id. Errors: NULL, UTF8. Any thread, including from a callback (the new
-/// listener sees events dispatched after it is added).
+/// (callbacks run on the calling or pumping thread, and in cluster mode on the link
+/// thread, see `PresenceEventCallback`). `out` is required and receives the
+/// listener id. A filter that could never match (an unknown event type, a user id no
+/// user can have) registers a listener that is never called. Errors: NULL, UTF8. Any
+/// thread, including from a callback (the new listener sees events dispatched after it
+/// is added).
 #[no_mangle]
 pub unsafe extern "C" fn presence_add_listener(
     engine: *mut PresenceEngine,
@@ -136,7 +142,8 @@ pub unsafe extern "C" fn presence_add_listener(
         let filter =
             ListenerFilter { event_type: event_type.map(str::to_owned), user_id: user_id.map(str::to_owned) };
         let callback = CCallback { function, user_data };
-        let id = e.add_listener(filter, move |event: &Event| callback.invoke(event, View::Own, None))?;
+        let id =
+            e.add_listener_unchecked(filter, move |event: &Event| callback.invoke(event, View::Own, None));
         unsafe { out.write(id.0) };
         Ok(())
     })

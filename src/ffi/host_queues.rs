@@ -4,6 +4,7 @@ use super::support::{self, call, non_null};
 use super::typed::*;
 use super::typed_listeners::filter_arg;
 use super::{PresenceEngine, PresenceResult};
+use crate::engine::EventsGuard;
 use crate::error::Error;
 use crate::event::{ConnectionId, Delivery, Event};
 use crate::user::View;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 /// `presence_host_queue_free`; it does not keep the engine alive.
 pub struct PresenceHostQueue {
     events: crossbeam_channel::Receiver<Arc<Event>>,
+    /// Ends the engine's listener for this queue when the queue is freed.
+    _listener: EventsGuard,
 }
 
 /// Creates a host queue: from now on every event matching the filters (as for
@@ -41,8 +44,8 @@ pub unsafe extern "C" fn presence_host_queue_new(
         let e = unsafe { support::engine(engine) }?;
         let filter = unsafe { filter_arg(event_type, user_id) }?;
         let out = non_null(out, "out")?;
-        let events = e.events(filter)?;
-        unsafe { out.write(Box::into_raw(Box::new(PresenceHostQueue { events }))) };
+        let (events, listener) = e.events_until_dropped(filter)?;
+        unsafe { out.write(Box::into_raw(Box::new(PresenceHostQueue { events, _listener: listener }))) };
         Ok(())
     })
 }
@@ -88,8 +91,8 @@ pub unsafe extern "C" fn presence_host_queue_poll(
     })
 }
 
-/// Releases a host queue and the events still in it; the engine stops queueing for it
-/// at its next event. NULL is accepted and ignored. Any thread, before or after the
+/// Releases a host queue and the events still in it; the engine stops queueing for it at
+/// once. NULL is accepted and ignored. Any thread, before or after the
 /// engine is freed, but not while another thread uses the queue.
 #[no_mangle]
 pub unsafe extern "C" fn presence_host_queue_free(queue: *mut PresenceHostQueue) {

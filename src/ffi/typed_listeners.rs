@@ -263,9 +263,11 @@ fn add_typed(
 /// `user_data_free` may be NULL; otherwise, once this call succeeds, the engine calls it
 /// exactly once with `user_data`, after the listener is removed and no callback of it runs
 /// any more (on the thread that removes it, or the one whose dispatch still held it), or
-/// when the engine is freed. When this call fails it is never called: `user_data` stays
-/// the caller's. Cost: O(listeners). Errors: NULL, UTF8. Any thread, including from a
-/// callback.
+/// when the engine is freed (inside `presence_engine_free`, with the engine still whole:
+/// it may call into the engine, except to free it). When this call fails it is never
+/// called: `user_data` stays the caller's. Cost: O(listeners). Errors: NULL, UTF8,
+/// INVALID (a filter that could never match: an unknown event type or an invalid user
+/// id). Any thread, including from a callback.
 #[no_mangle]
 pub unsafe extern "C" fn presence_add_typed_listener(
     engine: *mut PresenceEngine,

@@ -431,6 +431,12 @@ static void test_events(void) {
              "presence_add_listener: event_type is not valid UTF-8");
   EXPECT_ERR(presence_add_listener(e, NULL, BAD_UTF8, noop_callback, NULL, &out), PRESENCE_ERR_UTF8,
              "presence_add_listener: user_id is not valid UTF-8");
+  /* ABI version 1 accepts a filter that could never match: the listener is never called. */
+  PresenceListenerId never_type = 0, never_user = 0;
+  int never_calls = 0;
+  EXPECT_OK(presence_add_listener(e, "user.typing", NULL, noop_callback, &never_calls, &never_type));
+  EXPECT_OK(presence_add_listener(e, NULL, "Alice Smith", noop_callback, &never_calls, &never_user));
+  CHECK(never_type != 0 && never_user != 0 && never_type != never_user);
   EXPECT_ERR(presence_add_delivery_listener(NULL, noop_callback, NULL, &out), PRESENCE_ERR_NULL,
              "presence_add_delivery_listener: engine is NULL");
   EXPECT_ERR(presence_add_delivery_listener(e, NULL, NULL, &out), PRESENCE_ERR_NULL,
@@ -466,6 +472,9 @@ static void test_events(void) {
   EXPECT_OK(presence_set_status(e, "carol", "busy"));
   EXPECT_OK(presence_pump(e, NULL));
   CHECK(typed_calls == 1); /* removed before the event */
+  CHECK(never_calls == 0);
+  EXPECT_OK(presence_remove_listener(e, never_type));
+  EXPECT_OK(presence_remove_listener(e, never_user));
 
   /* presence_poll_events: the watcher got member/presence events; "[]" when drained. */
   char *events = NULL;
