@@ -2,6 +2,7 @@
 //! endpoint and the web page.
 use crate::socket::{self, close, Closing};
 use crate::App;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -59,19 +60,20 @@ struct ConnectParams {
 /// as an error frame and a close code rather than a bare HTTP status a browser hides.
 async fn connect(
     State(app): State<Arc<App>>,
-    Query(params): Query<ConnectParams>,
+    params: Result<Query<ConnectParams>, QueryRejection>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    let admitted = match (origin, params.token) {
+    let admitted = match (origin, params.map(|Query(params)| params.token)) {
         (Some(origin), _) if !origin_allowed(&app.config.allowed_origins, origin) => Err(Closing::refuse(
             close::ORIGIN,
             "origin_not_allowed",
             format!("origin {origin} is not allowed"),
         )),
-        (_, None) => Err(Closing::refuse(close::UNAUTHORIZED, "invalid_token", "missing token")),
-        (_, Some(token)) => {
+        (_, Err(e)) => Err(Closing::refuse(close::UNAUTHORIZED, "invalid_token", e.body_text())),
+        (_, Ok(None)) => Err(Closing::refuse(close::UNAUTHORIZED, "invalid_token", "missing token")),
+        (_, Ok(Some(token))) => {
             app.keys.verify(&token).map_err(|e| Closing::refuse(close::UNAUTHORIZED, "invalid_token", e))
         }
     };

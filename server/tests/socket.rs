@@ -29,6 +29,8 @@ async fn tokens_are_checked_before_anything_else() {
     for (path, needle) in [
         ("/connect".to_string(), "missing token"),
         ("/connect?token=not.a.jwt".to_string(), "invalid token"),
+        // A query the server cannot read is refused on the socket too, not with a bare 400.
+        (format!("/connect?token={0}&token={0}", server.token("alice")), "duplicate field `token`"),
         (format!("/connect?token={}", other_key.sign("alice", 60)), "InvalidSignature"),
         (format!("/connect?token={expired}"), "ExpiredSignature"),
     ] {
