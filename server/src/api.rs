@@ -10,7 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use presence::{Answer, Error, ErrorKind};
+use presence::{Answer, Error, ErrorKind, UserPatch};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -138,16 +138,18 @@ fn parse_body(body: &str) -> Result<Value, ApiError> {
     serde_json::from_str(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
 }
 
-/// `POST /api/users`: one user object or an array of them, each upserted in turn.
+/// `POST /api/users`: one user object or an array of them, each upserted in turn once all
+/// of them are valid, so that a refused array wrote nothing.
 async fn upsert_users(State(app): State<Arc<App>>, body: String) -> ApiResult {
     let users = match parse_body(&body)? {
         Value::Array(users) => users,
         user => vec![user],
     };
-    for user in &users {
-        app.engine.upsert_user_json(&user.to_string())?;
+    let patches = users.into_iter().map(UserPatch::from_value).collect::<Result<Vec<_>, _>>()?;
+    for patch in &patches {
+        app.engine.upsert_user(patch)?;
     }
-    Ok(Json(json!({"upserted": users.len()})))
+    Ok(Json(json!({"upserted": patches.len()})))
 }
 
 /// `GET /api/users/{id}`: the user in the own view.

@@ -142,6 +142,11 @@ fn bad_api_input_gets_a_clear_answer() {
         );
         assert!(!answer["message"].as_str().unwrap().is_empty());
     }
+    // An array with an invalid user is refused whole: nothing before it was written.
+    let (status, answer) =
+        server.api("POST", "/api/users", Some(json!([{"id": "dave", "name": "Dave"}, {"id": "has space"}])));
+    assert_eq!((status, answer["code"].as_str()), (400, Some("invalid")), "{answer}");
+    assert_eq!(server.api("GET", "/api/users/dave", None).0, 404, "nothing was written");
     let raw = ureq::post(&server.url("/api/users"))
         .set("Authorization", &format!("Bearer {}", common::API_SECRET))
         .send_string("{\"id\":");
