@@ -845,8 +845,10 @@ enum PresenceResult presence_batch_event_json(struct PresenceEventBatch *batch,
  *
  * `event_type` and `user_id` may be NULL (no filter) and are copied; `engine` and `out`
  * are required; `*out` is owned by the caller (`presence_host_queue_free`). Cost:
- * O(log listeners); then one queue push per matching event. Errors: NULL, UTF8, INVALID
- * (a filter that could never match). Any thread, including from a callback.
+ * O(log listeners + pending_dispatch_capacity: the queue's room is allocated whole); then
+ * one queue push per matching event. Errors: NULL, UTF8, INVALID (a filter that could
+ * never match), LIMIT (`pending_dispatch_capacity` above 1048576). Any thread, including
+ * from a callback.
  */
 enum PresenceResult presence_host_queue_new(struct PresenceEngine *engine,
                                             const char *event_type,

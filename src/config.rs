@@ -98,7 +98,7 @@ pub struct Config {
     /// does not fit is not queued: the connection is closed with reason `slow_consumer` when the
     /// call that overflowed it finishes, so nothing is dropped silently. 0 disables queues:
     /// events reach connections only through delivery listeners, and `poll_events` answers
-    /// nothing.
+    /// nothing. `subscribe` allocates a channel of this size, so it answers `LIMIT` above 1048576.
     pub connection_queue_capacity: u32,
     /// Integer; default `100`; range 1 to 4294967295.
     ///
@@ -147,6 +147,8 @@ pub struct Config {
     /// delivers one `engine.overflow` event (host listeners only) with `dropped`, the number
     /// discarded, so nothing is dropped silently. It also bounds an `events` receiver: a
     /// consumer that falls this far behind is cut off. Per-connection queues are not affected.
+    /// An `events` receiver (and a C host queue) allocates a channel of this size, so it answers
+    /// `LIMIT` above 1048576.
     pub pending_dispatch_capacity: u32,
     /// Object or absent (default: absent, a single engine).
     ///

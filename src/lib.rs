@@ -58,7 +58,9 @@ pub use answer::{Answer, ChannelSnapshot, ChannelState, ChannelsAnswer, UsersAns
 pub use channel::ChannelPatch;
 pub use config::{Clock, ClusterConfig, Config, Dispatch, QueryBudget};
 pub use crossbeam_channel::Receiver;
-pub use engine::{Counts, Engine, ListenerFilter, ListenerId, ListenerPanics, EXTRA_ITEMS};
+pub use engine::{
+    Counts, Engine, ListenerFilter, ListenerId, ListenerPanics, EXTRA_ITEMS, MAX_RECEIVER_BOUND,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ChannelRef, CloseReason, ConnectionId, Delivery, Event, EventKind};
 pub use shared_str::SharedStr;

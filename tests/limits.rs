@@ -581,3 +581,42 @@ fn tick_at_the_end_of_time_returns() {
         assert!(got.is_ok(), "{config}: tick at the end of time did not return within 10 s");
     }
 }
+
+/// A receiver's channel is allocated whole: a bound above `MAX_RECEIVER_BOUND` answers
+/// `LIMIT` naming the setting (it aborted the process on the failed allocation), and
+/// the largest allowed bound works.
+#[test]
+fn receivers_refuse_a_bound_they_cannot_allocate() {
+    use presence::MAX_RECEIVER_BOUND;
+    let huge = u32::MAX;
+    let e = Engine::from_json(Some(
+        &json!({"connection_queue_capacity": huge, "pending_dispatch_capacity": huge}).to_string(),
+    ))
+    .unwrap();
+    let c = e.connect_user("alice").unwrap();
+    let err = e.subscribe(c).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Limit);
+    assert_eq!(
+        err.message(),
+        format!("connection_queue_capacity is {huge}: a receiver allocates room for that many events at once, so it takes at most {MAX_RECEIVER_BOUND}")
+    );
+    let err = e.events(ListenerFilter::all()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Limit);
+    assert_eq!(
+        err.message(),
+        format!("pending_dispatch_capacity is {huge}: a receiver allocates room for that many events at once, so it takes at most {MAX_RECEIVER_BOUND}")
+    );
+    e.disconnect(c).unwrap();
+
+    let max = MAX_RECEIVER_BOUND;
+    let e = Engine::from_json(Some(
+        &json!({"connection_queue_capacity": max, "pending_dispatch_capacity": max}).to_string(),
+    ))
+    .unwrap();
+    let c = e.connect_user("alice").unwrap();
+    let inbox = e.subscribe(c).unwrap();
+    let events = e.events(ListenerFilter::all()).unwrap();
+    e.set_status("alice", Some("here")).unwrap();
+    assert_eq!(events.try_recv().unwrap().type_name(), "user.presence.changed");
+    assert!(inbox.try_recv().is_err(), "alice subscribes to nobody");
+}

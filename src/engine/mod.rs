@@ -11,6 +11,7 @@ pub use dispatch::{ListenerPanics, EXTRA_ITEMS};
 pub(crate) use listeners::DeliveryRun;
 pub use listeners::{ListenerFilter, ListenerId};
 pub(crate) use receivers::EventsGuard;
+pub use receivers::MAX_RECEIVER_BOUND;
 
 use crate::answer::{ChannelState, ChannelsAnswer, UsersAnswer, ViewedUser};
 use crate::channel::{parse_user_ids_json, ChannelPatch};

@@ -18,8 +18,9 @@ impl Engine {
     /// Dropping the receiver ends the subscription (the queue takes over again); closing
     /// the connection disconnects it after the last delivery; subscribing again replaces
     /// the previous receiver. `STATE` when queues are disabled
-    /// (`connection_queue_capacity` 0). Cost: O(queued); then one channel send per
-    /// delivery.
+    /// (`connection_queue_capacity` 0); `LIMIT` when `connection_queue_capacity` is above
+    /// [`MAX_RECEIVER_BOUND`] (the channel's room is allocated whole). Cost: O(capacity)
+    /// to allocate, O(queued) to move; then one channel send per delivery.
     ///
     /// ```
     /// use presence::Engine;
@@ -43,7 +44,8 @@ impl Engine {
         if capacity == 0 {
             return Err(Error::state("subscribe needs connection queues (connection_queue_capacity is 0)"));
         }
-        let (sink, receiver) = crossbeam_channel::bounded(capacity);
+        let (sink, receiver) =
+            crossbeam_channel::bounded(receiver_room(capacity, "connection_queue_capacity")?);
         self.lock()?.state.attach_sink(connection, sink)?;
         Ok(receiver)
     }
@@ -53,8 +55,10 @@ impl Engine {
     /// mode, inside `pump`). Bounded by `pending_dispatch_capacity`: a consumer that falls
     /// that far behind is cut off (its receiver sees the channel disconnected after the
     /// last event it got), so nothing is dropped silently. Dropping the receiver ends the
-    /// subscription at the next event. `INVALID` for a filter that could never match.
-    /// Cost: O(log listeners); then one channel send per matching event.
+    /// subscription at the next event. `INVALID` for a filter that could never match;
+    /// `LIMIT` when `pending_dispatch_capacity` is above [`MAX_RECEIVER_BOUND`] (the
+    /// channel's room is allocated whole). Cost: O(log listeners + that room); then one
+    /// channel send per matching event.
     pub fn events(&self, filter: ListenerFilter) -> Result<Receiver<Arc<Event>>> {
         self.events_listener(filter).map(|(receiver, _)| receiver)
     }
@@ -75,7 +79,9 @@ impl Engine {
     /// The receiver of [`Engine::events`] and the id of the listener filling it.
     fn events_listener(&self, filter: ListenerFilter) -> Result<(Receiver<Arc<Event>>, ListenerId)> {
         filter.validate()?;
-        let (sender, receiver) = crossbeam_channel::bounded(self.config.pending_dispatch_capacity as usize);
+        let room =
+            receiver_room(self.config.pending_dispatch_capacity as usize, "pending_dispatch_capacity")?;
+        let (sender, receiver) = crossbeam_channel::bounded(room);
         // A full or dropped receiver ends the listener (the callback answers false).
         let id = self.add(Callback::Host(
             filter,
@@ -98,4 +104,19 @@ impl Drop for EventsGuard {
             let _ = engine.unregister(self.id);
         }
     }
+}
+
+/// The largest bound a receiver takes. A receiver's channel allocates room for its whole
+/// bound when it is made (16 to 24 bytes per event): a larger bound answers `LIMIT` instead
+/// of aborting the process on an allocation that fails.
+pub const MAX_RECEIVER_BOUND: usize = 1 << 20;
+
+/// `bound`, the value of `setting`, when a receiver may take it; `LIMIT` otherwise.
+fn receiver_room(bound: usize, setting: &str) -> Result<usize> {
+    if bound > MAX_RECEIVER_BOUND {
+        return Err(Error::limit(format!(
+            "{setting} is {bound}: a receiver allocates room for that many events at once, so it takes at most {MAX_RECEIVER_BOUND}"
+        )));
+    }
+    Ok(bound)
 }

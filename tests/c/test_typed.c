@@ -623,6 +623,13 @@ static void test_host_queues(void) {
   EXPECT_ERR(presence_host_queue_new(e, "user.nope", NULL, &untouched), PRESENCE_ERR_INVALID,
              "unknown event type \"user.nope\"");
   CHECK(untouched == (PresenceHostQueue *)&all);
+  /* A queue's room is allocated whole: a bound it cannot take answers LIMIT (it aborted). */
+  PresenceEngine *huge = new_engine("{\"pending_dispatch_capacity\":4294967295}");
+  EXPECT_ERR(presence_host_queue_new(huge, NULL, NULL, &untouched), PRESENCE_ERR_LIMIT,
+             "presence_host_queue_new: pending_dispatch_capacity is 4294967295: a receiver allocates room "
+             "for that many events at once, so it takes at most 1048576");
+  CHECK(untouched == (PresenceHostQueue *)&all);
+  presence_engine_free(huge);
   EXPECT_OK(presence_host_queue_new(e, NULL, NULL, &all));
   EXPECT_OK(presence_host_queue_new(e, "user.presence.changed", "bob", &bob_only));
   presence_host_queue_free(NULL); /* accepted */
