@@ -52,6 +52,8 @@ pub struct App {
     pub links: RwLock<HashMap<ConnectionId, Arc<Link>>>,
     /// Users online in the public view, kept from the engine's own events.
     pub online: Mutex<HashSet<SharedStr>>,
+    /// Each connected user's message allowance, shared by all of that user's sockets.
+    pub(crate) rates: Mutex<HashMap<String, Arc<Mutex<socket::TokenBucket>>>>,
     pub metrics: Metrics,
 }
 
@@ -75,6 +77,7 @@ impl App {
             engine,
             links: RwLock::new(HashMap::new()),
             online: Mutex::new(HashSet::new()),
+            rates: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
         });
         app.install_listeners()?;

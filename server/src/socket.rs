@@ -76,7 +76,7 @@ enum End {
 }
 
 /// Sustained rate with a burst allowance.
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     per_second: f64,
     burst: f64,
@@ -99,6 +99,43 @@ impl TokenBucket {
         }
         self.tokens -= 1.0;
         true
+    }
+}
+
+/// A user's share of the message rate, held by each of their sockets: a user who opens
+/// more sockets gets no more engine time. The last socket to go removes it.
+struct UserRate<'a> {
+    app: &'a App,
+    user_id: &'a str,
+    bucket: Option<Arc<parking_lot::Mutex<TokenBucket>>>,
+}
+
+impl<'a> UserRate<'a> {
+    fn join(app: &'a App, user_id: &'a str) -> Self {
+        let bucket = app
+            .rates
+            .lock()
+            .entry(user_id.to_owned())
+            .or_insert_with(|| {
+                let bucket = TokenBucket::new(app.config.messages_per_second, app.config.message_burst);
+                Arc::new(parking_lot::Mutex::new(bucket))
+            })
+            .clone();
+        UserRate { app, user_id, bucket: Some(bucket) }
+    }
+
+    fn take(&self) -> bool {
+        self.bucket.as_ref().is_some_and(|b| b.lock().take())
+    }
+}
+
+impl Drop for UserRate<'_> {
+    fn drop(&mut self) {
+        let mut rates = self.app.rates.lock();
+        drop(self.bucket.take());
+        if rates.get(self.user_id).is_some_and(|b| Arc::strong_count(b) == 1) {
+            rates.remove(self.user_id);
+        }
     }
 }
 
@@ -176,7 +213,7 @@ async fn session(
     if socket.send(text(hello.to_string())).await.is_err() {
         return End::Gone;
     }
-    let mut bucket = TokenBucket::new(app.config.messages_per_second, app.config.message_burst);
+    let rate = UserRate::join(app, user_id);
     let mut ping = tokio::time::interval(Duration::from_millis(app.config.ping_interval_ms));
     ping.reset();
     loop {
@@ -184,7 +221,7 @@ async fn session(
             _ = link.closed.notified() => return End::Close(closed(link)),
             _ = link.wake.notified() => push_events(app, socket, connection, link).await,
             _ = ping.tick() => send_or_close(socket, link, Message::Ping(Default::default())).await,
-            message = socket.recv() => receive(app, socket, (connection, user_id), link, &mut bucket, message).await,
+            message = socket.recv() => receive(app, socket, (connection, user_id), link, &rate, message).await,
         };
         if let Err(end) = step {
             return end;
@@ -242,7 +279,7 @@ async fn receive(
     socket: &mut WebSocket,
     (connection, user_id): (ConnectionId, &str),
     link: &Link,
-    bucket: &mut TokenBucket,
+    rate: &UserRate<'_>,
     message: Option<Result<Message, axum::Error>>,
 ) -> Result<(), End> {
     let message = match message {
@@ -263,12 +300,12 @@ async fn receive(
     match message {
         Message::Text(body) => {
             app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
-            if !bucket.take() {
+            if !rate.take() {
                 let limit = app.config.messages_per_second;
                 return Err(End::Close(Closing::refuse(
                     close::RATE_LIMIT,
                     "rate_limited",
-                    format!("more than {limit} messages per second"),
+                    format!("more than {limit} messages per second from this user"),
                 )));
             }
             let answer = handle(app, connection, user_id, body.as_str());

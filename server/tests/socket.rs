@@ -222,6 +222,25 @@ async fn limits_close_with_their_codes() {
     assert_eq!(frames.last().map(|f| f["code"].clone()), Some(json!("rate_limited")), "{frames:?}");
     assert_eq!(ended, Ended::Closed(4008, "rate_limited".into()));
 
+    // The rate is the user's, shared by their sockets: a second socket adds nothing.
+    let mut dave = server.client("dave").await;
+    let mut dave_again = server.client("dave").await;
+    for _ in 0..3 {
+        dave.ok("get_user", json!({"user_id": "dave"})).await;
+    }
+    for _ in 0..2 {
+        dave_again.ok("get_user", json!({"user_id": "dave"})).await;
+    }
+    dave_again.send_text(r#"{"type":"get_user","user_id":"dave"}"#).await;
+    let (frames, ended) = dave_again.read_to_end(WAIT).await;
+    assert_eq!(
+        frames.last().map(|f| f["message"].clone()),
+        Some(json!("more than 5 messages per second from this user")),
+        "{frames:?}"
+    );
+    assert_eq!(ended, Ended::Closed(4008, "rate_limited".into()));
+    dave.close().await;
+
     // The engine's connections-per-user limit.
     let first = server.client("carol").await;
     let second = server.client("carol").await;
@@ -248,8 +267,13 @@ async fn limits_close_with_their_codes() {
     assert_eq!(ended, Ended::Closed(1003, "binary_unsupported".into()));
 
     let refused = ureq::get(&server.url("/metrics")).call().unwrap().into_string().unwrap();
-    for reason in ["message_too_big", "rate_limited", "too_many_connections", "origin_not_allowed"] {
-        assert!(refused.contains(&format!("presence_refused_total{{reason=\"{reason}\"}} 1")), "{refused}");
+    for (reason, times) in
+        [("message_too_big", 1), ("rate_limited", 2), ("too_many_connections", 1), ("origin_not_allowed", 1)]
+    {
+        assert!(
+            refused.contains(&format!("presence_refused_total{{reason=\"{reason}\"}} {times}")),
+            "{refused}"
+        );
     }
     // Every closed socket left the engine.
     tokio::time::sleep(Duration::from_millis(200)).await;
