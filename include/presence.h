@@ -729,7 +729,8 @@ enum PresenceResult presence_poll_events(struct PresenceEngine *engine,
  * delivers).
  *
  * `engine` is required; `out_delivered` may be NULL, otherwise it receives the number
- * of callbacks that ran. Errors: NULL (`engine`). Any thread.
+ * of listener calls made: the callbacks that ran, and one per event a host queue took.
+ * Errors: NULL (`engine`). Any thread.
  */
 enum PresenceResult presence_pump(struct PresenceEngine *engine, uint32_t *out_delivered);
 

@@ -231,7 +231,8 @@ pub unsafe extern "C" fn presence_poll_events(
 /// delivers).
 ///
 /// `engine` is required; `out_delivered` may be NULL, otherwise it receives the number
-/// of callbacks that ran. Errors: NULL (`engine`). Any thread.
+/// of listener calls made: the callbacks that ran, and one per event a host queue took.
+/// Errors: NULL (`engine`). Any thread.
 #[no_mangle]
 pub unsafe extern "C" fn presence_pump(
     engine: *mut PresenceEngine,
