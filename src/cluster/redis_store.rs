@@ -47,6 +47,10 @@ pub struct RedisStore {
     scripts: Scripts,
     retention: u64,
     timeout: Duration,
+    /// The server's `run_id` when last connected: a new one means it restarted, maybe from an
+    /// older save or as a promoted replica, so its logs may have gone back in time.
+    run_id: Option<String>,
+    restarted: bool,
 }
 
 fn down(e: impl std::fmt::Display) -> StoreError {
@@ -94,6 +98,8 @@ impl RedisStore {
             scripts: Scripts::new(),
             retention,
             timeout,
+            run_id: None,
+            restarted: false,
         })
     }
 
@@ -104,6 +110,13 @@ impl RedisStore {
             c.set_write_timeout(Some(self.timeout)).map_err(down)?;
             for script in self.scripts.all() {
                 script.load(&mut c).map_err(down)?;
+            }
+            // A proxy may not answer INFO: then restarts go unnoticed here, as before.
+            let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap_or_default();
+            let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_string());
+            if run_id.is_some() {
+                self.restarted |= self.run_id.is_some() && self.run_id != run_id;
+                self.run_id = run_id;
             }
             self.connection = Some(c);
         }
@@ -171,6 +184,13 @@ impl Store for RedisStore {
     }
 
     fn beat(&mut self, member: &str, lease_ms: u64, epoch: &str) -> StoreResult<Beat> {
+        // A restarted server that kept an older save still holds the epoch, but its sequence
+        // numbers went back: readers would skip the new entries as already applied. Treat
+        // it as a store that lost its data (re-announce, rebuild from snapshots).
+        self.connection()?;
+        if std::mem::take(&mut self.restarted) {
+            return Ok(Beat::EpochChanged);
+        }
         let answer = self.meta("beat", member, lease_ms, epoch)?;
         let answer = items(&answer)?;
         match answer.first().map(text).transpose()?.as_deref() {

@@ -58,7 +58,10 @@ impl RedisServer {
     }
 
     fn start(&mut self) {
+        std::fs::create_dir_all(self.dir()).unwrap();
         let child = Command::new("redis-server")
+            .arg("--dir")
+            .arg(self.dir())
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -83,6 +86,24 @@ impl RedisServer {
 
     /// Kills the server and starts a fresh one on the same port: every key is lost.
     pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir());
+        self.start();
+    }
+
+    /// Where the server saves and loads its data (only on [`Self::save`]).
+    fn dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("presence-redis-{}", self.port))
+    }
+
+    /// Saves the data now, as a periodic `save` would.
+    pub fn save(&mut self) {
+        assert_eq!(self.command(&["SAVE"]).as_deref(), Some("+OK"));
+    }
+
+    /// Kills the server and starts it again on the same port from its last [`Self::save`]:
+    /// every later change is lost.
+    pub fn restart_from_save(&mut self) {
         self.kill();
         self.start();
     }
@@ -137,5 +158,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(self.dir());
     }
 }
