@@ -567,6 +567,28 @@ public class PresenceEngineTests
             Check(calls == 2, "both events delivered");
             Check(engine.Pump() == 0, "nothing pending after rethrow");
         }
+        // A later handler's own calls, and the user.updated refresh, never get an earlier
+        // handler's exception: every event of the drain is still raised.
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            var log = new List<string>();
+            engine.UserPresenceChanged += e =>
+            {
+                if (e.UserId == "a") throw new InvalidOperationException("boom a");
+                log.Add("presence " + engine.GetUser(e.UserId).Id);
+            };
+            engine.UserUpdated += e => log.Add("updated " + e.UserId);
+            engine.UpsertUser("c", Fields("x", 1));
+            engine.Pump();
+            log.Clear();
+            engine.Connect("a");
+            engine.Connect("b");
+            engine.UpsertUser("c", Fields("x", 2));
+            var ex = Assert.Throws<InvalidOperationException>(() => engine.Pump());
+            Check(ex.Message == "boom a", "the first exception: " + ex.Message);
+            Check(string.Join(",", log.ToArray()) == "presence b,updated c",
+                  "later handlers ran undisturbed: " + string.Join(",", log.ToArray()));
+        }
         // Immediate dispatch (explicit): handlers run inside the causing call.
         using (var engine = new PresenceEngine(Manual("\"dispatch\":\"immediate\"")))
         {
@@ -618,6 +640,18 @@ public class PresenceEngineTests
         inner.Pump();
         Check(innerCalls == 1, "no callback after Dispose inside a handler: " + innerCalls);
         Check(PresenceEngine.LiveGCHandleCount == baseline, "deferred GCHandle free");
+
+        // Dispose from inside a native listener (it runs inside presence_pump, before the
+        // host queue is drained): Pump returns normally.
+        var listened = new PresenceEngine(Manual());
+        int listenedCalls = 0;
+        listened.UserPresenceChanged += e => listenedCalls++;
+        listened.AddListener(null, null, e => { listenedCalls++; listened.Dispose(); });
+        listened.Connect("a");
+        listened.Connect("b");
+        listened.Pump();
+        Check(listenedCalls == 1, "no callback after Dispose inside a listener: " + listenedCalls);
+        Check(PresenceEngine.LiveGCHandleCount == baseline, "listener's GCHandle freed after the pump");
 
         // Forgotten engines are finalized (weak GCHandles do not keep them alive).
         for (int i = 0; i < 3; i++) MakeGarbageEngine();
