@@ -116,6 +116,12 @@ public class PresenceEngineTests
             Throws(PresenceResult.Invalid, () => engine.QueryUsers("{\"filter_conditions\":{\"id\":{\"$bogus\":1}}}"));
             Throws(PresenceResult.NotFound, () => engine.PollEvents(424242));
             Throws(PresenceResult.Invalid, () => engine.SetStatus("a\0b", "x"));
+            // A lone surrogate has no UTF-8 form: refused, not turned into U+FFFD (which
+            // would make "admin\uD800" and "admin\uDBFF" one user).
+            Throws(PresenceResult.Utf8, () => engine.Connect("admin\uD800"));
+            Throws(PresenceResult.Utf8, () => engine.Connect("admin", Fields("status", "\uDC00")));
+            Throws(PresenceResult.Utf8, () => engine.SetStatus("admin", "x\uDBFF"));
+            Check(engine.QueryUsers("{}").Count == 0, "no user made from a lone surrogate");
             Throws(PresenceResult.Limit, () => engine.QueryUsers("{\"limit\":1000}"));
             try
             {
