@@ -979,9 +979,10 @@ namespace Presence
                     break;
                 default: handler = null; break;
             }
-            if (handler != null) handler(ev);
+            // A handler may have disposed the engine: no handler runs after Dispose.
+            if (handler != null && !_disposed) handler(ev);
             handler = EventReceived;
-            if (handler != null) handler(ev);
+            if (handler != null && !_disposed) handler(ev);
         }
 
         private void DispatchDelivery(PresenceEvent ev)

@@ -641,6 +641,7 @@ public class PresenceEngineTests
         var inner = new PresenceEngine(Manual());
         int innerCalls = 0;
         inner.UserPresenceChanged += e => { innerCalls++; inner.Dispose(); };
+        inner.EventReceived += e => innerCalls++; // the same event's next handler
         inner.Connect("a");
         inner.Connect("b");
         inner.Pump();
