@@ -133,11 +133,19 @@ namespace Presence
             if (s == null) return null;
             if (s.IndexOf('\0') >= 0)
                 throw new PresenceException(PresenceResult.Invalid, "string argument contains a NUL character");
-            int n = Encoding.UTF8.GetByteCount(s);
+            int n;
+            try { n = StrictUtf8.GetByteCount(s); }
+            catch (EncoderFallbackException)
+            {
+                throw new PresenceException(PresenceResult.Utf8, "string argument contains a lone surrogate (no UTF-8 form)");
+            }
             var bytes = new byte[n + 1];
-            Encoding.UTF8.GetBytes(s, 0, s.Length, bytes, 0);
+            StrictUtf8.GetBytes(s, 0, s.Length, bytes, 0);
             return bytes;
         }
+
+        // Throws on a lone surrogate instead of writing U+FFFD, which would merge distinct ids.
+        private static readonly UTF8Encoding StrictUtf8 = new UTF8Encoding(false, true);
 
         /// <summary>Decode a NUL-terminated UTF-8 C string (NULL gives null).</summary>
         internal static unsafe string FromUtf8(IntPtr p)

@@ -81,7 +81,6 @@ namespace Presence
         private Action<PresenceEvent> _eventDelivered;
         private ExceptionDispatchInfo _pending;
         private int _callDepth;
-        private int _callbackDepth;
         private bool _disposed;
 
         /// <summary>Create an engine. <paramref name="configJson"/> is the engine's config
@@ -598,7 +597,8 @@ namespace Presence
             try
             {
                 r = NativeMethods.presence_pump(h, out delivered);
-                if (r == PresenceResult.Ok && _hostQueue != null && !_draining)
+                // A listener may have disposed the engine (and the host queue) inside presence_pump.
+                if (r == PresenceResult.Ok && _hostQueue != null && !_draining && !_disposed)
                 {
                     PresenceResult drained = DrainHostQueue();
                     if (drained != PresenceResult.Ok) cutOff = ReopenHostQueue(drained);
@@ -924,7 +924,6 @@ namespace Presence
         private void Deliver(PresenceListener reg, IntPtr info)
         {
             PresenceEvent ev = MakeEvent(info, IntPtr.Zero, 0);
-            _callbackDepth++;
             try
             {
                 reg.Handler(ev);
@@ -935,7 +934,6 @@ namespace Presence
             }
             finally
             {
-                _callbackDepth--;
                 _generation++; // the native event is gone once the callback returns
             }
         }
@@ -981,9 +979,10 @@ namespace Presence
                     break;
                 default: handler = null; break;
             }
-            if (handler != null) handler(ev);
+            // A handler may have disposed the engine: no handler runs after Dispose.
+            if (handler != null && !_disposed) handler(ev);
             handler = EventReceived;
-            if (handler != null) handler(ev);
+            if (handler != null && !_disposed) handler(ev);
         }
 
         private void DispatchDelivery(PresenceEvent ev)
@@ -1233,7 +1232,10 @@ namespace Presence
 
         private void ThrowPending()
         {
-            if (_pending != null && _callbackDepth == 0)
+            // Only the outermost call rethrows: a call made by a handler (a native listener's,
+            // or one raised while Pump drains the host queue) must not get another handler's
+            // exception.
+            if (_pending != null && _callDepth == 0)
             {
                 ExceptionDispatchInfo p = _pending;
                 _pending = null;

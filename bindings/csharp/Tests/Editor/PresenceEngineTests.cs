@@ -116,6 +116,12 @@ public class PresenceEngineTests
             Throws(PresenceResult.Invalid, () => engine.QueryUsers("{\"filter_conditions\":{\"id\":{\"$bogus\":1}}}"));
             Throws(PresenceResult.NotFound, () => engine.PollEvents(424242));
             Throws(PresenceResult.Invalid, () => engine.SetStatus("a\0b", "x"));
+            // A lone surrogate has no UTF-8 form: refused, not turned into U+FFFD (which
+            // would make "admin\uD800" and "admin\uDBFF" one user).
+            Throws(PresenceResult.Utf8, () => engine.Connect("admin\uD800"));
+            Throws(PresenceResult.Utf8, () => engine.Connect("admin", Fields("status", "\uDC00")));
+            Throws(PresenceResult.Utf8, () => engine.SetStatus("admin", "x\uDBFF"));
+            Check(engine.QueryUsers("{}").Count == 0, "no user made from a lone surrogate");
             Throws(PresenceResult.Limit, () => engine.QueryUsers("{\"limit\":1000}"));
             try
             {
@@ -567,6 +573,28 @@ public class PresenceEngineTests
             Check(calls == 2, "both events delivered");
             Check(engine.Pump() == 0, "nothing pending after rethrow");
         }
+        // A later handler's own calls, and the user.updated refresh, never get an earlier
+        // handler's exception: every event of the drain is still raised.
+        using (var engine = new PresenceEngine(Manual()))
+        {
+            var log = new List<string>();
+            engine.UserPresenceChanged += e =>
+            {
+                if (e.UserId == "a") throw new InvalidOperationException("boom a");
+                log.Add("presence " + engine.GetUser(e.UserId).Id);
+            };
+            engine.UserUpdated += e => log.Add("updated " + e.UserId);
+            engine.UpsertUser("c", Fields("x", 1));
+            engine.Pump();
+            log.Clear();
+            engine.Connect("a");
+            engine.Connect("b");
+            engine.UpsertUser("c", Fields("x", 2));
+            var ex = Assert.Throws<InvalidOperationException>(() => engine.Pump());
+            Check(ex.Message == "boom a", "the first exception: " + ex.Message);
+            Check(string.Join(",", log.ToArray()) == "presence b,updated c",
+                  "later handlers ran undisturbed: " + string.Join(",", log.ToArray()));
+        }
         // Immediate dispatch (explicit): handlers run inside the causing call.
         using (var engine = new PresenceEngine(Manual("\"dispatch\":\"immediate\"")))
         {
@@ -613,11 +641,24 @@ public class PresenceEngineTests
         var inner = new PresenceEngine(Manual());
         int innerCalls = 0;
         inner.UserPresenceChanged += e => { innerCalls++; inner.Dispose(); };
+        inner.EventReceived += e => innerCalls++; // the same event's next handler
         inner.Connect("a");
         inner.Connect("b");
         inner.Pump();
         Check(innerCalls == 1, "no callback after Dispose inside a handler: " + innerCalls);
         Check(PresenceEngine.LiveGCHandleCount == baseline, "deferred GCHandle free");
+
+        // Dispose from inside a native listener (it runs inside presence_pump, before the
+        // host queue is drained): Pump returns normally.
+        var listened = new PresenceEngine(Manual());
+        int listenedCalls = 0;
+        listened.UserPresenceChanged += e => listenedCalls++;
+        listened.AddListener(null, null, e => { listenedCalls++; listened.Dispose(); });
+        listened.Connect("a");
+        listened.Connect("b");
+        listened.Pump();
+        Check(listenedCalls == 1, "no callback after Dispose inside a listener: " + listenedCalls);
+        Check(PresenceEngine.LiveGCHandleCount == baseline, "listener's GCHandle freed after the pump");
 
         // Forgotten engines are finalized (weak GCHandles do not keep them alive).
         for (int i = 0; i < 3; i++) MakeGarbageEngine();
