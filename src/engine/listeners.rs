@@ -223,12 +223,12 @@ impl Registry {
         removed.inspect(|l| l.removed.store(true, Ordering::SeqCst))
     }
 
-    pub(super) fn has_host_listeners(&self) -> bool {
-        !self.any_user.is_empty() || !self.by_user.is_empty()
-    }
-
-    pub(super) fn has_delivery_listeners(&self) -> bool {
-        !self.deliveries.is_empty()
+    /// Has the core record host events and deliveries only while some listener takes
+    /// them (an event that reaches nobody is then not built). Called under the state lock
+    /// after every change to the registry.
+    pub(super) fn set_recording(&self, state: &mut crate::core::State) {
+        state.record_events = !self.any_user.is_empty() || !self.by_user.is_empty();
+        state.record_deliveries = !self.deliveries.is_empty();
     }
 
     /// Appends to `calls` the host listeners that want `event`, in the order they were
@@ -273,8 +273,7 @@ impl Engine {
             callback,
         });
         registry.insert(listener);
-        inner.state.record_events = registry.has_host_listeners();
-        inner.state.record_deliveries = registry.has_delivery_listeners();
+        registry.set_recording(&mut inner.state);
         id
     }
 
@@ -355,9 +354,7 @@ impl Shared {
                 let mut registry = self.listeners.lock();
                 let ids: Vec<ListenerId> = registry.by_id.keys().copied().collect();
                 let dropped = ids.into_iter().filter_map(|id| registry.remove(id)).collect();
-                let mut inner = self.inner.lock();
-                inner.state.record_events = false;
-                inner.state.record_deliveries = false;
+                registry.set_recording(&mut self.inner.lock().state);
                 dropped
             };
             if dropped.is_empty() {
@@ -372,9 +369,7 @@ impl Shared {
         let mut registry = self.listeners.lock();
         let found =
             registry.remove(id).ok_or_else(|| Error::not_found(format!("unknown listener {}", id.0)))?;
-        let mut inner = self.inner.lock();
-        inner.state.record_events = registry.has_host_listeners();
-        inner.state.record_deliveries = registry.has_delivery_listeners();
+        registry.set_recording(&mut self.inner.lock().state);
         Ok(found)
     }
 }
