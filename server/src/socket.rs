@@ -107,7 +107,7 @@ impl TokenBucket {
 struct UserRate<'a> {
     app: &'a App,
     user_id: &'a str,
-    bucket: Option<Arc<parking_lot::Mutex<TokenBucket>>>,
+    bucket: Arc<parking_lot::Mutex<TokenBucket>>,
 }
 
 impl<'a> UserRate<'a> {
@@ -121,19 +121,20 @@ impl<'a> UserRate<'a> {
                 Arc::new(parking_lot::Mutex::new(bucket))
             })
             .clone();
-        UserRate { app, user_id, bucket: Some(bucket) }
+        UserRate { app, user_id, bucket }
     }
 
     fn take(&self) -> bool {
-        self.bucket.as_ref().is_some_and(|b| b.lock().take())
+        self.bucket.lock().take()
     }
 }
 
 impl Drop for UserRate<'_> {
     fn drop(&mut self) {
+        // Held by the map and this socket only: the user's last socket is going. (Sockets
+        // join under the same lock, so no other can take a share meanwhile.)
         let mut rates = self.app.rates.lock();
-        drop(self.bucket.take());
-        if rates.get(self.user_id).is_some_and(|b| Arc::strong_count(b) == 1) {
+        if Arc::strong_count(&self.bucket) == 2 {
             rates.remove(self.user_id);
         }
     }
