@@ -53,8 +53,9 @@ pub struct Config {
     ///
     /// When listener callbacks run. `"immediate"`: on the thread whose call caused the events,
     /// before that call returns (events caused by a callback's own calls are delivered after the
-    /// current one, in order; in cluster mode, other nodes' changes on the cluster link thread). `"manual"`: only inside `pump`, on the thread that calls it, the
-    /// game-loop model (call `pump` once per frame). Callbacks never run concurrently and never
+    /// current one, in order; in cluster mode, other nodes' changes on the cluster link thread).
+    /// `"manual"`: only inside `pump`, on the thread that calls it, the game-loop model (call
+    /// `pump` once per frame). Callbacks never run concurrently and never
     /// while the engine holds its lock. Per-connection queues fill in both modes.
     pub dispatch: Dispatch,
     /// Integer, milliseconds; default `900000` (15 minutes); must be greater than 0.
@@ -98,7 +99,8 @@ pub struct Config {
     /// does not fit is not queued: the connection is closed with reason `slow_consumer` when the
     /// call that overflowed it finishes, so nothing is dropped silently. 0 disables queues:
     /// events reach connections only through delivery listeners, and `poll_events` answers
-    /// nothing. `subscribe` allocates a channel of this size, so it answers `LIMIT` above 1048576.
+    /// nothing. `subscribe` allocates a channel of this size, so it answers `LIMIT` above
+    /// 1048576.
     pub connection_queue_capacity: u32,
     /// Integer; default `100`; range 1 to 4294967295.
     ///
